@@ -1,0 +1,49 @@
+# Quick start: `make run` (end-to-end demo on the embedded defaults), `make test` (all tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test test-fast lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+ACS := data/acs_employment_ma
+
+## The main job: build a calibrated suite from the 2015 ACS reference, check 2016-2018.
+run: $(VENV)/.installed
+	@mkdir -p out
+	$(BIN)/watchkeeper init $(ACS)/employment_MA_reference.pq --target employed \
+		-o out/acs_employment.yaml --force
+	$(BIN)/watchkeeper check $(ACS)/employment_MA_analysis.pq --suite out/acs_employment.yaml \
+		--window-by year
+
+## Every test, slow ones included (as CI runs them).
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest
+
+## Skip the tests marked slow.
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+## Benchmarks against peers (creates its own venvs for them; takes several minutes).
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_drift.py
+
+clean:
+	rm -rf out .pytest_cache .ruff_cache

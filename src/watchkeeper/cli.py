@@ -1,0 +1,119 @@
+"""Command line: ``watchkeeper init`` builds a suite, ``watchkeeper check`` evaluates data."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from watchkeeper.errors import WatchkeeperError
+from watchkeeper.monitors.base import Severity
+from watchkeeper.suite import DEFAULT_BUDGET, Suite, init
+
+EXIT_FINDINGS = 1  # --fail-on was reached
+EXIT_USAGE = 2  # bad arguments, unreadable input (click uses 2 as well)
+
+
+class _Group(click.Group):
+    """Prints user errors as one line with exit code 2, never as a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WatchkeeperError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="watchkeeper")
+def main() -> None:
+    """watchkeeper: monitor ML models with calibrated, low-noise alerts."""
+
+
+@main.command("init")
+@click.argument("reference", type=click.Path(dir_okay=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), default="watchkeeper.yaml",
+              show_default=True, help="Where to write the suite file.")
+@click.option("--target", help="Label column.")
+@click.option("--prediction", help="Predicted class/value column(s), comma-separated.")
+@click.option("--proba", help="Predicted probability/score column(s), comma-separated.")
+@click.option("--id", "id_", help="Prediction id column (joins late labels).")
+@click.option("--timestamp", help="Event time column (enables time windows and volume).")
+@click.option("--client", help="Caller/client id column.")
+@click.option("--sensitive", help="Sensitive attribute columns, comma-separated.")
+@click.option("--ignore", help="Columns to leave unmonitored, comma-separated.")
+@click.option("--budget", type=float, default=DEFAULT_BUDGET, show_default=True,
+              help="Expected false alerts per window for the whole suite.")
+@click.option("--name", help="Suite name (default: the reference file name).")
+@click.option("--force", is_flag=True, help="Overwrite an existing suite file.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars (default: when stderr is a terminal).")
+def init_command(reference: Path, output: Path, target: str | None, prediction: str | None,
+                 proba: str | None, id_: str | None, timestamp: str | None, client: str | None,
+                 sensitive: str | None, ignore: str | None, budget: float, name: str | None,
+                 force: bool, progress: bool | None) -> None:
+    """Infer the schema of REFERENCE, generate and calibrate every monitor, write the suite."""
+    if output.exists() and not force:
+        raise WatchkeeperError(f"{output} exists; pass --force to overwrite it")
+    suite = init(reference, target=target, prediction=prediction, proba=proba, id=id_,
+                 timestamp=timestamp, client=client, sensitive=sensitive, ignore=ignore,
+                 budget=budget, name=name, progress=progress)
+    suite.save(output)
+    click.echo(_summary(suite, output))
+
+
+def _summary(suite: Suite, output: Path) -> str:
+    roles: dict[str, list[str]] = {}
+    for c in suite.schema:
+        label = f"{c.name} ({c.kind.value}{', sensitive' if c.sensitive else ''})"
+        roles.setdefault(c.role.value, []).append(label)
+    kinds = Counter(m.type for m in suite.monitors)
+    calibrated = [m for m in suite.monitors if m.calibrated]
+    lines = [f"wrote {output}: {len(suite.schema.columns)} columns, "
+             f"{len(suite.monitors)} monitors from {suite.reference.rows} reference rows"]
+    for role, cols in roles.items():
+        lines.append(f"  {role:<11} {', '.join(cols)}")
+    lines.append("  monitors    " + ", ".join(f"{k} ×{v}" for k, v in kinds.items()))
+    if calibrated:
+        lines.append(f"  thresholds  calibrated from the reference; alert budget {suite.budget:g} "
+                     f"false alerts per window, α = {calibrated[0].alpha:.2g} per monitor")
+    lines.append(f"Review roles in {output}, then: watchkeeper check DATA --suite {output}")
+    return "\n".join(lines)
+
+
+@main.command("check")
+@click.argument("current", type=click.Path(dir_okay=True, path_type=Path))
+@click.option("--suite", "suite_path", type=click.Path(path_type=Path),
+              default="watchkeeper.yaml", show_default=True, help="Suite file from init.")
+@click.option("--window-rows", type=click.IntRange(min=1), help="Rows per window.")
+@click.option("--window", help="Time window length, e.g. 1h, 1d (needs a timestamp column).")
+@click.option("--window-by", help="One window per value of this column (batch, partition).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--fail-on", type=click.Choice(["warning", "critical"]),
+              help="Exit with code 1 when a finding reaches this severity.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars (default: when stderr is a terminal).")
+def check_command(current: Path, suite_path: Path, window_rows: int | None, window: str | None,
+                  window_by: str | None, fmt: str, fail_on: str | None,
+                  progress: bool | None) -> None:
+    """Check CURRENT data against a suite, window by window."""
+    suite = Suite.load(suite_path)
+    result = suite.check(current, window_rows=window_rows, window=window, window_by=window_by,
+                         progress=progress)
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(f"{current} against {suite_path}")
+        click.echo(result.to_text())
+    if fail_on and result.alerts(Severity(fail_on)):
+        sys.exit(EXIT_FINDINGS)

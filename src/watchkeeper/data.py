@@ -1,0 +1,146 @@
+"""Turn whatever tabular input a user has into a pyarrow Table.
+
+Accepted: pyarrow Tables and RecordBatches, pandas and polars DataFrames, lists of dict
+rows, and paths to parquet, CSV, JSON-lines, Arrow/Feather files. Columns with mixed
+Python types (a pandas object column holding numbers and strings) are kept as strings so
+nothing is lost; profiling then counts the values that do not fit the schema as invalid.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from watchkeeper.errors import DataError
+
+_READERS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".json": "json",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".arrow": "ipc",
+    ".feather": "ipc",
+    ".ipc": "ipc",
+}
+
+
+def _format_of(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2", ".zst"):
+        suffixes = suffixes[:-1]
+    if not suffixes or suffixes[-1] not in _READERS:
+        known = ", ".join(sorted(_READERS))
+        raise DataError(f"{path}: unknown file type; expected one of {known} (optionally .gz)")
+    return _READERS[suffixes[-1]]
+
+
+def read_table(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
+    """Read a data file into an Arrow table, with a one-line error when that fails."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file")
+    fmt = "parquet" if p.is_dir() else _format_of(p)  # a directory: a parquet data set
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(p, columns=columns)
+        if fmt in ("csv", "tsv"):
+            from pyarrow import csv
+
+            parse = csv.ParseOptions(delimiter="\t" if fmt == "tsv" else ",")
+            convert = csv.ConvertOptions(include_columns=columns) if columns else None
+            return csv.read_csv(p, parse_options=parse, convert_options=convert)
+        if fmt == "json":
+            from pyarrow import json
+
+            table = json.read_json(p)
+            return table.select(columns) if columns else table
+        from pyarrow import feather
+
+        return feather.read_table(p, columns=columns)
+    except DataError:
+        raise
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, KeyError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{p}: cannot read as {fmt}: {first_line}") from exc
+
+
+def _from_pandas(frame: Any) -> pa.Table:
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    # Some object column mixes types. Convert column by column; the ones Arrow refuses
+    # become strings (missing values stay missing) and are profiled as such.
+    arrays = {}
+    for name in frame.columns:
+        series = frame[name]
+        try:
+            arrays[str(name)] = pa.array(series, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            values = [None if _is_missing(v) else str(v) for v in series.tolist()]
+            arrays[str(name)] = pa.array(values, type=pa.string())
+    return pa.table(arrays)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _from_rows(rows: list[Mapping[str, Any]]) -> pa.Table:
+    names: dict[str, None] = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise DataError(
+                f"row {i} is a {type(row).__name__}, expected a mapping of column → value"
+            )
+        names.update(dict.fromkeys(map(str, row)))
+    arrays = {}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            arrays[name] = pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            arrays[name] = pa.array(
+                [None if _is_missing(v) else str(v) for v in values], type=pa.string()
+            )
+    return pa.table(arrays)
+
+
+def to_table(data: Any) -> pa.Table:
+    """Convert supported tabular input to a pyarrow Table.
+
+    >>> to_table([{"a": 1, "b": "x"}, {"a": 2.5}]).to_pydict()
+    {'a': [1.0, 2.5], 'b': ['x', None]}
+    """
+    if isinstance(data, pa.Table):
+        table = data
+    elif isinstance(data, pa.RecordBatch):
+        table = pa.Table.from_batches([data])
+    elif isinstance(data, (str, os.PathLike)):
+        table = read_table(data)
+    elif type(data).__module__.startswith("pandas") and hasattr(data, "columns"):
+        table = _from_pandas(data)
+    elif type(data).__module__.startswith("polars") and hasattr(data, "to_arrow"):
+        table = data.to_arrow()
+    elif isinstance(data, list):
+        table = _from_rows(data)
+    elif isinstance(data, Iterable) and not isinstance(data, (bytes, Mapping)):
+        table = _from_rows(list(data))
+    else:
+        raise DataError(
+            f"cannot use a {type(data).__name__} as data; pass a pandas or polars DataFrame, "
+            "a pyarrow Table, a list of dict rows, or a path to a parquet/CSV/JSON file"
+        )
+    duplicated = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
+    if duplicated:
+        raise DataError(f"duplicate column names: {', '.join(duplicated)}")
+    return table

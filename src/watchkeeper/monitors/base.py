@@ -1,0 +1,208 @@
+"""Finding, Severity and the Monitor base class every monitor family builds on."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from watchkeeper.errors import SuiteError
+from watchkeeper.profile import Profile
+from watchkeeper.schema import Column, Schema
+
+FAMILIES = (
+    "quality",
+    "drift",
+    "performance",
+    "estimated_performance",
+    "fairness",
+    "service",
+    "security",
+)
+
+
+class Severity(StrEnum):
+    INFO = "info"  # never alerts
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return ("info", "warning", "critical").index(self.value)
+
+
+@dataclass
+class Finding:
+    """What one monitor found in one window."""
+
+    monitor: str
+    family: str
+    column: str | None
+    value: float
+    threshold: float
+    severity: Severity
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    window: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "monitor": self.monitor,
+            "family": self.family,
+            "column": self.column,
+            "value": _round(self.value),
+            "threshold": _round(self.threshold),
+            "severity": self.severity.value,
+            "message": self.message,
+            "evidence": {k: _round(v) for k, v in self.evidence.items()},
+            "window": self.window,
+        }
+
+
+def _round(v: Any) -> Any:
+    if isinstance(v, (float, np.floating)):
+        return float(f"{float(v):.6g}")
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+@dataclass
+class ReferenceData:
+    """What calibration may look at: the reference rows, their schema and profile."""
+
+    table: pa.Table
+    schema: Schema
+    profile: Profile
+    seed: int = 0
+
+    def rng(self, *key: object) -> np.random.Generator:
+        """A generator seeded by the suite seed and a key, so calibration is reproducible."""
+        return np.random.default_rng([self.seed, zlib.crc32(repr(key).encode())])
+
+
+_REGISTRY: dict[str, type[Monitor]] = {}
+
+
+class Monitor:
+    """A monitor answers one question about a window and returns Findings.
+
+    Subclasses set ``type`` and ``family``, list their tunable ``params`` with defaults,
+    implement :meth:`evaluate`, and, when their threshold is calibrated, :meth:`calibrate`,
+    which stores what it learned in ``self.calibration`` (saved in the suite file).
+    """
+
+    type: ClassVar[str]
+    family: ClassVar[str]
+    #: Whether the monitor can raise false alerts and so takes a share of the alert budget.
+    calibrated: ClassVar[bool] = True
+    #: Tunable parameters and their defaults; saved in the suite file.
+    params: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "type" in cls.__dict__:
+            _REGISTRY[cls.type] = cls
+
+    def __init__(
+        self,
+        column: str | None = None,
+        *,
+        alpha: float = 0.01,
+        enabled: bool = True,
+        calibration: dict[str, Any] | None = None,
+        **params: Any,
+    ) -> None:
+        unknown = set(params) - set(self.params)
+        if unknown:
+            raise SuiteError(f"{self.type}.{sorted(unknown)[0]}", "unknown parameter")
+        self.column = column
+        self.alpha = alpha
+        self.enabled = enabled
+        self.calibration: dict[str, Any] = dict(calibration or {})
+        self.settings: dict[str, Any] = {**self.params, **params}
+        self.schema: Schema | None = None
+
+    def bind(self, schema: Schema) -> None:
+        """Attach the suite's schema; a monitor of a column the schema lacks is an error."""
+        if self.column is not None and self.column not in schema.columns:
+            raise SuiteError(f"{self.id}.column", f"no column {self.column!r} in the schema")
+        self.schema = schema
+
+    @property
+    def spec(self) -> Column:
+        assert self.schema is not None and self.column is not None, "monitor is not bound"
+        return self.schema.columns[self.column]
+
+    @property
+    def id(self) -> str:
+        return f"{self.type}:{self.column}" if self.column else self.type
+
+    def calibrate(self, reference: ReferenceData) -> None:
+        """Learn what "no change" looks like from the reference. Default: nothing to learn."""
+
+    def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
+        raise NotImplementedError
+
+    def finding(
+        self,
+        value: float,
+        threshold: float,
+        severity: Severity,
+        message: str,
+        *,
+        monitor: str | None = None,
+        **evidence: Any,
+    ) -> Finding:
+        return Finding(
+            monitor=monitor or self.type,
+            family=self.family,
+            column=self.column,
+            value=float(value),
+            threshold=float(threshold),
+            severity=severity,
+            message=message,
+            evidence=evidence,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        if self.column is not None:
+            out["column"] = self.column
+        if not self.enabled:
+            out["enabled"] = False
+        if self.calibrated:
+            out["alpha"] = self.alpha
+        for key, default in self.params.items():
+            out[key] = self.settings.get(key, default)
+        if self.calibration:
+            out["calibration"] = self.calibration
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.column!r})"
+
+
+def monitor_class(type_name: str) -> type[Monitor]:
+    try:
+        return _REGISTRY[type_name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise SuiteError("type", f"unknown monitor type {type_name!r}; known: {known}") from None
+
+
+def monitor_types() -> dict[str, type[Monitor]]:
+    return dict(_REGISTRY)
+
+
+def severity_for(value: float, warning: float, critical: float) -> Severity | None:
+    """Severity of a statistic that alerts when it exceeds its thresholds."""
+    if value > critical:
+        return Severity.CRITICAL
+    if value > warning:
+        return Severity.WARNING
+    return None

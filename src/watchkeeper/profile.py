@@ -1,0 +1,243 @@
+"""Profile: a mergeable summary of a batch of rows against the suite's binning plan.
+
+A profile keeps, per column, counts (rows, missing, invalid), mergeable moments, min/max,
+and bin counts; nothing that grows with the number of rows. Merging two profiles is exact
+for every count and associative, so profiles roll up from minutes to days and from
+partitions to a whole data set.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from watchkeeper.data import to_table
+from watchkeeper.schema import Column, Kind, Role, Schema
+from watchkeeper.stats.moments import Moments
+from watchkeeper.values import category_counts, category_label, numbers, type_class
+
+OTHER = "__other__"
+UNSEEN = "__unseen__"
+
+
+@dataclass
+class ColumnProfile:
+    """Summary of one column over a window. ``count`` is rows where the column was present."""
+
+    count: int = 0
+    missing: int = 0
+    invalid: int = 0
+    moments: Moments = field(default_factory=Moments)
+    min: float | None = None
+    max: float | None = None
+    bins: np.ndarray | None = None
+    types: Counter[str] = field(default_factory=Counter)  # type class → rows seen with it
+
+    @property
+    def valid(self) -> int:
+        return self.count - self.missing - self.invalid
+
+    def merge(self, other: ColumnProfile) -> ColumnProfile:
+        if self.bins is None:
+            bins = None if other.bins is None else other.bins.copy()
+        elif other.bins is None:
+            bins = self.bins.copy()
+        else:
+            bins = self.bins + other.bins
+        return ColumnProfile(
+            count=self.count + other.count,
+            missing=self.missing + other.missing,
+            invalid=self.invalid + other.invalid,
+            moments=self.moments.merge(other.moments),
+            min=_pick(min, self.min, other.min),
+            max=_pick(max, self.max, other.max),
+            bins=bins,
+            types=self.types + other.types,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "count": self.count, "missing": self.missing, "invalid": self.invalid
+        }
+        if self.moments.n:
+            out["moments"] = {"n": self.moments.n, "mean": self.moments.mean, "m2": self.moments.m2}
+            out["min"], out["max"] = self.min, self.max
+        if self.bins is not None:
+            out["bins"] = [int(b) for b in self.bins]
+        out["types"] = dict(sorted(self.types.items()))
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ColumnProfile:
+        m = d.get("moments") or {}
+        return cls(
+            count=int(d["count"]),
+            missing=int(d.get("missing", 0)),
+            invalid=int(d.get("invalid", 0)),
+            moments=Moments(int(m.get("n", 0)), float(m.get("mean", 0.0)), float(m.get("m2", 0.0))),
+            min=None if d.get("min") is None else float(d["min"]),
+            max=None if d.get("max") is None else float(d["max"]),
+            bins=None if d.get("bins") is None else np.asarray(d["bins"], dtype=np.int64),
+            types=Counter({str(k): int(v) for k, v in (d.get("types") or {}).items()}),
+        )
+
+
+def _pick(fn, a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return fn(a, b)
+
+
+@dataclass
+class Profile:
+    """Summary of a window of rows: per-column profiles plus columns the schema does not know.
+
+    >>> from watchkeeper.schema import infer_schema
+    >>> t = pa.table({"x": [1.5, 2.5, None, 4.0], "c": ["a", "b", "a", "z"]})
+    >>> s = infer_schema(t)
+    >>> p = profile(t, s)
+    >>> p.rows, p.columns["x"].missing, p.columns["x"].bins.tolist()
+    (4, 1, [0, 1, 2, 0])
+    """
+
+    rows: int = 0
+    columns: dict[str, ColumnProfile] = field(default_factory=dict)
+    unexpected: Counter[str] = field(default_factory=Counter)  # unknown column → rows
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def merge(self, other: Profile) -> Profile:
+        names = list(dict.fromkeys([*self.columns, *other.columns]))
+        empty = ColumnProfile()
+        return Profile(
+            rows=self.rows + other.rows,
+            columns={
+                n: self.columns.get(n, empty).merge(other.columns.get(n, empty)) for n in names
+            },
+            unexpected=self.unexpected + other.unexpected,
+            start=_pick(min, self.start, other.start),
+            end=_pick(max, self.end, other.end),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"rows": self.rows}
+        if self.start is not None:
+            out["start"] = self.start.isoformat()
+        if self.end is not None:
+            out["end"] = self.end.isoformat()
+        out["columns"] = {n: c.to_dict() for n, c in self.columns.items()}
+        if self.unexpected:
+            out["unexpected"] = dict(self.unexpected)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Profile:
+        return cls(
+            rows=int(d["rows"]),
+            columns={str(n): ColumnProfile.from_dict(c) for n, c in d["columns"].items()},
+            unexpected=Counter({str(k): int(v) for k, v in (d.get("unexpected") or {}).items()}),
+            start=datetime.fromisoformat(d["start"]) if d.get("start") else None,
+            end=datetime.fromisoformat(d["end"]) if d.get("end") else None,
+        )
+
+
+def merge(*profiles: Profile) -> Profile:
+    """Merge any number of profiles; ``merge()`` of nothing is the empty profile."""
+    out = Profile()
+    for p in profiles:
+        out = out.merge(p)
+    return out
+
+
+def numeric_codes(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Bin index of each finite value: 0 below the reference min, len(edges) above its max."""
+    search = np.asarray(edges, dtype=float).copy()
+    search[-1] = np.nextafter(search[-1], np.inf)  # the reference max belongs to the last bin
+    return np.searchsorted(search, values, side="right")
+
+
+def category_bins(counts: Counter[str], spec: Column) -> np.ndarray:
+    """Bin counts of category labels: one per level, then "other", then "unseen"."""
+    assert spec.categories is not None
+    index = {c: i for i, c in enumerate(spec.categories)}
+    bins = np.zeros(len(spec.categories) + 2, dtype=np.int64)
+    overflow = len(spec.categories) + (0 if spec.truncated else 1)  # other if truncated
+    for label, n in counts.items():
+        bins[index.get(label, overflow)] += n
+    return bins
+
+
+def profile_column(column: pa.ChunkedArray | pa.Array, spec: Column) -> ColumnProfile:
+    """Profile one column against its spec; values that do not fit are counted, never raised."""
+    rows = len(column)
+    cp = ColumnProfile(count=rows, types=Counter({type_class(column.type): rows}))
+    try:
+        if spec.kind == Kind.NUMERIC:
+            nums = numbers(column)
+            cp.missing, cp.invalid = nums.missing, nums.invalid
+            if nums.finite.size:
+                cp.moments = Moments.of(nums.finite)
+                cp.min, cp.max = float(nums.finite.min()), float(nums.finite.max())
+            if spec.edges:
+                codes = numeric_codes(nums.finite, spec.edges)
+                cp.bins = np.bincount(codes, minlength=spec.n_bins).astype(np.int64)
+        elif spec.kind in (Kind.CATEGORICAL, Kind.BOOLEAN):
+            counts, cp.missing = category_counts(column)
+            if spec.categories is not None:
+                cp.bins = category_bins(counts, spec)
+        else:
+            cp.missing = column.null_count
+    except (pa.ArrowException, TypeError, ValueError):
+        # A column Arrow cannot read as this kind at all (nested values, say): every
+        # present value is invalid, the schema monitor reports the type change.
+        cp.missing = column.null_count
+        cp.invalid = rows - cp.missing
+        cp.bins = np.zeros(spec.n_bins, dtype=np.int64) if spec.n_bins else None
+    return cp
+
+
+def profile(data: Any, schema: Schema) -> Profile:
+    """Profile a batch of rows (any input :func:`watchkeeper.data.to_table` accepts)."""
+    table = data if isinstance(data, pa.Table) else to_table(data)
+    out = Profile(rows=table.num_rows)
+    present = set(table.column_names)
+    for spec in schema:
+        if spec.role == Role.IGNORE:
+            continue
+        if spec.name in present:
+            out.columns[spec.name] = profile_column(table.column(spec.name), spec)
+        else:
+            out.columns[spec.name] = ColumnProfile()
+    for name in table.column_names:
+        if name not in schema.columns:
+            out.unexpected[name] = table.num_rows
+    return out
+
+
+def bin_codes(column: pa.ChunkedArray | pa.Array, spec: Column) -> np.ndarray:
+    """Bin index of every valid value of a column, in row order (missing/invalid dropped)."""
+    if spec.kind == Kind.NUMERIC:
+        return numeric_codes(numbers(column).finite, spec.edges or [0.0])
+    assert spec.categories is not None
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    index = {c: i for i, c in enumerate(spec.categories)}
+    overflow = len(spec.categories) + (0 if spec.truncated else 1)
+    out = []
+    for chunk in chunks:
+        encoded = chunk if pa.types.is_dictionary(chunk.type) else chunk.dictionary_encode()
+        labels = [category_label(v) for v in encoded.dictionary.to_pylist()]
+        mapping = np.array([index.get(lab, overflow) for lab in labels] or [0], dtype=np.int64)
+        indices = encoded.indices.to_numpy(zero_copy_only=False)
+        valid = ~np.asarray(encoded.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        if pa.types.is_floating(encoded.dictionary.type):
+            nan = np.array([v != v for v in encoded.dictionary.to_pylist()] or [False])
+            valid &= ~nan[np.where(valid, indices, 0).astype(np.int64)]
+        out.append(mapping[indices[valid].astype(np.int64)])
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

@@ -1,0 +1,290 @@
+"""Column kinds and roles, inferred from reference data and names, and the binning plan.
+
+The plan (numeric bin edges from reference quantiles, categorical levels) is part of each
+column's spec, because every profile of every window must use the same bins to be
+comparable and mergeable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import pyarrow as pa
+
+from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.values import category_counts, numbers, type_class
+
+#: Quantile bins per numeric column (plus one tail on each side).
+DEFAULT_BINS = 20
+#: Integer-valued columns with at most this many distinct values are category codes.
+MAX_CODE_LEVELS = 30
+#: Categorical levels kept in the plan; rarer ones share an "other" bin.
+MAX_CATEGORIES = 100
+#: A string column with more distinct values than this share of its rows is an
+#: identifier or free text, not a category.
+TEXT_DISTINCT_SHARE = 0.5
+
+
+class Kind(StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+    BOOLEAN = "boolean"
+    DATETIME = "datetime"
+    TEXT = "text"  # identifier or free text: not monitored as a distribution
+
+
+class Role(StrEnum):
+    FEATURE = "feature"
+    TARGET = "target"
+    PREDICTION = "prediction"
+    PROBA = "proba"
+    ID = "id"
+    TIMESTAMP = "timestamp"
+    CLIENT = "client"
+    IGNORE = "ignore"
+
+
+_ROLE_NAMES: dict[Role, re.Pattern[str]] = {
+    Role.TARGET: re.compile(r"^(target|label|y|y_true|class|outcome|ground_truth|actual)$"),
+    Role.PROBA: re.compile(
+        r"^(proba|probability|score|y_proba|y_score|pred_proba|prediction_score)$"
+        r"|proba|probability|_score$"
+    ),
+    Role.PREDICTION: re.compile(
+        r"^(prediction|predicted|pred|y_pred|y_hat|predicted_(label|class))$"
+    ),
+    Role.CLIENT: re.compile(r"^(client|client_id|caller|caller_id|tenant|api_key_id)$"),
+    Role.ID: re.compile(r"^(id|uuid|request_id|prediction_id|row_id|record_id)$|_id$"),
+}
+_TIME_INDEX = re.compile(r"^(year|month|week|day|quarter|period|batch|chunk)$")
+_SENSITIVE = re.compile(
+    r"^(sex|gender|race|rac1p|ethnicity|ethnic|age|agep|age_group|religion|nationality|disability)$"
+)
+
+
+@dataclass
+class Column:
+    """One column of the schema: what it is, what it is for, and how it is binned."""
+
+    name: str
+    kind: Kind
+    role: Role = Role.FEATURE
+    dtype: str = "numeric"  # the type class seen in the reference (see values.type_class)
+    sensitive: bool = False
+    edges: list[float] | None = None  # numeric: [min, interior quantiles..., max]
+    categories: list[str] | None = None  # categorical/boolean: levels, most frequent first
+    truncated: bool = False  # categories hold only the MAX_CATEGORIES most frequent levels
+    note: str | None = None  # why the kind or role was chosen, when not obvious
+
+    @property
+    def n_bins(self) -> int:
+        """Bins in this column's histogram (0 when it has none)."""
+        if self.edges is not None:
+            return len(self.edges) + 1  # below min, interior bins, above max
+        if self.categories is not None:
+            return len(self.categories) + 2  # levels, other, unseen
+        return 0
+
+    @property
+    def monitored(self) -> bool:
+        return self.role not in (Role.IGNORE, Role.ID)
+
+
+@dataclass
+class Schema:
+    columns: dict[str, Column] = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter(self.columns.values())
+
+    def __getitem__(self, name: str) -> Column:
+        return self.columns[name]
+
+    def by_role(self, role: Role) -> list[Column]:
+        return [c for c in self.columns.values() if c.role == role]
+
+
+def _names(value: str | Iterable[str] | None) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+def _infer_kind(name: str, column: pa.ChunkedArray, rows: int) -> tuple[Kind, str | None]:
+    cls = type_class(column.type)
+    if cls == "boolean":
+        return Kind.BOOLEAN, None
+    if cls == "datetime":
+        return Kind.DATETIME, None
+    if cls == "null":
+        return Kind.NUMERIC, "all values missing in the reference"
+    if cls == "numeric":
+        values = numbers(column).finite
+        if values.size == 0:
+            return Kind.NUMERIC, "no finite values in the reference"
+        if np.all(np.mod(values, 1.0) == 0.0):
+            levels = np.unique(values)
+            if levels.size <= MAX_CODE_LEVELS:
+                return Kind.CATEGORICAL, f"integer codes with {levels.size} levels"
+            if levels.size == values.size and values.size >= 50:
+                return Kind.TEXT, "unique integers"
+        return Kind.NUMERIC, None
+    if cls == "string":
+        if _looks_like_dates(column):
+            return Kind.DATETIME, "strings that parse as dates"
+        counts, missing = category_counts(column)
+        present = rows - missing
+        if present and len(counts) > max(50, TEXT_DISTINCT_SHARE * present):
+            return Kind.TEXT, f"{len(counts)} distinct values in {present} rows: identifier or text"
+        return Kind.CATEGORICAL, None
+    return Kind.TEXT, f"unsupported type {column.type}: only missing values are monitored"
+
+
+def _looks_like_dates(column: pa.ChunkedArray) -> bool:
+    import pandas as pd
+
+    sample = [v for v in column.slice(0, 200).to_pylist() if v]
+    if not sample or not all(re.search(r"\d{4}-\d{2}-\d{2}|\d{2}:\d{2}", v) for v in sample):
+        return False
+    try:
+        pd.to_datetime(pd.Series(sample), format="ISO8601")
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _infer_role(name: str, kind: Kind, column: pa.ChunkedArray) -> tuple[Role, str | None]:
+    lower = name.lower()
+    if kind == Kind.DATETIME:
+        return Role.TIMESTAMP, None
+    for role, pattern in _ROLE_NAMES.items():
+        if not pattern.search(lower):
+            continue
+        if role == Role.PROBA and kind != Kind.NUMERIC:
+            continue
+        return role, f"named like a {role.value} column"
+    if _TIME_INDEX.match(lower):
+        return Role.IGNORE, "a time index, not a feature (use --timestamp for time windows)"
+    if kind == Kind.TEXT and type_class(column.type) == "numeric":
+        return Role.ID, "unique integers"
+    return Role.FEATURE, None
+
+
+def plan_numeric(values: np.ndarray, bins: int = DEFAULT_BINS) -> list[float]:
+    """Bin edges: reference min, interior quantiles (deduplicated), reference max.
+
+    Quantiles are taken among the observed values, so discrete columns get no empty bins.
+
+    >>> plan_numeric(np.arange(100.0), bins=4)
+    [0.0, 24.0, 49.0, 74.0, 99.0]
+    """
+    if values.size == 0:
+        return []
+    qs = np.quantile(values, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf")
+    lo, hi = float(qs[0]), float(qs[-1])
+    interior = [float(q) for q in np.unique(qs[1:-1]) if lo < q < hi]
+    return [lo, *interior, hi]
+
+
+def plan_categories(counts: dict[str, int], limit: int = MAX_CATEGORIES) -> tuple[list[str], bool]:
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [k for k, _ in ordered[:limit]], len(ordered) > limit
+
+
+def infer_schema(
+    table: pa.Table,
+    *,
+    target: str | None = None,
+    prediction: str | Iterable[str] | None = None,
+    proba: str | Iterable[str] | None = None,
+    id: str | None = None,
+    timestamp: str | None = None,
+    client: str | None = None,
+    sensitive: str | Iterable[str] | None = None,
+    ignore: str | Iterable[str] | None = None,
+    bins: int = DEFAULT_BINS,
+) -> Schema:
+    """Infer kinds, roles and the binning plan of every column of a reference table.
+
+    Explicit arguments override what names and data suggest.
+
+    >>> t = pa.table({"age": [20.5, 30.1, 40.7] * 20, "SEX": ["1", "2", "1"] * 20,
+    ...               "y": [0, 1, 0] * 20})
+    >>> s = infer_schema(t)
+    >>> [(c.name, c.kind.value, c.role.value, c.sensitive)
+    ...  for c in s]  # doctest: +NORMALIZE_WHITESPACE
+    [('age', 'numeric', 'feature', True), ('SEX', 'categorical', 'feature', True),
+     ('y', 'categorical', 'target', False)]
+    """
+    if table.num_rows == 0:
+        raise DataError("the reference data has no rows")
+    if table.num_columns == 0:
+        raise DataError("the reference data has no columns")
+    if bins < 2:
+        raise SuiteError("bins", f"must be at least 2, got {bins}")
+    explicit: dict[str, Role] = {}
+    for role, given in (
+        (Role.TARGET, target),
+        (Role.PREDICTION, prediction),
+        (Role.PROBA, proba),
+        (Role.ID, id),
+        (Role.TIMESTAMP, timestamp),
+        (Role.CLIENT, client),
+        (Role.IGNORE, ignore),
+    ):
+        for name in _names(given):
+            if name not in table.column_names:
+                raise SuiteError(f"--{role.value}", f"no column named {name!r} in the reference")
+            if name in explicit:
+                raise SuiteError(
+                    f"--{role.value}", f"{name!r} is already given as --{explicit[name].value}"
+                )
+            explicit[name] = role
+    sensitive_names = set(_names(sensitive))
+    for name in sensitive_names - set(table.column_names):
+        raise SuiteError("--sensitive", f"no column named {name!r} in the reference")
+
+    schema = Schema()
+    for name in table.column_names:
+        column = table.column(name)
+        kind, kind_note = _infer_kind(name, column, table.num_rows)
+        if name in explicit:
+            role, role_note = explicit[name], "given"
+            if role == Role.TIMESTAMP and kind != Kind.DATETIME:
+                kind, kind_note = Kind.DATETIME, "given as timestamp"
+        else:
+            role, role_note = _infer_role(name, kind, column)
+        is_sensitive = name in sensitive_names or (
+            not sensitive_names and sensitive is None and bool(_SENSITIVE.match(name.lower()))
+        )
+        spec = Column(
+            name=name,
+            kind=kind,
+            role=role,
+            dtype=type_class(column.type),
+            sensitive=is_sensitive,
+            note="; ".join(n for n in (kind_note, role_note if role_note != "given" else None) if n)
+            or None,
+        )
+        if role != Role.IGNORE:
+            _plan(spec, column, bins)
+        schema.columns[name] = spec
+    return schema
+
+
+def _plan(spec: Column, column: pa.ChunkedArray, bins: int) -> None:
+    if spec.kind == Kind.NUMERIC:
+        finite = numbers(column).finite
+        if finite.size:
+            spec.edges = plan_numeric(finite, bins)
+    elif spec.kind in (Kind.CATEGORICAL, Kind.BOOLEAN):
+        counts, _ = category_counts(column)
+        if spec.kind == Kind.BOOLEAN:
+            counts.update({"false": 0, "true": 0})
+        spec.categories, spec.truncated = plan_categories(counts)

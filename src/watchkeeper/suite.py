@@ -1,0 +1,347 @@
+"""Suite = schema + binning plan + monitors with calibrated thresholds + reference profile.
+
+``init()`` builds one from reference data; ``Suite.save``/``load`` keep it in a readable,
+editable YAML file; ``Suite.check`` evaluates new data against it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from tqdm.auto import tqdm
+
+from watchkeeper import suitefile
+from watchkeeper.check import (
+    CheckResult,
+    WindowResult,
+    group_windows,
+    parse_duration,
+    row_windows,
+    time_windows,
+)
+from watchkeeper.data import to_table
+from watchkeeper.errors import SuiteError
+from watchkeeper.monitors import (
+    FeatureDrift,
+    InvalidRate,
+    MissingRate,
+    Monitor,
+    OutOfRange,
+    PredictionDrift,
+    ReferenceData,
+    SchemaChange,
+    TargetDrift,
+    UnseenCategory,
+    Volume,
+    monitor_class,
+)
+from watchkeeper.monitors.base import Finding
+from watchkeeper.profile import ColumnProfile, Profile, profile
+from watchkeeper.schema import DEFAULT_BINS, Column, Kind, Role, Schema, infer_schema
+
+#: Default alert budget: expected false alerts per window, for the whole suite.
+DEFAULT_BUDGET = 0.01
+
+_DRIFT_BY_ROLE: dict[Role, type[Monitor]] = {
+    Role.FEATURE: FeatureDrift,
+    Role.PREDICTION: PredictionDrift,
+    Role.PROBA: PredictionDrift,
+    Role.TARGET: TargetDrift,
+}
+
+
+def generate_monitors(schema: Schema) -> list[Monitor]:
+    """Every monitor that applies to the schema's columns and roles."""
+    monitors: list[Monitor] = [SchemaChange()]
+    for col in schema:
+        if col.role in (Role.IGNORE, Role.ID):
+            continue
+        if col.role != Role.TARGET:
+            monitors.append(MissingRate(col.name))
+        if col.kind == Kind.NUMERIC and col.edges:
+            monitors += [InvalidRate(col.name), OutOfRange(col.name)]
+        if col.categories is not None and not col.truncated:
+            monitors.append(UnseenCategory(col.name))
+        drift = _DRIFT_BY_ROLE.get(col.role)
+        if drift is not None and col.n_bins:
+            monitors.append(drift(col.name))
+        if col.role == Role.TIMESTAMP:
+            monitors.append(Volume(col.name))
+    return monitors
+
+
+@dataclass
+class Suite:
+    """A calibrated monitor suite. Build one with :func:`init`, or :meth:`load` a file.
+
+    >>> from watchkeeper.datasets import synthetic_drift_pair
+    >>> ref, cur = synthetic_drift_pair(5_000, seed=1)
+    >>> suite = init(ref)
+    >>> result = suite.check(cur)
+    >>> sorted({f.column for f in result.findings if f.family == "drift"})
+    ['cat_00', 'num_00', 'num_01', 'num_02']
+    """
+
+    schema: Schema
+    monitors: list[Monitor]
+    reference: Profile
+    budget: float = DEFAULT_BUDGET
+    name: str = "watchkeeper"
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    source: str | None = None
+    seed: int = 0
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        for m in self.monitors:
+            m.bind(self.schema)
+
+    # -- use -----------------------------------------------------------------------------
+    def profile(self, data: Any) -> Profile:
+        """Profile a batch of rows against this suite's binning plan."""
+        return profile(data, self.schema)
+
+    def evaluate(self, window: Profile) -> list[Finding]:
+        """Run every enabled monitor on one window profile."""
+        found: list[Finding] = []
+        for m in self.monitors:
+            if m.enabled:
+                found += m.evaluate(window, self.reference)
+        return found
+
+    def check(
+        self,
+        data: Any,
+        *,
+        window_rows: int | None = None,
+        window: str | None = None,
+        window_by: str | None = None,
+        progress: bool | None = None,
+    ) -> CheckResult:
+        """Split ``data`` into windows and profile and evaluate each: by row count
+        (``window_rows=10_000``), by the timestamp column (``window="1d"``) or by the values
+        of a batch column (``window_by="year"``). One window of all rows by default."""
+        table = to_table(data)
+        if sum(x is not None for x in (window_rows, window, window_by)) > 1:
+            raise SuiteError("window", "give one of a row count, a time window or a column")
+        if window_by is not None:
+            windows = group_windows(table, window_by)
+        elif window is not None:
+            stamps = self.schema.by_role(Role.TIMESTAMP)
+            if not stamps:
+                raise SuiteError(
+                    "window", "time windows need a timestamp column; re-run init with "
+                    "--timestamp COLUMN, or use --window-rows"
+                )
+            windows = time_windows(table, stamps[0].name, parse_duration(window))
+        else:
+            windows = row_windows(table, window_rows)
+        result = CheckResult(suite=self.path or self.name)
+        total = (table.num_rows // window_rows + 1) if window_rows else None
+        for w in tqdm(windows, total=total, desc="checking", unit="window",
+                      disable=_quiet(progress), leave=False):
+            p = self.profile(w.table)
+            p.start, p.end = w.start, w.end
+            findings = self.evaluate(p)
+            for f in findings:
+                f.window = w.label
+            result.windows.append(WindowResult(w.label, p.rows, findings, p, w.start, w.end))
+        return result
+
+    # -- persistence ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "watchkeeper": suitefile.FORMAT_VERSION,
+            "name": self.name,
+            "created": self.created,
+            "source": self.source,
+            "alert_budget": self.budget,
+            "seed": self.seed,
+            "columns": {c.name: _column_to_dict(c) for c in self.schema},
+            "monitors": [m.to_dict() for m in self.monitors],
+            "reference_profile": self.reference.to_dict(),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the suite as YAML (atomically: a crash never leaves half a file)."""
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(suitefile.dump(self.to_dict()), encoding="utf-8")
+        os.replace(tmp, target)
+        self.path = str(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Suite:
+        """Read and validate a suite file; errors name the field that is wrong."""
+        p = Path(path)
+        if not p.exists():
+            raise SuiteError("suite", f"{p}: no such file (create one with `watchkeeper init`)")
+        suite = cls.from_dict(suitefile.parse(p.read_text(encoding="utf-8"), str(p)), str(p))
+        suite.path = str(p)
+        return suite
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any], source: str | None = None) -> Suite:
+        top = suitefile.Fields(document, "", source)
+        version = top.integer("watchkeeper")
+        if version != suitefile.FORMAT_VERSION:
+            raise top.error("watchkeeper", f"file format {version} is not supported by this "
+                            f"version (reads {suitefile.FORMAT_VERSION})")
+        schema = Schema()
+        columns = top.mapping("columns")
+        for name in columns.data:
+            schema.columns[str(name)] = _column_from_fields(columns.mapping(name), str(name))
+        monitors = []
+        for i, raw in enumerate(top.items("monitors")):
+            monitors.append(_monitor_from_fields(suitefile.Fields(raw, f"monitors[{i}]", source),
+                                                 schema))
+        reference = _profile_from_fields(top.mapping("reference_profile"), schema)
+        return cls(
+            schema=schema,
+            monitors=monitors,
+            reference=reference,
+            budget=top.number("alert_budget", DEFAULT_BUDGET, 0.0, 1.0, open_interval=True),
+            name=top.text("name", "watchkeeper"),
+            created=top.text("created", ""),
+            source=top.text("source", None),
+            seed=top.integer("seed", 0),
+        )
+
+
+def _quiet(progress: bool | None) -> bool | None:
+    """tqdm's ``disable``: None means "only when stderr is a terminal"."""
+    if progress is None:
+        return None
+    return not progress
+
+
+def _column_to_dict(c: Column) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": c.kind.value, "role": c.role.value, "dtype": c.dtype}
+    if c.sensitive:
+        out["sensitive"] = True
+    if c.edges is not None:
+        out["edges"] = c.edges
+    if c.categories is not None:
+        out["categories"] = c.categories
+        if c.truncated:
+            out["truncated"] = True
+    if c.note:
+        out["note"] = c.note
+    return out
+
+
+def _column_from_fields(f: suitefile.Fields, name: str) -> Column:
+    column = Column(
+        name=name,
+        kind=Kind(f.choice("kind", [k.value for k in Kind])),
+        role=Role(f.choice("role", [r.value for r in Role], Role.FEATURE.value)),
+        dtype=f.text("dtype", "numeric"),
+        sensitive=f.flag("sensitive", False),
+        edges=f.numbers("edges", None),
+        categories=None,
+        truncated=f.flag("truncated", False),
+        note=f.text("note", None),
+    )
+    if column.edges is not None:
+        if len(column.edges) < 2:
+            raise f.error("edges", "needs at least the reference min and max")
+        if any(b < a for a, b in zip(column.edges, column.edges[1:], strict=False)):
+            raise f.error("edges", "must be in increasing order")
+    cats = f.items("categories", None)
+    if cats is not None:
+        column.categories = [str(c) for c in cats]
+        if len(set(column.categories)) != len(column.categories):
+            raise f.error("categories", "has duplicates")
+    return column
+
+
+def _monitor_from_fields(f: suitefile.Fields, schema: Schema) -> Monitor:
+    cls = monitor_class(f.text("type"))
+    column = f.text("column", None)
+    if column is not None and column not in schema.columns:
+        raise f.error("column", f"no column {column!r} in columns")
+    params = {}
+    for key, default in cls.params.items():
+        params[key] = type(default)(f.number(key, default, lo=0.0))
+    unknown = set(f.data) - {"type", "column", "alpha", "enabled", "calibration", *cls.params}
+    if unknown:
+        raise f.error(sorted(unknown)[0], f"unknown field for a {cls.type} monitor")
+    return cls(
+        column,
+        alpha=f.number("alpha", 0.01, 0.0, 1.0, open_interval=True),
+        enabled=f.flag("enabled", True),
+        calibration=f.mapping("calibration", {}).data,
+        **params,
+    )
+
+
+def _profile_from_fields(f: suitefile.Fields, schema: Schema) -> Profile:
+    try:
+        reference = Profile.from_dict(f.data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise f.error("columns", f"malformed profile ({exc})") from None
+    for name, cp in reference.columns.items():
+        spec = schema.columns.get(name)
+        if spec is None:
+            raise f.error(f"columns.{name}", "column is not in the suite's columns")
+        if cp.bins is not None and len(cp.bins) != spec.n_bins:
+            raise f.error(f"columns.{name}.bins",
+                          f"has {len(cp.bins)} bins, the column's plan has {spec.n_bins}")
+    for spec in schema:
+        if spec.role != Role.IGNORE and spec.name not in reference.columns:
+            reference.columns[spec.name] = ColumnProfile()
+    return reference
+
+
+def init(
+    reference: Any,
+    *,
+    target: str | None = None,
+    prediction: str | Iterable[str] | None = None,
+    proba: str | Iterable[str] | None = None,
+    id: str | None = None,
+    timestamp: str | None = None,
+    client: str | None = None,
+    sensitive: str | Iterable[str] | None = None,
+    ignore: str | Iterable[str] | None = None,
+    budget: float = DEFAULT_BUDGET,
+    bins: int = DEFAULT_BINS,
+    name: str | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> Suite:
+    """Infer the schema of reference data, generate every monitor that applies, and
+    calibrate each threshold so the whole suite stays within ``budget`` false alerts per
+    window. Roles can be named explicitly; the rest are inferred from names and data.
+    """
+    if not 0.0 < budget < 1.0:
+        raise SuiteError("budget", f"must be in (0, 1), got {budget!r}")
+    source = str(reference) if isinstance(reference, (str, os.PathLike)) else None
+    table: pa.Table = to_table(reference)
+    schema = infer_schema(table, target=target, prediction=prediction, proba=proba, id=id,
+                          timestamp=timestamp, client=client, sensitive=sensitive,
+                          ignore=ignore, bins=bins)
+    ref_profile = profile(table, schema)
+    monitors = generate_monitors(schema)
+    calibrated = [m for m in monitors if m.calibrated]
+    alpha = budget / max(len(calibrated), 1)
+    context = ReferenceData(table, schema, ref_profile, seed)
+    for m in monitors:
+        m.bind(schema)
+    for m in tqdm(monitors, desc="calibrating", unit="monitor", disable=_quiet(progress),
+                  leave=False):
+        m.alpha = alpha
+        m.calibrate(context)
+    label = name or (Path(source).stem if source else "watchkeeper")
+    return Suite(schema, monitors, ref_profile, budget, label, source=source, seed=seed)
+
+
+def load(path: str | os.PathLike[str]) -> Suite:
+    """Load a suite file (see :meth:`Suite.load`)."""
+    return Suite.load(path)

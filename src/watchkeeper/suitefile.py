@@ -1,0 +1,144 @@
+"""Reading and writing the suite file: readable YAML, exact round trip, field-named errors."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from watchkeeper.errors import SuiteError
+
+FORMAT_VERSION = 1
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style for structure, flow style for short rows of numbers and labels."""
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
+    flow = all(_is_scalar(v) for v in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+
+def _represent_dict(dumper: yaml.SafeDumper, data: dict[str, Any]) -> yaml.Node:
+    flow = 0 < len(data) <= 4 and all(isinstance(v, (int, float)) for v in data.values())
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=flow)
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(dict, _represent_dict)
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump(document: dict[str, Any]) -> str:
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+def parse(text: str, source: str) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "file"
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise SuiteError(where, f"not valid YAML: {problem}", source) from None
+    if not isinstance(document, dict):
+        raise SuiteError("(top level)", "expected a mapping of suite fields", source)
+    return document
+
+
+class Fields:
+    """Typed access to one mapping of the suite file; errors name the field's full path."""
+
+    def __init__(self, data: Any, path: str, source: str | None) -> None:
+        if not isinstance(data, dict):
+            raise SuiteError(
+                path or "(top level)", f"expected a mapping, got {_kind(data)}", source
+            )
+        self.data = data
+        self.path = path
+        self.source = source
+
+    def _field(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def error(self, key: str, problem: str) -> SuiteError:
+        return SuiteError(self._field(key), problem, self.source)
+
+    def get(self, key: str, check: Callable[[Any], bool], expected: str,
+            default: Any = ..., ) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if default is ...:
+                raise self.error(key, "is required")
+            return default
+        value = self.data[key]
+        if not check(value):
+            raise self.error(key, f"expected {expected}, got {value!r}")
+        return value
+
+    def number(self, key: str, default: Any = ..., lo: float | None = None,
+               hi: float | None = None, open_interval: bool = False) -> float:
+        value = self.get(key, _is_number, "a number", default)
+        if value is default and default is not ...:
+            return value
+        value = float(value)
+        too_low = lo is not None and (value <= lo if open_interval else value < lo)
+        too_high = hi is not None and (value >= hi if open_interval else value > hi)
+        if too_low or too_high:
+            brackets = "()" if open_interval else "[]"
+            raise self.error(key, f"must be in {brackets[0]}{lo}, {hi}{brackets[1]}, got {value!r}")
+        return value
+
+    def integer(self, key: str, default: Any = ..., lo: int | None = None) -> int:
+        value = self.get(key, lambda v: isinstance(v, int) and not isinstance(v, bool),
+                         "an integer", default)
+        if lo is not None and value < lo:
+            raise self.error(key, f"must be at least {lo}, got {value!r}")
+        return int(value)
+
+    def text(self, key: str, default: Any = ...) -> str:
+        return self.get(key, lambda v: isinstance(v, str), "a string", default)
+
+    def flag(self, key: str, default: Any = ...) -> bool:
+        return self.get(key, lambda v: isinstance(v, bool), "true or false", default)
+
+    def choice(self, key: str, options: list[str], default: Any = ...) -> str:
+        value = self.get(key, lambda v: isinstance(v, str), "a string", default)
+        if value not in options:
+            raise self.error(key, f"must be one of {', '.join(options)}, got {value!r}")
+        return value
+
+    def mapping(self, key: str, default: Any = ...) -> Fields:
+        return Fields(self.get(key, lambda v: isinstance(v, dict), "a mapping", default),
+                      self._field(key), self.source)
+
+    def items(self, key: str, default: Any = ...) -> list[Any]:
+        return self.get(key, lambda v: isinstance(v, list), "a list", default)
+
+    def numbers(self, key: str, default: Any = ...) -> list[float]:
+        values = self.items(key, default)
+        if values is None:
+            return values
+        for i, v in enumerate(values):
+            if not _is_number(v) or not math.isfinite(float(v)):
+                raise self.error(f"{key}[{i}]", f"expected a finite number, got {v!r}")
+        return [float(v) for v in values]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _kind(v: Any) -> str:
+    return {list: "a list", str: "a string", type(None): "nothing"}.get(type(v), repr(v))
