@@ -133,13 +133,14 @@ class Suite:
         if window_by is not None:
             windows = group_windows(table, window_by)
         elif window is not None:
+            length = parse_duration(window)
             stamps = self.schema.by_role(Role.TIMESTAMP)
             if not stamps:
                 raise SuiteError(
                     "window", "time windows need a timestamp column; re-run init with "
                     "--timestamp COLUMN, or use --window-rows"
                 )
-            windows = time_windows(table, stamps[0].name, parse_duration(window))
+            windows = time_windows(table, stamps[0].name, length)
         else:
             windows = row_windows(table, window_rows)
         result = CheckResult(suite=self.path or self.name)
@@ -262,7 +263,10 @@ def _column_from_fields(f: suitefile.Fields, name: str) -> Column:
 
 
 def _monitor_from_fields(f: suitefile.Fields, schema: Schema) -> Monitor:
-    cls = monitor_class(f.text("type"))
+    try:
+        cls = monitor_class(f.text("type"))
+    except SuiteError as exc:
+        raise f.error("type", exc.problem) from None
     column = f.text("column", None)
     if column is not None and column not in schema.columns:
         raise f.error("column", f"no column {column!r} in columns")

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import yaml
 
 from watchkeeper.errors import SuiteError
@@ -36,7 +37,12 @@ def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
+def _represent_numpy(dumper: yaml.SafeDumper, data: np.generic) -> yaml.Node:
+    return dumper.represent_data(data.item())
+
+
 _Dumper.add_representer(list, _represent_list)
+_Dumper.add_multi_representer(np.generic, _represent_numpy)
 _Dumper.add_representer(dict, _represent_dict)
 _Dumper.add_representer(str, _represent_str)
 

@@ -32,8 +32,9 @@ class Moments:
         n = int(values.size)
         if n == 0:
             return cls()
-        mean = float(values.mean())
-        m2 = float(np.square(values - mean).sum())
+        with np.errstate(over="ignore", invalid="ignore"):  # |x| near 1e308 overflows to inf
+            mean = float(values.mean())
+            m2 = float(np.square(values - mean).sum())
         return cls(n, mean, m2)
 
     def merge(self, other: Moments) -> Moments:

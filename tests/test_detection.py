@@ -1,0 +1,58 @@
+"""Detection quality on synthetic data with known drift (issue #2, must-show 1 and 2)."""
+
+from __future__ import annotations
+
+import pytest
+
+import watchkeeper as wk
+from watchkeeper.datasets import DRIFTED_COLUMNS, synthetic_drift_pair
+
+
+def drifted_columns(result: wk.CheckResult) -> set[str]:
+    return {f.column for f in result.alerts() if f.family == "drift"}
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [10_000, 100_000, pytest.param(1_000_000, marks=pytest.mark.slow)],
+)
+def test_exactly_the_drifted_columns_are_flagged(rows: int) -> None:
+    reference, current = synthetic_drift_pair(rows, seed=0)
+    suite = wk.init(reference)
+    result = suite.check(current)
+    assert drifted_columns(result) == set(DRIFTED_COLUMNS)
+    # and nothing else alerts: no quality finding on clean synthetic data
+    assert {f.column for f in result.alerts()} == set(DRIFTED_COLUMNS)
+
+
+def test_no_drift_pair_gives_no_alert() -> None:
+    reference, current = synthetic_drift_pair(100_000, seed=4, drift=False)
+    assert wk.init(reference).check(current).alerts() == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("window_rows", [1_000, 10_000])
+def test_no_drift_windows_stay_within_the_alert_budget(window_rows: int) -> None:
+    """200 windows drawn from the reference distribution: at the default budget (1 false
+    alert per 100 windows) at most 2 windows may carry any alert."""
+    reference, _ = synthetic_drift_pair(50_000, seed=1, drift=False)
+    _, stream = synthetic_drift_pair(200 * window_rows, seed=2, drift=False)
+    result = wk.init(reference).check(stream, window_rows=window_rows)
+    assert len(result.windows) == 200
+    alerted = [w.label for w in result.windows if any(f.severity.rank >= 1 for f in w.findings)]
+    print(f"window_rows={window_rows}: {len(alerted)} of 200 windows with an alert")
+    assert len(alerted) <= 2
+
+
+def test_small_drift_below_min_effect_is_quiet_in_huge_windows() -> None:
+    """A statistically certain but practically trivial shift (0.02 sd) must not alert."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    reference = pa.table({"x": rng.normal(0, 1, 200_000)})
+    current = pa.table({"x": rng.normal(0.02, 1, 1_000_000)})
+    suite = wk.init(reference)
+    assert suite.check(current).alerts() == []
+    shifted = pa.table({"x": rng.normal(0.5, 1, 1_000_000)})
+    assert {f.monitor for f in suite.check(shifted).alerts()} == {"feature_drift"}

@@ -1,0 +1,112 @@
+"""One contract over every monitor type, as river's check_estimator does over detectors:
+
+- on windows drawn from the reference distribution it stays within its share of the budget;
+- evaluating two merged window profiles equals evaluating their union;
+- bad values are counted, never raised;
+- it round-trips through the suite file.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import watchkeeper as wk
+from watchkeeper.monitors import monitor_types
+from watchkeeper.profile import merge
+
+START = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+
+
+def stream(hours: float, seed: int, rate_per_hour: int = 2_000) -> pa.Table:
+    """Events of a model in production: a Poisson stream with fixed distributions."""
+    rng = np.random.default_rng(seed)
+    n = rng.poisson(rate_per_hour * hours)
+    ts = np.sort(rng.uniform(START, START + hours * 3600, n))
+    x = rng.normal(5.0, 2.0, n)
+    x[rng.random(n) < 0.02] = np.nan
+    proba = 1 / (1 + np.exp(-(x - 5.0)))
+    levels = np.array(["red", "green", "blue", "grey"], dtype=object)
+    return pa.table({
+        "ts": pa.array((ts * 1e6).astype("int64"), type=pa.timestamp("us", tz="UTC")),
+        "x": x,
+        "colour": levels[rng.choice(4, n, p=[0.4, 0.3, 0.2, 0.1])],
+        "proba": proba,
+        "prediction": (rng.random(n) < np.nan_to_num(proba, nan=0.5)).astype(int),
+        "label": (rng.random(n) < 0.5).astype(int),
+    })
+
+
+@pytest.fixture(scope="module")
+def suite() -> wk.Suite:
+    return wk.init(stream(48, seed=1), timestamp="ts", target="label")
+
+
+def test_every_monitor_type_is_covered(suite: wk.Suite) -> None:
+    assert {m.type for m in suite.monitors} == set(monitor_types())
+
+
+def test_monitors_stay_within_their_share_of_the_budget(suite: wk.Suite) -> None:
+    windows = suite.check(stream(100, seed=2), window="1h").windows
+    assert len(windows) == 100
+    alerts = [f for w in windows for f in w.findings if f.severity.rank >= 1]
+    # The whole suite may raise about budget × windows = 1 false alert here.
+    assert len(alerts) <= 2, [(f.monitor, f.column, f.value, f.threshold) for f in alerts]
+
+
+def _key(findings: list[wk.Finding]) -> list[tuple[str, str | None, float, str]]:
+    return sorted((f.monitor, f.column, round(f.value, 9), f.severity.value) for f in findings)
+
+
+def test_merged_windows_evaluate_like_their_union(suite: wk.Suite) -> None:
+    data = stream(2, seed=3)
+    # Corrupt it so that quality monitors have something to say.
+    x = data.column("x").to_numpy().copy()
+    x[:400] = np.inf
+    data = data.set_column(1, "x", pa.array(x))
+    a, b = data.slice(0, 1500), data.slice(1500)
+    merged = merge(suite.profile(a), suite.profile(b))
+    union = suite.profile(data)
+    for p in (merged, union):
+        p.start = datetime.fromtimestamp(START, UTC)
+        p.end = datetime.fromtimestamp(START + 7200, UTC)
+    found = _key(suite.evaluate(merged))
+    assert found == _key(suite.evaluate(union))
+    assert ("invalid_rate", "x") in {(m, c) for m, c, _, _ in found}
+
+
+def test_bad_values_are_counted_not_raised(suite: wk.Suite) -> None:
+    rows = [
+        {"ts": "2026-01-01T00:00:01Z", "x": "not a number", "colour": 7, "proba": None,
+         "prediction": "1", "label": 1},
+        {"ts": None, "x": float("inf"), "colour": None, "proba": float("nan"),
+         "prediction": None, "surprise": [1, 2]},
+        {"x": -1e300, "colour": "purple", "proba": 2.0, "prediction": 0},
+    ] * 50
+    window = suite.profile(rows)
+    x = window.columns["x"]
+    assert (x.count, x.missing, x.invalid) == (150, 0, 100)
+    assert window.columns["colour"].missing == 50
+    assert window.unexpected["surprise"] == 150
+    findings = suite.evaluate(window)
+    kinds = {(f.monitor, f.column) for f in findings}
+    assert ("invalid_rate", "x") in kinds
+    assert ("new_column", "surprise") in kinds
+    assert ("unseen_category", "colour") in kinds
+    assert ("missing_rate", "proba") in kinds
+
+
+def test_round_trip_through_the_suite_file(suite: wk.Suite, tmp_path) -> None:
+    path = tmp_path / "suite.yaml"
+    suite.save(path)
+    loaded = wk.load(path)
+    assert [m.to_dict() for m in loaded.monitors] == [m.to_dict() for m in suite.monitors]
+    data = stream(6, seed=5)
+    data = data.set_column(2, "colour", pa.array(["teal"] * data.num_rows))
+    before = suite.check(data, window="1h")
+    after = loaded.check(data, window="1h")
+    assert [_key(w.findings) for w in before.windows] == [_key(w.findings) for w in after.windows]
+    assert before.findings, "the altered data should give findings to compare"

@@ -1,0 +1,108 @@
+"""The suite file: readable, lossless round trip, validated on load with field-named errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import watchkeeper as wk
+from watchkeeper.datasets import synthetic_drift_pair
+
+
+@pytest.fixture(scope="module")
+def suite_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    reference, _ = synthetic_drift_pair(5_000, seed=7)
+    path = tmp_path_factory.mktemp("suite") / "watchkeeper.yaml"
+    wk.init(reference, name="synthetic").save(path)
+    return path
+
+
+def test_save_load_save_is_byte_identical(suite_path: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again.yaml"
+    wk.load(suite_path).save(again)
+    assert again.read_bytes() == suite_path.read_bytes()
+
+
+def test_the_file_is_readable_and_records_how_thresholds_were_obtained(suite_path: Path) -> None:
+    doc = yaml.safe_load(suite_path.read_text())
+    assert doc["name"] == "synthetic"
+    assert doc["alert_budget"] == 0.01
+    drift = next(m for m in doc["monitors"] if m["type"] == "feature_drift")
+    assert set(drift) >= {"column", "alpha", "min_effect", "calibration"}
+    assert "resampled" in drift["calibration"]["method"]
+    assert [p["rows"] for p in drift["calibration"]["null"]][:3] == [30, 100, 300]
+    # the reference profile travels with the suite
+    assert doc["reference_profile"]["rows"] == 5_000
+    # alpha is the budget split evenly over the calibrated monitors
+    calibrated = [m for m in doc["monitors"] if "alpha" in m]
+    assert sum(m["alpha"] for m in calibrated) == pytest.approx(0.01)
+
+
+def test_check_needs_only_the_suite_file(suite_path: Path) -> None:
+    _, current = synthetic_drift_pair(5_000, seed=8)
+    result = wk.load(suite_path).check(current)
+    assert {f.column for f in result.alerts()} == {"num_00", "num_01", "num_02", "cat_00"}
+
+
+def test_an_edited_threshold_takes_effect(suite_path: Path, tmp_path: Path) -> None:
+    doc = yaml.safe_load(suite_path.read_text())
+    for m in doc["monitors"]:
+        if m.get("column") == "num_02" and m["type"] == "feature_drift":
+            m["min_effect"] = 0.5
+            m["critical_effect"] = 0.9
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(doc))
+    _, current = synthetic_drift_pair(5_000, seed=8)
+    flagged = {f.column for f in wk.load(edited).check(current).alerts()}
+    assert flagged == {"num_00", "num_01", "cat_00"}
+
+
+def _broken(suite_path: Path, tmp_path: Path, edit) -> Path:
+    doc = yaml.safe_load(suite_path.read_text())
+    edit(doc)
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "problem"),
+    [
+        (lambda d: d["monitors"][3].update(alpha="high"), "monitors[3].alpha", "a number"),
+        (lambda d: d["monitors"][3].update(alpha=2.0), "monitors[3].alpha", "(0.0, 1.0)"),
+        (lambda d: d["monitors"][1].update(type="magic"), "monitors[1].type", "unknown monitor"),
+        (lambda d: d["monitors"][1].update(column="nope"), "monitors[1].column", "no column"),
+        (lambda d: d["monitors"][1].update(threshold=3), "monitors[1].threshold", "unknown field"),
+        (lambda d: d["columns"]["num_00"].update(kind="weird"), "columns.num_00.kind", "one of"),
+        (lambda d: d["columns"]["num_00"].update(edges=[3, 2, 1]), "columns.num_00.edges",
+         "increasing"),
+        (lambda d: d["reference_profile"]["columns"]["cat_00"].update(bins=[1, 2]),
+         "reference_profile.columns.cat_00.bins", "plan has 12"),
+        (lambda d: d.pop("columns"), "columns", "is required"),
+        (lambda d: d.update(watchkeeper=99), "watchkeeper", "not supported"),
+        (lambda d: d.update(alert_budget=0), "alert_budget", "(0.0, 1.0)"),
+    ],
+)
+def test_invalid_files_are_rejected_naming_the_field(
+    suite_path: Path, tmp_path: Path, edit, field: str, problem: str
+) -> None:
+    path = _broken(suite_path, tmp_path, edit)
+    with pytest.raises(wk.SuiteError) as info:
+        wk.load(path)
+    message = str(info.value)
+    assert field in message and problem in message, message
+    assert message.startswith(f"{path}: ")
+
+
+def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("columns: [unclosed\n")
+    with pytest.raises(wk.SuiteError, match="not valid YAML"):
+        wk.load(bad)
+    with pytest.raises(wk.SuiteError, match="no such file"):
+        wk.load(tmp_path / "missing.yaml")
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(wk.SuiteError, match="expected a mapping"):
+        wk.load(bad)
