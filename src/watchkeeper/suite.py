@@ -145,9 +145,11 @@ class Suite:
             windows = row_windows(table, window_rows)
         result = CheckResult(suite=self.path or self.name)
         total = (table.num_rows // window_rows + 1) if window_rows else None
+        # A batch column named by the user is how windows are cut, not an unknown column.
+        drop = [window_by] if window_by and window_by not in self.schema.columns else []
         for w in tqdm(windows, total=total, desc="checking", unit="window",
                       disable=_quiet(progress), leave=False):
-            p = self.profile(w.table)
+            p = self.profile(w.table.drop_columns(drop) if drop else w.table)
             p.start, p.end = w.start, w.end
             findings = self.evaluate(p)
             for f in findings:

@@ -14,6 +14,9 @@ from watchkeeper.errors import SuiteError
 FORMAT_VERSION = 1
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
+
+
 class _Dumper(yaml.SafeDumper):
     """Block style for structure, flow style for short rows of numbers and labels."""
 
@@ -53,7 +56,7 @@ def dump(document: dict[str, Any]) -> str:
 
 def parse(text: str, source: str) -> dict[str, Any]:
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_Loader)  # _Loader is a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "file"
