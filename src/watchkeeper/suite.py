@@ -26,7 +26,7 @@ from watchkeeper.check import (
     time_windows,
 )
 from watchkeeper.data import to_table
-from watchkeeper.errors import SuiteError
+from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.monitors import (
     FeatureDrift,
     InvalidRate,
@@ -128,6 +128,9 @@ class Suite:
         (``window_rows=10_000``), by the timestamp column (``window="1d"``) or by the values
         of a batch column (``window_by="year"``). One window of all rows by default."""
         table = to_table(data)
+        if table.num_rows == 0:
+            where = f"{data}: " if isinstance(data, (str, os.PathLike)) else ""
+            raise DataError(f"{where}no rows to check")
         if sum(x is not None for x in (window_rows, window, window_by)) > 1:
             raise SuiteError("window", "give one of a row count, a time window or a column")
         if window_by is not None:
