@@ -9,6 +9,7 @@ nothing is lost; profiling then counts the values that do not fit the schema as 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,14 @@ def read_table(path: str | os.PathLike[str], columns: list[str] | None = None) -
         raise DataError(f"{p}: cannot read as {fmt}: {first_line}") from exc
 
 
+def _check_unique(names: list[str]) -> None:
+    duplicated = sorted(n for n, k in Counter(names).items() if k > 1)
+    if duplicated:
+        raise DataError(f"duplicate column names: {', '.join(duplicated)}")
+
+
 def _from_pandas(frame: Any) -> pa.Table:
+    _check_unique([str(n) for n in frame.columns])  # pandas allows them, Arrow does not
     try:
         return pa.Table.from_pandas(frame, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
@@ -140,7 +148,5 @@ def to_table(data: Any) -> pa.Table:
             f"cannot use a {type(data).__name__} as data; pass a pandas or polars DataFrame, "
             "a pyarrow Table, a list of dict rows, or a path to a parquet/CSV/JSON file"
         )
-    duplicated = sorted({n for n in table.column_names if table.column_names.count(n) > 1})
-    if duplicated:
-        raise DataError(f"duplicate column names: {', '.join(duplicated)}")
+    _check_unique(table.column_names)
     return table

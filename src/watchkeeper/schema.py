@@ -15,6 +15,7 @@ from enum import StrEnum
 import numpy as np
 import pyarrow as pa
 
+from watchkeeper.data import to_table
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.values import category_counts, numbers, type_class
 
@@ -172,7 +173,7 @@ def _infer_role(name: str, kind: Kind, column: pa.ChunkedArray) -> tuple[Role, s
     if _TIME_INDEX.match(lower):
         return Role.IGNORE, "a time index, not a feature (use --timestamp for time windows)"
     if kind == Kind.TEXT and type_class(column.type) == "numeric":
-        return Role.ID, "unique integers"
+        return Role.ID, None
     return Role.FEATURE, None
 
 
@@ -222,6 +223,7 @@ def infer_schema(
     [('age', 'numeric', 'feature', True), ('SEX', 'categorical', 'feature', True),
      ('y', 'categorical', 'target', False)]
     """
+    table = to_table(table)  # checks column names are unique
     if table.num_rows == 0:
         raise DataError("the reference data has no rows")
     if table.num_columns == 0:

@@ -46,6 +46,9 @@ def _as_chunks(column: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
     return column.chunks if isinstance(column, pa.ChunkedArray) else [column]
 
 
+_NAN = r"^\s*[+-]?nan(\(.*\))?\s*$"
+
+
 def _chunk_to_float(chunk: pa.Array) -> tuple[np.ndarray, int]:
     """Float64 values (NaN for null) and the number of non-null entries that are not numbers."""
     kind = type_class(chunk.type)
@@ -63,8 +66,11 @@ def _chunk_to_float(chunk: pa.Array) -> tuple[np.ndarray, int]:
 
             raw = chunk.to_pandas()
             parsed = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            unparsable = int((np.isnan(parsed) & raw.notna().to_numpy()).sum())
-            return parsed, unparsable
+            # "nan" spelled out is missing, as when the whole chunk casts (above)
+            spelled_nan = pc.match_substring_regex(chunk, _NAN, ignore_case=True)
+            spelled_nan = pc.fill_null(spelled_nan, True).to_numpy(zero_copy_only=False)
+            unparsable = np.isnan(parsed) & ~spelled_nan
+            return parsed, int(unparsable.sum())
     # datetime, nested, binary: not numbers at all
     values = np.full(len(chunk), np.nan)
     return values, len(chunk) - chunk.null_count
@@ -83,6 +89,8 @@ def numbers(column: pa.ChunkedArray | pa.Array) -> Numbers:
         values, bad = _chunk_to_float(chunk)
         parts.append(values)
         not_numbers += bad
+    if not parts:  # a chunked array with no chunks
+        return Numbers(np.zeros(0), 0, 0)
     values = np.concatenate(parts) if len(parts) != 1 else parts[0]
     finite_mask = np.isfinite(values)
     n_finite = int(np.count_nonzero(finite_mask))
@@ -123,13 +131,15 @@ def category_counts(column: pa.ChunkedArray | pa.Array) -> tuple[Counter[str], i
             valid = pc.drop_null(indices).to_numpy(zero_copy_only=False)
             tally = np.bincount(valid.astype(np.int64), minlength=len(chunk.dictionary))
             for value, n in zip(chunk.dictionary.to_pylist(), tally.tolist(), strict=True):
-                if n and value is not None:
+                if n and _is_missing(value):  # a null or NaN in the dictionary itself
+                    missing += n
+                elif n:
                     counts[category_label(value)] += n
             continue
         if pa.types.is_floating(chunk.type):
             nan = pc.is_nan(chunk)
             missing += int(pc.sum(pc.fill_null(nan, False)).as_py() or 0)
-            chunk = pc.filter(chunk, pc.invert(pc.fill_null(nan, True)))
+            chunk = pc.filter(chunk, pc.invert(pc.fill_null(nan, False)))
         missing += chunk.null_count
         if type_class(chunk.type) == "other":
             chunk = pc.cast(chunk, pa.string()) if _castable(chunk) else chunk
@@ -140,6 +150,10 @@ def category_counts(column: pa.ChunkedArray | pa.Array) -> tuple[Counter[str], i
             if value is not None:
                 counts[category_label(value)] += n
     return counts, missing
+
+
+def _is_missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def _castable(chunk: pa.Array) -> bool:
