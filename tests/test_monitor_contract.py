@@ -28,15 +28,17 @@ def stream(hours: float, seed: int, rate_per_hour: int = 2_000) -> pa.Table:
     ts = np.sort(rng.uniform(START, START + hours * 3600, n))
     x = rng.normal(5.0, 2.0, n)
     x[rng.random(n) < 0.02] = np.nan
-    proba = 1 / (1 + np.exp(-(x - 5.0)))
+    proba = 1 / (1 + np.exp(-(np.nan_to_num(x, nan=5.0) - 5.0)))
     levels = np.array(["red", "green", "blue", "grey"], dtype=object)
     return pa.table({
+        "id": np.arange(n) + seed * 10_000_000,
         "ts": pa.array((ts * 1e6).astype("int64"), type=pa.timestamp("us", tz="UTC")),
         "x": x,
         "colour": levels[rng.choice(4, n, p=[0.4, 0.3, 0.2, 0.1])],
+        "sex": rng.choice(["f", "m"], n),
         "proba": proba,
-        "prediction": (rng.random(n) < np.nan_to_num(proba, nan=0.5)).astype(int),
-        "label": (rng.random(n) < 0.5).astype(int),
+        "prediction": (proba > 0.5).astype(int),
+        "label": (rng.random(n) < proba).astype(int),
     })
 
 
@@ -66,7 +68,7 @@ def test_merged_windows_evaluate_like_their_union(suite: wk.Suite) -> None:
     # Corrupt it so that quality monitors have something to say.
     x = data.column("x").to_numpy().copy()
     x[:400] = np.inf
-    data = data.set_column(1, "x", pa.array(x))
+    data = data.set_column(data.column_names.index("x"), "x", pa.array(x))
     a, b = data.slice(0, 1500), data.slice(1500)
     merged = merge(suite.profile(a), suite.profile(b))
     union = suite.profile(data)
@@ -105,7 +107,8 @@ def test_round_trip_through_the_suite_file(suite: wk.Suite, tmp_path) -> None:
     loaded = wk.load(path)
     assert [m.to_dict() for m in loaded.monitors] == [m.to_dict() for m in suite.monitors]
     data = stream(6, seed=5)
-    data = data.set_column(2, "colour", pa.array(["teal"] * data.num_rows))
+    data = data.set_column(data.column_names.index("colour"), "colour",
+                           pa.array(["teal"] * data.num_rows))
     before = suite.check(data, window="1h")
     after = loaded.check(data, window="1h")
     assert [_key(w.findings) for w in before.windows] == [_key(w.findings) for w in after.windows]

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -15,6 +15,9 @@ from watchkeeper.errors import DataError
 from watchkeeper.monitors.base import Finding, Severity
 from watchkeeper.profile import Profile
 from watchkeeper.values import epoch_seconds
+
+if TYPE_CHECKING:
+    from watchkeeper.labels import LabelJoin
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -103,6 +106,11 @@ def time_windows(table: pa.Table, column: str, length: timedelta) -> Iterator[Wi
         yield Window("missing timestamp", table.filter(pa.array(~known)))
 
 
+def _coverage(w: WindowResult) -> float:
+    realised = w.metrics.get("realised", {})
+    return realised.get("labeled", 0.0) / w.rows if w.rows else 0.0
+
+
 def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
@@ -121,15 +129,38 @@ class WindowResult:
     profile: Profile
     start: datetime | None = None
     end: datetime | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "window": self.label,
             "start": self.start.isoformat() if self.start else None,
             "end": self.end.isoformat() if self.end else None,
             "rows": self.rows,
             "findings": [f.to_dict() for f in self.findings],
         }
+        if self.metrics:
+            out["metrics"] = _plain(self.metrics)
+        return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: rounded floats, NaN as null, tuples as lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else float(f"{float(value):.6g}")
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+class Evaluator(Protocol):
+    def evaluate(self, window: Profile) -> list[Finding]: ...
+    def measure(self, window: Profile) -> dict[str, Any]: ...
+    def evaluate_sequence(self, result: CheckResult) -> None: ...
 
 
 @dataclass
@@ -138,6 +169,34 @@ class CheckResult:
 
     suite: str
     windows: list[WindowResult] = field(default_factory=list)
+    evaluator: Evaluator | None = field(default=None, repr=False)
+    label_join: LabelJoin | None = field(default=None, repr=False)
+    unmatched_labels: int = 0  # labels whose id matched no prediction (reported, not lost)
+
+    def refresh(self, index: int) -> None:
+        """Re-evaluate one window from its profile (after it was built or got labels)."""
+        assert self.evaluator is not None
+        w = self.windows[index]
+        w.findings = self.evaluator.evaluate(w.profile)
+        for f in w.findings:
+            f.window = w.label
+        w.metrics = self.evaluator.measure(w.profile)
+        if w.profile.joint:
+            w.metrics["label_coverage"] = _coverage(w)
+
+    def add_labels(self, labels: Any) -> int:
+        """Join labels that arrived late (a table with the id and target columns) to the
+        windows of their predictions, and re-evaluate those windows. Returns how many
+        labels matched no prediction; they are also added to ``unmatched_labels``."""
+        if self.label_join is None or self.evaluator is None:
+            raise DataError("this result kept no prediction ids to join labels to "
+                            "(the suite needs an id column, the data that id)")
+        changed, unmatched = self.label_join.apply(labels, [w.profile for w in self.windows])
+        for i in sorted(changed):
+            self.refresh(i)
+        self.evaluator.evaluate_sequence(self)
+        self.unmatched_labels += unmatched
+        return unmatched
 
     @property
     def findings(self) -> list[Finding]:
@@ -149,26 +208,58 @@ class CheckResult:
         return [f for f in self.findings if f.severity.rank >= floor]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"suite": self.suite, "windows": [w.to_dict() for w in self.windows]}
+        out: dict[str, Any] = {"suite": self.suite, "windows": [w.to_dict() for w in self.windows]}
+        if self.unmatched_labels:
+            out["unmatched_labels"] = self.unmatched_labels
+        return out
 
     def to_text(self) -> str:
         """A table a person can read: one line per finding, windows without any said so."""
-        header = ("window", "rows", "monitor", "column", "value", "threshold", "severity")
+        header = ("window", "rows", "monitor", "column/group", "value", "threshold", "severity")
         lines: list[tuple[str, ...]] = []
         for w in self.windows:
             if not w.findings:
                 lines.append((w.label, str(w.rows), "-", "-", "-", "-", "ok"))
             for f in sorted(w.findings, key=lambda f: (-f.severity.rank, f.family, f.column or "")):
-                lines.append((w.label, str(w.rows), f.monitor, f.column or "-",
+                monitor = f"{f.monitor}:{f.metric}" if f.metric else f.monitor
+                lines.append((w.label, str(w.rows), monitor, f.segment or f.column or "-",
                               f"{f.value:.4g}", f"{f.threshold:.4g}", f.severity.value))
         widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
         out = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
                for r in [header, *lines]]
         counts = {s: sum(f.severity == s for f in self.findings) for s in Severity}
+        performance = self._performance_lines()
+        if performance:
+            out += ["", *performance]
         out.append("")
         out.append(
             f"{len(self.windows)} window(s), {len(self.findings)} finding(s): "
             f"{counts[Severity.CRITICAL]} critical, {counts[Severity.WARNING]} warning, "
             f"{counts[Severity.INFO]} info"
         )
+        if self.unmatched_labels:
+            out.append(f"{self.unmatched_labels} label(s) matched no prediction id")
         return "\n".join(out)
+
+    def _performance_lines(self) -> list[str]:
+        rows = []
+        for w in self.windows:
+            m = w.metrics
+            if not m.get("realised") and not m.get("estimated"):
+                continue
+            realised, estimated = m.get("realised", {}), m.get("estimated", {})
+            cells = [w.label, f"{m.get('label_coverage', 0.0):.0%}"]
+            for name in ("accuracy", "roc_auc", "f1", "mae", "rmse"):
+                if name in realised or name in estimated:
+                    r = realised.get(name, float("nan"))
+                    e = estimated.get(name)
+                    text = "-" if not np.isfinite(r) else f"{r:.3f}"
+                    cells.append(f"{name} {text}" + (f" (est. {e:.3f})" if e is not None else ""))
+            rows.append(cells)
+        if not rows:
+            return []
+        header = ["window", "labeled", "metrics (realised, estimated without labels)"]
+        width = [max(len(r[i]) for r in [header, *rows]) for i in range(2)]
+        return [f"{r[0].ljust(width[0])}  {r[1].ljust(width[1])}  {'  '.join(r[2:])}".rstrip()
+                if r is not header else
+                f"{r[0].ljust(width[0])}  {r[1].ljust(width[1])}  {r[2]}" for r in [header, *rows]]

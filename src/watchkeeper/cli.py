@@ -51,6 +51,7 @@ def main() -> None:
 @click.option("--client", help="Caller/client id column.")
 @click.option("--sensitive", help="Sensitive attribute columns, comma-separated.")
 @click.option("--ignore", help="Columns to leave unmonitored, comma-separated.")
+@click.option("--positive", help="The positive class of a binary classifier.")
 @click.option("--budget", type=float, default=DEFAULT_BUDGET, show_default=True,
               help="Expected false alerts per window for the whole suite.")
 @click.option("--name", help="Suite name (default: the reference file name).")
@@ -59,14 +60,15 @@ def main() -> None:
               help="Progress bars (default: when stderr is a terminal).")
 def init_command(reference: Path, output: Path, target: str | None, prediction: str | None,
                  proba: str | None, id_: str | None, timestamp: str | None, client: str | None,
-                 sensitive: str | None, ignore: str | None, budget: float, name: str | None,
+                 sensitive: str | None, ignore: str | None, positive: str | None,
+                 budget: float, name: str | None,
                  force: bool, progress: bool | None) -> None:
     """Infer the schema of REFERENCE, generate and calibrate every monitor, write the suite."""
     if output.exists() and not force:
         raise WatchkeeperError(f"{output} exists; pass --force to overwrite it")
     suite = init(reference, target=target, prediction=prediction, proba=proba, id=id_,
                  timestamp=timestamp, client=client, sensitive=sensitive, ignore=ignore,
-                 budget=budget, name=name, progress=progress)
+                 positive=positive, budget=budget, name=name, progress=progress)
     suite.save(output)
     click.echo(_summary(suite, output))
 
@@ -97,6 +99,8 @@ def _summary(suite: Suite, output: Path) -> str:
 @click.option("--window-rows", type=click.IntRange(min=1), help="Rows per window.")
 @click.option("--window", help="Time window length, e.g. 1h, 1d (needs a timestamp column).")
 @click.option("--window-by", help="One window per value of this column (batch, partition).")
+@click.option("--labels", "labels_path", type=click.Path(path_type=Path),
+              help="Labels (id and target columns) joined by id to their prediction's window.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.option("--fail-on", type=click.Choice(["warning", "critical"]),
@@ -104,12 +108,12 @@ def _summary(suite: Suite, output: Path) -> str:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars (default: when stderr is a terminal).")
 def check_command(current: Path, suite_path: Path, window_rows: int | None, window: str | None,
-                  window_by: str | None, fmt: str, fail_on: str | None,
-                  progress: bool | None) -> None:
+                  window_by: str | None, labels_path: Path | None, fmt: str,
+                  fail_on: str | None, progress: bool | None) -> None:
     """Check CURRENT data against a suite, window by window."""
     suite = Suite.load(suite_path)
     result = suite.check(current, window_rows=window_rows, window=window, window_by=window_by,
-                         progress=progress)
+                         labels=labels_path, progress=progress)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

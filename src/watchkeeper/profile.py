@@ -19,6 +19,7 @@ import pyarrow as pa
 from watchkeeper.data import to_table
 from watchkeeper.schema import Column, Kind, Role, Schema
 from watchkeeper.stats.moments import Moments
+from watchkeeper.task import row_codes, tally
 from watchkeeper.values import category_counts, category_label, numbers, type_class
 
 OTHER = "__other__"
@@ -112,6 +113,8 @@ class Profile:
     unexpected: Counter[str] = field(default_factory=Counter)  # unknown column → rows
     start: datetime | None = None
     end: datetime | None = None
+    #: Tallies that join columns (score × prediction × label, per-group counts); see task.py.
+    joint: dict[str, np.ndarray] = field(default_factory=dict)
 
     def merge(self, other: Profile) -> Profile:
         names = list(dict.fromkeys([*self.columns, *other.columns]))
@@ -124,6 +127,7 @@ class Profile:
             unexpected=self.unexpected + other.unexpected,
             start=_pick(min, self.start, other.start),
             end=_pick(max, self.end, other.end),
+            joint=add_tallies(self.joint, other.joint),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +139,8 @@ class Profile:
         out["columns"] = {n: c.to_dict() for n, c in self.columns.items()}
         if self.unexpected:
             out["unexpected"] = dict(self.unexpected)
+        if self.joint:
+            out["joint"] = {k: _tally_to_dict(v) for k, v in self.joint.items()}
         return out
 
     @classmethod
@@ -145,7 +151,36 @@ class Profile:
             unexpected=Counter({str(k): int(v) for k, v in (d.get("unexpected") or {}).items()}),
             start=datetime.fromisoformat(d["start"]) if d.get("start") else None,
             end=datetime.fromisoformat(d["end"]) if d.get("end") else None,
+            joint={str(k): _tally_from_dict(v) for k, v in (d.get("joint") or {}).items()},
         )
+
+
+def add_tallies(
+    a: dict[str, np.ndarray], b: dict[str, np.ndarray], sign: int = 1
+) -> dict[str, np.ndarray]:
+    """Element-wise ``a + sign * b`` of two tally dictionaries (missing keys are zero)."""
+    out = {k: v.copy() for k, v in a.items()}
+    for k, v in b.items():
+        out[k] = out[k] + sign * v if k in out else sign * v.copy()
+    return out
+
+
+def _tally_to_dict(t: np.ndarray) -> dict[str, Any]:
+    """Sparse form: shape, flat positions of the non-zero cells and their values."""
+    flat = t.ravel()
+    at = np.flatnonzero(flat)
+    values = flat[at]
+    cast = int if t.dtype.kind in "iu" else float
+    return {"shape": list(t.shape), "at": at.tolist(), "values": [cast(v) for v in values]}
+
+
+def _tally_from_dict(d: dict[str, Any]) -> np.ndarray:
+    shape = tuple(int(s) for s in d["shape"])
+    values = d.get("values") or []
+    is_int = all(isinstance(v, int) for v in values)
+    out = np.zeros(int(np.prod(shape)), dtype=np.int64 if is_int else float)
+    out[np.asarray(d.get("at") or [], dtype=np.int64)] = values
+    return out.reshape(shape)
 
 
 def merge(*profiles: Profile) -> Profile:
@@ -233,6 +268,8 @@ def profile(data: Any, schema: Schema) -> Profile:
     for name in table.column_names:
         if name not in schema.columns:
             out.unexpected[name] = table.num_rows
+    if schema.task is not None:
+        out.joint = tally(row_codes(table, schema.task), schema.task)
     return out
 
 

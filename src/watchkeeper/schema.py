@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from watchkeeper.data import to_table
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.task import Task
 from watchkeeper.values import category_counts, numbers, type_class
 
 #: Quantile bins per numeric column (plus one tail on each side).
@@ -98,6 +99,7 @@ class Column:
 @dataclass
 class Schema:
     columns: dict[str, Column] = field(default_factory=dict)
+    task: Task | None = None  # what the model predicts; None without target or prediction
 
     def __iter__(self):
         return iter(self.columns.values())

@@ -27,6 +27,7 @@ from watchkeeper.check import (
 )
 from watchkeeper.data import to_table
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.labels import LabelJoin, join_labels
 from watchkeeper.monitors import (
     FeatureDrift,
     InvalidRate,
@@ -42,8 +43,12 @@ from watchkeeper.monitors import (
     monitor_class,
 )
 from watchkeeper.monitors.base import Finding
+from watchkeeper.monitors.estimate import EstimatedPerformance
+from watchkeeper.monitors.fairness import Fairness
+from watchkeeper.monitors.performance import LabelCoverage, RealisedPerformance
 from watchkeeper.profile import ColumnProfile, Profile, profile
 from watchkeeper.schema import DEFAULT_BINS, Column, Kind, Role, Schema, infer_schema
+from watchkeeper.task import Task, infer_task, row_codes
 
 #: Default alert budget: expected false alerts per window, for the whole suite.
 DEFAULT_BUDGET = 0.01
@@ -57,8 +62,16 @@ _DRIFT_BY_ROLE: dict[Role, type[Monitor]] = {
 
 
 def generate_monitors(schema: Schema) -> list[Monitor]:
-    """Every monitor that applies to the schema's columns and roles."""
+    """Every monitor that applies to the schema's columns, roles and task."""
     monitors: list[Monitor] = [SchemaChange()]
+    task = schema.task
+    if task is not None:
+        if task.target is not None:
+            monitors += [RealisedPerformance(), LabelCoverage()]
+        if task.type == "binary" and task.score_edges:
+            monitors.append(EstimatedPerformance())
+        if task.type == "binary" and task.attributes:
+            monitors.append(Fairness())
     for col in schema:
         if col.role in (Role.IGNORE, Role.ID):
             continue
@@ -115,6 +128,25 @@ class Suite:
                 found += m.evaluate(window, self.reference)
         return found
 
+    def measure(self, window: Profile) -> dict[str, Any]:
+        """What the monitors report for every window, alert or not (metrics, fairness)."""
+        out: dict[str, Any] = {}
+        for m in self.monitors:
+            if m.enabled:
+                out.update(m.measure(window))
+        return out
+
+    def evaluate_sequence(self, result: CheckResult) -> None:
+        """Monitors that judge a sequence of windows (label coverage), added to each window."""
+        for m in self.monitors:
+            if m.enabled and isinstance(m, LabelCoverage):
+                per_window = m.evaluate_sequence([w.profile for w in result.windows])
+                for w, found in zip(result.windows, per_window, strict=True):
+                    w.findings = [f for f in w.findings if f.monitor != m.type]
+                    for f in found:
+                        f.window = w.label
+                    w.findings += found
+
     def check(
         self,
         data: Any,
@@ -122,15 +154,24 @@ class Suite:
         window_rows: int | None = None,
         window: str | None = None,
         window_by: str | None = None,
+        labels: Any = None,
         progress: bool | None = None,
     ) -> CheckResult:
         """Split ``data`` into windows and profile and evaluate each: by row count
         (``window_rows=10_000``), by the timestamp column (``window="1d"``) or by the values
-        of a batch column (``window_by="year"``). One window of all rows by default."""
+        of a batch column (``window_by="year"``). One window of all rows by default.
+
+        ``labels`` (a table with the id and target columns) are joined to the rows by id, so
+        they count toward the window of the prediction; labels that come later can be
+        added to the result with :meth:`CheckResult.add_labels`."""
         table = to_table(data)
         if table.num_rows == 0:
             where = f"{data}: " if isinstance(data, (str, os.PathLike)) else ""
             raise DataError(f"{where}no rows to check")
+        result = CheckResult(suite=self.path or self.name, evaluator=self)
+        task = self.schema.task
+        if labels is not None:
+            table, result.unmatched_labels = join_labels(table, labels, assert_task(task))
         if sum(x is not None for x in (window_rows, window, window_by)) > 1:
             raise SuiteError("window", "give one of a row count, a time window or a column")
         if window_by is not None:
@@ -146,7 +187,8 @@ class Suite:
             windows = time_windows(table, stamps[0].name, length)
         else:
             windows = row_windows(table, window_rows)
-        result = CheckResult(suite=self.path or self.name)
+        if task is not None and task.id is not None and task.id in table.column_names:
+            result.label_join = LabelJoin(task)
         total = (table.num_rows // window_rows + 1) if window_rows else None
         # A batch column named by the user is how windows are cut, not an unknown column.
         drop = [window_by] if window_by and window_by not in self.schema.columns else []
@@ -154,10 +196,14 @@ class Suite:
                       disable=_quiet(progress), leave=False):
             p = self.profile(w.table.drop_columns(drop) if drop else w.table)
             p.start, p.end = w.start, w.end
-            findings = self.evaluate(p)
-            for f in findings:
-                f.window = w.label
-            result.windows.append(WindowResult(w.label, p.rows, findings, p, w.start, w.end))
+            if result.label_join is not None:
+                assert task is not None
+                result.label_join.add_window(
+                    w.table.column(task.id).to_numpy(zero_copy_only=False),
+                    row_codes(w.table, task))
+            result.windows.append(WindowResult(w.label, p.rows, [], p, w.start, w.end))
+            result.refresh(len(result.windows) - 1)
+        self.evaluate_sequence(result)
         return result
 
     # -- persistence ------------------------------------------------------------------------
@@ -170,6 +216,7 @@ class Suite:
             "alert_budget": self.budget,
             "seed": self.seed,
             "columns": {c.name: _column_to_dict(c) for c in self.schema},
+            **({"task": self.schema.task.to_dict()} if self.schema.task else {}),
             "monitors": [m.to_dict() for m in self.monitors],
             "reference_profile": self.reference.to_dict(),
         }
@@ -203,6 +250,8 @@ class Suite:
         columns = top.mapping("columns")
         for name in columns.data:
             schema.columns[str(name)] = _column_from_fields(columns.mapping(name), str(name))
+        if "task" in top.data:
+            schema.task = _task_from_fields(top.mapping("task"), schema)
         monitors = []
         for i, raw in enumerate(top.items("monitors")):
             monitors.append(_monitor_from_fields(suitefile.Fields(raw, f"monitors[{i}]", source),
@@ -218,6 +267,13 @@ class Suite:
             source=top.text("source", None),
             seed=top.integer("seed", 0),
         )
+
+
+def assert_task(task: Task | None) -> Task:
+    if task is None or task.target is None or task.id is None:
+        raise SuiteError("task", "labels need a suite with a target and an id column; "
+                         "re-run init with --target and --id")
+    return task
 
 
 def _quiet(progress: bool | None) -> bool | None:
@@ -265,6 +321,23 @@ def _column_from_fields(f: suitefile.Fields, name: str) -> Column:
         if len(set(column.categories)) != len(column.categories):
             raise f.error("categories", "has duplicates")
     return column
+
+
+def _task_from_fields(f: suitefile.Fields, schema: Schema) -> Task:
+    try:
+        task = Task.from_dict(f.data, f.path)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, SuiteError):
+            raise SuiteError(exc.field, exc.problem, f.source) from None
+        raise f.error("sensitive", f"malformed ({exc})") from None
+    for key in ("target", "prediction", "proba", "id"):
+        name = getattr(task, key)
+        if name is not None and name not in schema.columns:
+            raise f.error(key, f"no column {name!r} in columns")
+    for a in task.attributes:
+        if a.column not in schema.columns:
+            raise f.error(f"sensitive.{a.column}", "no such column in columns")
+    return task
 
 
 def _monitor_from_fields(f: suitefile.Fields, schema: Schema) -> Monitor:
@@ -319,6 +392,7 @@ def init(
     client: str | None = None,
     sensitive: str | Iterable[str] | None = None,
     ignore: str | Iterable[str] | None = None,
+    positive: str | None = None,
     budget: float = DEFAULT_BUDGET,
     bins: int = DEFAULT_BINS,
     name: str | None = None,
@@ -336,6 +410,13 @@ def init(
     schema = infer_schema(table, target=target, prediction=prediction, proba=proba, id=id,
                           timestamp=timestamp, client=client, sensitive=sensitive,
                           ignore=ignore, bins=bins)
+    first = {r: next((c.name for c in schema.by_role(r)), None)
+             for r in (Role.TARGET, Role.PREDICTION, Role.PROBA, Role.ID)}
+    schema.task = infer_task(
+        table, target=first[Role.TARGET], prediction=first[Role.PREDICTION],
+        proba=first[Role.PROBA], id=first[Role.ID], positive=positive,
+        sensitive=[c.name for c in schema if c.sensitive and c.role == Role.FEATURE],
+    )
     ref_profile = profile(table, schema)
     monitors = generate_monitors(schema)
     calibrated = [m for m in monitors if m.calibrated]

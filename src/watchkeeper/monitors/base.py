@@ -48,6 +48,8 @@ class Finding:
     message: str
     evidence: dict[str, Any] = field(default_factory=dict)
     window: str | None = None
+    metric: str | None = None  # what was measured, when a monitor measures several things
+    segment: str | None = None  # the group of rows concerned, e.g. "SEX=2 & RAC1P=1"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +62,8 @@ class Finding:
             "message": self.message,
             "evidence": {k: _round(v) for k, v in self.evidence.items()},
             "window": self.window,
+            "metric": self.metric,
+            "segment": self.segment,
         }
 
 
@@ -147,6 +151,10 @@ class Monitor:
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
         raise NotImplementedError
+
+    def measure(self, window: Profile) -> dict[str, Any]:
+        """Values worth reporting for every window, alert or not (e.g. metrics)."""
+        return {}
 
     def finding(
         self,

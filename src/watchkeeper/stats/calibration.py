@@ -122,6 +122,22 @@ def chunk_overdispersion(
     return max(1.0, observed / expected)
 
 
+def difference_threshold(unit_sd: float, n: int, n_ref: int, alpha: float) -> float:
+    """One-sided threshold on (reference metric − window metric) under no change.
+
+    ``unit_sd`` is the metric's standard deviation on one row (its sd on m rows times √m),
+    measured by resampling the reference; the difference of a window of ``n`` rows and the
+    reference of ``n_ref`` rows is then about normal with variance unit_sd²(1/n + 1/n_ref).
+
+    >>> round(difference_threshold(0.5, 1000, 10_000, 0.01), 4)
+    0.0427
+    """
+    if n <= 0 or n_ref <= 0 or unit_sd <= 0:
+        return 0.0
+    z = float(special.ndtri(1.0 - alpha / TAIL_MARGIN))
+    return z * unit_sd * float(np.sqrt(1.0 / n + 1.0 / n_ref))
+
+
 def _smallest(k_lo: int, k_hi: int, ok) -> int:
     """Smallest integer k in [k_lo, k_hi] with ok(k) true, for a monotone predicate."""
     while k_lo < k_hi:
