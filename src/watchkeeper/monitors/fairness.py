@@ -8,7 +8,8 @@ equalised-odds difference, with confidence intervals from the group sizes.
 Alerts come from the *gap* between a group and the rest of the rows (so a change that
 lifts everyone alike is not a fairness change): when the gap moves away from parity by
 more than sampling noise at the window's group sizes (calibrated, α split across all
-group tests) and by at least ``min_effect``. Where one change shows in several
+group tests) and by at least ``min_effect``, and the group's own rate moved with it (so
+the majority is not blamed when a minority changes). Where one change shows in several
 overlapping groups (a group, its attribute, an intersection with a third attribute), the
 group where it is most concentrated is reported and the others are listed with it.
 A reference that already breaks a policy (disparate impact below ``min_di_ratio``) is
@@ -179,6 +180,12 @@ class Fairness(Monitor):
                              + q * (1 - q) * (1 / restw[nk][i] + 1 / restr[nk][i]))
                 warning = max(z * sd, self.settings["min_effect"])
                 if abs(change) <= warning or abs(gap_w) <= abs(gap_r):
+                    continue
+                # The group itself must have changed, not only the rest of the rows: when a
+                # minority changes, the majority's gap to "the rest" moves too.
+                own = rw[metric][i] - p
+                own_sd = np.sqrt(p * (1 - p) * (1 / rw[nk][i] + 1 / rr[nk][i]))
+                if abs(own) <= z * own_sd or np.sign(own) != np.sign(change):
                     continue
                 critical = max(z_crit * sd, self.settings["critical_effect"])
                 f = self.finding(
