@@ -20,13 +20,18 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 ACS := data/acs_employment_ma
 
-## The main job: build a calibrated suite from the 2015 ACS reference, check 2016-2018.
+## The main job: build a calibrated suite from the 2015 ACS reference, check 2016-2018
+## (one window per year, late-arriving labels joined by id), and write the JSON result.
 run: $(VENV)/.installed
 	@mkdir -p out
 	$(BIN)/watchkeeper init $(ACS)/employment_MA_reference.pq --target employed \
 		-o out/acs_employment.yaml --force
 	$(BIN)/watchkeeper check $(ACS)/employment_MA_analysis.pq --suite out/acs_employment.yaml \
-		--window-by year
+		--window-by year --labels $(ACS)/employment_MA_analysis_target.pq
+	$(BIN)/watchkeeper check $(ACS)/employment_MA_analysis.pq --suite out/acs_employment.yaml \
+		--window-by year --labels $(ACS)/employment_MA_analysis_target.pq --format json \
+		> out/acs_employment_check.json
+	@echo "JSON result (findings, metrics, fairness per window): out/acs_employment_check.json"
 
 ## Every test, slow ones included (as CI runs them).
 test: $(VENV)/.installed-dev

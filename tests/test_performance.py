@@ -175,6 +175,36 @@ def test_multiclass_and_regression_metrics_match_a_direct_computation() -> None:
     assert {f.metric for f in worse.alerts() if f.family == "performance"} >= {"mae", "rmse"}
 
 
+def test_regression_error_is_estimated_without_labels() -> None:
+    """A loss model of the reference's errors estimates MAE/RMSE under covariate shift."""
+
+    def make(n: int, shift: float, seed: int) -> pa.Table:
+        rng = np.random.default_rng(seed)
+        x = rng.normal(shift, 1, n)
+        noise = np.where(np.abs(x) > 1.5, 3.0, 0.5)  # errors are larger for extreme inputs
+        return pa.table({"x": x, "target": 2 * x + rng.normal(0, 1, n) * noise,
+                         "prediction": 2 * x})
+
+    suite = wk.init(make(20_000, 0.0, 0))
+    assert suite.schema.task.loss_model is not None
+    shifted = make(10_000, 1.0, 5)
+    blind = suite.check(shifted.drop_columns(["target"]))
+    told = suite.check(shifted).windows[0].metrics
+    estimate, realised = blind.windows[0].metrics["estimated"], told["realised"]
+    assert estimate["mae"] == pytest.approx(realised["mae"], rel=0.05)
+    assert estimate["mae"] > 1.4 * suite.check(make(10_000, 0.0, 6)).windows[0].metrics[
+        "estimated"]["mae"]
+    assert {f.metric for f in blind.alerts() if f.family == "estimated_performance"} >= {"mae"}
+
+
+def test_confusion_matrix_is_reported(suite: wk.Suite, analysis: pa.Table,
+                                      labels: pa.Table) -> None:
+    w = suite.check(analysis.slice(0, 1_000), labels=labels).windows[0]
+    confusion = w.metrics["confusion"]
+    assert confusion["classes"] == ["0", "1"]
+    assert np.asarray(confusion["matrix"]).sum() == 1_000
+
+
 def test_the_suite_with_a_task_round_trips(suite: wk.Suite, tmp_path) -> None:
     suite.save(tmp_path / "a.yaml")
     wk.load(tmp_path / "a.yaml").save(tmp_path / "b.yaml")

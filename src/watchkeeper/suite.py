@@ -48,7 +48,7 @@ from watchkeeper.monitors.fairness import Fairness
 from watchkeeper.monitors.performance import LabelCoverage, RealisedPerformance
 from watchkeeper.profile import ColumnProfile, Profile, profile
 from watchkeeper.schema import DEFAULT_BINS, Column, Kind, Role, Schema, infer_schema
-from watchkeeper.task import Task, infer_task, row_codes
+from watchkeeper.task import LossModel, Task, infer_task, row_codes
 
 #: Default alert budget: expected false alerts per window, for the whole suite.
 DEFAULT_BUDGET = 0.01
@@ -68,7 +68,7 @@ def generate_monitors(schema: Schema) -> list[Monitor]:
     if task is not None:
         if task.target is not None:
             monitors += [RealisedPerformance(), LabelCoverage()]
-        if task.type == "binary" and task.score_edges:
+        if (task.type == "binary" and task.score_edges) or task.loss_model is not None:
             monitors.append(EstimatedPerformance())
         if task.type == "binary" and task.attributes:
             monitors.append(Fairness())
@@ -417,6 +417,11 @@ def init(
         proba=first[Role.PROBA], id=first[Role.ID], positive=positive,
         sensitive=[c.name for c in schema if c.sensitive and c.role == Role.FEATURE],
     )
+    task = schema.task
+    if task is not None and task.type == "regression" and task.target and task.prediction:
+        inputs = {c.name: (c.edges if c.edges else tuple(c.categories or ()))
+                  for c in schema if c.role == Role.FEATURE and c.n_bins}
+        task.loss_model = LossModel.fit(table, task, inputs)
     ref_profile = profile(table, schema)
     monitors = generate_monitors(schema)
     calibrated = [m for m in monitors if m.calibrated]

@@ -28,7 +28,94 @@ _POSITIVE_NAMES = ("1", "true", "yes", "y", "positive", "pos", ">50k", "employed
 
 PERFORMANCE = "performance"
 REGRESSION = "regression"
+REGRESSION_ESTIMATE = "regression_estimate"
 SCORES = "scores"
+#: Ridge penalty of the loss model, in rows: enough to keep sparse bins near the mean.
+LOSS_MODEL_RIDGE = 10.0
+LOSS_MODEL_ROWS = 50_000
+
+
+@dataclass
+class LossModel:
+    """Additive model of a regressor's absolute and squared error from binned inputs.
+
+    Fitted on the labeled reference (ridge regression on one-hot bins of each feature and
+    of the prediction); applied to every row of a window, its mean is the window's
+    expected MAE (and, from the squared error, RMSE) before any label arrives.
+    """
+
+    edges: dict[str, list[float]]  # numeric inputs: interior cut points
+    levels: dict[str, list[str]]  # categorical inputs
+    intercept: list[float]  # [absolute error, squared error]
+    coef: dict[str, list[list[float]]]  # per input, per bin (missing last): [abs, sq]
+
+    def _codes(self, table: pa.Table, name: str) -> np.ndarray:
+        n = table.num_rows
+        if name in self.edges:
+            bins = len(self.edges[name]) + 1
+            if name not in table.column_names:
+                return np.full(n, bins)
+            values = numbers_with_nan(table.column(name))
+            out = np.searchsorted(np.asarray(self.edges[name]), values, side="right")
+            return np.where(np.isfinite(values), out, bins)
+        levels = self.levels[name]
+        if name not in table.column_names:
+            return np.full(n, len(levels) + 1)
+        return label_codes(table.column(name), levels)  # unseen/missing: len(levels)
+
+    def predict(self, table: pa.Table) -> np.ndarray:
+        """(rows, 2) expected absolute and squared error, floored at zero."""
+        out = np.tile(np.asarray(self.intercept, dtype=float), (table.num_rows, 1))
+        for name, coef in self.coef.items():
+            out += np.asarray(coef)[self._codes(table, name)]
+        return np.maximum(out, 0.0)
+
+    @classmethod
+    def fit(cls, table: pa.Table, task: Task, inputs: dict[str, Any]) -> LossModel | None:
+        """``inputs`` maps column → numeric bin edges (a list) or category levels (a tuple)."""
+        y = numbers_with_nan(table.column(task.target))
+        pred = numbers_with_nan(table.column(task.prediction))
+        ok = np.flatnonzero(np.isfinite(y) & np.isfinite(pred))
+        if ok.size < 50:
+            return None
+        ok = ok[:: max(1, ok.size // LOSS_MODEL_ROWS)]
+        from watchkeeper.schema import plan_numeric
+
+        edges = {k: list(v[1:-1]) for k, v in inputs.items() if isinstance(v, list)}
+        edges[task.prediction] = plan_numeric(pred[np.isfinite(pred)], 10)[1:-1]
+        levels = {k: list(v) for k, v in inputs.items() if isinstance(v, tuple)}
+        model = cls(edges, levels, [0.0, 0.0], {})
+        sub = table.take(pa.array(ok))
+        names = [*edges, *levels]
+        sizes = [len(edges[n]) + 2 if n in edges else len(levels[n]) + 2 for n in names]
+        offsets = np.cumsum([0, *sizes])
+        x = np.zeros((ok.size, offsets[-1]))
+        for j, name in enumerate(names):
+            x[np.arange(ok.size), offsets[j] + model._codes(sub, name)] = 1.0
+        err = pred[ok] - y[ok]
+        targets = np.column_stack([np.abs(err), np.square(err)])
+        mean = targets.mean(axis=0)
+        gram = x.T @ x + LOSS_MODEL_RIDGE * np.eye(x.shape[1])
+        beta = np.linalg.solve(gram, x.T @ (targets - mean))
+        model.intercept = [float(v) for v in mean]
+        model.coef = {name: [[float(a), float(b)] for a, b in beta[offsets[j]:offsets[j + 1]]]
+                      for j, name in enumerate(names)}
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"edges": self.edges, "levels": self.levels, "intercept": self.intercept,
+                "coef": {k: {"abs": [c[0] for c in v], "sq": [c[1] for c in v]}
+                         for k, v in self.coef.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LossModel:
+        return cls(
+            edges={str(k): [float(x) for x in v] for k, v in d["edges"].items()},
+            levels={str(k): [str(x) for x in v] for k, v in d["levels"].items()},
+            intercept=[float(x) for x in d["intercept"]],
+            coef={str(k): [[float(a), float(b)] for a, b in zip(v["abs"], v["sq"], strict=True)]
+                  for k, v in d["coef"].items()},
+        )
 
 
 @dataclass
@@ -92,6 +179,7 @@ class Task:
     score_edges: list[float] | None = None
     attributes: list[Attribute] = field(default_factory=list)
     intersections: list[list[str]] = field(default_factory=list)
+    loss_model: LossModel | None = None  # regression: expected error without labels
 
     @property
     def classification(self) -> bool:
@@ -129,6 +217,8 @@ class Task:
             }
         if self.intersections:
             out["intersections"] = self.intersections
+        if self.loss_model is not None:
+            out["loss_model"] = self.loss_model.to_dict()
         return out
 
     @classmethod
@@ -152,6 +242,7 @@ class Task:
             score_edges=[float(e) for e in d["score_edges"]] if d.get("score_edges") else None,
             attributes=attributes,
             intersections=[list(map(str, pair)) for pair in d.get("intersections") or []],
+            loss_model=LossModel.from_dict(d["loss_model"]) if d.get("loss_model") else None,
         )
         if task.type == "binary" and len(task.classes) != 2:
             raise SuiteError(f"{where}.classes", "a binary task needs exactly two classes")
@@ -173,6 +264,8 @@ class Task:
                 shapes[fairness_key(grouping)] = (len(self.group_labels(grouping)), 2, 3)
         if self.type == "regression":
             shapes[REGRESSION] = (7,)
+            if self.loss_model is not None:
+                shapes[REGRESSION_ESTIMATE] = (3,)  # rows with a prediction, Σ|ê|, Σê²
         return shapes
 
 
@@ -189,10 +282,12 @@ class RowCodes:
     pred: np.ndarray  # class index (len(classes) = other/missing) or the predicted value
     label: np.ndarray  # class index, len(classes) other, len(classes)+1 unlabeled; or y
     groups: dict[str, np.ndarray]
+    expected_error: np.ndarray | None = None  # regression: (rows, 2) from the loss model
 
     def take(self, rows: np.ndarray) -> RowCodes:
         return RowCodes(self.score_bin[rows], self.score[rows], self.pred[rows],
-                        self.label[rows], {k: v[rows] for k, v in self.groups.items()})
+                        self.label[rows], {k: v[rows] for k, v in self.groups.items()},
+                        None if self.expected_error is None else self.expected_error[rows])
 
 
 def row_codes(table: pa.Table, task: Task) -> RowCodes:
@@ -229,7 +324,8 @@ def row_codes(table: pa.Table, task: Task) -> RowCodes:
             for c in grouping:
                 code = code * len(task.attribute(c).labels) + per_attribute[c]
             groups[fairness_key(grouping)] = code
-    return RowCodes(score_bin.astype(np.int64), score, pred, label, groups)
+    expected = task.loss_model.predict(table) if task.loss_model is not None else None
+    return RowCodes(score_bin.astype(np.int64), score, pred, label, groups, expected)
 
 
 def tally(codes: RowCodes, task: Task) -> dict[str, np.ndarray]:
@@ -262,6 +358,10 @@ def tally(codes: RowCodes, task: Task) -> dict[str, np.ndarray]:
             ok.sum(), np.abs(e).sum(), np.square(e).sum(),
             np.abs(e[nonzero] / y[nonzero]).sum(), nonzero.sum(), y.sum(), np.square(y).sum(),
         ])
+    if REGRESSION_ESTIMATE in shapes and codes.expected_error is not None:
+        ok = np.isfinite(codes.pred)
+        expected = codes.expected_error[ok]
+        out[REGRESSION_ESTIMATE] = np.array([ok.sum(), *expected.sum(axis=0)], dtype=float)
     return out
 
 

@@ -21,7 +21,7 @@ from watchkeeper.stats.metrics import (
     calibrate_bins,
     expected_binary,
 )
-from watchkeeper.task import PERFORMANCE
+from watchkeeper.task import PERFORMANCE, REGRESSION_ESTIMATE
 
 ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
@@ -33,6 +33,11 @@ class EstimatedPerformance(DropMonitor):
     family = "estimated_performance"
 
     def _estimate(self, joint: dict[str, np.ndarray]) -> dict[str, float]:
+        if self.task.type == "regression":
+            sums = joint.get(REGRESSION_ESTIMATE)
+            if sums is None or sums[0] <= 0:
+                return {}
+            return {"mae": float(sums[1] / sums[0]), "rmse": float(np.sqrt(sums[2] / sums[0]))}
         t = joint.get(PERFORMANCE)
         if t is None or "calibration" not in self.calibration:
             return {}
@@ -42,6 +47,9 @@ class EstimatedPerformance(DropMonitor):
 
     def calibrate(self, reference: ReferenceData) -> None:
         task = self.task
+        if task.type == "regression":
+            self._calibrate_regression(reference)
+            return
         t = reference.profile.joint.get(PERFORMANCE)
         if task.type != "binary" or t is None or not task.score_edges:
             self.calibration = {"skipped": "needs a binary classifier's score column"}
@@ -65,16 +73,37 @@ class EstimatedPerformance(DropMonitor):
             "unit_sd": metric_unit_sd(reference, self._estimate, rows, names),
         })
 
+    def _calibrate_regression(self, reference: ReferenceData) -> None:
+        estimate = self._estimate(reference.profile.joint)
+        if not estimate:
+            self.calibration = {"skipped": "no loss model (needs a labeled reference)"}
+            return
+        names = list(estimate)
+        rows = np.arange(reference.table.num_rows)
+        self.calibration = {
+            "method": "loss model (ridge on binned features and prediction) fitted to the "
+                      "reference's absolute and squared errors; per-row sd from resampling",
+            "reference_rows": int(rows.size),
+            "reference": estimate,
+            "unit_sd": metric_unit_sd(reference, self._estimate, rows, names),
+        }
+
     def measure(self, window: Profile) -> dict[str, Any]:
         estimate = self._estimate(window.joint)
         if not estimate:
             return {}
+        if self.task.type == "regression":
+            return self._with_error({"estimated": estimate}, window, estimate)
         counts = window.joint[PERFORMANCE].sum(axis=2)[:, :2]
         rng = np.random.default_rng([int(counts.sum()), 17])
         bands = bootstrap_expected_binary(counts, np.asarray(self.calibration["calibration"]),
                                           positive=1, rng=rng)
         out: dict[str, Any] = {"estimated": estimate,
                                "estimated_band": {k: bands[k] for k in estimate}}
+        return self._with_error(out, window, estimate)
+
+    def _with_error(self, out: dict[str, Any], window: Profile,
+                    estimate: dict[str, float]) -> dict[str, Any]:
         realised = realised_metrics(window.joint, self.task)
         if realised.get("labeled", 0) > 0:
             out["estimation_error"] = {k: estimate[k] - realised[k] for k in estimate

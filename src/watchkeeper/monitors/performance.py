@@ -163,7 +163,16 @@ class RealisedPerformance(DropMonitor):
         }
 
     def measure(self, window: Profile) -> dict[str, Any]:
-        return {"realised": realised_metrics(window.joint, self.task)} if window.joint else {}
+        if not window.joint:
+            return {}
+        out: dict[str, Any] = {"realised": realised_metrics(window.joint, self.task)}
+        t = window.joint.get(PERFORMANCE)
+        if t is not None:
+            k = len(self.task.classes)
+            # rows: true class; columns: predicted class, then "missing/other prediction"
+            out["confusion"] = {"classes": self.task.classes,
+                                "matrix": t[:, :, :k].sum(axis=0).T.tolist()}
+        return out
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
         if "reference" not in self.calibration or not window.joint:
