@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from watchkeeper.data import to_table
 from watchkeeper.schema import Column, Kind, Role, Schema
+from watchkeeper.service import RESERVED, service_tallies
 from watchkeeper.stats.moments import Moments
 from watchkeeper.task import row_codes, tally
 from watchkeeper.values import category_counts, category_label, numbers, type_class
@@ -266,10 +267,11 @@ def profile(data: Any, schema: Schema) -> Profile:
         else:
             out.columns[spec.name] = ColumnProfile()
     for name in table.column_names:
-        if name not in schema.columns:
+        if name not in schema.columns and name not in RESERVED:
             out.unexpected[name] = table.num_rows
     if schema.task is not None:
         out.joint = tally(row_codes(table, schema.task), schema.task)
+    out.joint.update(service_tallies(table))
     return out
 
 

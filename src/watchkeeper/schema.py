@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from watchkeeper.data import to_table
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.service import RESERVED
 from watchkeeper.task import Task
 from watchkeeper.values import category_counts, numbers, type_class
 
@@ -256,6 +257,8 @@ def infer_schema(
 
     schema = Schema()
     for name in table.column_names:
+        if name in RESERVED:
+            continue  # service signals (latency, errors, caller, time): see service.py
         column = table.column(name)
         kind, kind_note = _infer_kind(name, column, table.num_rows)
         if name in explicit:

@@ -46,6 +46,7 @@ from watchkeeper.monitors.base import Finding
 from watchkeeper.monitors.estimate import EstimatedPerformance
 from watchkeeper.monitors.fairness import Fairness
 from watchkeeper.monitors.performance import LabelCoverage, RealisedPerformance
+from watchkeeper.monitors.service import ErrorRate, Latency, Throughput
 from watchkeeper.profile import ColumnProfile, Profile, profile
 from watchkeeper.schema import DEFAULT_BINS, Column, Kind, Role, Schema, infer_schema
 from watchkeeper.task import LossModel, Task, infer_task, row_codes
@@ -72,6 +73,7 @@ def generate_monitors(schema: Schema) -> list[Monitor]:
             monitors.append(EstimatedPerformance())
         if task.type == "binary" and task.attributes:
             monitors.append(Fairness())
+    monitors += [Latency(), ErrorRate(), Throughput()]
     for col in schema:
         if col.role in (Role.IGNORE, Role.ID):
             continue
@@ -137,10 +139,11 @@ class Suite:
         return out
 
     def evaluate_sequence(self, result: CheckResult) -> None:
-        """Monitors that judge a sequence of windows (label coverage), added to each window."""
+        """Monitors that judge a sequence of windows (label coverage, throughput)."""
+        profiles = [w.profile for w in result.windows]
         for m in self.monitors:
-            if m.enabled and isinstance(m, LabelCoverage):
-                per_window = m.evaluate_sequence([w.profile for w in result.windows])
+            per_window = m.evaluate_sequence(profiles) if m.enabled else None
+            if per_window is not None:
                 for w, found in zip(result.windows, per_window, strict=True):
                     w.findings = [f for f in w.findings if f.monitor != m.type]
                     for f in found:

@@ -10,6 +10,9 @@ from watchkeeper.monitors.base import (
     monitor_types,
 )
 from watchkeeper.monitors.drift import FeatureDrift, PredictionDrift, TargetDrift
+from watchkeeper.monitors.estimate import EstimatedPerformance
+from watchkeeper.monitors.fairness import Fairness
+from watchkeeper.monitors.performance import LabelCoverage, RealisedPerformance
 from watchkeeper.monitors.quality import (
     InvalidRate,
     MissingRate,
@@ -18,20 +21,28 @@ from watchkeeper.monitors.quality import (
     UnseenCategory,
     Volume,
 )
+from watchkeeper.monitors.service import ErrorRate, Latency, Throughput
 
 __all__ = [
     "FAMILIES",
+    "ErrorRate",
+    "EstimatedPerformance",
+    "Fairness",
     "FeatureDrift",
     "Finding",
     "InvalidRate",
+    "LabelCoverage",
+    "Latency",
     "MissingRate",
     "Monitor",
     "OutOfRange",
     "PredictionDrift",
+    "RealisedPerformance",
     "ReferenceData",
     "SchemaChange",
     "Severity",
     "TargetDrift",
+    "Throughput",
     "UnseenCategory",
     "Volume",
     "monitor_class",

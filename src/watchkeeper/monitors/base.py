@@ -156,6 +156,11 @@ class Monitor:
         """Values worth reporting for every window, alert or not (e.g. metrics)."""
         return {}
 
+    def evaluate_sequence(self, windows: list[Profile]) -> list[list[Finding]] | None:
+        """Findings per window for monitors that judge a run of windows (throughput, label
+        coverage); None for monitors that judge each window alone."""
+        return None
+
     def finding(
         self,
         value: float,
