@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-fast lint bench bench-drift clean
+.PHONY: run test test-fast lint bench bench-drift bench-cbpe clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,11 +47,16 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff format --check src tests benchmarks
 
 ## Benchmarks against peers (creates their own venvs; several minutes each).
-bench: bench-drift
+bench: bench-drift bench-cbpe
 
 ## watchkeeper check vs the load floor, Evidently and a scipy loop at 1M rows (~6 min).
 bench-drift: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_drift.py
+
+## watchkeeper's label-free performance estimate vs NannyML CBPE on the ACS windows (~1 min;
+## the first run installs NannyML in its own venv, ~2 GB).
+bench-cbpe: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_cbpe.py
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

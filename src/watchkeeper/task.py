@@ -21,7 +21,7 @@ from watchkeeper.values import category_counts, category_label, numbers, numbers
 
 #: Quantile bins of the score: fine enough for ROC-AUC within 0.001–0.005 of the exact
 #: value, small enough to keep a window's tally a few thousand integers.
-SCORE_BINS = 200
+SCORE_BINS = 1000
 #: Bands for a numeric sensitive attribute such as age (quantiles of the reference).
 SENSITIVE_BANDS = 5
 _POSITIVE_NAMES = ("1", "true", "yes", "y", "positive", "pos", ">50k", "employed")

@@ -54,15 +54,19 @@ class EstimatedPerformance(DropMonitor):
         if task.type != "binary" or t is None or not task.score_edges:
             self.calibration = {"skipped": "needs a binary classifier's score column"}
             return
-        labeled = t[:, :, :2].sum(axis=1)  # score bin × label
+        labeled = t[:, :2, :2]  # score bin × predicted class × label
         if labeled.sum() < 2:
             self.calibration = {"skipped": "no labeled rows in the reference"}
             return
+        # P(positive | score bin, predicted class): isotonic in the score within each
+        # predicted class, so a bin that straddles the decision threshold is not averaged.
+        cells = np.column_stack([calibrate_bins(labeled[:, p, 1], labeled[:, p, :].sum(axis=1))
+                                 for p in (0, 1)])
         self.calibration = {
-            "method": "isotonic calibration of score bins on the labeled reference; expected "
-                      "confusion matrix per window; per-row sd from resampled reference windows",
-            "calibration": [round(float(v), 6) for v in calibrate_bins(labeled[:, 1],
-                                                                       labeled.sum(axis=1))],
+            "method": "isotonic calibration of score bins per predicted class on the labeled "
+                      "reference; expected confusion matrix per window; per-row sd from "
+                      "resampled reference windows",
+            "calibration": [[round(float(a), 6), round(float(b), 6)] for a, b in cells],
         }
         reference_estimate = self._estimate(reference.profile.joint)
         names = [k for k in ESTIMATED if np.isfinite(reference_estimate.get(k, np.nan))]

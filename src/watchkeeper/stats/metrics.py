@@ -105,33 +105,41 @@ def isotonic(y: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return np.repeat(values, sizes)
 
 
-def calibrate_bins(positives: np.ndarray, totals: np.ndarray, prior: float = 1.0) -> np.ndarray:
-    """P(positive | score bin) from reference counts: isotonic in the score, with a small
-    prior towards the overall rate so empty bins get a sensible value."""
+def calibrate_bins(positives: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """P(positive | score bin) from reference counts, isotonic in the score. Empty bins
+    take the overall rate with a negligible weight, so they follow their neighbours
+    without pulling any observed bin towards the mean (which biased estimates low)."""
     pos = np.asarray(positives, dtype=float)
     tot = np.asarray(totals, dtype=float)
     base = pos.sum() / tot.sum() if tot.sum() > 0 else 0.5
-    share = (pos + prior * base) / (tot + prior)
-    return np.clip(isotonic(share, tot + prior), 0.0, 1.0)
+    share = np.where(tot > 0, pos / np.where(tot > 0, tot, 1.0), base)
+    return np.clip(isotonic(share, np.where(tot > 0, tot, 1e-9)), 0.0, 1.0)
 
 
 def expected_binary(counts: np.ndarray, calibration: np.ndarray, positive: int) -> dict[str, float]:
     """Confidence-based estimate of binary metrics for unlabeled rows.
 
     ``counts[b, p]`` is the number of rows in score bin ``b`` predicted as class ``p``
-    (0 negative, 1 positive); ``calibration[b]`` is P(positive | bin). Returns the expected
-    metrics, ROC-AUC included (the binned AUC of the expected label histograms).
+    (0 negative, 1 positive); ``calibration[b, p]`` is P(positive | bin, predicted class)
+    (or ``calibration[b]``, the same for both classes). Returns the expected metrics,
+    ROC-AUC included (the binned AUC of the expected label histograms).
     """
     c = np.asarray(counts, dtype=float)
-    cal = np.asarray(calibration, dtype=float)
-    pos_pred = c[:, positive]
-    neg_pred = c[:, 1 - positive]
-    tp, fp = float((pos_pred * cal).sum()), float((pos_pred * (1 - cal)).sum())
-    fn, tn = float((neg_pred * cal).sum()), float((neg_pred * (1 - cal)).sum())
+    cal = _per_cell(calibration)
+    pos_pred, neg_pred = c[:, positive], c[:, 1 - positive]
+    tp = float((pos_pred * cal[:, positive]).sum())
+    fp = float((pos_pred * (1 - cal[:, positive])).sum())
+    fn = float((neg_pred * cal[:, 1 - positive]).sum())
+    tn = float((neg_pred * (1 - cal[:, 1 - positive])).sum())
     out = binary_metrics(tp, fp, fn, tn)
-    rows = c.sum(axis=1)
-    out["roc_auc"] = float(binned_auc(rows * cal, rows * (1 - cal)))
+    positives = (c[:, :2] * cal).sum(axis=1)
+    out["roc_auc"] = float(binned_auc(positives, c[:, :2].sum(axis=1) - positives))
     return out
+
+
+def _per_cell(calibration: np.ndarray) -> np.ndarray:
+    cal = np.clip(np.asarray(calibration, dtype=float), 0.0, 1.0)
+    return np.column_stack([cal, cal]) if cal.ndim == 1 else cal
 
 
 def bootstrap_expected_binary(
@@ -143,12 +151,12 @@ def bootstrap_expected_binary(
     rng: np.random.Generator,
 ) -> dict[str, tuple[float, float]]:
     """95% sampling band of the realised metrics if labels followed the calibration:
-    each bin's positives are drawn Binomial(rows, P(positive | bin))."""
+    each cell's positives are drawn Binomial(rows, P(positive | bin, predicted class))."""
     c = np.asarray(counts, dtype=np.int64)
-    cal = np.clip(np.asarray(calibration, dtype=float), 0.0, 1.0)
+    cal = _per_cell(calibration)
     pos_pred, neg_pred = c[:, positive], c[:, 1 - positive]
-    tp = rng.binomial(pos_pred, cal, size=(draws, cal.size))
-    fn = rng.binomial(neg_pred, cal, size=(draws, cal.size))
+    tp = rng.binomial(pos_pred, cal[:, positive], size=(draws, len(c)))
+    fn = rng.binomial(neg_pred, cal[:, 1 - positive], size=(draws, len(c)))
     fp, tn = pos_pred - tp, neg_pred - fn
     sums = [x.sum(axis=1).astype(float) for x in (tp, fp, fn, tn)]
     with np.errstate(invalid="ignore", divide="ignore"):
