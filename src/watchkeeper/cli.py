@@ -92,6 +92,53 @@ def _summary(suite: Suite, output: Path) -> str:
     return "\n".join(lines)
 
 
+@main.command("serve")
+@click.option("--store", "store_url", default="sqlite:///watchkeeper.db", show_default=True,
+              help="Store URL: sqlite:///file.db or postgresql+psycopg://user@host/db.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--suite", "suite_paths", multiple=True, type=click.Path(path_type=Path),
+              help="MODEL=FILE: deploy this suite for a model that has none yet (repeatable).")
+@click.option("--window", "window_text", default="5m", show_default=True,
+              help="Window length, e.g. 1m, 5m, 1h.")
+@click.option("--grace", "grace_text", default="1m", show_default=True,
+              help="How long after its end a window waits for late events before closing.")
+@click.option("--retention", "retention_text", default="7d", show_default=True,
+              help="How long prediction records are kept for joining late labels.")
+@click.option("--no-auth", is_flag=True,
+              help="Serve without tokens (only sensible on a loopback address).")
+def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path, ...],
+                  window_text: str, grace_text: str, retention_text: str, no_auth: bool) -> None:
+    """Run the ingestion and query server. Tokens come from WATCHKEEPER_WRITE_TOKEN and
+    WATCHKEEPER_READ_TOKEN."""
+    import os
+
+    from watchkeeper.check import parse_duration
+
+    try:
+        import uvicorn
+
+        from watchkeeper.server import Tokens, create_app
+    except ImportError as exc:
+        raise WatchkeeperError(f"the server needs extra packages ({exc.name}): "
+                               "pip install 'watchkeeper[server]'") from None
+    write, read = os.environ.get("WATCHKEEPER_WRITE_TOKEN"), os.environ.get(
+        "WATCHKEEPER_READ_TOKEN")
+    if not no_auth and not (write and read):
+        raise WatchkeeperError("set WATCHKEEPER_WRITE_TOKEN and WATCHKEEPER_READ_TOKEN "
+                               "(or pass --no-auth on a loopback address)")
+    suites = {}
+    for item in suite_paths:
+        model, sep, path = str(item).partition("=")
+        if not sep:
+            model, path = Path(item).stem, str(item)
+        suites[model] = Path(path).read_text(encoding="utf-8")
+    app = create_app(store_url, tokens=Tokens() if no_auth else Tokens(write, read),
+                     window=parse_duration(window_text), grace=parse_duration(grace_text),
+                     retention=parse_duration(retention_text), suites=suites)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 @main.command("check")
 @click.argument("current", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("--suite", "suite_path", type=click.Path(path_type=Path),

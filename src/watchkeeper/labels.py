@@ -78,19 +78,33 @@ class LabelJoin:
     task: Task
     ids: list[np.ndarray] = field(default_factory=list)
     codes: list[RowCodes] = field(default_factory=list)
-    _index: pd.Index | None = None
+    _index: pd.Series | None = None
 
     def add_window(self, ids: np.ndarray, codes: RowCodes) -> None:
         self.ids.append(ids)
         self.codes.append(codes)
         self._index = None
 
+    def drop_oldest(self, entries: int) -> int:
+        """Forget the first ``entries`` windows' records (retention); returns rows dropped."""
+        rows = sum(len(i) for i in self.ids[:entries])
+        del self.ids[:entries], self.codes[:entries]
+        self._index = None
+        return rows
+
+    @property
+    def rows(self) -> int:
+        return sum(len(i) for i in self.ids)
+
     def _locate(self, ids: pd.Index) -> tuple[np.ndarray, np.ndarray]:
         import pandas as pd
 
         if self._index is None:
-            self._index = pd.Index(np.concatenate(self.ids) if self.ids else [])
-        flat = self._index.get_indexer(ids)
+            flat_ids = np.concatenate(self.ids) if self.ids else np.zeros(0)
+            index = pd.Series(np.arange(len(flat_ids)), index=flat_ids)
+            # an id logged twice: its label goes to the latest prediction
+            self._index = index[~index.index.duplicated(keep="last")]
+        flat = self._index.reindex(ids).to_numpy(dtype=float, na_value=-1).astype(np.int64)
         sizes = np.cumsum([0, *[len(i) for i in self.ids]])
         window = np.searchsorted(sizes, flat, side="right") - 1
         return np.where(flat >= 0, window, -1), np.where(flat >= 0, flat - sizes[window], -1)

@@ -1,0 +1,251 @@
+"""Online monitoring of one model: tumbling windows profiled as events arrive, evaluated
+when they close.
+
+Events are assigned to the window of their event time (``_ts``, else the time they
+arrive), so data that comes out of order lands where it belongs. A window closes
+``grace`` after its end; events that come later still are folded into it and the window
+is evaluated again (they are counted as late, never dropped). Prediction records are kept
+for ``retention`` so that labels arriving later update the window of their prediction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from watchkeeper.check import CheckResult, WindowResult, _plain
+from watchkeeper.data import to_table
+from watchkeeper.labels import LabelJoin
+from watchkeeper.profile import Profile
+from watchkeeper.service import TS
+from watchkeeper.task import row_codes
+from watchkeeper.values import epoch_seconds
+
+if TYPE_CHECKING:
+    from watchkeeper.store import Store
+    from watchkeeper.suite import Suite
+
+
+@dataclass
+class LiveWindow:
+    """One tumbling window of a model: its profile, evaluation and state."""
+
+    key: int
+    start: datetime
+    end: datetime
+    profile: Profile
+    state: str = "open"  # open | closed
+    late_rows: int = 0
+    result: WindowResult | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.start.isoformat()}/{self.end.isoformat()}"
+
+
+@dataclass
+class OnlineMonitor:
+    """Windows of one model's event stream, evaluated with its suite.
+
+    >>> import pyarrow as pa, watchkeeper as wk
+    >>> suite = wk.init(pa.table({"x": [float(i % 10) for i in range(500)]}))
+    >>> live = OnlineMonitor(suite, window=timedelta(minutes=1), grace=timedelta(0))
+    >>> live.ingest(pa.table({"x": [1.0, 2.0], "_ts": [60.0, 61.0]}))
+    2
+    >>> [w.label for w in live.tick(now=125.0)]
+    ['1970-01-01T00:01:00+00:00/1970-01-01T00:02:00+00:00']
+    """
+
+    suite: Suite
+    model: str = "default"
+    window: timedelta = timedelta(minutes=5)
+    grace: timedelta = timedelta(minutes=1)
+    store: Store | None = None
+    suite_version: int | None = None
+    retention: timedelta = timedelta(days=7)
+    history: int = 48  # closed windows kept in memory for sequence monitors
+    clock: Any = time.time
+    windows: dict[int, LiveWindow] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=lambda: {
+        "rows": 0, "batches": 0, "late_rows": 0, "labels": 0, "unmatched_labels": 0,
+        "label_records_expired": 0})
+    _dirty: set[int] = field(default_factory=set)
+    _join: LabelJoin | None = None
+    _join_keys: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.window.total_seconds() <= 0:
+            raise ValueError("window must be a positive duration")
+        task = self.suite.schema.task
+        if task is not None and task.id is not None:
+            self._join = LabelJoin(task)
+
+    # -- ingest ----------------------------------------------------------------------------
+    def _keys(self, table: pa.Table) -> np.ndarray:
+        step = self.window.total_seconds()
+        now = float(self.clock())
+        if TS in table.column_names:
+            ts = epoch_seconds(table.column(TS))
+            ts = np.where(np.isfinite(ts), ts, now)
+        else:
+            ts = np.full(table.num_rows, now)
+        return np.floor(ts / step).astype(np.int64)
+
+    def _window(self, key: int) -> LiveWindow:
+        w = self.windows.get(key)
+        if w is None:
+            step = self.window.total_seconds()
+            start = datetime.fromtimestamp(key * step, tz=UTC)
+            w = LiveWindow(key, start, start + self.window, Profile(start=start, end=start +
+                                                                   self.window))
+            self.windows[key] = w
+        return w
+
+    def ingest(self, data: Any) -> int:
+        """Fold a batch of events into the windows of their event times; returns its rows."""
+        table = to_table(data)
+        if table.num_rows == 0:
+            return 0
+        keys = self._keys(table)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
+        for part in np.split(order, bounds):
+            key = int(keys[part[0]])
+            chunk = table.take(pa.array(part)) if len(part) != table.num_rows else table
+            w = self._window(key)
+            p = self.suite.profile(chunk)
+            p.start, p.end = w.start, w.end
+            w.profile = w.profile.merge(p)
+            self._record(key, chunk)
+            if w.state == "closed":
+                w.late_rows += chunk.num_rows
+                self.counters["late_rows"] += chunk.num_rows
+                self._evaluate(w)
+            self._dirty.add(key)
+        self.counters["rows"] += table.num_rows
+        self.counters["batches"] += 1
+        return table.num_rows
+
+    def _record(self, key: int, chunk: pa.Table) -> None:
+        task = self.suite.schema.task
+        if self._join is None or task is None or task.id not in chunk.column_names:
+            return
+        self._join.add_window(chunk.column(task.id).to_numpy(zero_copy_only=False),
+                              row_codes(chunk, task))
+        self._join_keys.append(key)
+
+    def ingest_labels(self, data: Any) -> int:
+        """Join labels by id to the windows of their predictions; returns how many matched
+        no kept prediction (unknown id, or older than the retention)."""
+        if self._join is None:
+            return to_table(data).num_rows
+        profiles = [self.windows[k].profile for k in self._join_keys]
+        changed, unmatched = self._join.apply(data, profiles)
+        for entry in changed:
+            key = self._join_keys[entry]
+            self._dirty.add(key)
+            if self.windows[key].state == "closed":
+                self._evaluate(self.windows[key])
+        self.counters["labels"] += to_table(data).num_rows
+        self.counters["unmatched_labels"] += unmatched
+        return unmatched
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _evaluate(self, w: LiveWindow) -> None:
+        closed = sorted((x for x in self.windows.values() if x.state == "closed"),
+                        key=lambda x: x.key)
+        result = CheckResult(suite=self.model, evaluator=self.suite)
+        result.windows = [WindowResult(x.label, x.profile.rows, [], x.profile, x.start, x.end)
+                          for x in closed[-self.history:] if x.key <= w.key]
+        if not result.windows or result.windows[-1].profile is not w.profile:
+            result.windows.append(WindowResult(w.label, w.profile.rows, [], w.profile,
+                                               w.start, w.end))
+        result.refresh(len(result.windows) - 1)
+        self.suite.evaluate_sequence(result)
+        w.result = result.windows[-1]
+        if w.late_rows:
+            w.result.metrics["late_rows"] = w.late_rows
+
+    def tick(self, now: float | None = None) -> list[WindowResult]:
+        """Close the windows whose end plus grace has passed, evaluate and persist them;
+        expire prediction records past the retention. Returns the newly closed windows."""
+        now = float(self.clock()) if now is None else now
+        due = sorted(k for k, w in self.windows.items()
+                     if w.state == "open" and w.end.timestamp() + self.grace.total_seconds()
+                     <= now)
+        for key in due:
+            w = self.windows[key]
+            w.state = "closed"
+            self._evaluate(w)
+            self._dirty.add(key)
+        self._expire(now)
+        if due:
+            self.flush()
+        return [self.windows[k].result for k in due if self.windows[k].result is not None]
+
+    def _expire(self, now: float) -> None:
+        horizon = np.floor((now - self.retention.total_seconds()) / self.window.total_seconds())
+        old = 0
+        while old < len(self._join_keys) and self._join_keys[old] < horizon:
+            old += 1
+        if old and self._join is not None:
+            self.counters["label_records_expired"] += self._join.drop_oldest(old)
+            del self._join_keys[:old]
+        keep = sorted(k for k, w in self.windows.items() if w.state == "closed")[:-self.history]
+        for k in keep:
+            if k < horizon and k not in self._dirty:
+                del self.windows[k]
+
+    # -- persistence -----------------------------------------------------------------------
+    def flush(self, watermark: int | None = None) -> None:
+        """Persist changed windows (and their findings) to the store, with the watermark of
+        the last event folded, in one transaction per call."""
+        if self.store is None:
+            self._dirty.clear()
+            return
+        from watchkeeper.store import WindowRecord
+
+        records = []
+        for key in sorted(self._dirty):
+            w = self.windows.get(key)
+            if w is None:
+                continue
+            metrics = _plain(w.result.metrics) if w.result else {}
+            records.append(WindowRecord(self.model, w.start, w.end, self.suite_version,
+                                        w.profile.rows, w.state, w.profile.to_dict(), metrics))
+        self.store.save_windows(self.model, records, watermark)
+        for key in sorted(self._dirty):
+            w = self.windows.get(key)
+            if w is not None and w.result is not None:
+                self.store.save_findings(self.model, w.start,
+                                         [f.to_dict() for f in w.result.findings])
+        self._dirty.clear()
+
+    def restore(self) -> int:
+        """Load this model's windows from the store (after a restart); returns how many."""
+        if self.store is None:
+            return 0
+        step = self.window.total_seconds()
+        for record in self.store.load_windows(self.model):
+            key = int(np.floor(record.start.timestamp() / step))
+            profile = Profile.from_dict(record.profile)
+            profile.start, profile.end = record.start, record.end
+            w = LiveWindow(key, record.start, record.end, profile, record.state)
+            self.windows[key] = w
+            if w.state == "closed":
+                self._evaluate(w)
+        return len(self.windows)
+
+    def remember(self, data: Any) -> None:
+        """Rebuild prediction records from events already folded (after a restart), without
+        touching the profiles, so late labels still find their windows."""
+        table = to_table(data)
+        keys = self._keys(table)
+        for key in np.unique(keys):
+            self._record(int(key), table.filter(pa.array(keys == key)))

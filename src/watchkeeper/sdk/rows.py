@@ -1,0 +1,455 @@
+"""Buffered SDK rows to Arrow tables, in the background thread, counting what does not fit.
+
+One bad value never loses a row and one bad row never loses a batch: each value is either
+kept, coerced or nulled, and every value that had to be touched is counted as *bad*.
+
+Bad values, by construction:
+
+- a float that is NaN or ±inf (kept as is in a number column, where profiling counts it as
+  missing or invalid; nulled in the reserved columns);
+- a value that is not a scalar (bytes, dict, list, tuple, set, arbitrary objects, complex)
+  or an integer outside int64 (nulled);
+- a string longer than :data:`MAX_STRING` characters (truncated);
+- a ``features`` argument that is neither a mapping, nor a sequence aligned with the
+  client's ``feature_names``, nor None (one bad value; the row is kept without features);
+  a sequence of the wrong length (one bad value; the aligned part is kept);
+- a feature key that is not a non-empty string of at most :data:`MAX_KEY` characters, that
+  names a column the client fills itself (prediction, proba, id, ``_ts`` …), or that is one
+  new column too many (:data:`MAX_COLUMNS` per batch): one per row where it occurs;
+- a reserved field of the wrong kind: ``ts`` not a number or datetime, ``latency_ms`` not a
+  number ≥ 0, ``client`` not a string or integer, ``error`` not a bool, number, string or
+  exception (nulled).
+
+Not bad: None (missing), bools, ints and floats in one column (a number column), numbers
+and strings in one column (a string column: numbers are written as category labels, and
+profiling reads them back as numbers), dates and datetimes (ISO strings), numpy scalars.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from watchkeeper.service import CLIENT, ERROR, LATENCY, TS
+from watchkeeper.values import category_label
+
+MAX_STRING = 10_000  # characters; longer strings are truncated and counted
+MAX_KEY = 1_000  # characters in a feature name
+MAX_COLUMNS = 1_000  # feature columns per batch
+
+_INT64 = (-(2**63), 2**63 - 1)
+_FALSE_WORDS = frozenset(("", "0", "false", "no", "none", "off", "f", "n"))
+
+
+@dataclass
+class Tally:
+    """Bad values found while converting one batch, and a note on the last kind seen."""
+
+    bad: int = 0
+    notes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, n: int, what: str) -> None:
+        if n:
+            self.bad += n
+            self.notes[what] = self.notes.get(what, 0) + n
+
+    def summary(self) -> str:
+        parts = sorted(self.notes.items(), key=lambda kv: -kv[1])[:5]
+        return "; ".join(f"{what}: {n}" for what, n in parts)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Column names of the events a client builds."""
+
+    feature_names: tuple[str, ...] | None
+    prediction: str
+    proba: str | None
+    id: str | None
+
+    @property
+    def proba_name(self) -> str:
+        return self.proba or "proba"
+
+    @property
+    def id_name(self) -> str:
+        return self.id or "id"
+
+    def taken(self) -> frozenset[str]:
+        """Names a feature may not use: the client fills these columns itself."""
+        return frozenset((self.prediction, self.proba_name, self.id_name, TS, LATENCY, CLIENT,
+                          ERROR))
+
+
+# -- one value ---------------------------------------------------------------------------------
+# kinds of cleaned scalars
+_NULL, _BOOL, _INT, _FLOAT, _STR = 0, 1, 2, 3, 4
+
+
+def _is_missing_marker(v: Any) -> bool:
+    """pandas.NA / NaT count as missing, like None (checked by name: no pandas import)."""
+    return type(v).__name__ in ("NAType", "NaTType")
+
+
+def clean_scalar(v: Any, tally: Tally, column: str) -> tuple[int, Any]:
+    """(kind, value) of one value, counting it in ``tally`` when it is bad."""
+    if v is None:
+        return _NULL, None
+    if isinstance(v, bool) or type(v).__name__ == "bool_":
+        return _BOOL, bool(v)
+    if isinstance(v, int) or type(v).__module__ == "numpy" and hasattr(v, "is_integer") is False \
+            and hasattr(v, "bit_length") is False and _is_numpy_integer(v):
+        i = int(v)
+        if _INT64[0] <= i <= _INT64[1]:
+            return _INT, i
+        tally.add(1, f"{column}: integer outside int64")
+        return _NULL, None
+    if isinstance(v, float) or _is_numpy_floating(v):
+        f = float(v)
+        if not math.isfinite(f):
+            tally.add(1, f"{column}: NaN or inf")
+        return _FLOAT, f
+    if isinstance(v, str):
+        if len(v) > MAX_STRING:
+            tally.add(1, f"{column}: string over {MAX_STRING} characters (truncated)")
+            return _STR, str(v[:MAX_STRING])
+        return _STR, str(v)
+    if isinstance(v, (dt.datetime, dt.date, dt.time)):
+        return _STR, v.isoformat()
+    if _is_missing_marker(v):
+        return _NULL, None
+    tally.add(1, f"{column}: {type(v).__name__} is not a scalar")
+    return _NULL, None
+
+
+def _is_numpy_integer(v: Any) -> bool:
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a core dependency
+        return False
+    return isinstance(v, np.integer)
+
+
+def _is_numpy_floating(v: Any) -> bool:
+    if type(v).__module__ != "numpy":
+        return False
+    import numpy as np
+
+    return isinstance(v, np.floating)
+
+
+def _label(kind: int, v: Any) -> Any:
+    """A cleaned scalar as it is written in a string column."""
+    if kind == _STR or kind == _NULL:
+        return v
+    if kind == _FLOAT and math.isnan(v):
+        return None
+    return category_label(v)
+
+
+def _slow_column(values: list[Any], tally: Tally, column: str) -> pa.Array:
+    cleaned = [clean_scalar(v, tally, column) for v in values]
+    kinds = {k for k, _ in cleaned}
+    kinds.discard(_NULL)
+    if _STR in kinds:
+        return pa.array([_label(k, v) for k, v in cleaned], pa.string())
+    if _FLOAT in kinds:
+        return pa.array([None if k == _NULL else float(v) for k, v in cleaned], pa.float64())
+    if _INT in kinds:
+        return pa.array([None if k == _NULL else int(v) for k, v in cleaned], pa.int64())
+    if _BOOL in kinds:
+        return pa.array([v for _, v in cleaned], pa.bool_())
+    return pa.nulls(len(values))
+
+
+def _count(mask: pa.Array) -> int:
+    return int(pc.sum(mask).as_py() or 0)
+
+
+def _check_floats(arr: pa.Array, tally: Tally, column: str) -> pa.Array:
+    arr = arr.cast(pa.float64())
+    non_finite = _count(pc.invert(pc.is_finite(arr)))
+    tally.add(non_finite, f"{column}: NaN or inf")
+    return arr
+
+
+def _check_strings(arr: pa.Array, tally: Tally, column: str) -> pa.Array:
+    if arr.type != pa.string():
+        arr = arr.cast(pa.string())
+    long = pc.greater(pc.utf8_length(arr), MAX_STRING)
+    n = _count(long)
+    if n:
+        tally.add(n, f"{column}: string over {MAX_STRING} characters (truncated)")
+        arr = pc.if_else(long, pc.utf8_slice_codeunits(arr, 0, MAX_STRING), arr)
+    return arr
+
+
+def column_array(values: list[Any], tally: Tally, column: str) -> pa.Array:
+    """One feature-like column: Arrow's own conversion when the values are plain, else value
+    by value (:func:`clean_scalar`). Both count the same values as bad."""
+    try:
+        arr = pa.array(values, from_pandas=False)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        return _slow_column(values, tally, column)
+    t = arr.type
+    if pa.types.is_floating(t):
+        return _check_floats(arr, tally, column)
+    if pa.types.is_integer(t):
+        try:
+            return arr.cast(pa.int64())  # uint64 beyond int64 raises: value by value
+        except pa.ArrowInvalid:
+            return _slow_column(values, tally, column)
+    if pa.types.is_boolean(t) or pa.types.is_null(t):
+        return arr
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _check_strings(arr, tally, column)
+    return _slow_column(values, tally, column)
+
+
+# -- reserved columns ----------------------------------------------------------------------------
+def _number(v: Any) -> float | None:
+    """A plain or numpy number as float, else None (bools are numbers, as in Python)."""
+    if isinstance(v, (int, float)) or _is_numpy_floating(v) or _is_numpy_integer(v):
+        try:
+            return float(v)
+        except OverflowError:
+            return math.inf
+    if type(v).__name__ == "bool_":
+        return float(bool(v))
+    return None
+
+
+def _ts_value(v: Any, tally: Tally) -> float | None:
+    if v is None or _is_missing_marker(v):
+        return None
+    if isinstance(v, dt.datetime):
+        try:
+            return v.timestamp()  # naive datetimes are local time, as in Python
+        except (OverflowError, OSError, ValueError):
+            tally.add(1, f"{TS}: datetime out of range")
+            return None
+    x = _number(v)
+    if x is None or not math.isfinite(x):
+        tally.add(1, f"{TS}: not a finite number of seconds or a datetime")
+        return None
+    return x
+
+
+def _latency_value(v: Any, tally: Tally) -> float | None:
+    if v is None or _is_missing_marker(v):
+        return None
+    x = _number(v)
+    if x is None or not math.isfinite(x) or x < 0:
+        tally.add(1, f"{LATENCY}: not a finite number ≥ 0")
+        return None
+    return x
+
+
+def _client_value(v: Any, tally: Tally) -> str | None:
+    if v is None or _is_missing_marker(v):
+        return None
+    if isinstance(v, str):
+        if len(v) > MAX_STRING:
+            tally.add(1, f"{CLIENT}: string over {MAX_STRING} characters (truncated)")
+            return str(v[:MAX_STRING])
+        return str(v)
+    if (isinstance(v, int) and not isinstance(v, bool)) or _is_numpy_integer(v):
+        return str(int(v))
+    tally.add(1, f"{CLIENT}: not a string or an integer")
+    return None
+
+
+def _error_value(v: Any, tally: Tally) -> bool | None:
+    if v is None or _is_missing_marker(v):
+        return None
+    if isinstance(v, BaseException) or (isinstance(v, type) and issubclass(v, BaseException)):
+        return True
+    if isinstance(v, str):
+        return v.strip().lower() not in _FALSE_WORDS
+    x = _number(v)
+    if x is None or math.isnan(x):
+        tally.add(1, f"{ERROR}: not a bool, number, string or exception")
+        return None
+    return x != 0
+
+
+def _reserved(values: Sequence[Any], kind: pa.DataType, one: Any, tally: Tally) -> pa.Array:
+    """A reserved column: Arrow's conversion for plain values, else value by value."""
+    try:
+        arr = pa.array(values, from_pandas=False)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        arr = None
+    if arr is not None:
+        t = arr.type
+        if kind == pa.bool_() and (pa.types.is_boolean(t) or pa.types.is_null(t)):
+            return arr.cast(pa.bool_())
+        if kind == pa.string() and (pa.types.is_string(t) or pa.types.is_null(t)):
+            return _check_strings(arr, tally, CLIENT) if len(arr) else arr.cast(pa.string())
+        if kind == pa.float64() and (pa.types.is_floating(t) or pa.types.is_null(t)):
+            arr = arr.cast(pa.float64())
+            ok = pc.is_finite(arr)
+            if kind == pa.float64() and one is _latency_value:
+                ok = pc.and_(ok, pc.greater_equal(arr, 0.0))
+            bad = _count(pc.invert(ok))
+            if bad:
+                return pa.array([one(v, tally) for v in values], pa.float64())
+            return arr
+    return pa.array([one(v, tally) for v in values], kind)
+
+
+# -- whole batches ----------------------------------------------------------------------------
+_EMPTY: dict[str, Any] = {}
+
+
+def _features_dict(f: Any, names: tuple[str, ...] | None, tally: Tally) -> dict[Any, Any]:
+    """The ``features`` argument of one row as a dict (counting what cannot be one)."""
+    if isinstance(f, Mapping):
+        try:
+            return dict(f)
+        except Exception:  # a broken mapping
+            tally.add(1, "features: unreadable mapping")
+            return _EMPTY
+    if isinstance(f, (str, bytes, bytearray, memoryview)):
+        tally.add(1, f"features: {type(f).__name__} is not a mapping or a sequence")
+        return _EMPTY
+    seq: Any = None
+    if type(f).__module__.startswith("pandas") and hasattr(f, "items"):  # a pandas Series
+        try:
+            return dict(f.items())
+        except Exception:
+            tally.add(1, "features: unreadable Series")
+            return _EMPTY
+    if type(f).__module__ == "numpy" and hasattr(f, "ndim"):
+        if f.ndim == 1:
+            seq = f.tolist()
+    elif isinstance(f, Sequence):
+        seq = f
+    if seq is None:
+        tally.add(1, f"features: {type(f).__name__} is not a mapping or a sequence")
+        return _EMPTY
+    if names is None:
+        tally.add(1, "features: a sequence needs the client's feature_names")
+        return _EMPTY
+    try:
+        n = len(seq)
+        if n != len(names):
+            tally.add(1, f"features: {n} values for {len(names)} feature_names")
+        return dict(zip(names, seq, strict=False))
+    except Exception:
+        tally.add(1, "features: unreadable sequence")
+        return _EMPTY
+
+
+def _key_ok(k: Any, taken: frozenset[str]) -> bool:
+    return isinstance(k, str) and 0 < len(k) <= MAX_KEY and k not in taken
+
+
+def feature_columns(
+    features: Sequence[Any],
+    names: tuple[str, ...] | None,
+    taken: frozenset[str],
+    tally: Tally,
+) -> dict[str, list[Any]]:
+    """Transpose the rows' features into columns: ``names`` first, then new keys, sorted."""
+    dicts: list[dict[Any, Any]] = []
+    for f in features:
+        if type(f) is dict:
+            dicts.append(f)
+        elif f is None:
+            dicts.append(_EMPTY)
+        else:
+            dicts.append(_features_dict(f, names, tally))
+    keys: set[Any] = set()
+    for d in dicts:
+        keys.update(d)
+    known = set(names or ())
+    new = sorted(k for k in keys if k not in known and _key_ok(k, taken))
+    allowed = known | set(new[:MAX_COLUMNS])
+    if len(keys - allowed):
+        for d in dicts:
+            for k in d:
+                if k not in allowed:
+                    why = ("new column over the limit" if _key_ok(k, taken) else
+                           "reserved or invalid feature name")
+                    tally.add(1, f"features: {why}")
+    columns = list(names or ()) + new[:MAX_COLUMNS]
+    return {k: [d.get(k) for d in dicts] for k in columns}
+
+
+def events_table(rows: Sequence[tuple[Any, ...]], spec: Columns, tally: Tally) -> pa.Table:
+    """Rows as the client buffers them, ``(features, prediction, proba, id, latency_ms,
+    client, ts, error)``, to one Arrow table."""
+    features, preds, probas, ids, latencies, clients, stamps, errors = zip(*rows, strict=True)
+    arrays: dict[str, pa.Array] = {}
+    for name, values in feature_columns(features, spec.feature_names, spec.taken(),
+                                        tally).items():
+        arrays[name] = column_array(values, tally, name)
+    arrays[spec.prediction] = column_array(list(preds), tally, spec.prediction)
+    if spec.proba is not None or any(p is not None for p in probas):
+        arrays[spec.proba_name] = column_array(list(probas), tally, spec.proba_name)
+    if spec.id is not None or any(i is not None for i in ids):
+        arrays[spec.id_name] = column_array(list(ids), tally, spec.id_name)
+    arrays[TS] = _reserved(stamps, pa.float64(), _ts_value, tally)
+    if any(v is not None for v in latencies):
+        arrays[LATENCY] = _reserved(latencies, pa.float64(), _latency_value, tally)
+    if any(v is not None for v in clients):
+        arrays[CLIENT] = _reserved(clients, pa.string(), _client_value, tally)
+    if any(v is not None for v in errors):
+        arrays[ERROR] = _reserved(errors, pa.bool_(), _error_value, tally)
+    return pa.table(arrays)
+
+
+def labels_table(ids: list[Any], labels: list[Any], id_name: str, target: str,
+                 tally: Tally) -> pa.Table:
+    """Late labels: an id column and a target column (lengths already matched)."""
+    return pa.table({id_name: column_array(ids, tally, id_name),
+                     target: column_array(labels, tally, target)})
+
+
+_KEEP_TYPES = (pa.types.is_integer, pa.types.is_boolean, pa.types.is_null,
+               pa.types.is_timestamp, pa.types.is_date, pa.types.is_decimal,
+               pa.types.is_dictionary, pa.types.is_time, pa.types.is_duration)
+
+
+def clean_frame(table: pa.Table, tally: Tally) -> pa.Table:
+    """A batch handed over whole: count NaN/inf, truncate long strings, null nested and
+    binary columns (counting their values)."""
+    for i, name in enumerate(table.column_names):
+        column = table.column(i).combine_chunks() if table.num_rows else table.column(i)
+        if isinstance(column, pa.ChunkedArray):
+            continue  # no rows
+        t = column.type
+        if pa.types.is_floating(t):
+            tally.add(_count(pc.invert(pc.is_finite(column))), f"{name}: NaN or inf")
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            table = table.set_column(i, name, _check_strings(column, tally, name))
+        elif not any(check(t) for check in _KEEP_TYPES):
+            tally.add(len(column) - column.null_count, f"{name}: {t} values are not scalars")
+            table = table.set_column(i, name, pa.nulls(len(column)))
+    return table
+
+
+def rows_table(rows: list[Any], tally: Tally) -> pa.Table:
+    """A list of dict rows handed to ``log_batch``: every key a column, value by value."""
+    columns = feature_columns(rows, None, frozenset(), tally)
+    return pa.table({k: column_array(v, tally, k) for k, v in columns.items()}) if columns \
+        else pa.table({"_ts": pa.nulls(len(rows), pa.float64())})
+
+
+def as_list(values: Any) -> list[Any]:
+    """A column-like argument (list, tuple, numpy, pandas, polars, Arrow) as a Python list."""
+    if isinstance(values, list):
+        return values
+    for attr in ("to_pylist", "tolist", "to_list"):
+        method = getattr(values, attr, None)
+        if callable(method):
+            out = method()
+            if isinstance(out, list):
+                return out
+    return list(values)

@@ -1,0 +1,150 @@
+"""The HTTP API: ingest events and labels, deploy suites, query windows and findings,
+health and Prometheus metrics. OpenAPI at /docs and /openapi.json."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
+
+from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.server.auth import Tokens
+from watchkeeper.server.hub import Hub
+from watchkeeper.server.ingest import MAX_BODY, parse_body
+from watchkeeper.server.metrics import HubCollector
+from watchkeeper.store import Store, StoreError
+
+
+def create_app(
+    store_url: str = "sqlite:///watchkeeper.db",
+    *,
+    tokens: Tokens | None = None,
+    window: timedelta = timedelta(minutes=5),
+    grace: timedelta = timedelta(minutes=1),
+    retention: timedelta = timedelta(days=7),
+    suites: dict[str, str] | None = None,
+) -> FastAPI:
+    """Build the app. ``suites`` maps model → suite YAML to deploy at start when that model
+    has no active suite yet (``watchkeeper serve --suite``)."""
+    tokens = tokens or Tokens()
+    store = Store(store_url)
+    hub = Hub(store, window=window, grace=grace, retention=retention)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for model, text in (suites or {}).items():
+            if store.active_suite(model) is None:
+                hub.register(model, text, created_by="serve --suite")
+        hub.start()
+        yield
+        hub.stop()
+        store.close()
+
+    app = FastAPI(title="watchkeeper", version="0.1.0", lifespan=lifespan)
+    app.state.hub = hub
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(HubCollector(hub))
+
+    def require(request: Request, need: str) -> None:
+        status = tokens.check(request.headers.get("authorization"), need)
+        if status == 401:
+            raise HTTPException(401, "missing bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if status == 403:
+            hub.counters["rejected_auth"] += 1
+            raise HTTPException(403, f"this token may not {need}")
+
+    async def body_of(request: Request) -> bytes:
+        size = int(request.headers.get("content-length") or 0)
+        if size > MAX_BODY:
+            hub.counters["rejected_too_large"] += 1
+            raise HTTPException(413, f"body over {MAX_BODY} bytes: send smaller batches")
+        return await request.body()
+
+    async def ingest(model: str, request: Request, kind: str) -> dict[str, Any]:
+        require(request, "write")
+        if model not in hub.models:
+            raise HTTPException(404, f"no suite deployed for model {model!r}")
+        body = await body_of(request)
+        try:
+            table = await run_in_threadpool(parse_body, body,
+                                            request.headers.get("content-type", ""))
+        except DataError as exc:
+            hub.counters["rejected_invalid"] += 1
+            raise HTTPException(422, str(exc)) from None
+        if table.num_rows == 0:
+            hub.counters["rejected_empty"] += 1
+            raise HTTPException(422, "empty batch: no rows")
+        try:  # acknowledged only once the batch is committed to the store
+            seq = await run_in_threadpool(hub.append, model, table, kind)
+        except StoreError as exc:
+            raise HTTPException(503, f"store unavailable: {exc}") from None
+        return {"accepted": table.num_rows, "seq": seq}
+
+    @app.post("/v1/models/{model}/events")
+    async def post_events(model: str, request: Request) -> dict[str, Any]:
+        """Prediction events: JSON rows or columns, NDJSON, or an Arrow IPC stream. Columns:
+        the model's features and outputs, plus optional _ts, _latency_ms, _client, _error."""
+        return await ingest(model, request, "events")
+
+    @app.post("/v1/models/{model}/labels")
+    async def post_labels(model: str, request: Request) -> dict[str, Any]:
+        """Labels that arrived later: the suite's id and target columns."""
+        return await ingest(model, request, "labels")
+
+    @app.post("/v1/models/{model}/suites")
+    async def deploy(model: str, request: Request) -> dict[str, Any]:
+        """Register a suite (YAML body) as the model's new active version."""
+        require(request, "write")
+        text = (await body_of(request)).decode("utf-8", errors="replace")
+        try:
+            version = await run_in_threadpool(hub.register, model, text)
+        except SuiteError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"model": model, "version": version}
+
+    @app.get("/v1/models")
+    def list_models(request: Request) -> dict[str, Any]:
+        require(request, "read")
+        return {"models": sorted(hub.models)}
+
+    @app.get("/v1/models/{model}/windows")
+    def windows(model: str, request: Request, since: datetime | None = None,
+                until: datetime | None = None) -> dict[str, Any]:
+        require(request, "read")
+        records = store.load_windows(model, since=since, until=until)
+        return {"model": model, "windows": [
+            {"start": r.start.isoformat(), "end": r.end.isoformat(), "rows": r.rows,
+             "state": r.state, "suite_version": r.suite_version, "metrics": r.metrics}
+            for r in records]}
+
+    @app.get("/v1/models/{model}/findings")
+    def findings(model: str, request: Request, since: datetime | None = None,
+                 until: datetime | None = None, min_severity: str | None = None
+                 ) -> dict[str, Any]:
+        require(request, "read")
+        found = store.findings(model, since=since, until=until, min_severity=min_severity)
+        for f in found:
+            f["window_start"] = f["window_start"].isoformat()
+        return {"model": model, "findings": found}
+
+    @app.get("/healthz")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "models": len(hub.models),
+                "fold_errors": hub.counters["fold_errors"]}
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": f"store unavailable: {exc}"}, status_code=503)
+
+    return app

@@ -1,0 +1,10 @@
+"""Storage for online monitoring: suite versions, the event log, windows and findings.
+
+SQLAlchemy Core on SQLite (a local file, the default) or PostgreSQL (by URL).
+"""
+
+from watchkeeper.store.migrations import LATEST as SCHEMA_VERSION
+from watchkeeper.store.records import Event, StoreError, SuiteVersion, WindowRecord
+from watchkeeper.store.store import Store
+
+__all__ = ["SCHEMA_VERSION", "Event", "Store", "StoreError", "SuiteVersion", "WindowRecord"]

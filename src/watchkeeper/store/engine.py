@@ -1,0 +1,141 @@
+"""The one SQLAlchemy Engine of a Store: URL checks, SQLite pragmas, JSON encoding."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy import event, pool
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from watchkeeper.store.records import StoreError
+
+#: Execution option marking a write transaction (BEGIN IMMEDIATE on SQLite).
+WRITE = "watchkeeper_write"
+BUSY_TIMEOUT_MS = 30_000
+EXAMPLES = "e.g. sqlite:///watchkeeper.db or postgresql+psycopg://user:password@host/db"
+
+
+def mask(url: str) -> str:
+    """A URL string with its password replaced by ``***``, parsable or not."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def create_engine(url: str) -> tuple[Engine, str, bool]:
+    """(engine, masked URL, whether it is an in-memory SQLite database)."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # the message may hold the URL, so it is not chained
+        raise StoreError(f"invalid store URL {mask(str(url))!r} ({EXAMPLES})") from None
+    masked = parsed.render_as_string(hide_password=True)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite" and parsed.get_driver_name() == "pysqlite":
+        return _sqlite(parsed, masked)
+    if backend == "postgresql":
+        return _postgresql(parsed, masked), masked, False
+    raise StoreError(f"unsupported store URL {masked!r} ({EXAMPLES})")
+
+
+def _sqlite(url: URL, masked: str) -> tuple[Engine, str, bool]:
+    memory = url.database in (None, "", ":memory:")
+    if memory:  # one shared connection; the Store serialises its use
+        kw: dict[str, Any] = {"poolclass": pool.StaticPool}
+    else:
+        try:
+            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{masked}: cannot create its directory: {e.strerror}") from e
+        kw = {"poolclass": pool.QueuePool, "pool_size": 5, "max_overflow": 10}
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        json_serializer=dumps,
+        **kw,
+    )
+    pragmas = [
+        f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+        "PRAGMA foreign_keys = ON",
+        "PRAGMA synchronous = NORMAL",
+    ]
+    if not memory:
+        pragmas.insert(1, "PRAGMA journal_mode = WAL")
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # the driver's own BEGIN is replaced by _begin
+        cursor = dbapi_conn.cursor()
+        for pragma in pragmas:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # A writer takes the write lock up front, so it waits (busy_timeout) instead of
+        # failing when another writer commits between its reads and its writes.
+        write = conn.get_execution_options().get(WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine, masked, memory
+
+
+def _postgresql(url: URL, masked: str) -> Engine:
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
+    try:
+        return sa.create_engine(
+            url,
+            pool_size=5,
+            max_overflow=10,
+            pool_pre_ping=True,
+            connect_args=connect_args,
+            json_serializer=dumps,
+        )
+    except ImportError:
+        raise StoreError(
+            f"{masked}: PostgreSQL needs its driver: pip install 'watchkeeper[postgres]'"
+        ) from None
+    except Exception as e:
+        raise StoreError(f"unsupported store URL {masked!r}: {one_line(e)}") from None
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of what went wrong, from the driver when there is one."""
+    cause = getattr(error, "orig", None) or error
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
+
+
+def dumps(value: Any) -> str:
+    """JSON text of a profile, metrics or evidence; NaN and ±inf become null (as in every
+    JSON output of watchkeeper); NumPy scalars and arrays become plain numbers and lists."""
+    try:
+        try:
+            return json.dumps(value, allow_nan=False, default=_plain, separators=(",", ":"))
+        except ValueError:  # a NaN or ±inf somewhere
+            return json.dumps(
+                _finite(value), allow_nan=False, default=_plain, separators=(",", ":")
+            )
+    except (TypeError, ValueError, RecursionError) as e:
+        raise StoreError(f"cannot store as JSON: {e}") from e
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic):
+        return _finite(value.tolist())
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value

@@ -1,0 +1,67 @@
+"""Versioned schema migrations.
+
+``schema_version`` holds one row per version reached. An empty database gets the current
+schema of tables.py in one step and is stamped with :data:`LATEST`; an older database gets
+each later migration in order. So ``MIGRATIONS[n]`` only has to turn a version-``n``
+database into a version-``n + 1`` one, and tables.py always describes the last version.
+Everything runs inside the caller's transaction (DDL is transactional on SQLite and
+PostgreSQL), so a failed upgrade leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from watchkeeper.store import tables
+
+
+def _initial(conn: Connection) -> None:
+    tables.metadata.create_all(conn)
+
+
+#: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("models, suites, events, windows, findings", _initial),
+]
+LATEST = len(MIGRATIONS)
+
+# Any constant will do: serialises concurrent migrations of one PostgreSQL database.
+_PG_LOCK = 0x7761_7463_686B
+
+
+def current_version(conn: Connection) -> int:
+    """The schema version in force; 0 for a database the store has never touched."""
+    if not sa.inspect(conn).has_table(tables.schema_version.name):
+        return 0
+    version = conn.scalar(sa.select(sa.func.max(tables.schema_version.c.version)))
+    return int(version or 0)
+
+
+def upgrade(conn: Connection) -> int:
+    """Bring the schema up to :data:`LATEST`; returns the version found if it is newer."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+    version = current_version(conn)
+    if version >= LATEST:
+        return version
+    if version == 0:
+        _initial(conn)
+        _stamp(conn, LATEST, f"initial schema: {MIGRATIONS[0][0]}")
+        return LATEST
+    for n in range(version, LATEST):
+        description, step = MIGRATIONS[n]
+        step(conn)
+        _stamp(conn, n + 1, description)
+    return LATEST
+
+
+def _stamp(conn: Connection, version: int, description: str) -> None:
+    conn.execute(
+        sa.insert(tables.schema_version).values(
+            version=version, applied_at=datetime.now(UTC), description=description
+        )
+    )

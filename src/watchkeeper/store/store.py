@@ -1,0 +1,429 @@
+"""Store: the durable state of online monitoring on SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from watchkeeper.monitors.base import Severity
+from watchkeeper.store import migrations
+from watchkeeper.store import tables as db
+from watchkeeper.store.engine import WRITE, create_engine, one_line
+from watchkeeper.store.records import Event, StoreError, SuiteVersion, WindowRecord
+
+KINDS = ("events", "labels")
+STATES = ("open", "closed")
+FINDING_KEYS = (
+    "monitor", "family", "column", "value", "threshold", "severity", "message", "evidence",
+    "window", "metric", "segment",
+)  # fmt: skip
+_REQUIRED = {"monitor", "family", "value", "threshold", "severity", "message"}
+
+
+class Store:
+    """Suite versions, the log of ingested batches, window profiles and findings, per model.
+
+    SQLite in a local file by default (WAL journal), PostgreSQL by URL
+    (``postgresql+psycopg://user:password@host/db``; ``postgresql://`` means the same).
+    Opening a store migrates its schema (idempotent; two small queries when current). One
+    Store per process is enough and may be shared by threads: it holds one connection pool
+    and every call is one short transaction. Datetimes come back timezone-aware in UTC;
+    naive ones passed in are taken as UTC. Windows and findings are filtered on their start,
+    ``since`` inclusive and ``until`` exclusive. In JSON (profiles, metrics, evidence) NaN
+    and ±inf are stored as null, as in every JSON output; a finding's NaN value as NULL.
+
+    >>> store = Store("sqlite://")  # in memory; the default is ./watchkeeper.db
+    >>> store
+    Store('sqlite://')
+    >>> store.add_suite("churn", "monitors: []", created_by="ana").version
+    1
+    >>> store.active_suite("churn").created_by
+    'ana'
+    >>> seq = store.append_events("churn", b"<arrow ipc stream>", rows=3)
+    >>> [(e.seq == seq, e.rows, e.kind) for e in store.events_after("churn", 0)]
+    [(True, 3, 'events')]
+    >>> store.watermark("churn")
+    0
+    >>> store.close()
+    """
+
+    def __init__(self, url: str = "sqlite:///watchkeeper.db") -> None:
+        self._engine, self.url, memory = create_engine(url)
+        self._writer = self._engine.execution_options(**{WRITE: True})
+        self._dialect = self._engine.dialect.name
+        # An in-memory SQLite database is one connection: take turns on it.
+        self._turn: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if memory else contextlib.nullcontext()
+        )
+        self._closed = False
+        try:
+            self.migrate()
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def migrate(self) -> int:
+        """Bring the schema up to date; returns the schema version now in force."""
+        with self._transaction() as conn:
+            version = migrations.current_version(conn)
+        if version < migrations.LATEST:
+            with self._transaction(write=True) as conn:
+                version = migrations.upgrade(conn)
+        if version > migrations.LATEST:
+            raise StoreError(
+                f"the store at {self.url} has schema version {version}, newer than this "
+                f"watchkeeper understands ({migrations.LATEST}): upgrade watchkeeper"
+            )
+        return version
+
+    def close(self) -> None:
+        """Close every pooled connection; the store cannot be used afterwards."""
+        self._closed = True
+        self._engine.dispose()
+
+    # -- suites ----------------------------------------------------------------------------
+    def add_suite(
+        self,
+        model: str,
+        text: str,
+        *,
+        created_by: str | None = None,
+        note: str | None = None,
+        activate: bool = True,
+    ) -> SuiteVersion:
+        """Store a new version (the model's latest + 1) of a model's suite file."""
+        _check_name(model)
+        if not isinstance(text, str):
+            raise StoreError(f"suite text must be str, got {type(text).__name__}")
+        row = {
+            "model": model,
+            "hash": hashlib.sha256(text.encode()).hexdigest(),
+            "created_at": datetime.now(UTC),
+            "created_by": created_by,
+            "note": note,
+            "active": bool(activate),
+            "text": text,
+        }
+        with self._transaction(write=True) as conn:
+            self._lock_model(conn, model)
+            latest = conn.scalar(
+                sa.select(sa.func.max(db.suites.c.version)).where(_of(db.suites, model))
+            )
+            row["version"] = (latest or 0) + 1
+            if activate:
+                self._deactivate(conn, model)
+            conn.execute(sa.insert(db.suites).values(**row))
+        return SuiteVersion(**row)
+
+    def suite_versions(self, model: str) -> list[SuiteVersion]:
+        """Every version of a model's suite, oldest first."""
+        query = sa.select(db.suites).where(_of(db.suites, model)).order_by(db.suites.c.version)
+        with self._transaction() as conn:
+            return [SuiteVersion(**r) for r in conn.execute(query).mappings()]
+
+    def suite_version(self, model: str, version: int) -> SuiteVersion:
+        """One version of a model's suite; StoreError if there is none."""
+        with self._transaction() as conn:
+            return self._suite(conn, model, version)
+
+    def active_suite(self, model: str) -> SuiteVersion | None:
+        """The version in force for a model, or None."""
+        query = sa.select(db.suites).where(_of(db.suites, model), db.suites.c.active.is_(True))
+        with self._transaction() as conn:
+            row = conn.execute(query).mappings().first()
+        return None if row is None else SuiteVersion(**row)
+
+    def activate(self, model: str, version: int) -> SuiteVersion:
+        """Make one existing version the model's active suite (and no other)."""
+        with self._transaction(write=True) as conn:
+            self._lock_model(conn, model)
+            self._suite(conn, model, version)
+            self._deactivate(conn, model)
+            conn.execute(
+                sa.update(db.suites)
+                .where(_of(db.suites, model), db.suites.c.version == version)
+                .values(active=True)
+            )
+            return self._suite(conn, model, version)
+
+    def models(self) -> list[str]:
+        """Names of every model the store knows, sorted."""
+        with self._transaction() as conn:
+            return list(conn.scalars(sa.select(db.models.c.name).order_by(db.models.c.name)))
+
+    # -- the event log ---------------------------------------------------------------------
+    def append_events(self, model: str, payload: bytes, rows: int, kind: str = "events") -> int:
+        """Log an ingested batch; returns its seq. Committed when it returns (on SQLite,
+        durable across a process crash; synchronous=NORMAL may lose it on power loss)."""
+        _check_name(model)
+        _check_choice("kind", kind, KINDS)
+        try:
+            data = payload if isinstance(payload, bytes) else bytes(memoryview(payload))
+        except TypeError:
+            raise StoreError(f"payload must be bytes, got {type(payload).__name__}") from None
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise StoreError(f"rows must be a count ≥ 0, got {rows!r}")
+        values = {
+            "model": model,
+            "kind": kind,
+            "received_at": datetime.now(UTC),
+            "rows": rows,
+            "payload": data,
+        }
+        with self._transaction(write=True) as conn:
+            self._ensure_model(conn, model)
+            result = conn.execute(sa.insert(db.events).values(**values))
+            return int(result.inserted_primary_key[0])
+
+    def events_after(
+        self,
+        model: str,
+        seq: int,
+        *,
+        kinds: tuple[str, ...] = KINDS,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Up to ``limit`` logged batches of a model with seq > ``seq``, in seq order."""
+        for kind in kinds:
+            _check_choice("kind", kind, KINDS)
+        if limit < 1:
+            raise StoreError(f"limit must be ≥ 1, got {limit!r}")
+        query = (
+            sa.select(db.events)
+            .where(_of(db.events, model), db.events.c.seq > seq, db.events.c.kind.in_(kinds))
+            .order_by(db.events.c.seq)
+            .limit(limit)
+        )
+        with self._transaction() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Event(**{**r, "payload": bytes(r["payload"])}) for r in rows]
+
+    def delete_events_before(self, model: str, seq: int) -> int:
+        """Retention: delete a model's batches with seq < ``seq``; returns how many."""
+        query = sa.delete(db.events).where(_of(db.events, model), db.events.c.seq < seq)
+        with self._transaction(write=True) as conn:
+            return int(conn.execute(query).rowcount)
+
+    # -- windows ---------------------------------------------------------------------------
+    def save_windows(
+        self, model: str, windows: list[WindowRecord], watermark: int | None = None
+    ) -> None:
+        """Insert or replace windows by (model, start) and, in the same transaction, set the
+        model's watermark (seq of the last event folded in) when one is given."""
+        _check_name(model)
+        now = datetime.now(UTC)
+        rows = [_window_row(model, w, now) for w in windows]
+        with self._transaction(write=True) as conn:
+            self._ensure_model(conn, model)
+            if watermark is not None:
+                conn.execute(
+                    sa.update(db.models)
+                    .where(db.models.c.name == model)
+                    .values(watermark=watermark)
+                )
+            if rows:
+                insert = self._insert(db.windows)
+                keys = ("end", "suite_version", "rows", "state", "profile", "metrics")
+                upsert = insert.on_conflict_do_update(
+                    index_elements=[db.windows.c.model, db.windows.c.start],
+                    set_={k: insert.excluded[k] for k in (*keys, "updated_at")},
+                )
+                conn.execute(upsert, rows)
+
+    def load_windows(
+        self,
+        model: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        state: str | None = None,
+    ) -> list[WindowRecord]:
+        """A model's windows by start (``since`` ≤ start < ``until``), oldest first."""
+        query = sa.select(db.windows).where(
+            _of(db.windows, model), *_span(db.windows.c.start, since, until)
+        )
+        if state is not None:
+            _check_choice("state", state, STATES)
+            query = query.where(db.windows.c.state == state)
+        with self._transaction() as conn:
+            rows = conn.execute(query.order_by(db.windows.c.start)).mappings().all()
+        return [WindowRecord(**r) for r in rows]
+
+    def watermark(self, model: str) -> int:
+        """Seq of the last event folded into the model's windows; 0 if none."""
+        query = sa.select(db.models.c.watermark).where(db.models.c.name == model)
+        with self._transaction() as conn:
+            return int(conn.scalar(query) or 0)
+
+    # -- findings --------------------------------------------------------------------------
+    def save_findings(self, model: str, window_start: datetime, findings: list[dict]) -> None:
+        """Replace the findings of one window with these (dicts as Finding.to_dict gives)."""
+        _check_name(model)
+        rows = [_finding_row(model, window_start, f) for f in findings]
+        with self._transaction(write=True) as conn:
+            self._ensure_model(conn, model)
+            conn.execute(
+                sa.delete(db.findings).where(
+                    _of(db.findings, model), db.findings.c.window_start == window_start
+                )
+            )
+            if rows:
+                conn.execute(sa.insert(db.findings), rows)
+
+    def findings(
+        self,
+        model: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        min_severity: str | None = None,
+    ) -> list[dict]:
+        """A model's findings by window start (``since`` ≤ start < ``until``), each dict as
+        Finding.to_dict gives plus "window_start"; ``min_severity`` keeps that and worse."""
+        query = sa.select(db.findings).where(
+            _of(db.findings, model), *_span(db.findings.c.window_start, since, until)
+        )
+        if min_severity is not None:
+            query = query.where(db.findings.c.severity_rank >= _severity_rank(min_severity))
+        query = query.order_by(db.findings.c.window_start, db.findings.c.id)
+        with self._transaction() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            {**{k: r[k] for k in FINDING_KEYS}, "window_start": r["window_start"]} for r in rows
+        ]
+
+    # -- internals -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self, write: bool = False) -> Iterator[Connection]:
+        """One short transaction; database failures become one-line StoreErrors."""
+        if self._closed:
+            raise StoreError(f"the store at {self.url} is closed")
+        try:
+            with self._turn, (self._writer if write else self._engine).begin() as conn:
+                yield conn
+        except sa.exc.StatementError as e:
+            if isinstance(e.orig, StoreError):  # raised while encoding a parameter
+                raise e.orig from e.orig.__cause__
+            raise StoreError(f"store at {self.url}: {one_line(e)}") from e
+        except sa.exc.SQLAlchemyError as e:
+            raise StoreError(f"store at {self.url}: {one_line(e)}") from e
+
+    def _insert(self, table: sa.Table) -> Any:
+        dialect = postgresql if self._dialect == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    def _ensure_model(self, conn: Connection, model: str) -> None:
+        new = {"name": model, "created_at": datetime.now(UTC), "watermark": 0}
+        conn.execute(self._insert(db.models).values(**new).on_conflict_do_nothing())
+
+    def _lock_model(self, conn: Connection, model: str) -> None:
+        """Serialise changes to one model's suites (SQLite: BEGIN IMMEDIATE already does)."""
+        self._ensure_model(conn, model)
+        conn.execute(sa.select(db.models.c.name).where(db.models.c.name == model).with_for_update())
+
+    @staticmethod
+    def _deactivate(conn: Connection, model: str) -> None:
+        conn.execute(
+            sa.update(db.suites)
+            .where(_of(db.suites, model), db.suites.c.active.is_(True))
+            .values(active=False)
+        )
+
+    @staticmethod
+    def _suite(conn: Connection, model: str, version: int) -> SuiteVersion:
+        query = sa.select(db.suites).where(_of(db.suites, model), db.suites.c.version == version)
+        row = conn.execute(query).mappings().first()
+        if row is None:
+            raise StoreError(f"model {model!r} has no suite version {version!r}")
+        return SuiteVersion(**row)
+
+
+def _of(table: sa.Table, model: str) -> sa.ColumnElement[bool]:
+    return table.c.model == model
+
+
+def _span(
+    column: sa.Column[datetime], since: datetime | None, until: datetime | None
+) -> list[sa.ColumnElement[bool]]:
+    out = []
+    if since is not None:
+        out.append(column >= since)
+    if until is not None:
+        out.append(column < until)
+    return out
+
+
+def _check_name(model: str) -> None:
+    if not isinstance(model, str) or not model:
+        raise StoreError(f"a model name must be a non-empty string, got {model!r}")
+
+
+def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise StoreError(f"{what} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _severity_rank(severity: str) -> int:
+    try:
+        return Severity(severity).rank
+    except ValueError:
+        choices = ", ".join(s.value for s in Severity)
+        raise StoreError(f"severity must be one of {choices}; got {severity!r}") from None
+
+
+def _window_row(model: str, w: WindowRecord, now: datetime) -> dict[str, Any]:
+    if w.model != model:
+        raise StoreError(f"window of model {w.model!r} saved under model {model!r}")
+    _check_choice("state", w.state, STATES)
+    return {
+        "model": model,
+        "start": w.start,
+        "end": w.end,
+        "suite_version": w.suite_version,
+        "rows": w.rows,
+        "state": w.state,
+        "profile": w.profile,
+        "metrics": w.metrics,
+        "updated_at": now,
+    }
+
+
+def _finding_row(model: str, window_start: datetime, f: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(f) - set(FINDING_KEYS) - {"window_start"})
+    missing = sorted(_REQUIRED - set(f))
+    if unknown or missing:
+        problem = f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
+        raise StoreError(f"a finding must be a dict as Finding.to_dict() gives: {problem}")
+    row: dict[str, Any] = {k: f.get(k) for k in FINDING_KEYS}
+    row.update(
+        model=model,
+        window_start=window_start,
+        value=_number(f["value"]),
+        threshold=_number(f["threshold"]),
+        severity_rank=_severity_rank(f["severity"]),
+        evidence=f.get("evidence") or {},
+    )
+    return row
+
+
+def _number(value: Any) -> float | None:
+    """A finding's value or threshold: ±inf kept, NaN stored as null (NULL in SQL)."""
+    return None if value is None or math.isnan(value) else float(value)

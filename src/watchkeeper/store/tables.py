@@ -1,0 +1,134 @@
+"""The store's tables (SQLAlchemy Core), as of the latest schema version.
+
+migrations.py creates them on an empty database and upgrades older ones; whenever a table
+changes here, add the migration that makes an older database look like this.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+#: Auto-incrementing 64-bit ids; on SQLite an INTEGER PRIMARY KEY (the rowid) is required.
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def as_utc(value: datetime) -> datetime:
+    """The same instant in UTC; a naive datetime is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes in and out (SQLite, which has no zones, keeps naive UTC)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", UTCDateTime, nullable=False),
+    sa.Column("description", sa.String, nullable=False),
+)
+
+models = sa.Table(
+    "models",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # seq of the last event folded into the model's windows
+    sa.Column("watermark", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+
+def _model_key(**kw: Any) -> sa.Column[str]:
+    return sa.Column("model", sa.String, sa.ForeignKey("models.name", ondelete="CASCADE"), **kw)
+
+
+suites = sa.Table(
+    "suites",
+    metadata,
+    _model_key(primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String),
+    sa.Column("note", sa.Text),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+)
+sa.Index(  # at most one active version per model
+    "suites_one_active",
+    suites.c.model,
+    unique=True,
+    sqlite_where=suites.c.active,
+    postgresql_where=suites.c.active,
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("seq", ID, primary_key=True, autoincrement=True),
+    _model_key(nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.CheckConstraint("kind IN ('events', 'labels')", name="events_kind"),
+    sa.Index("events_model_seq", "model", "seq"),
+    sqlite_autoincrement=True,  # never reuse a seq, even after every event was deleted
+)
+
+windows = sa.Table(
+    "windows",
+    metadata,
+    _model_key(primary_key=True),
+    sa.Column("start", UTCDateTime, primary_key=True),
+    sa.Column("end", UTCDateTime, nullable=False),
+    sa.Column("suite_version", sa.Integer),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.String(8), nullable=False),
+    sa.Column("profile", sa.JSON, nullable=False),
+    sa.Column("metrics", sa.JSON, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint("state IN ('open', 'closed')", name="windows_state"),
+)
+
+findings = sa.Table(
+    "findings",
+    metadata,
+    sa.Column("id", ID, primary_key=True, autoincrement=True),
+    _model_key(nullable=False),
+    sa.Column("window_start", UTCDateTime, nullable=False),
+    sa.Column("monitor", sa.String, nullable=False),
+    sa.Column("family", sa.String, nullable=False),
+    sa.Column("column", sa.String),
+    sa.Column("value", sa.Double),
+    sa.Column("threshold", sa.Double),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("severity_rank", sa.SmallInteger, nullable=False),  # info 0, warning 1, critical 2
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("evidence", sa.JSON, nullable=False),
+    sa.Column("window", sa.String),
+    sa.Column("metric", sa.String),
+    sa.Column("segment", sa.String),
+    sa.Index("findings_model_window", "model", "window_start"),
+)
