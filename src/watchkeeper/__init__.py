@@ -8,6 +8,8 @@
 """
 
 from watchkeeper.check import CheckResult, WindowResult
+from watchkeeper.deploy import deploy, rollback
+from watchkeeper.diff import diff
 from watchkeeper.errors import DataError, SuiteError, WatchkeeperError
 from watchkeeper.monitors import Finding, Monitor, Severity
 from watchkeeper.profile import Profile, merge, profile
@@ -31,9 +33,12 @@ __all__ = [
     "SuiteError",
     "WatchkeeperError",
     "WindowResult",
+    "deploy",
+    "diff",
     "infer_schema",
     "init",
     "load",
     "merge",
     "profile",
+    "rollback",
 ]

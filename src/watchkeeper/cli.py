@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from watchkeeper.deploy import deploy, rollback
+from watchkeeper.diff import diff
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.monitors.base import Severity
 from watchkeeper.suite import DEFAULT_BUDGET, Suite, init
@@ -58,19 +60,73 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing suite file.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars (default: when stderr is a terminal).")
+@click.option("--deploy", "deploy_to", is_flag=True,
+              help="Also deploy the suite (needs --model and --server).")
+@click.option("--model", help="Model name on the server, with --deploy.")
+@click.option("--server", help="Server URL, with --deploy (token: $WATCHKEEPER_WRITE_TOKEN).")
 def init_command(reference: Path, output: Path, target: str | None, prediction: str | None,
                  proba: str | None, id_: str | None, timestamp: str | None, client: str | None,
                  sensitive: str | None, ignore: str | None, positive: str | None,
                  budget: float, name: str | None,
-                 force: bool, progress: bool | None) -> None:
+                 force: bool, progress: bool | None, deploy_to: bool, model: str | None,
+                 server: str | None) -> None:
     """Infer the schema of REFERENCE, generate and calibrate every monitor, write the suite."""
     if output.exists() and not force:
         raise WatchkeeperError(f"{output} exists; pass --force to overwrite it")
+    if deploy_to and not (model and server):
+        raise WatchkeeperError("--deploy needs --model and --server")
     suite = init(reference, target=target, prediction=prediction, proba=proba, id=id_,
                  timestamp=timestamp, client=client, sensitive=sensitive, ignore=ignore,
                  positive=positive, budget=budget, name=name, progress=progress)
     suite.save(output)
     click.echo(_summary(suite, output))
+    if deploy_to:
+        assert model and server
+        _print_deployed(deploy(suite, model=model, server=server, note=f"init {reference}"))
+
+
+def _print_deployed(answer: dict[str, Any]) -> None:
+    click.echo(f"deployed {answer['model']} version {answer['version']} "
+               f"(previous: {answer.get('previous') or 'none'}); in service from the next window")
+    if answer.get("summary"):
+        click.echo(answer["summary"])
+
+
+@main.command("deploy")
+@click.argument("suite_path", type=click.Path(path_type=Path))
+@click.option("--model", required=True, help="Model name on the server.")
+@click.option("--server", required=True, help="Server URL, e.g. http://127.0.0.1:8000.")
+@click.option("--token", help="Write token (default: $WATCHKEEPER_WRITE_TOKEN).")
+@click.option("--note", help="Why this version (kept with it).")
+def deploy_command(suite_path: Path, model: str, server: str, token: str | None,
+                   note: str | None) -> None:
+    """Register SUITE_PATH as the model's new active version (validated by the server first;
+    an invalid suite changes nothing) and print what it changes."""
+    Suite.load(suite_path)  # fail here, with the field named, before talking to the server
+    _print_deployed(deploy(suite_path, model=model, server=server, token=token, note=note))
+
+
+@main.command("rollback")
+@click.option("--model", required=True)
+@click.option("--to", "version", type=click.IntRange(min=1), required=True,
+              help="The version to make active again.")
+@click.option("--server", required=True)
+@click.option("--token", help="Write token (default: $WATCHKEEPER_WRITE_TOKEN).")
+def rollback_command(model: str, version: int, server: str, token: str | None) -> None:
+    """Make an earlier suite version of a model active again (from the next window on)."""
+    rollback(model=model, version=version, server=server, token=token)
+    click.echo(f"{model}: version {version} is active from the next window on")
+
+
+@main.command("diff")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def diff_command(old: Path, new: Path, fmt: str) -> None:
+    """What NEW changes compared with OLD: columns, roles, monitors, thresholds and why."""
+    change = diff(Suite.load(old), Suite.load(new))
+    click.echo(json.dumps(change.to_dict(), indent=2) if fmt == "json" else change.to_text())
 
 
 def _summary(suite: Suite, output: Path) -> str:

@@ -86,6 +86,10 @@ class OnlineMonitor:
             self._join = LabelJoin(task)
 
     # -- ingest ----------------------------------------------------------------------------
+    def keys(self, table: pa.Table) -> np.ndarray:
+        """Window key (index of the window since the epoch) of every row."""
+        return self._keys(table)
+
     def _keys(self, table: pa.Table) -> np.ndarray:
         step = self.window.total_seconds()
         now = float(self.clock())
@@ -203,15 +207,11 @@ class OnlineMonitor:
                 del self.windows[k]
 
     # -- persistence -----------------------------------------------------------------------
-    def flush(self, watermark: int | None = None) -> None:
-        """Persist changed windows (and their findings) to the store, with the watermark of
-        the last event folded, in one transaction per call."""
-        if self.store is None:
-            self._dirty.clear()
-            return
+    def pending(self) -> tuple[list[Any], list[tuple[datetime, list[dict[str, Any]]]]]:
+        """Window records and findings changed since the last save; marks them saved."""
         from watchkeeper.store import WindowRecord
 
-        records = []
+        records, findings = [], []
         for key in sorted(self._dirty):
             w = self.windows.get(key)
             if w is None:
@@ -219,20 +219,27 @@ class OnlineMonitor:
             metrics = _plain(w.result.metrics) if w.result else {}
             records.append(WindowRecord(self.model, w.start, w.end, self.suite_version,
                                         w.profile.rows, w.state, w.profile.to_dict(), metrics))
-        self.store.save_windows(self.model, records, watermark)
-        for key in sorted(self._dirty):
-            w = self.windows.get(key)
-            if w is not None and w.result is not None:
-                self.store.save_findings(self.model, w.start,
-                                         [f.to_dict() for f in w.result.findings])
+            if w.result is not None:
+                findings.append((w.start, [f.to_dict() for f in w.result.findings]))
         self._dirty.clear()
+        return records, findings
 
-    def restore(self) -> int:
-        """Load this model's windows from the store (after a restart); returns how many."""
+    def flush(self, watermark: int | None = None) -> None:
+        """Persist changed windows to the store with the watermark of the last event folded
+        (one transaction), then their findings."""
+        records, findings = self.pending()
+        if self.store is not None:
+            save(self.store, self.model, records, findings, watermark)
+
+    def restore(self, keys: range | None = None) -> int:
+        """Load this model's windows from the store (after a restart), those whose key is in
+        ``keys`` when given; returns how many."""
         if self.store is None:
             return 0
         step = self.window.total_seconds()
         for record in self.store.load_windows(self.model):
+            if keys is not None and int(np.floor(record.start.timestamp() / step)) not in keys:
+                continue
             key = int(np.floor(record.start.timestamp() / step))
             profile = Profile.from_dict(record.profile)
             profile.start, profile.end = record.start, record.end
@@ -240,6 +247,7 @@ class OnlineMonitor:
             self.windows[key] = w
             if w.state == "closed":
                 self._evaluate(w)
+                self._dirty.add(key)  # findings are saved again on the next flush
         return len(self.windows)
 
     def remember(self, data: Any) -> None:
@@ -249,3 +257,11 @@ class OnlineMonitor:
         keys = self._keys(table)
         for key in np.unique(keys):
             self._record(int(key), table.filter(pa.array(keys == key)))
+
+
+def save(store: Store, model: str, records: list[Any],
+         findings: list[tuple[datetime, list[dict[str, Any]]]], watermark: int | None) -> None:
+    """Windows and watermark in one transaction, then the windows' findings."""
+    store.save_windows(model, records, watermark)
+    for start, found in findings:
+        store.save_findings(model, start, found)

@@ -13,12 +13,19 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
+from watchkeeper import suitefile
+from watchkeeper.diff import diff
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.server.auth import Tokens
 from watchkeeper.server.hub import Hub
 from watchkeeper.server.ingest import MAX_BODY, parse_body
 from watchkeeper.server.metrics import HubCollector
 from watchkeeper.store import Store, StoreError
+from watchkeeper.suite import Suite
+
+
+def load_suite(text: str) -> Suite:
+    return Suite.from_dict(suitefile.parse(text, "suite"))
 
 
 def create_app(
@@ -99,15 +106,55 @@ def create_app(
         return await ingest(model, request, "labels")
 
     @app.post("/v1/models/{model}/suites")
-    async def deploy(model: str, request: Request) -> dict[str, Any]:
-        """Register a suite (YAML body) as the model's new active version."""
+    async def deploy(model: str, request: Request, note: str | None = None,
+                     created_by: str | None = None) -> dict[str, Any]:
+        """Register a suite (YAML body) as the model's new active version, in service from
+        the next window. An invalid suite is refused (422, naming the field) and the active
+        version stays. The answer says what changed against the previous version."""
         require(request, "write")
         text = (await body_of(request)).decode("utf-8", errors="replace")
+
+        def register() -> dict[str, Any]:
+            previous = store.active_suite(model)
+            version = hub.register(model, text, created_by=created_by, note=note)
+            out: dict[str, Any] = {"model": model, "version": version,
+                                   "previous": previous.version if previous else None}
+            if previous is not None:
+                change = diff(load_suite(previous.text), load_suite(text))
+                out["diff"], out["summary"] = change.to_dict(), change.to_text()
+            return out
+
         try:
-            version = await run_in_threadpool(hub.register, model, text)
+            return await run_in_threadpool(register)
         except SuiteError as exc:
             raise HTTPException(422, str(exc)) from None
-        return {"model": model, "version": version}
+
+    @app.get("/v1/models/{model}/suites")
+    def suite_versions(model: str, request: Request) -> dict[str, Any]:
+        require(request, "read")
+        return {"model": model, "versions": [
+            {"version": v.version, "hash": v.hash, "created_at": v.created_at.isoformat(),
+             "created_by": v.created_by, "note": v.note, "active": v.active}
+            for v in store.suite_versions(model)]}
+
+    @app.get("/v1/models/{model}/suites/{version}")
+    def suite_text(model: str, version: int, request: Request) -> Response:
+        require(request, "read")
+        try:
+            found = store.suite_version(model, version)
+        except StoreError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return PlainTextResponse(found.text, media_type="application/yaml")
+
+    @app.post("/v1/models/{model}/suites/{version}/activate")
+    async def activate(model: str, version: int, request: Request) -> dict[str, Any]:
+        """Roll back (or forward) to a stored version, from the next window on."""
+        require(request, "write")
+        try:
+            await run_in_threadpool(hub.rollback, model, version)
+        except StoreError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return {"model": model, "version": version, "active": True}
 
     @app.get("/v1/models")
     def list_models(request: Request) -> dict[str, Any]:

@@ -1,10 +1,15 @@
-"""The server's engine: one OnlineMonitor per model, fed from the durable event log.
+"""The server's engine: per model, OnlineMonitors fed from the durable event log.
 
 Ingest only appends to the store's event log (and answers once that commit is done);
 a background thread folds new events into each model's windows, closes and evaluates
 windows that are due, and saves windows, findings and the model's watermark (the last
 event folded) in one transaction. After a crash, windows are reloaded and the events past
 the watermark are folded again, so every acknowledged event counts exactly once.
+
+A model may have several suite versions in service at once: a newly activated version
+(deploy or rollback) takes the windows that start after its activation; the window under
+way, and late events for earlier windows, stay with the version that had them. Every
+window records the version it was evaluated with.
 """
 
 from __future__ import annotations
@@ -16,16 +21,49 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import numpy as np
 import pyarrow as pa
 
 from watchkeeper import suitefile
 from watchkeeper.errors import WatchkeeperError
-from watchkeeper.online import OnlineMonitor
+from watchkeeper.online import OnlineMonitor, save
 from watchkeeper.server.ingest import from_ipc, to_ipc
 from watchkeeper.store import Store
 from watchkeeper.suite import Suite
 
 log = logging.getLogger("watchkeeper.server")
+FIRST = -(2**62)
+LAST = 2**62
+
+
+@dataclass
+class Generation:
+    """A suite version serving the windows with keys in [first, last)."""
+
+    version: int
+    first: int
+    live: OnlineMonitor
+    last: int = LAST
+
+
+@dataclass
+class ModelState:
+    generations: list[Generation] = field(default_factory=list)
+
+    @property
+    def current(self) -> OnlineMonitor:
+        return self.generations[-1].live
+
+    def route(self, table: pa.Table) -> list[tuple[OnlineMonitor, pa.Table]]:
+        keys = self.current.keys(table)
+        out = []
+        for g in self.generations:
+            mask = (keys >= g.first) & (keys < g.last)
+            if mask.all():
+                return [(g.live, table)]
+            if mask.any():
+                out.append((g.live, table.filter(pa.array(mask))))
+        return out
 
 
 @dataclass
@@ -35,42 +73,93 @@ class Hub:
     grace: timedelta = timedelta(minutes=1)
     retention: timedelta = timedelta(days=7)
     poll_seconds: float = 0.2
-    models: dict[str, OnlineMonitor] = field(default_factory=dict)
+    models: dict[str, ModelState] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
+    clock: object = time.time
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    # -- models ----------------------------------------------------------------------------
-    def load(self) -> None:
-        """Start every model that has an active suite, resuming from the store."""
-        for model in self.store.models():
-            if self.store.active_suite(model) is not None:
-                self._start(model)
+    # -- models and suite versions ---------------------------------------------------------
+    def _monitor(self, model: str, version: int) -> OnlineMonitor:
+        text = self.store.suite_version(model, version).text
+        suite = Suite.from_dict(suitefile.parse(text, f"{model} v{version}"))
+        return OnlineMonitor(suite, model=model, window=self.window, grace=self.grace,
+                             store=self.store, suite_version=version,
+                             retention=self.retention, clock=self.clock)
 
-    def _start(self, model: str) -> OnlineMonitor:
-        version = self.store.active_suite(model)
-        assert version is not None
-        suite = Suite.from_dict(suitefile.parse(version.text, f"{model} v{version.version}"))
-        live = OnlineMonitor(suite, model=model, window=self.window, grace=self.grace,
-                             store=self.store, suite_version=version.version,
-                             retention=self.retention)
-        live.restore()
+    def load(self) -> None:
+        """Start every model that has an active suite, resuming from the store: windows
+        keep the version they were evaluated with; new windows get the active version."""
+        for model in self.store.models():
+            active = self.store.active_suite(model)
+            if active is None:
+                continue
+            step = self.window.total_seconds()
+            runs: list[tuple[int, int]] = []  # (version, first key) of consecutive windows
+            for record in self.store.load_windows(model):
+                key = int(np.floor(record.start.timestamp() / step))
+                version = record.suite_version or active.version
+                if not runs or runs[-1][0] != version:
+                    runs.append((version, key))
+            if not runs or runs[-1][0] != active.version:
+                last_key = max((int(np.floor(r.start.timestamp() / step))
+                                for r in self.store.load_windows(model)), default=FIRST - 1)
+                runs.append((active.version, last_key + 1))
+            state = ModelState()
+            for i, (version, first) in enumerate(runs):
+                live = self._monitor(model, version)
+                last = runs[i + 1][1] if i + 1 < len(runs) else LAST
+                live.restore(range(first if i else FIRST, last))
+                state.generations.append(Generation(version, first if i else FIRST, live, last))
+            self._remember(model, state)
+            with self._lock:
+                self.models[model] = state
+
+    def _remember(self, model: str, state: ModelState) -> None:
+        """Rebuild prediction records of already folded events (for late labels)."""
         watermark = self.store.watermark(model)
-        self._replay(live, model, 0, until=watermark, fold=False)
+        last = 0
+        while True:
+            events = [e for e in self.store.events_after(model, last, kinds=("events",),
+                                                         limit=50) if e.seq <= watermark]
+            if not events:
+                return
+            for event in events:
+                for live, part in state.route(from_ipc(event.payload)):
+                    live.remember(part)
+                last = event.seq
+
+    def activate(self, model: str, version: int) -> None:
+        """Put a stored version in service from the next window on (deploy or rollback)."""
+        live = self._monitor(model, version)
         with self._lock:
-            self.models[model] = live
-        return live
+            state = self.models.get(model)
+            if state is None:
+                state = ModelState([Generation(version, FIRST, live)])
+                self.models[model] = state
+                return
+            boundary = int(np.floor(float(self.clock()) / self.window.total_seconds())) + 1
+            current = state.generations[-1]
+            if current.first >= boundary:  # activated twice within one window: replace
+                state.generations.pop()
+            else:
+                current.last = boundary
+            state.generations.append(Generation(version, boundary, live))
 
     def register(self, model: str, suite_text: str, *, created_by: str | None = None,
                  note: str | None = None) -> int:
-        """Validate and store a suite version for a model and make it the active one."""
-        Suite.from_dict(suitefile.parse(suite_text, "suite"))  # raises SuiteError, field named
+        """Validate and store a suite version for a model and put it in service. An invalid
+        suite raises SuiteError (naming the field) and changes nothing."""
+        Suite.from_dict(suitefile.parse(suite_text, "suite"))
         version = self.store.add_suite(model, suite_text, created_by=created_by, note=note)
-        with self._lock:
-            self._start(model)
+        self.activate(model, version.version)
         return version.version
+
+    def rollback(self, model: str, version: int) -> None:
+        self.store.activate(model, version)
+        self.activate(model, version)
 
     # -- ingest (request thread) -------------------------------------------------------------
     def append(self, model: str, table: pa.Table, kind: str) -> int:
@@ -83,37 +172,39 @@ class Hub:
         return seq
 
     # -- folding (background thread) ---------------------------------------------------------
-    def _replay(self, live: OnlineMonitor, model: str, after: int, until: int | None,
-                fold: bool) -> int:
-        last = after
+    def _fold(self, model: str, state: ModelState) -> None:
+        last = self.store.watermark(model)
         while True:
             events = self.store.events_after(model, last, limit=50)
-            if until is not None:
-                events = [e for e in events if e.seq <= until]
             if not events:
-                return last
+                return
             for event in events:
                 table = from_ipc(event.payload)
-                if not fold:
-                    if event.kind == "events":
-                        live.remember(table)
-                elif event.kind == "labels":
-                    live.ingest_labels(table)
+                if event.kind == "labels":
+                    unmatched = [g.live.ingest_labels(table) for g in state.generations]
+                    matched = sum(table.num_rows - u for u in unmatched)
+                    self.counters[f"unmatched_labels:{model}"] += table.num_rows - matched
                 else:
-                    live.ingest(table)
+                    for live, part in state.route(table):
+                        live.ingest(part)
                 last = event.seq
-            if fold:
-                live.flush(watermark=last)
+            # every generation's windows and the watermark in one transaction
+            records, findings = [], []
+            for g in state.generations:
+                r, f = g.live.pending()
+                records += r
+                findings += f
+            save(self.store, model, records, findings, last)
 
     def step(self, now: float | None = None) -> None:
         """Fold new events of every model, close due windows, persist."""
         with self._lock:
             models = dict(self.models)
-        for model, live in models.items():
+        for model, state in models.items():
             with self._lock:
-                watermark = self.store.watermark(model)
-                self._replay(live, model, watermark, until=None, fold=True)
-                live.tick(now)
+                self._fold(model, state)
+                for g in state.generations:
+                    g.live.tick(now)
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -140,5 +231,6 @@ class Hub:
         if self._thread is not None:
             self._thread.join(timeout)
         with self._lock:
-            for live in self.models.values():
-                live.flush(watermark=None)
+            for state in self.models.values():
+                for g in state.generations:
+                    g.live.flush(watermark=None)

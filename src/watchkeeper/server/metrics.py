@@ -27,7 +27,7 @@ class HubCollector(Collector):
         threshold = GaugeMetricFamily("watchkeeper_finding_threshold",
                                       "Threshold of each finding in the latest closed window",
                                       labels=labels)
-        state = GaugeMetricFamily("watchkeeper_alert_state",
+        alert = GaugeMetricFamily("watchkeeper_alert_state",
                                   "0 ok/info, 1 warning, 2 critical, per finding", labels=labels)
         rows = GaugeMetricFamily("watchkeeper_window_rows", "Rows in the latest closed window",
                                  labels=["model"])
@@ -46,8 +46,10 @@ class HubCollector(Collector):
         with self.hub._lock:
             models = dict(self.hub.models)
             counters = dict(self.hub.counters)
-        for model, live in models.items():
-            closed = [w for w in live.windows.values() if w.state == "closed" and w.result]
+        for model, model_state in models.items():
+            lives = [g.live for g in model_state.generations]
+            closed = [w for live in lives for w in live.windows.values()
+                      if w.state == "closed" and w.result]
             if closed:
                 latest = max(closed, key=lambda w: w.key)
                 rows.add_metric([model], latest.profile.rows)
@@ -55,15 +57,15 @@ class HubCollector(Collector):
                     key = [model, f.monitor, f.column or "", f.metric or "", f.segment or ""]
                     value.add_metric(key, f.value)
                     threshold.add_metric(key, f.threshold)
-                    state.add_metric(key, _STATE[f.severity.value])
-            late.add_metric([model], live.counters["late_rows"])
-            unmatched.add_metric([model], live.counters["unmatched_labels"])
+                    alert.add_metric(key, _STATE[f.severity.value])
+            late.add_metric([model], sum(live.counters["late_rows"] for live in lives))
+            unmatched.add_metric([model], counters.get(f"unmatched_labels:{model}", 0))
         for key, n in counters.items():
             name, _, model = key.partition(":")
             if name.endswith("_rows"):
                 ingested.add_metric([model, name.removesuffix("_rows")], n)
             elif name.endswith("_batches"):
                 batches.add_metric([model, name.removesuffix("_batches")], n)
-            elif name.startswith("rejected_"):
+            elif name.startswith("rejected_") and not model:
                 rejected.add_metric([name.removeprefix("rejected_")], n)
-        yield from (value, threshold, state, rows, ingested, batches, rejected, late, unmatched)
+        yield from (value, threshold, alert, rows, ingested, batches, rejected, late, unmatched)
