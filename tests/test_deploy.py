@@ -175,3 +175,25 @@ def test_diff_of_the_acs_2015_and_2016_suites(tmp_path: Path) -> None:
     assert doc["reference_rows"] == {"old": 68785, "new": 69126}
     assert doc["columns_added"] == [] and doc["monitors_removed"] == []
     assert any(t["monitor"] == "feature_drift:AGEP" for t in doc["thresholds_moved"])
+
+
+@pytest.mark.slow
+def test_a_training_script_rebaselines_on_retrain(served) -> None:
+    """examples/train_and_deploy.py at the end of a scikit-learn training run, twice."""
+    server, tmp, _ = served
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_and_deploy.py"
+    outputs = []
+    for seed in (0, 1):
+        result = subprocess.run(
+            [str(WATCHKEEPER.with_name("python")), str(script), "--server", server.url,
+             "--seed", str(seed), "--output", str(tmp / f"adult{seed}.yaml")],
+            capture_output=True, text=True, timeout=300,
+            env={"WATCHKEEPER_WRITE_TOKEN": WRITE, "PATH": "/usr/bin:/bin"})
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    assert "deployed adult version 1 (previous: none)" in outputs[0]
+    assert "deployed adult version 2 (previous: 1)" in outputs[1]
+    assert "thresholds moved" in outputs[1]
+    suite = wk.load(tmp / "adult1.yaml")
+    assert suite.schema.task.type == "binary"
+    assert {a.column for a in suite.schema.task.attributes} == {"age", "race", "sex"}
