@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from watchkeeper.data import to_table
 from watchkeeper.schema import Column, Kind, Role, Schema
+from watchkeeper.security import ClientStats, merge_clients
 from watchkeeper.service import RESERVED, service_tallies
 from watchkeeper.stats.moments import Moments
 from watchkeeper.task import row_codes, tally
@@ -116,6 +117,8 @@ class Profile:
     end: datetime | None = None
     #: Tallies that join columns (score × prediction × label, per-group counts); see task.py.
     joint: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Per-client activity (bounded; see security.py).
+    clients: dict[str, ClientStats] = field(default_factory=dict)
 
     def merge(self, other: Profile) -> Profile:
         names = list(dict.fromkeys([*self.columns, *other.columns]))
@@ -129,6 +132,7 @@ class Profile:
             start=_pick(min, self.start, other.start),
             end=_pick(max, self.end, other.end),
             joint=add_tallies(self.joint, other.joint),
+            clients=merge_clients(self.clients, other.clients),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +146,8 @@ class Profile:
             out["unexpected"] = dict(self.unexpected)
         if self.joint:
             out["joint"] = {k: _tally_to_dict(v) for k, v in self.joint.items()}
+        if self.clients:
+            out["clients"] = {k: v.to_dict() for k, v in self.clients.items()}
         return out
 
     @classmethod
@@ -153,6 +159,8 @@ class Profile:
             start=datetime.fromisoformat(d["start"]) if d.get("start") else None,
             end=datetime.fromisoformat(d["end"]) if d.get("end") else None,
             joint={str(k): _tally_from_dict(v) for k, v in (d.get("joint") or {}).items()},
+            clients={str(k): ClientStats.from_dict(v)
+                     for k, v in (d.get("clients") or {}).items()},
         )
 
 
@@ -226,14 +234,18 @@ def category_bins(counts: Counter[str], spec: Column) -> np.ndarray:
     return bins
 
 
-def profile_column(column: pa.ChunkedArray | pa.Array, spec: Column) -> ColumnProfile:
-    """Profile one column against its spec; values that do not fit are counted, never raised."""
+def profile_column(column: pa.ChunkedArray | pa.Array, spec: Column,
+                   aligned: dict[str, np.ndarray] | None = None) -> ColumnProfile:
+    """Profile one column against its spec; values that do not fit are counted, never raised.
+    Numeric values in row order are left in ``aligned`` for row-wise signals to reuse."""
     rows = len(column)
     cp = ColumnProfile(count=rows, types=Counter({type_class(column.type): rows}))
     try:
         if spec.kind == Kind.NUMERIC:
             nums = numbers(column)
             cp.missing, cp.invalid = nums.missing, nums.invalid
+            if aligned is not None and nums.values is not None:
+                aligned[spec.name] = nums.values
             if nums.finite.size:
                 cp.moments = Moments.of(nums.finite)
                 cp.min, cp.max = float(nums.finite.min()), float(nums.finite.max())
@@ -259,11 +271,12 @@ def profile(data: Any, schema: Schema) -> Profile:
     table = to_table(data)  # a Table is returned as is, once its column names are checked
     out = Profile(rows=table.num_rows)
     present = set(table.column_names)
+    aligned: dict[str, np.ndarray] = {}
     for spec in schema:
         if spec.role == Role.IGNORE:
             continue
         if spec.name in present:
-            out.columns[spec.name] = profile_column(table.column(spec.name), spec)
+            out.columns[spec.name] = profile_column(table.column(spec.name), spec, aligned)
         else:
             out.columns[spec.name] = ColumnProfile()
     for name in table.column_names:
@@ -272,6 +285,12 @@ def profile(data: Any, schema: Schema) -> Profile:
     if schema.task is not None:
         out.joint = tally(row_codes(table, schema.task), schema.task)
     out.joint.update(service_tallies(table))
+    if schema.security is not None:
+        unseen = {n for n, c in out.columns.items() if c.bins is not None and c.bins[-1] > 0
+                  and schema.columns[n].categories is not None}
+        ood, offender = schema.security.score(table, aligned, unseen)
+        out.joint.update(schema.security.tallies(ood, offender))
+        out.clients = schema.security.clients(table, ood, aligned)
     return out
 
 

@@ -11,14 +11,19 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from watchkeeper.data import to_table
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.pii import detect
 from watchkeeper.service import RESERVED
 from watchkeeper.task import Task
+
+if TYPE_CHECKING:
+    from watchkeeper.security import SecurityModel
 from watchkeeper.values import category_counts, numbers, type_class
 
 #: Quantile bins per numeric column (plus one tail on each side).
@@ -82,6 +87,7 @@ class Column:
     categories: list[str] | None = None  # categorical/boolean: levels, most frequent first
     truncated: bool = False  # categories hold only the MAX_CATEGORIES most frequent levels
     note: str | None = None  # why the kind or role was chosen, when not obvious
+    pii: str | None = None  # personal data: "hash" or "drop" before storage (see pii.py)
 
     @property
     def n_bins(self) -> int:
@@ -101,6 +107,7 @@ class Column:
 class Schema:
     columns: dict[str, Column] = field(default_factory=dict)
     task: Task | None = None  # what the model predicts; None without target or prediction
+    security: SecurityModel | None = None  # normal inputs, for OOD rows and client abuse
 
     def __iter__(self):
         return iter(self.columns.values())
@@ -110,6 +117,11 @@ class Schema:
 
     def by_role(self, role: Role) -> list[Column]:
         return [c for c in self.columns.values() if c.role == role]
+
+    @property
+    def pii(self) -> dict[str, str]:
+        """Personal-data columns and what to do with them: column → hash|drop."""
+        return {c.name: c.pii for c in self.columns.values() if c.pii}
 
 
 def _names(value: str | Iterable[str] | None) -> list[str]:
@@ -212,6 +224,7 @@ def infer_schema(
     client: str | None = None,
     sensitive: str | Iterable[str] | None = None,
     ignore: str | Iterable[str] | None = None,
+    pii: str | Iterable[str] | None = None,
     bins: int = DEFAULT_BINS,
 ) -> Schema:
     """Infer kinds, roles and the binning plan of every column of a reference table.
@@ -251,6 +264,9 @@ def infer_schema(
                     f"--{role.value}", f"{name!r} is already given as --{explicit[name].value}"
                 )
             explicit[name] = role
+    pii_names = set(_names(pii))
+    for name in pii_names - set(table.column_names):
+        raise SuiteError("--pii", f"no column named {name!r} in the reference")
     sensitive_names = set(_names(sensitive))
     for name in sensitive_names - set(table.column_names):
         raise SuiteError("--sensitive", f"no column named {name!r} in the reference")
@@ -279,10 +295,28 @@ def infer_schema(
             note="; ".join(n for n in (kind_note, role_note if role_note != "given" else None) if n)
             or None,
         )
+        why = "given" if name in pii_names else (
+            None if name in explicit else _pii_reason(name, column))
+        if why is not None:
+            # kept as text: no value of a personal-data column is stored, not even a level
+            spec.pii, spec.kind = "hash", Kind.TEXT
+            spec.note = "personal data" + ("" if why == "given" else f" ({why})") + \
+                "; hashed with HMAC-SHA256 before storage (or set pii: drop)"
         if role != Role.IGNORE:
             _plan(spec, column, bins)
         schema.columns[name] = spec
     return schema
+
+
+def _pii_reason(name: str, column: pa.ChunkedArray) -> str | None:
+    if type_class(column.type) not in ("string", "numeric"):
+        return None
+    if type_class(column.type) == "numeric" and not _NAME_ONLY_NUMERIC.search(name):
+        return None
+    return detect(name, column.slice(0, 200).to_pylist())
+
+
+_NAME_ONLY_NUMERIC = re.compile(r"phone|mobile|ssn|card|iban|zip|postcode", re.IGNORECASE)
 
 
 def _plan(spec: Column, column: pa.ChunkedArray, bins: int) -> None:

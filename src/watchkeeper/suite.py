@@ -46,9 +46,20 @@ from watchkeeper.monitors.base import Finding
 from watchkeeper.monitors.estimate import EstimatedPerformance
 from watchkeeper.monitors.fairness import Fairness
 from watchkeeper.monitors.performance import LabelCoverage, RealisedPerformance
+from watchkeeper.monitors.security import (
+    BoundaryProbing,
+    ClientVolume,
+    ExtractionCoverage,
+    NearDuplicates,
+    OODShare,
+)
 from watchkeeper.monitors.service import ErrorRate, Latency, Throughput
+from watchkeeper.pii import MODES
 from watchkeeper.profile import ColumnProfile, Profile, profile
 from watchkeeper.schema import DEFAULT_BINS, Column, Kind, Role, Schema, infer_schema
+from watchkeeper.security import SecurityModel
+from watchkeeper.security import fit as fit_security
+from watchkeeper.service import CLIENT
 from watchkeeper.task import LossModel, Task, infer_task, row_codes
 
 #: Default alert budget: expected false alerts per window, for the whole suite.
@@ -74,6 +85,11 @@ def generate_monitors(schema: Schema) -> list[Monitor]:
         if task.type == "binary" and task.attributes:
             monitors.append(Fairness())
     monitors += [Latency(), ErrorRate(), Throughput()]
+    if schema.security is not None:
+        monitors.append(OODShare())
+        monitors += [ClientVolume(), NearDuplicates(), ExtractionCoverage()]
+        if schema.security.proba:
+            monitors.append(BoundaryProbing())
     for col in schema:
         if col.role in (Role.IGNORE, Role.ID):
             continue
@@ -220,6 +236,7 @@ class Suite:
             "seed": self.seed,
             "columns": {c.name: _column_to_dict(c) for c in self.schema},
             **({"task": self.schema.task.to_dict()} if self.schema.task else {}),
+            **({"security": self.schema.security.to_dict()} if self.schema.security else {}),
             "monitors": [m.to_dict() for m in self.monitors],
             "reference_profile": self.reference.to_dict(),
         }
@@ -255,6 +272,11 @@ class Suite:
             schema.columns[str(name)] = _column_from_fields(columns.mapping(name), str(name))
         if "task" in top.data:
             schema.task = _task_from_fields(top.mapping("task"), schema)
+        if "security" in top.data:
+            try:
+                schema.security = SecurityModel.from_dict(top.mapping("security").data)
+            except (TypeError, KeyError) as exc:
+                raise top.error("security", f"malformed ({exc})") from None
         monitors = []
         for i, raw in enumerate(top.items("monitors")):
             monitors.append(_monitor_from_fields(suitefile.Fields(raw, f"monitors[{i}]", source),
@@ -296,6 +318,8 @@ def _column_to_dict(c: Column) -> dict[str, Any]:
         out["categories"] = c.categories
         if c.truncated:
             out["truncated"] = True
+    if c.pii:
+        out["pii"] = c.pii
     if c.note:
         out["note"] = c.note
     return out
@@ -312,6 +336,7 @@ def _column_from_fields(f: suitefile.Fields, name: str) -> Column:
         categories=None,
         truncated=f.flag("truncated", False),
         note=f.text("note", None),
+        pii=f.choice("pii", list(MODES), None),
     )
     if column.edges is not None:
         if len(column.edges) < 2:
@@ -395,6 +420,7 @@ def init(
     client: str | None = None,
     sensitive: str | Iterable[str] | None = None,
     ignore: str | Iterable[str] | None = None,
+    pii: str | Iterable[str] | None = None,
     positive: str | None = None,
     budget: float = DEFAULT_BUDGET,
     bins: int = DEFAULT_BINS,
@@ -412,7 +438,7 @@ def init(
     table: pa.Table = to_table(reference)
     schema = infer_schema(table, target=target, prediction=prediction, proba=proba, id=id,
                           timestamp=timestamp, client=client, sensitive=sensitive,
-                          ignore=ignore, bins=bins)
+                          ignore=ignore, pii=pii, bins=bins)
     first = {r: next((c.name for c in schema.by_role(r)), None)
              for r in (Role.TARGET, Role.PREDICTION, Role.PROBA, Role.ID)}
     schema.task = infer_task(
@@ -425,6 +451,15 @@ def init(
         inputs = {c.name: (c.edges if c.edges else tuple(c.categories or ()))
                   for c in schema if c.role == Role.FEATURE and c.n_bins}
         task.loss_model = LossModel.fit(table, task, inputs)
+    clients = schema.by_role(Role.CLIENT)
+    features = [c for c in schema if c.role == Role.FEATURE and c.n_bins]
+    schema.security = fit_security(
+        table, [c.name for c in features if c.kind == Kind.NUMERIC],
+        [(c.name, c.categories or []) for c in features
+         if c.categories is not None and not c.truncated],
+        client=clients[0].name if clients else CLIENT,
+        proba=task.proba if task is not None and task.type == "binary" else None,
+        prediction=task.prediction if task is not None else None)
     ref_profile = profile(table, schema)
     monitors = generate_monitors(schema)
     calibrated = [m for m in monitors if m.calibrated]

@@ -20,6 +20,9 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present:
 class _Dumper(yaml.SafeDumper):
     """Block style for structure, flow style for short rows of numbers and labels."""
 
+    def ignore_aliases(self, data: Any) -> bool:  # no &anchors: a shared list is written twice
+        return True
+
 
 def _is_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, float, str))
@@ -124,6 +127,8 @@ class Fields:
 
     def choice(self, key: str, options: list[str], default: Any = ...) -> str:
         value = self.get(key, lambda v: isinstance(v, str), "a string", default)
+        if key not in self.data or self.data[key] is None:
+            return value  # the default
         if value not in options:
             raise self.error(key, f"must be one of {', '.join(options)}, got {value!r}")
         return value

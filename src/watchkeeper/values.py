@@ -40,6 +40,7 @@ class Numbers:
     finite: np.ndarray
     missing: int
     invalid: int
+    values: np.ndarray | None = None  # every row in order, NaN where not a finite number
 
 
 def _as_chunks(column: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
@@ -95,10 +96,11 @@ def numbers(column: pa.ChunkedArray | pa.Array) -> Numbers:
     finite_mask = np.isfinite(values)
     n_finite = int(np.count_nonzero(finite_mask))
     if n_finite == values.size:
-        return Numbers(values, 0, 0)
+        return Numbers(values, 0, 0, values)
     n_nan = int(np.count_nonzero(np.isnan(values)))
     infinite = values.size - n_finite - n_nan
-    return Numbers(values[finite_mask], n_nan - not_numbers, infinite + not_numbers)
+    aligned = np.where(finite_mask, values, np.nan)
+    return Numbers(values[finite_mask], n_nan - not_numbers, infinite + not_numbers, aligned)
 
 
 def category_label(value: object) -> str:

@@ -21,12 +21,22 @@ from watchkeeper.monitors.quality import (
     UnseenCategory,
     Volume,
 )
+from watchkeeper.monitors.security import (
+    BoundaryProbing,
+    ClientVolume,
+    ExtractionCoverage,
+    NearDuplicates,
+    OODShare,
+)
 from watchkeeper.monitors.service import ErrorRate, Latency, Throughput
 
 __all__ = [
     "FAMILIES",
+    "BoundaryProbing",
+    "ClientVolume",
     "ErrorRate",
     "EstimatedPerformance",
+    "ExtractionCoverage",
     "Fairness",
     "FeatureDrift",
     "Finding",
@@ -35,6 +45,8 @@ __all__ = [
     "Latency",
     "MissingRate",
     "Monitor",
+    "NearDuplicates",
+    "OODShare",
     "OutOfRange",
     "PredictionDrift",
     "RealisedPerformance",

@@ -27,6 +27,7 @@ import pyarrow as pa
 from watchkeeper import suitefile
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.online import OnlineMonitor, save
+from watchkeeper.pii import key_from_env, protect
 from watchkeeper.server.ingest import from_ipc, to_ipc
 from watchkeeper.store import Store
 from watchkeeper.suite import Suite
@@ -76,6 +77,7 @@ class Hub:
     models: dict[str, ModelState] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
     clock: object = time.time
+    pii_key: bytes | None = field(default_factory=key_from_env, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -163,8 +165,13 @@ class Hub:
 
     # -- ingest (request thread) -------------------------------------------------------------
     def append(self, model: str, table: pa.Table, kind: str) -> int:
-        if model not in self.models:
-            raise KeyError(model)
+        """Store a batch durably (personal data hashed or dropped first); returns its seq."""
+        state = self.models[model]
+        modes = {}
+        for g in state.generations:  # any version's personal-data columns
+            modes.update(g.live.suite.schema.pii)
+        if modes:
+            table = protect(table, modes, self.pii_key)
         seq = self.store.append_events(model, to_ipc(table), table.num_rows, kind)
         self.counters[f"{kind}_rows:{model}"] += table.num_rows
         self.counters[f"{kind}_batches:{model}"] += 1

@@ -1,0 +1,174 @@
+"""Incidents: firing alerts that belong together in one time span, notified as one."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from watchkeeper.alerts.labels import to_time, utc
+from watchkeeper.alerts.lifecycle import Alert
+from watchkeeper.alerts.rules import Rules
+from watchkeeper.monitors.base import Severity
+
+Status = Literal["open", "updated", "resolved"]
+_OUTCOME = {"prediction_drift", "performance", "estimated_performance", "fairness"}
+
+
+@dataclass
+class Incident:
+    """A group of related alerts: opened when the first fires, ``updated`` when its severity
+    rises or an alert joins, resolved when all its alerts have resolved.
+
+    ``notified_*`` remember what was last sent, so only a material change (higher severity,
+    a new alert) or the repeat interval notifies again.
+    """
+
+    id: str
+    model: str
+    opened: str
+    opened_at: datetime
+    alerts: dict[str, Alert] = field(default_factory=dict)
+    status: Status = "open"
+    severity: Severity = Severity.WARNING
+    last_window: str = ""
+    resolved: str | None = None
+    resolved_at: datetime | None = None
+    acknowledged: bool = False
+    acknowledged_by: str | None = None
+    notifications: int = 0
+    notified_index: int | None = None
+    notified_severity: Severity | None = None
+    notified_alerts: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def make_id(model: str, window: str, at: datetime, fingerprints: list[str]) -> str:
+        key = "\x1f".join([model, window, utc(at).isoformat(), *sorted(fingerprints)])
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != "resolved"
+
+    @property
+    def firing(self) -> list[Alert]:
+        return [a for a in self.alerts.values() if a.firing]
+
+    @property
+    def title(self) -> str:
+        """What the incident is about, from its alerts."""
+        alerts = list(self.alerts.values())
+        monitors = sorted({a.monitor for a in alerts})
+        columns = {a.column for a in alerts}
+        if len(alerts) == 1:
+            a = alerts[0]
+            where = a.segment or a.column
+            what = f"{a.monitor}:{a.metric}" if a.metric else a.monitor
+            return f"{what} on {where}" if where else what
+        if _OUTCOME & set(monitors):
+            return "model degradation: " + ", ".join(monitors)
+        if all(a.family == "service" or a.monitor == "volume" for a in alerts):
+            return "service: " + ", ".join(monitors)
+        if len(columns) == 1 and None not in columns:
+            return f"{columns.pop()}: " + ", ".join(monitors)
+        segments = {a.segment for a in alerts}
+        if all(a.family == "security" for a in alerts) and len(segments) == 1:
+            return f"security on {segments.pop()}: " + ", ".join(monitors)
+        return ", ".join(monitors)
+
+    def add(self, alert: Alert) -> bool:
+        """Attach a firing alert (a new episode of a fingerprint replaces the old one).
+        True when its fingerprint is new to the incident."""
+        new = alert.fingerprint not in self.alerts
+        self.alerts[alert.fingerprint] = alert
+        alert.incident = self.id
+        return new
+
+    def refresh(self) -> bool:
+        """Severity is the highest of its alerts; True when that rose."""
+        top = max((a.severity for a in self.alerts.values()), key=lambda s: s.rank,
+                  default=Severity.WARNING)
+        if top.rank > self.severity.rank:
+            self.severity = top
+            return True
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "model": self.model, "title": self.title,
+            "opened": self.opened, "opened_at": self.opened_at.isoformat(),
+            "status": self.status, "severity": self.severity.value,
+            "last_window": self.last_window, "resolved": self.resolved,
+            "resolved_at": None if self.resolved_at is None else self.resolved_at.isoformat(),
+            "acknowledged": self.acknowledged, "acknowledged_by": self.acknowledged_by,
+            "notifications": self.notifications, "notified_index": self.notified_index,
+            "notified_severity": None if self.notified_severity is None
+            else self.notified_severity.value,
+            "notified_alerts": list(self.notified_alerts),
+            "alerts": [a.to_dict() for a in self.alerts.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], live: dict[str, Alert] | None = None) -> Incident:
+        """Rebuild an incident; its alerts that are still the live episode in ``live`` (the
+        manager's alerts by fingerprint) are shared with it rather than copied."""
+        live = live or {}
+        alerts: dict[str, Alert] = {}
+        for a in d.get("alerts", []):
+            current = live.get(a["fingerprint"])
+            use = current if current is not None and current.incident == d["id"] else None
+            alerts[a["fingerprint"]] = use or Alert.from_dict(a)
+        opened_at = to_time(d["opened_at"])
+        assert opened_at is not None
+        return cls(
+            id=d["id"], model=d["model"], opened=d["opened"], opened_at=opened_at,
+            alerts=alerts, status=d["status"], severity=Severity(d["severity"]),
+            last_window=d.get("last_window", ""), resolved=d.get("resolved"),
+            resolved_at=to_time(d.get("resolved_at")),
+            acknowledged=bool(d.get("acknowledged")), acknowledged_by=d.get("acknowledged_by"),
+            notifications=int(d.get("notifications", 0)), notified_index=d.get("notified_index"),
+            notified_severity=None if d.get("notified_severity") is None
+            else Severity(d["notified_severity"]),
+            notified_alerts=list(d.get("notified_alerts", [])),
+        )
+
+
+def group(new: list[Alert], open_incidents: list[Incident],
+          rules: Rules) -> list[tuple[Incident | None, list[Alert]]]:
+    """Decide where alerts that started firing this window go.
+
+    Alerts related to each other (by ``rules.group``, transitively) form one group with
+    the open incidents any of them relates to (through a firing alert). A group with an
+    open incident joins the oldest one (open incidents are never merged: what was notified
+    stands); a group without one opens a new incident (None).
+    """
+    m = len(open_incidents)
+    parent = list(range(m + len(new)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+
+    labels = [a.labels for a in new]
+    for j, a in enumerate(new):
+        for i, inc in enumerate(open_incidents):
+            if any(b is not a and rules.related(labels[j], b.labels) for b in inc.firing):
+                union(i, m + j)
+        for k in range(j):
+            if rules.related(labels[j], labels[k]):
+                union(m + k, m + j)
+    groups: dict[int, list[Alert]] = {}
+    for j, a in enumerate(new):
+        groups.setdefault(find(m + j), []).append(a)
+    # Roots are the smallest index of their set: an incident's index when one is present,
+    # and incidents are passed oldest first.
+    return [(open_incidents[root] if root < m else None, alerts)
+            for root, alerts in groups.items()]

@@ -1,0 +1,116 @@
+"""The Notifier protocol, delivery errors, secret masking and a small JSON POST."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from watchkeeper.alerts.notification import Notification
+
+MASK = "***"
+SECRET_HEADER = re.compile(r"auth|token|key|secret|cookie|pass|signature", re.I)
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """Delivers a notification somewhere; raises on failure (the Dispatcher retries)."""
+
+    def send(self, notification: Notification) -> None: ...
+
+
+class DeliveryError(Exception):
+    """A notification could not be delivered. ``permanent`` ones are not retried
+    (e.g. HTTP 400/401/403/404: the same request would fail again)."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def mask_url(url: str) -> str:
+    """A URL safe to print: credentials, query, fragment and token-like path parts masked.
+
+    >>> mask_url("https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX")
+    'https://hooks.slack.com/services/***'
+    >>> mask_url("https://bob:pw@example.com:8443/api/v2/alerts?token=abc")
+    'https://***@example.com:8443/api/v2/alerts?***'
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+    except ValueError:
+        return MASK
+    if parts.username or parts.password:
+        netloc = f"{MASK}@{netloc}"
+    hidden = set(_hidden_segments(url))
+    path, out = parts.path.split("/"), []
+    for i, segment in enumerate(path):
+        if i in hidden:
+            if not out or out[-1] != MASK:
+                out.append(MASK)
+        else:
+            out.append(segment)
+    return urlunsplit((parts.scheme, netloc, "/".join(out), MASK if parts.query else "",
+                       MASK if parts.fragment else ""))
+
+
+def _hidden_segments(url: str) -> list[int]:
+    """Indexes of the path segments to hide: everything after the first one on chat-hook
+    hosts (Slack, Discord, …), token-looking segments elsewhere."""
+    parts = urlsplit(url)
+    host, path = parts.hostname or "", parts.path.split("/")
+    if host.endswith(("slack.com", "discord.com", "office.com")) or "hook" in host:
+        return list(range(2, len(path)))
+    return [i for i, s in enumerate(path) if _looks_secret(s)]
+
+
+def _looks_secret(segment: str) -> bool:
+    return len(segment) >= 20 or (len(segment) >= 8 and any(c.isdigit() for c in segment)
+                                  and any(c.isalpha() for c in segment))
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret replaced by ``***`` (longest first)."""
+    for s in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+        text = text.replace(s, MASK)
+    return text
+
+
+def url_secrets(url: str) -> list[str]:
+    """Parts of a URL never to print: the URL, its credentials, query and hidden path."""
+    try:
+        parts = urlsplit(url)
+        path = parts.path.split("/")
+        out = [url, parts.query, parts.fragment, parts.password or "", parts.username or ""]
+        hidden = _hidden_segments(url)
+    except ValueError:
+        return [url]
+    if hidden:
+        out.append("/".join(path[hidden[0]:]))
+        out += [path[i] for i in hidden]
+    return [s for s in out if s]
+
+
+def post_json(url: str, body: Any, headers: dict[str, str] | None = None,
+              timeout: float = 10.0) -> int:
+    """POST ``body`` as JSON; returns the status. Errors name no URL (it may hold tokens)."""
+    data = json.dumps(body, allow_nan=False, default=str).encode()
+    request = urllib.request.Request(url, data=data, method="POST", headers={
+        "Content-Type": "application/json", "User-Agent": "watchkeeper", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as e:
+        permanent = 400 <= e.code < 500 and e.code not in (408, 425, 429)
+        raise DeliveryError(f"HTTP {e.code} {e.reason}", permanent) from None
+    except urllib.error.URLError as e:
+        raise DeliveryError(f"connection failed: {e.reason}") from None
+    except (TimeoutError, OSError) as e:
+        raise DeliveryError(f"connection failed: {type(e).__name__}: {e}") from None

@@ -1,0 +1,61 @@
+"""Slack: a message through an incoming webhook (``text`` fallback plus Block Kit blocks)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from watchkeeper.alerts.notifiers.base import mask_url, post_json, url_secrets
+
+if TYPE_CHECKING:
+    from watchkeeper.alerts.notification import Notification
+
+_ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:",
+         "resolved": ":large_green_circle:"}
+MAX_ALERTS = 10  # listed in the message; the rest are counted
+
+
+class SlackNotifier:
+    """Posts a short incident message to a Slack incoming webhook.
+
+    >>> SlackNotifier("https://hooks.slack.com/services/T0/B0/XXXXXXXXXXXXXXXXXXXXXXXX")
+    SlackNotifier('https://hooks.slack.com/services/***')
+    """
+
+    def __init__(self, webhook_url: str, timeout: float = 10.0) -> None:
+        self.webhook_url = webhook_url
+        self.timeout = timeout
+
+    def send(self, notification: Notification) -> None:
+        post_json(self.webhook_url, slack_message(notification), timeout=self.timeout)
+
+    def secrets(self) -> list[str]:
+        return url_secrets(self.webhook_url)
+
+    def __repr__(self) -> str:
+        return f"SlackNotifier({mask_url(self.webhook_url)!r})"
+
+
+def slack_message(n: Notification) -> dict[str, Any]:
+    """Slack incoming-webhook body: ``text`` (notifications, fallback) and ``blocks``."""
+    icon = _ICON["resolved" if n.status == "resolved" else n.severity.value]
+    lines = []
+    for a in n.alerts[:MAX_ALERTS]:
+        what = f"{a.monitor}:{a.metric}" if a.metric else a.monitor
+        where = a.segment or a.column
+        state = "~resolved~ " if a.state == "resolved" else ""
+        lines.append(f"• {state}*{a.severity.value}* `{what}`" + (f" {where}" if where else "")
+                     + f": {a.message}")
+    if len(n.alerts) > MAX_ALERTS:
+        lines.append(f"… and {len(n.alerts) - MAX_ALERTS} more")
+    context = f"incident `{n.incident}` · opened {n.opened} · window {n.window}"
+    if n.link:
+        context += f" · <{n.link}|open>"
+    return {
+        "text": f"{icon} {n.subject}",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": n.subject[:150]}},
+            {"type": "section", "text": {"type": "mrkdwn",
+                                         "text": ("\n".join(lines) or "no alerts")[:3000]}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": context[:3000]}]},
+        ],
+    }

@@ -1,0 +1,211 @@
+"""Rules: how long a condition must hold, hysteresis, repeats, inhibition and grouping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from watchkeeper.alerts.labels import LABELS, check_matchers, matches
+
+#: Windows a condition must hold before it fires, by monitor type or family (type first).
+#: Deterministic breaks (schema), outages (volume) and service objectives fire on the first
+#: window; calibrated statistical tests must hold two windows in a row, which turns a
+#: monitor's per-window false-alert rate α into roughly α².
+DEFAULT_FOR: dict[str, int] = {
+    "missing_column": 1,
+    "type_change": 1,
+    "new_column": 1,
+    "volume": 1,
+    "service": 1,
+    "security": 1,
+    "quality": 2,
+    "drift": 2,
+    "performance": 2,
+    "estimated_performance": 2,
+    "fairness": 2,
+}
+#: For a monitor whose type and family are both absent from ``for_windows``.
+FALLBACK_FOR = 2
+
+_DRIFT = "=~feature_drift|prediction_drift|target_drift"
+_OUTCOME = "=~prediction_drift|performance|estimated_performance|fairness"
+_STATISTICS = "=~drift|performance|estimated_performance|fairness"
+
+
+@dataclass
+class InhibitRule:
+    """While a finding matching ``source`` is present in a window, findings of that window
+    matching ``target`` (and equal to the source on every ``equal`` label) do not alert:
+    the cause is reported, not its echoes. Findings carry a ``direction`` label (``below``
+    when the value is under its threshold), so a collapse can be told from a spike."""
+
+    source: dict[str, str]
+    target: dict[str, str]
+    equal: list[str] = field(default_factory=list)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.source = check_matchers(self.source, f"inhibit {self.name}.source")
+        self.target = check_matchers(self.target, f"inhibit {self.name}.target")
+        _check_labels(self.equal, f"inhibit {self.name}.equal")
+
+    def inhibits(self, source: dict[str, str], target: dict[str, str]) -> bool:
+        return (source is not target and matches(self.source, source)
+                and matches(self.target, target)
+                and all(source.get(k, "") == target.get(k, "") for k in self.equal))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": dict(self.source), "target": dict(self.target),
+                "equal": list(self.equal)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InhibitRule:
+        return cls(dict(d["source"]), dict(d["target"]), list(d.get("equal", [])),
+                   str(d.get("name", "")))
+
+
+@dataclass
+class GroupRule:
+    """Two firing alerts belong to one incident when one matches ``left`` and the other
+    ``right`` (``right`` None: the same as ``left``), and they agree on every ``equal``
+    label, which must be non-empty. Relations chain: an alert related to any firing alert
+    of an open incident joins it."""
+
+    name: str
+    left: dict[str, str]
+    right: dict[str, str] | None = None
+    equal: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.left = check_matchers(self.left, f"group {self.name}.left")
+        if self.right is not None:
+            self.right = check_matchers(self.right, f"group {self.name}.right")
+        _check_labels(self.equal, f"group {self.name}.equal")
+
+    def relates(self, a: dict[str, str], b: dict[str, str]) -> bool:
+        for k in self.equal:
+            if not a.get(k) or a.get(k) != b.get(k):
+                return False
+        right = self.left if self.right is None else self.right
+        return ((matches(self.left, a) and matches(right, b))
+                or (matches(self.left, b) and matches(right, a)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "left": dict(self.left),
+                "right": None if self.right is None else dict(self.right),
+                "equal": list(self.equal)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GroupRule:
+        right = d.get("right")
+        return cls(str(d["name"]), dict(d.get("left", {})),
+                   None if right is None else dict(right), list(d.get("equal", [])))
+
+
+def default_inhibit() -> list[InhibitRule]:
+    """A schema break or missing values on a column inhibit drift and value checks on it;
+    a volume collapse or throughput drop inhibits statistics computed on too few rows."""
+    return [
+        InhibitRule({"monitor": "=~missing_column|type_change|missing_rate"},
+                    {"monitor": f"{_DRIFT}|out_of_range|unseen_category|invalid_rate"},
+                    ["column"], "column break"),
+        InhibitRule({"monitor": "volume", "direction": "below"}, {"family": _STATISTICS},
+                    [], "volume collapse"),
+        InhibitRule({"monitor": "throughput", "direction": "below"}, {"family": _STATISTICS},
+                    [], "throughput drop"),
+    ]
+
+
+def default_group() -> list[GroupRule]:
+    """Same column; drift with outcome changes (model degradation); outcome changes with
+    each other; service alerts together, with volume; security by segment."""
+    return [
+        GroupRule("column", {}, None, ["column"]),
+        GroupRule("model degradation", {"monitor": _DRIFT}, {"monitor": _OUTCOME}),
+        GroupRule("model outcome", {"monitor": _OUTCOME}),
+        GroupRule("service", {"family": "service"}),
+        GroupRule("traffic", {"monitor": "volume"}, {"family": "service"}),
+        GroupRule("security", {"family": "security"}, None, ["segment"]),
+    ]
+
+
+@dataclass
+class Rules:
+    """How findings become alerts and alerts incidents; saved in the suite file.
+
+    >>> Rules().for_window("feature_drift", "drift"), Rules().for_window("latency", "service")
+    (2, 1)
+    >>> Rules.from_dict({"for_windows": {"drift": 3}}).for_window("feature_drift", "drift")
+    3
+    """
+
+    for_windows: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_FOR))
+    clear_for: int = 2
+    repeat_every: int = 12  # 0: never repeat
+    inhibit: list[InhibitRule] = field(default_factory=default_inhibit)
+    group: list[GroupRule] = field(default_factory=default_group)
+
+    def __post_init__(self) -> None:
+        self.for_windows = {**DEFAULT_FOR, **{str(k): int(v) for k, v in
+                                              self.for_windows.items()}}
+        bad = {k: v for k, v in self.for_windows.items() if v < 1}
+        if bad:
+            raise ValueError(f"for_windows: {sorted(bad)[0]} must be at least 1")
+        if self.clear_for < 1:
+            raise ValueError("clear_for must be at least 1")
+        if self.repeat_every < 0:
+            raise ValueError("repeat_every must be 0 (never) or positive")
+
+    def for_window(self, monitor: str, family: str) -> int:
+        """Windows in a row a monitor's condition must hold before it fires."""
+        return self.for_windows.get(monitor, self.for_windows.get(family, FALLBACK_FOR))
+
+    def inhibited(self, labels: list[dict[str, str]]) -> dict[int, str]:
+        """Index of each inhibited finding → ``"<rule>: <source alertname> on <column>"``."""
+        out: dict[int, str] = {}
+        for i, target in enumerate(labels):
+            for rule in self.inhibit:
+                source = next((s for s in labels if rule.inhibits(s, target)), None)
+                if source is not None:
+                    on = f" on {source['column']}" if source["column"] else ""
+                    out[i] = f"{rule.name or 'inhibit'}: {source['alertname']}{on}"
+                    break
+        return out
+
+    def related(self, a: dict[str, str], b: dict[str, str]) -> bool:
+        return any(rule.relates(a, b) for rule in self.group)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "for_windows": dict(self.for_windows),
+            "clear_for": self.clear_for,
+            "repeat_every": self.repeat_every,
+            "inhibit": [r.to_dict() for r in self.inhibit],
+            "group": [r.to_dict() for r in self.group],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Rules:
+        """Rules from a dict; absent keys keep their defaults, ``for_windows`` entries
+        override the defaults one by one, ``inhibit``/``group`` lists replace them."""
+        d = d or {}
+        unknown = set(d) - {"for_windows", "clear_for", "repeat_every", "inhibit", "group"}
+        if unknown:
+            raise ValueError(f"alert rules: unknown key {sorted(unknown)[0]!r}")
+        kw: dict[str, Any] = {}
+        if "for_windows" in d:
+            kw["for_windows"] = dict(d["for_windows"] or {})
+        for key in ("clear_for", "repeat_every"):
+            if key in d:
+                kw[key] = int(d[key])
+        if "inhibit" in d:
+            kw["inhibit"] = [InhibitRule.from_dict(r) for r in d["inhibit"] or []]
+        if "group" in d:
+            kw["group"] = [GroupRule.from_dict(r) for r in d["group"] or []]
+        return cls(**kw)
+
+
+def _check_labels(names: list[str], where: str) -> None:
+    for name in names:
+        if name not in LABELS:
+            raise ValueError(f"{where}: unknown label {name!r}; known: {', '.join(LABELS)}")

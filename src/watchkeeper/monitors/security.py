@@ -1,0 +1,288 @@
+"""Security: out-of-distribution inputs, and abusive clients (floods, near-duplicate
+bursts, decision-boundary probing, extraction-like coverage of the input space).
+
+Client monitors judge every client of a window; α is split across the clients judged, and
+each alert names the client (``segment = "client=<id>"``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import special
+
+from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
+from watchkeeper.profile import Profile
+from watchkeeper.security import OOD_FEATURES, OOD_TALLY, OTHER, ClientStats, SecurityModel
+from watchkeeper.stats.calibration import TAIL_MARGIN, count_interval, rate_threshold
+
+SIZES = (30, 100, 300, 1_000, 3_000, 10_000)
+DRAWS = 100
+
+
+class OODShare(Monitor):
+    """Share of rows out of distribution: beyond the reference's range, with a category it
+    never saw, or further from its centre (robust distance) than 99.9% of its rows."""
+
+    type = "ood_share"
+    family = "security"
+    # 2 points: drifted-but-plausible data (a wider spread) puts ~1% of rows past the
+    # reference's range; that is drift, reported by the drift monitors, not an OOD burst.
+    params: ClassVar[dict[str, Any]] = {"min_effect": 0.02, "critical_effect": 0.1}
+
+    def calibrate(self, reference: ReferenceData) -> None:
+        model = _model(self)
+        table = reference.table
+        n = table.num_rows
+        if n < 100:
+            self.calibration = {"skipped": "too few reference rows"}
+            return
+        # Reference rows lie inside their own range and levels by construction, new rows
+        # do not: estimate the share of new normal rows found "outside" by splitting the
+        # reference in halves (range and unseen levels of one, rows of the other). Both
+        # effects shrink like 1/rows, so the full reference's share is about half of it.
+        order = reference.rng(self.id).permutation(n)
+        a, b = table.take(order[: n // 2]), table.take(order[n // 2:])
+        half = _refit(model, a)
+        outside = float(half.score(b)[0].mean())
+        far = 0.001  # the distance threshold is the reference's 99.9th percentile
+        share = outside / 2 + far
+        self.calibration = {
+            "method": "binomial bound on the OOD share of normal rows, estimated by "
+                      "splitting the reference in halves, + min effect",
+            "reference_rows": n, "reference_ood": round(share * n)}
+
+    def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
+        counts = window.joint.get(OOD_TALLY)
+        if counts is None or counts[0] == 0 or "reference_rows" not in self.calibration:
+            return []
+        n, k = int(counts[0]), int(counts[1])
+        k_ref, n_ref = int(self.calibration["reference_ood"]), int(
+            self.calibration["reference_rows"])
+        base = k_ref / n_ref if n_ref else 0.0
+        warning = max(rate_threshold(k_ref, n_ref, n, self.alpha), base + self.settings[
+            "min_effect"])
+        critical = max(rate_threshold(k_ref, n_ref, n, self.alpha / 100),
+                       base + self.settings["critical_effect"], warning)
+        severity = severity_for(k / n, warning, critical)
+        if severity is None:
+            return []
+        model = _model(self)
+        names = [*model.numeric, *model.categorical]
+        blame = window.joint.get(OOD_FEATURES, np.zeros(len(names)))
+        top = [names[i] for i in np.argsort(-blame)[:3] if blame[i] > 0]
+        f = self.finding(k / n, warning, severity,
+                         f"{k} of {n} rows out of distribution ({k / n:.1%}); mostly "
+                         f"{', '.join(top) or 'n/a'}", ood_rows=k, rows=n,
+                         top_features=", ".join(top))
+        f.metric = "ood_share"
+        return [f]
+
+
+def _refit(model: SecurityModel, table: Any) -> SecurityModel:
+    """The model's range and levels as a subset of the reference would have them."""
+    from watchkeeper.values import category_counts, numbers_with_nan
+
+    low, high = [], []
+    for name in model.numeric:
+        x = numbers_with_nan(table.column(name))
+        low.append(float(np.nanmin(x)) if np.isfinite(x).any() else -np.inf)
+        high.append(float(np.nanmax(x)) if np.isfinite(x).any() else np.inf)
+    levels = [[lv for lv in levels if lv in category_counts(table.column(name))[0]]
+              for name, levels in zip(model.categorical, model.levels, strict=True)]
+    return SecurityModel(**{**model.__dict__, "low": low, "high": high, "levels": levels,
+                            "threshold": np.inf})
+
+
+def _model(monitor: Monitor) -> SecurityModel:
+    assert monitor.schema is not None and monitor.schema.security is not None
+    return monitor.schema.security
+
+
+class ClientMonitor(Monitor):
+    """Base of the per-client signatures: judge each client with enough rows."""
+
+    family = "security"
+    params: ClassVar[dict[str, Any]] = {"min_rows": 30, "min_effect": 0.2}
+    metric = ""
+
+    def clients(self, window: Profile) -> dict[str, ClientStats]:
+        return {c: s for c, s in window.clients.items()
+                if c != OTHER and s.rows >= self.settings["min_rows"]}
+
+    def z(self, n_tests: int, critical: bool = False) -> float:
+        alpha = self.alpha / max(n_tests, 1) / (100 if critical else 1)
+        return float(special.ndtri(1 - alpha / TAIL_MARGIN))
+
+    def flag(self, client: str, value: float, threshold: float, severe: bool, message: str,
+             **evidence: Any) -> Finding:
+        f = self.finding(value, threshold, Severity.CRITICAL if severe else Severity.WARNING,
+                         f"client {client}: {message}", client=client, **evidence)
+        f.metric, f.segment = self.metric, f"client={client}"
+        return f
+
+    # resampled curves of a per-client statistic under "a normal client": reference rows
+    def _curve(self, reference: ReferenceData, statistic) -> list[dict[str, float]]:
+        n_ref = reference.table.num_rows
+        rng = reference.rng(self.id)
+        curve = []
+        for size in (s for s in SIZES if s <= n_ref // 2):
+            values = [statistic(reference.table.take(rng.choice(n_ref, size, replace=False)))
+                      for _ in range(DRAWS)]
+            curve.append({"rows": size, "mean": float(np.mean(values)),
+                          "sd": float(np.std(values, ddof=1))})
+        return curve
+
+    def _at(self, rows: int) -> tuple[float, float]:
+        curve = self.calibration.get("curve") or []
+        if not curve:
+            return float("nan"), float("nan")
+        sizes = np.log([c["rows"] for c in curve])
+        x = math.log(min(max(rows, curve[0]["rows"]), curve[-1]["rows"]))
+        return (float(np.interp(x, sizes, [c["mean"] for c in curve])),
+                float(np.interp(x, sizes, [c["sd"] for c in curve])))
+
+
+class ClientVolume(ClientMonitor):
+    """A client sending far more rows than the usual client in the same window."""
+
+    type = "client_volume"
+    metric = "rows"
+    params: ClassVar[dict[str, Any]] = {"min_rows": 30, "min_factor": 5.0, "min_clients": 5}
+
+    def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
+        clients = {c: s for c, s in window.clients.items() if c != OTHER}
+        if len(clients) < self.settings["min_clients"]:
+            return []
+        counts = np.array([s.rows for s in clients.values()], dtype=float)
+        median = float(np.median(counts))
+        mad = 1.4826 * float(np.median(np.abs(counts - median)))
+        dispersion = max(1.0, mad**2 / median) if median > 0 else 1.0
+        alpha = self.alpha / len(clients)
+        hi = count_interval(median, dispersion, alpha)[1]
+        limit = max(hi, self.settings["min_factor"] * median)
+        return [self.flag(c, s.rows, limit, s.rows > 2 * limit,
+                          f"{s.rows} rows, the usual client sends {median:.0f}", median=median)
+                for c, s in clients.items() if s.rows > limit]
+
+
+class NearDuplicates(ClientMonitor):
+    """A client whose inputs are mostly repeats (distinct-to-total ratio of rounded inputs
+    far below what the same number of normal rows shows)."""
+
+    type = "near_duplicates"
+    metric = "distinct_ratio"
+
+    def calibrate(self, reference: ReferenceData) -> None:
+        model = _model(self)
+        self.calibration = {
+            "method": "distinct share of rounded inputs among resampled reference rows",
+            "curve": self._curve(reference, lambda t: len(np.unique(model.row_hashes(t)))
+                                 / t.num_rows)}
+
+    def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
+        clients = self.clients(window)
+        z = self.z(len(clients))
+        found = []
+        for c, s in clients.items():
+            mean, sd = self._at(s.rows)
+            if not np.isfinite(mean):
+                continue
+            if len(s.kmv) >= 256:  # the sketch's own error (≈ 1/√k)
+                sd = math.hypot(sd, mean / 16)
+            ratio = s.distinct / s.rows
+            limit = min(mean - z * sd, mean - self.settings["min_effect"])
+            if ratio < limit:
+                found.append(self.flag(c, ratio, limit, ratio < limit / 2,
+                                       f"{ratio:.1%} distinct inputs in {s.rows} rows "
+                                       f"(normal: {mean:.1%})", rows=s.rows))
+        return found
+
+
+class BoundaryProbing(ClientMonitor):
+    """A client whose predictions sit near the decision threshold far more than normal."""
+
+    type = "boundary_probing"
+    metric = "boundary_share"
+
+    def calibrate(self, reference: ReferenceData) -> None:
+        model = _model(self)
+        if not model.proba or model.boundary_width <= 0:
+            self.calibration = {"skipped": "needs a binary classifier's score column"}
+            return
+        from watchkeeper.values import numbers_with_nan
+
+        p = numbers_with_nan(reference.table.column(model.proba))
+        near = int((np.abs(p - model.boundary) < model.boundary_width).sum())
+        self.calibration = {"method": "binomial bound on the reference's share of scores "
+                                      f"within {model.boundary_width:.4g} of {model.boundary:.4g}",
+                            "reference_rows": int(np.isfinite(p).sum()), "reference_near": near}
+
+    def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
+        if "reference_rows" not in self.calibration:
+            return []
+        clients = self.clients(window)
+        n_ref, k_ref = self.calibration["reference_rows"], self.calibration["reference_near"]
+        base = k_ref / n_ref
+        found = []
+        for c, s in clients.items():
+            limit = max(rate_threshold(k_ref, n_ref, s.rows, self.alpha / len(clients)),
+                        base + self.settings["min_effect"])
+            share = s.boundary / s.rows
+            if share > limit:
+                found.append(self.flag(c, share, limit, share > 2 * limit,
+                                       f"{share:.0%} of its predictions near the decision "
+                                       f"threshold (normal: {base:.0%})", rows=s.rows))
+        return found
+
+
+class ExtractionCoverage(ClientMonitor):
+    """A client whose inputs spread across the feature space far more than a normal
+    client's (mean ratio of its per-feature sd to the reference sd), as a sweep that
+    maps out the model does."""
+
+    type = "extraction_coverage"
+    metric = "spread"
+    params: ClassVar[dict[str, Any]] = {"min_rows": 30, "min_effect": 0.5}
+
+    def _spread(self, s: ClientStats) -> float:
+        ref_sd = np.asarray(self.calibration["reference_sd"])
+        ok = ref_sd > 0
+        return float(np.nanmean(s.sd()[ok] / ref_sd[ok])) if ok.any() else float("nan")
+
+    def calibrate(self, reference: ReferenceData) -> None:
+        model = _model(self)
+        if not model.numeric:
+            self.calibration = {"skipped": "needs numeric features"}
+            return
+        from watchkeeper.values import numbers_with_nan
+
+        sd = [float(np.nanstd(numbers_with_nan(reference.table.column(c)), ddof=1))
+              for c in model.numeric]
+        self.calibration = {"method": "mean sd ratio of resampled reference rows",
+                            "reference_sd": sd}
+
+        def spread(t: Any) -> float:
+            stats = model.clients(t.append_column(model.client, [["x"] * t.num_rows]),
+                                  np.zeros(t.num_rows, dtype=bool))
+            return self._spread(stats["x"])
+
+        self.calibration["curve"] = self._curve(reference, spread)
+
+    def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
+        if "curve" not in self.calibration:
+            return []
+        clients = self.clients(window)
+        z = self.z(len(clients))
+        found = []
+        for c, s in clients.items():
+            mean, sd = self._at(s.rows)
+            spread = self._spread(s)
+            limit = max(mean + z * sd, 1 + self.settings["min_effect"])
+            if np.isfinite(spread) and spread > limit:
+                found.append(self.flag(c, spread, limit, spread > 2 * limit,
+                                       f"inputs spread {spread:.1f}× the reference's "
+                                       f"(normal clients: {mean:.2f}×)", rows=s.rows))
+        return found

@@ -1,0 +1,305 @@
+"""Security signals: out-of-distribution rows, and per-client statistics for abuse patterns.
+
+Both are learned at ``init`` from the reference (the ``SecurityModel`` in the suite) and
+computed row-wise when a batch is profiled, into mergeable summaries: an OOD tally per
+window, and per client (the ``_client`` column, or the column with the client role) row
+counts, near-decision-boundary counts, OOD counts, moments of each numeric feature and a
+k-minimum-values sketch of distinct (rounded) inputs. Clients are bounded: past
+``MAX_CLIENTS`` the lightest ones are pooled into ``(other)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from watchkeeper.stats.moments import Moments
+from watchkeeper.task import label_codes
+from watchkeeper.values import numbers_with_nan
+
+OOD_TALLY = "ood"  # [rows, out-of-distribution rows]
+OOD_FEATURES = "ood_features"  # per feature: OOD rows where it is the main offender
+MAX_CLIENTS = 1_000
+OTHER = "(other)"
+KMV = 256  # hashes kept per client: distinct counts exact below this, ~6% error above
+_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser: spreads bits so the smallest hashes are a uniform sample."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return h ^ (h >> np.uint64(31))
+
+
+def _rounded(x: np.ndarray, digits: int = 3) -> np.ndarray:
+    """Round to ``digits`` significant digits, so near-identical inputs hash alike."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.floor(np.log10(np.abs(x)))
+        scale = np.where(np.isfinite(mag), 10.0 ** (digits - 1 - mag), 1.0)
+        return np.where(np.isfinite(x), np.round(x * scale) / scale, 0.0)
+
+
+@dataclass
+class SecurityModel:
+    """What normal inputs look like: robust centre/scale and support of numeric features,
+    levels of categorical ones, the OOD distance threshold, and the decision boundary."""
+
+    numeric: list[str]
+    center: list[float]
+    scale: list[float]
+    low: list[float]
+    high: list[float]
+    categorical: list[str]
+    levels: list[list[str]]
+    threshold: float  # robust distance of the reference's 99.9th percentile row
+    client: str = "_client"
+    proba: str | None = None
+    boundary: float = 0.5  # decision threshold on the score
+    boundary_width: float = 0.0  # |score − boundary| below this is "near the boundary"
+
+    # -- rows ------------------------------------------------------------------------------
+    def _column(self, table: pa.Table, name: str,
+                aligned: dict[str, np.ndarray] | None) -> np.ndarray:
+        if aligned is not None and name in aligned:
+            return aligned[name]
+        if name in table.column_names:
+            return numbers_with_nan(table.column(name))
+        return np.full(table.num_rows, np.nan)
+
+    def _codes(self, table: pa.Table, only: set[str] | None = None) -> list[np.ndarray | None]:
+        """Level index per row; len(levels) for a level never seen; -1 where missing
+        (a missing value is a quality matter, not an out-of-distribution input)."""
+        out: list[np.ndarray | None] = []
+        for name, levels in zip(self.categorical, self.levels, strict=True):
+            if only is not None and name not in only:
+                out.append(None)
+            elif name not in table.column_names:
+                out.append(np.full(table.num_rows, -1))
+            else:
+                column = table.column(name)
+                codes = label_codes(column, levels)
+                missing = np.asarray(column.is_null(nan_is_null=True).to_numpy(
+                    zero_copy_only=False), dtype=bool)
+                codes[missing] = -1
+                out.append(codes)
+        return out
+
+    def score(self, table: pa.Table, aligned: dict[str, np.ndarray] | None = None,
+              unseen_in: set[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per row: out of distribution or not, and the index of the main offending feature
+        (numeric features first, then categorical; -1 when the row is fine). A row is out
+        of distribution when a value is beyond the reference's range, a category is new,
+        or its robust distance exceeds the reference's 99.9th percentile. Column by column,
+        so no rows × features matrix is built."""
+        n = table.num_rows
+        d2 = np.zeros(n)
+        strange = np.zeros(n, dtype=bool)
+        columns = [self._column(table, name, aligned) for name in self.numeric]
+        for j, x in enumerate(columns):
+            t = x - self.center[j]
+            t *= 1.0 / self.scale[j]
+            t *= t
+            np.nan_to_num(t, copy=False, nan=0.0, posinf=0.0)
+            d2 += t
+            strange |= x < self.low[j]
+            strange |= x > self.high[j]
+        # categorical columns only where the profile saw unseen levels (usually none)
+        codes = [c if unseen_in is None or name in unseen_in else None
+                 for name, c in zip(self.categorical, self._codes(table, unseen_in), strict=True)]
+        for j, c in enumerate(codes):
+            if c is not None:
+                strange |= c == len(self.levels[j])
+        if self.numeric:
+            d2 *= 1.0 / len(self.numeric)
+            strange |= d2 > self.threshold**2
+        # the main offender, for the (few) strange rows only
+        rows = np.flatnonzero(strange)
+        offender = np.full(n, -1, dtype=np.int64)
+        if rows.size:
+            blame = [np.nan_to_num(np.abs(x[rows] - self.center[j]) / self.scale[j], nan=0.0,
+                                   posinf=0.0)
+                     + 1e6 * ((x[rows] < self.low[j]) | (x[rows] > self.high[j]))
+                     for j, x in enumerate(columns)]
+            blame += [np.zeros(rows.size) if c is None else 1e9 * (c[rows] == len(self.levels[j]))
+                      for j, c in enumerate(codes)]
+            offender[rows] = np.argmax(np.column_stack(blame), axis=1)
+        return strange, offender
+
+    def distance(self, columns: list[np.ndarray]) -> np.ndarray:
+        """Robust distance of rows given their numeric columns (in ``self.numeric`` order)."""
+        if not columns:
+            return np.zeros(0)
+        d2 = np.zeros(len(columns[0]))
+        for j, x in enumerate(columns):
+            z = np.abs(x - self.center[j]) / self.scale[j]
+            d2 += np.nan_to_num(z, nan=0.0, posinf=0.0) ** 2
+        return np.sqrt(d2 / len(columns))
+
+    def row_hashes(self, table: pa.Table, aligned: dict[str, np.ndarray] | None = None
+                   ) -> np.ndarray:
+        h = np.full(table.num_rows, np.uint64(0xCBF29CE484222325))
+        with np.errstate(over="ignore"):
+            for name in self.numeric:
+                h = _mix(h ^ _rounded(self._column(table, name, aligned)).view(np.uint64))
+            for column in self._codes(table):
+                h = _mix(h ^ column.astype(np.uint64))
+        return h
+
+    # -- batches -----------------------------------------------------------------------------
+    def tallies(self, ood: np.ndarray, offender: np.ndarray) -> dict[str, np.ndarray]:
+        width = len(self.numeric) + len(self.categorical)
+        return {OOD_TALLY: np.array([len(ood), int(ood.sum())], dtype=np.int64),
+                OOD_FEATURES: np.bincount(offender[ood], minlength=width).astype(np.int64)}
+
+    def clients(self, table: pa.Table, ood: np.ndarray,
+                aligned: dict[str, np.ndarray] | None = None) -> dict[str, ClientStats]:
+        if self.client not in table.column_names or table.num_rows == 0:
+            return {}
+        encoded = pa.chunked_array(table.column(self.client)).cast(pa.string()) \
+            .combine_chunks().dictionary_encode()
+        names = encoded.dictionary.to_pylist()
+        idx = encoded.indices.to_numpy(zero_copy_only=False)
+        idx = np.where(np.isnan(idx), len(names), idx).astype(np.int64) \
+            if idx.dtype.kind == "f" else idx.astype(np.int64)
+        names = [*names, "(unknown)"]
+        k = len(names)
+        rows = np.bincount(idx, minlength=k)
+        ood_n = np.bincount(idx, weights=ood, minlength=k)
+        near = np.zeros(k)
+        if self.proba and self.proba in table.column_names and self.boundary_width > 0:
+            p = numbers_with_nan(table.column(self.proba))
+            near = np.bincount(idx, weights=np.abs(p - self.boundary) < self.boundary_width,
+                               minlength=k)
+        n, s1, s2 = (np.zeros((k, len(self.numeric))) for _ in range(3))
+        for j, name in enumerate(self.numeric):
+            x = self._column(table, name, aligned)
+            ok = np.isfinite(x)
+            xs = np.where(ok, x, 0.0)
+            n[:, j] = np.bincount(idx, weights=ok, minlength=k)
+            s1[:, j] = np.bincount(idx, weights=xs, minlength=k)
+            s2[:, j] = np.bincount(idx, weights=xs * xs, minlength=k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(n > 0, s1 / np.where(n > 0, n, 1), 0.0)
+        m2 = np.maximum(s2 - n * mean**2, 0.0)
+        hashes = self.row_hashes(table, aligned)
+        order = np.lexsort((hashes, idx))
+        pairs = np.stack([idx[order], hashes[order].view(np.int64)], axis=1)
+        keep = np.ones(len(order), dtype=bool)
+        keep[1:] = np.any(pairs[1:] != pairs[:-1], axis=1)
+        client_of, hash_of = idx[order][keep], hashes[order][keep]
+        starts = np.searchsorted(client_of, np.arange(k))
+        out = {}
+        for c in np.flatnonzero(rows):
+            lo = starts[c]
+            hi = starts[c + 1] if c + 1 < k else len(client_of)
+            out[names[c]] = ClientStats(int(rows[c]), int(near[c]), int(ood_n[c]), n[c].copy(),
+                                        mean[c].copy(), m2[c].copy(),
+                                        hash_of[lo:min(hi, lo + KMV)].copy())
+        return bound_clients(out)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SecurityModel:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class ClientStats:
+    """One client's activity in a window (mergeable)."""
+
+    rows: int
+    boundary: int
+    ood: int
+    n: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    kmv: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+
+    def merge(self, other: ClientStats) -> ClientStats:
+        moments = [Moments(int(a), b, c).merge(Moments(int(d), e, f)) for a, b, c, d, e, f in
+                   zip(self.n, self.mean, self.m2, other.n, other.mean, other.m2, strict=True)]
+        kmv = np.unique(np.concatenate([self.kmv, other.kmv]))[:KMV]
+        return ClientStats(self.rows + other.rows, self.boundary + other.boundary,
+                           self.ood + other.ood, np.array([m.n for m in moments], dtype=float),
+                           np.array([m.mean for m in moments]), np.array([m.m2 for m in moments]),
+                           kmv)
+
+    @property
+    def distinct(self) -> float:
+        """Distinct rounded inputs (exact below KMV, a KMV estimate above)."""
+        if len(self.kmv) < KMV:
+            return float(len(self.kmv))
+        return (KMV - 1) / (float(self.kmv[-1]) / 2.0**64)
+
+    def sd(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.sqrt(np.where(self.n > 1, self.m2 / np.maximum(self.n - 1, 1), np.nan))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "boundary": self.boundary, "ood": self.ood,
+                "n": self.n.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist(),
+                "kmv": [int(v) for v in self.kmv]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClientStats:
+        return cls(int(d["rows"]), int(d["boundary"]), int(d["ood"]), np.asarray(d["n"], float),
+                   np.asarray(d["mean"], float), np.asarray(d["m2"], float),
+                   np.asarray(d["kmv"], dtype=np.uint64))
+
+
+def merge_clients(a: dict[str, ClientStats], b: dict[str, ClientStats]) -> dict[str, ClientStats]:
+    out = dict(a)
+    for name, stats in b.items():
+        out[name] = out[name].merge(stats) if name in out else stats
+    return bound_clients(out)
+
+
+def bound_clients(clients: dict[str, ClientStats]) -> dict[str, ClientStats]:
+    """Keep the MAX_CLIENTS busiest clients; pool the rest (so memory stays bounded)."""
+    if len(clients) <= MAX_CLIENTS:
+        return clients
+    ranked = sorted(clients, key=lambda c: (c == OTHER, -clients[c].rows))
+    kept = {c: clients[c] for c in ranked[: MAX_CLIENTS - 1]}
+    pooled = [clients[c] for c in ranked[MAX_CLIENTS - 1:]]
+    other = pooled[0]
+    for s in pooled[1:]:
+        other = other.merge(s)
+    kept[OTHER] = other
+    return kept
+
+
+def fit(table: pa.Table, numeric: list[str], categorical: list[tuple[str, list[str]]],
+        *, client: str, proba: str | None, prediction: str | None) -> SecurityModel:
+    """Learn the security model from reference rows."""
+    columns = [numbers_with_nan(table.column(c)) for c in numeric]
+    x = np.column_stack(columns) if numeric else np.zeros((table.num_rows, 0))
+    center = np.nanmedian(x, axis=0) if numeric else np.zeros(0)
+    mad = 1.4826 * np.nanmedian(np.abs(x - center), axis=0) if numeric else np.zeros(0)
+    sd = np.nanstd(x, axis=0) if numeric else np.zeros(0)
+    scale = np.where(mad > 0, mad, np.where(sd > 0, sd, 1.0))
+    model = SecurityModel(
+        numeric=list(numeric), center=[float(v) for v in center], scale=[float(v) for v in scale],
+        low=[float(v) for v in np.nanmin(x, axis=0)] if numeric else [],
+        high=[float(v) for v in np.nanmax(x, axis=0)] if numeric else [],
+        categorical=[c for c, _ in categorical], levels=[lv for _, lv in categorical],
+        threshold=0.0, client=client, proba=proba)
+    d = model.distance(columns)
+    model.threshold = float(np.quantile(d, 0.999)) if d.size else 0.0
+    if proba and proba in table.column_names:
+        p = numbers_with_nan(table.column(proba))
+        if prediction and prediction in table.column_names:
+            pred = numbers_with_nan(table.column(prediction))
+            pos, neg = p[pred == 1], p[pred == 0]
+            if pos.size and neg.size and np.nanmax(neg) <= np.nanmin(pos):
+                model.boundary = float((np.nanmax(neg) + np.nanmin(pos)) / 2)
+        gap = np.abs(p[np.isfinite(p)] - model.boundary)
+        model.boundary_width = float(np.quantile(gap, 0.05)) if gap.size else 0.0
+    return model
