@@ -128,6 +128,9 @@ class Suite:
     source: str | None = None
     seed: int = 0
     path: str | None = None
+    #: Features' importance to the model (normalised mutual information with the prediction
+    #: on the reference), used to rank causes in advice.
+    importance: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for m in self.monitors:
@@ -238,6 +241,7 @@ class Suite:
             **({"task": self.schema.task.to_dict()} if self.schema.task else {}),
             **({"security": self.schema.security.to_dict()} if self.schema.security else {}),
             "monitors": [m.to_dict() for m in self.monitors],
+            **({"importance": self.importance} if self.importance else {}),
             "reference_profile": self.reference.to_dict(),
         }
 
@@ -291,6 +295,7 @@ class Suite:
             created=top.text("created", ""),
             source=top.text("source", None),
             seed=top.integer("seed", 0),
+            importance={str(k): float(v) for k, v in top.mapping("importance", {}).data.items()},
         )
 
 
@@ -472,7 +477,10 @@ def init(
         m.alpha = alpha
         m.calibrate(context)
     label = name or (Path(source).stem if source else "watchkeeper")
-    return Suite(schema, monitors, ref_profile, budget, label, source=source, seed=seed)
+    from watchkeeper.advise import importance
+
+    return Suite(schema, monitors, ref_profile, budget, label, source=source, seed=seed,
+                 importance=importance(table, schema))
 
 
 def load(path: str | os.PathLike[str]) -> Suite:

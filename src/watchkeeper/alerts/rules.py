@@ -118,7 +118,8 @@ def default_inhibit() -> list[InhibitRule]:
 
 def default_group() -> list[GroupRule]:
     """Same column; drift with outcome changes (model degradation); outcome changes with
-    each other; service alerts together, with volume; security by segment."""
+    each other; service alerts together, with volume; security by segment; security with
+    the drift it causes."""
     return [
         GroupRule("column", {}, None, ["column"]),
         GroupRule("model degradation", {"monitor": _DRIFT}, {"monitor": _OUTCOME}),
@@ -126,6 +127,8 @@ def default_group() -> list[GroupRule]:
         GroupRule("service", {"family": "service"}),
         GroupRule("traffic", {"monitor": "volume"}, {"family": "service"}),
         GroupRule("security", {"family": "security"}, None, ["segment"]),
+        # abusive or out-of-distribution traffic distorts the input distributions it joins
+        GroupRule("distorted inputs", {"family": "security"}, {"monitor": _DRIFT}),
     ]
 
 

@@ -265,6 +265,8 @@ class ExtractionCoverage(ClientMonitor):
                             "reference_sd": sd}
 
         def spread(t: Any) -> float:
+            if model.client in t.column_names:
+                t = t.drop_columns([model.client])
             stats = model.clients(t.append_column(model.client, [["x"] * t.num_rows]),
                                   np.zeros(t.num_rows, dtype=bool))
             return self._spread(stats["x"])

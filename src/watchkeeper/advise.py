@@ -1,0 +1,204 @@
+"""Advice for an incident: ranked likely causes, a diagnosis, and actions with the numbers
+behind them.
+
+Causes are the incident's columns (drift or quality change × importance to the model,
+the mutual information of the column with the prediction, measured on the reference),
+groups (fairness and performance segments, by the size of the change) and clients; when
+the change began is the first window an alert was seen in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from watchkeeper.alerts import Alert, Incident
+from watchkeeper.schema import Kind, Role, Schema
+from watchkeeper.task import label_codes
+from watchkeeper.values import numbers_with_nan
+
+DIAGNOSES = ("upstream data break", "abuse", "out-of-distribution inputs", "capacity/latency",
+             "covariate drift", "fairness regression", "concept drift",
+             "prediction/calibration shift", "other")
+
+
+@dataclass
+class Cause:
+    kind: str  # column | segment | client | service
+    name: str
+    score: float
+    detail: str
+
+
+@dataclass
+class Advice:
+    diagnosis: str
+    causes: list[Cause]
+    actions: list[str]
+    began: str | None
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"diagnosis": self.diagnosis, "began": self.began, "actions": self.actions,
+                "causes": [c.__dict__ for c in self.causes], "evidence": self.evidence}
+
+    def to_text(self) -> str:
+        lines = [f"diagnosis: {self.diagnosis} (since {self.began})", "likely causes:"]
+        lines += [f"  {i}. {c.name}: {c.detail}" for i, c in enumerate(self.causes[:5], 1)]
+        lines += ["actions:", *(f"  - {a}" for a in self.actions)]
+        return "\n".join(lines)
+
+
+def importance(table: pa.Table, schema: Schema) -> dict[str, float]:
+    """Each feature's mutual information with the prediction, over the prediction's
+    entropy (0: tells nothing about the output, 1: determines it), on the reference."""
+    task = schema.task
+    if task is None or task.prediction is None or task.prediction not in table.column_names:
+        return {}
+    pred_spec = schema.columns[task.prediction]
+    y = _codes(table.column(task.prediction), pred_spec)
+    out = {}
+    for spec in schema:
+        if spec.role == Role.FEATURE and spec.n_bins and spec.name in table.column_names:
+            out[spec.name] = round(_normalised_mi(_codes(table.column(spec.name), spec), y), 6)
+    return out
+
+
+def _codes(column: pa.ChunkedArray, spec: Any) -> np.ndarray:
+    if spec.kind == Kind.NUMERIC and spec.edges:
+        x = numbers_with_nan(column)
+        return np.where(np.isfinite(x), np.searchsorted(np.asarray(spec.edges), x), -1) + 1
+    return label_codes(column, spec.categories or [])
+
+
+def _normalised_mi(x: np.ndarray, y: np.ndarray) -> float:
+    _, xi = np.unique(x, return_inverse=True)
+    _, yi = np.unique(y, return_inverse=True)
+    joint = np.zeros((xi.max() + 1, yi.max() + 1))
+    np.add.at(joint, (xi, yi), 1)
+    p = joint / joint.sum()
+    px, py = p.sum(axis=1, keepdims=True), p.sum(axis=0, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mi = np.nansum(p * np.log(p / (px * py)))
+        hy = -np.nansum(py * np.log(py))
+    return float(mi / hy) if hy > 0 else 0.0
+
+
+def _diagnosis(alerts: list[Alert]) -> str:
+    monitors = {a.monitor for a in alerts}
+    families = {a.family for a in alerts}
+    if monitors & {"missing_column", "type_change", "missing_rate", "invalid_rate"}:
+        return "upstream data break"
+    if any(a.family == "security" and (a.segment or "").startswith("client=") for a in alerts):
+        return "abuse"
+    if "ood_share" in monitors:
+        return "out-of-distribution inputs"
+    if "service" in families:
+        return "capacity/latency"
+    if "feature_drift" in monitors:  # inputs moved: group gaps and metrics follow from it
+        return "covariate drift"
+    if "fairness" in families and _concentrated(alerts):
+        return "fairness regression"
+    if "performance" in monitors:
+        return "concept drift"
+    if "fairness" in families:
+        return "fairness regression"
+    if monitors & {"prediction_drift", "estimated_performance"}:
+        return "prediction/calibration shift"
+    return "other"
+
+
+def _change(a: Alert) -> float:
+    return abs(float(a.evidence.get("change", 0.0) or 0.0))
+
+
+def _concentrated(alerts: list[Alert]) -> bool:
+    """A group's gap moved at least twice as much as the model's overall accuracy: the
+    change is about that group, not a change everyone shares (as concept drift is)."""
+    gap = max((_change(a) for a in alerts if a.family == "fairness"), default=0.0)
+    overall = max((_change(a) for a in alerts
+                   if a.monitor == "performance" and a.metric == "accuracy"), default=0.0)
+    return gap >= 2 * overall
+
+
+def _causes(alerts: list[Alert], weights: dict[str, float]) -> list[Cause]:
+    causes: dict[tuple[str, str], Cause] = {}
+    for a in alerts:
+        ratio = abs(a.value / a.threshold) if a.threshold else abs(a.value)
+        if a.segment:
+            kind = "client" if a.segment.startswith("client=") else "segment"
+            name, score = a.segment, abs(float(a.evidence.get("change", ratio)))
+        elif a.column and a.family in ("drift", "quality"):
+            kind, name = "column", a.column
+            score = ratio * (0.5 + weights.get(a.column, 0.0))
+            if a.family == "quality":
+                score *= 10  # a break outranks the drift it causes
+        elif a.family == "service":
+            kind, name, score = "service", a.metric or a.monitor, ratio
+        else:
+            continue
+        detail = a.message
+        if kind == "column" and a.column in weights:
+            detail += f" (importance {weights[a.column]:.2f})"
+        key = (kind, name)
+        if key not in causes or causes[key].score < score:
+            causes[key] = Cause(kind, name, float(score), detail)
+    return sorted(causes.values(), key=lambda c: -c.score)
+
+
+def _actions(diagnosis: str, alerts: list[Alert], causes: list[Cause]) -> list[str]:
+    top = causes[0] if causes else None
+    first = {a.fingerprint: a.first_seen for a in alerts}
+
+    def since(a: Alert) -> str:
+        return f"from window {first[a.fingerprint]}"
+
+    out: list[str] = []
+    for a in sorted(alerts, key=lambda a: -(abs(a.value / a.threshold) if a.threshold else 0)):
+        if diagnosis == "upstream data break" and a.family == "quality":
+            out.append(f"{a.message} {since(a)}: check the upstream producer of "
+                       f"{a.column}; do not retrain on this data")
+        elif diagnosis == "abuse" and a.family == "security" and a.segment:
+            out.append(f"rate-limit or block {a.segment}: {a.message}")
+        elif diagnosis == "out-of-distribution inputs" and a.monitor == "ood_share":
+            out.append(f"route out-of-distribution inputs to a fallback or to human review: "
+                       f"{a.message}")
+        elif diagnosis == "capacity/latency" and a.family == "service":
+            out.append(f"{a.message} {since(a)}: scale out, or roll back the latest deploy; "
+                       "check the error rate and the host's saturation")
+        elif diagnosis == "fairness regression" and a.family == "fairness":
+            out.append(f"{a.message} {since(a)}: review how the model treats this group "
+                       "(recent feature or threshold changes) before acting on its "
+                       "predictions for it")
+        elif diagnosis == "concept drift" and a.monitor == "performance":
+            out.append(f"{a.message} while the inputs did not drift: retrain on recent "
+                       "labeled data; check the labels' quality")
+        elif diagnosis == "covariate drift" and a.monitor == "feature_drift":
+            extra = ", ".join(f"{k} {float(v):+.2f}" for k, v in a.evidence.items()
+                              if k in ("psi", "mean_shift_sd"))
+            out.append(f"{a.message} {since(a)} ({extra}): confirm with the upstream owner of "
+                       f"{a.column}; if the population really changed and (estimated) "
+                       "performance drops, retrain on recent data")
+        elif diagnosis == "prediction/calibration shift":
+            out.append(f"{a.message}: the outputs moved without input drift: check the "
+                       "model version and recalibrate its scores")
+        if len(out) == 3:
+            break
+    if not out and top is not None:
+        out.append(f"investigate {top.name}: {top.detail}")
+    return out
+
+
+def advise(incident: Incident, weights: dict[str, float] | None = None) -> Advice:
+    """Diagnose an incident from its alerts; ``weights`` are feature importances."""
+    alerts = list(incident.alerts.values())
+    weights = weights or {}
+    diagnosis = _diagnosis(alerts)
+    causes = _causes(alerts, weights)
+    began = min((a.first_seen_at, a.first_seen) for a in alerts if a.first_seen_at)[1] \
+        if any(a.first_seen_at for a in alerts) else None
+    return Advice(diagnosis, causes, _actions(diagnosis, alerts, causes), began,
+                  {"alerts": len(alerts), "severity": incident.severity.value})
