@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from watchkeeper.deploy import deploy, rollback
+from watchkeeper.deploy import call, deploy, rollback
 from watchkeeper.diff import diff
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.monitors.base import Severity
@@ -118,6 +118,86 @@ def rollback_command(model: str, version: int, server: str, token: str | None) -
     click.echo(f"{model}: version {version} is active from the next window on")
 
 
+def _model_url(server: str, model: str, path: str = "") -> str:
+    from urllib.parse import quote
+
+    return f"{server.rstrip('/')}/v1/models/{quote(model)}{path}"
+
+
+@main.command("incidents")
+@click.option("--server", required=True)
+@click.option("--model", required=True)
+@click.option("--all", "show_all", is_flag=True, help="Resolved ones too.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def incidents_command(server: str, model: str, show_all: bool, fmt: str) -> None:
+    """List a model's incidents with their diagnosis (token: $WATCHKEEPER_READ_TOKEN)."""
+    url = _model_url(server, model, "/incidents" + ("" if show_all else "?status=open"))
+    doc = call("GET", url, token_env="WATCHKEEPER_READ_TOKEN")
+    if fmt == "json":
+        click.echo(json.dumps(doc, indent=2))
+        return
+    if not doc["incidents"]:
+        click.echo("no incidents" if show_all else "no open incidents")
+    for i in doc["incidents"]:
+        click.echo(f"{i['id']}  {i['status']:<8} {i['severity']:<8} opened {i['opened']}  "
+                   f"{i['advice']['diagnosis']}: {i['title']}")
+
+
+@main.command("incident")
+@click.argument("incident_id")
+@click.option("--server", required=True)
+@click.option("--model", required=True)
+def incident_command(incident_id: str, server: str, model: str) -> None:
+    """Show one incident: its alerts, likely causes and recommended actions."""
+    i = call("GET", _model_url(server, model, f"/incidents/{incident_id}"),
+             token_env="WATCHKEEPER_READ_TOKEN")
+    click.echo(f"{i['id']}  {i['status']}  {i['severity']}  opened {i['opened']}"
+               f"{'  acknowledged by ' + str(i['acknowledged_by']) if i['acknowledged'] else ''}")
+    click.echo(i["title"])
+    for a in i["alerts"]:
+        click.echo(f"  - {a['state']:<8} {a['message']}")
+    advice = i["advice"]
+    click.echo(f"diagnosis: {advice['diagnosis']} (since {advice['began']})")
+    for n, cause in enumerate(advice["causes"][:5], 1):
+        click.echo(f"  {n}. {cause['name']}: {cause['detail']}")
+    for action in advice["actions"]:
+        click.echo(f"  → {action}")
+
+
+@main.command("ack")
+@click.argument("incident_id")
+@click.option("--server", required=True)
+@click.option("--model", required=True)
+@click.option("--by", help="Who takes it.")
+def ack_command(incident_id: str, server: str, model: str, by: str | None) -> None:
+    """Acknowledge an incident (no more repeat notifications)."""
+    query = f"?by={by}" if by else ""
+    call("POST", _model_url(server, model, f"/incidents/{incident_id}/ack{query}"), b"")
+    click.echo(f"{incident_id} acknowledged")
+
+
+@main.command("silence")
+@click.option("--server", required=True)
+@click.option("--model", required=True)
+@click.option("--match", "matches", multiple=True, required=True,
+              help="label=value or label=~regex (monitor, family, column, segment, metric).")
+@click.option("--hours", type=float, default=2.0, show_default=True)
+@click.option("--comment")
+def silence_command(server: str, model: str, matches: tuple[str, ...], hours: float,
+                    comment: str | None) -> None:
+    """Silence matching alerts for a while: still tracked, not notified."""
+    matchers = {}
+    for m in matches:
+        key, sep, value = m.partition("=")
+        if not sep:
+            raise WatchkeeperError(f"--match {m!r}: expected label=value or label=~regex")
+        matchers[key] = value if not value.startswith("~") else "=" + value
+    body = json.dumps({"matchers": matchers, "hours": hours, "comment": comment}).encode()
+    made = call("POST", _model_url(server, model, "/silences"), body,
+                content_type="application/json")
+    click.echo(f"silence {made.get('id')} until {made.get('until')}")
+
+
 @main.command("diff")
 @click.argument("old", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))
@@ -163,8 +243,14 @@ def _summary(suite: Suite, output: Path) -> str:
               help="How long prediction records are kept for joining late labels.")
 @click.option("--no-auth", is_flag=True,
               help="Serve without tokens (only sensible on a loopback address).")
+@click.option("--webhook", "webhooks", multiple=True,
+              help="Send incident notifications here (Alertmanager-compatible JSON).")
+@click.option("--slack", "slack_urls", multiple=True, help="Slack incoming-webhook URL.")
+@click.option("--notify-log", is_flag=True, help="Print incident notifications on stdout.")
 def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path, ...],
-                  window_text: str, grace_text: str, retention_text: str, no_auth: bool) -> None:
+                  window_text: str, grace_text: str, retention_text: str, no_auth: bool,
+                  webhooks: tuple[str, ...], slack_urls: tuple[str, ...],
+                  notify_log: bool) -> None:
     """Run the ingestion and query server. Tokens come from WATCHKEEPER_WRITE_TOKEN and
     WATCHKEEPER_READ_TOKEN."""
     import os
@@ -189,9 +275,14 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
         if not sep:
             model, path = Path(item).stem, str(item)
         suites[model] = Path(path).read_text(encoding="utf-8")
+    from watchkeeper.alerts.notifiers import LogNotifier, SlackNotifier, WebhookNotifier
+
+    notifiers = [*(WebhookNotifier(u) for u in webhooks), *(SlackNotifier(u) for u in slack_urls),
+                 *([LogNotifier()] if notify_log else [])]
     app = create_app(store_url, tokens=Tokens() if no_auth else Tokens(write, read),
                      window=parse_duration(window_text), grace=parse_duration(grace_text),
-                     retention=parse_duration(retention_text), suites=suites)
+                     retention=parse_duration(retention_text), suites=suites,
+                     notifiers=notifiers)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -23,9 +23,11 @@ class DeployError(WatchkeeperError):
     """The server refused or could not be reached; the message says why."""
 
 
-def _call(method: str, url: str, body: bytes | None, token: str | None,
-          content_type: str = "application/yaml", timeout: float = 60.0) -> dict[str, Any]:
-    token = token or os.environ.get("WATCHKEEPER_WRITE_TOKEN")
+def call(method: str, url: str, body: bytes | None = None, token: str | None = None,
+         content_type: str = "application/yaml", timeout: float = 60.0,
+         token_env: str = "WATCHKEEPER_WRITE_TOKEN") -> dict[str, Any]:
+    """One request to a watchkeeper server; errors become one-line DeployErrors."""
+    token = token or os.environ.get(token_env)
     headers = {"Content-Type": content_type}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -60,12 +62,12 @@ def deploy(suite: Suite | str | os.PathLike[str], *, model: str, server: str,
     answer: the new version, the previous one, and what changed (``summary``)."""
     query = urllib.parse.urlencode({k: v for k, v in (("note", note),) if v})
     url = f"{server.rstrip('/')}/v1/models/{urllib.parse.quote(model)}/suites"
-    return _call("POST", url + (f"?{query}" if query else ""),
-                 _suite_text(suite).encode("utf-8"), token)
+    return call("POST", url + (f"?{query}" if query else ""),
+                _suite_text(suite).encode("utf-8"), token)
 
 
 def rollback(*, model: str, version: int, server: str, token: str | None = None
              ) -> dict[str, Any]:
     """Make a stored version of ``model`` the active one again (from the next window on)."""
     url = f"{server.rstrip('/')}/v1/models/{urllib.parse.quote(model)}/suites/{version}/activate"
-    return _call("POST", url, b"", token)
+    return call("POST", url, b"", token)

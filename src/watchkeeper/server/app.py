@@ -3,8 +3,9 @@ health and Prometheus metrics. OpenAPI at /docs and /openapi.json."""
 
 from __future__ import annotations
 
+import json
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -14,6 +15,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from watchkeeper import suitefile
+from watchkeeper.advise import advise
+from watchkeeper.alerts import AlertManager, Incident
+from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.diff import diff
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.server.auth import Tokens
@@ -36,12 +40,14 @@ def create_app(
     grace: timedelta = timedelta(minutes=1),
     retention: timedelta = timedelta(days=7),
     suites: dict[str, str] | None = None,
+    notifiers: list[Any] | None = None,
 ) -> FastAPI:
     """Build the app. ``suites`` maps model → suite YAML to deploy at start when that model
     has no active suite yet (``watchkeeper serve --suite``)."""
     tokens = tokens or Tokens()
     store = Store(store_url)
-    hub = Hub(store, window=window, grace=grace, retention=retention)
+    hub = Hub(store, window=window, grace=grace, retention=retention,
+              dispatcher=Dispatcher(notifiers) if notifiers else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -180,6 +186,61 @@ def create_app(
         for f in found:
             f["window_start"] = f["window_start"].isoformat()
         return {"model": model, "findings": found}
+
+    def manager(model: str) -> AlertManager:
+        state = hub.models.get(model)
+        if state is None or state.alerts is None:
+            raise HTTPException(404, f"no suite deployed for model {model!r}")
+        return state.alerts
+
+    def incident_view(model: str, incident: Incident) -> dict[str, Any]:
+        suite = hub.models[model].generations[-1].live.suite
+        return {**incident.to_dict(), "advice": advise(incident, suite.importance).to_dict()}
+
+    @app.get("/v1/models/{model}/incidents")
+    def incidents(model: str, request: Request, status: str | None = None) -> dict[str, Any]:
+        """Incidents, newest first, each with its diagnosis and recommended actions."""
+        require(request, "read")
+        with hub._lock:
+            found = [incident_view(model, i) for i in manager(model).incidents.values()
+                     if status is None or (status == "open") == i.is_open]
+        return {"model": model, "incidents": sorted(found, key=lambda i: i["opened_at"],
+                                                   reverse=True)}
+
+    @app.get("/v1/models/{model}/incidents/{incident_id}")
+    def incident(model: str, incident_id: str, request: Request) -> dict[str, Any]:
+        require(request, "read")
+        with hub._lock:
+            found = manager(model).incidents.get(incident_id)
+            if found is None:
+                raise HTTPException(404, f"no incident {incident_id!r}")
+            return incident_view(model, found)
+
+    @app.post("/v1/models/{model}/incidents/{incident_id}/ack")
+    def acknowledge(model: str, incident_id: str, request: Request,
+                    by: str | None = None) -> dict[str, Any]:
+        require(request, "write")
+        with hub._lock:
+            try:
+                return manager(model).acknowledge(incident_id, by).to_dict()
+            except KeyError:
+                raise HTTPException(404, f"no incident {incident_id!r}") from None
+
+    @app.post("/v1/models/{model}/silences")
+    async def silence(model: str, request: Request) -> dict[str, Any]:
+        """Body: {"matchers": {"column": "SCHL", "monitor": "=~.*drift"}, "hours": 2,
+        "comment": "..."}; silenced alerts are tracked but not notified until it expires."""
+        require(request, "write")
+        try:
+            body = json.loads(await request.body() or b"{}")
+            until = datetime.now(UTC) + timedelta(hours=float(body.get("hours", 2)))
+            with hub._lock:
+                made = manager(model).silence(dict(body["matchers"]), until,
+                                              created_by=body.get("created_by"),
+                                              comment=body.get("comment"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HTTPException(422, f"bad silence: {exc}") from None
+        return made.to_dict()
 
     @app.get("/healthz")
     def health() -> dict[str, Any]:

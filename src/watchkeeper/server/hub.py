@@ -20,11 +20,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from watchkeeper import suitefile
+from watchkeeper.alerts import AlertManager, Rules
+from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.online import OnlineMonitor, save
 from watchkeeper.pii import key_from_env, protect
@@ -50,6 +53,7 @@ class Generation:
 @dataclass
 class ModelState:
     generations: list[Generation] = field(default_factory=list)
+    alerts: AlertManager | None = None
 
     @property
     def current(self) -> OnlineMonitor:
@@ -78,6 +82,8 @@ class Hub:
     counters: Counter[str] = field(default_factory=Counter)
     clock: object = time.time
     pii_key: bytes | None = field(default_factory=key_from_env, repr=False)
+    dispatcher: Dispatcher | None = None  # where incident notifications go
+    rules: Rules | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -116,6 +122,7 @@ class Hub:
                 live.restore(range(first if i else FIRST, last))
                 state.generations.append(Generation(version, first if i else FIRST, live, last))
             self._remember(model, state)
+            state.alerts = AlertManager(model, self.rules)
             with self._lock:
                 self.models[model] = state
 
@@ -139,7 +146,8 @@ class Hub:
         with self._lock:
             state = self.models.get(model)
             if state is None:
-                state = ModelState([Generation(version, FIRST, live)])
+                state = ModelState([Generation(version, FIRST, live)],
+                                   AlertManager(model, self.rules))
                 self.models[model] = state
                 return
             boundary = int(np.floor(float(self.clock()) / self.window.total_seconds())) + 1
@@ -210,8 +218,21 @@ class Hub:
         for model, state in models.items():
             with self._lock:
                 self._fold(model, state)
-                for g in state.generations:
-                    g.live.tick(now)
+                closed = [w for g in state.generations for w in g.live.tick(now)]
+                self._alert(model, state, closed)
+
+    def _alert(self, model: str, state: ModelState, closed: list[Any]) -> None:
+        """Closed windows' findings → alerts and incidents → notifications, in time order."""
+        manager = state.alerts
+        if manager is None:
+            return
+        for w in sorted(closed, key=lambda w: w.start):
+            if manager.last_start is not None and w.start <= manager.last_start:
+                continue  # re-evaluated after late data: already judged
+            notifications = manager.process(w.label, w.start, w.findings)
+            self.counters[f"notifications:{model}"] += len(notifications)
+            if notifications and self.dispatcher is not None:
+                self.dispatcher.send_all(notifications)
 
     def run(self) -> None:
         while not self._stop.is_set():
