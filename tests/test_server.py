@@ -187,3 +187,16 @@ def test_kill_9_loses_no_acknowledged_event(workdir: Path) -> None:
     finally:
         second.stop()
         store.close()
+
+
+def test_refused_requests_are_a_monitored_signal(server: Server) -> None:
+    for _ in range(12):
+        post(server, "/v1/models/clicks/events", b"{broken", content_type="application/json")
+    for _ in range(7):
+        post(server, "/v1/models/clicks/events", b"[]", token=READ)
+
+    def flagged():
+        _, doc = request(server.url + "/v1/models/clicks/findings", token=READ)
+        return {f["metric"] for f in doc["findings"] if f["monitor"] == "rejected_requests"}
+
+    assert wait_for(lambda: flagged() >= {"invalid", "auth"} or None, timeout=30)

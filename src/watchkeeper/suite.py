@@ -52,6 +52,7 @@ from watchkeeper.monitors.security import (
     ExtractionCoverage,
     NearDuplicates,
     OODShare,
+    RejectedRequests,
 )
 from watchkeeper.monitors.service import ErrorRate, Latency, Throughput
 from watchkeeper.pii import MODES
@@ -87,7 +88,8 @@ def generate_monitors(schema: Schema) -> list[Monitor]:
     monitors += [Latency(), ErrorRate(), Throughput()]
     if schema.security is not None:
         monitors.append(OODShare())
-        monitors += [ClientVolume(), NearDuplicates(), ExtractionCoverage()]
+        monitors += [ClientVolume(), NearDuplicates(), ExtractionCoverage(),
+                     RejectedRequests()]
         if schema.security.proba:
             monitors.append(BoundaryProbing())
     for col in schema:

@@ -27,6 +27,7 @@ from watchkeeper.monitors.security import (
     ExtractionCoverage,
     NearDuplicates,
     OODShare,
+    RejectedRequests,
 )
 from watchkeeper.monitors.service import ErrorRate, Latency, Throughput
 
@@ -51,6 +52,7 @@ __all__ = [
     "PredictionDrift",
     "RealisedPerformance",
     "ReferenceData",
+    "RejectedRequests",
     "SchemaChange",
     "Severity",
     "TargetDrift",

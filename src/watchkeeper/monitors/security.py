@@ -19,6 +19,7 @@ from watchkeeper.security import OOD_FEATURES, OOD_TALLY, OTHER, ClientStats, Se
 from watchkeeper.stats.calibration import TAIL_MARGIN, count_interval, rate_threshold
 
 SIZES = (30, 100, 300, 1_000, 3_000, 10_000)
+REJECTED = "rejected"  # requests refused in the window: [invalid payload, authentication]
 DRAWS = 100
 
 
@@ -287,4 +288,31 @@ class ExtractionCoverage(ClientMonitor):
                 found.append(self.flag(c, spread, limit, spread > 2 * limit,
                                        f"inputs spread {spread:.1f}× the reference's "
                                        f"(normal clients: {mean:.2f}×)", rows=s.rows))
+        return found
+
+
+class RejectedRequests(Monitor):
+    """Requests the server refused in a window: invalid payloads (validation failures)
+    and authentication failures, as signs of a broken client or of probing. A policy
+    (``max_invalid``, ``max_auth`` per window), so no share of the alert budget."""
+
+    type = "rejected_requests"
+    family = "security"
+    calibrated = False
+    params: ClassVar[dict[str, Any]] = {"max_invalid": 10, "max_auth": 5}
+
+    def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
+        counts = window.joint.get(REJECTED)
+        if counts is None:
+            return []
+        found = []
+        for i, (metric, limit, what) in enumerate(
+                (("invalid", self.settings["max_invalid"], "invalid payloads"),
+                 ("auth", self.settings["max_auth"], "authentication failures"))):
+            if counts[i] > limit:
+                f = self.finding(float(counts[i]), float(limit),
+                                 Severity.CRITICAL if counts[i] > 10 * limit else
+                                 Severity.WARNING, f"{int(counts[i])} {what} in the window")
+                f.metric = metric
+                found.append(f)
         return found

@@ -70,7 +70,11 @@ def create_app(
             raise HTTPException(401, "missing bearer token",
                                 headers={"WWW-Authenticate": "Bearer"})
         if status == 403:
-            hub.counters["rejected_auth"] += 1
+            model = request.path_params.get("model")
+            if model in hub.models:
+                hub.reject(model, "auth")
+            else:
+                hub.counters["rejected_auth"] += 1
             raise HTTPException(403, f"this token may not {need}")
 
     async def body_of(request: Request) -> bytes:
@@ -89,10 +93,10 @@ def create_app(
             table = await run_in_threadpool(parse_body, body,
                                             request.headers.get("content-type", ""))
         except DataError as exc:
-            hub.counters["rejected_invalid"] += 1
+            hub.reject(model, "invalid")
             raise HTTPException(422, str(exc)) from None
         if table.num_rows == 0:
-            hub.counters["rejected_empty"] += 1
+            hub.reject(model, "invalid")
             raise HTTPException(422, "empty batch: no rows")
         try:  # acknowledged only once the batch is committed to the store
             seq = await run_in_threadpool(hub.append, model, table, kind)

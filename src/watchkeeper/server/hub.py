@@ -29,6 +29,7 @@ from watchkeeper import suitefile
 from watchkeeper.alerts import AlertManager, Rules
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.errors import WatchkeeperError
+from watchkeeper.monitors.security import REJECTED
 from watchkeeper.online import OnlineMonitor, save
 from watchkeeper.pii import key_from_env, protect
 from watchkeeper.server.ingest import from_ipc, to_ipc
@@ -84,6 +85,7 @@ class Hub:
     pii_key: bytes | None = field(default_factory=key_from_env, repr=False)
     dispatcher: Dispatcher | None = None  # where incident notifications go
     rules: Rules | None = None
+    _rejected: dict[str, Counter[str]] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -186,6 +188,25 @@ class Hub:
         self._wake.set()
         return seq
 
+    def reject(self, model: str, reason: str) -> None:
+        """Count a refused request (invalid payload, authentication) against the model's
+        current window, where the security monitors see it."""
+        self.counters[f"rejected_{reason}"] += 1
+        with self._lock:
+            self._rejected.setdefault(model, Counter())[reason] += 1
+        self._wake.set()
+
+    def _fold_rejections(self, model: str, state: ModelState) -> None:
+        pending = self._rejected.pop(model, None)
+        if not pending:
+            return
+        live = state.generations[-1].live
+        key = int(np.floor(float(self.clock()) / self.window.total_seconds()))
+        counts = np.array([pending["invalid"], pending["auth"]], dtype=np.int64)
+        w = live._window(key)
+        w.profile.joint[REJECTED] = w.profile.joint.get(REJECTED, 0) + counts
+        live._dirty.add(key)
+
     # -- folding (background thread) ---------------------------------------------------------
     def _fold(self, model: str, state: ModelState) -> None:
         last = self.store.watermark(model)
@@ -218,6 +239,7 @@ class Hub:
         for model, state in models.items():
             with self._lock:
                 self._fold(model, state)
+                self._fold_rejections(model, state)
                 closed = [w for g in state.generations for w in g.live.tick(now)]
                 self._alert(model, state, closed)
 
