@@ -29,32 +29,33 @@ from watchkeeper.data import to_table
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.labels import LabelJoin, join_labels
 from watchkeeper.monitors import (
+    BoundaryProbing,
+    ClientVolume,
+    ErrorRate,
+    EstimatedPerformance,
+    ExtractionCoverage,
+    Fairness,
     FeatureDrift,
+    Finding,
     InvalidRate,
+    LabelCoverage,
+    Latency,
     MissingRate,
     Monitor,
+    NearDuplicates,
+    OODShare,
     OutOfRange,
     PredictionDrift,
+    RealisedPerformance,
     ReferenceData,
+    RejectedRequests,
     SchemaChange,
     TargetDrift,
+    Throughput,
     UnseenCategory,
     Volume,
     monitor_class,
 )
-from watchkeeper.monitors.base import Finding
-from watchkeeper.monitors.estimate import EstimatedPerformance
-from watchkeeper.monitors.fairness import Fairness
-from watchkeeper.monitors.performance import LabelCoverage, RealisedPerformance
-from watchkeeper.monitors.security import (
-    BoundaryProbing,
-    ClientVolume,
-    ExtractionCoverage,
-    NearDuplicates,
-    OODShare,
-    RejectedRequests,
-)
-from watchkeeper.monitors.service import ErrorRate, Latency, Throughput
 from watchkeeper.pii import MODES
 from watchkeeper.profile import ColumnProfile, Profile, profile
 from watchkeeper.schema import DEFAULT_BINS, Column, Kind, Role, Schema, infer_schema
