@@ -9,7 +9,8 @@ Bad values, by construction:
   missing or invalid; nulled in the reserved columns);
 - a value that is not a scalar (bytes, dict, list, tuple, set, arbitrary objects, complex)
   or an integer outside int64 (nulled);
-- a string longer than :data:`MAX_STRING` characters (truncated);
+- a string longer than :data:`MAX_STRING` characters (truncated), or with lone surrogates
+  (not valid UTF-8: replaced);
 - a ``features`` argument that is neither a mapping, nor a sequence aligned with the
   client's ``feature_names``, nor None (one bad value; the row is kept without features);
   a sequence of the wrong length (one bad value; the aligned part is kept);
@@ -22,7 +23,8 @@ Bad values, by construction:
 
 Not bad: None (missing), bools, ints and floats in one column (a number column), numbers
 and strings in one column (a string column: numbers are written as category labels, and
-profiling reads them back as numbers), dates and datetimes (ISO strings), numpy scalars.
+profiling reads them back as numbers), dates and datetimes (ISO strings), numpy scalars,
+decimals (floats).
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -57,6 +62,11 @@ class Tally:
     def add(self, n: int, what: str) -> None:
         if n:
             self.bad += n
+            self.notes[what] = self.notes.get(what, 0) + n
+
+    def merge(self, other: Tally) -> None:
+        self.bad += other.bad
+        for what, n in other.notes.items():
             self.notes[what] = self.notes.get(what, 0) + n
 
     def summary(self) -> str:
@@ -101,25 +111,27 @@ def clean_scalar(v: Any, tally: Tally, column: str) -> tuple[int, Any]:
     """(kind, value) of one value, counting it in ``tally`` when it is bad."""
     if v is None:
         return _NULL, None
-    if isinstance(v, bool) or type(v).__name__ == "bool_":
+    if isinstance(v, (bool, np.bool_)):
         return _BOOL, bool(v)
-    if isinstance(v, int) or type(v).__module__ == "numpy" and hasattr(v, "is_integer") is False \
-            and hasattr(v, "bit_length") is False and _is_numpy_integer(v):
+    if isinstance(v, (int, np.integer)):
         i = int(v)
         if _INT64[0] <= i <= _INT64[1]:
             return _INT, i
         tally.add(1, f"{column}: integer outside int64")
         return _NULL, None
-    if isinstance(v, float) or _is_numpy_floating(v):
+    if isinstance(v, (float, np.floating)):
         f = float(v)
         if not math.isfinite(f):
             tally.add(1, f"{column}: NaN or inf")
         return _FLOAT, f
     if isinstance(v, str):
-        if len(v) > MAX_STRING:
-            tally.add(1, f"{column}: string over {MAX_STRING} characters (truncated)")
-            return _STR, str(v[:MAX_STRING])
-        return _STR, str(v)
+        return _STR, _text(v, tally, column)
+    if isinstance(v, Decimal):
+        f = _number(v)
+        assert f is not None
+        if not math.isfinite(f):
+            tally.add(1, f"{column}: NaN or inf")
+        return _FLOAT, f
     if isinstance(v, (dt.datetime, dt.date, dt.time)):
         return _STR, v.isoformat()
     if _is_missing_marker(v):
@@ -128,25 +140,22 @@ def clean_scalar(v: Any, tally: Tally, column: str) -> tuple[int, Any]:
     return _NULL, None
 
 
-def _is_numpy_integer(v: Any) -> bool:
+def _text(v: str, tally: Tally, column: str) -> str:
+    """A string as Arrow can hold it: at most MAX_STRING characters, valid UTF-8."""
+    if len(v) > MAX_STRING:
+        tally.add(1, f"{column}: string over {MAX_STRING} characters (truncated)")
+        v = v[:MAX_STRING]
     try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a core dependency
-        return False
-    return isinstance(v, np.integer)
-
-
-def _is_numpy_floating(v: Any) -> bool:
-    if type(v).__module__ != "numpy":
-        return False
-    import numpy as np
-
-    return isinstance(v, np.floating)
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        tally.add(1, f"{column}: string is not valid Unicode (lone surrogates replaced)")
+        return v.encode("utf-8", "replace").decode("utf-8")
+    return str(v)
 
 
 def _label(kind: int, v: Any) -> Any:
     """A cleaned scalar as it is written in a string column."""
-    if kind == _STR or kind == _NULL:
+    if kind in (_STR, _NULL):
         return v
     if kind == _FLOAT and math.isnan(v):
         return None
@@ -207,7 +216,7 @@ def column_array(values: list[Any], tally: Tally, column: str) -> pa.Array:
             return _slow_column(values, tally, column)
     if pa.types.is_boolean(t) or pa.types.is_null(t):
         return arr
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
+    if _is_text(t):
         return _check_strings(arr, tally, column)
     return _slow_column(values, tally, column)
 
@@ -215,13 +224,14 @@ def column_array(values: list[Any], tally: Tally, column: str) -> pa.Array:
 # -- reserved columns ----------------------------------------------------------------------------
 def _number(v: Any) -> float | None:
     """A plain or numpy number as float, else None (bools are numbers, as in Python)."""
-    if isinstance(v, (int, float)) or _is_numpy_floating(v) or _is_numpy_integer(v):
+    if isinstance(v, (int, float, Decimal, np.number, np.bool_)) and not isinstance(
+            v, np.complexfloating):
         try:
             return float(v)
         except OverflowError:
             return math.inf
-    if type(v).__name__ == "bool_":
-        return float(bool(v))
+        except ValueError:  # a signalling NaN decimal
+            return math.nan
     return None
 
 
@@ -255,11 +265,8 @@ def _client_value(v: Any, tally: Tally) -> str | None:
     if v is None or _is_missing_marker(v):
         return None
     if isinstance(v, str):
-        if len(v) > MAX_STRING:
-            tally.add(1, f"{CLIENT}: string over {MAX_STRING} characters (truncated)")
-            return str(v[:MAX_STRING])
-        return str(v)
-    if (isinstance(v, int) and not isinstance(v, bool)) or _is_numpy_integer(v):
+        return _text(v, tally, CLIENT)
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return str(int(v))
     tally.add(1, f"{CLIENT}: not a string or an integer")
     return None
@@ -284,21 +291,20 @@ def _reserved(values: Sequence[Any], kind: pa.DataType, one: Any, tally: Tally) 
     try:
         arr = pa.array(values, from_pandas=False)
     except (pa.ArrowException, OverflowError, TypeError, ValueError):
-        arr = None
-    if arr is not None:
-        t = arr.type
-        if kind == pa.bool_() and (pa.types.is_boolean(t) or pa.types.is_null(t)):
-            return arr.cast(pa.bool_())
-        if kind == pa.string() and (pa.types.is_string(t) or pa.types.is_null(t)):
-            return _check_strings(arr, tally, CLIENT) if len(arr) else arr.cast(pa.string())
-        if kind == pa.float64() and (pa.types.is_floating(t) or pa.types.is_null(t)):
-            arr = arr.cast(pa.float64())
-            ok = pc.is_finite(arr)
-            if kind == pa.float64() and one is _latency_value:
-                ok = pc.and_(ok, pc.greater_equal(arr, 0.0))
-            bad = _count(pc.invert(ok))
-            if bad:
-                return pa.array([one(v, tally) for v in values], pa.float64())
+        return pa.array([one(v, tally) for v in values], kind)
+    t = arr.type
+    if pa.types.is_null(t):
+        return arr.cast(kind)
+    if kind == pa.bool_() and pa.types.is_boolean(t):
+        return arr
+    if kind == pa.string() and pa.types.is_string(t):
+        return _check_strings(arr, tally, CLIENT)
+    if kind == pa.float64() and (pa.types.is_floating(t) or pa.types.is_integer(t)):
+        arr = arr.cast(pa.float64())
+        ok = pc.is_finite(arr)
+        if one is _latency_value:
+            ok = pc.and_(ok, pc.greater_equal(arr, 0.0))
+        if _count(pc.invert(ok)) == 0:
             return arr
     return pa.array([one(v, tally) for v in values], kind)
 
@@ -347,7 +353,13 @@ def _features_dict(f: Any, names: tuple[str, ...] | None, tally: Tally) -> dict[
 
 
 def _key_ok(k: Any, taken: frozenset[str]) -> bool:
-    return isinstance(k, str) and 0 < len(k) <= MAX_KEY and k not in taken
+    if not isinstance(k, str) or not 0 < len(k) <= MAX_KEY or k in taken:
+        return False
+    try:
+        k.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def feature_columns(
@@ -365,9 +377,14 @@ def feature_columns(
             dicts.append(_EMPTY)
         else:
             dicts.append(_features_dict(f, names, tally))
-    keys: set[Any] = set()
-    for d in dicts:
-        keys.update(d)
+    if names and len(names) > 1 and set(map(len, dicts)) == {len(names)}:
+        # the usual case, every row has exactly the named keys: transposed in C
+        try:
+            values = zip(*map(itemgetter(*names), dicts), strict=True)
+            return {k: list(v) for k, v in zip(names, values, strict=True)}
+        except KeyError:
+            pass
+    keys: set[Any] = set().union(*dicts) if dicts else set()
     known = set(names or ())
     new = sorted(k for k in keys if k not in known and _key_ok(k, taken))
     allowed = known | set(new[:MAX_COLUMNS])
@@ -382,6 +399,11 @@ def feature_columns(
     return {k: [d.get(k) for d in dicts] for k in columns}
 
 
+def _any_value(values: Sequence[Any]) -> bool:
+    # no ``count(None)``: that compares with ==, which numpy arrays answer elementwise
+    return any(v is not None for v in values)
+
+
 def events_table(rows: Sequence[tuple[Any, ...]], spec: Columns, tally: Tally) -> pa.Table:
     """Rows as the client buffers them, ``(features, prediction, proba, id, latency_ms,
     client, ts, error)``, to one Arrow table."""
@@ -391,18 +413,55 @@ def events_table(rows: Sequence[tuple[Any, ...]], spec: Columns, tally: Tally) -
                                         tally).items():
         arrays[name] = column_array(values, tally, name)
     arrays[spec.prediction] = column_array(list(preds), tally, spec.prediction)
-    if spec.proba is not None or any(p is not None for p in probas):
+    if spec.proba is not None or _any_value(probas):
         arrays[spec.proba_name] = column_array(list(probas), tally, spec.proba_name)
-    if spec.id is not None or any(i is not None for i in ids):
+    if spec.id is not None or _any_value(ids):
         arrays[spec.id_name] = column_array(list(ids), tally, spec.id_name)
     arrays[TS] = _reserved(stamps, pa.float64(), _ts_value, tally)
-    if any(v is not None for v in latencies):
+    if _any_value(latencies):
         arrays[LATENCY] = _reserved(latencies, pa.float64(), _latency_value, tally)
-    if any(v is not None for v in clients):
+    if _any_value(clients):
         arrays[CLIENT] = _reserved(clients, pa.string(), _client_value, tally)
-    if any(v is not None for v in errors):
+    if _any_value(errors):
         arrays[ERROR] = _reserved(errors, pa.bool_(), _error_value, tally)
     return pa.table(arrays)
+
+
+def unify(tables: list[pa.Table]) -> pa.Table:
+    """Tables of consecutive parts of a batch as one, their column types unified as within a
+    part: numbers and strings give strings, ints and floats give floats."""
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        pass
+    types: dict[str, set[pa.DataType]] = {}
+    for t in tables:
+        for f in t.schema:
+            types.setdefault(f.name, set()).add(f.type)
+    target = {name: _common_type(found) for name, found in types.items()}
+    fixed = []
+    for t in tables:
+        for i, f in enumerate(t.schema):
+            want = target[f.name]
+            if f.type != want:
+                t = t.set_column(i, f.name, t.column(i).cast(want))
+        fixed.append(t)
+    return pa.concat_tables(fixed, promote_options="permissive")
+
+
+def _common_type(found: set[pa.DataType]) -> pa.DataType:
+    kinds = {t for t in found if not pa.types.is_null(t)}
+    if len(kinds) <= 1:
+        return next(iter(kinds), pa.null())
+    if any(_is_text(t) for t in kinds):
+        return pa.string()
+    if any(pa.types.is_floating(t) for t in kinds):
+        return pa.float64()
+    if any(pa.types.is_integer(t) for t in kinds):
+        return pa.int64()
+    return pa.string()
 
 
 def labels_table(ids: list[Any], labels: list[Any], id_name: str, target: str,
@@ -417,6 +476,11 @@ _KEEP_TYPES = (pa.types.is_integer, pa.types.is_boolean, pa.types.is_null,
                pa.types.is_dictionary, pa.types.is_time, pa.types.is_duration)
 
 
+def _is_text(t: pa.DataType) -> bool:
+    view = getattr(pa.types, "is_string_view", None)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or bool(view and view(t))
+
+
 def clean_frame(table: pa.Table, tally: Tally) -> pa.Table:
     """A batch handed over whole: count NaN/inf, truncate long strings, null nested and
     binary columns (counting their values)."""
@@ -427,7 +491,7 @@ def clean_frame(table: pa.Table, tally: Tally) -> pa.Table:
         t = column.type
         if pa.types.is_floating(t):
             tally.add(_count(pc.invert(pc.is_finite(column))), f"{name}: NaN or inf")
-        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+        elif _is_text(t):
             table = table.set_column(i, name, _check_strings(column, tally, name))
         elif not any(check(t) for check in _KEEP_TYPES):
             tally.add(len(column) - column.null_count, f"{name}: {t} values are not scalars")
@@ -435,11 +499,23 @@ def clean_frame(table: pa.Table, tally: Tally) -> pa.Table:
     return table
 
 
-def rows_table(rows: list[Any], tally: Tally) -> pa.Table:
-    """A list of dict rows handed to ``log_batch``: every key a column, value by value."""
-    columns = feature_columns(rows, None, frozenset(), tally)
-    return pa.table({k: column_array(v, tally, k) for k, v in columns.items()}) if columns \
-        else pa.table({"_ts": pa.nulls(len(rows), pa.float64())})
+def frame_table(frame: Any, logged_at: float, tally: Tally) -> pa.Table:
+    """A batch handed to ``log_batch`` as one table, with ``_ts`` (the time it was handed
+    over) added when it has none. Lists of dict rows are read value by value, like
+    ``log()`` rows; data frames and Arrow tables column by column (:func:`clean_frame`)."""
+    if isinstance(frame, (list, tuple)):
+        columns = feature_columns(frame, None, frozenset(), tally)
+        arrays = {k: column_array(v, tally, k) for k, v in columns.items()}
+        rows = len(frame)
+    else:
+        from watchkeeper.data import to_table
+
+        table = clean_frame(to_table(frame), tally)
+        arrays = dict(zip(table.column_names, table.columns, strict=True))
+        rows = table.num_rows
+    if TS not in arrays:
+        arrays[TS] = pa.array(np.full(rows, logged_at, dtype=np.float64))
+    return pa.table(arrays)
 
 
 def as_list(values: Any) -> list[Any]:

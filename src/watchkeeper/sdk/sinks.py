@@ -1,0 +1,381 @@
+"""Where the SDK's tables go: a watchkeeper server, an in-process monitor, or memory.
+
+A sink has three methods, called from the client's background thread only:
+``send_events(table)``, ``send_labels(table)`` and ``close()``. A sink may raise: the
+client counts the failure (``sink_errors``, the rows as ``dropped``) and carries on. A sink
+may also have ``tick()``, called once per flush cycle even when nothing was logged (the
+embedded sink closes due windows there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import random
+import ssl
+import threading
+import time
+import urllib.parse
+from collections import deque
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+from watchkeeper.errors import WatchkeeperError
+
+if TYPE_CHECKING:
+    from watchkeeper.online import OnlineMonitor
+    from watchkeeper.store import Store
+    from watchkeeper.suite import Suite
+
+__all__ = ["ARROW_STREAM", "EmbeddedSink", "MemorySink", "RemoteSink", "Sink", "SinkError"]
+
+#: Media type of an Arrow IPC stream, as the server expects it.
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+class SinkError(WatchkeeperError):
+    """A batch a sink could not deliver (after its retries); one line."""
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Receives the client's Arrow tables, from its background thread."""
+
+    def send_events(self, table: pa.Table) -> None: ...
+
+    def send_labels(self, table: pa.Table) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def ipc_stream(table: pa.Table, compression: str | None = None) -> bytes:
+    """A table as an Arrow IPC stream (what :class:`RemoteSink` posts).
+
+    >>> body = ipc_stream(pa.table({"x": [1, 2]}))
+    >>> pa.ipc.open_stream(body).read_all().to_pydict()
+    {'x': [1, 2]}
+    """
+    out = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(out, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return out.getvalue().to_pybytes()
+
+
+class MemorySink:
+    """Keeps the tables it gets, for tests and notebooks; the oldest go beyond ``max_rows``.
+
+    >>> sink = MemorySink()
+    >>> sink.send_events(pa.table({"x": [1.0]}))
+    >>> sink.events_table().num_rows, sink.rows, sink.evicted_rows
+    (1, 1, 0)
+    """
+
+    def __init__(self, max_rows: int = 1_000_000) -> None:
+        self.max_rows = max_rows
+        self.events: deque[pa.Table] = deque()
+        self.labels: deque[pa.Table] = deque()
+        self.rows = 0  # rows received (events and labels)
+        self.evicted_rows = 0
+        self.closed = False
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def _keep(self, where: deque[pa.Table], table: pa.Table) -> None:
+        with self._lock:
+            where.append(table)
+            self.rows += table.num_rows
+            self._held += table.num_rows
+            while self._held > self.max_rows and (self.events or self.labels):
+                oldest = self.events if self.events else self.labels
+                gone = oldest.popleft()
+                self._held -= gone.num_rows
+                self.evicted_rows += gone.num_rows
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+
+    def send_events(self, table: pa.Table) -> None:
+        self._keep(self.events, table)
+
+    def send_labels(self, table: pa.Table) -> None:
+        self._keep(self.labels, table)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def events_table(self) -> pa.Table:
+        """Every kept event table as one (types unified across batches)."""
+        return _concat(list(self.events))
+
+    def labels_table(self) -> pa.Table:
+        """Every kept label table as one."""
+        return _concat(list(self.labels))
+
+    def __repr__(self) -> str:
+        return f"MemorySink(rows={self.rows})"
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+class RemoteSink:
+    """Posts each table to a watchkeeper server as an Arrow IPC stream.
+
+    ``POST {url}/v1/models/{model}/events`` (and ``/labels``) with
+    ``Content-Type: application/vnd.apache.arrow.stream`` and, when a token is given,
+    ``Authorization: Bearer <token>``; standard library only, one keep-alive connection.
+    Connection errors, timeouts, 408, 429 and 5xx are retried ``retries`` times with
+    exponential backoff (``backoff`` seconds, doubled each time, with jitter); other
+    answers (401, 403, 422, …) are not. A batch that still fails raises :class:`SinkError`
+    (the client counts it). ``compression="zstd"`` or ``"lz4"`` compresses the stream's
+    buffers (Arrow IPC compression, read transparently by pyarrow).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        token: str | None = None,
+        timeout: float = 5.0,
+        *,
+        retries: int = 3,
+        backoff: float = 0.25,
+        compression: str | None = None,
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url must be http(s)://host[:port][/path], got {url!r}")
+        if not model or not isinstance(model, str):
+            raise ValueError("model must be a non-empty string")
+        self.url = url.rstrip("/")
+        self.model = model
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.backoff = float(backoff)
+        self.compression = compression
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port
+        base = parts.path.rstrip("/") + f"/v1/models/{urllib.parse.quote(model, safe='')}"
+        self._paths = {"events": base + "/events", "labels": base + "/labels"}
+        self._headers = {"Content-Type": ARROW_STREAM, "Accept": "application/json",
+                         "User-Agent": "watchkeeper-sdk"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self.requests = 0  # HTTP requests made (retries included)
+        self.accepted = 0  # rows the server said it accepted
+        self.last_status: int | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._conn: http.client.HTTPConnection | None = None
+        self._used_at = 0.0
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+
+    def _after_fork_in_child(self) -> None:
+        # the parent's socket stays the parent's: forget it without closing it
+        self._reset()
+
+    def __repr__(self) -> str:
+        return f"RemoteSink({self.url!r}, model={self.model!r})"
+
+    def send_events(self, table: pa.Table) -> None:
+        self._post("events", table)
+
+    def send_labels(self, table: pa.Table) -> None:
+        self._post("labels", table)
+
+    def close(self) -> None:
+        self._closing.set()
+        with self._lock:
+            self._disconnect()
+
+    # -- HTTP ------------------------------------------------------------------------------------
+    def _connection(self) -> http.client.HTTPConnection:
+        # an idle keep-alive connection may have been closed by the server: start afresh
+        if self._conn is not None and time.monotonic() - self._used_at > 2.0:
+            self._disconnect()
+        if self._conn is None:
+            if self._https:
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self.timeout,
+                    context=ssl.create_default_context())
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port,
+                                                        timeout=self.timeout)
+        return self._conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+            self._conn = None
+
+    def _request(self, path: str, body: bytes) -> tuple[int, bytes]:
+        conn = self._connection()
+        self.requests += 1
+        try:
+            conn.request("POST", path, body=body,
+                         headers={**self._headers, "Content-Length": str(len(body))})
+            response = conn.getresponse()
+            data = response.read()
+        except BaseException:
+            self._disconnect()
+            raise
+        self._used_at = time.monotonic()
+        if response.will_close:
+            self._disconnect()
+        return response.status, data
+
+    def _post(self, kind: str, table: pa.Table) -> None:
+        body = ipc_stream(table, self.compression)
+        path = self._paths[kind]
+        problem = ""
+        made = 0
+        with self._lock:
+            for attempt in range(self.retries + 1):
+                if attempt:
+                    delay = self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
+                    if self._closing.wait(delay) and attempt > 1:
+                        break  # closing: one retry at most, then give up
+                made += 1
+                try:
+                    status, data = self._request(path, body)
+                except (OSError, http.client.HTTPException) as exc:
+                    problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                    continue
+                self.last_status = status
+                if 200 <= status < 300:
+                    self.accepted += _accepted(data, table.num_rows)
+                    return
+                problem = f"HTTP {status}: {_snippet(data)}"
+                if status not in (408, 429) and status < 500:
+                    raise SinkError(f"{self.url}{path} refused a batch of {table.num_rows} "
+                                    f"rows: {problem}")
+        raise SinkError(f"{self.url}{path}: a batch of {table.num_rows} rows not delivered "
+                        f"after {made} attempts; last: {problem}")
+
+
+def _accepted(data: bytes, default: int) -> int:
+    try:
+        return int(json.loads(data)["accepted"])
+    except (ValueError, KeyError, TypeError):
+        return default
+
+
+def _snippet(data: bytes) -> str:
+    text = data.decode("utf-8", "replace").strip().replace("\n", " ")
+    try:
+        detail = json.loads(text).get("detail")
+        if detail:
+            text = detail if isinstance(detail, str) else json.dumps(detail)
+    except (ValueError, AttributeError):
+        pass
+    return text[:300] or "(empty body)"
+
+
+class EmbeddedSink:
+    """Profiles events in-process with an :class:`~watchkeeper.online.OnlineMonitor`: windows
+    of ``window`` (e.g. "5m") are evaluated when they close and saved to the store at
+    ``store_url`` (None: keep them in memory only). The suite may be a path; it is added to
+    the store as the model's active suite when it differs from the one there.
+
+    One process per model and store: the windows live in this process. Servers with several
+    worker processes should send to a watchkeeper server (:class:`RemoteSink`) instead.
+
+    >>> import watchkeeper as wk
+    >>> from watchkeeper.sdk import Client
+    >>> suite = wk.init(pa.table({"x": [float(i % 10) for i in range(500)]}))
+    >>> sink = EmbeddedSink(suite, store_url=None, window="1m")
+    >>> client = Client(sink)
+    >>> for i in range(3):
+    ...     client.log({"x": 1.0}, None, ts=60.0 + i)
+    >>> client.close()
+    >>> [(w.label, w.profile.rows) for w in sink.monitor.windows.values()]
+    [('1970-01-01T00:01:00+00:00/1970-01-01T00:02:00+00:00', 3)]
+    """
+
+    def __init__(
+        self,
+        suite: Suite | str | os.PathLike[str],
+        store_url: str | None = "sqlite:///watchkeeper.db",
+        model: str = "default",
+        window: str | timedelta = "5m",
+        *,
+        grace: str | timedelta | None = None,
+    ) -> None:
+        from watchkeeper.check import parse_duration
+        from watchkeeper.online import OnlineMonitor
+        from watchkeeper.suite import Suite, load
+
+        if not isinstance(suite, Suite):
+            suite = load(suite)
+        length = window if isinstance(window, timedelta) else parse_duration(window)
+        options: dict[str, Any] = {}
+        if grace is not None:
+            options["grace"] = grace if isinstance(grace, timedelta) else parse_duration(grace)
+        self.store: Store | None = None
+        version = None
+        if store_url:
+            from watchkeeper.store import Store
+
+            self.store = Store(store_url)
+            version = _register_suite(self.store, model, suite)
+        self.monitor: OnlineMonitor = OnlineMonitor(
+            suite, model=model, window=length, store=self.store, suite_version=version,
+            **options)
+        if self.store is not None:
+            self.monitor.restore()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        where = self.store.url if self.store is not None else "memory"
+        return f"EmbeddedSink(model={self.monitor.model!r}, store={where!r})"
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        engine = getattr(self.store, "_engine", None)
+        if engine is not None:  # SQLAlchemy: never reuse the parent's connections
+            engine.dispose(close=False)
+
+    def send_events(self, table: pa.Table) -> None:
+        with self._lock:
+            self.monitor.ingest(table)
+            self.monitor.tick()
+
+    def send_labels(self, table: pa.Table) -> None:
+        with self._lock:
+            self.monitor.ingest_labels(table)
+
+    def tick(self) -> None:
+        with self._lock:
+            self.monitor.tick()
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self.monitor.tick()
+                self.monitor.flush()
+            finally:
+                if self.store is not None:
+                    self.store.close()
+
+
+def _register_suite(store: Store, model: str, suite: Suite) -> int:
+    """The store's version of this suite for the model, added when it is new."""
+    from watchkeeper import suitefile
+
+    text = suitefile.dump(suite.to_dict())
+    active = store.active_suite(model)
+    if active is not None and active.text == text:
+        return active.version
+    return store.add_suite(model, text, created_by="watchkeeper.sdk").version
