@@ -67,7 +67,7 @@ SEED = 0
 #: Tools that may be named in ``--tools``; ``floor`` also runs ``floor_current``.
 TOOL_CHOICES = ("floor", "watchkeeper", "evidently", "scipy")
 #: Order of rows in the report.
-ROW_ORDER = ("floor", "floor_current", "watchkeeper", "evidently", "scipy")
+ROW_ORDER = ("floor", "floor_current", "watchkeeper", "wk_profile", "evidently", "scipy")
 
 #: Targets stated in the report.
 TARGET_FLOOR_RATIO = 1.5
@@ -389,8 +389,8 @@ def build_tools(
             tools.append(Tool("evidently", cmd, env=env))
     if "scipy" in selected:
         tools.append(Tool("scipy", [python, worker, "scipy", ref_s, cur_s]))
-    # TODO(profile): in-process profiling throughput via `watchkeeper.profile.profile` (rows/s),
-    # once that module exists.
+    if "watchkeeper" in selected:  # profiling throughput alone, on one core
+        tools.append(Tool("wk_profile", [python, worker, "wk_profile", _rel(suite), cur_s]))
     return tools, skipped
 
 

@@ -19,6 +19,7 @@ Usage::
     python benchmarks/drift_worker.py floor_current CUR
     python benchmarks/drift_worker.py scipy REF CUR
     python benchmarks/drift_worker.py evidently REF CUR
+    python benchmarks/drift_worker.py wk_profile SUITE CUR   (project venv only)
 """
 
 from __future__ import annotations
@@ -203,7 +204,26 @@ def _evidently_drifted(
     return sorted(drifted), scores, methods, count
 
 
+def run_wk_profile(suite_path: str, cur_path: str) -> dict[str, Any]:
+    """watchkeeper's profiling alone, in process: cells per second on one core."""
+    phases = _Phases()
+    import pyarrow.parquet as pq
+
+    import watchkeeper
+
+    phases.mark("import")
+    suite = watchkeeper.load(suite_path)
+    table = pq.read_table(cur_path)
+    phases.mark("load")
+    suite.profile(table)
+    phases.mark("profile")
+    cells = table.num_rows * table.num_columns
+    return {"rows": table.num_rows, "drifted": None, "phases": phases.times,
+            "cells_per_s": round(cells / phases.times["profile"])}
+
+
 _TOOLS: dict[str, tuple[int, Callable[..., dict[str, Any]]]] = {
+    "wk_profile": (2, run_wk_profile),
     "floor": (2, run_floor),
     "floor_current": (1, run_floor_current),
     "scipy": (2, run_scipy),
