@@ -197,3 +197,37 @@ def test_a_training_script_rebaselines_on_retrain(served) -> None:
     suite = wk.load(tmp / "adult1.yaml")
     assert suite.schema.task.type == "binary"
     assert {a.column for a in suite.schema.task.attributes} == {"age", "race", "sex"}
+
+
+def test_embedded_sdk_picks_up_a_new_version_at_its_next_flush(tmp_path: Path) -> None:
+    from watchkeeper import suitefile
+    from watchkeeper.sdk import Client, EmbeddedSink
+
+    url = f"sqlite:///{tmp_path / 'embedded.db'}"
+    store = Store(url)
+    store.add_suite("m", suitefile.dump(wk.init(frame(20_000, 0.0, 1)).to_dict()))
+    sink = EmbeddedSink(None, store_url=url, model="m", window="1s", grace="1s")
+    client = Client(sink, feature_names=["x", "colour"], flush_interval=0.1)
+    rng = np.random.default_rng(0)
+
+    def send(seconds: float) -> None:
+        end = time.time() + seconds
+        while time.time() < end:
+            for x, colour in zip(rng.normal(3.0, 1.0, 50), rng.choice(["red", "blue"], 50),
+                                 strict=True):
+                client.log({"x": float(x), "colour": str(colour)}, None, ts=time.time())
+            time.sleep(0.05)
+
+    send(2.5)  # v1 (reference at 0): every closed window drifts
+    store.add_suite("m", suitefile.dump(wk.init(frame(20_000, 3.0, 2)).to_dict()))
+    send(3.5)
+    client.close()
+    windows = store.load_windows("m")
+    assert {w.suite_version for w in windows} == {1, 2}
+    versions = [w.suite_version for w in windows]
+    assert versions == sorted(versions)
+    drift = {f["window_start"] for f in store.findings("m") if f["monitor"] == "feature_drift"}
+    closed = [w for w in windows if w.state == "closed" and w.rows >= 100]
+    assert {w.start in drift for w in closed if w.suite_version == 1} == {True}
+    assert {w.start in drift for w in closed if w.suite_version == 2} == {False}
+    store.close()

@@ -106,3 +106,16 @@ def test_not_yaml_and_missing_file(tmp_path: Path) -> None:
     bad.write_text("- just\n- a list\n")
     with pytest.raises(wk.SuiteError, match="expected a mapping"):
         wk.load(bad)
+
+
+def test_alert_rules_are_in_the_file_and_editable(suite_path: Path, tmp_path: Path) -> None:
+    doc = yaml.safe_load(suite_path.read_text())
+    assert doc["alerts"]["for_windows"]["drift"] == 2
+    assert doc["alerts"]["inhibit"][0]["name"] == "column break"
+    doc["alerts"]["for_windows"]["drift"] = 3
+    (tmp_path / "edited.yaml").write_text(yaml.safe_dump(doc))
+    assert wk.load(tmp_path / "edited.yaml").rules.for_window("feature_drift", "drift") == 3
+    doc["alerts"]["clear_for"] = 0
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(wk.SuiteError, match="alerts: clear_for must be at least 1"):
+        wk.load(tmp_path / "bad.yaml")

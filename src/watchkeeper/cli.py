@@ -95,15 +95,35 @@ def _print_deployed(answer: dict[str, Any]) -> None:
 @main.command("deploy")
 @click.argument("suite_path", type=click.Path(path_type=Path))
 @click.option("--model", required=True, help="Model name on the server.")
-@click.option("--server", required=True, help="Server URL, e.g. http://127.0.0.1:8000.")
+@click.option("--server", help="Server URL, e.g. http://127.0.0.1:8000.")
+@click.option("--store", "store_url",
+              help="Or a store URL, for SDKs in embedded mode (they pick it up at next flush).")
 @click.option("--token", help="Write token (default: $WATCHKEEPER_WRITE_TOKEN).")
 @click.option("--note", help="Why this version (kept with it).")
-def deploy_command(suite_path: Path, model: str, server: str, token: str | None,
-                   note: str | None) -> None:
-    """Register SUITE_PATH as the model's new active version (validated by the server first;
-    an invalid suite changes nothing) and print what it changes."""
-    Suite.load(suite_path)  # fail here, with the field named, before talking to the server
-    _print_deployed(deploy(suite_path, model=model, server=server, token=token, note=note))
+def deploy_command(suite_path: Path, model: str, server: str | None, store_url: str | None,
+                   token: str | None, note: str | None) -> None:
+    """Register SUITE_PATH as the model's new active version (validated first; an invalid
+    suite changes nothing) and print what it changes."""
+    if (server is None) == (store_url is None):
+        raise WatchkeeperError("give either --server or --store")
+    suite = Suite.load(suite_path)  # fails here, with the field named
+    if server is not None:
+        _print_deployed(deploy(suite_path, model=model, server=server, token=token,
+                               note=note))
+        return
+    from watchkeeper import suitefile
+    from watchkeeper.store import Store
+
+    with Store(store_url) as store:
+        previous = store.active_suite(model)
+        version = store.add_suite(model, suite_path.read_text(encoding="utf-8"),
+                                  created_by="watchkeeper deploy", note=note)
+    answer: dict[str, Any] = {"model": model, "version": version.version,
+                              "previous": previous.version if previous else None}
+    if previous is not None:
+        old = Suite.from_dict(suitefile.parse(previous.text, "previous"))
+        answer["summary"] = diff(old, suite).to_text()
+    _print_deployed(answer)
 
 
 @main.command("rollback")

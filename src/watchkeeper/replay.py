@@ -38,7 +38,8 @@ def replay(suite: Suite, windows: Iterable[tuple[str, datetime, Any]], *,
            model: str = "model") -> Replay:
     """``windows``: (label, start, data) in time order, each ``length`` long."""
     result = CheckResult(suite=suite.path or suite.name, evaluator=suite)
-    out = Replay(result, AlertManager(model, rules), suite_importance=suite.importance)
+    out = Replay(result, AlertManager(model, rules or suite.rules),
+                 suite_importance=suite.importance)
     for label, start, data in windows:
         p = suite.profile(to_table(data))
         p.start, p.end = start, start + length

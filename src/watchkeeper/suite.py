@@ -17,6 +17,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from watchkeeper import suitefile
+from watchkeeper.alerts import Rules
 from watchkeeper.check import (
     CheckResult,
     WindowResult,
@@ -134,6 +135,9 @@ class Suite:
     #: Features' importance to the model (normalised mutual information with the prediction
     #: on the reference), used to rank causes in advice.
     importance: dict[str, float] = field(default_factory=dict)
+    #: How findings become alerts and incidents: persistence, hysteresis, inhibition and
+    #: grouping rules (listed in the suite file with their defaults, to read and edit).
+    rules: Rules = field(default_factory=Rules)
 
     def __post_init__(self) -> None:
         for m in self.monitors:
@@ -245,6 +249,7 @@ class Suite:
             **({"security": self.schema.security.to_dict()} if self.schema.security else {}),
             "monitors": [m.to_dict() for m in self.monitors],
             **({"importance": self.importance} if self.importance else {}),
+            "alerts": self.rules.to_dict(),
             "reference_profile": self.reference.to_dict(),
         }
 
@@ -299,6 +304,7 @@ class Suite:
             source=top.text("source", None),
             seed=top.integer("seed", 0),
             importance={str(k): float(v) for k, v in top.mapping("importance", {}).data.items()},
+            rules=_rules_from_fields(top),
         )
 
 
@@ -357,6 +363,15 @@ def _column_from_fields(f: suitefile.Fields, name: str) -> Column:
         if len(set(column.categories)) != len(column.categories):
             raise f.error("categories", "has duplicates")
     return column
+
+
+def _rules_from_fields(top: suitefile.Fields) -> Rules:
+    if "alerts" not in top.data:
+        return Rules()
+    try:
+        return Rules.from_dict(top.mapping("alerts").data)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise top.error("alerts", str(exc)) from None
 
 
 def _task_from_fields(f: suitefile.Fields, schema: Schema) -> Task:

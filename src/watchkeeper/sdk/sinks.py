@@ -284,10 +284,14 @@ def _snippet(data: bytes) -> str:
 
 
 class EmbeddedSink:
-    """Profiles events in-process with an :class:`~watchkeeper.online.OnlineMonitor`: windows
-    of ``window`` (e.g. "5m") are evaluated when they close and saved to the store at
-    ``store_url`` (None: keep them in memory only). The suite may be a path; it is added to
-    the store as the model's active suite when it differs from the one there.
+    """Profiles events in-process: windows of ``window`` (e.g. "5m") are evaluated when they
+    close and saved to the store at ``store_url`` (None: keep them in memory only).
+
+    With a store, the sink runs what the server runs (its event log, windows, suite
+    versions and incidents): ``suite`` may be omitted to use the model's active suite in
+    the store, and a version activated there later (``watchkeeper deploy --store``) is
+    picked up at the next flush. A suite given here (or a path) is added to the store as
+    the model's active version when it differs from the one there.
 
     One process per model and store: the windows live in this process. Servers with several
     worker processes should send to a watchkeeper server (:class:`RemoteSink`) instead.
@@ -306,7 +310,7 @@ class EmbeddedSink:
 
     def __init__(
         self,
-        suite: Suite | str | os.PathLike[str],
+        suite: Suite | str | os.PathLike[str] | None = None,
         store_url: str | None = "sqlite:///watchkeeper.db",
         model: str = "default",
         window: str | timedelta = "5m",
@@ -317,25 +321,40 @@ class EmbeddedSink:
         from watchkeeper.online import OnlineMonitor
         from watchkeeper.suite import Suite, load
 
-        if not isinstance(suite, Suite):
+        if suite is not None and not isinstance(suite, Suite):
             suite = load(suite)
         length = window if isinstance(window, timedelta) else parse_duration(window)
         options: dict[str, Any] = {}
         if grace is not None:
             options["grace"] = grace if isinstance(grace, timedelta) else parse_duration(grace)
+        self.model = model
         self.store: Store | None = None
-        version = None
-        if store_url:
-            from watchkeeper.store import Store
-
-            self.store = Store(store_url)
-            version = _register_suite(self.store, model, suite)
-        self.monitor: OnlineMonitor = OnlineMonitor(
-            suite, model=model, window=length, store=self.store, suite_version=version,
-            **options)
-        if self.store is not None:
-            self.monitor.restore()
+        self.hub: Any = None
         self._lock = threading.Lock()
+        if not store_url:
+            if suite is None:
+                raise ValueError("EmbeddedSink needs a suite, or a store that has one")
+            self._monitor: OnlineMonitor = OnlineMonitor(suite, model=model, window=length,
+                                                         **options)
+            return
+        from watchkeeper.server.hub import Hub
+        from watchkeeper.store import Store
+
+        self.store = Store(store_url)
+        if suite is not None:
+            _register_suite(self.store, model, suite)
+        elif self.store.active_suite(model) is None:
+            raise ValueError(f"no active suite for model {model!r} in {self.store.url}; "
+                             "pass suite= or deploy one")
+        self.hub = Hub(self.store, window=length, **options)
+        self.hub.load()
+
+    @property
+    def monitor(self) -> OnlineMonitor:
+        """The OnlineMonitor of the version in service now."""
+        if self.hub is None:
+            return self._monitor
+        return self.hub.models[self.model].generations[-1].live
 
     def __repr__(self) -> str:
         where = self.store.url if self.store is not None else "memory"
@@ -347,24 +366,38 @@ class EmbeddedSink:
         if engine is not None:  # SQLAlchemy: never reuse the parent's connections
             engine.dispose(close=False)
 
-    def send_events(self, table: pa.Table) -> None:
+    def _send(self, table: pa.Table, kind: str) -> None:
         with self._lock:
-            self.monitor.ingest(table)
-            self.monitor.tick()
+            if self.hub is not None:
+                self.hub.append(self.model, table, kind)  # durable first, then folded
+                self.hub.step()
+            elif kind == "labels":
+                self._monitor.ingest_labels(table)
+            else:
+                self._monitor.ingest(table)
+                self._monitor.tick()
+
+    def send_events(self, table: pa.Table) -> None:
+        self._send(table, "events")
 
     def send_labels(self, table: pa.Table) -> None:
-        with self._lock:
-            self.monitor.ingest_labels(table)
+        self._send(table, "labels")
 
     def tick(self) -> None:
         with self._lock:
-            self.monitor.tick()
+            if self.hub is not None:
+                self.hub.step()
+            else:
+                self._monitor.tick()
 
     def close(self) -> None:
         with self._lock:
             try:
-                self.monitor.tick()
-                self.monitor.flush()
+                if self.hub is not None:
+                    self.hub.step()
+                    self.hub.stop()
+                else:
+                    self._monitor.tick()
             finally:
                 if self.store is not None:
                     self.store.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -86,6 +86,7 @@ class Hub:
     dispatcher: Dispatcher | None = None  # where incident notifications go
     rules: Rules | None = None
     _rejected: dict[str, Counter[str]] = field(default_factory=dict)
+    _folded: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -124,7 +125,7 @@ class Hub:
                 live.restore(range(first if i else FIRST, last))
                 state.generations.append(Generation(version, first if i else FIRST, live, last))
             self._remember(model, state)
-            state.alerts = AlertManager(model, self.rules)
+            state.alerts = AlertManager(model, self.rules or state.current.suite.rules)
             with self._lock:
                 self.models[model] = state
 
@@ -140,6 +141,8 @@ class Hub:
             for event in events:
                 for live, part in state.route(from_ipc(event.payload)):
                     live.remember(part)
+                self._folded.setdefault(model, deque()).append(
+                    (event.seq, event.received_at.timestamp()))
                 last = event.seq
 
     def activate(self, model: str, version: int) -> None:
@@ -149,7 +152,7 @@ class Hub:
             state = self.models.get(model)
             if state is None:
                 state = ModelState([Generation(version, FIRST, live)],
-                                   AlertManager(model, self.rules))
+                                   AlertManager(model, self.rules or live.suite.rules))
                 self.models[model] = state
                 return
             boundary = int(np.floor(float(self.clock()) / self.window.total_seconds())) + 1
@@ -207,6 +210,25 @@ class Hub:
         w.profile.joint[REJECTED] = w.profile.joint.get(REJECTED, 0) + counts
         live._dirty.add(key)
 
+    def _sync_version(self, model: str, state: ModelState) -> None:
+        """Put in service a version activated in the store by someone else (another server
+        process, ``Store.add_suite``/``activate``)."""
+        active = self.store.active_suite(model)
+        if active is not None and active.version != state.generations[-1].version:
+            self.activate(model, active.version)
+
+    def _expire_events(self, model: str) -> None:
+        """The event log keeps folded events for the retention (late labels and restarts
+        need them), then forgets them."""
+        folded = self._folded.get(model)
+        horizon = float(self.clock()) - self.retention.total_seconds()
+        last = None
+        while folded and folded[0][1] < horizon:
+            last = folded.popleft()[0]
+        if last is not None:
+            self.counters[f"expired_events:{model}"] += self.store.delete_events_before(
+                model, last + 1)
+
     # -- folding (background thread) ---------------------------------------------------------
     def _fold(self, model: str, state: ModelState) -> None:
         last = self.store.watermark(model)
@@ -223,6 +245,8 @@ class Hub:
                 else:
                     for live, part in state.route(table):
                         live.ingest(part)
+                self._folded.setdefault(model, deque()).append(
+                    (event.seq, event.received_at.timestamp()))
                 last = event.seq
             # every generation's windows and the watermark in one transaction
             records, findings = [], []
@@ -238,8 +262,10 @@ class Hub:
             models = dict(self.models)
         for model, state in models.items():
             with self._lock:
+                self._sync_version(model, state)
                 self._fold(model, state)
                 self._fold_rejections(model, state)
+                self._expire_events(model)
                 closed = [w for g in state.generations for w in g.live.tick(now)]
                 self._alert(model, state, closed)
 
