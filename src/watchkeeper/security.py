@@ -104,7 +104,8 @@ class SecurityModel:
             t = x - self.center[j]
             t *= 1.0 / self.scale[j]
             t *= t
-            np.nan_to_num(t, copy=False, nan=0.0, posinf=0.0)
+            if not np.isfinite(t.sum()):  # missing values add nothing to the distance
+                t[~np.isfinite(t)] = 0.0
             d2 += t
             strange |= x < self.low[j]
             strange |= x > self.high[j]
