@@ -32,7 +32,10 @@ are shared by clients and server).
 Before the load runs, single-threaded in-process ceilings of each server step (parsing a body,
 re-encoding to Arrow IPC, the SQLite append, and folding: reading IPC and profiling) are timed
 without HTTP, to show where a format's time goes. ``--py-spy`` also samples the server with
-py-spy during each load run and adds a table of where its threads spent their time.
+py-spy during each load run (``--idle`` and ``--gil``, at the same time) and reports, per
+thread group (event loop, request threads, fold thread), where its wall time went and who held
+the GIL; such a run writes ``ingest_loopback_pyspy.md`` instead, since py-spy costs the server
+some CPU.
 
 Targets (issue #4): ≥ 50,000 rows/s with JSON and ≥ 500,000 rows/s with Arrow IPC, with no
 acknowledged row lost and no 5xx answer. The Markdown report goes to stdout and to
@@ -372,6 +375,8 @@ def run_config(
         "--grace", "10s",
     )  # fmt: skip
     store: Store | None = None
+    procs: list[Any] = []
+    spy: list[Spy] | None = None
     try:
         server.start(timeout=60)
         pid = _server_pid(server)
@@ -391,9 +396,9 @@ def run_config(
         ctx = mp.get_context("fork")
         ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
         args = (server.port, body, content_type, seconds, ready, go, results)
-        procs = [ctx.Process(target=client, args=args, daemon=True) for _ in range(config.workers)]
-        for proc in procs:
-            proc.start()
+        for _ in range(config.workers):
+            procs.append(ctx.Process(target=client, args=args, daemon=True))
+            procs[-1].start()
         for _ in procs:
             ready.get(timeout=60)
         sampler = Sampler(pid)
@@ -440,6 +445,7 @@ def run_config(
             outcome.fold_s = caught_up - t0
         if spy is not None:
             outcome.pyspy = _finish_pyspy(spy, seconds)
+            spy = None
         outcome.peak_rss_mb = _vm_hwm_mb(pid)
         rows, batches, last_seq = count_logged(store, ipc_bytes)
         outcome.logged_rows, outcome.logged_batches = rows, batches
@@ -454,6 +460,14 @@ def run_config(
         with contextlib.suppress(Exception):
             outcome.error += f" (server log: {_tail(server.logs())})"
     finally:
+        for proc in procs:  # only after a failure are any still running
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(10)
+        for leftover in spy or []:
+            if leftover.proc.poll() is None:
+                leftover.proc.kill()
+                leftover.proc.wait()
         if store is not None:
             store.close()
         server.stop()

@@ -104,6 +104,14 @@ def _is_missing(value: Any) -> bool:
 
 
 def _from_rows(rows: list[Mapping[str, Any]]) -> pa.Table:
+    if rows and isinstance(rows[0], dict):
+        first = rows[0].keys()
+        if all(type(r) is dict and r.keys() == first for r in rows):
+            try:  # every row has the same keys: Arrow's own conversion, ~4x faster
+                return pa.Table.from_pylist(rows)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
+                    OverflowError):
+                pass  # mixed types in a column: column by column below
     names: dict[str, None] = {}
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
