@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-fast lint bench bench-drift bench-cbpe clean
+.PHONY: run test test-fast lint bench bench-drift bench-cbpe bench-sdk bench-ingest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ run: $(VENV)/.installed
 
 ## Every test, slow ones included (as CI runs them).
 test: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/python -m pytest
 
 ## Skip the tests marked slow.
@@ -43,11 +43,10 @@ test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
 
 ## Benchmarks against peers (creates their own venvs; several minutes each).
-bench: bench-drift bench-cbpe
+bench: bench-drift bench-cbpe bench-sdk bench-ingest
 
 ## watchkeeper check vs the load floor, Evidently and a scipy loop at 1M rows (~6 min).
 bench-drift: $(VENV)/.installed-dev
@@ -57,6 +56,15 @@ bench-drift: $(VENV)/.installed-dev
 ## the first run installs NannyML in its own venv, ~2 GB).
 bench-cbpe: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_cbpe.py
+
+## SDK log() overhead next to whylogs (its own venv; a few minutes).
+bench-sdk: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_sdk.py
+
+## Server ingest on loopback: JSON, NDJSON, columnar JSON, Arrow (~7 min).
+bench-ingest: $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python benchmarks/bench_ingest.py
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

@@ -25,12 +25,10 @@ class Replay:
     manager: AlertManager
     notifications: list[Notification] = field(default_factory=list)
     naive_notifications: int = 0  # what per-finding alerting would have sent
+    importance: dict[str, float] = field(default_factory=dict)  # ranks causes in advice
 
     def advice(self) -> dict[str, Advice]:
-        weights = self.suite_importance
-        return {i: advise(inc, weights) for i, inc in self.manager.incidents.items()}
-
-    suite_importance: dict[str, float] = field(default_factory=dict)
+        return {i: advise(inc, self.importance) for i, inc in self.manager.incidents.items()}
 
 
 def replay(suite: Suite, windows: Iterable[tuple[str, datetime, Any]], *,
@@ -39,7 +37,7 @@ def replay(suite: Suite, windows: Iterable[tuple[str, datetime, Any]], *,
     """``windows``: (label, start, data) in time order, each ``length`` long."""
     result = CheckResult(suite=suite.path or suite.name, evaluator=suite)
     out = Replay(result, AlertManager(model, rules or suite.rules),
-                 suite_importance=suite.importance)
+                 importance=suite.importance)
     for label, start, data in windows:
         p = suite.profile(to_table(data))
         p.start, p.end = start, start + length
