@@ -45,7 +45,6 @@ import math
 import os
 import platform
 import re
-import shlex
 import statistics
 import subprocess
 import sys
@@ -71,6 +70,7 @@ from bench_drift import (
     _shown,
     _tail,
     _watchkeeper_cli,
+    ensure_venv,
     measure,
     measure_method,
     size_label,
@@ -275,34 +275,8 @@ def run_once(process: Process, timeout_s: float) -> None:
 
 def ensure_nannyml_venv() -> tuple[Path | None, str]:
     """NannyML's venv python, creating the venv on first use; (None, why) on failure."""
-    python = NANNYML_PYTHON
-    check = [str(python), "-c", "import nannyml, statsmodels"]
-    env = {**os.environ, **NANNYML_ENV}
-    if python.exists() and subprocess.run(check, capture_output=True, env=env).returncode == 0:
-        return python, ""
-    log_path = DATA_DIR / "nannyml-install.log"
-    DATA_DIR.mkdir(parents=True, exist_ok=True)
-    _log(f"creating {_rel(NANNYML_VENV)} (~2 GB; pip log: {_rel(log_path)}) ...")
-    steps = [
-        [sys.executable, "-m", "venv", str(NANNYML_VENV)],
-        [str(python), "-m", "pip", "install", *NANNYML_REQUIREMENTS],
-    ]
-    with log_path.open("w") as log:
-        for step in steps:
-            log.write(f"$ {shlex.join(step)}\n")
-            log.flush()
-            try:
-                done = subprocess.run(step, stdout=log, stderr=subprocess.STDOUT, timeout=3600)
-            except (OSError, subprocess.TimeoutExpired) as error:
-                return None, f"`{shlex.join(step)}` failed: {error}"
-            if done.returncode != 0:
-                return None, (
-                    f"`{shlex.join(step)}` exited {done.returncode}; see {_rel(log_path)}: "
-                    f"{_tail(log_path.read_text(errors='replace'), 3)}"
-                )
-    if subprocess.run(check, capture_output=True, env=env).returncode != 0:
-        return None, f"NannyML venv built but `import nannyml` fails; see {_rel(log_path)}"
-    return python, ""
+    return ensure_venv(NANNYML_VENV, NANNYML_REQUIREMENTS, "import nannyml, statsmodels",
+                       env={**os.environ, **NANNYML_ENV}, timeout=3600)
 
 
 def build_processes(suite: Path, window_rows: int, nannyml_python: Path | None) -> list[Process]:

@@ -331,26 +331,34 @@ def run_once(tool: Tool, timeout_s: float) -> None:
     tool.results.append(result)
 
 
-def ensure_evidently_venv() -> tuple[Path | None, str]:
-    """The Evidently venv's python, creating the venv on first use; (None, why) on failure."""
-    python = EVIDENTLY_PYTHON
-    installed = f"import importlib.metadata as m; [m.version(p) for p in {_PEER_PACKAGES!r}]"
-    check = [str(python), "-c", installed]
-    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+def ensure_venv(
+    venv: Path,
+    requirements: Sequence[str],
+    check: str,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 1800,
+) -> tuple[Path | None, str]:
+    """A peer's own venv, made on first use: its python, or (None, why) when that fails.
+
+    ``check`` is Python code that must run in the venv once its packages are installed.
+    """
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", check]
+    if python.exists() and subprocess.run(probe, capture_output=True, env=env).returncode == 0:
         return python, ""
-    log_path = DATA_DIR / "evidently-install.log"
+    log_path = DATA_DIR / f"{venv.name.removeprefix('.venv-')}-install.log"
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    _log(f"creating {_rel(EVIDENTLY_VENV)} (pip log: {_rel(log_path)}) ...")
-    steps = [
-        [sys.executable, "-m", "venv", str(EVIDENTLY_VENV)],
-        [str(python), "-m", "pip", "install", *EVIDENTLY_REQUIREMENTS],
-    ]
+    _log(f"creating {_rel(venv)} (pip log: {_rel(log_path)}) ...")
+    steps = [[sys.executable, "-m", "venv", str(venv)],
+             [str(python), "-m", "pip", "install", *requirements]]
     with log_path.open("w") as log:
         for step in steps:
             log.write(f"$ {shlex.join(step)}\n")
             log.flush()
             try:
-                done = subprocess.run(step, stdout=log, stderr=subprocess.STDOUT, timeout=1800)
+                done = subprocess.run(step, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                                      env=env)
             except (OSError, subprocess.TimeoutExpired) as error:
                 return None, f"`{shlex.join(step)}` failed: {error}"
             if done.returncode != 0:
@@ -358,9 +366,15 @@ def ensure_evidently_venv() -> tuple[Path | None, str]:
                     f"`{shlex.join(step)}` exited {done.returncode}; see {_rel(log_path)}: "
                     f"{_tail(log_path.read_text(errors='replace'), 3)}"
                 )
-    if subprocess.run(check, capture_output=True).returncode != 0:
-        return None, f"Evidently venv built but its packages are missing; see {_rel(log_path)}"
+    if subprocess.run(probe, capture_output=True, env=env).returncode != 0:
+        return None, f"{_rel(venv)} built but `{check}` fails; see {_rel(log_path)}"
     return python, ""
+
+
+def ensure_evidently_venv() -> tuple[Path | None, str]:
+    """The Evidently venv's python, creating the venv on first use; (None, why) on failure."""
+    installed = f"import importlib.metadata as m; [m.version(p) for p in {_PEER_PACKAGES!r}]"
+    return ensure_venv(EVIDENTLY_VENV, EVIDENTLY_REQUIREMENTS, installed)
 
 
 def build_tools(

@@ -269,30 +269,11 @@ def measure_watchkeeper(calls: int, batch: int, rate: float | None) -> dict[str,
 
 def ensure_whylogs_venv() -> tuple[Path | None, str]:
     """The whylogs venv's python, made on first use; (None, why) when that fails."""
-    check = [str(WHYLOGS_PYTHON), "-c", "import whylogs, whylogs.core"]
-    env = {**os.environ, "WHYLOGS_NO_ANALYTICS": "1"}
-    if WHYLOGS_PYTHON.exists() and subprocess.run(check, capture_output=True,
-                                                  env=env).returncode == 0:
-        return WHYLOGS_PYTHON, ""
-    log_path = BENCH_DIR / "data" / "whylogs-install.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"creating {WHYLOGS_VENV.relative_to(REPO)} (pip log: {log_path.relative_to(REPO)})",
-          file=sys.stderr)
-    steps = [[sys.executable, "-m", "venv", str(WHYLOGS_VENV)],
-             [str(WHYLOGS_PYTHON), "-m", "pip", "install", *WHYLOGS_REQUIREMENTS]]
-    with log_path.open("w") as log:
-        for step in steps:
-            log.write(f"$ {shlex.join(step)}\n")
-            log.flush()
-            try:
-                done = subprocess.run(step, stdout=log, stderr=subprocess.STDOUT, timeout=1800)
-            except (OSError, subprocess.TimeoutExpired) as error:
-                return None, f"`{shlex.join(step)}` failed: {error}"
-            if done.returncode != 0:
-                return None, f"`{shlex.join(step)}` exited {done.returncode}; see {log_path}"
-    if subprocess.run(check, capture_output=True, env=env).returncode != 0:
-        return None, f"whylogs venv built but whylogs does not import; see {log_path}"
-    return WHYLOGS_PYTHON, ""
+    sys.path.insert(0, str(BENCH_DIR))
+    from bench_drift import ensure_venv
+
+    return ensure_venv(WHYLOGS_VENV, WHYLOGS_REQUIREMENTS, "import whylogs, whylogs.core",
+                       env={**os.environ, "WHYLOGS_NO_ANALYTICS": "1"})
 
 
 def measure_whylogs(python: Path, why_calls: int, track_calls: int) -> dict[str, Any]:
