@@ -39,14 +39,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
 import json
 import math
 import os
 import platform
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,6 +67,8 @@ from bench_drift import (
     _rel,
     _shown,
     _tail,
+    _versions_here,
+    _versions_in,
     _watchkeeper_cli,
     ensure_venv,
     measure,
@@ -385,28 +385,6 @@ def _yes(flag: bool | None) -> str:
 # Report
 
 
-def _versions_here() -> str:
-    parts = []
-    for name in ("watchkeeper", "numpy", "pandas", "pyarrow", "scipy"):
-        try:
-            parts.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            parts.append(f"{name} (not installed)")
-    return ", ".join(parts)
-
-
-def _versions_in(python: Path) -> str:
-    code = (
-        "import importlib.metadata as m, json, platform;"
-        "print(json.dumps([platform.python_version()]"
-        f" + [m.version(p) for p in {NANNYML_PACKAGES!r}]))"
-    )
-    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
-    if done.returncode != 0:
-        return "(could not read versions)"
-    pyver, *versions = json.loads(done.stdout)
-    pairs = ", ".join(f"{n} {v}" for n, v in zip(NANNYML_PACKAGES, versions, strict=True))
-    return f"Python {pyver}, {pairs}"
 
 
 def machine_info(nannyml_python: Path | None, load_at_start: str) -> list[str]:
@@ -420,7 +398,7 @@ def machine_info(nannyml_python: Path | None, load_at_start: str) -> list[str]:
         f"- project venv: {_versions_here()}",
     ]
     if nannyml_python is not None:
-        lines.append(f"- NannyML venv: {_versions_in(nannyml_python)}")
+        lines.append(f"- NannyML venv: {_versions_in(nannyml_python, NANNYML_PACKAGES)}")
     lines.append(f"- repository: {_git_describe()}")
     lines.append(f"- measured with {measure_method()}; wall time around the process")
     return lines

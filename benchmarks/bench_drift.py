@@ -521,17 +521,18 @@ def _versions_here() -> str:
     return ", ".join(parts)
 
 
-def _versions_in(python: Path) -> str:
+def _versions_in(python: Path, packages: Sequence[str] = _PEER_PACKAGES) -> str:
+    """Python and package versions inside another venv."""
     code = (
         "import importlib.metadata as m, json, platform;"
         "print(json.dumps([platform.python_version()]"
-        f" + [m.version(p) for p in {_PEER_PACKAGES!r}]))"
+        f" + [m.version(p) for p in {tuple(packages)!r}]))"
     )
     done = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
     if done.returncode != 0:
         return "(could not read versions)"
     pyver, *versions = json.loads(done.stdout)
-    pairs = ", ".join(f"{n} {v}" for n, v in zip(_PEER_PACKAGES, versions, strict=True))
+    pairs = ", ".join(f"{n} {v}" for n, v in zip(packages, versions, strict=True))
     return f"Python {pyver}, {pairs}"
 
 
