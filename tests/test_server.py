@@ -200,3 +200,23 @@ def test_refused_requests_are_a_monitored_signal(server: Server) -> None:
         return {f["metric"] for f in doc["findings"] if f["monitor"] == "rejected_requests"}
 
     assert wait_for(lambda: flagged() >= {"invalid", "auth"} or None, timeout=30)
+
+
+def test_sdk_drops_are_reported_in_metrics(server: Server) -> None:
+    from watchkeeper.sdk import Client, RemoteSink
+
+    client = Client(RemoteSink(server.url, "clicks", token=WRITE),
+                    feature_names=["x", "colour"], capacity=20, flush_interval=5.0)
+    for i in range(500):  # far more than the buffer holds before the next flush
+        client.log({"x": float(i), "colour": "red"}, 1, proba=0.9, id=900_000 + i)
+    client.flush(timeout=30)
+    dropped = client.stats["dropped"]
+    assert dropped > 0
+    client.log({"x": 1.0, "colour": "red"}, 1, proba=0.9, id=999_999)
+    client.close()
+
+    def reported() -> bool:
+        _, text = request(server.url + "/metrics")
+        return f'watchkeeper_sdk_dropped_rows{{model="clicks"}} {float(dropped)}' in text
+
+    assert wait_for(reported, timeout=30)

@@ -533,6 +533,8 @@ class Client:
     def _deliver(self, send: Callable[[pa.Table], None], table: pa.Table) -> None:
         if table.num_rows == 0:  # nothing to send (an empty batch or label list)
             return
+        if hasattr(self.sink, "dropped"):  # a sink that reports drops to its server
+            self.sink.dropped = self._dropped
         try:
             send(table)
         except Exception as exc:

@@ -18,6 +18,7 @@ import ssl
 import threading
 import time
 import urllib.parse
+import uuid
 from collections import deque
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -173,6 +174,10 @@ class RemoteSink:
         self.requests = 0  # HTTP requests made (retries included)
         self.accepted = 0  # rows the server said it accepted
         self.last_status: int | None = None
+        #: rows the client has dropped so far, sent with each batch so the server can show
+        #: them in /metrics (per source: this sink's random id)
+        self.dropped = 0
+        self.source = uuid.uuid4().hex[:12]
         self._reset()
 
     def _reset(self) -> None:
@@ -225,7 +230,9 @@ class RemoteSink:
         self.requests += 1
         try:
             conn.request("POST", path, body=body,
-                         headers={**self._headers, "Content-Length": str(len(body))})
+                         headers={**self._headers, "Content-Length": str(len(body)),
+                                  "X-Watchkeeper-Source": self.source,
+                                  "X-Watchkeeper-Dropped": str(self.dropped)})
             response = conn.getresponse()
             data = response.read()
         except BaseException:

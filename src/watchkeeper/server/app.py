@@ -4,7 +4,7 @@ health and Prometheus metrics. OpenAPI at /docs and /openapi.json."""
 from __future__ import annotations
 
 import json
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -98,6 +98,11 @@ def create_app(
         if table.num_rows == 0:
             hub.reject(model, "invalid")
             raise HTTPException(422, "empty batch: no rows")
+        source = request.headers.get("x-watchkeeper-source")
+        if source:  # what the SDK had to drop so far, shown in /metrics
+            with suppress(ValueError):  # a malformed count is ignored, the batch is not
+                hub.sdk_dropped.setdefault(model, {})[source[:64]] = int(
+                    request.headers.get("x-watchkeeper-dropped", "0"))
         try:  # acknowledged only once the batch is committed to the store
             seq = await run_in_threadpool(hub.append, model, table, kind)
         except StoreError as exc:

@@ -86,6 +86,8 @@ class Hub:
     dispatcher: Dispatcher | None = None  # where incident notifications go
     rules: Rules | None = None
     _rejected: dict[str, Counter[str]] = field(default_factory=dict)
+    #: rows each SDK source reports having dropped (cumulative), per model
+    sdk_dropped: dict[str, dict[str, int]] = field(default_factory=dict)
     _folded: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _wake: threading.Event = field(default_factory=threading.Event)

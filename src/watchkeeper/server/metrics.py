@@ -40,6 +40,9 @@ class HubCollector(Collector):
                                        "Batches refused, by reason", labels=["reason"])
         late = CounterMetricFamily("watchkeeper_late_rows",
                                    "Rows folded into an already closed window", labels=["model"])
+        dropped = GaugeMetricFamily("watchkeeper_sdk_dropped_rows",
+                                    "Rows SDK clients report having dropped (buffer full, "
+                                    "send failures), summed over clients", labels=["model"])
         unmatched = CounterMetricFamily("watchkeeper_unmatched_labels",
                                         "Labels whose id matched no kept prediction",
                                         labels=["model"])
@@ -60,6 +63,7 @@ class HubCollector(Collector):
                     alert.add_metric(key, _STATE[f.severity.value])
             late.add_metric([model], sum(live.counters["late_rows"] for live in lives))
             unmatched.add_metric([model], counters.get(f"unmatched_labels:{model}", 0))
+            dropped.add_metric([model], sum(self.hub.sdk_dropped.get(model, {}).values()))
         for key, n in counters.items():
             name, _, model = key.partition(":")
             if name.endswith("_rows"):
@@ -68,4 +72,5 @@ class HubCollector(Collector):
                 batches.add_metric([model, name.removesuffix("_batches")], n)
             elif name.startswith("rejected_") and not model:
                 rejected.add_metric([name.removeprefix("rejected_")], n)
-        yield from (value, threshold, alert, rows, ingested, batches, rejected, late, unmatched)
+        yield from (value, threshold, alert, rows, ingested, batches, rejected, late, unmatched,
+                    dropped)
