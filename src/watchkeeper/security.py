@@ -103,9 +103,10 @@ class SecurityModel:
         for j, x in enumerate(columns):
             t = x - self.center[j]
             t *= 1.0 / self.scale[j]
-            t *= t
-            if not np.isfinite(t.sum()):  # missing values add nothing to the distance
-                t[~np.isfinite(t)] = 0.0
+            with np.errstate(over="ignore"):  # |x| near 1e308: infinitely far, as it should be
+                t *= t
+            if np.isnan(t.sum()):  # missing values add nothing to the distance
+                t[np.isnan(t)] = 0.0
             d2 += t
             strange |= x < self.low[j]
             strange |= x > self.high[j]
