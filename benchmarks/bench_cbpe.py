@@ -75,6 +75,7 @@ from bench_drift import (
     measure_method,
     size_label,
     warm_page_cache,
+    write_report,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -831,11 +832,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.window_rows == DEFAULT_WINDOW_ROWS else f"_{size_label(args.window_rows)}"
     out = RESULTS_DIR / f"cbpe_acs{suffix}.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(report)
-    os.replace(tmp, out)
-    print(report)
-    _log(f"wrote {_rel(out)}")
+    write_report(out, report)
     return 0
 
 

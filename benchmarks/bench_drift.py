@@ -331,6 +331,16 @@ def run_once(tool: Tool, timeout_s: float) -> None:
     tool.results.append(result)
 
 
+def write_report(out: Path, report: str) -> None:
+    """Write a results file atomically (no half report if interrupted) and show it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text(report)
+    os.replace(tmp, out)
+    print(report)
+    _log(f"wrote {_rel(out)}")
+
+
 def ensure_venv(
     venv: Path,
     requirements: Sequence[str],
@@ -833,13 +843,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         started=started,
         elapsed_s=time.perf_counter() - t_start,
     )
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"drift_{label}.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(report)
-    os.replace(tmp, out)
-    print(report)
-    _log(f"wrote {_rel(out)}")
+    write_report(RESULTS_DIR / f"drift_{label}.md", report)
     return 0
 
 

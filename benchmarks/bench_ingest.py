@@ -87,6 +87,7 @@ from bench_drift import (
     _rel,
     _shown,
     _tail,
+    write_report,
 )
 
 sys.path.insert(0, str(REPO))  # the tests' way of starting the real server
@@ -1053,11 +1054,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     # A profiled run goes to its own file: py-spy costs the server a little CPU.
     out = RESULTS_DIR / ("ingest_loopback_pyspy.md" if args.py_spy else "ingest_loopback.md")
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(report)
-    os.replace(tmp, out)
-    print(report)
-    _log(f"wrote {_rel(out)}")
+    write_report(out, report)
     return 0
 
 

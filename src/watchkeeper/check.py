@@ -261,5 +261,4 @@ class CheckResult:
         header = ["window", "labeled", "metrics (realised, estimated without labels)"]
         width = [max(len(r[i]) for r in [header, *rows]) for i in range(2)]
         return [f"{r[0].ljust(width[0])}  {r[1].ljust(width[1])}  {'  '.join(r[2:])}".rstrip()
-                if r is not header else
-                f"{r[0].ljust(width[0])}  {r[1].ljust(width[1])}  {r[2]}" for r in [header, *rows]]
+                for r in [header, *rows]]

@@ -24,7 +24,7 @@ from watchkeeper.task import Task
 
 if TYPE_CHECKING:
     from watchkeeper.security import SecurityModel
-from watchkeeper.values import category_counts, numbers, type_class
+from watchkeeper.values import category_counts, numbers, type_class, whole_levels
 
 #: Quantile bins per numeric column (plus one tail on each side).
 DEFAULT_BINS = 20
@@ -144,8 +144,8 @@ def _infer_kind(name: str, column: pa.ChunkedArray, rows: int) -> tuple[Kind, st
         values = numbers(column).finite
         if values.size == 0:
             return Kind.NUMERIC, "no finite values in the reference"
-        if np.all(np.mod(values, 1.0) == 0.0):
-            levels = np.unique(values)
+        levels = whole_levels(values)
+        if levels is not None:
             if levels.size <= MAX_CODE_LEVELS:
                 return Kind.CATEGORICAL, f"integer codes with {levels.size} levels"
             if levels.size == values.size and values.size >= 50:

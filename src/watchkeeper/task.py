@@ -420,7 +420,7 @@ def _class_order(label: str) -> tuple[int, float, str]:
 
 def _is_categorical(column: pa.ChunkedArray) -> bool:
     from watchkeeper.schema import MAX_CODE_LEVELS
-    from watchkeeper.values import type_class
+    from watchkeeper.values import type_class, whole_levels
 
     cls = type_class(column.type)
     if cls in ("string", "boolean"):
@@ -428,8 +428,8 @@ def _is_categorical(column: pa.ChunkedArray) -> bool:
     if cls != "numeric":
         return False
     finite = numbers(column).finite
-    return bool(finite.size) and bool(np.all(np.mod(finite, 1.0) == 0.0)) and (
-        np.unique(finite).size <= MAX_CODE_LEVELS)
+    levels = whole_levels(finite) if finite.size else None
+    return levels is not None and levels.size <= MAX_CODE_LEVELS
 
 
 def _attribute(column: pa.ChunkedArray, name: str) -> Attribute:

@@ -103,6 +103,15 @@ def numbers(column: pa.ChunkedArray | pa.Array) -> Numbers:
     return Numbers(values[finite_mask], n_nan - not_numbers, infinite + not_numbers, aligned)
 
 
+def whole_levels(finite: np.ndarray) -> np.ndarray | None:
+    """The distinct values of finite numbers when all are whole (integer codes), else None.
+
+    >>> whole_levels(np.array([1.0, 2.0, 1.0])).tolist(), whole_levels(np.array([0.5]))
+    ([1.0, 2.0], None)
+    """
+    return np.unique(finite) if np.all(np.mod(finite, 1.0) == 0.0) else None
+
+
 def category_label(value: object) -> str:
     """The category label of a Python value: whole floats as integers, booleans lowercase."""
     if isinstance(value, bool):
