@@ -288,9 +288,9 @@ def profile(data: Any, schema: Schema) -> Profile:
     if schema.security is not None:
         unseen = {n for n, c in out.columns.items() if c.bins is not None and c.bins[-1] > 0
                   and schema.columns[n].categories is not None}
-        ood, offender = schema.security.score(table, aligned, unseen)
-        out.joint.update(schema.security.tallies(ood, offender))
-        out.clients = schema.security.clients(table, ood, aligned)
+        scores = schema.security.score(table, aligned, unseen)
+        out.joint.update(schema.security.tallies(scores))
+        out.clients = schema.security.clients(table, scores.ood, aligned)
     return out
 
 

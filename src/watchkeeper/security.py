@@ -1,9 +1,10 @@
 """Security signals: out-of-distribution rows, and per-client statistics for abuse patterns.
 
 Both are learned at ``init`` from the reference (the ``SecurityModel`` in the suite) and
-computed row-wise when a batch is profiled, into mergeable summaries: an OOD tally per
-window, and per client (the ``_client`` column, or the column with the client role) row
-counts, near-decision-boundary counts, OOD counts, moments of each numeric feature and a
+computed row-wise when a batch is profiled, into mergeable summaries: an OOD tally, the
+histogram of the OOD score and the main offending features per window; and per client
+(the ``_client`` column, or the column with the client role) row counts,
+near-decision-boundary counts, OOD counts, moments of each numeric feature and a
 k-minimum-values sketch of distinct (rounded) inputs. Clients are bounded: past
 ``MAX_CLIENTS`` the lightest ones are pooled into ``(other)``.
 """
@@ -16,12 +17,20 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from watchkeeper.stats.isolation import IsolationForest
 from watchkeeper.stats.moments import Moments
 from watchkeeper.task import label_codes
 from watchkeeper.values import numbers_with_nan
 
 OOD_TALLY = "ood"  # [rows, out-of-distribution rows]
 OOD_FEATURES = "ood_features"  # per feature: OOD rows where it is the main offender
+OOD_LEVELS = "ood_score"  # rows per OOD score bin (edges OOD_SCORE_EDGES)
+#: Bin edges of the per-row OOD score, where 1 is the OOD line. A row's score is the largest
+#: of: its robust distance over the reference's 99.9th percentile; its isolation score
+#: rescaled so that the reference's median row is 0 and its 99.9th percentile 1; and, when
+#: a value is beyond the reference's range or a category is new, 1 + the share of such
+#: features.
+OOD_SCORE_EDGES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 MAX_CLIENTS = 1_000
 OTHER = "(other)"
 KMV = 256  # hashes kept per client: distinct counts exact below this, ~6% error above
@@ -45,9 +54,20 @@ def _rounded(x: np.ndarray, digits: int = 3) -> np.ndarray:
 
 
 @dataclass
+class OODScores:
+    """Per row: out of distribution or not, its OOD score (> 1 is out), and the index of its
+    main offending feature (numeric features first, then categorical; -1 when fine)."""
+
+    ood: np.ndarray
+    score: np.ndarray
+    offender: np.ndarray
+
+
+@dataclass
 class SecurityModel:
     """What normal inputs look like: robust centre/scale and support of numeric features,
-    levels of categorical ones, the OOD distance threshold, and the decision boundary."""
+    levels of categorical ones, an isolation forest on the numeric features, the reference's
+    99.9th percentiles of distance and isolation score, and the decision boundary."""
 
     numeric: list[str]
     center: list[float]
@@ -61,6 +81,9 @@ class SecurityModel:
     proba: str | None = None
     boundary: float = 0.5  # decision threshold on the score
     boundary_width: float = 0.0  # |score − boundary| below this is "near the boundary"
+    forest: IsolationForest | None = None
+    forest_median: float = 0.0  # isolation score of the reference's median row
+    forest_threshold: float = 1.0  # and of its 99.9th percentile row
 
     # -- rows ------------------------------------------------------------------------------
     def _column(self, table: pa.Table, name: str,
@@ -90,16 +113,16 @@ class SecurityModel:
         return out
 
     def score(self, table: pa.Table, aligned: dict[str, np.ndarray] | None = None,
-              unseen_in: set[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per row: out of distribution or not, and the index of the main offending feature
-        (numeric features first, then categorical; -1 when the row is fine). A row is out
-        of distribution when a value is beyond the reference's range, a category is new,
-        or its robust distance exceeds the reference's 99.9th percentile. Column by column,
-        so no rows × features matrix is built."""
+              unseen_in: set[str] | None = None) -> OODScores:
+        """Score every row. A row is out of distribution when a value is beyond the
+        reference's range, a category is new, or its robust distance or isolation score
+        exceeds the reference's 99.9th percentile. Column by column, so no rows × features
+        matrix is built."""
         n = table.num_rows
         d2 = np.zeros(n)
-        strange = np.zeros(n, dtype=bool)
+        outside = np.zeros(n, dtype=np.int16)  # features beyond the reference's support
         columns = [self._column(table, name, aligned) for name in self.numeric]
+        imputed = []
         for j, x in enumerate(columns):
             t = x - self.center[j]
             t *= 1.0 / self.scale[j]
@@ -107,18 +130,28 @@ class SecurityModel:
                 t *= t
             if np.isnan(t.sum()):  # missing values add nothing to the distance
                 t[np.isnan(t)] = 0.0
+                x = np.where(np.isnan(x), self.center[j], x)
             d2 += t
-            strange |= x < self.low[j]
-            strange |= x > self.high[j]
+            imputed.append(x)
+            outside += x < self.low[j]
+            outside += x > self.high[j]
         # categorical columns only where the profile saw unseen levels (usually none)
         codes = [c if unseen_in is None or name in unseen_in else None
                  for name, c in zip(self.categorical, self._codes(table, unseen_in), strict=True)]
         for j, c in enumerate(codes):
             if c is not None:
-                strange |= c == len(self.levels[j])
+                outside += c == len(self.levels[j])
+        width = max(len(self.numeric) + len(self.categorical), 1)
+        level = np.where(outside > 0, 1.0 + outside / width, 0.0)
         if self.numeric:
             d2 *= 1.0 / len(self.numeric)
-            strange |= d2 > self.threshold**2
+            np.maximum(level, np.sqrt(d2) / self.threshold if self.threshold > 0 else
+                       np.where(d2 > 0, np.inf, 0.0), out=level)
+        if self.forest is not None and n:
+            span = max(self.forest_threshold - self.forest_median, 1e-12)
+            np.maximum(level, (self.forest.score(imputed) - self.forest_median) / span,
+                       out=level)
+        strange = level > 1.0
         # the main offender, for the (few) strange rows only
         rows = np.flatnonzero(strange)
         offender = np.full(n, -1, dtype=np.int64)
@@ -130,7 +163,7 @@ class SecurityModel:
             blame += [np.zeros(rows.size) if c is None else 1e9 * (c[rows] == len(self.levels[j]))
                       for j, c in enumerate(codes)]
             offender[rows] = np.argmax(np.column_stack(blame), axis=1)
-        return strange, offender
+        return OODScores(strange, level, offender)
 
     def distance(self, columns: list[np.ndarray]) -> np.ndarray:
         """Robust distance of rows given their numeric columns (in ``self.numeric`` order)."""
@@ -153,10 +186,14 @@ class SecurityModel:
         return h
 
     # -- batches -----------------------------------------------------------------------------
-    def tallies(self, ood: np.ndarray, offender: np.ndarray) -> dict[str, np.ndarray]:
+    def tallies(self, scores: OODScores) -> dict[str, np.ndarray]:
         width = len(self.numeric) + len(self.categorical)
+        ood = scores.ood
+        levels = np.searchsorted(OOD_SCORE_EDGES, scores.score, side="left")  # 1.0 is not out
         return {OOD_TALLY: np.array([len(ood), int(ood.sum())], dtype=np.int64),
-                OOD_FEATURES: np.bincount(offender[ood], minlength=width).astype(np.int64)}
+                OOD_FEATURES: np.bincount(scores.offender[ood], minlength=width).astype(np.int64),
+                OOD_LEVELS: np.bincount(levels, minlength=len(OOD_SCORE_EDGES) + 1
+                                        ).astype(np.int64)}
 
     def clients(self, table: pa.Table, ood: np.ndarray,
                 aligned: dict[str, np.ndarray] | None = None) -> dict[str, ClientStats]:
@@ -206,11 +243,16 @@ class SecurityModel:
 
     # -- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["forest"] = None if self.forest is None else self.forest.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SecurityModel:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+        fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if fields.get("forest") is not None:
+            fields["forest"] = IsolationForest.from_dict(fields["forest"])
+        return cls(**fields)
 
 
 @dataclass
@@ -295,6 +337,12 @@ def fit(table: pa.Table, numeric: list[str], categorical: list[tuple[str, list[s
         threshold=0.0, client=client, proba=proba)
     d = model.distance(columns)
     model.threshold = float(np.quantile(d, 0.999)) if d.size else 0.0
+    complete = np.isfinite(x).all(axis=1).sum() if numeric else 0
+    if complete >= 2:
+        model.forest = IsolationForest.fit(columns, seed=0)
+        imputed = [np.where(np.isnan(c), m, c) for c, m in zip(columns, center, strict=True)]
+        model.forest_median, model.forest_threshold = (float(q) for q in np.quantile(
+            model.forest.score(imputed), [0.5, 0.999]))
     if proba and proba in table.column_names:
         p = numbers_with_nan(table.column(proba))
         if prediction and prediction in table.column_names:

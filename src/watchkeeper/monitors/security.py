@@ -15,18 +15,28 @@ from scipy import special
 
 from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
 from watchkeeper.profile import Profile
-from watchkeeper.security import OOD_FEATURES, OOD_TALLY, OTHER, ClientStats, SecurityModel
+from watchkeeper.security import (
+    OOD_FEATURES,
+    OOD_LEVELS,
+    OOD_SCORE_EDGES,
+    OOD_TALLY,
+    OTHER,
+    ClientStats,
+    SecurityModel,
+)
 from watchkeeper.stats.calibration import TAIL_MARGIN, count_interval, rate_threshold
 
 SIZES = (30, 100, 300, 1_000, 3_000)  # beyond: the last point (clients rarely send more)
 POOL_ROWS = 50_000  # reference rows that normal-client curves are resampled from
 REJECTED = "rejected"  # requests refused in the window: [invalid payload, authentication]
 DRAWS = 60
+TOP_CLIENTS = 10  # busiest clients listed per window in the measured values
 
 
 class OODShare(Monitor):
     """Share of rows out of distribution: beyond the reference's range, with a category it
-    never saw, or further from its centre (robust distance) than 99.9% of its rows."""
+    never saw, or further from its centre (robust distance) or quicker to isolate (isolation
+    forest) than 99.9% of its rows."""
 
     type = "ood_share"
     family = "security"
@@ -48,13 +58,37 @@ class OODShare(Monitor):
         order = reference.rng(self.id).permutation(n)
         a, b = table.take(order[: n // 2]), table.take(order[n // 2:])
         half = _refit(model, a)
-        outside = float(half.score(b)[0].mean())
-        far = 0.001  # the distance threshold is the reference's 99.9th percentile
+        outside = float(half.score(b).ood.mean())
+        # far rows (distance or isolation score past the reference's 99.9th percentile):
+        # the reference is inside its own range and levels, so these are all it flags
+        far = float(model.score(table).ood.mean())
         share = outside / 2 + far
         self.calibration = {
             "method": "binomial bound on the OOD share of normal rows, estimated by "
                       "splitting the reference in halves, + min effect",
             "reference_rows": n, "reference_ood": round(share * n)}
+
+    def measure(self, window: Profile) -> dict[str, Any]:
+        counts = window.joint.get(OOD_TALLY)
+        if counts is None or counts[0] == 0:
+            return {}
+        model = _model(self)
+        names = [*model.numeric, *model.categorical]
+        blame = window.joint.get(OOD_FEATURES, np.zeros(len(names)))
+        levels = window.joint.get(OOD_LEVELS)
+        busiest = sorted(window.clients.items(), key=lambda kv: -kv[1].rows)[:TOP_CLIENTS]
+        out: dict[str, Any] = {
+            "rows": int(counts[0]), "ood_rows": int(counts[1]),
+            "ood_share": float(counts[1] / counts[0]),
+            "top_offenders": {names[i]: int(blame[i]) for i in np.argsort(-blame)[:5]
+                              if blame[i] > 0},
+            "clients": [{"client": name, "rows": c.rows, "ood": c.ood,
+                         "near_boundary": c.boundary, "distinct_inputs": round(c.distinct)}
+                        for name, c in busiest]}
+        if levels is not None:
+            out["ood_score_histogram"] = {"edges": list(OOD_SCORE_EDGES),
+                                          "counts": [int(v) for v in levels]}
+        return {"security": out}
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
         counts = window.joint.get(OOD_TALLY)
@@ -95,7 +129,7 @@ def _refit(model: SecurityModel, table: Any) -> SecurityModel:
     levels = [[lv for lv in levels if lv in category_counts(table.column(name))[0]]
               for name, levels in zip(model.categorical, model.levels, strict=True)]
     return SecurityModel(**{**model.__dict__, "low": low, "high": high, "levels": levels,
-                            "threshold": np.inf})
+                            "threshold": np.inf, "forest": None})
 
 
 def _model(monitor: Monitor) -> SecurityModel:
