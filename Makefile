@@ -21,7 +21,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 ACS := data/acs_employment_ma
 
 ## The main job: build a calibrated suite from the 2015 ACS reference, check 2016-2018
-## (one window per year, late-arriving labels joined by id), and write the JSON result.
+## (one window per year, late-arriving labels joined by id), and write the JSON result and
+## the HTML report.
 run: $(VENV)/.installed
 	@mkdir -p out
 	$(BIN)/watchkeeper init $(ACS)/employment_MA_reference.pq --target employed \
@@ -30,8 +31,9 @@ run: $(VENV)/.installed
 		--window-by year --labels $(ACS)/employment_MA_analysis_target.pq
 	$(BIN)/watchkeeper check $(ACS)/employment_MA_analysis.pq --suite out/acs_employment.yaml \
 		--window-by year --labels $(ACS)/employment_MA_analysis_target.pq --format json \
-		> out/acs_employment_check.json
+		--report out/acs_employment_report.html > out/acs_employment_check.json
 	@echo "JSON result (findings, metrics, fairness per window): out/acs_employment_check.json"
+	@echo "HTML report (open in a browser; works offline): out/acs_employment_report.html"
 
 ## Every test, slow ones included (as CI runs them).
 test: $(VENV)/.installed-dev

@@ -14,6 +14,7 @@ import pytest
 import watchkeeper as wk
 from tests.server_helpers import READ, WATCHKEEPER, Server, request, wait_for
 from tests.test_server import post
+from watchkeeper.report import render
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
@@ -134,14 +135,16 @@ def test_personal_data_never_reaches_storage_logs_or_output(tmp_path: Path) -> N
 
     pa_csv.write_csv(personal(300, 2), tmp_path / "batch.csv")
     check = subprocess.run([str(WATCHKEEPER), "check", "batch.csv", "--suite", "suite.yaml",
-                            "--format", "json"], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=60)
+                            "--format", "json", "--report", "report.html"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr
     places = {p.name: p.read_bytes() for p in tmp_path.iterdir()
               if p.is_file() and p.name != "batch.csv"}  # the input itself has them
     places["answers"] = json.dumps(answers).encode()
     places["check"] = (check.stdout + check.stderr).encode()
-    assert {"wk.db", "suite.yaml"} <= set(places)
+    places["report of the server's windows"] = render(
+        {"suite": "m", "windows": answers[0]["windows"]}).encode()
+    assert {"wk.db", "suite.yaml", "report.html"} <= set(places)
     for value in [*EMAILS, *PHONES, "mail.example"]:
         for name, content in places.items():
             assert value.encode() not in content, f"{value} found in {name}"

@@ -1,15 +1,20 @@
-"""Command line: ``watchkeeper init`` builds a suite, ``watchkeeper check`` evaluates data."""
+"""Command line: ``watchkeeper init`` builds a suite, ``watchkeeper check`` evaluates data,
+``watchkeeper report`` writes the HTML report of a check."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from watchkeeper.check import CheckResult
 from watchkeeper.deploy import call, deploy, rollback
 from watchkeeper.diff import diff
 from watchkeeper.errors import WatchkeeperError
@@ -306,32 +311,146 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+@dataclass
+class _Checking:
+    """The suite, windowing and label options shared by ``check`` and ``report``."""
+
+    suite_path: Path
+    window_rows: int | None
+    window: str | None
+    window_by: str | None
+    labels_path: Path | None
+    progress: bool | None
+
+    @property
+    def data_options_given(self) -> bool:
+        return any(x is not None for x in (self.window_rows, self.window, self.window_by,
+                                           self.labels_path))
+
+    def run(self, current: Path) -> CheckResult:
+        suite = Suite.load(self.suite_path)
+        return suite.check(current, window_rows=self.window_rows, window=self.window,
+                           window_by=self.window_by, labels=self.labels_path,
+                           progress=self.progress)
+
+
+_CHECK_OPTIONS = (
+    click.option("--suite", "suite_path", type=click.Path(path_type=Path),
+                 default="watchkeeper.yaml", show_default=True, help="Suite file from init."),
+    click.option("--window-rows", type=click.IntRange(min=1), help="Rows per window."),
+    click.option("--window", help="Time window length, e.g. 1h, 1d (needs a timestamp column)."),
+    click.option("--window-by", help="One window per value of this column (batch, partition)."),
+    click.option("--labels", "labels_path", type=click.Path(path_type=Path),
+                 help="Labels (id and target columns) joined by id to their prediction's "
+                      "window."),
+    click.option("--progress/--no-progress", default=None,
+                 help="Progress bars (default: when stderr is a terminal)."),
+)
+
+
+def _check_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the options of ``_Checking`` to a command, which receives them as ``checking``."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, suite_path: Path, window_rows: int | None, window: str | None,
+                window_by: str | None, labels_path: Path | None, progress: bool | None,
+                **kwargs: Any) -> Any:
+        checking = _Checking(suite_path, window_rows, window, window_by, labels_path, progress)
+        return command(*args, checking=checking, **kwargs)
+
+    for option in reversed(_CHECK_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _write_report(path: Path, result: dict[str, Any], *, title: str,
+                  incidents: list[dict[str, Any]] | None = None) -> None:
+    from watchkeeper import report
+
+    try:
+        report.write(path, report.render(result, title=title, incidents=incidents or ()))
+    except OSError as exc:
+        raise WatchkeeperError(f"cannot write the report to {path}: "
+                               f"{exc.strerror or exc}") from None
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WatchkeeperError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WatchkeeperError(f"{path}: cannot read it ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise WatchkeeperError(f"{path}: not {what} (invalid JSON: {exc.msg}, line "
+                               f"{exc.lineno})") from None
+
+
 @main.command("check")
 @click.argument("current", type=click.Path(dir_okay=True, path_type=Path))
-@click.option("--suite", "suite_path", type=click.Path(path_type=Path),
-              default="watchkeeper.yaml", show_default=True, help="Suite file from init.")
-@click.option("--window-rows", type=click.IntRange(min=1), help="Rows per window.")
-@click.option("--window", help="Time window length, e.g. 1h, 1d (needs a timestamp column).")
-@click.option("--window-by", help="One window per value of this column (batch, partition).")
-@click.option("--labels", "labels_path", type=click.Path(path_type=Path),
-              help="Labels (id and target columns) joined by id to their prediction's window.")
+@_check_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
 @click.option("--fail-on", type=click.Choice(["warning", "critical"]),
               help="Exit with code 1 when a finding reaches this severity.")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bars (default: when stderr is a terminal).")
-def check_command(current: Path, suite_path: Path, window_rows: int | None, window: str | None,
-                  window_by: str | None, labels_path: Path | None, fmt: str,
-                  fail_on: str | None, progress: bool | None) -> None:
+@click.option("--report", "report_path", type=click.Path(path_type=Path),
+              help="Also write the HTML report of the result to this file.")
+def check_command(current: Path, checking: _Checking, fmt: str, fail_on: str | None,
+                  report_path: Path | None) -> None:
     """Check CURRENT data against a suite, window by window."""
-    suite = Suite.load(suite_path)
-    result = suite.check(current, window_rows=window_rows, window=window, window_by=window_by,
-                         labels=labels_path, progress=progress)
+    result = checking.run(current)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        click.echo(f"{current} against {suite_path}")
+        click.echo(f"{current} against {checking.suite_path}")
         click.echo(result.to_text())
+    if report_path is not None:
+        _write_report(report_path, result.to_dict(), title=f"watchkeeper report: {current.name}")
+        click.echo(f"wrote {report_path}", err=True)
     if fail_on and result.alerts(Severity(fail_on)):
         sys.exit(EXIT_FINDINGS)
+
+
+@main.command("report")
+@click.argument("current", required=False, type=click.Path(dir_okay=True, path_type=Path))
+@_check_options
+@click.option("--from", "from_path", type=click.Path(path_type=Path),
+              help="Render a saved result (check --format json) instead of checking data.")
+@click.option("--incidents", "incidents_path", type=click.Path(path_type=Path),
+              help="Incidents to include (the JSON of `watchkeeper incidents --format json`).")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              default="watchkeeper-report.html", show_default=True,
+              help="Where to write the HTML report.")
+@click.option("--title", help="Report title (default: from the data file name).")
+def report_command(current: Path | None, checking: _Checking, from_path: Path | None,
+                   incidents_path: Path | None, output: Path, title: str | None) -> None:
+    """Check CURRENT against a suite (same options as check) and write a self-contained
+    HTML report: findings, performance, drift, fairness and security, charts included.
+    With --from, render a saved check result instead."""
+    if (current is None) == (from_path is None):
+        raise WatchkeeperError("give either the data to check (CURRENT) or --from RESULT.json")
+    if from_path is not None:
+        if checking.data_options_given:
+            raise WatchkeeperError("--from renders a saved result; --window*, --labels "
+                                   "apply only when checking data")
+        result = _read_json(from_path, "a check result")
+        if not isinstance(result, dict) or not isinstance(result.get("windows"), list):
+            raise WatchkeeperError(f"{from_path}: not a check result (expected the JSON of "
+                                   "watchkeeper check --format json)")
+        name = from_path.name
+    else:
+        assert current is not None
+        result, name = checking.run(current).to_dict(), current.name
+    incidents: list[dict[str, Any]] = []
+    if incidents_path is not None:
+        doc = _read_json(incidents_path, "incidents")
+        found = doc.get("incidents") if isinstance(doc, dict) else doc
+        if not isinstance(found, list) or not all(isinstance(i, dict) for i in found):
+            raise WatchkeeperError(f"{incidents_path}: expected the JSON of "
+                                   "watchkeeper incidents --format json")
+        incidents = found
+    _write_report(output, result, title=title or f"watchkeeper report: {name}",
+                  incidents=incidents)
+    findings = sum(len(w.get("findings") or []) for w in result["windows"])
+    click.echo(f"wrote {output}: {len(result['windows'])} window(s), {findings} finding(s)"
+               + (f", {len(incidents)} incident(s)" if incidents else ""))

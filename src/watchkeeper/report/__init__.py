@@ -1,0 +1,63 @@
+"""Self-contained HTML report of a check result: inline CSS and SVG, no script and no
+external reference, so it opens offline and can be mailed or archived as one file. The same
+input gives the same bytes (nothing is timestamped unless ``generated`` is passed).
+
+>>> html = render({"suite": "demo.yaml", "windows": []})
+>>> html.startswith("<!DOCTYPE html>") and "demo.yaml" in html
+True
+>>> "<html" in render({"suite": "demo.yaml", "windows": []}, fragment=True)
+False
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from watchkeeper.report import sections
+from watchkeeper.report.html import escape, page
+
+__all__ = ["render", "write"]
+
+
+def render(result: Mapping[str, Any], *, title: str = "watchkeeper report",
+           incidents: Sequence[Mapping[str, Any]] = (), fragment: bool = False,
+           generated: str | None = None) -> str:
+    """HTML report of ``result`` (the JSON shape of ``watchkeeper check --format json``,
+    or windows as the server API returns them) and of ``incidents`` (as the server's
+    incidents API returns them, with their advice).
+
+    ``fragment=True`` returns only the body content (a ``div.wk-report`` with its style
+    scoped to it) for embedding in another page; ``generated`` is an optional line such
+    as the time the report was made (left out by default so output is reproducible).
+    """
+    windows = sections.windows_of(result)
+    parts = [
+        ("summary", "Windows", sections.summary(windows)),
+        ("incidents", "Incidents", sections.incidents(incidents)),
+        ("findings", "Findings", sections.findings(windows)),
+        ("performance", "Performance", sections.performance(windows)),
+        ("drift", "Drift", sections.drift(windows)),
+        ("fairness", "Fairness", sections.fairness(windows)),
+        ("security", "Security", sections.security(windows)),
+    ]
+    nav = [(anchor, text) for anchor, text, html in parts if html]
+    body = sections.header(title, result, windows, incidents, generated, nav)
+    body += "".join(html for _, _, html in parts)
+    body += ('<footer>Made by watchkeeper from the check result of suite '
+             f"{escape(result.get('suite') or '?')}.</footer>\n")
+    return page(body, title=title, fragment=fragment)
+
+
+def write(path: str | os.PathLike[str], html: str) -> Path:
+    """Write a rendered report atomically: a crash never leaves half a file."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        tmp.write_text(html, encoding="utf-8")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
