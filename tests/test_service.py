@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import watchkeeper as wk
-from watchkeeper.profile import merge
+from watchkeeper.profile import merge, profile
 from watchkeeper.service import latency_buckets, latency_quantile
 
 
@@ -77,3 +78,24 @@ def test_throughput_drop_is_found_in_a_sequence_of_windows(suite: wk.Suite) -> N
     found = throughput.evaluate_sequence(windows)
     assert [bool(f) for f in found] == [False] * 5 + [True, False]
     assert "drop" in found[5][0].message
+
+
+def test_service_only_rows_are_not_rows_with_every_feature_missing() -> None:
+    """The ASGI middleware logs latency and errors with no features. Mixed into a model's
+    stream, those rows feed latency and error rate, not missing-rate or schema alerts."""
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"a": rng.normal(size=2_000), "k": rng.choice(["x", "y"], 2_000)})
+    suite = wk.init(reference)
+    served = pd.DataFrame({"a": rng.normal(size=500), "k": rng.choice(["x", "y"], 500),
+                           "_latency_ms": rng.uniform(1, 5, 500), "_error": False})
+    timed = pd.DataFrame({"_latency_ms": rng.uniform(1, 5, 300), "_error": [True] * 30 + [
+        False] * 270})
+    batch = pa.Table.from_pandas(pd.concat([served, timed], ignore_index=True))
+    p = profile(batch, suite.schema)
+    assert p.rows == 500 and p.columns["a"].count == 500 and p.columns["a"].missing == 0
+    assert p.joint["latency"].sum() == 800 and p.joint["service"].tolist() == [800, 30]
+    assert [f.monitor for f in suite.check(batch).findings if f.family == "quality"] == []
+    # a row that has a feature is a model row, however sparse
+    sparse = pa.table({"a": [None, 1.0], "k": [None, None], "_latency_ms": [1.0, 2.0]})
+    assert profile(sparse, suite.schema).rows == 1
+    assert profile(sparse.drop(["_latency_ms"]), suite.schema).rows == 2

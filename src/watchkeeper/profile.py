@@ -266,9 +266,28 @@ def profile_column(column: pa.ChunkedArray | pa.Array, spec: Column,
     return cp
 
 
+def service_only(table: pa.Table, schema: Schema) -> np.ndarray | None:
+    """Rows that carry nothing but service columns (``_latency_ms``, ``_error``…), as the
+    ASGI middleware logs them; None when there are none. They count for latency and errors
+    only: not as rows (with every feature missing), nor as a client's inputs."""
+    if not any(name in RESERVED for name in table.column_names):
+        return None
+    known = [table.column(c.name) for c in schema
+             if c.role != Role.IGNORE and c.name in table.column_names and c.name not in RESERVED]
+    if any(column.null_count == 0 for column in known):
+        return None  # the usual case, answered without looking at a value
+    empty = np.ones(table.num_rows, dtype=bool)
+    for column in known:
+        empty &= np.asarray(column.is_null(nan_is_null=True).to_numpy(zero_copy_only=False),
+                            dtype=bool)
+    return empty if empty.any() else None
+
+
 def profile(data: Any, schema: Schema) -> Profile:
     """Profile a batch of rows (any input :func:`watchkeeper.data.to_table` accepts)."""
-    table = to_table(data)  # a Table is returned as is, once its column names are checked
+    everything = to_table(data)  # a Table is returned as is, once its column names are checked
+    service = service_only(everything, schema)
+    table = everything if service is None else everything.filter(pa.array(~service))
     out = Profile(rows=table.num_rows)
     present = set(table.column_names)
     aligned: dict[str, np.ndarray] = {}
@@ -284,7 +303,7 @@ def profile(data: Any, schema: Schema) -> Profile:
             out.unexpected[name] = table.num_rows
     if schema.task is not None:
         out.joint = tally(row_codes(table, schema.task), schema.task)
-    out.joint.update(service_tallies(table))
+    out.joint.update(service_tallies(everything))
     if schema.security is not None:
         unseen = {n for n, c in out.columns.items() if c.bins is not None and c.bins[-1] > 0
                   and schema.columns[n].categories is not None}
