@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-fast lint bench bench-drift bench-cbpe bench-sdk bench-ingest clean
+.PHONY: run test test-dashboard test-fast lint bench bench-drift bench-cbpe bench-sdk bench-ingest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/python -m pytest
+
+## The dashboard in headless Chromium (Debian's /usr/bin/chromium: apt-get install chromium).
+test-dashboard: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest tests/test_dashboard.py
 
 ## Skip the tests marked slow.
 test-fast: $(VENV)/.installed-dev

@@ -303,6 +303,9 @@ def test_load_windows_filters(store: Store) -> None:
     assert store.load_windows("other")[0].suite_version is None
     with pytest.raises(StoreError, match="state must be one of"):
         store.load_windows("m", state="half-open")
+    latest = store.load_windows("m", last=2, profiles=False)  # the dashboard's view
+    assert [w.start for w in latest] == starts[3:] and latest[0].profile == {}
+    assert latest[0].metrics == store.load_windows("m")[3].metrics
     with pytest.raises(StoreError, match="saved under model"):
         store.save_windows("other", [window(T0)])
 

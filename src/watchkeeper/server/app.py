@@ -21,6 +21,7 @@ from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.diff import diff
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.server.auth import Tokens
+from watchkeeper.server.dashboard import add_dashboard
 from watchkeeper.server.hub import Hub
 from watchkeeper.server.ingest import MAX_BODY, parse_body
 from watchkeeper.server.metrics import HubCollector
@@ -65,17 +66,18 @@ def create_app(
     registry.register(HubCollector(hub))
 
     def require(request: Request, need: str) -> None:
-        status = tokens.check(request.headers.get("authorization"), need)
+        """A bearer token, or the dashboard's session cookie (auth.py)."""
+        status, reason = tokens.check_request(request.headers, request.cookies,
+                                              request.method, need)
         if status == 401:
-            raise HTTPException(401, "missing bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
         if status == 403:
             model = request.path_params.get("model")
             if model in hub.models:
                 hub.reject(model, "auth")
             else:
                 hub.counters["rejected_auth"] += 1
-            raise HTTPException(403, f"this token may not {need}")
+            raise HTTPException(403, reason)
 
     async def body_of(request: Request) -> bytes:
         size = int(request.headers.get("content-length") or 0)
@@ -259,6 +261,8 @@ def create_app(
     @app.get("/metrics")
     def metrics() -> Response:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    add_dashboard(app, hub, tokens)
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:

@@ -255,17 +255,28 @@ class Store:
         since: datetime | None = None,
         until: datetime | None = None,
         state: str | None = None,
+        last: int | None = None,
+        profiles: bool = True,
     ) -> list[WindowRecord]:
-        """A model's windows by start (``since`` ≤ start < ``until``), oldest first."""
-        query = sa.select(db.windows).where(
+        """A model's windows by start (``since`` ≤ start < ``until``), oldest first; only
+        the ``last`` latest ones if given; ``profiles=False`` leaves each profile empty
+        (``{}``) instead of reading it, for views that need the metrics only."""
+        columns = db.windows.c if profiles else [c for c in db.windows.c if c.name != "profile"]
+        query = sa.select(*columns).where(
             _of(db.windows, model), *_span(db.windows.c.start, since, until)
         )
         if state is not None:
             _check_choice("state", state, STATES)
             query = query.where(db.windows.c.state == state)
+        if last is not None:
+            query = query.order_by(db.windows.c.start.desc()).limit(max(0, last))
+        else:
+            query = query.order_by(db.windows.c.start)
         with self._transaction() as conn:
-            rows = conn.execute(query.order_by(db.windows.c.start)).mappings().all()
-        return [WindowRecord(**r) for r in rows]
+            rows = conn.execute(query).mappings().all()
+        if last is not None:
+            rows = rows[::-1]
+        return [WindowRecord(**{"profile": {}, **r}) for r in rows]
 
     def watermark(self, model: str) -> int:
         """Seq of the last event folded into the model's windows; 0 if none."""
