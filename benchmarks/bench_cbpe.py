@@ -428,6 +428,7 @@ def render(
     scratch: str,
     started: dt.datetime,
     elapsed_s: float,
+    suite: Path | None = None,
 ) -> str:
     wk_proc, nml_proc = processes.get("wk_check"), processes.get("nannyml")
     nolabel_proc = processes.get("wk_check_nolabels")
@@ -473,6 +474,9 @@ def render(
             f"| {_f(w.realised['roc_auc'])} | {_f(wk_v.get('roc_auc'))} "
             f"| {_f(nml_v.get('roc_auc'))} |"
         )
+    lines += ["", "## Calibration on the reference", ""]
+    lines += _calibration_notes(suite, nml_proc.results[0] if nml_proc and nml_proc.results
+                                else None)
     lines += ["", "## Estimation error (estimate − realised), over the windows both tools have", ""]
     lines += [
         "| metric | tool | windows | MAE | mean error (bias) | max \\|error\\| | over-estimates "
@@ -499,7 +503,7 @@ def render(
                 if ratio is not None:
                     verdict_cell = "**met**" if ratio <= TARGET_MAE_RATIO else "**missed**"
             lines.append(
-                f"| {metric} | {name} | {stat['n']} | {stat['mae']:.4f} | {stat['bias']:+.4f} "
+                f"| {metric} | {name} | {stat['n']} | {stat['mae']:.5f} | {stat['bias']:+.5f} "
                 f"| {stat['max']:.4f} | {stat['over']}/{stat['n']} | {ratio_cell} "
                 f"| {verdict_cell} |"
             )
@@ -530,6 +534,35 @@ def render(
     lines += machine
     lines += ["", "## Rerun", "", "```sh", command, "```", ""]
     return "\n".join(lines)
+
+
+def _calibration_notes(suite: Path | None, nml_result: dict[str, Any] | None) -> list[str]:
+    """What each tool decided about the reference's scores: calibrate them or not, and how."""
+    lines = []
+    calibration: dict[str, Any] = {}
+    if suite is not None and suite.exists():
+        import yaml
+
+        monitors = yaml.safe_load(suite.read_text()).get("monitors", [])
+        found = [m for m in monitors if m.get("type") == "estimated_performance"]
+        calibration = found[0].get("calibration", {}) if found else {}
+    if calibration.get("method"):
+        test = calibration.get("calibration_test") or {}
+        tested = (f"; calibration test of the scores as they are: χ² {test.get('statistic')} "
+                  f"on {test.get('df')} df, p = {test.get('p_value')} (α {test.get('alpha')})"
+                  if test else "")
+        lines.append(f"- watchkeeper: {calibration['method'].split(';')[0]}{tested}.")
+    else:
+        lines.append("- watchkeeper: no calibration found in the suite.")
+    if nml_result is not None and "needs_calibration" in nml_result:
+        lines.append(
+            f"- NannyML: `needs_calibration` = {nml_result['needs_calibration']} (its "
+            f"cross-validated ECE check); calibrator {nml_result.get('calibrator')} "
+            f"({'applied to every row' if nml_result['needs_calibration'] else 'not applied'})."
+        )
+    else:
+        lines.append("- NannyML: calibration decision not reported.")
+    return lines
 
 
 def _window_notes(
@@ -828,6 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scratch=scratch,
             started=started,
             elapsed_s=time.perf_counter() - t_start,
+            suite=suite,
         )
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.window_rows == DEFAULT_WINDOW_ROWS else f"_{size_label(args.window_rows)}"

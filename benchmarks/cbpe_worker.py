@@ -17,6 +17,7 @@ label column). Only the chunks of the analysis period are reported.
 On success the last line of stdout is ``RESULT_PREFIX`` followed by a JSON object::
 
     {"tool": "nannyml", "nannyml": "<version>", "chunk_size": N,
+     "needs_calibration": true, "calibrator": "IsotonicCalibrator",
      "chunks": [{"key": "[0:9999]", "start": 0, "end": 9999, "rows": 10000,
                  "estimated": {"roc_auc": ..., "accuracy": ...},
                  "band": {"roc_auc": [lower, upper], ...},
@@ -119,6 +120,9 @@ def run_cbpe(ref_path: str, analysis_path: str, chunk_size: int) -> dict[str, An
         "ref_rows": len(reference),
         "nannyml": str(getattr(nml, "__version__", "unknown")),
         "chunk_size": chunk_size,
+        # whether fit() calibrated the scores (NannyML's cross-validated ECE check) and how
+        "needs_calibration": bool(getattr(estimator, "needs_calibration", False)),
+        "calibrator": type(getattr(estimator, "calibrator", None)).__name__,
         "chunks": chunks,
         "phases": phases.times,
     }

@@ -1,10 +1,18 @@
 """Estimated performance without labels: confidence-based estimation (CBPE).
 
-At ``init`` the classifier's scores are calibrated on the labeled reference (isotonic, on
-the score bins); a window's expected confusion matrix is then the sum over its score bins
-of rows × P(positive | bin), split by the predicted class. Accuracy, precision, recall, F1
-and ROC-AUC follow, each with a 95% sampling band; once labels arrive the estimate is
-reported beside the realised value.
+At ``init`` the labeled reference decides whether the classifier's scores can be used as
+they are: a calibration test (:func:`~watchkeeper.stats.metrics.calibration_test`) compares
+the labels with the scores by predicted class. Scores it finds calibrated are kept (their
+mean per score bin and predicted class); otherwise they are calibrated (isotonic, on the
+score bins, per predicted class). Isotonic calibration of scores that are already calibrated
+only adds the noise of the reference's labels (about the sampling error of the reference's
+own accuracy, 0.0014 at 70k rows), so scores the labels cannot tell from calibrated are kept.
+
+A window's expected confusion matrix is then the sum over its score bins of rows ×
+P(positive | bin, predicted class). Accuracy, precision, recall, F1 and ROC-AUC follow, each
+with a 95% sampling band; once labels arrive the estimate is reported beside the realised
+value. The table is fixed at ``init`` and a window contributes only integer counts, so
+windows merge exactly.
 """
 
 from __future__ import annotations
@@ -19,11 +27,15 @@ from watchkeeper.profile import Profile
 from watchkeeper.stats.metrics import (
     bootstrap_expected_binary,
     calibrate_bins,
+    calibration_test,
     expected_binary,
+    score_means,
 )
-from watchkeeper.task import PERFORMANCE, REGRESSION_ESTIMATE
+from watchkeeper.task import PERFORMANCE, REGRESSION_ESTIMATE, Task, row_codes
 
 ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc")
+#: The scores are used as they are unless the calibration test rejects them at this level.
+CALIBRATION_TEST_ALPHA = 0.05
 
 
 class EstimatedPerformance(DropMonitor):
@@ -62,12 +74,26 @@ class EstimatedPerformance(DropMonitor):
         # predicted class, so a bin that straddles the decision threshold is not averaged.
         cells = np.column_stack([calibrate_bins(labeled[:, p, 1], labeled[:, p, :].sum(axis=1))
                                  for p in (0, 1)])
+        method = ("isotonic calibration of score bins per predicted class on the labeled "
+                  "reference")
+        tested = _scores_as_they_are(reference, task)
+        if tested is not None and tested["p_value"] >= CALIBRATION_TEST_ALPHA:
+            cells = tested["means"]
+            method = ("scores used as they are (the calibration test on the labeled reference "
+                      "does not reject them): mean score per bin and predicted class")
         self.calibration = {
-            "method": "isotonic calibration of score bins per predicted class on the labeled "
-                      "reference; expected confusion matrix per window; per-row sd from "
-                      "resampled reference windows",
+            "method": method + "; expected confusion matrix per window; per-row sd from "
+                               "resampled reference windows",
             "calibration": [[round(float(a), 6), round(float(b), 6)] for a, b in cells],
         }
+        if tested is not None:
+            statistic = float(tested["statistic"])
+            self.calibration["calibration_test"] = {
+                "statistic": round(statistic, 3) if np.isfinite(statistic) else None,
+                "df": int(tested["df"]),
+                "p_value": round(float(tested["p_value"]), 6),
+                "alpha": CALIBRATION_TEST_ALPHA,
+            }
         reference_estimate = self._estimate(reference.profile.joint)
         names = [k for k in ESTIMATED if np.isfinite(reference_estimate.get(k, np.nan))]
         rows = np.arange(reference.table.num_rows)
@@ -119,3 +145,24 @@ class EstimatedPerformance(DropMonitor):
         if not estimate or "reference" not in self.calibration:
             return []
         return self.compare(estimate, window.rows, "estimated")
+
+
+def _scores_as_they_are(reference: ReferenceData, task: Task) -> dict[str, Any] | None:
+    """The calibration test of the reference's scores and their mean per cell (score bin ×
+    predicted class); None when the scores cannot be probabilities (outside [0, 1])."""
+    codes = row_codes(reference.table, task)
+    ok = (codes.label <= 1) & (codes.pred <= 1) & np.isfinite(codes.score)
+    score = codes.score[ok]
+    if score.size == 0 or score.min() < 0.0 or score.max() > 1.0:
+        return None
+    shape = (task.n_score_bins, 2)
+    cell = codes.score_bin[ok] * 2 + codes.pred[ok]
+
+    def per_cell(weights: np.ndarray | None) -> np.ndarray:
+        return np.bincount(cell, weights=weights, minlength=shape[0] * 2).reshape(shape)
+
+    rows, sums = per_cell(None), per_cell(score)
+    out: dict[str, Any] = calibration_test(
+        per_cell((codes.label[ok] == 1).astype(float)), sums, per_cell(score * (1 - score)), rows)
+    out["means"] = score_means(sums, rows)
+    return out

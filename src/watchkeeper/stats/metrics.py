@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import special
 
 
 def _ratio(num: Any, den: Any) -> Any:
@@ -114,6 +115,73 @@ def calibrate_bins(positives: np.ndarray, totals: np.ndarray) -> np.ndarray:
     base = pos.sum() / tot.sum() if tot.sum() > 0 else 0.5
     share = np.where(tot > 0, pos / np.where(tot > 0, tot, 1.0), base)
     return np.clip(isotonic(share, np.where(tot > 0, tot, 1e-9)), 0.0, 1.0)
+
+
+def score_means(score_sums: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Mean score per cell (score bin × predicted class): the scores used as they are, on
+    the same footing as a calibration table. A cell without rows takes the value
+    interpolated from its class's neighbouring bins (the other class's if it has none).
+
+    >>> score_means(np.array([[0.2, 0.0], [0.0, 1.4]]), np.array([[2, 0], [0, 2]])).tolist()
+    [[0.1, 0.7], [0.1, 0.7]]
+    """
+    sums = np.asarray(score_sums, dtype=float)
+    tot = np.asarray(totals, dtype=float)
+    out = np.full(sums.shape, np.nan)
+    bins = np.arange(sums.shape[0])
+    for k in range(sums.shape[1]):
+        seen = tot[:, k] > 0
+        if seen.any():
+            out[:, k] = np.interp(bins, bins[seen], sums[seen, k] / tot[seen, k])
+    missing = ~np.isfinite(out).all(axis=0)
+    if missing.all():
+        return np.full(sums.shape, 0.5)
+    out[:, missing] = out[:, ~missing].mean(axis=1, keepdims=True)
+    return np.clip(out, 0.0, 1.0)
+
+
+def calibration_test(
+    positives: np.ndarray,
+    score_sums: np.ndarray,
+    score_variances: np.ndarray,
+    totals: np.ndarray,
+    *,
+    groups: int = 10,
+    min_group_rows: int = 100,
+) -> dict[str, float]:
+    """Test that labels follow the scores as they are (a Hosmer–Lemeshow-type test).
+
+    Arguments are per cell (score bin × predicted class, bins ascending): positives,
+    Σ score, Σ score·(1 − score) and rows. Within each predicted class consecutive bins are
+    pooled into up to ``groups`` groups of about equal rows (at least ``min_group_rows``
+    each); a group adds (positives − Σ score)² / Σ score·(1 − score), χ² with one degree of
+    freedom if the scores are calibrated (they are taken as given, not fitted to these
+    labels). Grouping by predicted class makes the test look where the confusion matrix
+    does: a miscalibration that moves the expected accuracy, precision or recall moves the
+    positives of some group. Returns ``statistic``, ``df`` and ``p_value``.
+    """
+    pos = np.asarray(positives, dtype=float)
+    sums = np.asarray(score_sums, dtype=float)
+    var = np.asarray(score_variances, dtype=float)
+    tot = np.asarray(totals, dtype=float)
+    statistic, df = 0.0, 0
+    for k in range(tot.shape[1]):
+        n = tot[:, k].sum()
+        if n <= 0:
+            continue
+        g = int(max(1, min(groups, n // min_group_rows)))
+        mid = np.cumsum(tot[:, k]) - tot[:, k] / 2
+        group = np.minimum((g * mid / n).astype(np.int64), g - 1)
+        residual = np.bincount(group, weights=pos[:, k] - sums[:, k], minlength=g)
+        variance = np.bincount(group, weights=var[:, k], minlength=g)
+        used = np.bincount(group, weights=tot[:, k], minlength=g) > 0
+        if np.any(used & (variance <= 0) & (np.abs(residual) > 1e-9)):
+            return {"statistic": float("inf"), "df": df + int(used.sum()), "p_value": 0.0}
+        used &= variance > 0
+        statistic += float((residual[used] ** 2 / variance[used]).sum())
+        df += int(used.sum())
+    p_value = float(special.chdtrc(df, statistic)) if df else float("nan")
+    return {"statistic": statistic, "df": df, "p_value": p_value}
 
 
 def expected_binary(counts: np.ndarray, calibration: np.ndarray, positive: int) -> dict[str, float]:

@@ -1,0 +1,159 @@
+"""Label-free performance estimation (CBPE): calibrate the scores or use them as they are.
+
+Synthetic models whose true P(label | score) is known, so an estimate is compared with the
+window's *expected* accuracy (no label noise in the truth), plus exact merging of windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import watchkeeper as wk
+from watchkeeper.monitors.estimate import CALIBRATION_TEST_ALPHA, EstimatedPerformance
+from watchkeeper.profile import merge
+from watchkeeper.stats.metrics import calibration_test, score_means
+
+Truth = Callable[[np.ndarray], np.ndarray]
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-9, 1 - 1e-9)
+    return np.log(p / (1 - p))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-z))
+
+
+CALIBRATED: Truth = lambda s: s  # noqa: E731
+OVERCONFIDENT: Truth = lambda s: _sigmoid(0.6 * _logit(s))  # noqa: E731
+
+
+def make(n: int, truth: Truth, seed: int, shift: float = 0.0) -> tuple[pa.Table, np.ndarray]:
+    """A model's scores (a covariate shift moves them), its labels drawn from ``truth`` and
+    the expected correctness of each row (P(label == prediction))."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(shift, 1.0, n)
+    score = _sigmoid(1.7 * x + 0.3 * rng.normal(size=n))
+    label = (rng.random(n) < truth(score)).astype(np.int64)
+    prediction = (score >= 0.5).astype(np.int64)
+    correct = np.where(prediction == 1, truth(score), 1 - truth(score))
+    table = pa.table({"id": np.arange(n), "x": x, "score": score, "prediction": prediction,
+                      "label": label})
+    return table, correct
+
+
+def init(reference: pa.Table) -> wk.Suite:
+    return wk.init(reference, target="label", prediction="prediction", proba="score", id="id")
+
+
+def estimator(suite: wk.Suite) -> EstimatedPerformance:
+    found = [m for m in suite.monitors if isinstance(m, EstimatedPerformance)]
+    assert len(found) == 1
+    return found[0]
+
+
+def isotonic_error(suite: wk.Suite, analysis: pa.Table, correct: np.ndarray) -> float:
+    """Accuracy error the isotonic table would have had (it is always fitted; kept here)."""
+    from watchkeeper.stats.metrics import calibrate_bins, expected_binary
+    from watchkeeper.task import PERFORMANCE
+
+    ref_tally = suite.reference.joint[PERFORMANCE][:, :2, :2]
+    cells = np.column_stack([calibrate_bins(ref_tally[:, p, 1], ref_tally[:, p, :].sum(axis=1))
+                             for p in (0, 1)])
+    window = suite.check(analysis).windows[0].profile.joint[PERFORMANCE].sum(axis=2)[:, :2]
+    return expected_binary(window, cells, positive=1)["accuracy"] - float(correct.mean())
+
+
+def test_calibrated_scores_are_used_as_they_are(tmp_path: Path) -> None:
+    """Isotonic calibration of scores that are already calibrated only adds the noise of the
+    reference's labels; the calibration test keeps them, and the estimate is then exact up
+    to the score bins."""
+    reference, _ = make(40_000, CALIBRATED, seed=1)
+    suite = init(reference)
+    calibration = estimator(suite).calibration
+    test = calibration["calibration_test"]
+    assert test["p_value"] >= CALIBRATION_TEST_ALPHA and test["df"] == 20
+    assert calibration["method"].startswith("scores used as they are")
+    path = tmp_path / "suite.yaml"
+    suite.save(path)
+    loaded = wk.load(path)
+    for seed, shift in ((2, 0.0), (3, 0.5), (4, -0.7)):
+        analysis, correct = make(20_000, CALIBRATED, seed=seed, shift=shift)
+        window = suite.check(analysis).windows[0]
+        error = window.metrics["estimated"]["accuracy"] - float(correct.mean())
+        assert abs(error) < 3e-4, (shift, error)
+        assert loaded.check(analysis).windows[0].metrics["estimated"] == window.metrics[
+            "estimated"]
+    # the isotonic table on the same reference is off by the reference's label noise
+    assert abs(isotonic_error(suite, analysis, correct)) > abs(error)
+
+
+def test_miscalibrated_scores_are_calibrated() -> None:
+    reference, _ = make(40_000, OVERCONFIDENT, seed=5)
+    suite = init(reference)
+    calibration = estimator(suite).calibration
+    assert calibration["calibration_test"]["p_value"] < 1e-6
+    assert calibration["method"].startswith("isotonic")
+    for seed, shift in ((6, 0.0), (7, 0.5), (8, -0.7)):
+        analysis, correct = make(20_000, OVERCONFIDENT, seed=seed, shift=shift)
+        estimate = suite.check(analysis).windows[0].metrics["estimated"]["accuracy"]
+        score = analysis.column("score").to_numpy()
+        as_they_are = float(np.mean(np.maximum(score, 1 - score)))
+        assert abs(as_they_are - correct.mean()) > 0.05  # the raw scores would be far off
+        assert abs(estimate - correct.mean()) < 0.005, (shift, estimate - correct.mean())
+
+
+def _cells(score: np.ndarray, label: np.ndarray, bins: int = 50) -> tuple[np.ndarray, ...]:
+    edges = np.quantile(score, np.linspace(0, 1, bins + 1)[1:-1])
+    cell = np.searchsorted(edges, score) * 2 + (score >= 0.5)
+
+    def per_cell(w: np.ndarray | None) -> np.ndarray:
+        return np.bincount(cell, weights=w, minlength=2 * bins).reshape(bins, 2)
+
+    return (per_cell(label.astype(float)), per_cell(score), per_cell(score * (1 - score)),
+            per_cell(None))
+
+
+def test_the_calibration_test_has_its_size_and_power() -> None:
+    rng = np.random.default_rng(11)
+    rejected = 0
+    reps = 300
+    for _ in range(reps):
+        score = rng.beta(0.7, 0.7, 5_000)
+        rejected += calibration_test(*_cells(score, rng.random(score.size) < score))[
+            "p_value"] < 0.05
+    assert 0.02 <= rejected / reps <= 0.09  # about 5% false rejections of calibrated scores
+    score = rng.beta(0.7, 0.7, 20_000)
+    for truth in (lambda s: _sigmoid(0.85 * _logit(s)), lambda s: _sigmoid(_logit(s) + 0.15)):
+        assert calibration_test(*_cells(score, rng.random(score.size) < truth(score)))[
+            "p_value"] < 0.01
+    # scores of exactly 0 or 1 with the other label are not calibrated, whatever the rest
+    out = calibration_test(np.array([[1.0, 0.0]]), np.array([[0.0, 0.0]]),
+                           np.array([[0.0, 0.0]]), np.array([[3.0, 0.0]]))
+    assert out["p_value"] == 0.0
+
+
+def test_score_means_fill_empty_cells_from_their_neighbours() -> None:
+    sums = np.array([[0.1, 0.0], [0.0, 0.0], [0.9, 1.6]])
+    rows = np.array([[1, 0], [0, 0], [3, 2]])
+    assert score_means(sums, rows).tolist() == [[0.1, 0.8], [0.2, 0.8], [0.3, 0.8]]
+
+
+@pytest.mark.parametrize("truth", [CALIBRATED, OVERCONFIDENT], ids=["as-is", "isotonic"])
+def test_windows_merge_exactly(truth: Truth) -> None:
+    """A window's estimate depends only on its integer tallies: estimating merged windows
+    gives exactly the estimate (and band) of the rows checked as one window."""
+    suite = init(make(20_000, truth, seed=12)[0])
+    analysis, _ = make(9_000, truth, seed=13, shift=0.3)
+    monitor = estimator(suite)
+    parts = suite.check(analysis, window_rows=2_000).windows
+    whole = suite.check(analysis).windows[0]
+    merged = merge(*(w.profile for w in parts))
+    assert monitor.measure(merged)["estimated"] == whole.metrics["estimated"]
+    assert monitor.measure(merged)["estimated_band"] == whole.metrics["estimated_band"]
