@@ -14,6 +14,7 @@ import pytest
 
 import watchkeeper as wk
 from tests.server_helpers import READ, WRITE, Server, request, wait_for
+from watchkeeper.profile import Profile
 from watchkeeper.store import Store
 
 
@@ -184,6 +185,72 @@ def test_kill_9_loses_no_acknowledged_event(workdir: Path) -> None:
         wait_for(folded, timeout=60)
         windowed = wait_for(lambda: sum(w.rows for w in store.load_windows("clicks")) or None)
         assert windowed == stored  # each stored event counted exactly once after the restart
+    finally:
+        second.stop()
+        store.close()
+
+
+def _labels(ids: np.ndarray, values: np.ndarray) -> bytes:
+    return arrow(pa.table({"id": ids, "label": values}))
+
+
+@pytest.mark.slow
+def test_a_label_corrected_after_a_restart_replaces_the_first(workdir: Path) -> None:
+    db = workdir / "labels.db"
+    args = ("--store", f"sqlite:///{db}", "--suite", f"clicks={workdir / 'suite.yaml'}",
+            "--window", "1s", "--grace", "1s")
+    t0 = np.floor(time.time()) - 60  # two one-second windows in the past
+    predictions = [events(300, 11, start=7_000_000, ts=t0),
+                   events(300, 12, start=7_000_300, ts=t0 + 1)]
+    ids = np.arange(7_000_000, 7_000_600)
+    rng = np.random.default_rng(13)
+    labels = {int(i): int(v) for i, v in zip(ids, rng.random(600) < 0.5, strict=True)
+              if rng.random() < 0.8}  # most rows get a first label
+    corrected = rng.choice(ids, 200, replace=False)  # some corrected, some labeled at last
+    store = Store(f"sqlite:///{db}")
+
+    def folded() -> bool:
+        return store.watermark("clicks") == max(
+            e.seq for e in store.events_after("clicks", 0, limit=100_000))
+
+    arrow_type = "application/vnd.apache.arrow.stream"
+    first = Server(workdir, *args).start()
+    try:
+        for table in predictions:
+            assert post(first, "/v1/models/clicks/events", arrow(table),
+                        content_type=arrow_type)[0] == 200
+        first_ids = np.array(list(labels))
+        assert post(first, "/v1/models/clicks/labels",
+                    _labels(first_ids, np.array([labels[i] for i in first_ids])),
+                    content_type=arrow_type)[0] == 200
+        wait_for(folded)
+    finally:
+        first.kill9()
+        first.stop()
+    second = Server(workdir, *args).start()  # the same store
+    try:
+        fixes = np.array([1 - labels.get(int(i), 0) for i in corrected])
+        assert post(second, "/v1/models/clicks/labels", _labels(corrected, fixes),
+                    content_type=arrow_type)[0] == 200
+        labels.update(zip(corrected.tolist(), fixes.tolist(), strict=True))
+        wait_for(folded)
+        final = pa.table({"id": list(labels), "label": list(labels.values())})
+        suite = wk.Suite.load(workdir / "suite.yaml")
+        windows = store.load_windows("clicks")
+        assert [w.rows for w in windows] == [300, 300]
+        for batch, stored in zip(predictions, windows, strict=True):
+            expected = suite.check(batch, labels=final).windows[0]
+            joint = Profile.from_dict(stored.profile).joint
+            for key, tally in expected.profile.joint.items():
+                if tally.dtype.kind == "i":  # counts: exactly equal
+                    assert np.array_equal(tally, joint[key]), key
+                else:  # float sums: equal up to the order of summation
+                    np.testing.assert_allclose(tally, joint[key], rtol=1e-12)
+            # stored metrics are rounded to 6 significant digits
+            assert stored.metrics["realised"] == pytest.approx(expected.metrics["realised"],
+                                                               rel=1e-5)
+            assert stored.metrics["label_coverage"] == pytest.approx(
+                expected.metrics["label_coverage"], rel=1e-5)
     finally:
         second.stop()
         store.close()

@@ -122,7 +122,8 @@ def test_migrate_is_idempotent_and_records_the_version(store_url: str) -> None:
         tables = set(sa.inspect(conn).get_table_names())
     engine.dispose()
     assert versions == [SCHEMA_VERSION]
-    assert {"schema_version", "models", "suites", "events", "windows", "findings"} <= tables
+    assert {"schema_version", "models", "suites", "events", "windows", "findings",
+            "alert_states"} <= tables
 
 
 def test_a_schema_newer_than_the_code_is_refused(store_url: str) -> None:
@@ -139,6 +140,30 @@ def test_a_schema_newer_than_the_code_is_refused(store_url: str) -> None:
 
 
 # -- suites ----------------------------------------------------------------------------------
+def test_a_store_from_before_alert_states_opens_and_migrates(store_url: str) -> None:
+    with Store(store_url) as store:  # a version-1 store with data in it
+        store.add_suite("m", "monitors: []")
+        seq = store.append_events("m", b"batch", rows=2)
+        store.save_windows("m", [window(T0)], watermark=seq)
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE alert_states"))
+        conn.execute(sa.text("DELETE FROM schema_version"))
+        conn.execute(sa.text("INSERT INTO schema_version VALUES (1, :t, 'initial schema')"),
+                     {"t": datetime.now(UTC)})
+    with Store(store_url) as store:
+        assert store.migrate() == SCHEMA_VERSION
+        assert store.alert_state("m") is None
+        store.save_alert_state("m", {"version": 1, "model": "m"})
+        assert store.alert_state("m") == {"version": 1, "model": "m"}
+        assert store.watermark("m") == seq and store.active_suite("m").version == 1
+        assert [w.start for w in store.load_windows("m")] == [T0]
+    with engine.connect() as conn:
+        versions = conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version"))
+        assert versions.scalars().all() == list(range(1, SCHEMA_VERSION + 1))
+    engine.dispose()
+
+
 def test_suite_versions(store: Store) -> None:
     v1 = store.add_suite("m", "monitors: [a]\n", created_by="ana", note="first")
     v2 = store.add_suite("m", "monitors: [b]\n")
@@ -246,6 +271,37 @@ def test_concurrent_appends(store: Store) -> None:
     assert {e.payload for e in events} == {
         f"{i}:{j}".encode() for i in range(4) for j in range(200)
     }
+
+
+# -- alert state -----------------------------------------------------------------------------
+def test_alert_state_is_saved_replaced_and_resumed(store: Store) -> None:
+    from watchkeeper.alerts import AlertManager
+    from watchkeeper.monitors.base import Finding, Severity
+
+    am = AlertManager("m", keep_resolved=1)
+    drift = Finding("feature_drift", "drift", "x", 0.21, float("nan"), Severity.CRITICAL,
+                    "x moved", {"psi": np.float64(0.3)})
+    for day in range(8):  # two incidents open and resolve; keep_resolved keeps one
+        am.process(f"day {day}", T0 + timedelta(days=day), [drift] if day % 4 < 2 else [])
+    for day in range(8, 10):
+        am.process(f"day {day}", T0 + timedelta(days=day), [drift])
+    [open_] = [i for i in am.incidents.values() if i.is_open]
+    am.acknowledge(open_.id, "ops")
+    am.silence({"column": "y"}, T0 + timedelta(days=30), created_by="ana")
+    assert store.alert_state("m") is None
+    store.save_alert_state("m", am.to_dict())
+    saved = store.alert_state("m")
+    assert len(saved["incidents"]) == 2  # the open one and one resolved
+    resumed = AlertManager.from_dict(saved)
+    assert resumed.to_dict() == am.to_dict()
+    assert resumed.incidents[open_.id].acknowledged_by == "ops"
+    assert [s.created_by for s in resumed.silences] == ["ana"]
+    resumed.process("day 10", T0 + timedelta(days=10), [])
+    store.save_alert_state("m", resumed.to_dict())  # replaces
+    assert store.alert_state("m")["last_window"] == "day 10"
+    assert store.alert_state("other") is None
+    with pytest.raises(StoreError, match="alert state must be a dict"):
+        store.save_alert_state("m", [])  # type: ignore[arg-type]
 
 
 # -- windows ---------------------------------------------------------------------------------

@@ -109,9 +109,13 @@ class LabelJoin:
         window = np.searchsorted(sizes, flat, side="right") - 1
         return np.where(flat >= 0, window, -1), np.where(flat >= 0, flat - sizes[window], -1)
 
-    def apply(self, labels: Any, profiles: list[Profile]) -> tuple[set[int], int]:
+    def apply(self, labels: Any, profiles: list[Profile] | None) -> tuple[set[int], int]:
         """Move newly labeled rows in the profiles' tallies; returns the windows changed and
-        the number of labels that matched no prediction."""
+        the number of labels that matched no prediction.
+
+        ``profiles=None`` only records the labels on the prediction records: for labels the
+        profiles already count (replayed after a restart), so that a later, corrected label
+        for the same id replaces this one instead of counting the row a second time."""
         by_id = _last_label_per_id(_label_table(labels, self.task), self.task)
         window, row = self._locate(by_id.index)
         matched = window >= 0
@@ -127,11 +131,12 @@ class LabelJoin:
             rows = row[matched][window[matched] == w]
             labels_w = new[window[matched] == w]
             codes = self.codes[w]
-            before = codes.take(rows)
-            after = codes.take(rows)
-            after.label = labels_w
-            delta = add_tallies(tally(after, self.task), tally(before, self.task), sign=-1)
-            profiles[w].joint = add_tallies(profiles[w].joint, delta)
+            if profiles is not None:
+                before = codes.take(rows)
+                after = codes.take(rows)
+                after.label = labels_w
+                delta = add_tallies(tally(after, self.task), tally(before, self.task), sign=-1)
+                profiles[w].joint = add_tallies(profiles[w].joint, delta)
             codes.label[rows] = labels_w
             changed.add(int(w))
         return changed, int((~matched).sum())

@@ -252,11 +252,20 @@ class OnlineMonitor:
 
     def remember(self, data: Any) -> None:
         """Rebuild prediction records from events already folded (after a restart), without
-        touching the profiles, so late labels still find their windows."""
+        touching the profiles, so late labels still find their windows (only windows
+        restored: a label cannot update a window that is not there)."""
         table = to_table(data)
         keys = self._keys(table)
         for key in np.unique(keys):
-            self._record(int(key), table.filter(pa.array(keys == key)))
+            if int(key) in self.windows:
+                self._record(int(key), table.filter(pa.array(keys == key)))
+
+    def remember_labels(self, data: Any) -> None:
+        """Put labels already folded (after a restart, in log order after :meth:`remember`)
+        back on the prediction records, without touching the profiles, which count them
+        already: a corrected label that comes later then replaces the one it corrects."""
+        if self._join is not None:
+            self._join.apply(data, None)
 
 
 def save(store: Store, model: str, records: list[Any],

@@ -232,10 +232,20 @@ def create_app(
                     by: str | None = None) -> dict[str, Any]:
         require(request, "write")
         with hub._lock:
-            try:
-                return manager(model).acknowledge(incident_id, by).to_dict()
+            manager(model)
+            try:  # saved in the store before it is answered
+                return hub.acknowledge(model, incident_id, by).to_dict()
             except KeyError:
                 raise HTTPException(404, f"no incident {incident_id!r}") from None
+
+    @app.get("/v1/models/{model}/silences")
+    def silences(model: str, request: Request) -> dict[str, Any]:
+        """Silences in force (or yet to start), by when they end."""
+        require(request, "read")
+        with hub._lock:
+            found = [s.to_dict() for s in sorted(manager(model).silences,
+                                                 key=lambda s: (s.until, s.id))]
+        return {"model": model, "silences": found}
 
     @app.post("/v1/models/{model}/silences")
     async def silence(model: str, request: Request) -> dict[str, Any]:
@@ -246,9 +256,10 @@ def create_app(
             body = json.loads(await request.body() or b"{}")
             until = datetime.now(UTC) + timedelta(hours=float(body.get("hours", 2)))
             with hub._lock:
-                made = manager(model).silence(dict(body["matchers"]), until,
-                                              created_by=body.get("created_by"),
-                                              comment=body.get("comment"))
+                manager(model)
+                made = hub.silence(model, dict(body["matchers"]), until,
+                                   created_by=body.get("created_by"),
+                                   comment=body.get("comment"))
         except (ValueError, KeyError, TypeError) as exc:
             raise HTTPException(422, f"bad silence: {exc}") from None
         return made.to_dict()

@@ -6,6 +6,14 @@ windows that are due, and saves windows, findings and the model's watermark (the
 event folded) in one transaction. After a crash, windows are reloaded and the events past
 the watermark are folded again, so every acknowledged event counts exactly once.
 
+Each model's alert state (alerts, incidents, acknowledgements, silences, what was notified)
+is saved after the windows that changed it, and after every acknowledgement or silence
+before it is answered. A restart resumes it and first judges the closed windows it had not
+judged yet: an incident stays open under its id and is not notified again; a notification
+is sent at least once (a crash between sending it and saving the state sends it again).
+Prediction records kept for late labels are rebuilt from the event log with the labels
+already applied, so a corrected label replaces the earlier one as without a restart.
+
 A model may have several suite versions in service at once: a newly activated version
 (deploy or rollback) takes the windows that start after its activation; the window under
 way, and late events for earlier windows, stay with the version that had them. Every
@@ -26,15 +34,17 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper import suitefile
-from watchkeeper.alerts import AlertManager, Rules
+from watchkeeper.alerts import AlertManager, Incident, Rules, Silence
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.monitors.security import REJECTED
 from watchkeeper.online import OnlineMonitor, save
 from watchkeeper.pii import key_from_env, protect
 from watchkeeper.server.ingest import from_ipc, to_ipc
+from watchkeeper.service import TS
 from watchkeeper.store import Store
 from watchkeeper.suite import Suite
+from watchkeeper.values import epoch_seconds
 
 log = logging.getLogger("watchkeeper.server")
 FIRST = -(2**62)
@@ -55,6 +65,7 @@ class Generation:
 class ModelState:
     generations: list[Generation] = field(default_factory=list)
     alerts: AlertManager | None = None
+    alerts_unsaved: bool = False  # the alert state changed since it was last saved
 
     @property
     def current(self) -> OnlineMonitor:
@@ -127,22 +138,66 @@ class Hub:
                 live.restore(range(first if i else FIRST, last))
                 state.generations.append(Generation(version, first if i else FIRST, live, last))
             self._remember(model, state)
-            state.alerts = AlertManager(model, self.rules or state.current.suite.rules)
+            state.alerts, resumed = self._resume_alerts(model, state)
             with self._lock:
                 self.models[model] = state
+                if resumed:  # windows closed before a crash but not judged yet
+                    self._alert(model, state, [
+                        g.live.windows[k].result for g in state.generations
+                        for k in sorted(g.live.windows)
+                        if g.live.windows[k].state == "closed"
+                        and g.live.windows[k].result is not None])
+                else:  # a store from before alert states were saved: judge from now on
+                    self._save_alerts(model, state)
+
+    def _resume_alerts(self, model: str, state: ModelState) -> tuple[AlertManager, bool]:
+        """The model's saved alert state under the rules in force, and whether there was
+        one (a state that cannot be read is logged and started afresh)."""
+        rules = self.rules or state.current.suite.rules
+        saved = self.store.alert_state(model)
+        if saved is not None:
+            try:
+                manager = AlertManager.from_dict(saved)
+            except (ValueError, KeyError, TypeError) as exc:
+                self.counters["alert_state_errors"] += 1
+                log.error("model %s: cannot resume the saved alert state (%s); its open "
+                          "incidents, acknowledgements and silences are lost", model, exc)
+            else:
+                manager.rules = rules  # the suite (or server) in force decides, not the saved
+                return manager, True
+        return AlertManager(model, rules), False
+
+    def _save_alerts(self, model: str, state: ModelState) -> None:
+        """Persist the model's alert state; if that fails it is tried again every step."""
+        if state.alerts is None:
+            return
+        state.alerts_unsaved = True
+        self.store.save_alert_state(model, state.alerts.to_dict())
+        state.alerts_unsaved = False
 
     def _remember(self, model: str, state: ModelState) -> None:
-        """Rebuild prediction records of already folded events (for late labels)."""
+        """Rebuild prediction records of already folded events, and put the labels already
+        folded back on them in log order (for late and corrected labels)."""
         watermark = self.store.watermark(model)
         last = 0
-        while True:
-            events = [e for e in self.store.events_after(model, last, kinds=("events",),
-                                                         limit=50) if e.seq <= watermark]
+        while last < watermark:
+            events = [e for e in self.store.events_after(model, last, limit=50)
+                      if e.seq <= watermark]
             if not events:
                 return
             for event in events:
-                for live, part in state.route(from_ipc(event.payload)):
-                    live.remember(part)
+                table = from_ipc(event.payload)
+                if event.kind == "labels":
+                    for g in state.generations:
+                        try:
+                            g.live.remember_labels(table)
+                        except WatchkeeperError as exc:  # it failed when folded, too
+                            log.warning("model %s: labels of batch %d not joined again: %s",
+                                        model, event.seq, exc)
+                else:
+                    for live, part in state.route(_arrived(table, event.received_at
+                                                           .timestamp())):
+                        live.remember(part)
                 self._folded.setdefault(model, deque()).append(
                     (event.seq, event.received_at.timestamp()))
                 last = event.seq
@@ -156,7 +211,10 @@ class Hub:
                 state = ModelState([Generation(version, FIRST, live)],
                                    AlertManager(model, self.rules or live.suite.rules))
                 self.models[model] = state
+                self._save_alerts(model, state)  # so a restart knows it judged from here
                 return
+            if state.alerts is not None:  # the new version's rules, as after a restart
+                state.alerts.rules = self.rules or live.suite.rules
             boundary = int(np.floor(float(self.clock()) / self.window.total_seconds())) + 1
             current = state.generations[-1]
             if current.first >= boundary:  # activated twice within one window: replace
@@ -177,6 +235,30 @@ class Hub:
     def rollback(self, model: str, version: int) -> None:
         self.store.activate(model, version)
         self.activate(model, version)
+
+    # -- people (request threads): durable once these return ------------------------------
+    def _manager(self, model: str) -> tuple[ModelState, AlertManager]:
+        state = self.models.get(model)
+        if state is None or state.alerts is None:
+            raise KeyError(f"no suite deployed for model {model!r}")
+        return state, state.alerts
+
+    def acknowledge(self, model: str, incident_id: str, by: str | None = None) -> Incident:
+        """Acknowledge an incident (KeyError if there is none) and save that."""
+        with self._lock:
+            state, manager = self._manager(model)
+            incident = manager.acknowledge(incident_id, by)
+            self._save_alerts(model, state)
+            return incident
+
+    def silence(self, model: str, matchers: dict[str, str], until: Any, *,
+                created_by: str | None = None, comment: str | None = None) -> Silence:
+        """Add a silence (ValueError for bad matchers) and save it."""
+        with self._lock:
+            state, manager = self._manager(model)
+            made = manager.silence(matchers, until, created_by=created_by, comment=comment)
+            self._save_alerts(model, state)
+            return made
 
     # -- ingest (request thread) -------------------------------------------------------------
     def append(self, model: str, table: pa.Table, kind: str) -> int:
@@ -299,9 +381,12 @@ class Hub:
             if manager.last_start is not None and w.start <= manager.last_start:
                 continue  # re-evaluated after late data: already judged
             notifications = manager.process(w.label, w.start, w.findings)
+            state.alerts_unsaved = True
             self.counters[f"notifications:{model}"] += len(notifications)
             if notifications and self.dispatcher is not None:
                 self.dispatcher.send_all(notifications)
+        if state.alerts_unsaved:  # after sending: a crash in between sends it again
+            self._save_alerts(model, state)
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -328,6 +413,21 @@ class Hub:
         if self._thread is not None:
             self._thread.join(timeout)
         with self._lock:
-            for state in self.models.values():
+            for model, state in self.models.items():
                 for g in state.generations:
                     g.live.flush(watermark=None)
+                if state.alerts_unsaved:
+                    self._save_alerts(model, state)
+
+
+def _arrived(table: pa.Table, at: float) -> pa.Table:
+    """Rows without an event time get ``at`` (when their batch arrived), the time they were
+    windowed by when folded, give or take the moment it took to fold them."""
+    if TS not in table.column_names:
+        return table.append_column(TS, pa.array(np.full(table.num_rows, at)))
+    ts = epoch_seconds(table.column(TS))
+    missing = ~np.isfinite(ts)
+    if not missing.any():
+        return table
+    return table.set_column(table.column_names.index(TS), TS,
+                            pa.array(np.where(missing, at, ts)))

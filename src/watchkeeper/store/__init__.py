@@ -1,4 +1,5 @@
-"""Storage for online monitoring: suite versions, the event log, windows and findings.
+"""Storage for online monitoring: suite versions, the event log, windows, findings
+and each model's alert state.
 
 SQLAlchemy Core on SQLite (a local file, the default) or PostgreSQL (by URL).
 """

@@ -23,9 +23,16 @@ def _initial(conn: Connection) -> None:
     tables.metadata.create_all(conn)
 
 
+def _alert_states(conn: Connection) -> None:
+    # As tables.alert_states was when added; copy the definition here if it ever changes.
+    tables.alert_states.create(conn)
+
+
 #: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("models, suites, events, windows, findings", _initial),
+    ("alert_states: each model's alerts, incidents, acknowledgements and silences",
+     _alert_states),
 ]
 LATEST = len(MIGRATIONS)
 
@@ -50,7 +57,7 @@ def upgrade(conn: Connection) -> int:
         return version
     if version == 0:
         _initial(conn)
-        _stamp(conn, LATEST, f"initial schema: {MIGRATIONS[0][0]}")
+        _stamp(conn, LATEST, "initial schema: " + "; ".join(d for d, _ in MIGRATIONS))
         return LATEST
     for n in range(version, LATEST):
         description, step = MIGRATIONS[n]

@@ -30,7 +30,8 @@ _REQUIRED = {"monitor", "family", "value", "threshold", "severity", "message"}
 
 
 class Store:
-    """Suite versions, the log of ingested batches, window profiles and findings, per model.
+    """Suite versions, the log of ingested batches, window profiles and findings, and the
+    alert state (incidents, acknowledgements, silences), per model.
 
     SQLite in a local file by default (WAL journal), PostgreSQL by URL
     (``postgresql+psycopg://user:password@host/db``; ``postgresql://`` means the same).
@@ -320,6 +321,30 @@ class Store:
         return [
             {**{k: r[k] for k in FINDING_KEYS}, "window_start": r["window_start"]} for r in rows
         ]
+
+    # -- alert state -----------------------------------------------------------------------
+    def save_alert_state(self, model: str, state: dict[str, Any]) -> None:
+        """Replace a model's alert state (``AlertManager.to_dict()``: alerts, incidents,
+        acknowledgements, silences, what was notified) with this one."""
+        _check_name(model)
+        if not isinstance(state, dict):
+            raise StoreError(f"alert state must be a dict, got {type(state).__name__}")
+        row = {"model": model, "state": state, "updated_at": datetime.now(UTC)}
+        with self._transaction(write=True) as conn:
+            self._ensure_model(conn, model)
+            insert = self._insert(db.alert_states)
+            conn.execute(
+                insert.values(**row).on_conflict_do_update(
+                    index_elements=[db.alert_states.c.model],
+                    set_={k: insert.excluded[k] for k in ("state", "updated_at")},
+                )
+            )
+
+    def alert_state(self, model: str) -> dict[str, Any] | None:
+        """A model's last saved alert state, or None if it has none."""
+        query = sa.select(db.alert_states.c.state).where(_of(db.alert_states, model))
+        with self._transaction() as conn:
+            return conn.scalar(query)
 
     # -- internals -------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -132,3 +132,12 @@ findings = sa.Table(
     sa.Column("segment", sa.String),
     sa.Index("findings_model_window", "model", "window_start"),
 )
+
+alert_states = sa.Table(  # since schema version 2
+    "alert_states",
+    metadata,
+    _model_key(primary_key=True),
+    # AlertManager.to_dict(): alerts, incidents, acknowledgements, silences, notifications
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,86 @@
+"""Late labels across server restarts: a corrected label replaces the one it corrects, as
+if the server had never stopped (the hub in process, on both store backends)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import watchkeeper as wk
+from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
+from watchkeeper import suitefile
+from watchkeeper.profile import Profile
+from watchkeeper.server.hub import Hub
+from watchkeeper.store import Store
+
+T0 = 1_700_000_000.0
+
+
+def predictions(n: int, seed: int, start: int, ts: float) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    proba = 1 / (1 + np.exp(-x))
+    return pa.table({"id": np.arange(start, start + n), "x": x, "proba": proba,
+                     "prediction": (proba > 0.5).astype(int), "_ts": np.full(n, ts)})
+
+
+def test_corrected_labels_after_restarts_equal_the_batch_computation(
+        store_url: str) -> None:  # noqa: F811  (the fixture imported above)
+    reference = predictions(3_000, 0, 0, T0).drop_columns(["_ts"])
+    reference = reference.append_column(
+        "label", pa.array((np.random.default_rng(1).random(3_000) < 0.5).astype(int)))
+    text = suitefile.dump(wk.init(reference, target="label").to_dict())
+    suite = wk.Suite.from_dict(suitefile.parse(text, "suite"))  # as served
+    batches = [predictions(300, 2, 1_000, T0 + 1), predictions(300, 3, 1_300, T0 + 11)]
+    ids = np.arange(1_000, 1_600)
+    rng = np.random.default_rng(4)
+    given = rng.random(600) < 0.8  # most rows get a first label…
+    labels = dict(zip(ids[given].tolist(), (rng.random(given.sum()) < 0.5).astype(int).tolist(),
+                      strict=True))
+    fixed = rng.choice(ids, 200, replace=False)  # …some are corrected, some labeled at last
+    now = [T0]
+    store = Store(store_url)
+
+    def hub() -> Hub:  # a new process on the same store; the last one died without a word
+        h = Hub(store, window=timedelta(seconds=10), grace=timedelta(0),
+                clock=lambda: now[0])
+        h.load()
+        return h
+
+    def send(h: Hub, kind: str, table: pa.Table) -> None:
+        h.append("m", table, kind)
+        h.step()
+
+    try:
+        first = hub()
+        first.register("m", text)
+        send(first, "events", batches[0])
+        now[0] = T0 + 12  # the first window closes
+        send(first, "events", batches[1])
+        send(first, "labels", pa.table({"id": list(labels), "label": list(labels.values())}))
+        now[0] = T0 + 25  # the second closes
+        second = hub()
+        corrections = [1 - labels.get(i, 0) for i in fixed.tolist()]
+        send(second, "labels", pa.table({"id": fixed, "label": corrections}))
+        labels.update(zip(fixed.tolist(), corrections, strict=True))
+        third = hub()  # rebuilding the records again changes no window
+        third.step()
+        final = pa.table({"id": list(labels), "label": list(labels.values())})
+        windows = store.load_windows("m")
+        assert [(w.rows, w.state) for w in windows] == [(300, "closed")] * 2
+        for batch, stored in zip(batches, windows, strict=True):
+            expected = suite.check(batch, labels=final).windows[0]
+            joint = Profile.from_dict(stored.profile).joint
+            for key, tally in expected.profile.joint.items():
+                if tally.dtype.kind == "i":  # counts: exactly equal
+                    assert np.array_equal(tally, joint[key]), key
+                else:  # float sums: equal up to the order of summation
+                    np.testing.assert_allclose(tally, joint[key], rtol=1e-12)
+            assert stored.metrics["realised"] == pytest.approx(
+                expected.metrics["realised"], rel=1e-5)  # stored with 6 significant digits
+        assert third.counters["unmatched_labels:m"] == 0
+    finally:
+        store.close()
