@@ -58,8 +58,7 @@ def test_the_forest_round_trips_and_rejects_bad_input() -> None:
     forest = IsolationForest.fit(ref, trees=5, depth=6, seed=3)
     back = IsolationForest.from_dict(forest.to_dict())
     rows = [rng.normal(size=500) for _ in range(3)]
-    # depths are stored to 1/256 of a level
-    np.testing.assert_allclose(back.path_length(rows), forest.path_length(rows), atol=1 / 256)
+    np.testing.assert_array_equal(back.path_length(rows), forest.path_length(rows))
     with pytest.raises(ValueError, match="at least one column"):
         IsolationForest.fit([])
     with pytest.raises(ValueError, match="depth"):
@@ -111,5 +110,6 @@ def test_the_forest_survives_the_suite_file(suite: wk.Suite, tmp_path) -> None:
     table = pa.Table.from_pandas(broken(300, np.random.default_rng(6)))
     first = suite.schema.security.score(table)
     second = again.schema.security.score(table)
-    np.testing.assert_allclose(second.score, first.score, atol=1e-3)
+    np.testing.assert_array_equal(second.score, first.score)  # borderline rows decide alike
+    np.testing.assert_array_equal(second.ood, first.ood)
     assert path.stat().st_size < 200_000  # the forest is stored compactly

@@ -99,3 +99,7 @@ def test_service_only_rows_are_not_rows_with_every_feature_missing() -> None:
     sparse = pa.table({"a": [None, 1.0], "k": [None, None], "_latency_ms": [1.0, 2.0]})
     assert profile(sparse, suite.schema).rows == 1
     assert profile(sparse.drop(["_latency_ms"]), suite.schema).rows == 2
+    # renamed columns are not service rows: the schema monitor must still see them
+    renamed = pa.table({"A": [1.0, 2.0], "K": ["x", None], "_ts": [1.0, 2.0]})
+    assert profile(renamed, suite.schema).rows == 2
+    assert {f.monitor for f in suite.check(renamed).findings} >= {"missing_column", "new_column"}

@@ -266,18 +266,19 @@ def profile_column(column: pa.ChunkedArray | pa.Array, spec: Column,
     return cp
 
 
-def service_only(table: pa.Table, schema: Schema) -> np.ndarray | None:
+def service_only(table: pa.Table) -> np.ndarray | None:
     """Rows that carry nothing but service columns (``_latency_ms``, ``_error``…), as the
     ASGI middleware logs them; None when there are none. They count for latency and errors
     only: not as rows (with every feature missing), nor as a client's inputs."""
     if not any(name in RESERVED for name in table.column_names):
         return None
-    known = [table.column(c.name) for c in schema
-             if c.role != Role.IGNORE and c.name in table.column_names and c.name not in RESERVED]
-    if any(column.null_count == 0 for column in known):
+    others = [table.column(name) for name in table.column_names if name not in RESERVED]
+    if not others:
+        return np.ones(table.num_rows, dtype=bool) if table.num_rows else None
+    if any(column.null_count == 0 for column in others):
         return None  # the usual case, answered without looking at a value
     empty = np.ones(table.num_rows, dtype=bool)
-    for column in known:
+    for column in others:
         empty &= np.asarray(column.is_null(nan_is_null=True).to_numpy(zero_copy_only=False),
                             dtype=bool)
     return empty if empty.any() else None
@@ -286,7 +287,7 @@ def service_only(table: pa.Table, schema: Schema) -> np.ndarray | None:
 def profile(data: Any, schema: Schema) -> Profile:
     """Profile a batch of rows (any input :func:`watchkeeper.data.to_table` accepts)."""
     everything = to_table(data)  # a Table is returned as is, once its column names are checked
-    service = service_only(everything, schema)
+    service = service_only(everything)
     table = everything if service is None else everything.filter(pa.array(~service))
     out = Profile(rows=table.num_rows)
     present = set(table.column_names)

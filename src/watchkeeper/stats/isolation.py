@@ -90,7 +90,9 @@ class IsolationForest:
                 cell |= (rows[:, features[t, level]] > thresholds[t, level]).astype(
                     np.int64) << level
             depths[t] = _leaf_depths(cell, depth)
-        return cls(features, thresholds, depths, sample)
+        # stored to 1/256 of a level (see to_dict): round now, so a forest read back from a
+        # suite file scores every row exactly as the one that calibrated the thresholds
+        return cls(features, thresholds, np.round(depths * 256) / 256, sample)
 
     def path_length(self, columns: list[np.ndarray]) -> np.ndarray:
         """Mean isolation depth of each row over the trees (columns in fit order; a NaN
@@ -120,7 +122,7 @@ class IsolationForest:
 
     # -- persistence: cuts as lists, leaf depths as compact base64 (2 bytes per leaf) ----------
     def to_dict(self) -> dict[str, Any]:
-        scaled = np.round(self.depths * 256).astype("<u2")  # depth ≤ 8 + c(256) ≈ 18.4
+        scaled = np.round(self.depths * 256).astype("<u2")  # depth ≤ 8 + c(256) ≈ 18.4: fits
         return {"sample": self.sample, "features": self.features.tolist(),
                 "thresholds": self.thresholds.tolist(),
                 "depths_u16_over_256": base64.b64encode(scaled.tobytes()).decode("ascii")}
