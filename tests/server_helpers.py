@@ -70,13 +70,14 @@ class Server:
 
 
 def request(url: str, body: bytes | None = None, *, token: str | None = None,
-            content_type: str = "application/json", timeout: float = 30.0
+            content_type: str = "application/json", timeout: float = 30.0,
+            method: str | None = None, headers: dict[str, str] | None = None
             ) -> tuple[int, Any]:
-    headers = {"Content-Type": content_type}
+    headers = {"Content-Type": content_type, **(headers or {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=body, headers=headers,
-                                 method="POST" if body is not None else "GET")
+                                 method=method or ("POST" if body is not None else "GET"))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             raw = resp.read()

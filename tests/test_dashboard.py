@@ -337,6 +337,22 @@ def test_the_page_refreshes_in_place(open_server: Server, visit: Visit) -> None:
 
 
 # -- tokens ----------------------------------------------------------------------------------
+def test_an_open_server_refuses_cross_site_writes(open_server: Server) -> None:
+    """Without tokens, any page the operator visits could post to a local server; browsers
+    send Origin with such posts, scripts and the SDK do not."""
+    url = open_server.url + "/v1/models/m/silences"
+    body = b'{"matchers": {"column": "nothing"}, "hours": 0.01}'
+    host = urlsplit(open_server.url).netloc
+    status, answer = request(url, body, headers={"Origin": "https://evil.example"})
+    assert status == 403 and "cross-site" in answer["detail"]
+    assert request(url, body, headers={"Origin": f"http://{host}"})[0] == 200
+    assert request(url, body)[0] == 200
+    assert request(open_server.url + "/v1/models", headers={"Origin": "https://x.example"}
+                   )[0] == 200  # reading is not changed by it
+    assert Tokens().check_request({"origin": "http://a", "host": "b"}, {}, "GET", "read") \
+        == (200, "")
+
+
 def test_session_cookie_rules() -> None:
     tokens = Tokens(write=WRITE, read=READ)
     read, write = {COOKIE: session_of(READ)}, {COOKIE: session_of(WRITE)}

@@ -149,6 +149,11 @@ def test_incidents_acks_and_silences_survive_kill_9(tmp_path: Path, receiver: st
         assert resumed["acknowledged"] and resumed["acknowledged_by"] == "ops"
         silences = request(second.url + "/v1/models/m/silences", token=READ)[1]["silences"]
         assert [(s["id"], s["comment"]) for s in silences] == [(made["id"], "y is being fixed")]
+        gone = f"/v1/models/m/silences/{made['id']}"
+        assert request(second.url + gone, method="DELETE", token=READ)[0] == 403
+        assert request(second.url + gone, method="DELETE", token=WRITE)[0] == 200
+        assert request(second.url + gone, method="DELETE", token=WRITE)[0] == 404
+        assert request(second.url + "/v1/models/m/silences", token=READ)[1]["silences"] == []
         # the condition still holds for two windows, then clears
         for i, broken in enumerate([True] * 2 + [False] * 4, start=8):
             _window(second, t0 + i, broken, i)

@@ -223,6 +223,16 @@ def silence_command(server: str, model: str, matches: tuple[str, ...], hours: fl
     click.echo(f"silence {made.get('id')} until {made.get('until')}")
 
 
+@main.command("unsilence")
+@click.argument("silence_id")
+@click.option("--server", required=True)
+@click.option("--model", required=True)
+def unsilence_command(silence_id: str, server: str, model: str) -> None:
+    """End a silence now (its alerts are notified again from the next window)."""
+    call("DELETE", _model_url(server, model, f"/silences/{silence_id}"))
+    click.echo(f"silence {silence_id} removed")
+
+
 @main.command("diff")
 @click.argument("old", type=click.Path(path_type=Path))
 @click.argument("new", type=click.Path(path_type=Path))

@@ -264,6 +264,17 @@ def create_app(
             raise HTTPException(422, f"bad silence: {exc}") from None
         return made.to_dict()
 
+    @app.delete("/v1/models/{model}/silences/{silence_id}")
+    def unsilence(model: str, silence_id: str, request: Request) -> dict[str, Any]:
+        """End a silence now; the alerts it hid are notified again at the next window."""
+        require(request, "write")
+        with hub._lock:
+            manager(model)
+            try:
+                return hub.unsilence(model, silence_id).to_dict()
+            except KeyError:
+                raise HTTPException(404, f"no silence {silence_id!r}") from None
+
     @app.get("/healthz")
     def health() -> dict[str, Any]:
         return {"status": "ok", "models": len(hub.models),

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 COOKIE = "watchkeeper_session"
 CSRF_HEADER = "x-watchkeeper"
@@ -75,6 +76,9 @@ class Tokens:
         """Status and reason for a request: bearer header first, else the session cookie,
         which needs the X-Watchkeeper header on anything but GET and HEAD."""
         header, cookie = headers.get("authorization"), cookies.get(COOKIE)
+        if not self.enabled and method.upper() not in SAFE_METHODS and not same_origin(headers):
+            # no tokens: any web page the operator visits could post to a local server
+            return 403, "cross-site request refused (the server has no tokens)"
         status = self.check(header, need, cookie)
         if status == 401:
             return 401, "missing bearer token"
@@ -84,3 +88,12 @@ class Tokens:
         if status == 403:
             return 403, f"this token may not {need}"
         return 200, ""
+
+
+def same_origin(headers: Mapping[str, str]) -> bool:
+    """Not a browser request from another site: browsers send Origin with cross-site posts
+    (scripts and the SDK send none); behind a proxy, its Host or X-Forwarded-Host must name
+    the public address."""
+    origin = headers.get("origin")
+    hosts = {headers.get("host"), headers.get("x-forwarded-host")} - {None}
+    return origin is None or urlsplit(origin).netloc in hosts

@@ -18,13 +18,13 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from watchkeeper.advise import advise
-from watchkeeper.server.auth import COOKIE, CSRF_HEADER, Tokens, session_of
+from watchkeeper.server.auth import COOKIE, CSRF_HEADER, Tokens, same_origin, session_of
 from watchkeeper.server.hub import Hub
 
 log = logging.getLogger("watchkeeper.server")
@@ -74,14 +74,6 @@ def local_path(target: str | None) -> str:
             and not target.startswith("//"):
         return target
     return "/dashboard"
-
-
-def same_origin(request: Request) -> bool:
-    """A form post from this server's pages, not another site's (browsers send Origin;
-    behind a proxy, its Host or X-Forwarded-Host must name the public address)."""
-    origin = request.headers.get("origin")
-    hosts = {request.headers.get("host"), request.headers.get("x-forwarded-host")} - {None}
-    return origin is None or urlsplit(origin).netloc in hosts
 
 
 def clamp(text: str | None, default: int, low: int, high: int) -> int:
@@ -377,7 +369,8 @@ def add_dashboard(app: FastAPI, hub: Hub, tokens: Tokens) -> None:
                 target = local_path((form.get("next") or [""])[0])
         except (ValueError, AttributeError):
             return JSONResponse({"detail": "send {\"token\": ...}"}, status_code=422)
-        if (scripted and request.headers.get(CSRF_HEADER) != "1") or not same_origin(request):
+        if (scripted and request.headers.get(CSRF_HEADER) != "1") or \
+                not same_origin(request.headers):
             return JSONResponse({"detail": "a login must come from this server's own page"},
                                 status_code=403)
         access = tokens.access(token) if tokens.enabled and token else None
@@ -396,7 +389,7 @@ def add_dashboard(app: FastAPI, hub: Hub, tokens: Tokens) -> None:
 
     @app.post("/logout", include_in_schema=False)
     def logout(request: Request) -> Response:
-        if not same_origin(request):
+        if not same_origin(request.headers):
             return Response(status_code=403)
         answer = RedirectResponse("/login", status_code=303)
         answer.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")

@@ -26,9 +26,10 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +50,8 @@ from watchkeeper.values import epoch_seconds
 log = logging.getLogger("watchkeeper.server")
 FIRST = -(2**62)
 LAST = 2**62
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -245,20 +248,25 @@ class Hub:
 
     def acknowledge(self, model: str, incident_id: str, by: str | None = None) -> Incident:
         """Acknowledge an incident (KeyError if there is none) and save that."""
-        with self._lock:
-            state, manager = self._manager(model)
-            incident = manager.acknowledge(incident_id, by)
-            self._save_alerts(model, state)
-            return incident
+        return self._change(model, lambda m: m.acknowledge(incident_id, by))
 
     def silence(self, model: str, matchers: dict[str, str], until: Any, *,
                 created_by: str | None = None, comment: str | None = None) -> Silence:
         """Add a silence (ValueError for bad matchers) and save it."""
+        return self._change(model, lambda m: m.silence(matchers, until, created_by=created_by,
+                                                       comment=comment))
+
+    def unsilence(self, model: str, silence_id: str) -> Silence:
+        """Remove a silence before it ends (KeyError if there is none) and save that."""
+        return self._change(model, lambda m: m.unsilence(silence_id))
+
+    def _change(self, model: str, change: Callable[[AlertManager], T]) -> T:
+        """An operator's change to a model's alert state, saved before it is answered."""
         with self._lock:
             state, manager = self._manager(model)
-            made = manager.silence(matchers, until, created_by=created_by, comment=comment)
+            out = change(manager)
             self._save_alerts(model, state)
-            return made
+            return out
 
     # -- ingest (request thread) -------------------------------------------------------------
     def append(self, model: str, table: pa.Table, kind: str) -> int:
