@@ -43,6 +43,9 @@ def test_time_windows_are_aligned_and_clean_data_is_quiet(suite: wk.Suite) -> No
     assert len(result.windows) == 24
     assert result.windows[1].label.startswith("2026-03-01T01:00:00+00:00/")
     assert result.alerts() == []
+    # the text table reads the ISO range as a date and clocks (the JSON keeps the range)
+    lines = result.to_text().splitlines()
+    assert lines[2].startswith("2026-03-01 01:00–02:00 UTC ") and "+00:00" not in lines[2]
 
 
 def test_a_gap_and_a_burst_are_volume_findings(suite: wk.Suite) -> None:

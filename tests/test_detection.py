@@ -25,6 +25,50 @@ def test_exactly_the_drifted_columns_are_flagged(rows: int) -> None:
     assert {f.column for f in result.alerts()} == set(DRIFTED_COLUMNS)
 
 
+def test_every_window_measures_every_column_against_its_threshold() -> None:
+    """Drift measures exist for every monitored column, alert or not: equal to the
+    finding's value where a column drifted, below the threshold where it did not."""
+    reference, current = synthetic_drift_pair(20_000, seed=0)
+    suite = wk.init(reference)
+    result = suite.check(current, window_rows=5_000)
+    monitored = {m.column for m in suite.monitors if m.family == "drift"}
+    assert len(result.windows) == 4
+    for w in result.windows:
+        drift = w.metrics["drift"]
+        assert set(drift) == monitored == set(reference.column_names)
+        found = {f.column: f for f in w.findings if f.family == "drift"}
+        assert set(found) == set(DRIFTED_COLUMNS)
+        for column, entry in drift.items():
+            assert set(entry) == {"js", "threshold", "psi"}
+            if column in found:
+                f = found[column]
+                assert entry["js"] == pytest.approx(f.value, rel=1e-3)
+                assert entry["threshold"] == pytest.approx(f.threshold, rel=1e-3)
+                assert entry["psi"] == pytest.approx(f.evidence["psi"], rel=1e-3)
+                assert entry["js"] > entry["threshold"]
+            else:
+                assert entry["js"] < entry["threshold"]
+    # compact in the JSON stored per window: four significant digits
+    stored = result.to_dict()["windows"][0]["metrics"]["drift"]
+    assert all(float(f"{v:.4g}") == v for e in stored.values() for v in e.values())
+
+
+def test_model_output_and_target_drift_are_named_in_the_measures() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    n = 5_000
+    x = rng.normal(size=n)
+    table = pa.table({"x": x, "prediction": (x > 0).astype(int),
+                      "label": (x + rng.normal(size=n) > 0).astype(int)})
+    suite = wk.init(table, target="label")
+    drift = suite.check(table).windows[0].metrics["drift"]
+    assert drift["prediction"]["monitor"] == "prediction_drift"
+    assert drift["label"]["monitor"] == "target_drift"
+    assert "monitor" not in drift["x"]
+
+
 def test_no_drift_pair_gives_no_alert() -> None:
     reference, current = synthetic_drift_pair(100_000, seed=4, drift=False)
     assert wk.init(reference).check(current).alerts() == []

@@ -76,6 +76,44 @@ def test_group_table_and_suite_level_measures(suite: wk.Suite, windows) -> None:
                          if g in small)
 
 
+def test_measures_name_their_extreme_groups_and_carry_the_reference(suite: wk.Suite,
+                                                                   windows) -> None:
+    metrics = suite.check(windows[0]).windows[0].metrics["fairness"]
+    for name, summary in metrics.items():
+        groups = {g: v for g, v in summary["groups"].items() if "status" not in v}
+        rates = {g: v["selection_rate"] for g, v in groups.items()}
+        high, low = summary["dp_groups"]
+        assert rates[high] == max(rates.values()) and rates[low] == min(rates.values())
+        assert summary["dp_difference"][0] == pytest.approx(rates[high] - rates[low])
+        assert summary["di_ratio"] == pytest.approx(rates[low] / rates[high])
+        metric = summary["eo_metric"]
+        top, bottom = summary["eo_groups"]
+        values = {g: v[metric] for g, v in groups.items() if metric in v}
+        assert values[top] == max(values.values()) and values[bottom] == min(values.values())
+        assert summary["eo_difference"] == pytest.approx(values[top] - values[bottom])
+        assert set(summary["reference"]) == {"dp_difference", "di_ratio", "eo_difference"}, name
+    # the reference's own disparate-impact ratio, as calibrated for the policy
+    known = suite.monitors[[m.type for m in suite.monitors].index("fairness")]
+    for attribute, ratio in known.calibration["reference_di_ratio"].items():
+        assert metrics[attribute]["reference"]["di_ratio"] == pytest.approx(ratio, abs=1e-6)
+    # the under-18s are (almost) never employed: age's DI ratio is far below 0.8 already in
+    # the reference, between the youngest band and a middle one
+    age = metrics["AGEP"]
+    assert age["reference"]["di_ratio"] < 0.1 and age["dp_groups"][1].startswith("AGEP=<")
+    assert metrics["SEX"]["reference"]["di_ratio"] > 0.8
+
+
+def test_extremes_follow_a_group_whose_predictions_change(suite: wk.Suite, windows) -> None:
+    table = windows[0]
+    mask = pc.equal(table.column("SEX"), "2")
+    nobody = table.set_column(table.column_names.index("prediction"), "prediction",
+                              pc.if_else(mask, 0, table.column("prediction")))
+    sex = suite.check(nobody).windows[0].metrics["fairness"]["SEX"]
+    assert sex["dp_groups"] == ["SEX=1", "SEX=2"] and sex["di_ratio"] == 0.0
+    assert sex["eo_groups"] == ["SEX=1", "SEX=2"]  # TPR of SEX=2 is now 0
+    assert sex["reference"]["di_ratio"] > 0.8  # a change, not the data as it was
+
+
 def test_age_is_banded_and_the_bands_are_in_the_suite(suite: wk.Suite) -> None:
     age = suite.schema.task.attribute("AGEP")
     assert age.bands == sorted(age.bands) and len(age.bands) >= 3

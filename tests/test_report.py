@@ -194,15 +194,54 @@ def test_performance_charts_have_one_point_per_window(acs_result, acs_html) -> N
     assert len(body_rows(perf.find_all("table")[0])) == 3
 
 
-def test_drift_chart_has_a_bar_per_drifted_column(acs_result, acs_html) -> None:
+def test_drift_shows_every_monitored_column_against_its_threshold(acs_result,
+                                                                  acs_html) -> None:
     drift = section(parse(acs_html), "drift")
-    columns = {f["column"] for w in acs_result["windows"] for f in w["findings"]
+    measured = [w["metrics"]["drift"] for w in acs_result["windows"]]
+    columns = set(measured[0])
+    assert {"AGEP", "SCHL", "prediction", "predicted_probability", "employed"} <= columns
+    drifted = {f["column"] for w in acs_result["windows"] for f in w["findings"]
                if f["family"] == "drift"}
-    assert len(drift.find("svg").find_all("rect")) == len(columns)
-    rows = body_rows(drift.find("table"))
-    assert {r.find("td").text() for r in rows} == columns
+    assert drifted and drifted < columns  # the columns below their threshold are shown too
+    chart = drift.find("svg")
+    assert len(chart.find_all("rect")) == len(columns)
+    assert len(chart.find_all("line", "marker")) == len(columns)  # one threshold tick each
+    rows = body_rows(drift.find("table", "drift-columns"))
+    cells = {r.find("td").content[0]: [td.text() for td in r.find_all("td")] for r in rows}
+    assert set(cells) == columns
+    for column, row in cells.items():
+        worst = max(range(3), key=lambda i: (measured[i][column]["js"]
+                                             / measured[i][column]["threshold"], i))
+        entry = measured[worst][column]
+        assert row[2] == f"{entry['js']:.3g}" and row[3] == f"{entry['threshold']:.3g}"
+        assert row[6] == acs_result["windows"][worst]["window"]
+        assert row[1] in (("critical", "warning") if column in drifted else ("below",))
+    # ranked by distance relative to threshold: the shifted age first, in 2018, twice over
     top = [td.text() for td in rows[0].find_all("td")]
-    assert top[0] == "AGEP" and top[4] == "year=2018" and top[5] == "2"
+    assert top[0] == "AGEP" and top[1] == "critical" and top[6] == "year=2018"
+    assert top[7] == "2"
+    assert "model output" in cells["prediction"][0] and "target" in cells["employed"][0]
+    # every row's sparkline: a point per window, red where past the threshold
+    agep = rows[0].find("svg", "spark")
+    assert len(agep.find_all("circle")) == 3 and len(agep.find_all("circle", "past")) == 2
+    quiet = next(r for r in rows if r.find("td").content[0] not in drifted)
+    assert not quiet.find("svg", "spark").find_all("circle", "past")
+    # and the distance of every column in every window
+    per_window = drift.find("table", "drift-windows")
+    assert [th.text() for th in per_window.find_all("th")][1:] == [
+        "year=2016", "year=2017", "year=2018"]
+    assert len(body_rows(per_window)) == len(columns)
+
+
+def test_drift_falls_back_on_findings_without_measures() -> None:
+    """Results saved before windows carried drift measures still show drifted columns."""
+    finding = {"monitor": "feature_drift", "family": "drift", "column": "age", "value": 0.3,
+               "threshold": 0.1, "severity": "critical", "evidence": {"psi": 0.4}}
+    root = parse(render({"windows": [{"window": "a", "findings": [finding]},
+                                     {"window": "b"}]}))
+    rows = body_rows(section(root, "drift").find("table", "drift-columns"))
+    assert [[td.text() for td in r.find_all("td")][:7] for r in rows] == [
+        ["age", "critical", "0.3", "0.1", "3", "0.4", "a"]]
 
 
 def test_fairness_tables_show_groups_measures_and_the_four_fifths_rule(acs_result,
@@ -216,13 +255,61 @@ def test_fairness_tables_show_groups_measures_and_the_four_fifths_rule(acs_resul
     for summary in latest.values():
         if "dp_difference" in summary:
             assert f"95% CI {summary['dp_difference'][1]:.3f}" in text
+            high, low = summary["dp_groups"]
+            assert f"{high} vs {low}" in text
+        if "eo_difference" in summary:
+            high, low = summary["eo_groups"]
+            assert f"{summary['eo_metric'].upper()}: {high} vs {low}" in text
     # the four-fifths line is drawn on every group chart, and broken groups are red
     charts = [s for s in fairness.find_all("svg") if "four-fifths" in s.text()]
     assert charts
     sex = next(s for s in charts if "SEX=1" in s.text())
     assert len(sex.find_all("rect")) == 2
-    # AGEP: under-18s are almost never employed, so its DI ratio is flagged
-    assert fairness.find_all("span", "flag")
+
+
+def test_a_ratio_already_below_four_fifths_in_the_reference_is_not_a_change(
+        acs_result, acs_html) -> None:
+    """AGEP: under-18s are almost never employed, in the reference as in every window; the
+    report says so and does not flag it as a change."""
+    fairness = section(parse(acs_html), "fairness")
+    age = acs_result["windows"][-1]["metrics"]["fairness"]["AGEP"]
+    assert age["reference"]["di_ratio"] < 0.8 and age["di_ratio"] < 0.8
+    parts = fairness.children
+    heading = next(i for i, n in enumerate(parts) if n.tag == "h3" and n.text() == "AGEP")
+    note, trend = parts[heading + 1], parts[heading + 2]
+    assert "inherited" in note.classes
+    assert f"already {age['reference']['di_ratio']:.3f} in the reference" in note.text()
+    rows = body_rows(trend)
+    assert rows[0].find("td").text() == "reference"
+    assert len(rows) == 1 + len(acs_result["windows"])
+    for row in rows[1:]:
+        di = row.find_all("td")[4]
+        assert di.find_all("span", "inherited") and not di.find_all("span", "flag")
+        assert f"reference {age['reference']['di_ratio']:.3f}, already below" in di.text()
+    # SEX is near parity in the reference and in every window: nothing to mark
+    sex = next(i for i, n in enumerate(parts) if n.tag == "h3" and n.text() == "SEX")
+    assert parts[sex + 1].tag == "table"
+    assert not parts[sex + 1].find_all("span", "inherited")
+
+
+def test_a_new_break_of_the_four_fifths_rule_is_flagged() -> None:
+    def window(label: str, di: float) -> dict[str, Any]:
+        return {"window": label, "metrics": {"fairness": {"SEX": {
+            "groups": {"SEX=1": {"n": 500, "selection_rate": 0.5},
+                       "SEX=2": {"n": 500, "selection_rate": 0.5 * di}},
+            "dp_difference": [0.5 - 0.5 * di, 0.1, 0.3], "dp_groups": ["SEX=1", "SEX=2"],
+            "di_ratio": di, "reference": {"dp_difference": 0.02, "di_ratio": 0.95,
+                                          "eo_difference": 0.03}}}}}
+
+    root = parse(render({"windows": [window("a", 0.9), window("b", 0.6)]}))
+    fairness = section(root, "fairness")
+    assert not fairness.find_all("p", "inherited")
+    rows = body_rows(fairness.find("table"))
+    assert [td.text() for td in rows[0].find_all("td")][4] == "0.950"  # the reference row
+    calm, broken = rows[1].find_all("td")[4], rows[2].find_all("td")[4]
+    assert not calm.find_all("span", "flag")
+    assert broken.find("span", "flag").text() == "0.600 < 0.8"
+    assert "new: reference 0.950" in broken.text()
 
 
 def test_security_section_from_the_measured_ood_share(acs_result, acs_html) -> None:
@@ -307,11 +394,11 @@ def test_windows_without_labels_metrics_or_keys_render() -> None:
     rows = body_rows(section(root, "summary").find("table"))
     assert len(rows) == 4
     cells = [[td.text() for td in r.find_all("td")] for r in rows]
-    assert cells[0][0] == "2026-01-01 00:00–01:00 UTC" and cells[0][6] == "closed"
+    assert cells[0][0] == "00:00–01:00" and cells[0][6] == "closed"  # one day: clocks only
     assert cells[2][7] == "40.0%" and cells[3][0] == "window 4"
     chart = section(root, "performance").find("div", "chart-box", **{"data-metric": "accuracy"})
     assert [t.text() for t in chart.find_all("text", "tick")][-4:] == [
-        "01-01 00:00", "01-01 01:00", "01-01 02:00", "window 4"]  # time windows read as clocks
+        "00:00", "01:00", "02:00", "window 4"]  # time windows read as clocks
     assert len(chart.find_all("circle", "pt-realised")) == 1  # only the labeled window
     assert len(chart.find_all("circle", "pt-estimated")) == 2
     assert len(body_rows(section(root, "findings").find("table"))) == 2
@@ -381,6 +468,54 @@ def test_incidents_show_diagnosis_ranked_causes_and_actions() -> None:
         assert [c.split(" (")[0] for c in causes] == [
             c["name"] for c in incident["advice"]["causes"][:8]]
         assert len(card.find("ul").find_all("li")) == len(incident["advice"]["actions"])
+
+
+def test_server_window_labels_read_as_dates_and_clocks_everywhere() -> None:
+    """Server windows and the incidents over them are labelled start/end in ISO 8601."""
+    start = datetime(2026, 1, 1, 10, tzinfo=UTC)
+    labels = [f"{(start + timedelta(minutes=5 * i)).isoformat()}/"
+              f"{(start + timedelta(minutes=5 * i + 5)).isoformat()}" for i in range(2)]
+    finding = {"monitor": "feature_drift", "family": "drift", "column": "x", "value": 0.3,
+               "threshold": 0.1, "severity": "warning", "window": labels[1]}
+    windows = [{"window": label, "start": label.split("/")[0], "end": label.split("/")[1],
+                "rows": 10, "findings": [finding] if i else []}
+               for i, label in enumerate(labels)]
+    incident = {"id": "abc", "title": "drift on x", "severity": "warning", "status": "open",
+                "opened": labels[1], "last_window": labels[1],
+                "advice": {"diagnosis": "covariate drift", "began": labels[0]}}
+    root = parse(render({"windows": windows}, incidents=[incident]))
+    text = root.text()
+    assert "T10:0" not in text and "+00:00" not in text
+    meta = section(root, "incidents").find("div", "meta").text()
+    assert "opened 2026-01-01 10:05–10:10 UTC" in meta
+    assert "since 2026-01-01 10:00–10:05 UTC" in section(root, "incidents").text()
+    # windows of one day are listed by their clocks; the header gives the date
+    assert "2026-01-01 10:00–10:10 UTC" in root.find("header").find("p", "subtitle").text()
+    findings = body_rows(section(root, "findings").find("table"))
+    assert findings[0].find("td").text() == "10:05–10:10"
+    summary = body_rows(section(root, "summary").find("table"))
+    assert [r.find("td").text() for r in summary] == ["10:00–10:05", "10:05–10:10"]
+    # windows over more than one day keep their dates
+    windows[1] = {**windows[1], "window": "2026-01-02T10:05:00+00:00/2026-01-02T10:10:00+00:00"}
+    summary = body_rows(section(parse(render({"windows": windows})), "summary").find("table"))
+    assert [r.find("td").content[0] for r in summary] == [
+        "2026-01-01 10:00–10:05 UTC", "2026-01-02 10:05–10:10 UTC"]
+
+
+def test_a_target_without_a_model_output_shows_label_coverage_only() -> None:
+    """A column inferred as the target (here "y") with no prediction column: every row is
+    labeled, but there is no model output to score, so no accuracy is shown."""
+    rng = np.random.default_rng(0)
+    suite = wk.init(pa.table({"x": rng.normal(size=2_000), "y": rng.choice(["a", "b"], 2_000)}))
+    assert suite.schema.task.target == "y" and suite.schema.task.prediction is None
+    current = pa.table({"x": rng.normal(size=400), "y": rng.choice(["a", "b"], 400)})
+    result = suite.check(current).to_dict()
+    assert result["windows"][0]["metrics"]["realised"] == {"rows": 400, "labeled": 400}
+    root = parse(render(result))
+    summary = section(root, "summary").find("table")
+    assert [th.text() for th in summary.find_all("th")][-1] == "labeled"
+    assert [td.text() for td in body_rows(summary)[0].find_all("td")][-1] == "100.0%"
+    assert "wk-performance" not in {s.attrs.get("id") for s in root.find_all("section")}
 
 
 def test_security_histogram_bins_from_interior_or_full_edges() -> None:

@@ -14,6 +14,7 @@ import pyarrow as pa
 from watchkeeper.errors import DataError
 from watchkeeper.monitors.base import Finding, Severity
 from watchkeeper.profile import Profile
+from watchkeeper.report.html import window_label
 from watchkeeper.values import epoch_seconds
 
 if TYPE_CHECKING:
@@ -160,6 +161,7 @@ def _plain(value: Any) -> Any:
 class Evaluator(Protocol):
     def evaluate(self, window: Profile) -> list[Finding]: ...
     def measure(self, window: Profile) -> dict[str, Any]: ...
+    def assess(self, window: Profile) -> tuple[list[Finding], dict[str, Any]]: ...
     def evaluate_sequence(self, result: CheckResult) -> None: ...
 
 
@@ -177,10 +179,9 @@ class CheckResult:
         """Re-evaluate one window from its profile (after it was built or got labels)."""
         assert self.evaluator is not None
         w = self.windows[index]
-        w.findings = self.evaluator.evaluate(w.profile)
+        w.findings, w.metrics = self.evaluator.assess(w.profile)
         for f in w.findings:
             f.window = w.label
-        w.metrics = self.evaluator.measure(w.profile)
         if w.profile.joint:
             w.metrics["label_coverage"] = _coverage(w)
 
@@ -218,11 +219,12 @@ class CheckResult:
         header = ("window", "rows", "monitor", "column/group", "value", "threshold", "severity")
         lines: list[tuple[str, ...]] = []
         for w in self.windows:
+            label = window_label(w.label)[0]  # time ranges as dates and clocks
             if not w.findings:
-                lines.append((w.label, str(w.rows), "-", "-", "-", "-", "ok"))
+                lines.append((label, str(w.rows), "-", "-", "-", "-", "ok"))
             for f in sorted(w.findings, key=lambda f: (-f.severity.rank, f.family, f.column or "")):
                 monitor = f"{f.monitor}:{f.metric}" if f.metric else f.monitor
-                lines.append((w.label, str(w.rows), monitor, f.segment or f.column or "-",
+                lines.append((label, str(w.rows), monitor, f.segment or f.column or "-",
                               f"{f.value:.4g}", f"{f.threshold:.4g}", f.severity.value))
         widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
         out = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
@@ -248,7 +250,7 @@ class CheckResult:
             if not m.get("realised") and not m.get("estimated"):
                 continue
             realised, estimated = m.get("realised", {}), m.get("estimated", {})
-            cells = [w.label, f"{m.get('label_coverage', 0.0):.0%}"]
+            cells = [window_label(w.label)[0], f"{m.get('label_coverage', 0.0):.0%}"]
             for name in ("accuracy", "roc_auc", "f1", "mae", "rmse"):
                 if name in realised or name in estimated:
                     r = realised.get(name, float("nan"))

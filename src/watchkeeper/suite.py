@@ -157,12 +157,26 @@ class Suite:
         return found
 
     def measure(self, window: Profile) -> dict[str, Any]:
-        """What the monitors report for every window, alert or not (metrics, fairness)."""
-        out: dict[str, Any] = {}
+        """What the monitors report for every window, alert or not (metrics, drift per
+        column, fairness)."""
+        return self.assess(window)[1]
+
+    def assess(self, window: Profile) -> tuple[list[Finding], dict[str, Any]]:
+        """Findings and measures of one window, each monitor run once. Monitors that report
+        under the same key (every drift monitor under ``drift``) are merged by key."""
+        found: list[Finding] = []
+        measures: dict[str, Any] = {}
         for m in self.monitors:
-            if m.enabled:
-                out.update(m.measure(window))
-        return out
+            if not m.enabled:
+                continue
+            findings, measured = m.assess(window, self.reference)
+            found += findings
+            for key, value in measured.items():
+                if isinstance(value, dict) and isinstance(measures.get(key), dict):
+                    measures[key].update(value)
+                else:
+                    measures[key] = dict(value) if isinstance(value, dict) else value
+        return found, measures
 
     def evaluate_sequence(self, result: CheckResult) -> None:
         """Monitors that judge a sequence of windows (label coverage, throughput)."""

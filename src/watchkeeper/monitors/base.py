@@ -156,6 +156,12 @@ class Monitor:
         """Values worth reporting for every window, alert or not (e.g. metrics)."""
         return {}
 
+    def assess(self, window: Profile, reference: Profile) -> tuple[list[Finding], dict[str, Any]]:
+        """Findings and measures of a window in one call. By default :meth:`evaluate` and
+        :meth:`measure`; a monitor whose measures come out of its evaluation (drift: the
+        distance and threshold of every window) overrides it to compute them once."""
+        return self.evaluate(window, reference), self.measure(window)
+
     def evaluate_sequence(self, windows: list[Profile]) -> list[list[Finding]] | None:
         """Findings per window for monitors that judge a run of windows (throughput, label
         coverage); None for monitors that judge each window alone."""

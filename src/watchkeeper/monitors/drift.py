@@ -2,6 +2,8 @@
 
 Decision statistic: Jensen–Shannon distance between the window's bins and the reference
 bins; PSI, a normalised Wasserstein distance and moment shifts are reported beside it.
+Every window also records each column's distance, threshold and PSI, alert or not, so a
+report can show the columns that stayed below their threshold too.
 """
 
 from __future__ import annotations
@@ -107,21 +109,32 @@ class FeatureDrift(Monitor):
 
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
+        return self.assess(window, reference)[0]
+
+    def assess(self, window: Profile, reference: Profile) -> tuple[list[Finding], dict[str, Any]]:
+        """The finding, if any, and the column's drift measures for every window
+        (``{"drift": {column: {"js", "threshold", "psi"}}}``, rounded), from one computation."""
         if "null" not in self.calibration:
-            return []
+            return [], {}
         current = window.columns.get(self.column)
         ref = reference.columns[self.column]
         if current is None or current.bins is None or ref.bins is None:
-            return []
+            return [], {}
         n = int(current.bins.sum())
         if n < self.settings["min_rows"]:
-            return []
+            return [], {}
         value = float(js_distance(ref.bins, current.bins))
         warning, critical = self.thresholds(n, reference)
+        stability = float(psi(ref.bins, current.bins))
+        entry: dict[str, Any] = {"js": _compact(value), "threshold": _compact(warning),
+                                 "psi": _compact(stability)}
+        if self.type != FeatureDrift.type:
+            entry["monitor"] = self.type
+        measures = {"drift": {self.column: entry}}
         severity = severity_for(value, warning, critical)
         if severity is None:
-            return []
-        evidence: dict[str, Any] = {"psi": float(psi(ref.bins, current.bins)), "rows": n}
+            return [], measures
+        evidence: dict[str, Any] = {"psi": stability, "rows": n}
         if self.spec.kind == Kind.NUMERIC and ref.moments.n > 1 and current.moments.n:
             sd = ref.moments.std
             edges = np.asarray(self.spec.edges, dtype=float)
@@ -134,15 +147,14 @@ class FeatureDrift(Monitor):
                 evidence["sd_ratio"] = current.moments.std / sd
         else:
             evidence.update(self._top_level_changes(ref.bins, current.bins))
-        return [
-            self.finding(
-                value,
-                warning,
-                severity,
-                f"{self.column} distribution changed (JS distance {value:.3f} > {warning:.3f})",
-                **evidence,
-            )
-        ]
+        finding = self.finding(
+            value,
+            warning,
+            severity,
+            f"{self.column} distribution changed (JS distance {value:.3f} > {warning:.3f})",
+            **evidence,
+        )
+        return [finding], measures
 
     def _top_level_changes(self, ref: np.ndarray, cur: np.ndarray) -> dict[str, Any]:
         labels = [*(self.spec.categories or []), "(other)", "(unseen)"]
@@ -151,6 +163,11 @@ class FeatureDrift(Monitor):
         i = int(np.argmax(np.abs(q - p)))
         return {"largest_change": labels[i], "reference_share": float(p[i]),
                 "window_share": float(q[i])}
+
+
+def _compact(value: float) -> float:
+    """Four significant digits: enough for a chart, small in a window's stored metrics."""
+    return float(f"{value:.4g}")
 
 
 class PredictionDrift(FeatureDrift):

@@ -3,7 +3,8 @@ differently from the rest than it was in the reference?
 
 For every group: size, selection rate and, with labels, TPR, FPR, precision and accuracy.
 Per grouping: demographic-parity difference, disparate-impact ratio (four-fifths rule) and
-equalised-odds difference, with confidence intervals from the group sizes.
+equalised-odds difference, with confidence intervals from the group sizes, the groups each
+is between, and the reference's values beside them.
 
 Alerts come from the *gap* between a group and the rest of the rows (so a change that
 lifts everyone alike is not a fairness change): when the gap moves away from parity by
@@ -113,35 +114,69 @@ class Fairness(Monitor):
         out: dict[str, Any] = {}
         for grouping in self.task.groupings():
             t = window.joint.get(fairness_key(grouping))
-            if t is None:
+            if t is not None:
+                out["*".join(grouping)] = self._summary(t, self.task.group_labels(grouping))
+        return {"fairness": out} if out else {}
+
+    def assess(self, window: Profile, reference: Profile) -> tuple[list[Finding], dict[str, Any]]:
+        """Findings and measures, each grouping's measures with the reference's beside them
+        (``reference``: its DP difference, DI ratio and EO difference), so that a gap the
+        model already had when the suite was made reads differently from a new one."""
+        measured = self.measure(window)
+        summaries = measured.get("fairness", {})
+        for grouping in self.task.groupings():
+            summary = summaries.get("*".join(grouping))
+            t = reference.joint.get(fairness_key(grouping))
+            if summary is None or t is None:
                 continue
-            r = group_rates(t)
-            labels = self.task.group_labels(grouping)
-            ok = r["n"] >= self.settings["min_group"]
-            groups: dict[str, Any] = {}
+            ref = self._summary(t, self.task.group_labels(grouping), groups=False)
+            ref = {k: v[0] if k == "dp_difference" else v for k, v in ref.items()
+                   if k in ("dp_difference", "di_ratio", "eo_difference")}
+            if ref:
+                summary["reference"] = ref
+        return self.evaluate(window, reference), measured
+
+    def _summary(self, t: np.ndarray, labels: list[str], groups: bool = True) -> dict[str, Any]:
+        """Per group n and rates (``groups``), and over the groups of sufficient size the
+        DP difference with its 95% interval, DI ratio and EO difference, each with the two
+        groups it is between (highest first) and, for EO, the rate it is measured on."""
+        r = group_rates(t)
+        ok = r["n"] >= self.settings["min_group"]
+        summary: dict[str, Any] = {}
+        if groups:
+            table: dict[str, Any] = {}
             for i, label in enumerate(labels):
                 if r["n"][i] == 0:
                     continue
                 if not ok[i]:
-                    groups[label] = {"n": int(r["n"][i]), "status": "insufficient data"}
+                    table[label] = {"n": int(r["n"][i]), "status": "insufficient data"}
                     continue
-                groups[label] = {"n": int(r["n"][i]), **{
+                table[label] = {"n": int(r["n"][i]), **{
                     k: float(r[k][i]) for k in ("selection_rate", "tpr", "fpr", "precision",
                                                 "accuracy") if np.isfinite(r[k][i])}}
-            summary: dict[str, Any] = {"groups": groups}
-            if ok.sum() >= 2:
-                s, n = r["selection_rate"][ok], r["n"][ok]
-                hi, lo = int(np.argmax(s)), int(np.argmin(s))
-                diff = float(s[hi] - s[lo])
-                se = float(np.sqrt(s[hi] * (1 - s[hi]) / n[hi] + s[lo] * (1 - s[lo]) / n[lo]))
-                summary["dp_difference"] = [diff, diff - 1.96 * se, diff + 1.96 * se]
-                summary["di_ratio"] = self._di_ratio(t)[0]
-                eo = [np.nanmax(r[k][ok]) - np.nanmin(r[k][ok]) for k in ("tpr", "fpr")
-                      if np.isfinite(r[k][ok]).sum() >= 2]
-                if eo:
-                    summary["eo_difference"] = float(max(eo))
-            out["*".join(grouping)] = summary
-        return {"fairness": out} if out else {}
+            summary["groups"] = table
+        if ok.sum() < 2:
+            return summary
+        index = np.flatnonzero(ok)
+        s, n = r["selection_rate"][ok], r["n"][ok]
+        hi, lo = int(np.argmax(s)), int(np.argmin(s))
+        diff = float(s[hi] - s[lo])
+        se = float(np.sqrt(s[hi] * (1 - s[hi]) / n[hi] + s[lo] * (1 - s[lo]) / n[lo]))
+        summary["dp_difference"] = [diff, diff - 1.96 * se, diff + 1.96 * se]
+        summary["dp_groups"] = [labels[index[hi]], labels[index[lo]]]  # also DI's groups
+        summary["di_ratio"] = self._di_ratio(t)[0]
+        gaps = []
+        for k in ("tpr", "fpr"):
+            v = r[k][ok]
+            if np.isfinite(v).sum() >= 2:
+                top, bottom = int(np.nanargmax(v)), int(np.nanargmin(v))
+                gaps.append((float(v[top] - v[bottom]), k, top, bottom))
+        if gaps:
+            gap, k, top, bottom = max(gaps, key=lambda g: g[0])
+            summary["eo_difference"] = gap
+            summary["eo_metric"] = k
+            summary["eo_groups"] = [labels[index[top]], labels[index[bottom]]]
+        return summary
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
         if "tests" not in self.calibration:

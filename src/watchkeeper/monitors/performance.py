@@ -38,7 +38,9 @@ RESAMPLE_ROWS = 2_000
 
 
 def realised_metrics(joint: dict[str, np.ndarray], task: Task) -> dict[str, float]:
-    """Metrics of the labeled rows of a window's tallies, plus ``labeled`` and ``rows``."""
+    """Metrics of the labeled rows of a window's tallies, plus ``labeled`` and ``rows``.
+    Without a prediction column (a target alone) only the score's metrics, if any: there
+    is no model output to compare the labels with."""
     if task.classification and PERFORMANCE in joint:
         t = joint[PERFORMANCE]
         k = len(task.classes)
@@ -46,17 +48,18 @@ def realised_metrics(joint: dict[str, np.ndarray], task: Task) -> dict[str, floa
         confusion = labeled.sum(axis=0)[:k, :].T  # true × predicted
         out: dict[str, float] = {"rows": float(t.sum()), "labeled": float(labeled.sum())}
         if task.type == "binary":
-            # classes are [negative, positive]; a missing prediction counts as negative
-            tp, fn = confusion[1, 1], labeled[:, [0, 2], 1].sum()
-            fp, tn = confusion[0, 1], labeled[:, [0, 2], 0].sum()
-            m = binary_metrics(float(tp), float(fp), float(fn), float(tn))
-            out.update({k: m[k] for k in ("accuracy", "precision", "recall", "f1")})
+            if task.prediction is not None:
+                # classes are [negative, positive]; a missing prediction counts as negative
+                tp, fn = confusion[1, 1], labeled[:, [0, 2], 1].sum()
+                fp, tn = confusion[0, 1], labeled[:, [0, 2], 0].sum()
+                m = binary_metrics(float(tp), float(fp), float(fn), float(tn))
+                out.update({k: m[k] for k in ("accuracy", "precision", "recall", "f1")})
             if task.score_edges:
                 out["roc_auc"] = float(binned_auc(labeled[:, :, 1].sum(1), labeled[:, :, 0].sum(1)))
             scores = joint.get(SCORES)
             if scores is not None and scores[0] > 0:
                 out["log_loss"], out["brier"] = scores[1] / scores[0], scores[2] / scores[0]
-        else:
+        elif task.prediction is not None:
             full = labeled.sum(axis=0)[:, :].T  # true × predicted incl. "other" prediction
             m = multiclass_metrics(np.pad(full, ((0, 1), (0, 0))))
             out.update(m)
@@ -151,7 +154,9 @@ class RealisedPerformance(DropMonitor):
         else:
             labeled = np.flatnonzero(np.isfinite(codes.label) & np.isfinite(codes.pred))
         if labeled.size < 2 or not names:
-            self.calibration = {"skipped": "no labeled rows in the reference"}
+            self.calibration = {"skipped": "no labeled rows in the reference" if labeled.size < 2
+                                else "no model output (prediction or score) to compare "
+                                     "the labels with"}
             return
         self.calibration = {
             "method": "normal approximation; per-row sd from resampled windows of "
@@ -167,7 +172,7 @@ class RealisedPerformance(DropMonitor):
             return {}
         out: dict[str, Any] = {"realised": realised_metrics(window.joint, self.task)}
         t = window.joint.get(PERFORMANCE)
-        if t is not None:
+        if t is not None and self.task.prediction is not None:
             k = len(self.task.classes)
             # rows: true class; columns: predicted class, then "missing/other prediction"
             out["confusion"] = {"classes": self.task.classes,

@@ -50,10 +50,6 @@ def _instant(text: str) -> datetime | None:
         return None
 
 
-def _clock(t: datetime) -> str:
-    return t.strftime("%H:%M:%S" if t.second or t.microsecond else "%H:%M")
-
-
 def _zone(t: datetime) -> str:
     offset = t.utcoffset()
     if offset is None:
@@ -61,37 +57,77 @@ def _zone(t: datetime) -> str:
     return " UTC" if not offset else f" UTC{t.strftime('%z')[:3]}:{t.strftime('%z')[3:]}"
 
 
-def window_label(label: str) -> tuple[str, str]:
+def _range(label: str) -> tuple[datetime, datetime | None] | None:
+    """(start, end) of a label written ``start/end`` (or a lone instant) in ISO 8601."""
+    first, sep, second = label.partition("/")
+    start, end = _instant(first), _instant(second) if sep else None
+    if start is None or (sep and end is None):
+        return None
+    return start, end
+
+
+def _within_day(start: datetime, end: datetime) -> bool:
+    return end.date() == start.date() or (end.time() == time(0)
+                                          and end.date() == start.date() + timedelta(1))
+
+
+def window_label(label: str, *, date: bool = True) -> tuple[str, str]:
     """(label for tables, short label for chart axes) of a window. Time ranges written
-    ``start/end`` in ISO 8601 (server and ``--window`` windows) read as dates and clocks;
-    other labels (``year=2016``, ``rows 0-9999``) are kept.
+    ``start/end`` in ISO 8601 (server and ``--window`` windows) read as dates and clocks,
+    with seconds only when a bound has them; ``date=False`` leaves out the date and zone of
+    a range within one day (for a list of windows of one day, dated elsewhere). Other
+    labels (``year=2016``, ``rows 0-9999``) are kept.
 
     >>> window_label("2026-01-01T01:00:00+00:00/2026-01-01T02:00:00+00:00")
     ('2026-01-01 01:00–02:00 UTC', '01-01 01:00')
     >>> window_label("2026-01-01T00:00:00+00:00/2026-01-02T00:00:00+00:00")
     ('2026-01-01 UTC', '2026-01-01')
+    >>> window_label("2026-01-01T10:00:00+00:00/2026-01-01T10:00:02+00:00", date=False)
+    ('10:00:00–10:00:02', '10:00:00')
     >>> window_label("year=2016")
     ('year=2016', 'year=2016')
     """
-    first, sep, second = label.partition("/")
-    start, end = _instant(first), _instant(second) if sep else None
-    if start is None or (sep and end is None):
+    parsed = _range(label)
+    if parsed is None:
         return label, label
+    start, end = parsed
+    seconds = any(t.second or t.microsecond for t in (start, end) if t is not None)
+
+    def clock(t: datetime) -> str:
+        return t.strftime("%H:%M:%S" if seconds else "%H:%M")
+
     midnight = start.time() == time(0) and (end is None or end.time() == time(0))
-    axis = start.strftime("%Y-%m-%d") if midnight else start.strftime("%m-%d ") + _clock(start)
+    if end is not None and (midnight or not _within_day(start, end)):
+        date = True  # whole days, or a range over midnight, need their dates
+    day, zone = (start.strftime("%Y-%m-%d "), _zone(start)) if date else ("", "")
+    axis = (start.strftime("%Y-%m-%d") if midnight else
+            (start.strftime("%m-%d ") if date else "") + clock(start))
     if end is None:
-        return start.strftime("%Y-%m-%d ") + _clock(start) + _zone(start), axis
+        return day + clock(start) + zone, axis
     if midnight:
         last = (end - timedelta(days=1)).date()
         days = start.strftime("%Y-%m-%d") + ("" if last <= start.date()
                                              else f" → {last:%Y-%m-%d}")
-        return days + _zone(start), axis
-    same_day = end.date() == start.date() or (end.time() == time(0)
-                                              and end.date() == start.date() + timedelta(1))
-    tail = (_clock(end) if end.time() != time(0) else "24:00") if same_day else \
-        end.strftime("%Y-%m-%d ") + _clock(end)
-    return f"{start:%Y-%m-%d} {_clock(start)}{'–' if same_day else ' → '}{tail}" \
-        + _zone(start), axis
+        return days + zone, axis
+    if _within_day(start, end):
+        tail = clock(end) if end.time() != time(0) else ("24:00:00" if seconds else "24:00")
+        return f"{day}{clock(start)}–{tail}{zone}", axis
+    return f"{day}{clock(start)} → {end:%Y-%m-%d} {clock(end)}{zone}", axis
+
+
+def one_day(labels: Sequence[str]) -> bool:
+    """Whether two or more of ``labels`` are time ranges and all of them lie within one
+    day of one zone (none a whole day), so that a table may leave their date out.
+
+    >>> one_day(["2026-01-01T10:00:00+00:00/2026-01-01T11:00:00+00:00",
+    ...          "2026-01-01T11:00:00+00:00/2026-01-01T12:00:00+00:00", "missing timestamp"])
+    True
+    """
+    ranges = [r for r in map(_range, labels) if r is not None]
+    return (len(ranges) >= 2
+            and len({(s.date(), s.utcoffset()) for s, _ in ranges}) == 1
+            and all(e is not None and _within_day(s, e)
+                    and not (s.time() == time(0) and e.time() == time(0)) for s, e in ranges))
 
 
 def percent(value: Any, digits: int = 1) -> str:
@@ -172,6 +208,9 @@ _CSS = """
 & .badge.ok { background: #dcfae6; color: #067647; }
 & .badge.muted { background: #eaeef2; color: #59636e; }
 & .flag { color: #b42318; font-weight: 600; }
+& .inherited { color: #7d4e00; }
+& p.note.inherited { border-left: 3px solid #d4a72c; background: #fff8c5; color: #4d3800;
+    padding: 6px 10px; border-radius: 0 4px 4px 0; }
 & .charts { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr));
     gap: 8px 18px; }
 & svg.chart { max-width: 100%; height: auto; display: block; margin: 6px 0; }
@@ -192,6 +231,12 @@ _CSS = """
 & svg.chart .bar.warning { fill: #e8a33d; }
 & svg.chart .bar.ok { fill: #7cc39a; }
 & svg.chart .marker { stroke: #1f2328; stroke-width: 2; }
+& svg.spark { display: inline-block; margin: 0; vertical-align: middle; }
+& svg.spark .spark-line { fill: none; stroke: #1f6feb; stroke-width: 1.5; }
+& svg.spark .spark-limit { fill: none; stroke: #cf222e; stroke-width: 1;
+    stroke-dasharray: 3 2; }
+& svg.spark .spark-pt { fill: #1f6feb; }
+& svg.spark .spark-pt.past { fill: #d92d20; }
 & svg.chart .hist { fill: #8fb8f0; }
 & svg.chart .hist.flagged { fill: #e5534b; }
 & .pair { display: flex; flex-wrap: wrap; gap: 4px 32px; align-items: flex-start; }

@@ -14,12 +14,21 @@ from watchkeeper.report.html import (
     escape,
     fixed,
     number,
+    one_day,
     percent,
     section,
     table,
     window_label,
 )
-from watchkeeper.report.svg import Bar, Series, bar_chart, finite, histogram, line_chart
+from watchkeeper.report.svg import (
+    Bar,
+    Series,
+    bar_chart,
+    finite,
+    histogram,
+    line_chart,
+    sparkline,
+)
 
 FAMILIES = ("quality", "drift", "performance", "estimated_performance", "fairness", "service",
             "security")
@@ -37,6 +46,8 @@ DRIFT_MONITORS = ("feature_drift", "prediction_drift", "target_drift")
 FOUR_FIFTHS = 0.8
 GROUP_MEASURES = ("selection_rate", "tpr", "fpr", "precision", "accuracy")
 EARLIER_GROUP_TABLES = 10  # windows before the latest whose group tables are listed
+DRIFT_BARS = 40  # columns drawn in the drift chart (the table lists every column)
+DRIFT_WINDOWS = 12  # latest windows in the table of drift per column and window
 
 
 @dataclass
@@ -52,6 +63,7 @@ class WindowView:
     findings: list[dict[str, Any]]
     metrics: dict[str, Any] = field(default_factory=dict)
     axis: str = ""  # short label for chart axes
+    span: str | None = None  # the rows' own time range, when narrower than the label's
 
     @property
     def counts(self) -> dict[str, int]:
@@ -90,13 +102,18 @@ def _int(value: Any) -> int | None:
 
 
 def windows_of(result: Mapping[str, Any]) -> list[WindowView]:
+    """The result's windows, labelled for reading: time ranges as dates and clocks, without
+    the date when every window lies in one day (the header gives it)."""
+    given = [_dict(raw) for raw in _list(result.get("windows"))]
+    raws = [str(w.get("window") or (f"{w['start']}/{w['end']}" if w.get("start")
+                                    and w.get("end") else w.get("start")) or f"window {i + 1}")
+            for i, w in enumerate(given)]
+    dated = not one_day(raws)
     out = []
-    for i, raw in enumerate(_list(result.get("windows"))):
-        w = _dict(raw)
+    for i, (w, raw) in enumerate(zip(given, raws, strict=True)):
         start, end = w.get("start"), w.get("end")
-        raw = w.get("window") or (f"{start}/{end}" if start and end else start) \
-            or f"window {i + 1}"
-        label, axis = window_label(str(raw))
+        label, axis = window_label(raw, date=dated)
+        span = window_label(f"{start}/{end}", date=dated)[0] if start and end else label
         findings = []
         for f in _list(w.get("findings")):
             f = _dict(f)
@@ -107,7 +124,8 @@ def windows_of(result: Mapping[str, Any]) -> list[WindowView]:
                               None if start is None else str(start),
                               None if end is None else str(end),
                               None if w.get("state") is None else str(w.get("state")),
-                              findings, _dict(w.get("metrics")), axis))
+                              findings, _dict(w.get("metrics")), axis,
+                              span if span != label else None))
     return out
 
 
@@ -172,40 +190,53 @@ def summary(windows: list[WindowView]) -> str:
     if not windows:
         return section("summary", "Windows", '<p class="empty">No windows: the result is '
                        "empty.</p>")
-    has_perf = any(_dict(w.metrics.get("realised")) or _dict(w.metrics.get("estimated"))
-                   for w in windows)
+    has_labels = any(_dict(w.metrics.get("realised")) for w in windows)
+    # the headline metric: the first of METRICS realised or estimated in any window (none
+    # for a target without a model output: its label coverage is still worth showing)
+    measured = {k for w in windows for d in (_dict(w.metrics.get("realised")),
+                                             _dict(w.metrics.get("estimated")))
+                for k, v in d.items() if finite(v)}
+    headline = next((m for m in METRICS if m in measured), None)
     has_state = any(w.state for w in windows)
     header_ = ["window", "rows", "status", "critical", "warning", "info"]
     numeric = [1, 3, 4, 5]
     if has_state:
         header_.append("state")
-    if has_perf:
-        header_ += ["labeled", "accuracy", "estimated accuracy"]
-        numeric += [len(header_) - 3, len(header_) - 2, len(header_) - 1]
+    if has_labels or headline:
+        header_.append("labeled")
+        numeric.append(len(header_) - 1)
+    if headline:
+        name = METRIC_NAMES[headline]
+        name = name.lower() if headline in ("accuracy", "precision", "recall") else name
+        header_ += [name, f"estimated {name}"]
+        numeric += [len(header_) - 2, len(header_) - 1]
     rows = []
     for w in windows:
         counts = w.counts
         label = escape(w.label)
-        if w.start and w.end and w.label != window_label(f"{w.start}/{w.end}")[0]:
-            label += f'<span class="sub">{escape(window_label(f"{w.start}/{w.end}")[0])}</span>'
+        if w.span:
+            label += f'<span class="sub">{escape(w.span)}</span>'
         cells = [label, number(w.rows), badge(w.worst),
                  *(number(counts[s]) if counts[s] else '<span class="muted">0</span>'
                    for s in SEVERITIES)]
         if has_state:
             cells.append(escape(w.state or ""))
-        if has_perf:
+        if has_labels or headline:
+            cells.append(percent(w.coverage))
+        if headline:
             realised, estimated = _dict(w.metrics.get("realised")), _dict(
                 w.metrics.get("estimated"))
-            band = _list(_dict(w.metrics.get("estimated_band")).get("accuracy"))
-            est = fixed(estimated.get("accuracy"))
+            band = _list(_dict(w.metrics.get("estimated_band")).get(headline))
+            est = fixed(estimated.get(headline))
             if len(band) == 2 and all(finite(b) for b in band):
                 est += f'<span class="sub">{fixed(band[0])} – {fixed(band[1])}</span>'
-            cells += [percent(w.coverage), fixed(realised.get("accuracy")), est]
+            cells += [fixed(realised.get(headline)), est]
         rows.append(cells)
     return section("summary", "Windows", table(header_, rows, numeric=numeric),
                    "One row per window: its worst finding, findings by severity and, when "
-                   "the model's outputs are known, the share of rows with a label and the "
-                   "accuracy measured on them next to the one estimated without labels.")
+                   "the task is known, the share of rows with a label and the model's "
+                   "headline metric (accuracy; MAE for a regressor) measured on them next to "
+                   "the one estimated without labels.")
 
 
 # ---------------------------------------------------------------------- performance
@@ -328,10 +359,53 @@ def _evidence(evidence: Any) -> str:
 # ---------------------------------------------------------------------------- drift
 
 
-def drift(windows: list[WindowView]) -> str:
-    """Per column, the largest drift statistic seen in any window against its threshold."""
-    worst: dict[str, dict[str, Any]] = {}
-    for w in windows:
+@dataclass
+class ColumnDrift:
+    """One column's drift statistic and threshold per window (None where not measured)."""
+
+    monitor: str
+    values: list[float | None]
+    limits: list[float | None]
+    psi: list[float | None]
+    severity: list[str | None]
+
+    @classmethod
+    def empty(cls, monitor: str, n: int) -> ColumnDrift:
+        return cls(monitor, [None] * n, [None] * n, [None] * n, [None] * n)
+
+    def ratio(self, i: int) -> float:
+        value, limit = self.values[i], self.limits[i]
+        if value is None:
+            return -1.0
+        return value / limit if limit else value
+
+    @property
+    def worst(self) -> int:
+        """The window where the statistic was largest relative to its threshold (which
+        depends on the window's size), the latest of equals."""
+        return max(range(len(self.values)), key=lambda i: (self.ratio(i), i))
+
+    @property
+    def drifted(self) -> int:
+        return sum(s is not None for s in self.severity)
+
+
+def drift_by_column(windows: list[WindowView]) -> dict[str, ColumnDrift]:
+    """Per column, the drift measured in every window (``metrics.drift``), with the
+    severity of its findings; results without those measures fall back on the findings."""
+    n = len(windows)
+    columns: dict[str, ColumnDrift] = {}
+    for i, w in enumerate(windows):
+        for column, entry in _dict(w.metrics.get("drift")).items():
+            e = _dict(entry)
+            value = _float(e.get("js"))
+            if value is None:
+                continue
+            c = columns.setdefault(str(column), ColumnDrift.empty(
+                str(e.get("monitor") or "feature_drift"), n))
+            c.values[i], c.limits[i], c.psi[i] = value, _float(e.get("threshold")), _float(
+                e.get("psi"))
+    for i, w in enumerate(windows):
         for f in w.findings:
             if f.get("monitor") not in DRIFT_MONITORS and f.get("family") != "drift":
                 continue
@@ -339,31 +413,86 @@ def drift(windows: list[WindowView]) -> str:
             if value is None:
                 continue
             column = _where(f) or str(f.get("monitor"))
-            seen = worst.get(column)
-            if seen is None or value > seen["value"]:
-                worst[column] = {"value": value, "threshold": _float(f.get("threshold")),
-                                 "severity": f["severity"], "window": f["window"],
-                                 "windows": (seen or {}).get("windows", 0)}
-            worst[column]["windows"] = worst[column].get("windows", 0) + 1
-    if not worst:
+            c = columns.setdefault(column, ColumnDrift.empty(str(f.get("monitor")), n))
+            if c.values[i] is None:
+                c.values[i], c.limits[i] = value, _float(f.get("threshold"))
+                c.psi[i] = _float(_dict(f.get("evidence")).get("psi"))
+            if _rank(f["severity"]) >= _rank(c.severity[i] or "info"):
+                c.severity[i] = f["severity"]
+    return columns
+
+
+def drift(windows: list[WindowView]) -> str:
+    """Every monitored column's drift against its threshold: in its worst window (chart
+    and table) and across windows (sparkline, and a table of the latest windows)."""
+    columns = drift_by_column(windows)
+    if not columns:
         return ""
-    ranked = sorted(worst.items(), key=lambda kv: (-kv[1]["value"], kv[0]))
-    bars = [Bar(column, d["value"], d["threshold"],
-                "bar " + (d["severity"] if d["severity"] in ("critical", "warning") else ""),
-                f"{d['value']:.3g} / {d['threshold']:.3g}" if d["threshold"] is not None
-                else f"{d['value']:.3g}")
-            for column, d in ranked]
-    rows = [[escape(column), number(d["value"]), number(d["threshold"]),
-             number(d["value"] / d["threshold"], 3) if d["threshold"] else "–",
-             escape(d["window"]), number(d["windows"])]
-            for column, d in ranked]
-    chart = bar_chart(bars, title="Largest drift statistic per column (bar) and its "
-                      "threshold (tick)")
-    return section("drift", "Drift by column", chart + table(
-        ["column", "largest value", "threshold", "ratio", "in window", "windows drifted"],
-        rows, numeric=[1, 2, 3, 5]),
-        "Columns with a drift finding, by their largest Jensen–Shannon distance over the "
-        "windows; the tick marks each column's calibrated threshold.")
+    ranked = sorted(columns.items(), key=lambda kv: (-kv[1].ratio(kv[1].worst), kv[0]))
+    labels = [w.label for w in windows]
+    one = len(windows) == 1
+
+    def name(column: str, c: ColumnDrift) -> str:
+        role = {"prediction_drift": "model output", "target_drift": "target"}.get(c.monitor)
+        return escape(column) + (f'<span class="sub">{role}</span>' if role else "")
+
+    bars, rows = [], []
+    for column, c in ranked:
+        i = c.worst
+        value, limit, severity = c.values[i], c.limits[i], c.severity[i]
+        css = severity if severity in ("critical", "warning") else ""
+        if len(bars) < DRIFT_BARS and value is not None:
+            bars.append(Bar(column, value, limit, f"bar {css}".strip(),
+                            f"{value:.3g} / {limit:.3g}" if limit else f"{value:.3g}"))
+        ratio = number(value / limit, 3) if value is not None and limit else "–"
+        status = badge(severity) if severity else '<span class="muted">below</span>'
+        cells = [name(column, c), status, number(value, 3), number(limit, 3), ratio,
+                 number(c.psi[i], 3)]
+        if not one:
+            cells += [escape(windows[i].label), number(c.drifted),
+                      sparkline(labels, c.values, c.limits, name="JS distance")]
+        rows.append(cells)
+    where = windows[0].label if one else "worst window"
+    chart = bar_chart(bars, width=720, label_width=170,
+                      title=f"JS distance per column, {where} (bar), and its threshold (tick)")
+    if len(ranked) > len(bars):
+        chart += (f'<p class="note">The chart shows the {len(bars)} columns nearest to or '
+                  f"furthest past their threshold; all {len(ranked)} are in the table.</p>")
+    head = ["column", "status", "JS distance", "threshold", "ratio", "PSI"]
+    if not one:
+        head += ["worst window", "windows drifted", "JS distance per window"]
+    content = chart + table(head, rows, numeric=[2, 3, 4, 5, 7], css="drift-columns")
+    if not one:
+        content += _drift_windows(windows, ranked)
+    return section("drift", "Drift by column", content,
+                   "Every column with a drift monitor, by its Jensen–Shannon distance from "
+                   "the reference against its calibrated threshold (which depends on the "
+                   "window's size). "
+                   + ("" if one else "A column's worst window is the one where its "
+                      "distance was largest relative to the threshold; the chart and the "
+                      "table's values are from that window. The small line shows every "
+                      "window, with the threshold dashed and the windows past it in red."))
+
+
+def _drift_windows(windows: list[WindowView], ranked: list[tuple[str, ColumnDrift]]) -> str:
+    """The distance of every column in the latest windows, past-threshold values flagged."""
+    shown = list(range(len(windows)))[-DRIFT_WINDOWS:]
+    rows = []
+    for column, c in ranked:
+        cells = [escape(column)]
+        for i in shown:
+            value, limit = c.values[i], c.limits[i]
+            text = number(value, 3)
+            if value is not None and limit is not None and value > limit:
+                text = f'<span class="flag" title="threshold {number(limit, 3)}">{text}</span>'
+            cells.append(text)
+        rows.append(cells)
+    more = (f" (the latest {len(shown)} of {len(windows)})" if len(shown) < len(windows)
+            else "")
+    return (f"<details><summary>JS distance per column and window{more}</summary>"
+            + table(["column", *(windows[i].axis or windows[i].label for i in shown)], rows,
+                    numeric=list(range(1, len(shown) + 1)), css="drift-windows")
+            + "</details>")
 
 
 # ------------------------------------------------------------------------- fairness
@@ -380,7 +509,8 @@ def fairness(windows: list[WindowView]) -> str:
     parts = []
     for attribute in attributes:
         history = [(w, _dict(f.get(attribute))) for w, f in per_window if attribute in f]
-        parts.append(f"<h3>{escape(attribute)}</h3>" + _fairness_trend(history))
+        parts.append(f"<h3>{escape(attribute)}</h3>" + _inherited_note(history)
+                     + _fairness_trend(history))
         latest_w, latest = history[-1]
         parts.append(f"<h4>Groups, {escape(latest_w.label)}</h4>"
                      f'<div class="pair"><div>{_groups_table(_dict(latest.get("groups")))}'
@@ -400,26 +530,86 @@ def fairness(windows: list[WindowView]) -> str:
                    "difference (largest gap in selection rate between groups, with its 95% "
                    "interval), the disparate-impact ratio (smallest over largest selection "
                    f"rate; below {FOUR_FIFTHS} breaks the four-fifths rule) and the "
-                   "equalised-odds difference (largest TPR or FPR gap). Groups too small to "
-                   "measure are listed as such and left out of these measures.")
+                   "equalised-odds difference (largest TPR or FPR gap), each with the two "
+                   "groups it is between, and the reference's values: a ratio that was "
+                   f"already below {FOUR_FIFTHS} in the reference is marked as such, one "
+                   "that fell below it since in red. Groups too small to measure are listed "
+                   "as such and left out of these measures.")
+
+
+def _reference_di(d: Mapping[str, Any]) -> float | None:
+    return _float(_dict(d.get("reference")).get("di_ratio"))
+
+
+def _inherited_note(history: list[tuple[WindowView, dict[str, Any]]]) -> str:
+    """Say so when the reference itself is below the four-fifths line."""
+    _, latest = history[-1]
+    ref = _reference_di(latest)
+    if ref is None or ref >= FOUR_FIFTHS:
+        return ""
+    groups = _list(latest.get("dp_groups"))
+    between = (f" (lowest selection rate {escape(groups[1])}, highest {escape(groups[0])} in "
+               "the latest window)" if len(groups) == 2 else "")
+    return (f'<p class="note inherited">The disparate-impact ratio was already {fixed(ref)} '
+            f"in the reference, below {FOUR_FIFTHS}{between}: a property of the data the "
+            "suite was built on (and, likely, the model trained on), not a change since. "
+            "Windows are compared with it: the monitor alerts when a group's gap moves away "
+            "from the reference's, not on this ratio.</p>")
+
+
+def _between(groups: Any, prefix: str = "") -> str:
+    pair = _list(groups)
+    if len(pair) != 2:
+        return ""
+    return f'<span class="sub">{escape(prefix)}{escape(pair[0])} vs {escape(pair[1])}</span>'
+
+
+def _dp_cell(dp_value: Any, groups: Any = None) -> str:
+    dp = _list(dp_value)
+    text = fixed(dp[0]) if dp and finite(dp[0]) else fixed(dp_value)
+    if len(dp) == 3 and all(finite(x) for x in dp):
+        text += f'<span class="sub">95% CI {fixed(dp[1])} – {fixed(dp[2])}</span>'
+    return text + _between(groups)
+
+
+def _di_cell(di: float | None, ref: float | None) -> str:
+    text = fixed(di)
+    if di is None or di >= FOUR_FIFTHS:
+        return text + (f'<span class="sub">reference {fixed(ref)}</span>'
+                       if ref is not None and ref < FOUR_FIFTHS else "")
+    if ref is not None and ref < FOUR_FIFTHS:
+        return (f'<span class="inherited" title="already below {FOUR_FIFTHS} in the '
+                f'reference ({fixed(ref)}): not a change">{text} &lt; {FOUR_FIFTHS}</span>'
+                f'<span class="sub">reference {fixed(ref)}, already below</span>')
+    since = f" (reference {fixed(ref)})" if ref is not None else ""
+    return (f'<span class="flag" title="below the four-fifths line{since}">{text} &lt; '
+            f"{FOUR_FIFTHS}</span>"
+            + (f'<span class="sub">new: reference {fixed(ref)}</span>' if ref is not None
+               else ""))
 
 
 def _fairness_trend(history: list[tuple[WindowView, dict[str, Any]]]) -> str:
     rows = []
-    for w, d in history:
-        dp = _list(d.get("dp_difference"))
-        dp_text = fixed(dp[0]) if dp and finite(dp[0]) else fixed(d.get("dp_difference"))
-        if len(dp) == 3 and all(finite(x) for x in dp):
-            dp_text += f'<span class="sub">95% CI {fixed(dp[1])} – {fixed(dp[2])}</span>'
-        di = _float(d.get("di_ratio"))
+    references = {repr(_dict(d.get("reference"))) for _, d in history if d.get("reference")}
+    if len(references) == 1:  # one reference for every window: its own row
+        ref = next(_dict(d["reference"]) for _, d in history if d.get("reference"))
+        di = _float(ref.get("di_ratio"))
         di_text = fixed(di)
         if di is not None and di < FOUR_FIFTHS:
-            di_text = f'<span class="flag" title="below the four-fifths line">{di_text} ' \
-                      "&lt; 0.8</span>"
+            di_text = f'<span class="inherited">{di_text} &lt; {FOUR_FIFTHS}</span>'
+        rows.append(['<span class="muted">reference</span>', "", "", _dp_cell(
+            ref.get("dp_difference")), di_text, fixed(ref.get("eo_difference"))])
+    for w, d in history:
+        di = _float(d.get("di_ratio"))
+        ref = _reference_di(d)
         groups = _dict(d.get("groups"))
         small = sum(_dict(g).get("status") == "insufficient data" for g in groups.values())
+        metric = str(d.get("eo_metric") or "").upper()
         rows.append([escape(w.label), number(len(groups)), number(small) if small else "0",
-                     dp_text, di_text, fixed(d.get("eo_difference"))])
+                     _dp_cell(d.get("dp_difference"), d.get("dp_groups")),
+                     _di_cell(di, ref),
+                     fixed(d.get("eo_difference"))
+                     + _between(d.get("eo_groups"), f"{metric}: " if metric else "")])
     return table(["window", "groups", "insufficient data", "DP difference", "DI ratio",
                   "EO difference"], rows, numeric=[1, 2, 3, 4, 5])
 
@@ -587,7 +777,7 @@ def _incident(i: dict[str, Any]) -> str:
     for key, text in (("opened", "opened"), ("last_window", "last window"),
                       ("resolved", "resolved")):
         if i.get(key):
-            meta.append(f"{text} {escape(i[key])}")
+            meta.append(f"{text} {escape(window_label(str(i[key]))[0])}")
     if i.get("acknowledged"):
         meta.append("acknowledged" + (f" by {escape(i['acknowledged_by'])}"
                                       if i.get("acknowledged_by") else ""))
@@ -596,7 +786,8 @@ def _incident(i: dict[str, Any]) -> str:
            f"{escape(i.get('title') or advice.get('diagnosis') or 'incident')}</h3>"
            f'<div class="meta">{" · ".join(meta)}</div>']
     if advice.get("diagnosis"):
-        began = f" <span class=\"muted\">since {escape(advice['began'])}</span>" \
+        began = f" <span class=\"muted\">since {escape(window_label(str(advice['began']))[0])}" \
+            "</span>" \
             if advice.get("began") else ""
         out.append(f'<p class="diagnosis">Diagnosis: <strong>{escape(advice["diagnosis"])}'
                    f"</strong>{began}</p>")

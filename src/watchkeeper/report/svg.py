@@ -171,7 +171,8 @@ def bar_chart(bars: Sequence[Bar], *, reference: float | None = None,
     reference line (a threshold, the four-fifths line)."""
     row, top = 22, 24 if reference is None else 38
     height = top + row * max(len(bars), 1) + 22
-    right = 90
+    texts = [b.text or (f"{b.value:.3g}" if finite(b.value) else "–") for b in bars]
+    right = max(90, 12 + round(6.5 * max(map(len, texts), default=0)))  # room for the texts
     plot_w = width - label_width - right
     values = [b.value for b in bars if finite(b.value)]
     values += [b.marker for b in bars if b.marker is not None and finite(b.marker)]
@@ -202,9 +203,8 @@ def bar_chart(bars: Sequence[Bar], *, reference: float | None = None,
         if b.marker is not None and finite(b.marker):
             out.append(f'<line class="marker" x1="{x(b.marker):.1f}" x2="{x(b.marker):.1f}" '
                        f'y1="{y0 + 1}" y2="{y0 + row - 1}"/>')
-        text = b.text or (f"{b.value:.3g}" if finite(b.value) else "–")
         out.append(f'<text class="value" x="{width - right + 6}" y="{y0 + 15}">'
-                   f'{escape(text)}</text>')
+                   f'{escape(texts[i])}</text>')
     if reference is not None:
         out.append(f'<line class="reference" x1="{x(reference):.1f}" x2="{x(reference):.1f}" '
                    f'y1="{top - 4}" y2="{height - 20}"/><text class="tick reference-label" '
@@ -255,5 +255,51 @@ def histogram(bins: Sequence[tuple[str, float, bool]], *, title: str = "",
                    f'text-anchor="middle">{c:,.0f}</text>'
                    f'<text class="tick" x="{left + (i + 0.5) * bw:.1f}" '
                    f'y="{height - bottom + 16}" text-anchor="middle">{escape(label)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def sparkline(labels: Sequence[str], values: Sequence[float | None],
+              limits: Sequence[float | None] = (), *, name: str = "value",
+              width: int = 150, height: int = 30) -> str:
+    """A small line of ``values`` over windows with its per-window ``limits`` (a threshold)
+    dashed behind it; points past their limit are drawn in the alert colour. Every point
+    has a tooltip with the window, the value and the limit."""
+    pad = 4
+    n = len(values)
+    known = [v for v in values if finite(v)] + [t for t in limits if finite(t)]
+    out = [f'<svg class="chart spark" viewBox="0 0 {width} {height}" width="{width}" '
+           f'height="{height}" role="img" aria-label="{escape(name)} per window">']
+    if not known or n == 0:
+        out.append("</svg>")
+        return "".join(out)
+    top = max(known) * 1.1 or 1.0
+
+    def x(i: int) -> float:
+        return width / 2 if n == 1 else pad + (width - 2 * pad) * i / (n - 1)
+
+    def y(v: float) -> float:
+        return height - pad - (height - 2 * pad) * min(max(v, 0.0), top) / top
+
+    def line(series: Sequence[float | None], css: str) -> None:
+        for run in _runs([finite(v) for v in series]):
+            if len(run) > 1:
+                points = " ".join(f"{x(i):.1f},{y(series[i]):.1f}"  # type: ignore[arg-type]
+                                  for i in run)
+                out.append(f'<polyline class="{css}" points="{points}"/>')
+
+    limits = list(limits) + [None] * (n - len(limits))
+    line(limits, "spark-limit")
+    line(values, "spark-line")
+    for i, v in enumerate(values):
+        if not finite(v):
+            continue
+        limit = limits[i]
+        past = finite(limit) and v > limit  # type: ignore[operator]
+        tip = f"{labels[i] if i < len(labels) else i + 1}: {name} {v:.3g}" + (
+            f" (threshold {limit:.3g})" if finite(limit) else "")
+        out.append(f'<circle class="spark-pt{" past" if past else ""}" cx="{x(i):.1f}" '
+                   f'cy="{y(v):.1f}" r="{2.5 if past else 1.8}"><title>{escape(tip)}'
+                   "</title></circle>")
     out.append("</svg>")
     return "".join(out)
