@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,11 +17,11 @@ import pytest
 
 import watchkeeper as wk
 from tests.conftest import ACS
+from tests.test_cli import run
 from watchkeeper.datasets import synthetic_drift_pair
 from watchkeeper.replay import replay
 from watchkeeper.report import render, write
 
-WATCHKEEPER = Path(sys.executable).with_name("watchkeeper")
 XSS = "<script>alert(1)</script>"
 VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "wbr", "source"}
 SVG_LEAVES = {"line", "circle", "rect", "polygon", "polyline", "path"}
@@ -535,12 +532,6 @@ def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- CLI
-
-
-def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(WATCHKEEPER), *map(str, args)], cwd=cwd,
-                          env={**os.environ, "CI": "true"}, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
