@@ -98,3 +98,27 @@ def wait_for(condition, timeout: float = 30.0, every: float = 0.2) -> Any:
             return value
         time.sleep(every)
     raise TimeoutError("condition not met in time")
+
+
+def assert_stored_like_batch(suite: Any, batches: list[Any], stored: list[Any],
+                             labels: Any) -> None:
+    """Stored windows (one per batch) equal checking each batch at once with all labels:
+    counts exactly, float sums up to the order of summation, metrics to their 6 stored
+    significant digits."""
+    import numpy as np
+    import pytest
+
+    from watchkeeper.profile import Profile
+
+    for batch, window in zip(batches, stored, strict=True):
+        expected = suite.check(batch, labels=labels).windows[0]
+        joint = Profile.from_dict(window.profile).joint
+        for key, tally in expected.profile.joint.items():
+            if tally.dtype.kind == "i":
+                assert np.array_equal(tally, joint[key]), key
+            else:
+                np.testing.assert_allclose(tally, joint[key], rtol=1e-12)
+        assert window.metrics["realised"] == pytest.approx(expected.metrics["realised"],
+                                                           rel=1e-5)
+        assert window.metrics["label_coverage"] == pytest.approx(
+            expected.metrics["label_coverage"], rel=1e-5)

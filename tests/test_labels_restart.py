@@ -7,12 +7,11 @@ from datetime import timedelta
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
 import watchkeeper as wk
+from tests.server_helpers import assert_stored_like_batch
 from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
 from watchkeeper import suitefile
-from watchkeeper.profile import Profile
 from watchkeeper.server.hub import Hub
 from watchkeeper.store import Store
 
@@ -71,16 +70,7 @@ def test_corrected_labels_after_restarts_equal_the_batch_computation(
         final = pa.table({"id": list(labels), "label": list(labels.values())})
         windows = store.load_windows("m")
         assert [(w.rows, w.state) for w in windows] == [(300, "closed")] * 2
-        for batch, stored in zip(batches, windows, strict=True):
-            expected = suite.check(batch, labels=final).windows[0]
-            joint = Profile.from_dict(stored.profile).joint
-            for key, tally in expected.profile.joint.items():
-                if tally.dtype.kind == "i":  # counts: exactly equal
-                    assert np.array_equal(tally, joint[key]), key
-                else:  # float sums: equal up to the order of summation
-                    np.testing.assert_allclose(tally, joint[key], rtol=1e-12)
-            assert stored.metrics["realised"] == pytest.approx(
-                expected.metrics["realised"], rel=1e-5)  # stored with 6 significant digits
+        assert_stored_like_batch(suite, batches, windows, final)
         assert third.counters["unmatched_labels:m"] == 0
     finally:
         store.close()

@@ -13,8 +13,7 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from tests.server_helpers import READ, WRITE, Server, request, wait_for
-from watchkeeper.profile import Profile
+from tests.server_helpers import READ, WRITE, Server, assert_stored_like_batch, request, wait_for
 from watchkeeper.store import Store
 
 
@@ -238,19 +237,7 @@ def test_a_label_corrected_after_a_restart_replaces_the_first(workdir: Path) -> 
         suite = wk.Suite.load(workdir / "suite.yaml")
         windows = store.load_windows("clicks")
         assert [w.rows for w in windows] == [300, 300]
-        for batch, stored in zip(predictions, windows, strict=True):
-            expected = suite.check(batch, labels=final).windows[0]
-            joint = Profile.from_dict(stored.profile).joint
-            for key, tally in expected.profile.joint.items():
-                if tally.dtype.kind == "i":  # counts: exactly equal
-                    assert np.array_equal(tally, joint[key]), key
-                else:  # float sums: equal up to the order of summation
-                    np.testing.assert_allclose(tally, joint[key], rtol=1e-12)
-            # stored metrics are rounded to 6 significant digits
-            assert stored.metrics["realised"] == pytest.approx(expected.metrics["realised"],
-                                                               rel=1e-5)
-            assert stored.metrics["label_coverage"] == pytest.approx(
-                expected.metrics["label_coverage"], rel=1e-5)
+        assert_stored_like_batch(suite, predictions, windows, final)
     finally:
         second.stop()
         store.close()
