@@ -123,7 +123,7 @@ def test_migrate_is_idempotent_and_records_the_version(store_url: str) -> None:
     engine.dispose()
     assert versions == [SCHEMA_VERSION]
     assert {"schema_version", "models", "suites", "events", "windows", "findings",
-            "alert_states"} <= tables
+            "alert_states", "fold_leases"} <= tables
 
 
 def test_a_schema_newer_than_the_code_is_refused(store_url: str) -> None:
@@ -158,6 +158,30 @@ def test_a_store_from_before_alert_states_opens_and_migrates(store_url: str) -> 
         assert store.alert_state("m") == {"version": 1, "model": "m"}
         assert store.watermark("m") == seq and store.active_suite("m").version == 1
         assert [w.start for w in store.load_windows("m")] == [T0]
+    with engine.connect() as conn:
+        versions = conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version"))
+        assert versions.scalars().all() == list(range(1, SCHEMA_VERSION + 1))
+    engine.dispose()
+
+
+def test_a_store_from_before_fold_leases_opens_and_migrates(store_url: str) -> None:
+    with Store(store_url) as store:  # a version-2 store with an alert state in it
+        store.add_suite("m", "monitors: []")
+        store.save_alert_state("m", {"version": 1, "model": "m"})
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE fold_leases"))
+        conn.execute(sa.text("ALTER TABLE alert_states DROP COLUMN revision"))
+        conn.execute(sa.text("DELETE FROM schema_version"))
+        for v in (1, 2):
+            conn.execute(sa.text("INSERT INTO schema_version VALUES (:v, :t, 'old')"),
+                         {"v": v, "t": datetime.now(UTC)})
+    with Store(store_url) as store:
+        assert store.migrate() == SCHEMA_VERSION
+        assert store.load_alert_state("m") == ({"version": 1, "model": "m"}, 0)
+        assert store.save_alert_state("m", {"version": 1, "model": "m", "n": 1}, 0) == 1
+        assert store.lease("fold") is None
+        assert store.acquire_lease("fold", "me", 10).owner == "me"
     with engine.connect() as conn:
         versions = conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version"))
         assert versions.scalars().all() == list(range(1, SCHEMA_VERSION + 1))

@@ -282,12 +282,20 @@ def _summary(suite: Suite, output: Path) -> str:
               help="Send incident notifications here (Alertmanager-compatible JSON).")
 @click.option("--slack", "slack_urls", multiple=True, help="Slack incoming-webhook URL.")
 @click.option("--notify-log", is_flag=True, help="Print incident notifications on stdout.")
+@click.option("--lease-ttl", "lease_text", default="15s", show_default=True,
+              help="Several servers may share a store: the one holding its fold lease folds "
+                   "the events (renewed every third of this); another takes over within "
+                   "this long when it dies. 0: fold without a lease (the only server).")
+@click.option("--fold-mib", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Event bodies read per fold step, at most (at least one batch): bounds "
+                   "the server's memory whatever the batch size.")
 def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path, ...],
                   window_text: str, grace_text: str, retention_text: str, no_auth: bool,
                   webhooks: tuple[str, ...], slack_urls: tuple[str, ...],
-                  notify_log: bool) -> None:
+                  notify_log: bool, lease_text: str, fold_mib: int) -> None:
     """Run the ingestion and query server. Tokens come from WATCHKEEPER_WRITE_TOKEN and
-    WATCHKEEPER_READ_TOKEN."""
+    WATCHKEEPER_READ_TOKEN. Any number of servers may share one store: each ingests and
+    answers reads; one at a time folds (see --lease-ttl)."""
     import os
 
     from watchkeeper.check import parse_duration
@@ -314,10 +322,12 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
 
     notifiers = [*(WebhookNotifier(u) for u in webhooks), *(SlackNotifier(u) for u in slack_urls),
                  *([LogNotifier()] if notify_log else [])]
+    lease_ttl = (parse_duration(lease_text).total_seconds()
+                 if lease_text.strip() not in ("0", "0s") else None)
     app = create_app(store_url, tokens=Tokens() if no_auth else Tokens(write, read),
                      window=parse_duration(window_text), grace=parse_duration(grace_text),
                      retention=parse_duration(retention_text), suites=suites,
-                     notifiers=notifiers)
+                     notifiers=notifiers, lease_ttl=lease_ttl, fold_bytes=fold_mib * 2**20)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

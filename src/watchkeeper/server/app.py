@@ -42,13 +42,18 @@ def create_app(
     retention: timedelta = timedelta(days=7),
     suites: dict[str, str] | None = None,
     notifiers: list[Any] | None = None,
+    lease_ttl: float | None = 15.0,
+    fold_bytes: int = 64 * 2**20,
 ) -> FastAPI:
     """Build the app. ``suites`` maps model → suite YAML to deploy at start when that model
-    has no active suite yet (``watchkeeper serve --suite``)."""
+    has no active suite yet (``watchkeeper serve --suite``). Several servers may share a
+    store: the one holding the fold lease (``lease_ttl`` seconds, renewed every third of
+    that) folds the event log; None folds without a lease (this process must be alone)."""
     tokens = tokens or Tokens()
     store = Store(store_url)
     hub = Hub(store, window=window, grace=grace, retention=retention,
-              dispatcher=Dispatcher(notifiers) if notifiers else None)
+              dispatcher=Dispatcher(notifiers) if notifiers else None,
+              lease_ttl=lease_ttl, fold_bytes=fold_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -278,7 +283,7 @@ def create_app(
     @app.get("/healthz")
     def health() -> dict[str, Any]:
         return {"status": "ok", "models": len(hub.models),
-                "fold_errors": hub.counters["fold_errors"]}
+                "fold_errors": hub.counters["fold_errors"], "folding": hub.folding}
 
     @app.get("/metrics")
     def metrics() -> Response:

@@ -18,17 +18,45 @@ A model may have several suite versions in service at once: a newly activated ve
 (deploy or rollback) takes the windows that start after its activation; the window under
 way, and late events for earlier windows, stay with the version that had them. Every
 window records the version it was evaluated with.
+
+Several server processes may share one store (``lease_ttl``, as ``watchkeeper serve``
+does). Every one of them appends what it ingests and answers reads, but only the holder of
+the store's fold lease folds, closes and judges windows: one lease for the whole store (one
+row, scope "fold"), taken atomically, renewed every third of its TTL by a thread of its own
+and given back on a clean stop. When its holder dies, another server takes it as soon as
+it expires (within the TTL of the holder's last renewal; at its next try, within a third of
+the TTL, if the holder was a process of the same host that is gone), rebuilds its state from
+the store as after a restart, and folds on from the shared watermark. Every write of the fold
+(windows with the watermark, findings, the alert state it judged) is fenced by the lease's
+owner and epoch in its own transaction, so a holder that stalled past its TTL and lost the
+lease writes nothing more: each event is folded exactly once. Followers keep a view for
+their answers, refreshed from the store: alert state (incidents, acknowledgements,
+silences) whenever its stored revision changes, checked every second; the latest closed
+windows with their findings (for /metrics), every second; windows, findings, suites and
+models are read from the store on every request anyway. Acknowledgements and silences are
+taken by any server: each is applied to the latest stored alert state and saved only if
+nobody saved another revision in between (else it is applied again); the leader merges
+them the same way before it saves what it judged. Requests a follower refuses are logged
+as empty event batches carrying the counts, and the leader counts them in its windows.
+
+A fold step reads at most ``fold_bytes`` of event bodies (and at most 50 batches; always
+one at least), so the fold's memory is bounded whatever the size of the batches.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import secrets
+import socket
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -37,19 +65,30 @@ import pyarrow as pa
 from watchkeeper import suitefile
 from watchkeeper.alerts import AlertManager, Incident, Rules, Silence
 from watchkeeper.alerts.notifiers import Dispatcher
+from watchkeeper.check import WindowResult
 from watchkeeper.errors import WatchkeeperError
+from watchkeeper.monitors.base import Finding, Severity
 from watchkeeper.monitors.security import REJECTED
-from watchkeeper.online import OnlineMonitor, save
+from watchkeeper.online import LiveWindow, OnlineMonitor, save
 from watchkeeper.pii import key_from_env, protect
+from watchkeeper.profile import Profile
 from watchkeeper.server.ingest import from_ipc, to_ipc
 from watchkeeper.service import TS
-from watchkeeper.store import Store
+from watchkeeper.store import Conflict, Lease, LeaseLost, Store, StoreError, WindowRecord
 from watchkeeper.suite import Suite
 from watchkeeper.values import epoch_seconds
 
 log = logging.getLogger("watchkeeper.server")
 FIRST = -(2**62)
 LAST = 2**62
+#: The fold lease's scope: one server folds every model of a store.
+SCOPE = "fold"
+#: Most event batches read per fold step (``Hub.fold_bytes`` bounds their bytes).
+FOLD_BATCHES = 50
+#: Schema metadata of an empty event batch that carries refused requests' counts.
+REJECTED_KEY = b"watchkeeper.rejected"
+#: Tries of a save of the alert state that others keep changing.
+SAVE_TRIES = 5
 
 T = TypeVar("T")
 
@@ -69,6 +108,13 @@ class ModelState:
     generations: list[Generation] = field(default_factory=list)
     alerts: AlertManager | None = None
     alerts_unsaved: bool = False  # the alert state changed since it was last saved
+    revision: int = 0  # of the stored alert state that ``alerts`` builds on
+    #: windows judged since the alert state was last saved (replayed onto a newer one)
+    judged: list[WindowResult] = field(default_factory=list)
+    #: windows in memory changed but not saved (a step failed half-way): reload them
+    broken: bool = False
+    #: follower: (updated_at, rows) of each window in the view, by start
+    seen: dict[datetime, tuple[Any, int]] = field(default_factory=dict)
 
     @property
     def current(self) -> OnlineMonitor:
@@ -86,6 +132,30 @@ class ModelState:
         return out
 
 
+def _owner_id() -> str:
+    """Who a server process is, in the fold lease: host, pid and a random part."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class _Fenced:
+    """The store as the fold writes to it: windows, watermark and findings are fenced by
+    the hub's fold lease (the OnlineMonitors save through this)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._hub.store, name)
+
+    def save_windows(self, model: str, windows: list[WindowRecord],
+                     watermark: int | None = None) -> None:
+        self._hub.store.save_windows(model, windows, watermark, lease=self._hub._fence())
+
+    def save_findings(self, model: str, window_start: datetime,
+                      findings: list[dict[str, Any]]) -> None:
+        self._hub.store.save_findings(model, window_start, findings, lease=self._hub._fence())
+
+
 @dataclass
 class Hub:
     store: Store
@@ -99,6 +169,12 @@ class Hub:
     pii_key: bytes | None = field(default_factory=key_from_env, repr=False)
     dispatcher: Dispatcher | None = None  # where incident notifications go
     rules: Rules | None = None
+    #: seconds a fold lease lasts unless renewed; None: fold without one (the only process
+    #: folding this store: embedded use, tests)
+    lease_ttl: float | None = None
+    fold_bytes: int = 64 * 2**20  # event bodies read per fold step, at most (≥ 1 batch)
+    follow_seconds: float = 1.0  # how often a follower refreshes its view
+    owner: str = field(default_factory=_owner_id)  # this process, in the fold lease
     _rejected: dict[str, Counter[str]] = field(default_factory=dict)
     #: rows each SDK source reports having dropped (cumulative), per model
     sdk_dropped: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -107,57 +183,174 @@ class Hub:
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _keeper: threading.Thread | None = None
+    #: the lease as last taken or renewed, and the time.monotonic() until which it holds
+    _holding: tuple[Lease | None, float] = (None, 0.0)
+    _epoch: int | None = None  # epoch of the lease the in-memory state was built under
+    _looked: float = float("-inf")  # time.monotonic() of the last look for new models
+    _viewed: float = float("-inf")  # … and of the last refresh of a follower's windows
+
+    def __post_init__(self) -> None:
+        self._writer = _Fenced(self)
+
+    # -- the fold lease ----------------------------------------------------------------------
+    @property
+    def folding(self) -> bool:
+        """Whether this process folds the event log (holds the lease, or needs none)."""
+        return self.lease_ttl is None or (self._held() is not None and self._epoch is not None)
+
+    def lease(self) -> Lease | None:
+        """The fold lease this process holds, or None."""
+        return None if self.lease_ttl is None else self._held()
+
+    def _held(self) -> Lease | None:
+        lease, until = self._holding
+        return lease if lease is not None and time.monotonic() < until else None
+
+    def _fence(self) -> Lease | None:
+        """The lease that fences the fold's writes (None without leases); LeaseLost if the
+        state in memory is not the one built under the lease held now."""
+        if self.lease_ttl is None:
+            return None
+        lease = self._held()
+        if lease is None or lease.epoch != self._epoch:
+            raise LeaseLost(f"{self.owner} no longer holds the fold lease (epoch {self._epoch})")
+        return lease
+
+    def _renew(self) -> float:
+        """Take or renew the fold lease; returns how long to wait before trying again."""
+        assert self.lease_ttl is not None
+        ttl = self.lease_ttl
+        sent = time.monotonic()
+        try:
+            lease = self.store.acquire_lease(SCOPE, self.owner, ttl)
+            if lease.owner != self.owner and not lease.expired and _dead(lease.owner):
+                log.info("the fold lease's holder %s is gone: taking over", lease.owner)
+                lease = self.store.acquire_lease(SCOPE, self.owner, ttl, dead=lease.owner)
+        except StoreError as exc:  # the lease runs on until its deadline, then lapses
+            self.counters["lease_errors"] += 1
+            log.warning("cannot renew the fold lease: %s", exc)
+            return min(1.0, ttl / 3)
+        if lease.owner == self.owner:
+            previous = self._holding[0]
+            # the lease ran `remaining` seconds from a moment after `sent`
+            self._holding = (lease, sent + lease.remaining)
+            if previous is None or previous.epoch != lease.epoch:
+                log.info("took the fold lease (epoch %d)", lease.epoch)
+                self.counters["lease_taken"] += 1
+                self._wake.set()
+            return ttl / 3
+        if self._holding[0] is not None:
+            log.warning("the fold lease went to %s", lease.owner)
+            self._holding = (None, 0.0)
+            self._wake.set()
+        # someone else folds: try again as soon as their lease may have run out
+        return max(0.05, min(ttl / 3, lease.remaining + 0.05))
+
+    def _keep(self, wait: float) -> None:
+        while not self._stop.wait(wait):
+            wait = self._renew()
 
     # -- models and suite versions ---------------------------------------------------------
     def _monitor(self, model: str, version: int) -> OnlineMonitor:
         text = self.store.suite_version(model, version).text
         suite = Suite.from_dict(suitefile.parse(text, f"{model} v{version}"))
         return OnlineMonitor(suite, model=model, window=self.window, grace=self.grace,
-                             store=self.store, suite_version=version,
+                             store=self._writer, suite_version=version,  # type: ignore[arg-type]
                              retention=self.retention, clock=self.clock)
 
     def load(self) -> None:
         """Start every model that has an active suite, resuming from the store: windows
-        keep the version they were evaluated with; new windows get the active version."""
+        keep the version they were evaluated with; new windows get the active version. A
+        server that does not hold the fold lease builds only its view (see the module)."""
+        lease = None if self.lease_ttl is None else self._held()
+        if self.lease_ttl is not None and lease is None:
+            for model in self.store.models():
+                self._view_model(model)
+            return
+        self._epoch = None if lease is None else lease.epoch
         for model in self.store.models():
-            active = self.store.active_suite(model)
-            if active is None:
-                continue
-            step = self.window.total_seconds()
-            runs: list[tuple[int, int]] = []  # (version, first key) of consecutive windows
-            for record in self.store.load_windows(model):
-                key = int(np.floor(record.start.timestamp() / step))
-                version = record.suite_version or active.version
-                if not runs or runs[-1][0] != version:
-                    runs.append((version, key))
-            if not runs or runs[-1][0] != active.version:
-                last_key = max((int(np.floor(r.start.timestamp() / step))
-                                for r in self.store.load_windows(model)), default=FIRST - 1)
-                runs.append((active.version, last_key + 1))
-            state = ModelState()
-            for i, (version, first) in enumerate(runs):
-                live = self._monitor(model, version)
-                last = runs[i + 1][1] if i + 1 < len(runs) else LAST
+            self._load_model(model)
+
+    def _generations(self, model: str, active: int, restore: bool) -> list[Generation]:
+        """The versions in service, by the windows they were evaluated with; each one's
+        windows restored from the store when ``restore``."""
+        step = self.window.total_seconds()
+        runs: list[tuple[int, int]] = []  # (version, first key) of consecutive windows
+        last_key = FIRST - 1
+        for record in self.store.load_windows(model, profiles=False):
+            key = int(np.floor(record.start.timestamp() / step))
+            last_key = max(last_key, key)
+            version = record.suite_version or active
+            if not runs or runs[-1][0] != version:
+                runs.append((version, key))
+        if not runs or runs[-1][0] != active:
+            runs.append((active, last_key + 1))
+        out = []
+        for i, (version, first) in enumerate(runs):
+            live = self._monitor(model, version)
+            last = runs[i + 1][1] if i + 1 < len(runs) else LAST
+            if restore:
                 live.restore(range(first if i else FIRST, last))
-                state.generations.append(Generation(version, first if i else FIRST, live, last))
-            self._remember(model, state)
-            state.alerts, resumed = self._resume_alerts(model, state)
-            with self._lock:
-                self.models[model] = state
-                if resumed:  # windows closed before a crash but not judged yet
-                    self._alert(model, state, [
-                        g.live.windows[k].result for g in state.generations
-                        for k in sorted(g.live.windows)
-                        if g.live.windows[k].state == "closed"
-                        and g.live.windows[k].result is not None])
-                else:  # a store from before alert states were saved: judge from now on
-                    self._save_alerts(model, state)
+            out.append(Generation(version, first if i else FIRST, live, last))
+        return out
+
+    def _load_model(self, model: str, *, replace: bool = True) -> ModelState | None:
+        """Build a model's whole state from the store, as after a restart, and judge the
+        windows closed before a crash but not judged yet."""
+        active = self.store.active_suite(model)
+        if active is None:
+            return None
+        state = ModelState(self._generations(model, active.version, restore=True))
+        self._folded.pop(model, None)
+        self._remember(model, state)
+        state.alerts, resumed = self._resume_alerts(model, state)
+        with self._lock:
+            if not replace and model in self.models:
+                return self.models[model]
+            self.models[model] = state
+            if resumed:  # windows closed before a crash but not judged yet
+                self._alert(model, state, [
+                    g.live.windows[k].result for g in state.generations
+                    for k in sorted(g.live.windows)
+                    if g.live.windows[k].state == "closed"
+                    and g.live.windows[k].result is not None])
+            else:  # a store from before alert states were saved: judge from now on
+                self._save_alerts(model, state)
+        return state
+
+    def _view_model(self, model: str, *, replace: bool = True) -> ModelState | None:
+        """A follower's view of a model: its suite versions, its alert state and its latest
+        closed windows as stored (no label records, nothing judged or saved)."""
+        active = self.store.active_suite(model)
+        if active is None:
+            return None
+        state = ModelState(self._generations(model, active.version, restore=False))
+        state.alerts, _ = self._resume_alerts(model, state)
+        self._view_windows(model, state)
+        with self._lock:
+            if not replace and model in self.models:
+                return self.models[model]
+            self.models[model] = state
+        return state
+
+    def _discover(self) -> None:
+        """Start models that another process deployed (at most once a second)."""
+        if self.lease_ttl is None or time.monotonic() - self._looked < 1.0:
+            return
+        self._looked = time.monotonic()
+        for model in self.store.models():
+            if model not in self.models:
+                if self._epoch is not None:
+                    self._load_model(model, replace=False)
+                else:
+                    self._view_model(model, replace=False)
 
     def _resume_alerts(self, model: str, state: ModelState) -> tuple[AlertManager, bool]:
         """The model's saved alert state under the rules in force, and whether there was
         one (a state that cannot be read is logged and started afresh)."""
         rules = self.rules or state.current.suite.rules
-        saved = self.store.alert_state(model)
+        saved, state.revision = self.store.load_alert_state(model)
         if saved is not None:
             try:
                 manager = AlertManager.from_dict(saved)
@@ -170,13 +363,44 @@ class Hub:
                 return manager, True
         return AlertManager(model, rules), False
 
-    def _save_alerts(self, model: str, state: ModelState) -> None:
-        """Persist the model's alert state; if that fails it is tried again every step."""
+    def _merge_alerts(self, model: str, state: ModelState,
+                      saved: dict[str, Any] | None, revision: int) -> None:
+        """Adopt a newer stored alert state (saved by another server, or by this one in
+        another role), with the windows judged here since the last save replayed onto it
+        (their notifications were sent already)."""
+        if saved is not None:
+            try:
+                manager = AlertManager.from_dict(saved)
+            except (ValueError, KeyError, TypeError) as exc:  # keep ours; it replaces it
+                self.counters["alert_state_errors"] += 1
+                log.error("model %s: cannot read the stored alert state (%s)", model, exc)
+            else:
+                manager.rules = self.rules or state.current.suite.rules
+                for w in sorted(state.judged, key=lambda w: w.start):
+                    if manager.last_start is None or w.start > manager.last_start:
+                        manager.process(w.label, w.start, w.findings)
+                state.alerts = manager
+        state.revision = revision
+
+    def _save_alerts(self, model: str, state: ModelState, *, fenced: bool = True) -> None:
+        """Persist the model's alert state on top of the stored revision it builds on (merged
+        first if someone saved another since); if that fails it is tried again every step.
+        The fold's saves are fenced by the lease, people's changes are not."""
         if state.alerts is None:
             return
         state.alerts_unsaved = True
-        self.store.save_alert_state(model, state.alerts.to_dict())
-        state.alerts_unsaved = False
+        lease = self._fence() if fenced else None
+        for _ in range(SAVE_TRIES):
+            try:  # positional: tests stand in for it with a plain function
+                state.revision = self.store.save_alert_state(model, state.alerts.to_dict(),
+                                                             state.revision, lease)
+            except Conflict:
+                self._merge_alerts(model, state, *self.store.load_alert_state(model))
+                continue
+            state.alerts_unsaved = False
+            state.judged.clear()
+            return
+        raise StoreError(f"model {model}: the alert state kept changing while being saved")
 
     def _remember(self, model: str, state: ModelState) -> None:
         """Rebuild prediction records of already folded events, and put the labels already
@@ -184,26 +408,29 @@ class Hub:
         watermark = self.store.watermark(model)
         last = 0
         while last < watermark:
-            events = [e for e in self.store.events_after(model, last, limit=50)
+            events = [e for e in self.store.events_after(model, last, limit=FOLD_BATCHES,
+                                                         max_bytes=self.fold_bytes)
                       if e.seq <= watermark]
             if not events:
                 return
             for event in events:
-                table = from_ipc(event.payload)
-                if event.kind == "labels":
-                    for g in state.generations:
-                        try:
-                            g.live.remember_labels(table)
-                        except WatchkeeperError as exc:  # it failed when folded, too
-                            log.warning("model %s: labels of batch %d not joined again: %s",
-                                        model, event.seq, exc)
-                else:
-                    for live, part in state.route(_arrived(table, event.received_at
-                                                           .timestamp())):
-                        live.remember(part)
+                if event.rows:
+                    table = from_ipc(event.payload)
+                    if event.kind == "labels":
+                        for g in state.generations:
+                            try:
+                                g.live.remember_labels(table)
+                            except WatchkeeperError as exc:  # it failed when folded, too
+                                log.warning("model %s: labels of batch %d not joined again: "
+                                            "%s", model, event.seq, exc)
+                    else:
+                        for live, part in state.route(_arrived(table, event.received_at
+                                                               .timestamp())):
+                            live.remember(part)
                 self._folded.setdefault(model, deque()).append(
                     (event.seq, event.received_at.timestamp()))
                 last = event.seq
+            del events
 
     def activate(self, model: str, version: int) -> None:
         """Put a stored version in service from the next window on (deploy or rollback)."""
@@ -214,7 +441,8 @@ class Hub:
                 state = ModelState([Generation(version, FIRST, live)],
                                    AlertManager(model, self.rules or live.suite.rules))
                 self.models[model] = state
-                self._save_alerts(model, state)  # so a restart knows it judged from here
+                # so a restart knows it judged from here (kept if another server was first)
+                self._save_alerts(model, state, fenced=False)
                 return
             if state.alerts is not None:  # the new version's rules, as after a restart
                 state.alerts.rules = self.rules or live.suite.rules
@@ -261,12 +489,26 @@ class Hub:
         return self._change(model, lambda m: m.unsilence(silence_id))
 
     def _change(self, model: str, change: Callable[[AlertManager], T]) -> T:
-        """An operator's change to a model's alert state, saved before it is answered."""
+        """An operator's change to a model's alert state, saved before it is answered: made
+        on the latest stored state (any server may take it) and saved only on top of it."""
         with self._lock:
-            state, manager = self._manager(model)
-            out = change(manager)
-            self._save_alerts(model, state)
-            return out
+            state, _ = self._manager(model)
+            for _ in range(SAVE_TRIES):
+                saved, revision = self.store.load_alert_state(model)
+                if revision != state.revision:
+                    self._merge_alerts(model, state, saved, revision)
+                assert state.alerts is not None
+                out = change(state.alerts)
+                state.alerts_unsaved = True
+                try:  # positional: tests stand in for it with a plain function
+                    state.revision = self.store.save_alert_state(
+                        model, state.alerts.to_dict(), state.revision, None)
+                except Conflict:
+                    continue  # saved by someone else meanwhile: made again on theirs
+                state.alerts_unsaved = False
+                state.judged.clear()
+                return out
+            raise StoreError(f"model {model}: the alert state kept changing while being saved")
 
     # -- ingest (request thread) -------------------------------------------------------------
     def append(self, model: str, table: pa.Table, kind: str) -> int:
@@ -280,7 +522,8 @@ class Hub:
         seq = self.store.append_events(model, to_ipc(table), table.num_rows, kind)
         self.counters[f"{kind}_rows:{model}"] += table.num_rows
         self.counters[f"{kind}_batches:{model}"] += 1
-        self._wake.set()
+        if self._epoch is not None or self.lease_ttl is None:
+            self._wake.set()
         return seq
 
     def reject(self, model: str, reason: str) -> None:
@@ -289,18 +532,37 @@ class Hub:
         self.counters[f"rejected_{reason}"] += 1
         with self._lock:
             self._rejected.setdefault(model, Counter())[reason] += 1
-        self._wake.set()
+        if self._epoch is not None or self.lease_ttl is None:
+            self._wake.set()
 
     def _fold_rejections(self, model: str, state: ModelState) -> None:
         pending = self._rejected.pop(model, None)
+        if pending:
+            self._count_rejections(state, pending, float(self.clock()))  # type: ignore[arg-type]
+
+    def _count_rejections(self, state: ModelState, counts: Mapping[str, int],
+                          at: float) -> None:
+        live = state.generations[-1].live
+        key = int(np.floor(at / self.window.total_seconds()))
+        tally = np.array([counts.get("invalid", 0), counts.get("auth", 0)], dtype=np.int64)
+        w = live._window(key)
+        w.profile.joint[REJECTED] = w.profile.joint.get(REJECTED, 0) + tally
+        live._dirty.add(key)
+
+    def _log_rejections(self, model: str) -> None:
+        """A follower hands the requests it refused to the leader through the event log:
+        an empty batch whose schema carries the counts."""
+        with self._lock:
+            pending = self._rejected.pop(model, None)
         if not pending:
             return
-        live = state.generations[-1].live
-        key = int(np.floor(float(self.clock()) / self.window.total_seconds()))
-        counts = np.array([pending["invalid"], pending["auth"]], dtype=np.int64)
-        w = live._window(key)
-        w.profile.joint[REJECTED] = w.profile.joint.get(REJECTED, 0) + counts
-        live._dirty.add(key)
+        schema = pa.schema([]).with_metadata({REJECTED_KEY: json.dumps(dict(pending))})
+        try:
+            self.store.append_events(model, to_ipc(pa.Table.from_batches([], schema)), 0)
+        except StoreError:
+            with self._lock:
+                self._rejected.setdefault(model, Counter()).update(pending)
+            raise
 
     def _sync_version(self, model: str, state: ModelState) -> None:
         """Put in service a version activated in the store by someone else (another server
@@ -313,7 +575,7 @@ class Hub:
         """The event log keeps folded events for the retention (late labels and restarts
         need them), then forgets them."""
         folded = self._folded.get(model)
-        horizon = float(self.clock()) - self.retention.total_seconds()
+        horizon = float(self.clock()) - self.retention.total_seconds()  # type: ignore[arg-type]
         last = None
         while folded and folded[0][1] < horizon:
             last = folded.popleft()[0]
@@ -323,24 +585,33 @@ class Hub:
 
     # -- folding (background thread) ---------------------------------------------------------
     def _fold(self, model: str, state: ModelState) -> None:
+        """Fold the events past the model's watermark, a bounded step at a time, each step
+        saved with its watermark. Should a step fail between changing the windows in memory
+        and saving them, the model is marked broken (reloaded at the next step)."""
         last = self.store.watermark(model)
         while True:
-            events = self.store.events_after(model, last, limit=50)
+            events = self.store.events_after(model, last, limit=FOLD_BATCHES,
+                                             max_bytes=self.fold_bytes)
             if not events:
                 return
             pending: list[pa.Table] = []  # consecutive event batches, profiled together
             for event in events:
                 table = from_ipc(event.payload)
                 if event.kind == "labels":
+                    state.broken = True
                     self._ingest(state, pending)
                     unmatched = [g.live.ingest_labels(table) for g in state.generations]
                     matched = sum(table.num_rows - u for u in unmatched)
                     self.counters[f"unmatched_labels:{model}"] += table.num_rows - matched
-                else:
+                elif table.num_rows:
                     pending.append(table)
+                elif REJECTED_KEY in (table.schema.metadata or {}):  # a follower's refusals
+                    self._count_rejections(state, _counts(table), event.received_at.timestamp())
                 self._folded.setdefault(model, deque()).append(
                     (event.seq, event.received_at.timestamp()))
                 last = event.seq
+            del events, table
+            state.broken = True
             self._ingest(state, pending)
             # every generation's windows and the watermark in one transaction
             records, findings = [], []
@@ -348,7 +619,8 @@ class Hub:
                 r, f = g.live.pending()
                 records += r
                 findings += f
-            save(self.store, model, records, findings, last)
+            save(self._writer, model, records, findings, last)  # type: ignore[arg-type]
+            state.broken = False
 
     @staticmethod
     def _ingest(state: ModelState, tables: list[pa.Table]) -> None:
@@ -359,26 +631,129 @@ class Hub:
             return
         try:
             batches = [pa.concat_tables(tables, promote_options="default")] \
-                if len(tables) > 1 else tables
+                if len(tables) > 1 else list(tables)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             batches = list(tables)
-        for table in batches:
+        tables.clear()
+        while batches:
+            table = batches.pop(0)
             for live, part in state.route(table):
                 live.ingest(part)
-        tables.clear()
+            del table
 
     def step(self, now: float | None = None) -> None:
-        """Fold new events of every model, close due windows, persist."""
+        """Fold new events of every model, close due windows, persist; a server that does
+        not hold the fold lease refreshes its view instead."""
+        if self.lease_ttl is None:
+            self._fold_all(now)
+            return
+        lease = self._held()
+        if lease is None:
+            if self._epoch is not None:
+                self._demote("its lease ran out")
+            self._follow()
+            return
+        if lease.epoch != self._epoch:
+            self._take_over(lease)
+        try:
+            self._fold_all(now)
+        except LeaseLost as exc:
+            self._demote(str(exc))
+
+    def _fold_all(self, now: float | None) -> None:
+        self._discover()
+        revisions = self.store.alert_revisions()
         with self._lock:
             models = dict(self.models)
         for model, state in models.items():
             with self._lock:
+                if state.broken:  # its windows in memory may be ahead of the store
+                    state = self._load_model(model) or state
                 self._sync_version(model, state)
+                if revisions.get(model, 0) != state.revision:  # changed by another server
+                    self._merge_alerts(model, state, *self.store.load_alert_state(model))
                 self._fold(model, state)
                 self._fold_rejections(model, state)
-                self._expire_events(model)
+                state.broken = True  # windows it closes are saved before it returns
                 closed = [w for g in state.generations for w in g.live.tick(now)]
+                state.broken = False
+                self._expire_events(model)
                 self._alert(model, state, closed)
+
+    def _take_over(self, lease: Lease) -> None:
+        """Start folding: rebuild every model from the store, as after a restart (tried
+        again from the start at the next step if that fails half-way)."""
+        log.info("folding the event log from the store's watermarks (lease epoch %d)",
+                 lease.epoch)
+        self._epoch = lease.epoch  # fences what judging the resumed windows saves
+        try:
+            self._folded.clear()
+            self._looked = time.monotonic()
+            for model in self.store.models():  # each swapped in whole when it is built
+                self._load_model(model)
+        except BaseException:
+            self._epoch = None
+            raise
+
+    def _demote(self, why: str) -> None:
+        """Stop folding; keep serving from a view of the store."""
+        log.warning("no longer folding (%s); serving from the store", why)
+        self.counters["lease_lost"] += 1
+        self._epoch = None
+        self._folded.clear()
+        for model in list(self.models):
+            self._view_model(model)
+
+    def _follow(self) -> None:
+        """A follower's step: hand over refused requests; refresh suite versions, alert
+        state and windows from the store."""
+        self._discover()
+        revisions = self.store.alert_revisions()
+        with self._lock:
+            models = dict(self.models)
+        windows = time.monotonic() - self._viewed >= self.follow_seconds
+        if windows:
+            self._viewed = time.monotonic()
+        for model, state in models.items():
+            self._log_rejections(model)
+            with self._lock:
+                self._sync_version(model, state)
+                if revisions.get(model, 0) != state.revision:
+                    self._merge_alerts(model, state, *self.store.load_alert_state(model))
+            if windows:
+                self._view_windows(model, state)
+
+    def _view_windows(self, model: str, state: ModelState) -> None:
+        """Put a model's latest closed windows, as stored, with their stored findings in the
+        view (what /metrics reports); only those that changed are read again."""
+        live = state.current
+        records = self.store.load_windows(model, state="closed", last=live.history,
+                                          profiles=False)
+        seen = {r.start: (r.updated_at, r.rows) for r in records}
+        changed = [r for r in records if state.seen.get(r.start) != seen[r.start]]
+        if not changed and seen.keys() == state.seen.keys():
+            return
+        found: dict[datetime, list[Finding]] = defaultdict(list)
+        if changed:
+            for f in self.store.findings(model, since=min(r.start for r in changed)):
+                found[f.pop("window_start")].append(_finding(f))
+        step = self.window.total_seconds()
+        old = {w.start: w for w in live.windows.values()}
+        windows = {}
+        for r in records:
+            key = int(np.floor(r.start.timestamp() / step))
+            w = old.get(r.start)
+            if w is None or state.seen.get(r.start) != seen[r.start]:
+                profile = Profile(rows=r.rows, start=r.start, end=r.end)
+                w = LiveWindow(key, r.start, r.end, profile, "closed")
+                w.result = WindowResult(w.label, r.rows, found.get(r.start, []), profile,
+                                        r.start, r.end, dict(r.metrics or {}))
+            windows[key] = w
+        with self._lock:  # whole dicts swapped: readers never see one half-changed
+            live.windows = windows
+            for g in state.generations[:-1]:
+                g.live.windows = {}
+            state.seen = seen
 
     def _alert(self, model: str, state: ModelState, closed: list[Any]) -> None:
         """Closed windows' findings → alerts and incidents → notifications, in time order."""
@@ -389,6 +764,7 @@ class Hub:
             if manager.last_start is not None and w.start <= manager.last_start:
                 continue  # re-evaluated after late data: already judged
             notifications = manager.process(w.label, w.start, w.findings)
+            state.judged.append(w)
             state.alerts_unsaved = True
             self.counters[f"notifications:{model}"] += len(notifications)
             if notifications and self.dispatcher is not None:
@@ -407,25 +783,86 @@ class Hub:
                 self.counters["fold_errors"] += 1
                 log.exception("folding events failed")
                 time.sleep(1.0)
-            self._wake.wait(self.poll_seconds)
+            self._wake.wait(self.poll_seconds if self.folding else self.follow_seconds)
             self._wake.clear()
 
     def start(self) -> None:
+        """Load, then fold in a thread of its own (with leases: take the lease if it is
+        free, and keep it in another thread)."""
+        wait = self._renew() if self.lease_ttl is not None else 0.0
         self.load()
         self._thread = threading.Thread(target=self.run, name="watchkeeper-hub", daemon=True)
         self._thread.start()
+        if self.lease_ttl is not None:
+            self._keeper = threading.Thread(target=self._keep, args=(wait,),
+                                            name="watchkeeper-lease", daemon=True)
+            self._keeper.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in (self._thread, self._keeper):
+            if thread is not None:
+                thread.join(timeout)
         with self._lock:
-            for model, state in self.models.items():
-                for g in state.generations:
-                    g.live.flush(watermark=None)
-                if state.alerts_unsaved:
-                    self._save_alerts(model, state)
+            try:
+                if self.lease_ttl is None or self._epoch is not None:
+                    for model, state in self.models.items():
+                        for g in state.generations:
+                            g.live.flush(watermark=None)
+                        if state.alerts_unsaved:
+                            self._save_alerts(model, state)
+            except LeaseLost as exc:
+                log.warning("not saved at stop: %s", exc)
+            finally:
+                if self.lease_ttl is not None and self._holding[0] is not None:
+                    self._holding = (None, 0.0)
+                    try:  # another server may take over at once
+                        self.store.release_lease(SCOPE, self.owner)
+                    except StoreError as exc:
+                        log.warning("cannot release the fold lease: %s", exc)
+
+
+def _dead(owner: str) -> bool:
+    """Whether a lease owner is a process of this host that is gone (a server restarted
+    after kill -9 takes over at once instead of waiting for the lease to run out). Only a
+    certainty counts: another host, this process, or a pid that exists are not dead."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid() or pid <= 1:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (owned by someone else)
+        return False
+    try:  # a zombie (killed, not reaped yet) is gone too
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _counts(table: pa.Table) -> dict[str, int]:
+    """The refused requests' counts an empty event batch carries."""
+    try:
+        counts = json.loads((table.schema.metadata or {})[REJECTED_KEY])
+        return {str(k): int(v) for k, v in counts.items()}
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _finding(d: dict[str, Any]) -> Finding:
+    """A finding as the store gives it back (for a follower's view)."""
+    return Finding(d["monitor"], d["family"], d.get("column"),
+                   float("nan") if d.get("value") is None else d["value"],
+                   float("nan") if d.get("threshold") is None else d["threshold"],
+                   Severity(d["severity"]), d.get("message") or "", d.get("evidence") or {},
+                   d.get("window"), d.get("metric"), d.get("segment"))
 
 
 def _arrived(table: pa.Table, at: float) -> pa.Table:

@@ -1,11 +1,20 @@
-"""Storage for online monitoring: suite versions, the event log, windows, findings
-and each model's alert state.
+"""Storage for online monitoring: suite versions, the event log, windows, findings,
+each model's alert state and the fold lease.
 
 SQLAlchemy Core on SQLite (a local file, the default) or PostgreSQL (by URL).
 """
 
 from watchkeeper.store.migrations import LATEST as SCHEMA_VERSION
-from watchkeeper.store.records import Event, StoreError, SuiteVersion, WindowRecord
+from watchkeeper.store.records import (
+    Conflict,
+    Event,
+    Lease,
+    LeaseLost,
+    StoreError,
+    SuiteVersion,
+    WindowRecord,
+)
 from watchkeeper.store.store import Store
 
-__all__ = ["SCHEMA_VERSION", "Event", "Store", "StoreError", "SuiteVersion", "WindowRecord"]
+__all__ = ["SCHEMA_VERSION", "Conflict", "Event", "Lease", "LeaseLost", "Store", "StoreError",
+           "SuiteVersion", "WindowRecord"]

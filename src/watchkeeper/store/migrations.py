@@ -24,8 +24,24 @@ def _initial(conn: Connection) -> None:
 
 
 def _alert_states(conn: Connection) -> None:
-    # As tables.alert_states was when added; copy the definition here if it ever changes.
-    tables.alert_states.create(conn)
+    # tables.alert_states as it was in schema version 2 (version 3 added "revision")
+    sa.Table(
+        "alert_states",
+        sa.MetaData(),
+        sa.Column("model", sa.String, sa.ForeignKey(tables.models.c.name, ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("state", sa.JSON, nullable=False),
+        sa.Column("updated_at", tables.UTCDateTime, nullable=False),
+    ).create(conn, checkfirst=True)
+
+
+def _fold_leases(conn: Connection) -> None:
+    # As tables.fold_leases was when added; copy the definition here if it ever changes.
+    tables.fold_leases.create(conn, checkfirst=True)
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("alert_states")}
+    if "revision" not in columns:
+        conn.execute(sa.text(
+            "ALTER TABLE alert_states ADD COLUMN revision BIGINT NOT NULL DEFAULT 0"))
 
 
 #: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].
@@ -33,6 +49,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("models, suites, events, windows, findings", _initial),
     ("alert_states: each model's alerts, incidents, acknowledgements and silences",
      _alert_states),
+    ("fold_leases: which server folds the event log; alert_states.revision", _fold_leases),
 ]
 LATEST = len(MIGRATIONS)
 

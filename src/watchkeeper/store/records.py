@@ -13,6 +13,14 @@ class StoreError(WatchkeeperError):
     """A store that cannot be opened or used, or a record that is not there (one line)."""
 
 
+class LeaseLost(StoreError):
+    """A write fenced by a lease that its writer no longer holds: nothing was written."""
+
+
+class Conflict(StoreError):
+    """A conditional write found the record changed by someone else: nothing was written."""
+
+
 @dataclass(frozen=True)
 class SuiteVersion:
     """One version of a model's suite file; at most one version per model is active."""
@@ -52,3 +60,30 @@ class WindowRecord:
     profile: dict[str, Any] = field(repr=False)
     metrics: dict[str, Any] = field(repr=False)
     updated_at: datetime | None = None  # set by the store on save
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a lease (the fold lease: which server folds the event log) and until when.
+
+    Times are seconds since 1970 by the database's clock, which every server shares:
+    ``now`` is that clock when the lease was read. ``epoch`` grows by one whenever another
+    owner takes the lease, so a holder's writes fenced by (owner, epoch) are refused once
+    anyone else has taken it, even if it took it back since.
+    """
+
+    scope: str
+    owner: str
+    epoch: int
+    acquired_at: float
+    expires_at: float
+    now: float
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at <= self.now
+
+    @property
+    def remaining(self) -> float:
+        """Seconds it still runs (≤ 0 once expired), as of ``now``."""
+        return self.expires_at - self.now

@@ -18,7 +18,15 @@ from watchkeeper.monitors.base import Severity
 from watchkeeper.store import migrations
 from watchkeeper.store import tables as db
 from watchkeeper.store.engine import WRITE, create_engine, one_line
-from watchkeeper.store.records import Event, StoreError, SuiteVersion, WindowRecord
+from watchkeeper.store.records import (
+    Conflict,
+    Event,
+    Lease,
+    LeaseLost,
+    StoreError,
+    SuiteVersion,
+    WindowRecord,
+)
 
 KINDS = ("events", "labels")
 STATES = ("open", "closed")
@@ -27,11 +35,14 @@ FINDING_KEYS = (
     "window", "metric", "segment",
 )  # fmt: skip
 _REQUIRED = {"monitor", "family", "value", "threshold", "severity", "message"}
+#: First key of the PostgreSQL advisory lock that serialises one model's appends.
+_PG_APPEND_LOCK = 0x776B_6576  # "wkev"
 
 
 class Store:
     """Suite versions, the log of ingested batches, window profiles and findings, and the
-    alert state (incidents, acknowledgements, silences), per model.
+    alert state (incidents, acknowledgements, silences), per model; and the fold lease that
+    lets one of several server processes on a store fold its event log.
 
     SQLite in a local file by default (WAL journal), PostgreSQL by URL
     (``postgresql+psycopg://user:password@host/db``; ``postgresql://`` means the same).
@@ -41,6 +52,11 @@ class Store:
     naive ones passed in are taken as UTC. Windows and findings are filtered on their start,
     ``since`` inclusive and ``until`` exclusive. In JSON (profiles, metrics, evidence) NaN
     and ±inf are stored as null, as in every JSON output; a finding's NaN value as NULL.
+
+    Writes of the fold (windows, watermark, findings, the alert state it judged) may be
+    *fenced* by a :class:`Lease`: they are refused with :class:`LeaseLost`, and nothing is
+    written, once another owner has taken the lease. The alert state has a revision, so
+    that a change saved against an older revision is refused with :class:`Conflict`.
 
     >>> store = Store("sqlite://")  # in memory; the default is ./watchkeeper.db
     >>> store
@@ -191,6 +207,13 @@ class Store:
         }
         with self._transaction(write=True) as conn:
             self._ensure_model(conn, model)
+            if self._dialect == "postgresql":
+                # One model's appends take their seqs and commit one at a time, so its
+                # committed events are always a prefix in seq order: a reader past a
+                # watermark never sees seq n + 1 while seq n is still uncommitted, and
+                # never skips it. (SQLite has a single writer at a time anyway.)
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key, hashtext(:model))"),
+                             {"key": _PG_APPEND_LOCK, "model": model})
             result = conn.execute(sa.insert(db.events).values(**values))
             return int(result.inserted_primary_key[0])
 
@@ -201,19 +224,35 @@ class Store:
         *,
         kinds: tuple[str, ...] = KINDS,
         limit: int = 100,
+        max_bytes: int | None = None,
     ) -> list[Event]:
-        """Up to ``limit`` logged batches of a model with seq > ``seq``, in seq order."""
+        """Up to ``limit`` logged batches of a model with seq > ``seq``, in seq order, and
+        with ``max_bytes`` at most that many bytes of payloads in all, but always at least
+        one batch (payload sizes are read first, so a large batch is never read in vain)."""
         for kind in kinds:
             _check_choice("kind", kind, KINDS)
         if limit < 1:
             raise StoreError(f"limit must be ≥ 1, got {limit!r}")
-        query = (
-            sa.select(db.events)
-            .where(_of(db.events, model), db.events.c.seq > seq, db.events.c.kind.in_(kinds))
-            .order_by(db.events.c.seq)
-            .limit(limit)
-        )
+        if max_bytes is not None and max_bytes < 1:
+            raise StoreError(f"max_bytes must be ≥ 1, got {max_bytes!r}")
+        where = [_of(db.events, model), db.events.c.seq > seq, db.events.c.kind.in_(kinds)]
         with self._transaction() as conn:
+            if max_bytes is not None:
+                sizes = (
+                    sa.select(db.events.c.seq, sa.func.length(db.events.c.payload))
+                    .where(*where)
+                    .order_by(db.events.c.seq)
+                    .limit(limit)
+                )
+                total, last = 0, None
+                for n, size in conn.execute(sizes):
+                    if last is not None and total + size > max_bytes:
+                        break
+                    total, last = total + size, n
+                if last is None:
+                    return []
+                where.append(db.events.c.seq <= last)
+            query = sa.select(db.events).where(*where).order_by(db.events.c.seq).limit(limit)
             rows = conn.execute(query).mappings().all()
         return [Event(**{**r, "payload": bytes(r["payload"])}) for r in rows]
 
@@ -225,15 +264,22 @@ class Store:
 
     # -- windows ---------------------------------------------------------------------------
     def save_windows(
-        self, model: str, windows: list[WindowRecord], watermark: int | None = None
+        self,
+        model: str,
+        windows: list[WindowRecord],
+        watermark: int | None = None,
+        *,
+        lease: Lease | None = None,
     ) -> None:
         """Insert or replace windows by (model, start) and, in the same transaction, set the
-        model's watermark (seq of the last event folded in) when one is given."""
+        model's watermark (seq of the last event folded in) when one is given; fenced by
+        ``lease`` when given (LeaseLost: nothing saved)."""
         _check_name(model)
         now = datetime.now(UTC)
         rows = [_window_row(model, w, now) for w in windows]
         with self._transaction(write=True) as conn:
             self._ensure_model(conn, model)
+            self._fence(conn, lease)
             if watermark is not None:
                 conn.execute(
                     sa.update(db.models)
@@ -286,12 +332,15 @@ class Store:
             return int(conn.scalar(query) or 0)
 
     # -- findings --------------------------------------------------------------------------
-    def save_findings(self, model: str, window_start: datetime, findings: list[dict]) -> None:
-        """Replace the findings of one window with these (dicts as Finding.to_dict gives)."""
+    def save_findings(self, model: str, window_start: datetime, findings: list[dict], *,
+                      lease: Lease | None = None) -> None:
+        """Replace the findings of one window with these (dicts as Finding.to_dict gives);
+        fenced by ``lease`` when given."""
         _check_name(model)
         rows = [_finding_row(model, window_start, f) for f in findings]
         with self._transaction(write=True) as conn:
             self._ensure_model(conn, model)
+            self._fence(conn, lease)
             conn.execute(
                 sa.delete(db.findings).where(
                     _of(db.findings, model), db.findings.c.window_start == window_start
@@ -323,28 +372,129 @@ class Store:
         ]
 
     # -- alert state -----------------------------------------------------------------------
-    def save_alert_state(self, model: str, state: dict[str, Any]) -> None:
+    def save_alert_state(
+        self,
+        model: str,
+        state: dict[str, Any],
+        revision: int | None = None,
+        lease: Lease | None = None,
+    ) -> int:
         """Replace a model's alert state (``AlertManager.to_dict()``: alerts, incidents,
-        acknowledgements, silences, what was notified) with this one."""
+        acknowledgements, silences, what was notified) with this one; returns its new
+        revision. With ``revision``, only if the saved state still has that revision (0:
+        there is none yet), else Conflict and nothing changes; fenced by ``lease`` if given."""
         _check_name(model)
         if not isinstance(state, dict):
             raise StoreError(f"alert state must be a dict, got {type(state).__name__}")
+        table = db.alert_states
         row = {"model": model, "state": state, "updated_at": datetime.now(UTC)}
         with self._transaction(write=True) as conn:
             self._ensure_model(conn, model)
-            insert = self._insert(db.alert_states)
-            conn.execute(
-                insert.values(**row).on_conflict_do_update(
-                    index_elements=[db.alert_states.c.model],
-                    set_={k: insert.excluded[k] for k in ("state", "updated_at")},
+            self._fence(conn, lease)
+            insert = self._insert(table)
+            if revision is None:
+                conn.execute(
+                    insert.values(**row, revision=1).on_conflict_do_update(
+                        index_elements=[table.c.model],
+                        set_={"state": insert.excluded.state,
+                              "updated_at": insert.excluded.updated_at,
+                              "revision": table.c.revision + 1},
+                    )
                 )
-            )
+                return int(conn.scalar(sa.select(table.c.revision).where(_of(table, model))))
+            changed = conn.execute(
+                sa.update(table)
+                .where(_of(table, model), table.c.revision == revision)
+                .values(state=state, updated_at=row["updated_at"], revision=revision + 1)
+            ).rowcount
+            if not changed and revision == 0:  # (rowcount of an INSERT is not reliable)
+                changed = conn.execute(
+                    insert.values(**row, revision=1).on_conflict_do_nothing()
+                    .returning(table.c.revision)).first() is not None
+            if not changed:
+                raise Conflict(f"the alert state of model {model!r} changed since revision "
+                               f"{revision}: not saved")
+            return revision + 1
 
     def alert_state(self, model: str) -> dict[str, Any] | None:
         """A model's last saved alert state, or None if it has none."""
-        query = sa.select(db.alert_states.c.state).where(_of(db.alert_states, model))
+        return self.load_alert_state(model)[0]
+
+    def load_alert_state(self, model: str) -> tuple[dict[str, Any] | None, int]:
+        """A model's last saved alert state (or None) and its revision (0 if none)."""
+        table = db.alert_states
+        query = sa.select(table.c.state, table.c.revision).where(_of(table, model))
         with self._transaction() as conn:
-            return conn.scalar(query)
+            row = conn.execute(query).first()
+        return (None, 0) if row is None else (row[0], int(row[1]))
+
+    def alert_revisions(self) -> dict[str, int]:
+        """The revision of every model's saved alert state (one small query, to tell
+        whether an in-memory copy is still current)."""
+        query = sa.select(db.alert_states.c.model, db.alert_states.c.revision)
+        with self._transaction() as conn:
+            return {m: int(r) for m, r in conn.execute(query)}
+
+    # -- the fold lease --------------------------------------------------------------------
+    def acquire_lease(self, scope: str, owner: str, ttl: float, *,
+                      dead: str | None = None) -> Lease:
+        """Take the lease on ``scope`` for ``owner`` for ``ttl`` seconds if it is free (never
+        taken, expired or released), already ``owner``'s (a renewal) or held by ``dead`` (an
+        owner known to have died); returns the lease as it stands, so ``lease.owner ==
+        owner`` says whether ``owner`` holds it now. Atomic: of several owners trying at
+        once, one gets it. Taking it from another owner adds one to its epoch; a renewal
+        keeps the epoch, even past the expiry (nobody took it in between)."""
+        _check_lease_args(scope, owner)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < 1e9:
+            raise StoreError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        table = db.fold_leases
+        mine = table.c.owner == owner
+        with self._transaction(write=True) as conn:
+            now = self._now(conn)
+            free = [mine, table.c.expires_at <= now]
+            if dead is not None and dead != owner:
+                free.append(table.c.owner == dead)
+            taken = conn.execute(
+                sa.update(table)
+                .where(table.c.scope == scope, sa.or_(*free))
+                .values(
+                    owner=owner,
+                    expires_at=now + ttl,
+                    epoch=sa.case((mine, table.c.epoch), else_=table.c.epoch + 1),
+                    acquired_at=sa.case((mine, table.c.acquired_at), else_=now),
+                )
+            ).rowcount
+            if not taken:  # the first time: whoever inserts the row holds the lease
+                conn.execute(
+                    self._insert(table)
+                    .values(scope=scope, owner=owner, epoch=1, acquired_at=now,
+                            expires_at=now + ttl)
+                    .on_conflict_do_nothing()
+                )
+            row = conn.execute(sa.select(table).where(table.c.scope == scope)).mappings().one()
+        return Lease(**row, now=now)
+
+    def release_lease(self, scope: str, owner: str) -> bool:
+        """Give up ``owner``'s lease on ``scope`` now (a clean stop), so that another owner
+        can take it at once; False if ``owner`` did not hold it."""
+        _check_lease_args(scope, owner)
+        table = db.fold_leases
+        with self._transaction(write=True) as conn:
+            now = self._now(conn)
+            released = conn.execute(
+                sa.update(table)
+                .where(table.c.scope == scope, table.c.owner == owner, table.c.expires_at > now)
+                .values(expires_at=now)
+            ).rowcount
+        return bool(released)
+
+    def lease(self, scope: str) -> Lease | None:
+        """The lease on ``scope`` as it stands (expired or not), or None if never taken."""
+        table = db.fold_leases
+        with self._transaction() as conn:
+            now = self._now(conn)
+            row = conn.execute(sa.select(table).where(table.c.scope == scope)).mappings().first()
+        return None if row is None else Lease(**row, now=now)
 
     # -- internals -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -361,6 +511,32 @@ class Store:
             raise StoreError(f"store at {self.url}: {one_line(e)}") from e
         except sa.exc.SQLAlchemyError as e:
             raise StoreError(f"store at {self.url}: {one_line(e)}") from e
+
+    def _now(self, conn: Connection) -> float:
+        """Seconds since 1970 by the database's clock: one clock for every server."""
+        if self._dialect == "postgresql":
+            now = sa.extract("epoch", sa.func.clock_timestamp())
+        else:  # SQLite: the clock of the host, which every process on the file shares
+            now = (sa.func.julianday("now") - 2440587.5) * 86400.0
+        return float(conn.scalar(sa.select(now)))
+
+    @staticmethod
+    def _fence(conn: Connection, lease: Lease | None) -> None:
+        """Refuse the transaction's writes unless ``lease`` is still held, by its owner in
+        its epoch (on PostgreSQL this also locks the lease row until the commit, so that
+        nobody can take the lease in between)."""
+        if lease is None:
+            return
+        table = db.fold_leases
+        held = conn.execute(
+            sa.update(table)
+            .where(table.c.scope == lease.scope, table.c.owner == lease.owner,
+                   table.c.epoch == lease.epoch)
+            .values(epoch=table.c.epoch)
+        ).rowcount
+        if held != 1:
+            raise LeaseLost(f"the {lease.scope!r} lease of {lease.owner} (epoch {lease.epoch}) "
+                            "has been taken over: nothing written")
 
     def _insert(self, table: sa.Table) -> Any:
         dialect = postgresql if self._dialect == "postgresql" else sqlite
@@ -410,6 +586,12 @@ def _span(
 def _check_name(model: str) -> None:
     if not isinstance(model, str) or not model:
         raise StoreError(f"a model name must be a non-empty string, got {model!r}")
+
+
+def _check_lease_args(scope: str, owner: str) -> None:
+    for what, value in (("lease scope", scope), ("lease owner", owner)):
+        if not isinstance(value, str) or not value:
+            raise StoreError(f"a {what} must be a non-empty string, got {value!r}")
 
 
 def _check_choice(what: str, value: str, choices: Sequence[str]) -> None:

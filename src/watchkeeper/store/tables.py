@@ -140,4 +140,20 @@ alert_states = sa.Table(  # since schema version 2
     # AlertManager.to_dict(): alerts, incidents, acknowledgements, silences, notifications
     sa.Column("state", sa.JSON, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # since schema version 3: +1 on every save, so that concurrent writers (the fold leader
+    # judging windows, any server taking an acknowledgement) never overwrite each other
+    sa.Column("revision", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+fold_leases = sa.Table(  # since schema version 3
+    "fold_leases",
+    metadata,
+    # what the lease is for: "fold" (every model of the store) is the one in use
+    sa.Column("scope", sa.String, primary_key=True),
+    sa.Column("owner", sa.String, nullable=False),  # the server process holding it
+    # +1 whenever another owner takes it: the holder's writes are fenced by (owner, epoch)
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    # seconds since 1970 by the database's clock (one clock for every server)
+    sa.Column("acquired_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
 )
