@@ -191,6 +191,16 @@ def _suite_text() -> str:
                                             "y": rng.choice(["a", "b"], 3_000)})).to_dict())
 
 
+def _leader_and_follower(leader: Hub, follower: Hub) -> None:
+    """The first hub takes the lease and deploys model m; the second follows and sees it."""
+    leader._renew()
+    follower._renew()
+    leader.load()
+    leader.register("m", _suite_text())
+    follower.load()
+    follower._discover()
+
+
 def _batch(n: int, ts: float, seed: int, broken: bool = False) -> pa.Table:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n)
@@ -221,12 +231,7 @@ def test_only_the_lease_holder_folds_and_a_frozen_holder_writes_nothing_more(
 
     a, b = hub(stores[0]), hub(stores[1])
     try:
-        a._renew()
-        b._renew()
-        a.load()
-        a.register("m", _suite_text())
-        b.load()
-        b._discover()
+        _leader_and_follower(a, b)
         assert a.folding and not b.folding and "m" in b.models
         sent = 0
         for i in range(6):  # both ingest; both step; only a folds
@@ -284,12 +289,7 @@ def test_acknowledgements_and_silences_on_a_follower_reach_the_leader(
 
     leader, follower = hub(stores[0]), hub(stores[1])
     try:
-        leader._renew()
-        follower._renew()
-        leader.load()
-        leader.register("m", _suite_text())
-        follower.load()
-        follower._discover()
+        _leader_and_follower(leader, follower)
 
         def window(i: int, broken: bool) -> None:
             follower.append("m", _batch(400, t0 + i, i, broken), "events")
@@ -364,12 +364,7 @@ def test_a_followers_refused_requests_are_counted_by_the_leader(url: str) -> Non
     leader, follower = (Hub(s, window=timedelta(seconds=10), grace=timedelta(0),
                             clock=lambda: now[0], lease_ttl=30) for s in stores)
     try:
-        leader._renew()
-        follower._renew()
-        leader.load()
-        leader.register("m", _suite_text())
-        follower.load()
-        follower._discover()
+        _leader_and_follower(leader, follower)
         for _ in range(3):
             follower.reject("m", "invalid")
         follower.reject("m", "auth")
