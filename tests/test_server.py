@@ -253,7 +253,8 @@ def test_refused_requests_are_a_monitored_signal(server: Server) -> None:
         _, doc = request(server.url + "/v1/models/clicks/findings", token=READ)
         return {f["metric"] for f in doc["findings"] if f["monitor"] == "rejected_requests"}
 
-    assert wait_for(lambda: flagged() >= {"invalid", "auth"} or None, timeout=30)
+    # judged when the window closes; generous under a loaded CI machine (seen > 30 s once)
+    assert wait_for(lambda: flagged() >= {"invalid", "auth"} or None, timeout=90)
 
 
 def test_sdk_drops_are_reported_in_metrics(server: Server) -> None:
