@@ -58,10 +58,12 @@ bench: bench-drift bench-cbpe bench-sdk bench-ingest
 bench-drift: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_drift.py
 
-## watchkeeper's label-free performance estimate vs NannyML CBPE on the ACS windows (~1 min;
-## the first run installs NannyML in its own venv, ~2 GB).
+## watchkeeper's label-free performance estimate vs NannyML CBPE on the ACS windows, then
+## what the label model adds to standard CBPE (~2 min; the first run installs NannyML in its
+## own venv, ~2 GB).
 bench-cbpe: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_cbpe.py
+	$(BIN)/python benchmarks/cbpe_label_model.py
 
 ## SDK log() overhead next to whylogs (its own venv; a few minutes).
 bench-sdk: $(VENV)/.installed-dev

@@ -551,7 +551,9 @@ def _calibration_notes(suite: Path | None, nml_result: dict[str, Any] | None) ->
         tested = (f"; calibration test of the scores as they are: χ² {test.get('statistic')} "
                   f"on {test.get('df')} df, p = {test.get('p_value')} (α {test.get('alpha')})"
                   if test else "")
-        lines.append(f"- watchkeeper: {calibration['method'].split(';')[0]}{tested}.")
+        parts = calibration["method"].split(";")
+        lines.append(f"- watchkeeper: {parts[0]}{tested}.")
+        lines += [f"- watchkeeper: {p.strip()}." for p in parts[1:2] if "label model" in p]
     else:
         lines.append("- watchkeeper: no calibration found in the suite.")
     if nml_result is not None and "needs_calibration" in nml_result:

@@ -1,7 +1,8 @@
 """Label-free performance estimation (CBPE): calibrate the scores or use them as they are.
 
 Synthetic models whose true P(label | score) is known, so an estimate is compared with the
-window's *expected* accuracy (no label noise in the truth), plus exact merging of windows.
+window's *expected* accuracy (no label noise in the truth), plus exact merging of windows,
+and the label model following a change in the mix of rows that standard CBPE misses.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def test_score_means_fill_empty_cells_from_their_neighbours() -> None:
 
 @pytest.mark.parametrize("truth", [CALIBRATED, OVERCONFIDENT], ids=["as-is", "isotonic"])
 def test_windows_merge_exactly(truth: Truth) -> None:
-    """A window's estimate depends only on its integer tallies: estimating merged windows
+    """A window's estimate depends only on its tallies (counts, and sums of probabilities on
+    a 2^-20 grid, exact in float64): estimating merged windows
     gives exactly the estimate (and band) of the rows checked as one window."""
     suite = init(make(20_000, truth, seed=12)[0])
     analysis, _ = make(9_000, truth, seed=13, shift=0.3)
@@ -157,3 +159,58 @@ def test_windows_merge_exactly(truth: Truth) -> None:
     merged = merge(*(w.profile for w in parts))
     assert monitor.measure(merged)["estimated"] == whole.metrics["estimated"]
     assert monitor.measure(merged)["estimated_band"] == whole.metrics["estimated_band"]
+
+
+def make_segments(n: int, seed: int, share_a: float) -> tuple[pa.Table, np.ndarray]:
+    """A model over-confident for segment "a" and under-confident for "b", calibrated only
+    on the reference's 50/50 mix of the two: P(label | score) moves with the mix, while
+    P(label | score, segment) stays."""
+    rng = np.random.default_rng(seed)
+    segment = np.where(rng.random(n) < share_a, "a", "b")
+    x = rng.normal(0.0, 1.0, n)
+    score = _sigmoid(1.7 * x + 0.3 * rng.normal(size=n))
+    truth = _sigmoid(_logit(score) * np.where(segment == "a", 0.5, 1.6))
+    label = (rng.random(n) < truth).astype(np.int64)
+    prediction = (score >= 0.5).astype(np.int64)
+    correct = np.where(prediction == 1, truth, 1 - truth)
+    table = pa.table({"id": np.arange(n), "x": x, "segment": segment, "score": score,
+                      "prediction": prediction, "label": label})
+    return table, correct
+
+
+def test_label_model_follows_a_change_in_the_mix_of_rows(tmp_path: Path) -> None:
+    """Standard CBPE assumes P(label | score) is as in the reference; when the mix of
+    segments changes, it is not, and only the label model (P(label | score, inputs))
+    follows. Each window is compared with its expected accuracy."""
+    suite = init(make_segments(40_000, seed=21, share_a=0.5)[0])
+    model = suite.schema.task.label_model
+    assert model is not None and model.trees.trees > 0
+    monitor = estimator(suite)
+    path = tmp_path / "suite.yaml"
+    suite.save(path)
+    loaded = wk.load(path)
+    from watchkeeper.stats.metrics import expected_binary
+    from watchkeeper.task import PERFORMANCE
+
+    for seed, share_a in ((22, 0.5), (23, 0.9), (24, 0.1)):
+        analysis, correct = make_segments(20_000, seed=seed, share_a=share_a)
+        window = suite.check(analysis).windows[0]
+        error = window.metrics["estimated"]["accuracy"] - float(correct.mean())
+        counts = window.profile.joint[PERFORMANCE].sum(axis=2)[:, :2]
+        standard = expected_binary(counts, np.asarray(monitor.calibration["calibration"]),
+                                   positive=1)["accuracy"] - float(correct.mean())
+        assert abs(error) < 0.004, (share_a, error)
+        if share_a != 0.5:
+            assert abs(standard) > 0.02, (share_a, standard)  # standard CBPE is far off
+        assert loaded.check(analysis).windows[0].metrics["estimated"] == window.metrics[
+            "estimated"]
+
+
+def test_without_labeled_rows_enough_there_is_no_label_model() -> None:
+    reference, _ = make(800, CALIBRATED, seed=25)
+    suite = init(reference)
+    assert suite.schema.task.label_model is None
+    assert "no label model" in estimator(suite).calibration["method"]
+    analysis, correct = make(5_000, CALIBRATED, seed=26)
+    estimate = suite.check(analysis).windows[0].metrics["estimated"]["accuracy"]
+    assert abs(estimate - correct.mean()) < 0.02

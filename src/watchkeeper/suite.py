@@ -28,6 +28,7 @@ from watchkeeper.check import (
 )
 from watchkeeper.data import to_table
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.estimators import LabelModel, LossModel
 from watchkeeper.labels import LabelJoin, join_labels
 from watchkeeper.monitors import (
     BoundaryProbing,
@@ -63,7 +64,7 @@ from watchkeeper.schema import DEFAULT_BINS, Column, Kind, Role, Schema, infer_s
 from watchkeeper.security import SecurityModel
 from watchkeeper.security import fit as fit_security
 from watchkeeper.service import CLIENT
-from watchkeeper.task import LossModel, Task, infer_task, row_codes
+from watchkeeper.task import Task, infer_task, row_codes
 
 #: Default alert budget: expected false alerts per window, for the whole suite.
 DEFAULT_BUDGET = 0.01
@@ -484,10 +485,12 @@ def init(
         sensitive=[c.name for c in schema if c.sensitive and c.role == Role.FEATURE],
     )
     task = schema.task
+    inputs = {c.name: (c.edges if c.edges else tuple(c.categories or ()))
+              for c in schema if c.role == Role.FEATURE and c.n_bins}
     if task is not None and task.type == "regression" and task.target and task.prediction:
-        inputs = {c.name: (c.edges if c.edges else tuple(c.categories or ()))
-                  for c in schema if c.role == Role.FEATURE and c.n_bins}
         task.loss_model = LossModel.fit(table, task, inputs)
+    if task is not None and task.type == "binary" and task.target and task.score_edges:
+        task.label_model = LabelModel.fit(table, row_codes(table, task), task, inputs)
     clients = schema.by_role(Role.CLIENT)
     features = [c for c in schema if c.role == Role.FEATURE and c.n_bins]
     schema.security = fit_security(

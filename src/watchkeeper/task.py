@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.errors import SuiteError
-from watchkeeper.values import category_counts, category_label, numbers, numbers_with_nan
+from watchkeeper.estimators import LabelModel, LossModel
+from watchkeeper.values import category_counts, label_codes, numbers, numbers_with_nan
 
 #: Quantile bins of the score: fine enough for ROC-AUC within 0.001–0.005 of the exact
 #: value, small enough to keep a window's tally a few thousand integers.
@@ -29,93 +30,8 @@ _POSITIVE_NAMES = ("1", "true", "yes", "y", "positive", "pos", ">50k", "employed
 PERFORMANCE = "performance"
 REGRESSION = "regression"
 REGRESSION_ESTIMATE = "regression_estimate"
+PERFORMANCE_ESTIMATE = "performance_estimate"
 SCORES = "scores"
-#: Ridge penalty of the loss model, in rows: enough to keep sparse bins near the mean.
-LOSS_MODEL_RIDGE = 10.0
-LOSS_MODEL_ROWS = 50_000
-
-
-@dataclass
-class LossModel:
-    """Additive model of a regressor's absolute and squared error from binned inputs.
-
-    Fitted on the labeled reference (ridge regression on one-hot bins of each feature and
-    of the prediction); applied to every row of a window, its mean is the window's
-    expected MAE (and, from the squared error, RMSE) before any label arrives.
-    """
-
-    edges: dict[str, list[float]]  # numeric inputs: interior cut points
-    levels: dict[str, list[str]]  # categorical inputs
-    intercept: list[float]  # [absolute error, squared error]
-    coef: dict[str, list[list[float]]]  # per input, per bin (missing last): [abs, sq]
-
-    def _codes(self, table: pa.Table, name: str) -> np.ndarray:
-        n = table.num_rows
-        if name in self.edges:
-            bins = len(self.edges[name]) + 1
-            if name not in table.column_names:
-                return np.full(n, bins)
-            values = numbers_with_nan(table.column(name))
-            out = np.searchsorted(np.asarray(self.edges[name]), values, side="right")
-            return np.where(np.isfinite(values), out, bins)
-        levels = self.levels[name]
-        if name not in table.column_names:
-            return np.full(n, len(levels) + 1)
-        return label_codes(table.column(name), levels)  # unseen/missing: len(levels)
-
-    def predict(self, table: pa.Table) -> np.ndarray:
-        """(rows, 2) expected absolute and squared error, floored at zero."""
-        out = np.tile(np.asarray(self.intercept, dtype=float), (table.num_rows, 1))
-        for name, coef in self.coef.items():
-            out += np.asarray(coef)[self._codes(table, name)]
-        return np.maximum(out, 0.0)
-
-    @classmethod
-    def fit(cls, table: pa.Table, task: Task, inputs: dict[str, Any]) -> LossModel | None:
-        """``inputs`` maps column → numeric bin edges (a list) or category levels (a tuple)."""
-        y = numbers_with_nan(table.column(task.target))
-        pred = numbers_with_nan(table.column(task.prediction))
-        ok = np.flatnonzero(np.isfinite(y) & np.isfinite(pred))
-        if ok.size < 50:
-            return None
-        ok = ok[:: max(1, ok.size // LOSS_MODEL_ROWS)]
-        from watchkeeper.schema import plan_numeric
-
-        edges = {k: list(v[1:-1]) for k, v in inputs.items() if isinstance(v, list)}
-        edges[task.prediction] = plan_numeric(pred[np.isfinite(pred)], 10)[1:-1]
-        levels = {k: list(v) for k, v in inputs.items() if isinstance(v, tuple)}
-        model = cls(edges, levels, [0.0, 0.0], {})
-        sub = table.take(pa.array(ok))
-        names = [*edges, *levels]
-        sizes = [len(edges[n]) + 2 if n in edges else len(levels[n]) + 2 for n in names]
-        offsets = np.cumsum([0, *sizes])
-        x = np.zeros((ok.size, offsets[-1]))
-        for j, name in enumerate(names):
-            x[np.arange(ok.size), offsets[j] + model._codes(sub, name)] = 1.0
-        err = pred[ok] - y[ok]
-        targets = np.column_stack([np.abs(err), np.square(err)])
-        mean = targets.mean(axis=0)
-        gram = x.T @ x + LOSS_MODEL_RIDGE * np.eye(x.shape[1])
-        beta = np.linalg.solve(gram, x.T @ (targets - mean))
-        model.intercept = [float(v) for v in mean]
-        model.coef = {name: [[float(a), float(b)] for a, b in beta[offsets[j]:offsets[j + 1]]]
-                      for j, name in enumerate(names)}
-        return model
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"edges": self.edges, "levels": self.levels, "intercept": self.intercept,
-                "coef": {k: {"abs": [c[0] for c in v], "sq": [c[1] for c in v]}
-                         for k, v in self.coef.items()}}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LossModel:
-        return cls(
-            edges={str(k): [float(x) for x in v] for k, v in d["edges"].items()},
-            levels={str(k): [str(x) for x in v] for k, v in d["levels"].items()},
-            intercept=[float(x) for x in d["intercept"]],
-            coef={str(k): [[float(a), float(b)] for a, b in zip(v["abs"], v["sq"], strict=True)]
-                  for k, v in d["coef"].items()},
-        )
 
 
 @dataclass
@@ -148,24 +64,6 @@ def _fmt(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:g}"
 
 
-def label_codes(column: pa.ChunkedArray | pa.Array, levels: list[str]) -> np.ndarray:
-    """Index of each value's label in ``levels``; len(levels) for anything else or missing."""
-    index = {lab: i for i, lab in enumerate(levels)}
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    out = []
-    for chunk in chunks:
-        encoded = chunk if pa.types.is_dictionary(chunk.type) else chunk.dictionary_encode()
-        mapping = np.array(
-            [index.get(category_label(v), len(levels)) if v is not None and v == v
-             else len(levels) for v in encoded.dictionary.to_pylist()] + [len(levels)],
-            dtype=np.int64,
-        )
-        idx = encoded.indices.to_numpy(zero_copy_only=False)
-        idx = np.where(np.isnan(idx), len(mapping) - 1, idx) if idx.dtype.kind == "f" else idx
-        out.append(mapping[idx.astype(np.int64)])
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-
 @dataclass
 class Task:
     """What the model predicts, which columns carry it, and how its tallies are laid out."""
@@ -180,6 +78,7 @@ class Task:
     attributes: list[Attribute] = field(default_factory=list)
     intersections: list[list[str]] = field(default_factory=list)
     loss_model: LossModel | None = None  # regression: expected error without labels
+    label_model: LabelModel | None = None  # binary with scores: P(positive) per row
 
     @property
     def classification(self) -> bool:
@@ -219,6 +118,8 @@ class Task:
             out["intersections"] = self.intersections
         if self.loss_model is not None:
             out["loss_model"] = self.loss_model.to_dict()
+        if self.label_model is not None:
+            out["label_model"] = self.label_model.to_dict()
         return out
 
     @classmethod
@@ -243,6 +144,8 @@ class Task:
             attributes=attributes,
             intersections=[list(map(str, pair)) for pair in d.get("intersections") or []],
             loss_model=LossModel.from_dict(d["loss_model"]) if d.get("loss_model") else None,
+            label_model=(LabelModel.from_dict(d["label_model"]) if d.get("label_model")
+                         else None),
         )
         if task.type == "binary" and len(task.classes) != 2:
             raise SuiteError(f"{where}.classes", "a binary task needs exactly two classes")
@@ -258,6 +161,8 @@ class Task:
         if self.classification:
             k = len(self.classes)
             shapes[PERFORMANCE] = (self.n_score_bins, k + 1, k + 2)
+        if self.label_model is not None:
+            shapes[PERFORMANCE_ESTIMATE] = (self.n_score_bins, 2)  # Σ P(positive) per cell
         if self.type == "binary":
             shapes[SCORES] = (3,)  # labeled rows with a score, sum of log-loss, sum of Brier
             for grouping in self.groupings():
@@ -283,11 +188,13 @@ class RowCodes:
     label: np.ndarray  # class index, len(classes) other, len(classes)+1 unlabeled; or y
     groups: dict[str, np.ndarray]
     expected_error: np.ndarray | None = None  # regression: (rows, 2) from the loss model
+    expected_positive: np.ndarray | None = None  # binary: P(positive) from the label model
 
     def take(self, rows: np.ndarray) -> RowCodes:
         return RowCodes(self.score_bin[rows], self.score[rows], self.pred[rows],
                         self.label[rows], {k: v[rows] for k, v in self.groups.items()},
-                        None if self.expected_error is None else self.expected_error[rows])
+                        None if self.expected_error is None else self.expected_error[rows],
+                        None if self.expected_positive is None else self.expected_positive[rows])
 
 
 def row_codes(table: pa.Table, task: Task) -> RowCodes:
@@ -325,7 +232,10 @@ def row_codes(table: pa.Table, task: Task) -> RowCodes:
                 code = code * len(task.attribute(c).labels) + per_attribute[c]
             groups[fairness_key(grouping)] = code
     expected = task.loss_model.predict(table) if task.loss_model is not None else None
-    return RowCodes(score_bin.astype(np.int64), score, pred, label, groups, expected)
+    score_bin = score_bin.astype(np.int64)
+    positive = (task.label_model.predict(table, score_bin, pred)
+                if task.label_model is not None else None)
+    return RowCodes(score_bin, score, pred, label, groups, expected, positive)
 
 
 def tally(codes: RowCodes, task: Task) -> dict[str, np.ndarray]:
@@ -336,6 +246,12 @@ def tally(codes: RowCodes, task: Task) -> dict[str, np.ndarray]:
         shape = shapes[PERFORMANCE]
         flat = np.ravel_multi_index((codes.score_bin, codes.pred, codes.label), shape)
         out[PERFORMANCE] = np.bincount(flat, minlength=int(np.prod(shape))).reshape(shape)
+    if PERFORMANCE_ESTIMATE in shapes and codes.expected_positive is not None:
+        shape = shapes[PERFORMANCE_ESTIMATE]
+        ok = codes.pred <= 1
+        flat = codes.score_bin[ok] * 2 + codes.pred[ok]
+        out[PERFORMANCE_ESTIMATE] = np.bincount(
+            flat, weights=codes.expected_positive[ok], minlength=shape[0] * 2).reshape(shape)
     if SCORES in shapes:
         positive = len(task.classes) - 1
         ok = (codes.label <= 1) & np.isfinite(codes.score)

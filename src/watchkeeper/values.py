@@ -203,3 +203,21 @@ def numbers_with_nan(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Float values in row order, NaN where missing or not a number."""
     parts = [_chunk_to_float(chunk)[0] for chunk in _as_chunks(column)]
     return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def label_codes(column: pa.ChunkedArray | pa.Array, levels: list[str]) -> np.ndarray:
+    """Index of each value's label in ``levels``; len(levels) for anything else or missing."""
+    index = {lab: i for i, lab in enumerate(levels)}
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out = []
+    for chunk in chunks:
+        encoded = chunk if pa.types.is_dictionary(chunk.type) else chunk.dictionary_encode()
+        mapping = np.array(
+            [index.get(category_label(v), len(levels)) if v is not None and v == v
+             else len(levels) for v in encoded.dictionary.to_pylist()] + [len(levels)],
+            dtype=np.int64,
+        )
+        idx = encoded.indices.to_numpy(zero_copy_only=False)
+        idx = np.where(np.isnan(idx), len(mapping) - 1, idx) if idx.dtype.kind == "f" else idx
+        out.append(mapping[idx.astype(np.int64)])
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)

@@ -1,0 +1,279 @@
+"""Models fitted on the labeled reference that predict, per row, what labels will tell.
+
+Both read a row's inputs as bins (the schema's numeric edges and categorical levels, an
+unseen or missing value in a bin of its own) and are applied while profiling, so a window's
+tally holds their sums before any label arrives:
+
+- :class:`LossModel`, for a regressor: the expected absolute and squared error;
+- :class:`LabelModel`, for a binary classifier with scores: P(positive) per row, the
+  calibrated score corrected by the rows' inputs (see :mod:`watchkeeper.stats.boosting`).
+  Confidence-based estimation sums these instead of assuming that P(label | score) stays
+  as it was in the reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from watchkeeper.stats.boosting import ObliviousBoosting
+from watchkeeper.stats.metrics import calibrate_bins, calibration_test, score_means
+from watchkeeper.values import label_codes, numbers_with_nan
+
+if TYPE_CHECKING:
+    from watchkeeper.task import RowCodes, Task
+
+#: Ridge penalty of the loss model, in rows: enough to keep sparse bins near the mean.
+LOSS_MODEL_RIDGE = 10.0
+LOSS_MODEL_ROWS = 50_000
+#: Reference rows the label model learns from (a systematic sample beyond this).
+LABEL_MODEL_ROWS = 100_000
+#: Fewer labeled reference rows than this: no label model (the calibrated score alone).
+LABEL_MODEL_MIN_ROWS = 1_000
+#: The score enters the label model's trees in this many bins (quantiles of the reference).
+LABEL_MODEL_SCORE_BINS = 20
+PROBABILITY_GRID = 2.0 ** 20
+#: The scores are used as they are unless the calibration test rejects them at this level.
+CALIBRATION_TEST_ALPHA = 0.05
+
+
+@dataclass
+class BinnedInputs:
+    """A row's inputs as integer bins: a numeric value by the edges it passes (missing in
+    the last bin), a category by its level (unseen or missing after the levels, an absent
+    column after that)."""
+
+    edges: dict[str, list[float]]  # numeric inputs: interior cut points
+    levels: dict[str, list[str]]  # categorical inputs
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.edges, *self.levels]
+
+    def size(self, name: str) -> int:
+        """Number of codes input ``name`` can take."""
+        return len(self.edges[name]) + 2 if name in self.edges else len(self.levels[name]) + 2
+
+    def _codes(self, table: pa.Table, name: str) -> np.ndarray:
+        n = table.num_rows
+        if name in self.edges:
+            bins = len(self.edges[name]) + 1
+            if name not in table.column_names:
+                return np.full(n, bins)
+            values = numbers_with_nan(table.column(name))
+            out = np.searchsorted(np.asarray(self.edges[name]), values, side="right")
+            return np.where(np.isfinite(values), out, bins)
+        levels = self.levels[name]
+        if name not in table.column_names:
+            return np.full(n, len(levels) + 1)
+        return label_codes(table.column(name), levels)  # unseen/missing: len(levels)
+
+    @staticmethod
+    def split_inputs(inputs: dict[str, Any]) -> tuple[dict[str, list[float]],
+                                                      dict[str, list[str]]]:
+        """``inputs`` maps column → numeric bin edges (a list, outer edges included) or
+        category levels (a tuple)."""
+        edges = {k: [float(x) for x in v[1:-1]] for k, v in inputs.items()
+                 if isinstance(v, list)}
+        levels = {k: [str(x) for x in v] for k, v in inputs.items() if isinstance(v, tuple)}
+        return edges, levels
+
+
+@dataclass
+class LossModel(BinnedInputs):
+    """Additive model of a regressor's absolute and squared error from binned inputs.
+
+    Fitted on the labeled reference (ridge regression on one-hot bins of each feature and
+    of the prediction); applied to every row of a window, its mean is the window's
+    expected MAE (and, from the squared error, RMSE) before any label arrives.
+    """
+
+    intercept: list[float]  # [absolute error, squared error]
+    coef: dict[str, list[list[float]]]  # per input, per bin (missing last): [abs, sq]
+
+    def predict(self, table: pa.Table) -> np.ndarray:
+        """(rows, 2) expected absolute and squared error, floored at zero."""
+        out = np.tile(np.asarray(self.intercept, dtype=float), (table.num_rows, 1))
+        for name, coef in self.coef.items():
+            out += np.asarray(coef)[self._codes(table, name)]
+        return np.maximum(out, 0.0)
+
+    @classmethod
+    def fit(cls, table: pa.Table, task: Task, inputs: dict[str, Any]) -> LossModel | None:
+        """``inputs`` maps column → numeric bin edges (a list) or category levels (a tuple)."""
+        y = numbers_with_nan(table.column(task.target))
+        pred = numbers_with_nan(table.column(task.prediction))
+        ok = np.flatnonzero(np.isfinite(y) & np.isfinite(pred))
+        if ok.size < 50:
+            return None
+        ok = ok[:: max(1, ok.size // LOSS_MODEL_ROWS)]
+        from watchkeeper.schema import plan_numeric
+
+        edges, levels = cls.split_inputs(inputs)
+        edges[task.prediction] = plan_numeric(pred[np.isfinite(pred)], 10)[1:-1]
+        model = cls(edges, levels, [0.0, 0.0], {})
+        sub = table.take(pa.array(ok))
+        names = model.names
+        sizes = [model.size(n) for n in names]
+        offsets = np.cumsum([0, *sizes])
+        x = np.zeros((ok.size, offsets[-1]))
+        for j, name in enumerate(names):
+            x[np.arange(ok.size), offsets[j] + model._codes(sub, name)] = 1.0
+        err = pred[ok] - y[ok]
+        targets = np.column_stack([np.abs(err), np.square(err)])
+        mean = targets.mean(axis=0)
+        gram = x.T @ x + LOSS_MODEL_RIDGE * np.eye(x.shape[1])
+        beta = np.linalg.solve(gram, x.T @ (targets - mean))
+        model.intercept = [float(v) for v in mean]
+        model.coef = {name: [[float(a), float(b)] for a, b in beta[offsets[j]:offsets[j + 1]]]
+                      for j, name in enumerate(names)}
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"edges": self.edges, "levels": self.levels, "intercept": self.intercept,
+                "coef": {k: {"abs": [c[0] for c in v], "sq": [c[1] for c in v]}
+                         for k, v in self.coef.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LossModel:
+        return cls(
+            edges={str(k): [float(x) for x in v] for k, v in d["edges"].items()},
+            levels={str(k): [str(x) for x in v] for k, v in d["levels"].items()},
+            intercept=[float(x) for x in d["intercept"]],
+            coef={str(k): [[float(a), float(b)] for a, b in zip(v["abs"], v["sq"], strict=True)]
+                  for k, v in d["coef"].items()},
+        )
+
+
+
+
+def base_calibration(codes: RowCodes, n_score_bins: int) -> dict[str, Any]:
+    """P(positive | score bin, predicted class) from the labeled reference rows.
+
+    The scores are kept as they are (their mean per cell) when a calibration test on the
+    reference cannot reject them: isotonic calibration of calibrated scores only adds the
+    noise of the reference's labels (about the sampling error of its accuracy, 0.0014 at
+    70k rows). Otherwise each predicted class is calibrated isotonically over the score
+    bins, so a bin that straddles the decision threshold is not averaged. Returns ``cells``
+    (bins × 2), ``method`` and ``test`` (the calibration test, None if the scores cannot
+    be probabilities).
+    """
+    ok = (codes.label <= 1) & (codes.pred <= 1)
+    shape = (n_score_bins, 2)
+
+    def per_cell(rows: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        cell = codes.score_bin[rows] * 2 + codes.pred[rows]
+        return np.bincount(cell, weights=weights, minlength=shape[0] * 2).reshape(shape)
+
+    positive = (codes.label == 1).astype(float)
+    cells = np.column_stack([calibrate_bins(a, b) for a, b in zip(
+        per_cell(ok, positive[ok]).T, per_cell(ok).T, strict=True)])
+    method = "isotonic calibration of score bins per predicted class on the labeled reference"
+    scored = ok & np.isfinite(codes.score)
+    score = codes.score[scored]
+    test = None
+    if score.size and score.min() >= 0.0 and score.max() <= 1.0:
+        rows, sums = per_cell(scored), per_cell(scored, score)
+        test = calibration_test(per_cell(scored, positive[scored]), sums,
+                                per_cell(scored, score * (1 - score)), rows)
+        if test["p_value"] >= CALIBRATION_TEST_ALPHA:
+            cells = score_means(sums, rows)
+            method = ("scores used as they are (the calibration test on the labeled reference "
+                      "does not reject them): mean score per bin and predicted class")
+    return {"cells": np.round(cells, 6), "method": method, "test": test}
+
+
+@dataclass
+class LabelModel(BinnedInputs):
+    """P(positive) per row of a binary classifier: the calibrated score, corrected by the
+    row's inputs where the reference's labels show the score to be off for such rows.
+
+    The correction is boosted on whether the prediction was *right* (its log-odds start at
+    the calibrated score's), so an input that makes the model over-confident is one
+    additive effect whichever class it predicts. Inputs: the binned features, the score in
+    20 quantile bins, and the predicted class. With nothing to correct, no tree is kept and
+    the model is the calibrated score (confidence-based estimation as usual).
+    """
+
+    base: np.ndarray  # (score bins, 2): P(positive | score bin, predicted class)
+    trees: ObliviousBoosting
+    method: str = ""
+    test: dict[str, Any] | None = None
+
+    def _input_codes(self, table: pa.Table, score_bin: np.ndarray,
+                     pred: np.ndarray) -> list[np.ndarray]:
+        coarse = score_bin * LABEL_MODEL_SCORE_BINS // self.base.shape[0]
+        return [*(self._codes(table, name) for name in self.names), coarse,
+                np.minimum(pred, 2)]
+
+    def _sizes(self) -> list[int]:
+        return [*(self.size(n) for n in self.names), LABEL_MODEL_SCORE_BINS, 3]
+
+    def _base_correct(self, score_bin: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """Log-odds that the prediction is right, by the calibrated score alone."""
+        positive = pred == 1
+        p = self.base[score_bin, positive.astype(np.int64)]
+        p = np.clip(np.where(positive, p, 1.0 - p), 1e-6, 1 - 1e-6)
+        return np.log(p / (1.0 - p))
+
+    def predict(self, table: pa.Table, score_bin: np.ndarray, pred: np.ndarray) -> np.ndarray:
+        """P(positive) per row, to 1e-6 (rows predicting neither class as class 0's)."""
+        correct = self.trees.predict(self._input_codes(table, score_bin, pred),
+                                     self._base_correct(score_bin, pred))
+        positive = np.where(pred == 1, correct, 1.0 - correct)
+        # on a grid of 2^-20, so sums are exact in float64 (up to 2^32 rows a cell) and
+        # windows merge to the same bits in any order
+        return np.round(positive * PROBABILITY_GRID) / PROBABILITY_GRID
+
+    @classmethod
+    def fit(cls, table: pa.Table, codes: RowCodes, task: Task,
+            inputs: dict[str, Any]) -> LabelModel | None:
+        """Fit on the reference's labeled rows; None with fewer than 1,000 of them."""
+        labeled = np.flatnonzero((codes.label <= 1) & (codes.pred <= 1))
+        if labeled.size < LABEL_MODEL_MIN_ROWS:
+            return None
+        found = base_calibration(codes, task.n_score_bins)
+        edges, levels = cls.split_inputs(inputs)
+        model = cls(edges, levels, found["cells"], ObliviousBoosting.empty(0), found["method"],
+                    found["test"])
+        rows = labeled[:: max(1, -(-labeled.size // LABEL_MODEL_ROWS))]
+        sub = codes.take(rows)
+        x = np.column_stack(model._input_codes(table.take(pa.array(rows)), sub.score_bin,
+                                               sub.pred))
+        right = (sub.label == sub.pred).astype(float)
+        model.trees = ObliviousBoosting.fit(x, model._sizes(),
+                                            model._base_correct(sub.score_bin, sub.pred), right)
+        return model
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "edges": self.edges, "levels": self.levels,
+            "base": [[float(a), float(b)] for a, b in self.base], "method": self.method,
+            "trees": self.trees.to_dict(),
+        }
+        if self.test is not None:
+            statistic = float(self.test["statistic"])
+            out["calibration_test"] = {
+                "statistic": round(statistic, 3) if np.isfinite(statistic) else None,
+                "df": int(self.test["df"]), "p_value": round(float(self.test["p_value"]), 6),
+                "alpha": CALIBRATION_TEST_ALPHA,
+            }
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LabelModel:
+        test = d.get("calibration_test")
+        return cls(
+            edges={str(k): [float(x) for x in v] for k, v in d["edges"].items()},
+            levels={str(k): [str(x) for x in v] for k, v in d["levels"].items()},
+            base=np.asarray(d["base"], dtype=float).reshape(-1, 2),
+            trees=ObliviousBoosting.from_dict(d["trees"]),
+            method=str(d.get("method", "")),
+            test=None if test is None else {
+                "statistic": float("inf") if test["statistic"] is None else test["statistic"],
+                "df": test["df"], "p_value": test["p_value"]},
+        )
+
