@@ -214,3 +214,47 @@ def test_without_labeled_rows_enough_there_is_no_label_model() -> None:
     analysis, correct = make(5_000, CALIBRATED, seed=26)
     estimate = suite.check(analysis).windows[0].metrics["estimated"]["accuracy"]
     assert abs(estimate - correct.mean()) < 0.02
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda m: m.update(base=[[0.2, 1.7]]), "[0, 1]"),
+        (lambda m: m["trees"].update(leaves="bm90IGZsb2F0cw=="), "leaves"),
+        (lambda m: m["trees"]["order"].pop(), "permutation"),
+        (lambda m: m["trees"].update(inputs=[[99, 0, 0, 0]] * len(m["trees"]["inputs"])),
+         "inputs"),
+        (lambda m: m.pop("base"), "malformed"),
+    ],
+)
+def test_a_broken_label_model_is_refused_naming_it(tmp_path: Path, edit, problem: str) -> None:
+    import yaml
+
+    path = tmp_path / "suite.yaml"
+    init(make_segments(5_000, seed=27, share_a=0.5)[0]).save(path)
+    doc = yaml.safe_load(path.read_text())
+    edit(doc["task"]["label_model"])
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with pytest.raises(wk.SuiteError) as info:
+        wk.load(path)
+    assert "task.label_model" in str(info.value) and problem in str(info.value), info.value
+
+
+def test_the_label_model_takes_odd_rows_in_its_stride() -> None:
+    """Unseen segments, a missing input column, NaN scores and unknown predictions are
+    scored (unseen and missing values have bins of their own), never an exception."""
+    suite = init(make_segments(20_000, seed=28, share_a=0.5)[0])
+    analysis, _ = make_segments(2_000, seed=29, share_a=0.5)
+    segment = np.asarray(analysis.column("segment").to_pylist(), dtype=object)
+    segment[:300] = "never seen"
+    score = analysis.column("score").to_numpy().copy()
+    score[300:400] = np.nan
+    prediction = analysis.column("prediction").to_numpy().astype(object)
+    prediction[400:450] = None
+    odd = (analysis.drop_columns(["x", "segment", "score", "prediction"])
+           .append_column("segment", pa.array(segment.tolist()))
+           .append_column("score", pa.array(score))
+           .append_column("prediction", pa.array(prediction.tolist(), pa.int64())))
+    window = suite.check(odd).windows[0]
+    assert all(np.isfinite(v) for v in window.metrics["estimated"].values())
+    assert suite.schema.task.label_model is not None

@@ -266,7 +266,7 @@ class LabelModel(BinnedInputs):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LabelModel:
         test = d.get("calibration_test")
-        return cls(
+        model = cls(
             edges={str(k): [float(x) for x in v] for k, v in d["edges"].items()},
             levels={str(k): [str(x) for x in v] for k, v in d["levels"].items()},
             base=np.asarray(d["base"], dtype=float).reshape(-1, 2),
@@ -276,4 +276,25 @@ class LabelModel(BinnedInputs):
                 "statistic": float("inf") if test["statistic"] is None else test["statistic"],
                 "df": test["df"], "p_value": test["p_value"]},
         )
+        model._validate()
+        return model
+
+    def _validate(self) -> None:
+        """Refuse a model that could not score rows (a hand-edited or truncated file)."""
+        if self.base.ndim != 2 or self.base.shape[1] != 2 or not self.base.size:
+            raise ValueError("base must be a list of [P(positive | class 0), … class 1] pairs")
+        if not np.all((self.base >= 0) & (self.base <= 1)):
+            raise ValueError("base holds probabilities: every value in [0, 1]")
+        sizes = self._sizes()
+        trees = self.trees
+        if len(trees.order) != len(sizes) or any(
+                len(o) != k or sorted(o.tolist()) != list(range(k))
+                for o, k in zip(trees.order, sizes, strict=True)):
+            raise ValueError(f"trees.order must hold a permutation of each input's {sizes} codes")
+        if trees.trees and (trees.inputs.min() < 0 or trees.inputs.max() >= len(sizes)):
+            raise ValueError(f"trees.inputs must name inputs 0–{len(sizes) - 1}")
+        if trees.leaves.shape != (trees.trees, 2 ** trees.inputs.shape[1]):
+            raise ValueError("trees.leaves do not match the number and depth of the trees")
+        if not np.isfinite(trees.leaves).all():
+            raise ValueError("trees.leaves must be finite")
 

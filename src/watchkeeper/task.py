@@ -143,9 +143,8 @@ class Task:
             score_edges=[float(e) for e in d["score_edges"]] if d.get("score_edges") else None,
             attributes=attributes,
             intersections=[list(map(str, pair)) for pair in d.get("intersections") or []],
-            loss_model=LossModel.from_dict(d["loss_model"]) if d.get("loss_model") else None,
-            label_model=(LabelModel.from_dict(d["label_model"]) if d.get("label_model")
-                         else None),
+            loss_model=_model(LossModel, d, "loss_model", where),
+            label_model=_model(LabelModel, d, "label_model", where),
         )
         if task.type == "binary" and len(task.classes) != 2:
             raise SuiteError(f"{where}.classes", "a binary task needs exactly two classes")
@@ -172,6 +171,16 @@ class Task:
             if self.loss_model is not None:
                 shapes[REGRESSION_ESTIMATE] = (3,)  # rows with a prediction, Σ|ê|, Σê²
         return shapes
+
+
+def _model(cls: Any, d: dict[str, Any], key: str, where: str) -> Any:
+    """A stored loss or label model, or None; a malformed one is a SuiteError naming it."""
+    if not d.get(key):
+        return None
+    try:
+        return cls.from_dict(d[key])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise SuiteError(f"{where}.{key}", f"malformed ({exc})") from None
 
 
 def fairness_key(grouping: list[str]) -> str:

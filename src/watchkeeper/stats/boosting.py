@@ -126,7 +126,10 @@ class ObliviousBoosting:
     def from_dict(cls, d: dict[str, Any]) -> ObliviousBoosting:
         inputs = np.asarray(d["inputs"], dtype=np.int64)
         depth = inputs.shape[1] if inputs.ndim == 2 and inputs.size else 4
-        leaves = np.frombuffer(base64.b64decode(d["leaves"]), dtype="<f4").astype(float)
+        raw = base64.b64decode(d["leaves"])
+        if len(raw) != 4 * inputs.shape[0] * 2 ** depth:
+            raise ValueError("leaves do not match the number and depth of the trees")
+        leaves = np.frombuffer(raw, dtype="<f4").astype(float)
         return cls([np.asarray(o, dtype=np.int64) for o in d["order"]],
                    inputs.reshape(-1, depth),
                    np.asarray(d["thresholds"], dtype=np.int64).reshape(-1, depth),
