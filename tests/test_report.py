@@ -18,6 +18,7 @@ import pytest
 import watchkeeper as wk
 from tests.conftest import ACS
 from tests.test_cli import run
+from tests.test_fairness import policy_suite, two_groups
 from watchkeeper.datasets import synthetic_drift_pair
 from watchkeeper.replay import replay
 from watchkeeper.report import render, write
@@ -289,16 +290,20 @@ def test_a_ratio_already_below_four_fifths_in_the_reference_is_not_a_change(
     assert not parts[sex + 1].find_all("span", "inherited")
 
 
-def test_a_new_break_of_the_four_fifths_rule_is_flagged() -> None:
-    def window(label: str, di: float) -> dict[str, Any]:
-        return {"window": label, "metrics": {"fairness": {"SEX": {
-            "groups": {"SEX=1": {"n": 500, "selection_rate": 0.5},
-                       "SEX=2": {"n": 500, "selection_rate": 0.5 * di}},
-            "dp_difference": [0.5 - 0.5 * di, 0.1, 0.3], "dp_groups": ["SEX=1", "SEX=2"],
-            "di_ratio": di, "reference": {"dp_difference": 0.02, "di_ratio": 0.95,
-                                          "eo_difference": 0.03}}}}}
+def fairness_window(label: str, di: float, reference_di: float = 0.95,
+                    attribute: str = "SEX") -> dict[str, Any]:
+    """A window whose two groups of ``attribute`` have this disparate-impact ratio."""
+    high, low = f"{attribute}=1", f"{attribute}=2"
+    return {"window": label, "metrics": {"fairness": {attribute: {
+        "groups": {high: {"n": 500, "selection_rate": 0.5},
+                   low: {"n": 500, "selection_rate": 0.5 * di}},
+        "dp_difference": [0.5 - 0.5 * di, 0.1, 0.3], "dp_groups": [high, low],
+        "di_ratio": di, "reference": {"dp_difference": 0.02, "di_ratio": reference_di,
+                                      "eo_difference": 0.03}}}}}
 
-    root = parse(render({"windows": [window("a", 0.9), window("b", 0.6)]}))
+
+def test_a_new_break_of_the_four_fifths_rule_is_flagged() -> None:
+    root = parse(render({"windows": [fairness_window("a", 0.9), fairness_window("b", 0.6)]}))
     fairness = section(root, "fairness")
     assert not fairness.find_all("p", "inherited")
     rows = body_rows(fairness.find("table"))
@@ -307,6 +312,41 @@ def test_a_new_break_of_the_four_fifths_rule_is_flagged() -> None:
     assert not calm.find_all("span", "flag")
     assert broken.find("span", "flag").text() == "0.600 < 0.8"
     assert "new: reference 0.950" in broken.text()
+
+
+def test_the_group_chart_tells_an_inherited_break_from_a_new_one(acs_html) -> None:
+    new, known = fairness_window("w", 0.6), fairness_window("w", 0.5, 0.4, "AGE")
+    new["metrics"]["fairness"].update(known["metrics"]["fairness"])
+    fairness = section(parse(render({"windows": [new]})), "fairness")
+    bars = {r.find("title").text().split(":")[0]: r for r in fairness.find_all("rect")}
+    low = {name: bars[f"{name}=2"] for name in ("SEX", "AGE")}
+    assert {"critical"} <= low["SEX"].classes and "inherited" not in low["SEX"].classes
+    assert {"inherited"} <= low["AGE"].classes and "critical" not in low["AGE"].classes
+    legends = [p.text() for p in fairness.find_all("p", "legend")]
+    assert legends == ["below 0.8 since the reference (0.950): new",
+                       "already below 0.8 in the reference (0.400): not a change"]
+    # on the ACS data, age's ratio is far below the line in the reference already
+    fairness = section(parse(acs_html), "fairness")
+    age = next(s for s in fairness.find_all("svg") if "AGEP=" in s.text())
+    assert age.find_all("rect", "inherited") and not age.find_all("rect", "critical")
+
+
+def test_the_suites_disparate_impact_policy_draws_the_line_and_flags() -> None:
+    """min_di_ratio 0.9 in the suite file: a ratio of 0.85 breaks it (not the 0.8 rule)."""
+    suite = policy_suite(two_groups(0.5), 0.9)
+    result = suite.check(two_groups(0.425)).to_dict()
+    fairness = section(parse(render(result)), "fairness")
+    chart = next(s for s in fairness.find_all("svg") if "gender=a" in s.text())
+    bars = {r.find("title").text().split(":")[0]: r for r in chart.find_all("rect")}
+    assert "critical" in bars["gender=a"].classes and "ok" in bars["gender=b"].classes
+    line, top = chart.find("line", "reference"), bars["gender=b"]  # the top bar is 1.0 wide
+    assert float(line.attrs["x1"]) == pytest.approx(
+        float(top.attrs["x"]) + 0.9 * float(top.attrs["width"]), abs=0.1)
+    assert "policy 0.9" in chart.text() and "four-fifths" not in chart.text()
+    di = body_rows(fairness.find("table"))[-1].find_all("td")[4]
+    assert di.find("span", "flag").text() == "0.850 < 0.9"
+    assert "below 0.9 breaks the suite's disparate-impact policy" in fairness.text()
+    assert "0.8" not in fairness.text().replace("0.85", "")
 
 
 def test_security_section_from_the_measured_ood_share(acs_result, acs_html) -> None:

@@ -111,11 +111,14 @@ class Fairness(Monitor):
         return float(s[lo_i] / s[hi_i]), float(upper)
 
     def measure(self, window: Profile) -> dict[str, Any]:
+        """Per grouping its :meth:`_summary` and the policy's ``min_di_ratio``, so that a
+        report draws the disparate-impact line where the suite does."""
         out: dict[str, Any] = {}
         for grouping in self.task.groupings():
             t = window.joint.get(fairness_key(grouping))
             if t is not None:
-                out["*".join(grouping)] = self._summary(t, self.task.group_labels(grouping))
+                out["*".join(grouping)] = {**self._summary(t, self.task.group_labels(grouping)),
+                                           "min_di_ratio": float(self.settings["min_di_ratio"])}
         return {"fairness": out} if out else {}
 
     def assess(self, window: Profile, reference: Profile) -> tuple[list[Finding], dict[str, Any]]:

@@ -230,6 +230,7 @@ _CSS = """
 & svg.chart .bar.critical { fill: #e5534b; }
 & svg.chart .bar.warning { fill: #e8a33d; }
 & svg.chart .bar.ok { fill: #7cc39a; }
+& svg.chart .bar.inherited { fill: #d4a72c; }
 & svg.chart .marker { stroke: #1f2328; stroke-width: 2; }
 & svg.spark { display: inline-block; margin: 0; vertical-align: middle; }
 & svg.spark .spark-line { fill: none; stroke: #1f6feb; stroke-width: 1.5; }
@@ -247,6 +248,8 @@ _CSS = """
 & .legend .key.estimated { border-color: #d4700b; border-top-style: dashed; }
 & .legend .key.band { border-top: 8px solid #f5a52455; }
 & .legend .key.reference { border-color: #cf222e; border-top-style: dashed; }
+& .legend .key.bar-critical { border-top: 8px solid #e5534b; }
+& .legend .key.bar-inherited { border-top: 8px solid #d4a72c; }
 & details { margin: 6px 0; }
 & summary { cursor: pointer; color: #0969da; font-size: 13px; }
 & .incident { border: 1px solid #d8dee4; border-left: 4px solid #8c959f;

@@ -43,7 +43,7 @@ METRIC_NAMES = {"accuracy": "Accuracy", "roc_auc": "ROC-AUC", "f1": "F1",
                 "brier": "Brier score", "mae": "MAE", "rmse": "RMSE", "mape": "MAPE",
                 "r2": "R²"}
 DRIFT_MONITORS = ("feature_drift", "prediction_drift", "target_drift")
-FOUR_FIFTHS = 0.8
+FOUR_FIFTHS = 0.8  # disparate-impact line of results that do not carry the suite's own
 GROUP_MEASURES = ("selection_rate", "tpr", "fpr", "precision", "accuracy")
 EARLIER_GROUP_TABLES = 10  # windows before the latest whose group tables are listed
 DRIFT_BARS = 40  # columns drawn in the drift chart (the table lists every column)
@@ -514,7 +514,7 @@ def fairness(windows: list[WindowView]) -> str:
         latest_w, latest = history[-1]
         parts.append(f"<h4>Groups, {escape(latest_w.label)}</h4>"
                      f'<div class="pair"><div>{_groups_table(_dict(latest.get("groups")))}'
-                     f'</div><div>{_four_fifths_chart(_dict(latest.get("groups")))}</div></div>')
+                     f"</div><div>{_four_fifths_chart(latest)}</div></div>")
         earlier = [(w, d) for w, d in history[:-1] if _dict(d.get("groups"))]
         if earlier:
             shown = earlier[-EARLIER_GROUP_TABLES:]
@@ -525,33 +525,58 @@ def fairness(windows: list[WindowView]) -> str:
                           "shown; their measures are in the table above.</p>")
             parts.append(f"<details><summary>groups in {len(shown)} earlier window(s)"
                          f"</summary>{inner}</details>")
+    floor = _floor(_dict(next(iter(per_window[-1][1].values()))))
     return section("fairness", "Fairness", "".join(parts),
                    "Per sensitive attribute (and intersection): the demographic-parity "
                    "difference (largest gap in selection rate between groups, with its 95% "
                    "interval), the disparate-impact ratio (smallest over largest selection "
-                   f"rate; below {FOUR_FIFTHS} breaks the four-fifths rule) and the "
+                   f"rate; below {floor:g} breaks {_rule(floor)}) and the "
                    "equalised-odds difference (largest TPR or FPR gap), each with the two "
                    "groups it is between, and the reference's values: a ratio that was "
-                   f"already below {FOUR_FIFTHS} in the reference is marked as such, one "
-                   "that fell below it since in red. Groups too small to measure are listed "
-                   "as such and left out of these measures.")
+                   f"already below {floor:g} in the reference is marked as such (amber), one "
+                   "that fell below it since in red, in the tables and the group charts. "
+                   "Groups too small to measure are listed as such and left out of these "
+                   "measures.")
+
+
+def _floor(d: Mapping[str, Any]) -> float:
+    """The suite's disparate-impact line (the fairness monitor's ``min_di_ratio``) as the
+    grouping's measures carry it; the four-fifths rule for results that do not."""
+    floor = _float(d.get("min_di_ratio"))
+    return FOUR_FIFTHS if floor is None else floor
+
+
+def _rule(floor: float) -> str:
+    return ("the four-fifths rule" if floor == FOUR_FIFTHS
+            else "the suite's disparate-impact policy (min_di_ratio)")
+
+
+def _line(floor: float) -> str:
+    return "four-fifths" if floor == FOUR_FIFTHS else f"policy {floor:g}"
 
 
 def _reference_di(d: Mapping[str, Any]) -> float | None:
     return _float(_dict(d.get("reference")).get("di_ratio"))
 
 
+def _inherited(d: Mapping[str, Any]) -> bool:
+    """Whether the reference's ratio was already below the line: a break of the grouping
+    is then a property of the data the suite was built on, not a change."""
+    ref = _reference_di(d)
+    return ref is not None and ref < _floor(d)
+
+
 def _inherited_note(history: list[tuple[WindowView, dict[str, Any]]]) -> str:
-    """Say so when the reference itself is below the four-fifths line."""
+    """Say so when the reference itself is below the disparate-impact line."""
     _, latest = history[-1]
-    ref = _reference_di(latest)
-    if ref is None or ref >= FOUR_FIFTHS:
+    if not _inherited(latest):
         return ""
+    ref, floor = _reference_di(latest), _floor(latest)
     groups = _list(latest.get("dp_groups"))
     between = (f" (lowest selection rate {escape(groups[1])}, highest {escape(groups[0])} in "
                "the latest window)" if len(groups) == 2 else "")
     return (f'<p class="note inherited">The disparate-impact ratio was already {fixed(ref)} '
-            f"in the reference, below {FOUR_FIFTHS}{between}: a property of the data the "
+            f"in the reference, below {floor:g}{between}: a property of the data the "
             "suite was built on (and, likely, the model trained on), not a change since. "
             "Windows are compared with it: the monitor alerts when a group's gap moves away "
             "from the reference's, not on this ratio.</p>")
@@ -572,18 +597,18 @@ def _dp_cell(dp_value: Any, groups: Any = None) -> str:
     return text + _between(groups)
 
 
-def _di_cell(di: float | None, ref: float | None) -> str:
+def _di_cell(di: float | None, ref: float | None, floor: float) -> str:
     text = fixed(di)
-    if di is None or di >= FOUR_FIFTHS:
+    if di is None or di >= floor:
         return text + (f'<span class="sub">reference {fixed(ref)}</span>'
-                       if ref is not None and ref < FOUR_FIFTHS else "")
-    if ref is not None and ref < FOUR_FIFTHS:
-        return (f'<span class="inherited" title="already below {FOUR_FIFTHS} in the '
-                f'reference ({fixed(ref)}): not a change">{text} &lt; {FOUR_FIFTHS}</span>'
+                       if ref is not None and ref < floor else "")
+    if ref is not None and ref < floor:
+        return (f'<span class="inherited" title="already below {floor:g} in the '
+                f'reference ({fixed(ref)}): not a change">{text} &lt; {floor:g}</span>'
                 f'<span class="sub">reference {fixed(ref)}, already below</span>')
     since = f" (reference {fixed(ref)})" if ref is not None else ""
-    return (f'<span class="flag" title="below the four-fifths line{since}">{text} &lt; '
-            f"{FOUR_FIFTHS}</span>"
+    return (f'<span class="flag" title="below the {_line(floor)} line{since}">{text} &lt; '
+            f"{floor:g}</span>"
             + (f'<span class="sub">new: reference {fixed(ref)}</span>' if ref is not None
                else ""))
 
@@ -593,10 +618,10 @@ def _fairness_trend(history: list[tuple[WindowView, dict[str, Any]]]) -> str:
     references = {repr(_dict(d.get("reference"))) for _, d in history if d.get("reference")}
     if len(references) == 1:  # one reference for every window: its own row
         ref = next(_dict(d["reference"]) for _, d in history if d.get("reference"))
-        di = _float(ref.get("di_ratio"))
+        di, floor = _float(ref.get("di_ratio")), _floor(history[-1][1])
         di_text = fixed(di)
-        if di is not None and di < FOUR_FIFTHS:
-            di_text = f'<span class="inherited">{di_text} &lt; {FOUR_FIFTHS}</span>'
+        if di is not None and di < floor:
+            di_text = f'<span class="inherited">{di_text} &lt; {floor:g}</span>'
         rows.append(['<span class="muted">reference</span>', "", "", _dp_cell(
             ref.get("dp_difference")), di_text, fixed(ref.get("eo_difference"))])
     for w, d in history:
@@ -607,7 +632,7 @@ def _fairness_trend(history: list[tuple[WindowView, dict[str, Any]]]) -> str:
         metric = str(d.get("eo_metric") or "").upper()
         rows.append([escape(w.label), number(len(groups)), number(small) if small else "0",
                      _dp_cell(d.get("dp_difference"), d.get("dp_groups")),
-                     _di_cell(di, ref),
+                     _di_cell(di, ref, _floor(d)),
                      fixed(d.get("eo_difference"))
                      + _between(d.get("eo_groups"), f"{metric}: " if metric else "")])
     return table(["window", "groups", "insufficient data", "DP difference", "DI ratio",
@@ -630,19 +655,35 @@ def _groups_table(groups: dict[str, Any]) -> str:
                  rows, numeric=[1, 2, 3, 4, 5, 6])
 
 
-def _four_fifths_chart(groups: dict[str, Any]) -> str:
+def _four_fifths_chart(d: Mapping[str, Any]) -> str:
+    """Each group's selection rate over the most selected group's, against the line. A
+    group below it is red, or amber when the grouping's ratio was already below the line
+    in the reference (the measures carry the reference's ratio, not its groups' rates)."""
+    groups = _dict(d.get("groups"))
     rates = {name: _float(_dict(g).get("selection_rate")) for name, g in groups.items()
              if not _dict(g).get("status")}
     rates = {k: v for k, v in rates.items() if v is not None}
     best = max(rates.values(), default=0.0)
     if len(rates) < 2 or best <= 0:
         return ""
-    bars = [Bar(name, rate / best, None, "bar " + ("critical" if rate / best < FOUR_FIFTHS
-                                                    else "ok"), f"{rate / best:.2f}")
+    floor, inherited = _floor(d), _inherited(d)
+    below = "inherited" if inherited else "critical"
+    bars = [Bar(name, rate / best, None, "bar " + (below if rate / best < floor else "ok"),
+                f"{rate / best:.2f}")
             for name, rate in rates.items()]
-    return bar_chart(bars, reference=FOUR_FIFTHS, reference_label="four-fifths",
-                     scale_max=1.0, width=460, label_width=140,
-                     title="Selection rate relative to the most selected group")
+    chart = bar_chart(bars, reference=floor, reference_label=_line(floor),
+                      scale_max=1.0, width=460, label_width=140,
+                      title="Selection rate relative to the most selected group")
+    if all(b.css == "bar ok" for b in bars):
+        return chart
+    ref = _reference_di(d)
+    if inherited:
+        key = f"already below {floor:g} in the reference ({fixed(ref)}): not a change"
+    else:
+        key = f"below {floor:g}" + (f" since the reference ({fixed(ref)}): new"
+                                    if ref is not None else "")
+    return (chart + f'<p class="legend"><span class="key bar-{below}"></span>{escape(key)}'
+            "</p>")
 
 
 # ------------------------------------------------------------------------- security
