@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+from tqdm.auto import tqdm
 
 from watchkeeper.stats.boosting import ObliviousBoosting
 from watchkeeper.stats.metrics import calibrate_bins, calibration_test, score_means
@@ -229,9 +230,10 @@ class LabelModel(BinnedInputs):
         return np.round(positive * PROBABILITY_GRID) / PROBABILITY_GRID
 
     @classmethod
-    def fit(cls, table: pa.Table, codes: RowCodes, task: Task,
-            inputs: dict[str, Any]) -> LabelModel | None:
-        """Fit on the reference's labeled rows; None with fewer than 1,000 of them."""
+    def fit(cls, table: pa.Table, codes: RowCodes, task: Task, inputs: dict[str, Any],
+            *, progress: bool | None = False) -> LabelModel | None:
+        """Fit on the reference's labeled rows; None with fewer than 1,000 of them.
+        ``progress``: a bar of the boosting rounds (None: only on a terminal)."""
         labeled = np.flatnonzero((codes.label <= 1) & (codes.pred <= 1))
         if labeled.size < LABEL_MODEL_MIN_ROWS:
             return None
@@ -244,8 +246,11 @@ class LabelModel(BinnedInputs):
         x = np.column_stack(model._input_codes(table.take(pa.array(rows)), sub.score_bin,
                                                sub.pred))
         right = (sub.label == sub.pred).astype(float)
-        model.trees = ObliviousBoosting.fit(x, model._sizes(),
-                                            model._base_correct(sub.score_bin, sub.pred), right)
+        with tqdm(desc="label model", unit=" trees", disable=None if progress is None
+                  else not progress) as bar:
+            model.trees = ObliviousBoosting.fit(
+                x, model._sizes(), model._base_correct(sub.score_bin, sub.pred), right,
+                on_tree=bar.update)
         return model
 
     def to_dict(self) -> dict[str, Any]:

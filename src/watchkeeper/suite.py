@@ -490,7 +490,8 @@ def init(
     if task is not None and task.type == "regression" and task.target and task.prediction:
         task.loss_model = LossModel.fit(table, task, inputs)
     if task is not None and task.type == "binary" and task.target and task.score_edges:
-        task.label_model = LabelModel.fit(table, row_codes(table, task), task, inputs)
+        task.label_model = LabelModel.fit(table, row_codes(table, task), task, inputs,
+                                          progress=progress)
     clients = schema.by_role(Role.CLIENT)
     features = [c for c in schema if c.role == Role.FEATURE and c.n_bins]
     schema.security = fit_security(

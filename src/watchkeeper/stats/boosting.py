@@ -29,6 +29,7 @@ the base probability is returned unchanged.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,9 +139,10 @@ class ObliviousBoosting:
     @classmethod
     def fit(cls, codes: np.ndarray, sizes: list[int], base_margin: np.ndarray, y: np.ndarray,
             *, depth: int = 4, max_trees: int = 200, holdout: float = 0.25,
-            seed: int = 0) -> ObliviousBoosting:
+            seed: int = 0, on_tree: Callable[[], Any] | None = None) -> ObliviousBoosting:
         """Fit on integer ``codes`` (rows × inputs, input ``j`` in ``[0, sizes[j])``),
-        a base margin per row (log-odds) and 0/1 labels ``y``."""
+        a base margin per row (log-odds) and 0/1 labels ``y``; ``on_tree`` is called after
+        each round (a progress bar's update)."""
         codes = np.asarray(codes, dtype=np.int64)
         y = np.asarray(y, dtype=float)
         base = np.asarray(base_margin, dtype=float)
@@ -182,6 +184,8 @@ class ObliviousBoosting:
             mt += value[leaf_t]
             mv += value[_leaf(xv, feats, cuts)]
             loss = _logloss(yv, mv)
+            if on_tree is not None:
+                on_tree()
             if loss < best - 1e-12:
                 best, best_trees = loss, len(leaves)
             elif len(leaves) - best_trees >= PATIENCE:
