@@ -214,17 +214,8 @@ class SecurityModel:
             p = numbers_with_nan(table.column(self.proba))
             near = np.bincount(idx, weights=np.abs(p - self.boundary) < self.boundary_width,
                                minlength=k)
-        n, s1, s2 = (np.zeros((k, len(self.numeric))) for _ in range(3))
-        for j, name in enumerate(self.numeric):
-            x = self._column(table, name, aligned)
-            ok = np.isfinite(x)
-            xs = np.where(ok, x, 0.0)
-            n[:, j] = np.bincount(idx, weights=ok, minlength=k)
-            s1[:, j] = np.bincount(idx, weights=xs, minlength=k)
-            s2[:, j] = np.bincount(idx, weights=xs * xs, minlength=k)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(n > 0, s1 / np.where(n > 0, n, 1), 0.0)
-        m2 = np.maximum(s2 - n * mean**2, 0.0)
+        n, mean, m2 = moments([self._column(table, name, aligned) for name in self.numeric],
+                              idx, k)
         hashes = self.row_hashes(table, aligned)
         order = np.lexsort((hashes, idx))
         pairs = np.stack([idx[order], hashes[order].view(np.int64)], axis=1)
@@ -253,6 +244,22 @@ class SecurityModel:
         if fields.get("forest") is not None:
             fields["forest"] = IsolationForest.from_dict(fields["forest"])
         return cls(**fields)
+
+
+def moments(columns: list[np.ndarray], group: np.ndarray,
+            groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per group (rows) and column: finite values, their mean and sum of squared deviations
+    (the :class:`ClientStats` fields), with NaN and ±inf left out."""
+    n, s1, s2 = (np.zeros((groups, len(columns))) for _ in range(3))
+    for j, x in enumerate(columns):
+        ok = np.isfinite(x)
+        xs = np.where(ok, x, 0.0)
+        n[:, j] = np.bincount(group, weights=ok, minlength=groups)
+        s1[:, j] = np.bincount(group, weights=xs, minlength=groups)
+        s2[:, j] = np.bincount(group, weights=xs * xs, minlength=groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, s1 / np.where(n > 0, n, 1), 0.0)
+    return n, mean, np.maximum(s2 - n * mean**2, 0.0)
 
 
 @dataclass

@@ -8,9 +8,11 @@ each alert names the client (``segment = "client=<id>"``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
 from scipy import special
 
 from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
@@ -23,8 +25,10 @@ from watchkeeper.security import (
     OTHER,
     ClientStats,
     SecurityModel,
+    moments,
 )
 from watchkeeper.stats.calibration import TAIL_MARGIN, count_interval, rate_threshold
+from watchkeeper.values import category_counts, numbers_with_nan
 
 SIZES = (30, 100, 300, 1_000, 3_000)  # beyond: the last point (clients rarely send more)
 POOL_ROWS = 50_000  # reference rows that normal-client curves are resampled from
@@ -119,8 +123,6 @@ class OODShare(Monitor):
 
 def _refit(model: SecurityModel, table: Any) -> SecurityModel:
     """The model's range and levels as a subset of the reference would have them."""
-    from watchkeeper.values import category_counts, numbers_with_nan
-
     low, high = [], []
     for name in model.numeric:
         x = numbers_with_nan(table.column(name))
@@ -160,16 +162,21 @@ class ClientMonitor(Monitor):
         return f
 
     # resampled curves of a per-client statistic under "a normal client": reference rows
-    def _curve(self, reference: ReferenceData, statistic) -> list[dict[str, float]]:
+    def _curve(self, reference: ReferenceData,
+               statistic_of: Callable[[pa.Table], Callable[[np.ndarray], float]]
+               ) -> list[dict[str, float]]:
+        """Mean and sd of a statistic of ``rows`` random reference rows, for each size.
+        ``statistic_of(pool)`` reads what it needs from the pool of reference rows once and
+        returns the statistic of a draw given the draw's row indices."""
         rng = reference.rng(self.id)
         table = reference.table
-        if table.num_rows > POOL_ROWS:  # draw from a random subset: the same distribution,
+        if table.num_rows > POOL_ROWS:  # draw from a random subset: the same distribution
             table = table.take(np.sort(rng.choice(table.num_rows, POOL_ROWS, replace=False)))
-        n_ref = table.num_rows  # and each draw touches a small table, not a huge one
+        n_ref = table.num_rows
+        statistic = statistic_of(table)
         curve = []
         for size in (s for s in SIZES if s <= n_ref // 2):
-            values = [statistic(table.take(rng.choice(n_ref, size, replace=False)))
-                      for _ in range(DRAWS)]
+            values = [statistic(rng.choice(n_ref, size, replace=False)) for _ in range(DRAWS)]
             curve.append({"rows": size, "mean": float(np.mean(values)),
                           "sd": float(np.std(values, ddof=1))})
         return curve
@@ -218,8 +225,7 @@ class NearDuplicates(ClientMonitor):
         model = _model(self)
         self.calibration = {
             "method": "distinct share of rounded inputs among resampled reference rows",
-            "curve": self._curve(reference, lambda t: len(np.unique(model.row_hashes(t)))
-                                 / t.num_rows)}
+            "curve": self._curve(reference, lambda pool: _distinct_share(model.row_hashes(pool)))}
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
         clients = self.clients(window)
@@ -251,8 +257,6 @@ class BoundaryProbing(ClientMonitor):
         if not model.proba or model.boundary_width <= 0:
             self.calibration = {"skipped": "needs a binary classifier's score column"}
             return
-        from watchkeeper.values import numbers_with_nan
-
         p = numbers_with_nan(reference.table.column(model.proba))
         near = int((np.abs(p - model.boundary) < model.boundary_width).sum())
         self.calibration = {"method": "binomial bound on the reference's share of scores "
@@ -296,21 +300,22 @@ class ExtractionCoverage(ClientMonitor):
         if not model.numeric:
             self.calibration = {"skipped": "needs numeric features"}
             return
-        from watchkeeper.values import numbers_with_nan
-
         sd = [float(np.nanstd(numbers_with_nan(reference.table.column(c)), ddof=1))
               for c in model.numeric]
         self.calibration = {"method": "mean sd ratio of resampled reference rows",
                             "reference_sd": sd}
 
-        def spread(t: Any) -> float:
-            if model.client in t.column_names:
-                t = t.drop_columns([model.client])
-            stats = model.clients(t.append_column(model.client, [["x"] * t.num_rows]),
-                                  np.zeros(t.num_rows, dtype=bool))
-            return self._spread(stats["x"])
+        def spread_of(pool: pa.Table) -> Callable[[np.ndarray], float]:
+            columns = [numbers_with_nan(pool.column(c)) for c in model.numeric]
 
-        self.calibration["curve"] = self._curve(reference, spread)
+            def spread(rows: np.ndarray) -> float:
+                n, mean, m2 = moments([x[rows] for x in columns],
+                                      np.zeros(rows.size, np.int64), 1)
+                return self._spread(ClientStats(rows.size, 0, 0, n[0], mean[0], m2[0],
+                                                np.zeros(0, np.uint64)))
+            return spread
+
+        self.calibration["curve"] = self._curve(reference, spread_of)
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
         if "curve" not in self.calibration:
@@ -354,3 +359,7 @@ class RejectedRequests(Monitor):
                 f.metric = metric
                 found.append(f)
         return found
+
+
+def _distinct_share(hashes: np.ndarray) -> Callable[[np.ndarray], float]:
+    return lambda rows: len(np.unique(hashes[rows])) / rows.size
