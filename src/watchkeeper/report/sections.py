@@ -289,8 +289,10 @@ def performance(windows: list[WindowView]) -> str:
                + confusion(windows))
     return section("performance", "Performance", content,
                    "Realised metrics use the rows whose label is known (late labels are "
-                   "joined to the window of their prediction); estimated ones come from the "
-                   "model's calibrated scores alone, so they exist before labels arrive.")
+                   "joined to the window of their prediction); estimated ones need no "
+                   "labels: each row's calibrated score, corrected by the suite's label model "
+                   "where the reference showed the score to be off for such inputs, summed "
+                   "into an expected confusion matrix.")
 
 
 def confusion(windows: list[WindowView]) -> str:
