@@ -186,6 +186,11 @@ def test_label_model_follows_a_change_in_the_mix_of_rows(tmp_path: Path) -> None
     model = suite.schema.task.label_model
     assert model is not None and model.trees.trees > 0
     monitor = estimator(suite)
+    # calibrated in the large: on the reference, expected = realised accuracy
+    reference = make_segments(40_000, seed=21, share_a=0.5)[0]
+    right = np.mean(reference.column("prediction").to_numpy() == reference.column(
+        "label").to_numpy())
+    assert abs(monitor.calibration["reference"]["accuracy"] - right) < 1e-4
     path = tmp_path / "suite.yaml"
     suite.save(path)
     loaded = wk.load(path)

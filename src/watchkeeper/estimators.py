@@ -13,14 +13,14 @@ tally holds their sums before any label arrives:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from watchkeeper.stats.boosting import ObliviousBoosting
+from watchkeeper.stats.boosting import ObliviousBoosting, intercept
 from watchkeeper.stats.metrics import calibrate_bins, calibration_test, score_means
 from watchkeeper.values import label_codes, numbers_with_nan
 
@@ -203,6 +203,9 @@ class LabelModel(BinnedInputs):
     trees: ObliviousBoosting
     method: str = ""
     test: dict[str, Any] | None = None
+    #: log-odds shift per predicted class, so that on the reference the model's mean
+    #: P(right) equals the calibrated score's (see ``intercept``)
+    offset: list[float] = field(default_factory=lambda: [0.0, 0.0])
 
     def _input_codes(self, table: pa.Table, score_bin: np.ndarray,
                      pred: np.ndarray) -> list[np.ndarray]:
@@ -218,7 +221,7 @@ class LabelModel(BinnedInputs):
         positive = pred == 1
         p = self.base[score_bin, positive.astype(np.int64)]
         p = np.clip(np.where(positive, p, 1.0 - p), 1e-6, 1 - 1e-6)
-        return np.log(p / (1.0 - p))
+        return np.log(p / (1.0 - p)) + np.asarray([*self.offset, 0.0])[np.minimum(pred, 2)]
 
     def predict(self, table: pa.Table, score_bin: np.ndarray, pred: np.ndarray) -> np.ndarray:
         """P(positive) per row, to 1e-6 (rows predicting neither class as class 0's)."""
@@ -251,13 +254,20 @@ class LabelModel(BinnedInputs):
             model.trees = ObliviousBoosting.fit(
                 x, model._sizes(), model._base_correct(sub.score_bin, sub.pred), right,
                 on_tree=bar.update)
+        # the trees may move rows, not the mean: on the reference each predicted class keeps
+        # the calibrated score's share of right predictions (not the labels' own share,
+        # which would bring back their noise where the scores are kept as they are)
+        base = model._base_correct(sub.score_bin, sub.pred)
+        margin = base + model.trees.margin(x)
+        model.offset = [intercept(margin[sub.pred == k], 1 / (1 + np.exp(-base[sub.pred == k])))
+                        for k in (0, 1)]
         return model
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "edges": self.edges, "levels": self.levels,
             "base": [[float(a), float(b)] for a, b in self.base], "method": self.method,
-            "trees": self.trees.to_dict(),
+            "trees": self.trees.to_dict(), "offset": [float(v) for v in self.offset],
         }
         if self.test is not None:
             statistic = float(self.test["statistic"])
@@ -277,6 +287,7 @@ class LabelModel(BinnedInputs):
             base=np.asarray(d["base"], dtype=float).reshape(-1, 2),
             trees=ObliviousBoosting.from_dict(d["trees"]),
             method=str(d.get("method", "")),
+            offset=[float(v) for v in d.get("offset", [0.0, 0.0])],
             test=None if test is None else {
                 "statistic": float("inf") if test["statistic"] is None else test["statistic"],
                 "df": test["df"], "p_value": test["p_value"]},
@@ -302,4 +313,6 @@ class LabelModel(BinnedInputs):
             raise ValueError("trees.leaves do not match the number and depth of the trees")
         if not np.isfinite(trees.leaves).all():
             raise ValueError("trees.leaves must be finite")
+        if len(self.offset) != 2 or not np.isfinite(self.offset).all():
+            raise ValueError("offset must be two finite numbers (one per predicted class)")
 

@@ -13,7 +13,7 @@ histograms. Each metric comes with a 95% sampling band; once labels arrive the e
 reported beside the realised value. Standard CBPE takes P(positive | score) from the
 reference, which is right only if that relation holds in production; under covariate shift
 only P(positive | inputs) does, so the label model's correction follows a window's mix of
-rows (on the ACS benchmark it cut the accuracy estimate's error by a fifth). Windows merge
+rows (on the ACS benchmark it cut the accuracy estimate's error by a quarter). Windows merge
 exactly: a window contributes counts and sums of fixed per-row values.
 """
 
