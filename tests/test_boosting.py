@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from watchkeeper.stats.boosting import ObliviousBoosting
+from watchkeeper.stats.boosting import ObliviousBoosting, intercept
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -69,3 +69,13 @@ def test_bad_arguments_are_refused() -> None:
         ObliviousBoosting.fit(np.zeros((10, 2), int), [3], np.zeros(10), np.zeros(10))
     with pytest.raises(ValueError, match="depth"):
         ObliviousBoosting.fit(np.zeros((10, 1), int), [3], np.zeros(10), np.zeros(10), depth=9)
+
+
+def test_the_intercept_restores_the_mean_and_survives_edge_cases() -> None:
+    rng = np.random.default_rng(5)
+    margin = rng.normal(2.0, 1.0, 10_000)
+    target = _sigmoid(margin - 0.3)  # probabilities as the target, not labels
+    shift = intercept(margin, target)
+    assert abs(_sigmoid(margin + shift).mean() - target.mean()) < 1e-5
+    assert intercept(np.zeros(0), np.zeros(0)) == 0.0
+    assert intercept(np.zeros(10), np.ones(10)) > 5  # all right: a large, finite shift
