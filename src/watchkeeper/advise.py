@@ -103,7 +103,7 @@ def _diagnosis(alerts: list[Alert]) -> str:
     if "fairness" in families and _concentrated(alerts):
         return "fairness regression"
     if "performance" in monitors:
-        return "concept drift"
+        return "covariate drift" if _explained_by_inputs(alerts) else "concept drift"
     if "fairness" in families:
         return "fairness regression"
     if monitors & {"prediction_drift", "estimated_performance"}:
@@ -122,6 +122,29 @@ def _concentrated(alerts: list[Alert]) -> bool:
     overall = max((_change(a) for a in alerts
                    if a.monitor == "performance" and a.metric == "accuracy"), default=0.0)
     return gap >= 2 * overall
+
+
+#: Share of a realised drop that the label-free estimate must show too for the drop to be
+#: put down to the mix of inputs rather than to the model.
+EXPLAINED_SHARE = 0.5
+
+
+def _explained(a: Alert) -> float | None:
+    """Share of a realised-performance change that the label-free estimate (the window's
+    inputs) shows as well; None without an estimate."""
+    expected, reference = a.evidence.get("expected"), a.evidence.get("reference")
+    if expected is None or reference is None or not a.evidence.get("change"):
+        return None
+    return (float(expected) - float(reference)) / float(a.evidence["change"])
+
+
+def _explained_by_inputs(alerts: list[Alert]) -> bool:
+    """The largest realised drop is mostly expected from the inputs alone: the window has
+    more of the rows the model handles worse (a shift in the mix of inputs, which the
+    label model follows), not a model that got worse on the same rows (concept drift)."""
+    shares = sorted(((_change(a), share) for a in alerts if a.monitor == "performance"
+                     and (share := _explained(a)) is not None), reverse=True)
+    return bool(shares) and shares[0][1] >= EXPLAINED_SHARE
 
 
 def _causes(alerts: list[Alert], weights: dict[str, float]) -> list[Cause]:
@@ -174,8 +197,20 @@ def _actions(diagnosis: str, alerts: list[Alert], causes: list[Cause]) -> list[s
                        "(recent feature or threshold changes) before acting on its "
                        "predictions for it")
         elif diagnosis == "concept drift" and a.monitor == "performance":
-            out.append(f"{a.message} while the inputs did not drift: retrain on recent "
-                       "labeled data; check the labels' quality")
+            expected = a.evidence.get("expected")
+            given = (f" (the inputs alone lead one to expect {float(expected):.3f})"
+                     if expected is not None else "")
+            out.append(f"{a.message}{given} while the inputs did not drift: the model is "
+                       "less right on the same kind of rows; retrain on recent labeled data; "
+                       "check the labels' quality")
+        elif (diagnosis == "covariate drift" and a.monitor == "performance"
+              and "expected" in a.evidence):
+            out.append(f"{a.message} {since(a)}, and the label-free estimate from the inputs "
+                       f"falls with it ({float(a.evidence['expected']):.3f}): the window holds "
+                       "more of the rows the model handles worse, while it is as right as "
+                       "before on each kind of row; find which inputs or combinations of them "
+                       "moved (drift per column in the report) and retrain with such rows if "
+                       "they are here to stay")
         elif diagnosis == "covariate drift" and a.monitor == "feature_drift":
             extra = ", ".join(f"{k} {float(v):+.2f}" for k, v in a.evidence.items()
                               if k in ("psi", "mean_shift_sd"))

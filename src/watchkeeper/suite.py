@@ -6,6 +6,7 @@ editable YAML file; ``Suite.check`` evaluates new data against it.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -177,6 +178,7 @@ class Suite:
                     measures[key].update(value)
                 else:
                     measures[key] = dict(value) if isinstance(value, dict) else value
+        _expected_from_inputs(found, measures.get("estimated") or {})
         return found, measures
 
     def evaluate_sequence(self, result: CheckResult) -> None:
@@ -321,6 +323,17 @@ class Suite:
             importance={str(k): float(v) for k, v in top.mapping("importance", {}).data.items()},
             rules=_rules_from_fields(top),
         )
+
+
+def _expected_from_inputs(found: list[Finding], estimated: dict[str, Any]) -> None:
+    """Give each realised-performance finding the label-free estimate of the same metric
+    (what the window's inputs lead one to expect): when it fell as far as the realised
+    value, the window holds more of the rows the model handles worse, and the model is as
+    right as before on each kind of row (see :mod:`watchkeeper.advise`)."""
+    for f in found:
+        value = estimated.get(f.metric or "")
+        if f.monitor == "performance" and value is not None and math.isfinite(value):
+            f.evidence["expected"] = round(float(value), 6)
 
 
 def assert_task(task: Task | None) -> Task:
