@@ -27,8 +27,9 @@ def free_port() -> int:
 class Server:
     def __init__(self, workdir: Path, *args: str) -> None:
         self.workdir = workdir
+        self.host = "127.0.0.1"
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}:{self.port}"
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 

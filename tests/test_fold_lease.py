@@ -5,6 +5,7 @@ store backends: the lease in the store, hubs in process, and real server process
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -382,6 +383,94 @@ def test_a_followers_refused_requests_are_counted_by_the_leader(url: str) -> Non
             s.close()
 
 
+def _duplicate_columns(n: int, ts: float) -> bytes:
+    """A batch that reads back but that no profile can be made of (two columns named x), as
+    a store written by an older server (which took it over HTTP) may hold."""
+    from watchkeeper.server.ingest import to_ipc
+
+    return to_ipc(pa.Table.from_arrays([pa.array(np.ones(n)), pa.array(np.ones(n)),
+                                        pa.array(np.full(n, ts))], names=["x", "x", "_ts"]))
+
+
+def test_a_batch_that_fails_to_fold_is_set_aside_and_the_fold_goes_on(url: str) -> None:
+    """Of a step of several batches that fails, each is folded alone to find the one to
+    blame; that one is set aside after three attempts, the others are folded once."""
+    t0 = 1_700_000_000.0
+    with Store(url) as store:
+        hub = Hub(store, window=timedelta(seconds=10), grace=timedelta(0), clock=lambda: t0)
+        hub.register("m", _suite_text())
+        other = Hub(store, window=timedelta(seconds=10), grace=timedelta(0), clock=lambda: t0)
+        hub.register("n", _suite_text())  # another model folds on meanwhile
+        hub.append("m", _batch(100, t0, 1), "events")
+        hub.append("m", _batch(50, t0 + 1, 2), "events")
+        bad = store.append_events("m", _duplicate_columns(30, t0 + 2), 30)
+        hub.append("m", pa.table({"x": [1.0]}), "labels")
+        hub.append("m", _batch(20, t0 + 3, 3), "events")
+        for i in range(8):  # bounded: 1 failed step of all, then one batch at a time
+            hub.append("n", _batch(10, t0 + i, 10 + i), "events")
+            hub.step()
+        assert _windowed(store) == 170 and _windowed(store, "n") == 80
+        assert store.watermark("m") > bad
+        [aside] = store.quarantined_events("m")
+        assert aside.seq == bad and "duplicate column names" in aside.error
+        assert hub.quarantined == {"m": 1} and hub.counters["fold_errors"] == 4
+        assert not hub._failing and not hub._isolate
+        hub.append("m", _batch(5, t0 + 4, 4), "events")
+        hub.step()
+        assert _windowed(store) == 175  # each batch folded exactly once
+        other.load()  # a restart: the batch stays aside, read from the store
+        assert other.quarantined == {"m": 1} and other.models["m"].current.windows
+
+
+@pytest.mark.slow
+def test_a_corrupt_stored_batch_is_set_aside_across_restarts(
+        url: str, suite_file: Path, tmp_path: Path) -> None:
+    args = ("--store", url, "--suite", f"m={suite_file}", "--window", "1s",
+            "--grace", "1s", "--lease-ttl", f"{TTL:g}s")
+    def post(server: Server, seed: int) -> None:
+        status, _ = request(server.url + "/v1/models/m/events",
+                            arrow(_batch(300, time.time(), seed)), token=WRITE,
+                            content_type=ARROW)
+        assert status == 200
+
+    def metric(server: Server) -> str:
+        return request(server.url + "/metrics")[1]
+
+    store = Store(url)
+    first = Server(tmp_path, *args).start()
+    try:
+        post(first, 1)
+        valid = arrow(_batch(300, time.time(), 2))
+        with store._engine.begin() as conn:  # as a row damaged on disk would look
+            corrupt = conn.execute(sa.insert(tables.events).values(
+                model="m", kind="events", received_at=datetime.now(UTC), rows=300,
+                payload=valid[:len(valid) // 2])).inserted_primary_key[0]
+        post(first, 3)
+        post(first, 4)
+        assert _caught_up(store) == 900  # exactly the valid rows
+        assert store.watermark("m") > corrupt
+        assert 'watchkeeper_quarantined_batches{model="m"} 1.0' in metric(first)
+        assert first.logs().count("set aside after 3 failed attempts") == 1
+        assert f"batch {corrupt} " in first.logs()
+    finally:
+        first.stop()
+    [aside] = store.quarantined_events("m")  # kept, with why
+    assert aside.seq == corrupt and aside.payload == valid[:len(valid) // 2]
+    assert "OSError" in aside.error or "ArrowInvalid" in aside.error
+    second = Server(tmp_path, *args).start()  # the same store
+    try:
+        post(second, 5)
+        assert _caught_up(store) == 1200
+        assert 'watchkeeper_quarantined_batches{model="m"} 1.0' in metric(second)
+        assert [e.seq for e in store.quarantined_events("m")] == [corrupt]
+        assert "set aside" not in second.logs() and "cannot be read" not in second.logs()
+        _, doc = request(second.url + "/v1/models/m/windows", token=READ)
+        assert sum(w["rows"] for w in doc["windows"]) == 1200
+    finally:
+        second.stop()
+        store.close()
+
+
 # -- real servers --------------------------------------------------------------------------
 TTL = 3.0
 
@@ -521,3 +610,45 @@ def test_two_servers_fold_each_event_once_across_takeovers(
                 os.kill(s.proc.pid, signal.SIGCONT)
             s.stop()
         store.close()
+
+
+def _sample(server: Server, name: str) -> float | None:
+    """One sample of a server's /metrics (None if absent)."""
+    _, text = request(server.url + "/metrics")
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else None
+
+
+LEADER = "watchkeeper_fold_leader"
+TAKEN = 'watchkeeper_fold_lease_changes_total{change="taken"}'
+LOST = 'watchkeeper_fold_lease_changes_total{change="lost"}'
+
+
+@pytest.mark.slow
+def test_metrics_say_which_server_folds_and_count_the_lease_changing_hands(
+        url: str, suite_file: Path, tmp_path: Path) -> None:
+    args = ("--store", url, "--suite", f"m={suite_file}", "--window", "1s",
+            "--grace", "1s", "--lease-ttl", "2s")
+    first = Server(tmp_path, *args).start()
+    second = Server(tmp_path, *args).start()
+    try:
+        assert [_sample(s, LEADER) for s in (first, second)] == [1.0, 0.0]
+        assert [_sample(s, TAKEN) for s in (first, second)] == [1.0, 0.0]
+        assert [_sample(s, LOST) for s in (first, second)] == [0.0, 0.0]
+        assert first.proc is not None
+        first.proc.send_signal(signal.SIGSTOP)  # frozen past its lease: the other takes it
+        wait_for(lambda: _sample(second, LEADER) == 1.0, timeout=10, every=0.1)
+        assert (_sample(second, TAKEN), _sample(second, LOST)) == (1.0, 0.0)
+        first.proc.send_signal(signal.SIGCONT)  # woken up, it finds the lease gone
+        wait_for(lambda: _sample(first, LEADER) == 0.0, timeout=10, every=0.1)
+        assert (_sample(first, TAKEN), _sample(first, LOST)) == (1.0, 1.0)
+        assert request(first.url + "/healthz")[1]["folding"] is False
+        second.stop()  # a clean stop gives the lease back: the first folds again
+        wait_for(lambda: _sample(first, LEADER) == 1.0, timeout=10, every=0.1)
+        assert (_sample(first, TAKEN), _sample(first, LOST)) == (2.0, 1.0)
+        assert _sample(first, "watchkeeper_fold_lease_errors_total") == 0.0
+    finally:
+        for s in (first, second):
+            if s.proc is not None and s.proc.poll() is None:
+                os.kill(s.proc.pid, signal.SIGCONT)
+            s.stop()

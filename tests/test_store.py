@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import watchkeeper
 from watchkeeper.datasets import synthetic_drift_pair
 from watchkeeper.profile import Profile
-from watchkeeper.store import SCHEMA_VERSION, Store, StoreError, WindowRecord
+from watchkeeper.store import SCHEMA_VERSION, LeaseLost, Store, StoreError, WindowRecord
 
 PG_URL = os.environ.get(
     "WATCHKEEPER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -186,6 +186,65 @@ def test_a_store_from_before_fold_leases_opens_and_migrates(store_url: str) -> N
         versions = conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version"))
         assert versions.scalars().all() == list(range(1, SCHEMA_VERSION + 1))
     engine.dispose()
+
+
+def test_a_store_from_before_quarantine_opens_and_migrates(store_url: str) -> None:
+    with Store(store_url) as store:  # a version-3 store with events in it
+        seqs = [store.append_events("m", f"batch {i}".encode(), rows=1) for i in range(3)]
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX events_quarantined"))
+        conn.execute(sa.text("ALTER TABLE events DROP COLUMN quarantined_at"))
+        conn.execute(sa.text("ALTER TABLE events DROP COLUMN error"))
+        conn.execute(sa.text("DELETE FROM schema_version"))
+        for v in (1, 2, 3):
+            conn.execute(sa.text("INSERT INTO schema_version VALUES (:v, :t, 'old')"),
+                         {"v": v, "t": datetime.now(UTC)})
+    with Store(store_url) as store:
+        assert store.migrate() == SCHEMA_VERSION
+        events = store.events_after("m", 0)
+        assert [e.seq for e in events] == seqs
+        assert [(e.quarantined_at, e.error) for e in events] == [(None, None)] * 3
+        assert store.quarantine_event("m", seqs[1], "ArrowInvalid: bad")
+        assert [e.seq for e in store.events_after("m", 0)] == [seqs[0], seqs[2]]
+        assert store.quarantine_counts() == {"m": 1}
+    with engine.connect() as conn:
+        versions = conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version"))
+        assert versions.scalars().all() == list(range(1, SCHEMA_VERSION + 1))
+        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("events")}
+        assert "events_quarantined" in indexes
+    engine.dispose()
+
+
+def test_a_batch_set_aside_is_kept_skipped_and_outlives_retention(store_url: str) -> None:
+    with Store(store_url) as store:
+        seqs = [store.append_events("m", f"batch {i}".encode(), rows=i + 1) for i in range(4)]
+        other = store.append_events("other", b"other", rows=1)
+        assert store.quarantine_event("m", seqs[1], "OSError: " + "x" * 5000)
+        assert not store.quarantine_event("m", seqs[1], "again")  # set aside once
+        assert not store.quarantine_event("m", other, "not m's")  # another model's batch
+        assert not store.quarantine_event("m", 10**12, "no such batch")
+    with Store(store_url) as store:  # marked in the store: a new process sees it too
+        assert [e.seq for e in store.events_after("m", 0)] == [seqs[0], *seqs[2:]]
+        assert [e.seq for e in store.events_after("m", 0, max_bytes=1)] == [seqs[0]]
+        [aside] = store.quarantined_events("m")
+        assert (aside.seq, aside.rows, aside.payload) == (seqs[1], 2, b"batch 1")
+        assert aside.error.startswith("OSError: xxx") and len(aside.error) == 2000
+        assert aside.quarantined_at.utcoffset() == timedelta(0)
+        assert store.quarantined_events("other") == []
+        assert store.quarantine_counts() == {"m": 1}
+        # retention deletes folded batches, never one set aside (it was never folded)
+        assert store.delete_events_before("m", 10**12) == 3
+        assert store.events_after("m", 0) == []
+        assert [e.seq for e in store.quarantined_events("m")] == [seqs[1]]
+        # fenced like every write of the fold
+        old = store.acquire_lease("fold", "old", 0.1)
+        store.release_lease("fold", "old")
+        store.acquire_lease("fold", "new", 5)
+        later = store.append_events("m", b"later", rows=1)
+        with pytest.raises(LeaseLost):
+            store.quarantine_event("m", later, "stale", lease=old)
+        assert [e.seq for e in store.events_after("m", 0)] == [later]
 
 
 def test_suite_versions(store: Store) -> None:

@@ -289,10 +289,19 @@ def _summary(suite: Suite, output: Path) -> str:
 @click.option("--fold-mib", type=click.IntRange(min=1), default=64, show_default=True,
               help="Event bodies read per fold step, at most (at least one batch): bounds "
                    "the server's memory whatever the batch size.")
+@click.option("--ingest-mib", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Request bodies ingested at once, at most (each held about 6 times while "
+                   "ingested): beyond it, 503 with Retry-After; a larger body is refused (413).")
+@click.option("--login-failures", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Failed dashboard logins from one address within --login-window before "
+                   "it is refused (429) until the window has passed; 0: no limit.")
+@click.option("--login-window", "login_window_text", default="1m", show_default=True,
+              help="The window of --login-failures.")
 def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path, ...],
                   window_text: str, grace_text: str, retention_text: str, no_auth: bool,
                   webhooks: tuple[str, ...], slack_urls: tuple[str, ...],
-                  notify_log: bool, lease_text: str, fold_mib: int) -> None:
+                  notify_log: bool, lease_text: str, fold_mib: int, ingest_mib: int,
+                  login_failures: int, login_window_text: str) -> None:
     """Run the ingestion and query server. Tokens come from WATCHKEEPER_WRITE_TOKEN and
     WATCHKEEPER_READ_TOKEN. Any number of servers may share one store: each ingests and
     answers reads; one at a time folds (see --lease-ttl)."""
@@ -324,10 +333,13 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
                  *([LogNotifier()] if notify_log else [])]
     lease_ttl = (parse_duration(lease_text).total_seconds()
                  if lease_text.strip() not in ("0", "0s") else None)
+    login_window = parse_duration(login_window_text)
     app = create_app(store_url, tokens=Tokens() if no_auth else Tokens(write, read),
                      window=parse_duration(window_text), grace=parse_duration(grace_text),
                      retention=parse_duration(retention_text), suites=suites,
-                     notifiers=notifiers, lease_ttl=lease_ttl, fold_bytes=fold_mib * 2**20)
+                     notifiers=notifiers, lease_ttl=lease_ttl, fold_bytes=fold_mib * 2**20,
+                     ingest_bytes=ingest_mib * 2**20, login_failures=login_failures,
+                     login_window=login_window.total_seconds())
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -20,10 +20,10 @@ from watchkeeper.alerts import AlertManager, Incident
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.diff import diff
 from watchkeeper.errors import DataError, SuiteError
-from watchkeeper.server.auth import Tokens
+from watchkeeper.server.auth import LoginLimiter, Tokens
 from watchkeeper.server.dashboard import add_dashboard
 from watchkeeper.server.hub import Hub
-from watchkeeper.server.ingest import MAX_BODY, parse_body
+from watchkeeper.server.ingest import MAX_BODY, RETRY_AFTER, IngestBudget, parse_body
 from watchkeeper.server.metrics import HubCollector
 from watchkeeper.store import Store, StoreError
 from watchkeeper.suite import Suite
@@ -44,12 +44,23 @@ def create_app(
     notifiers: list[Any] | None = None,
     lease_ttl: float | None = 15.0,
     fold_bytes: int = 64 * 2**20,
+    ingest_bytes: int = 256 * 2**20,
+    login_failures: int = 5,
+    login_window: float = 60.0,
 ) -> FastAPI:
     """Build the app. ``suites`` maps model → suite YAML to deploy at start when that model
     has no active suite yet (``watchkeeper serve --suite``). Several servers may share a
     store: the one holding the fold lease (``lease_ttl`` seconds, renewed every third of
-    that) folds the event log; None folds without a lease (this process must be alone)."""
+    that) folds the event log; None folds without a lease (this process must be alone).
+
+    At most ``ingest_bytes`` of request bodies are ingested at once (a request beyond that
+    is answered 503 with Retry-After; a body larger than that, 413). After
+    ``login_failures`` failed dashboard logins within ``login_window`` seconds, a client
+    address is answered 429 until the window has passed (0: no limit)."""
     tokens = tokens or Tokens()
+    budget = IngestBudget(ingest_bytes)
+    max_body = min(MAX_BODY, ingest_bytes)  # a body that can never fit is too large
+    limiter = LoginLimiter(login_failures, login_window)
     store = Store(store_url)
     hub = Hub(store, window=window, grace=grace, retention=retention,
               dispatcher=Dispatcher(notifiers) if notifiers else None,
@@ -68,7 +79,7 @@ def create_app(
     app = FastAPI(title="watchkeeper", version="0.1.0", lifespan=lifespan)
     app.state.hub = hub
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(HubCollector(hub))
+    registry.register(HubCollector(hub, budget=budget, limiter=limiter))
 
     def require(request: Request, need: str) -> None:
         """A bearer token, or the dashboard's session cookie (auth.py)."""
@@ -84,18 +95,70 @@ def create_app(
                 hub.counters["rejected_auth"] += 1
             raise HTTPException(403, reason)
 
+    def too_large() -> HTTPException:
+        hub.counters["rejected_too_large"] += 1
+        return HTTPException(413, f"body over {max_body} bytes: send smaller batches")
+
+    def busy() -> HTTPException:
+        hub.counters["rejected_busy"] += 1
+        return HTTPException(
+            503, f"the server is ingesting as many request bodies as it may at once "
+            f"({budget.limit} bytes): nothing of this batch was stored, send it again in "
+            f"{RETRY_AFTER} s", headers={"Retry-After": str(RETRY_AFTER)})
+
+    def declared_size(request: Request) -> int | None:
+        """The body's Content-Length (None without one: a chunked body); 413 past the
+        largest body accepted."""
+        text = request.headers.get("content-length")
+        if text is None:
+            return None
+        try:
+            size = int(text)
+        except ValueError:
+            raise HTTPException(400, "Content-Length is not a number") from None
+        if size > max_body:
+            raise too_large()
+        return size
+
     async def body_of(request: Request) -> bytes:
-        size = int(request.headers.get("content-length") or 0)
-        if size > MAX_BODY:
-            hub.counters["rejected_too_large"] += 1
-            raise HTTPException(413, f"body over {MAX_BODY} bytes: send smaller batches")
-        return await request.body()
+        declared_size(request)
+        chunks, size = [], 0
+        async for chunk in request.stream():  # a chunked body is cut off past the limit
+            size += len(chunk)
+            if size > max_body:
+                raise too_large()
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def ingest(model: str, request: Request, kind: str) -> dict[str, Any]:
         require(request, "write")
         if model not in hub.models:
             raise HTTPException(404, f"no suite deployed for model {model!r}")
-        body = await body_of(request)
+        size = declared_size(request)
+        held = 0  # bytes of the ingest budget this request holds, given back once answered
+        try:
+            if size is not None:  # taken before reading: a refused body is never read
+                if not budget.take(size):
+                    raise busy()
+                held = size
+                body = await request.body()
+            else:  # chunked: taken as it comes
+                chunks = []
+                async for chunk in request.stream():
+                    if held + len(chunk) > max_body:
+                        raise too_large()
+                    if not budget.take(len(chunk)):
+                        raise busy()
+                    held += len(chunk)
+                    chunks.append(chunk)
+                body = b"".join(chunks)
+                del chunks
+            return await parse_and_append(model, request, kind, body)
+        finally:
+            budget.give(held)
+
+    async def parse_and_append(model: str, request: Request, kind: str,
+                               body: bytes) -> dict[str, Any]:
         try:
             table = await run_in_threadpool(parse_body, body,
                                             request.headers.get("content-type", ""))
@@ -289,7 +352,7 @@ def create_app(
     def metrics() -> Response:
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    add_dashboard(app, hub, tokens)
+    add_dashboard(app, hub, tokens, limiter)
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+import ipaddress
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -97,3 +101,100 @@ def same_origin(headers: Mapping[str, str]) -> bool:
     origin = headers.get("origin")
     hosts = {headers.get("host"), headers.get("x-forwarded-host")} - {None}
     return origin is None or urlsplit(origin).netloc in hosts
+
+
+class LoginLimiter:
+    """Failed logins per client address: after ``failures`` of them within ``window``
+    seconds, an address is refused (the server answers 429 with Retry-After, without looking
+    at the token) until the oldest of those failures is ``window`` seconds old.
+
+    Successful logins are not counted, nor do they clear the count (a read token must not
+    buy more guesses at the write token). IPv6 clients count per /64, the block one client
+    usually holds. At most ``capacity`` addresses are tracked: beyond that, the one whose
+    last failure is the oldest is forgotten, and counted in ``forgotten``. ``failures`` 0
+    turns the limit off.
+
+    >>> now = [0.0]
+    >>> limiter = LoginLimiter(failures=2, window=60, clock=lambda: now[0])
+    >>> limiter.failed("10.0.0.1")
+    >>> limiter.retry_after("10.0.0.1")
+    0.0
+    >>> limiter.failed("10.0.0.1")
+    >>> limiter.retry_after("10.0.0.1"), limiter.retry_after("10.0.0.2")
+    (60.0, 0.0)
+    >>> now[0] = 60.0
+    >>> limiter.retry_after("10.0.0.1")
+    0.0
+    """
+
+    def __init__(self, failures: int = 5, window: float = 60.0, capacity: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if failures < 0 or window <= 0 or capacity < 1:
+            raise ValueError("failures ≥ 0, window > 0 and capacity ≥ 1 are needed")
+        self.failures = failures
+        self.window = float(window)
+        self.capacity = capacity
+        self.forgotten = 0  # addresses dropped to stay within capacity
+        self._clock = clock
+        #: per address, its latest failures (at most ``failures``), least recent first
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, address: str | None) -> float:
+        """Seconds until ``address`` may try again; 0 if it may now."""
+        if not self.failures:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            times = self._seen.get(_client_key(address))
+            if times is None or len(times) < self.failures:
+                return 0.0
+            return max(0.0, times[0] + self.window - now)
+
+    def failed(self, address: str | None) -> None:
+        """Count a failed login from ``address``."""
+        if not self.failures:
+            return
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            key = _client_key(address)
+            times = self._seen.pop(key, None) or deque(maxlen=self.failures)
+            times.append(now)
+            self._seen[key] = times
+            while len(self._seen) > self.capacity:
+                self._seen.popitem(last=False)
+                self.forgotten += 1
+
+    def state(self) -> tuple[int, int]:
+        """Addresses tracked, and how many of them are refused now."""
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            blocked = sum(1 for t in self._seen.values()
+                          if len(t) >= self.failures and now - t[0] < self.window)
+            return len(self._seen), blocked
+
+    def _expire(self, now: float) -> None:
+        """Forget addresses whose last failure is out of the window (they come first)."""
+        while self._seen:
+            times = next(iter(self._seen.values()))
+            if now - times[-1] < self.window:
+                return
+            self._seen.popitem(last=False)
+
+
+def _client_key(address: str | None) -> str:
+    """What a client is counted as: its IPv4 address, or its IPv6 /64."""
+    if not address:
+        return "?"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 import re
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -24,7 +25,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from watchkeeper.advise import advise
-from watchkeeper.server.auth import COOKIE, CSRF_HEADER, Tokens, same_origin, session_of
+from watchkeeper.server.auth import (
+    COOKIE,
+    CSRF_HEADER,
+    LoginLimiter,
+    Tokens,
+    same_origin,
+    session_of,
+)
 from watchkeeper.server.hub import Hub
 
 log = logging.getLogger("watchkeeper.server")
@@ -33,6 +41,8 @@ WINDOWS = 24
 #: seconds between refreshes unless ?refresh= says otherwise (0: never)
 REFRESH = 10
 SESSION_HOURS = 12
+#: largest login request body read (a token and the page to go back to)
+LOGIN_BODY = 64 * 1024
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 SECURITY_HEADERS = {
     # the report's scoped stylesheet is inline; scripts only from this server, no inline
@@ -278,10 +288,26 @@ def model_body(hub: Hub, model: str, count: int) -> str:
             f'</section>\n<section id="windows">{report}</section>')
 
 
+async def login_body(request: Request) -> bytes | None:
+    """A login request's body, or None past LOGIN_BODY bytes (the rest is not read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > LOGIN_BODY:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > LOGIN_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 # -- routes ----------------------------------------------------------------------------------
-def add_dashboard(app: FastAPI, hub: Hub, tokens: Tokens) -> None:
+def add_dashboard(app: FastAPI, hub: Hub, tokens: Tokens,
+                  limiter: LoginLimiter | None = None) -> None:
     """Register the dashboard's routes: /, /dashboard, /dashboard/{model} (and /body),
-    /login, /logout, /static/{name}."""
+    /login, /logout, /static/{name}. ``limiter`` refuses logins from a client address
+    after too many failed ones (none: no limit)."""
 
     def allowed(request: Request) -> bool:
         return tokens.check_request(request.headers, request.cookies, request.method,
@@ -356,9 +382,26 @@ def add_dashboard(app: FastAPI, hub: Hub, tokens: Tokens) -> None:
     @app.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         """Trade a token for a session cookie: a form post (redirects back to the page) or,
-        from the page's script, JSON {"token": ...} with X-Watchkeeper: 1."""
-        raw = await request.body()
+        from the page's script, JSON {"token": ...} with X-Watchkeeper: 1. A client address
+        with too many failed logins lately is answered 429 with Retry-After, whatever the
+        token (it is not even read)."""
         scripted = request.headers.get("content-type", "").startswith("application/json")
+        address = request.client.host if request.client else None
+        wait = limiter.retry_after(address) if limiter and tokens.enabled else 0.0
+        if wait > 0:
+            hub.counters["rejected_login_limited"] += 1
+            seconds = max(1, math.ceil(wait))
+            message = f"too many failed logins from your address: try again in {seconds} s"
+            headers = {**SECURITY_HEADERS, "Retry-After": str(seconds)}
+            if scripted:
+                return JSONResponse({"detail": message}, status_code=429, headers=headers)
+            answer = login_page("/dashboard", message.capitalize() + ".", status=429)
+            answer.headers["Retry-After"] = str(seconds)
+            return answer
+        raw = await login_body(request)
+        if raw is None:
+            return JSONResponse({"detail": f"a login body is at most {LOGIN_BODY} bytes"},
+                                status_code=413)
         try:
             if scripted:
                 doc = json.loads(raw or b"{}")
@@ -376,6 +419,8 @@ def add_dashboard(app: FastAPI, hub: Hub, tokens: Tokens) -> None:
         access = tokens.access(token) if tokens.enabled and token else None
         if tokens.enabled and access is None:
             hub.counters["rejected_auth"] += 1
+            if limiter is not None:
+                limiter.failed(address)
             if scripted:
                 return JSONResponse({"detail": "wrong token"}, status_code=403)
             return login_page(target, "That token is not valid for this server.", status=403)

@@ -41,6 +41,13 @@ as empty event batches carrying the counts, and the leader counts them in its wi
 
 A fold step reads at most ``fold_bytes`` of event bodies (and at most 50 batches; always
 one at least), so the fold's memory is bounded whatever the size of the batches.
+
+A batch the fold fails on (a corrupt payload, or one the profiling fails on) does not stall
+its model: it is tried again at the next steps, and after FOLD_ATTEMPTS failures in a row it
+is set aside in the store (quarantined: kept with its error, never deleted, skipped by the
+fold and after restarts), logged once and counted in /metrics; the fold goes on with the
+batches after it. When a step of several batches fails, they are folded one at a time until
+past it, so that only the one to blame is set aside. Other models fold on meanwhile.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as replaced
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,8 +97,15 @@ FOLD_BATCHES = 50
 REJECTED_KEY = b"watchkeeper.rejected"
 #: Tries of a save of the alert state that others keep changing.
 SAVE_TRIES = 5
+#: Failed attempts at folding an event batch before it is set aside (quarantined).
+FOLD_ATTEMPTS = 3
 
 T = TypeVar("T")
+
+
+class BatchFailed(WatchkeeperError):
+    """Folding a model's event batches failed on one of them (a corrupt payload, or one the
+    profiling fails on): that model's step stops here; the other models fold on."""
 
 
 @dataclass
@@ -179,6 +194,12 @@ class Hub:
     #: rows each SDK source reports having dropped (cumulative), per model
     sdk_dropped: dict[str, dict[str, int]] = field(default_factory=dict)
     _folded: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
+    #: batches set aside in the store per model, as last read or set aside here (/metrics)
+    quarantined: dict[str, int] = field(default_factory=dict)
+    #: (seq, failed attempts) of the batch a model's fold failed on last
+    _failing: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: fold a model's batches one at a time up to this seq (a step of several failed)
+    _isolate: dict[str, int] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -264,6 +285,7 @@ class Hub:
         keep the version they were evaluated with; new windows get the active version. A
         server that does not hold the fold lease builds only its view (see the module)."""
         lease = None if self.lease_ttl is None else self._held()
+        self._count_quarantined()
         if self.lease_ttl is not None and lease is None:
             for model in self.store.models():
                 self._view_model(model)
@@ -271,6 +293,12 @@ class Hub:
         self._epoch = None if lease is None else lease.epoch
         for model in self.store.models():
             self._load_model(model)
+
+    def _count_quarantined(self) -> None:
+        """Read how many batches each model has set aside (for /metrics)."""
+        counts = self.store.quarantine_counts()
+        with self._lock:
+            self.quarantined = counts
 
     def _generations(self, model: str, active: int, restore: bool) -> list[Generation]:
         """The versions in service, by the windows they were evaluated with; each one's
@@ -587,32 +615,48 @@ class Hub:
     def _fold(self, model: str, state: ModelState) -> None:
         """Fold the events past the model's watermark, a bounded step at a time, each step
         saved with its watermark. Should a step fail between changing the windows in memory
-        and saving them, the model is marked broken (reloaded at the next step)."""
+        and saving them, the model is marked broken (reloaded at the next step).
+
+        A batch that cannot be folded (a corrupt payload, or one the profiling fails on) is
+        tried again at the next steps; after FOLD_ATTEMPTS failures it is set aside in the
+        store (see :meth:`_failed`) and the fold goes on past it. Which batch of a failed
+        step is to blame is found by folding that step's batches one at a time."""
         last = self.store.watermark(model)
         while True:
-            events = self.store.events_after(model, last, limit=FOLD_BATCHES,
+            alone = last < self._isolate.get(model, FIRST)
+            if not alone:
+                self._isolate.pop(model, None)
+            events = self.store.events_after(model, last, limit=1 if alone else FOLD_BATCHES,
                                              max_bytes=self.fold_bytes)
             if not events:
                 return
-            pending: list[pa.Table] = []  # consecutive event batches, profiled together
-            for event in events:
-                table = from_ipc(event.payload)
-                if event.kind == "labels":
-                    state.broken = True
-                    self._ingest(state, pending)
-                    unmatched = [g.live.ingest_labels(table) for g in state.generations]
-                    matched = sum(table.num_rows - u for u in unmatched)
-                    self.counters[f"unmatched_labels:{model}"] += table.num_rows - matched
-                elif table.num_rows:
-                    pending.append(table)
-                elif REJECTED_KEY in (table.schema.metadata or {}):  # a follower's refusals
-                    self._count_rejections(state, _counts(table), event.received_at.timestamp())
-                self._folded.setdefault(model, deque()).append(
-                    (event.seq, event.received_at.timestamp()))
-                last = event.seq
-            del events, table
-            state.broken = True
-            self._ingest(state, pending)
+            tables: list[pa.Table | None] = []
+            for event in events:  # decoded first: a corrupt one changes nothing in memory
+                try:
+                    tables.append(from_ipc(event.payload))
+                except Exception as exc:  # whatever the bytes make Arrow say
+                    if not self._failed(model, event, exc):
+                        raise BatchFailed(f"model {model}: batch {event.seq} cannot be read "
+                                          f"({_why(exc)}); tried again") from None
+                    tables.append(None)  # set aside: skipped
+            events = [replaced(e, payload=b"") for e in events]  # the bytes are not needed
+            del event
+            try:
+                last = self._fold_step(model, state, events, tables)
+            except StoreError:
+                raise
+            except Exception as exc:
+                state.broken = True  # its windows in memory may be half-changed: reloaded
+                if len(events) > 1:
+                    self._isolate[model] = events[-1].seq
+                    raise BatchFailed(f"model {model}: folding batches {events[0].seq} to "
+                                      f"{events[-1].seq} failed ({_why(exc)}); folding them "
+                                      "one at a time") from exc
+                gave_up = self._failed(model, events[0], exc)
+                raise BatchFailed(f"model {model}: folding batch {events[0].seq} failed "
+                                  f"({_why(exc)}); " + ("set aside, folding on" if gave_up
+                                                        else "tried again")) from exc
+            del events, tables
             # every generation's windows and the watermark in one transaction
             records, findings = [], []
             for g in state.generations:
@@ -621,6 +665,56 @@ class Hub:
                 findings += f
             save(self._writer, model, records, findings, last)  # type: ignore[arg-type]
             state.broken = False
+            failing = self._failing.get(model)
+            if failing is not None and failing[0] <= last:  # folded after all
+                del self._failing[model]
+
+    def _fold_step(self, model: str, state: ModelState, events: list[Any],
+                   tables: list[pa.Table | None]) -> int:
+        """Fold decoded event batches into the windows in memory (None: a batch set aside);
+        returns the seq of the last."""
+        pending: list[pa.Table] = []  # consecutive event batches, profiled together
+        last = events[0].seq
+        for event, table in zip(events, tables, strict=True):
+            last = event.seq
+            if table is None:
+                continue
+            if event.kind == "labels":
+                state.broken = True
+                self._ingest(state, pending)
+                unmatched = [g.live.ingest_labels(table) for g in state.generations]
+                matched = sum(table.num_rows - u for u in unmatched)
+                self.counters[f"unmatched_labels:{model}"] += table.num_rows - matched
+            elif table.num_rows:
+                pending.append(table)
+            elif REJECTED_KEY in (table.schema.metadata or {}):  # a follower's refusals
+                self._count_rejections(state, _counts(table), event.received_at.timestamp())
+            self._folded.setdefault(model, deque()).append(
+                (event.seq, event.received_at.timestamp()))
+        state.broken = True
+        self._ingest(state, pending)
+        return last
+
+    def _failed(self, model: str, event: Any, exc: BaseException) -> bool:
+        """Count a failure to fold a batch; at the FOLD_ATTEMPTS-th in a row, set it aside in
+        the store (not deleted: kept with its error, skipped by the fold and by restarts,
+        listed by ``Store.quarantined_events``), log that once and return True."""
+        seq, tries = self._failing.get(model, (event.seq, 0))
+        tries = tries + 1 if seq == event.seq else 1
+        if tries < FOLD_ATTEMPTS:
+            self._failing[model] = (event.seq, tries)
+            return False
+        error = _why(exc)
+        marked = self.store.quarantine_event(model, event.seq, error, lease=self._fence())
+        self._failing.pop(model, None)
+        if marked:  # (not if someone deleted or set it aside meanwhile)
+            with self._lock:
+                self.quarantined[model] = self.quarantined.get(model, 0) + 1
+        log.error("model %s: batch %d (%s, %d rows, received %s) set aside after %d failed "
+                  "attempts to fold it: %s. It is kept in the store (events.quarantined_at), "
+                  "not folded; the fold goes on with the next batches.", model, event.seq,
+                  event.kind, event.rows, event.received_at.isoformat(), tries, error)
+        return True
 
     @staticmethod
     def _ingest(state: ModelState, tables: list[pa.Table]) -> None:
@@ -672,7 +766,12 @@ class Hub:
                 self._sync_version(model, state)
                 if revisions.get(model, 0) != state.revision:  # changed by another server
                     self._merge_alerts(model, state, *self.store.load_alert_state(model))
-                self._fold(model, state)
+                try:
+                    self._fold(model, state)
+                except BatchFailed as exc:  # this model's step ends here; the others fold
+                    self.counters["fold_errors"] += 1
+                    log.warning("%s", exc)
+                    continue
                 self._fold_rejections(model, state)
                 state.broken = True  # windows it closes are saved before it returns
                 closed = [w for g in state.generations for w in g.live.tick(now)]
@@ -688,6 +787,9 @@ class Hub:
         self._epoch = lease.epoch  # fences what judging the resumed windows saves
         try:
             self._folded.clear()
+            self._failing.clear()
+            self._isolate.clear()
+            self._count_quarantined()
             self._looked = time.monotonic()
             for model in self.store.models():  # each swapped in whole when it is built
                 self._load_model(model)
@@ -714,6 +816,7 @@ class Hub:
         windows = time.monotonic() - self._viewed >= self.follow_seconds
         if windows:
             self._viewed = time.monotonic()
+            self._count_quarantined()
         for model, state in models.items():
             self._log_rejections(model)
             with self._lock:
@@ -845,6 +948,12 @@ def _dead(owner: str) -> bool:
         return stat.rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def _why(exc: BaseException) -> str:
+    """An exception in one line, for the log and the store."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
 
 
 def _counts(table: pa.Table) -> dict[str, int]:

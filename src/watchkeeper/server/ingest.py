@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any
 
 import pyarrow as pa
@@ -13,8 +14,53 @@ from watchkeeper.errors import DataError
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 NDJSON = ("application/x-ndjson", "application/jsonl", "application/ndjson")
 JSON = "application/json"
-#: Largest request body accepted, in bytes.
+#: Largest request body accepted, in bytes (and never more than the ingest budget).
 MAX_BODY = 256 * 1024 * 1024
+#: Seconds a client refused for want of ingest budget is asked to wait (Retry-After).
+RETRY_AFTER = 1
+
+
+class IngestBudget:
+    """The bytes of request bodies being ingested at once, at most ``limit``.
+
+    An ingest request takes its body's size before reading it and gives it back once it is
+    answered; while in flight, it holds several copies of its body (the bytes, the Arrow
+    table, the IPC stream stored; about 6×), so this bounds the memory of concurrent ingests
+    at a few times ``limit`` however many clients post at once. A request that does not fit
+    is refused at once (the server answers 503 with Retry-After), never queued.
+
+    >>> budget = IngestBudget(100)
+    >>> budget.take(60), budget.take(60), budget.in_use
+    (True, False, 60)
+    >>> budget.give(60)
+    >>> budget.take(100), budget.peak, budget.refused
+    (True, 100, 1)
+    """
+
+    def __init__(self, limit: int) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"the ingest budget must be a positive number of bytes, got "
+                             f"{limit!r}")
+        self.limit = limit
+        self.in_use = 0  # bytes taken now
+        self.peak = 0  # most bytes taken at once so far
+        self.refused = 0  # requests that did not fit
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        """Take ``size`` bytes if they fit in what is left; False (counted) if not."""
+        with self._lock:
+            if self.in_use + size > self.limit:
+                self.refused += 1
+                return False
+            self.in_use += size
+            self.peak = max(self.peak, self.in_use)
+            return True
+
+    def give(self, size: int) -> None:
+        """Give back bytes taken."""
+        with self._lock:
+            self.in_use = max(0, self.in_use - size)
 
 
 def parse_body(body: bytes, content_type: str) -> pa.Table:
@@ -23,10 +69,16 @@ def parse_body(body: bytes, content_type: str) -> pa.Table:
     if not body:
         raise DataError("empty body: send a batch of rows")
     if kind == ARROW_STREAM:
-        try:
-            return pa.ipc.open_stream(io.BytesIO(body)).read_all()
+        try:  # checked whole: offsets that point out of their buffers must not be read
+            table = pa.ipc.open_stream(io.BytesIO(body)).read_all()
+            table.validate(full=True)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"not a readable Arrow IPC stream: {exc}") from None
+        names = table.column_names
+        if len(set(names)) != len(names):  # it could be stored, but never folded
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise DataError(f"duplicate column names: {', '.join(map(repr, twice))}")
+        return table
     if kind in NDJSON:
         return _ndjson(body)
     if kind == JSON:
@@ -87,4 +139,8 @@ def to_ipc(table: pa.Table) -> bytes:
 
 
 def from_ipc(payload: bytes) -> pa.Table:
-    return pa.ipc.open_stream(io.BytesIO(payload)).read_all()
+    """A stored batch back as a table, checked whole (a corrupt one raises, ArrowInvalid or
+    OSError, rather than be folded)."""
+    table = pa.ipc.open_stream(io.BytesIO(payload)).read_all()
+    table.validate(full=True)
+    return table

@@ -7,17 +7,24 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from watchkeeper.server.auth import LoginLimiter
 from watchkeeper.server.hub import Hub
+from watchkeeper.server.ingest import IngestBudget
 
 _STATE = {"info": 0, "warning": 1, "critical": 2}
 
 
 class HubCollector(Collector):
     """Per model and monitor: latest closed window's value, threshold and alert state;
-    ingest counters; rows that arrived late; labels that matched no prediction."""
+    ingest counters; rows that arrived late; labels that matched no prediction; batches set
+    aside; whether this server folds, and how often it took or lost the fold lease; the
+    ingest budget in use and the login limiter's state."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, *, budget: IngestBudget | None = None,
+                 limiter: LoginLimiter | None = None) -> None:
         self.hub = hub
+        self.budget = budget
+        self.limiter = limiter
 
     def collect(self) -> Iterator[Metric]:
         labels = ["model", "monitor", "column", "metric", "segment"]
@@ -46,9 +53,14 @@ class HubCollector(Collector):
         unmatched = CounterMetricFamily("watchkeeper_unmatched_labels",
                                         "Labels whose id matched no kept prediction",
                                         labels=["model"])
+        quarantined = GaugeMetricFamily(
+            "watchkeeper_quarantined_batches",
+            "Event batches set aside in the store (kept, not folded) because folding them "
+            "failed repeatedly", labels=["model"])
         with self.hub._lock:
             models = dict(self.hub.models)
             counters = dict(self.hub.counters)
+            set_aside = dict(self.hub.quarantined)
         for model, model_state in models.items():
             lives = [g.live for g in model_state.generations]
             closed = [w for live in lives for w in live.windows.values()
@@ -64,6 +76,8 @@ class HubCollector(Collector):
             late.add_metric([model], sum(live.counters["late_rows"] for live in lives))
             unmatched.add_metric([model], counters.get(f"unmatched_labels:{model}", 0))
             dropped.add_metric([model], sum(self.hub.sdk_dropped.get(model, {}).values()))
+        for model in sorted(set(models) | set(set_aside)):
+            quarantined.add_metric([model], set_aside.get(model, 0))
         for key, n in counters.items():
             name, _, model = key.partition(":")
             if name.endswith("_rows"):
@@ -73,4 +87,54 @@ class HubCollector(Collector):
             elif name.startswith("rejected_") and not model:
                 rejected.add_metric([name.removeprefix("rejected_")], n)
         yield from (value, threshold, alert, rows, ingested, batches, rejected, late, unmatched,
-                    dropped)
+                    dropped, quarantined)
+        yield from self._fold(counters)
+        yield from self._limits()
+
+    def _fold(self, counters: dict[str, int]) -> Iterator[Metric]:
+        """Whether this server folds the event log; the fold lease changing hands."""
+        leader = GaugeMetricFamily("watchkeeper_fold_leader",
+                                   "1 when this server folds the event log (holds the fold "
+                                   "lease, or runs without one), else 0")
+        leader.add_metric([], 1 if self.hub.folding else 0)
+        changes = CounterMetricFamily("watchkeeper_fold_lease_changes",
+                                      "Times this server took the fold lease (taken) and "
+                                      "stopped folding because it lost it (lost)",
+                                      labels=["change"])
+        changes.add_metric(["taken"], counters.get("lease_taken", 0))
+        changes.add_metric(["lost"], counters.get("lease_lost", 0))
+        errors = CounterMetricFamily("watchkeeper_fold_lease_errors",
+                                     "Failed attempts to take or renew the fold lease")
+        errors.add_metric([], counters.get("lease_errors", 0))
+        failed = CounterMetricFamily("watchkeeper_fold_errors",
+                                     "Fold steps that failed (retried at the next step)")
+        failed.add_metric([], counters.get("fold_errors", 0))
+        yield from (leader, changes, errors, failed)
+
+    def _limits(self) -> Iterator[Metric]:
+        """The ingest budget and the login limiter (refusals are in rejected_batches)."""
+        if self.budget is not None:
+            budget = self.budget
+            limit = GaugeMetricFamily("watchkeeper_ingest_budget_bytes",
+                                      "Most bytes of request bodies ingested at once")
+            limit.add_metric([], budget.limit)
+            used = GaugeMetricFamily("watchkeeper_ingest_inflight_bytes",
+                                     "Bytes of request bodies being ingested now")
+            used.add_metric([], budget.in_use)
+            peak = GaugeMetricFamily("watchkeeper_ingest_inflight_peak_bytes",
+                                     "Most bytes of request bodies ingested at once so far")
+            peak.add_metric([], budget.peak)
+            yield from (limit, used, peak)
+        if self.limiter is not None:
+            tracked, blocked = self.limiter.state()
+            addresses = GaugeMetricFamily("watchkeeper_login_failing_addresses",
+                                          "Client addresses with failed logins in the window "
+                                          "(tracked), and those refused now (blocked)",
+                                          labels=["state"])
+            addresses.add_metric(["tracked"], tracked)
+            addresses.add_metric(["blocked"], blocked)
+            forgotten = CounterMetricFamily("watchkeeper_login_forgotten_addresses",
+                                            "Addresses the login limiter stopped tracking to "
+                                            "stay within its capacity")
+            forgotten.add_metric([], self.limiter.forgotten)
+            yield from (addresses, forgotten)

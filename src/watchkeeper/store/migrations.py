@@ -44,12 +44,30 @@ def _fold_leases(conn: Connection) -> None:
             "ALTER TABLE alert_states ADD COLUMN revision BIGINT NOT NULL DEFAULT 0"))
 
 
+def _quarantine(conn: Connection) -> None:
+    # events.quarantined_at and events.error, and the partial index on the batches set aside
+    # (as in tables.py when added; copy the definition here if it ever changes)
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("events")}
+    stamp = tables.UTCDateTime().compile(dialect=conn.dialect)
+    if "quarantined_at" not in columns:
+        conn.execute(sa.text(f"ALTER TABLE events ADD COLUMN quarantined_at {stamp}"))
+    if "error" not in columns:
+        conn.execute(sa.text("ALTER TABLE events ADD COLUMN error TEXT"))
+    events = sa.Table("events", sa.MetaData(), sa.Column("model", sa.String),
+                      sa.Column("seq", sa.BigInteger),
+                      sa.Column("quarantined_at", tables.UTCDateTime))
+    quarantined = sa.text("quarantined_at IS NOT NULL")
+    sa.Index("events_quarantined", events.c.model, events.c.seq, sqlite_where=quarantined,
+             postgresql_where=quarantined).create(conn, checkfirst=True)
+
+
 #: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("models, suites, events, windows, findings", _initial),
     ("alert_states: each model's alerts, incidents, acknowledgements and silences",
      _alert_states),
     ("fold_leases: which server folds the event log; alert_states.revision", _fold_leases),
+    ("events.quarantined_at, events.error: batches the fold set aside", _quarantine),
 ]
 LATEST = len(MIGRATIONS)
 

@@ -45,6 +45,9 @@ class Event:
     received_at: datetime
     rows: int
     payload: bytes = field(repr=False)
+    #: when the fold set it aside after failing on it repeatedly (None: it was not), and why
+    quarantined_at: datetime | None = None
+    error: str | None = None
 
 
 @dataclass

@@ -53,10 +53,14 @@ class Store:
     ``since`` inclusive and ``until`` exclusive. In JSON (profiles, metrics, evidence) NaN
     and ±inf are stored as null, as in every JSON output; a finding's NaN value as NULL.
 
-    Writes of the fold (windows, watermark, findings, the alert state it judged) may be
-    *fenced* by a :class:`Lease`: they are refused with :class:`LeaseLost`, and nothing is
-    written, once another owner has taken the lease. The alert state has a revision, so
-    that a change saved against an older revision is refused with :class:`Conflict`.
+    A logged batch that the fold cannot fold (a corrupt payload) is set aside, not deleted:
+    :meth:`quarantine_event` marks it, reads of the log skip it, and retention keeps it.
+
+    Writes of the fold (windows, watermark, findings, the alert state it judged, a batch set
+    aside) may be *fenced* by a :class:`Lease`: they are refused with :class:`LeaseLost`,
+    and nothing is written, once another owner has taken the lease. The alert state has a
+    revision, so that a change saved against an older revision is refused with
+    :class:`Conflict`.
 
     >>> store = Store("sqlite://")  # in memory; the default is ./watchkeeper.db
     >>> store
@@ -228,14 +232,16 @@ class Store:
     ) -> list[Event]:
         """Up to ``limit`` logged batches of a model with seq > ``seq``, in seq order, and
         with ``max_bytes`` at most that many bytes of payloads in all, but always at least
-        one batch (payload sizes are read first, so a large batch is never read in vain)."""
+        one batch (payload sizes are read first, so a large batch is never read in vain).
+        Batches set aside (:meth:`quarantine_event`) are left out."""
         for kind in kinds:
             _check_choice("kind", kind, KINDS)
         if limit < 1:
             raise StoreError(f"limit must be ≥ 1, got {limit!r}")
         if max_bytes is not None and max_bytes < 1:
             raise StoreError(f"max_bytes must be ≥ 1, got {max_bytes!r}")
-        where = [_of(db.events, model), db.events.c.seq > seq, db.events.c.kind.in_(kinds)]
+        where = [_of(db.events, model), db.events.c.seq > seq, db.events.c.kind.in_(kinds),
+                 db.events.c.quarantined_at.is_(None)]
         with self._transaction() as conn:
             if max_bytes is not None:
                 sizes = (
@@ -257,10 +263,52 @@ class Store:
         return [Event(**{**r, "payload": bytes(r["payload"])}) for r in rows]
 
     def delete_events_before(self, model: str, seq: int) -> int:
-        """Retention: delete a model's batches with seq < ``seq``; returns how many."""
-        query = sa.delete(db.events).where(_of(db.events, model), db.events.c.seq < seq)
+        """Retention: delete a model's batches with seq < ``seq``, except those set aside
+        (they were never folded: they stay until someone deals with them); returns how
+        many."""
+        query = sa.delete(db.events).where(_of(db.events, model), db.events.c.seq < seq,
+                                           db.events.c.quarantined_at.is_(None))
         with self._transaction(write=True) as conn:
             return int(conn.execute(query).rowcount)
+
+    def quarantine_event(self, model: str, seq: int, error: str, *,
+                         lease: Lease | None = None) -> bool:
+        """Set a logged batch aside (the fold failed on it again and again): it is kept,
+        with ``error`` (cut to 2000 characters), but no longer read by :meth:`events_after`
+        nor deleted by retention. Fenced by ``lease`` when given. False if the model has
+        no such batch or it was set aside already."""
+        _check_name(model)
+        query = (
+            sa.update(db.events)
+            .where(_of(db.events, model), db.events.c.seq == seq,
+                   db.events.c.quarantined_at.is_(None))
+            .values(quarantined_at=datetime.now(UTC), error=str(error)[:2000])
+        )
+        with self._transaction(write=True) as conn:
+            self._fence(conn, lease)
+            return bool(conn.execute(query).rowcount)
+
+    def quarantined_events(self, model: str) -> list[Event]:
+        """A model's batches set aside, in seq order, with their payloads as logged."""
+        query = (
+            sa.select(db.events)
+            .where(_of(db.events, model), db.events.c.quarantined_at.is_not(None))
+            .order_by(db.events.c.seq)
+        )
+        with self._transaction() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Event(**{**r, "payload": bytes(r["payload"])}) for r in rows]
+
+    def quarantine_counts(self) -> dict[str, int]:
+        """How many batches each model has set aside (models with none are left out); one
+        small query on a partial index."""
+        query = (
+            sa.select(db.events.c.model, sa.func.count())
+            .where(db.events.c.quarantined_at.is_not(None))
+            .group_by(db.events.c.model)
+        )
+        with self._transaction() as conn:
+            return {m: int(n) for m, n in conn.execute(query)}
 
     # -- windows ---------------------------------------------------------------------------
     def save_windows(

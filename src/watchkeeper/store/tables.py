@@ -92,10 +92,18 @@ events = sa.Table(
     sa.Column("received_at", UTCDateTime, nullable=False),
     sa.Column("rows", sa.BigInteger, nullable=False),
     sa.Column("payload", sa.LargeBinary, nullable=False),
+    # since schema version 4: a batch the fold failed on again and again is set aside
+    # (quarantined), not deleted: when, and the error. The fold skips it, retention keeps it.
+    sa.Column("quarantined_at", UTCDateTime),
+    sa.Column("error", sa.Text),
     sa.CheckConstraint("kind IN ('events', 'labels')", name="events_kind"),
     sa.Index("events_model_seq", "model", "seq"),
     sqlite_autoincrement=True,  # never reuse a seq, even after every event was deleted
 )
+#: the batches set aside, by model (small: counted for /metrics every second or so)
+QUARANTINED = sa.text("quarantined_at IS NOT NULL")
+sa.Index("events_quarantined", events.c.model, events.c.seq,
+         sqlite_where=QUARANTINED, postgresql_where=QUARANTINED)
 
 windows = sa.Table(
     "windows",
