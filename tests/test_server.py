@@ -141,6 +141,14 @@ def test_metrics_are_exposed(server: Server) -> None:
     assert 'watchkeeper_ingested_rows_total{kind="events",model="clicks"}' in text
     assert "watchkeeper_rejected_batches_total" in text
     assert request(server.url + "/openapi.json")[0] == 200
+    # event times naming no calendar time are windowed at arrival and counted
+    batch = events(3, 9, start=90_000)
+    batch = batch.set_column(batch.column_names.index("_ts"), "_ts",
+                             pa.array([1e300, float("inf"), 1.7e12]))
+    assert post(server, "/v1/models/clicks/events", arrow(batch),
+                content_type="application/vnd.apache.arrow.stream")[0] == 200
+    wait_for(lambda: 'watchkeeper_bad_timestamp_rows_total{model="clicks"} 3.0'
+             in request(server.url + "/metrics")[1])
 
 
 def _acknowledged_stream(server: Server, stop: threading.Event, acked: list[int]) -> None:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from watchkeeper.store import Store
     from watchkeeper.suite import Suite
 
+#: Event times that can name a window: from the epoch to the end of year 9999 (seconds).
+TS_RANGE = (0.0, 253_402_300_799.0)
+
 
 @dataclass
 class LiveWindow:
@@ -73,7 +76,7 @@ class OnlineMonitor:
     windows: dict[int, LiveWindow] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=lambda: {
         "rows": 0, "batches": 0, "late_rows": 0, "labels": 0, "unmatched_labels": 0,
-        "label_records_expired": 0})
+        "label_records_expired": 0, "bad_timestamps": 0})
     _dirty: set[int] = field(default_factory=set)
     _join: LabelJoin | None = None
     _join_keys: list[int] = field(default_factory=list)
@@ -88,17 +91,21 @@ class OnlineMonitor:
     # -- ingest ----------------------------------------------------------------------------
     def keys(self, table: pa.Table) -> np.ndarray:
         """Window key (index of the window since the epoch) of every row."""
-        return self._keys(table)
+        return self._keys(self._times(table)[0])
 
-    def _keys(self, table: pa.Table) -> np.ndarray:
-        step = self.window.total_seconds()
+    def _keys(self, ts: np.ndarray) -> np.ndarray:
+        return np.floor(ts / self.window.total_seconds()).astype(np.int64)
+
+    def _times(self, table: pa.Table) -> tuple[np.ndarray, int]:
+        """Event time of every row, and how many rows had one that names no calendar time
+        (±inf, 1e300, milliseconds sent as seconds). Those, like rows without a time, get
+        the time they are folded at; unlike them they are a data-quality signal."""
         now = float(self.clock())
-        if TS in table.column_names:
-            ts = epoch_seconds(table.column(TS))
-            ts = np.where(np.isfinite(ts), ts, now)
-        else:
-            ts = np.full(table.num_rows, now)
-        return np.floor(ts / step).astype(np.int64)
+        if TS not in table.column_names:
+            return np.full(table.num_rows, now), 0
+        ts = epoch_seconds(table.column(TS))
+        usable = (ts >= TS_RANGE[0]) & (ts <= TS_RANGE[1])  # False for NaN and ±inf
+        return np.where(usable, ts, now), int((~usable & ~np.isnan(ts)).sum())
 
     def _window(self, key: int) -> LiveWindow:
         w = self.windows.get(key)
@@ -115,7 +122,9 @@ class OnlineMonitor:
         table = to_table(data)
         if table.num_rows == 0:
             return 0
-        keys = self._keys(table)
+        ts, unusable = self._times(table)
+        self.counters["bad_timestamps"] += unusable
+        keys = self._keys(ts)
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
         bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
@@ -255,7 +264,7 @@ class OnlineMonitor:
         touching the profiles, so late labels still find their windows (only windows
         restored: a label cannot update a window that is not there)."""
         table = to_table(data)
-        keys = self._keys(table)
+        keys = self.keys(table)
         for key in np.unique(keys):
             if int(key) in self.windows:
                 self._record(int(key), table.filter(pa.array(keys == key)))

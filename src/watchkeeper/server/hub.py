@@ -980,7 +980,7 @@ def _arrived(table: pa.Table, at: float) -> pa.Table:
     if TS not in table.column_names:
         return table.append_column(TS, pa.array(np.full(table.num_rows, at)))
     ts = epoch_seconds(table.column(TS))
-    missing = ~np.isfinite(ts)
+    missing = np.isnan(ts)  # a time naming no calendar time is the monitor's to count
     if not missing.any():
         return table
     return table.set_column(table.column_names.index(TS), TS,

@@ -47,6 +47,9 @@ class HubCollector(Collector):
                                        "Batches refused, by reason", labels=["reason"])
         late = CounterMetricFamily("watchkeeper_late_rows",
                                    "Rows folded into an already closed window", labels=["model"])
+        bad_ts = CounterMetricFamily("watchkeeper_bad_timestamp_rows",
+                                     "Rows whose _ts names no calendar time (±inf, out of "
+                                     "range): windowed at their arrival time", labels=["model"])
         dropped = GaugeMetricFamily("watchkeeper_sdk_dropped_rows",
                                     "Rows SDK clients report having dropped (buffer full, "
                                     "send failures), summed over clients", labels=["model"])
@@ -74,6 +77,7 @@ class HubCollector(Collector):
                     threshold.add_metric(key, f.threshold)
                     alert.add_metric(key, _STATE[f.severity.value])
             late.add_metric([model], sum(live.counters["late_rows"] for live in lives))
+            bad_ts.add_metric([model], sum(live.counters["bad_timestamps"] for live in lives))
             unmatched.add_metric([model], counters.get(f"unmatched_labels:{model}", 0))
             dropped.add_metric([model], sum(self.hub.sdk_dropped.get(model, {}).values()))
         for model in sorted(set(models) | set(set_aside)):
@@ -86,8 +90,8 @@ class HubCollector(Collector):
                 batches.add_metric([model, name.removesuffix("_batches")], n)
             elif name.startswith("rejected_") and not model:
                 rejected.add_metric([name.removeprefix("rejected_")], n)
-        yield from (value, threshold, alert, rows, ingested, batches, rejected, late, unmatched,
-                    dropped, quarantined)
+        yield from (value, threshold, alert, rows, ingested, batches, rejected, late, bad_ts,
+                    unmatched, dropped, quarantined)
         yield from self._fold(counters)
         yield from self._limits()
 
