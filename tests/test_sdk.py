@@ -578,6 +578,7 @@ class Recorder(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.seen.append((self.path, dict(self.headers), body))
+        self.server.times.append(time.monotonic())
         status = self.server.plan.pop(0) if self.server.plan else 200
         if status == 200:
             rows = pa.ipc.open_stream(body).read_all().num_rows
@@ -585,6 +586,8 @@ class Recorder(http.server.BaseHTTPRequestHandler):
         else:
             payload = json.dumps({"detail": f"status {status} as planned"}).encode()
         self.send_response(status)
+        if status != 200 and self.server.retry_after is not None:
+            self.send_header("Retry-After", self.server.retry_after)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -600,7 +603,9 @@ class RecordingServer(http.server.ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Recorder)
         self.seen: list[tuple[str, dict[str, str], bytes]] = []
+        self.times: list[float] = []
         self.plan: list[int] = []
+        self.retry_after: str | None = None
 
 
 @pytest.fixture
@@ -651,6 +656,24 @@ def test_remote_sink_retries_a_500(server: RecordingServer) -> None:
     assert pa.ipc.open_stream(server.seen[1][2]).read_all().num_rows == 1
     assert client.stats["sink_errors"] == 0 and client.stats["flushed_rows"] == 1
     assert "Authorization" not in server.seen[0][1]
+
+
+def test_remote_sink_waits_as_long_as_a_busy_server_asks(server: RecordingServer,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 503 with Retry-After (the server's ingest budget is full) is retried no sooner
+    than asked, even with a tiny backoff; an absurd Retry-After is capped."""
+    server.plan, server.retry_after = [503, 200], "1"
+    sink = RemoteSink(url_of(server), "m", retries=3, backoff=0.001)
+    sink.send_events(pa.table({"x": [1.0]}))
+    assert len(server.seen) == 2 and server.times[1] - server.times[0] >= 0.95
+    assert sink.accepted == 1
+    import watchkeeper.sdk.sinks as sinks
+
+    monkeypatch.setattr(sinks, "MAX_RETRY_AFTER", 0.05)
+    server.plan, server.retry_after = [503, 200], "3600"
+    started = time.monotonic()
+    sink.send_events(pa.table({"x": [2.0]}))
+    assert time.monotonic() - started < 10 and sink.accepted == 2
 
 
 @pytest.mark.parametrize(("plan", "requests", "message"), [

@@ -36,6 +36,8 @@ __all__ = ["ARROW_STREAM", "EmbeddedSink", "MemorySink", "RemoteSink", "Sink", "
 
 #: Media type of an Arrow IPC stream, as the server expects it.
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+#: The longest Retry-After honoured (seconds): a sink never sleeps longer on one batch.
+MAX_RETRY_AFTER = 30.0
 
 
 class SinkError(WatchkeeperError):
@@ -134,10 +136,11 @@ class RemoteSink:
     ``Content-Type: application/vnd.apache.arrow.stream`` and, when a token is given,
     ``Authorization: Bearer <token>``; standard library only, one keep-alive connection.
     Connection errors, timeouts, 408, 429 and 5xx are retried ``retries`` times with
-    exponential backoff (``backoff`` seconds, doubled each time, with jitter); other
-    answers (401, 403, 422, …) are not. A batch that still fails raises :class:`SinkError`
-    (the client counts it). ``compression="zstd"`` or ``"lz4"`` compresses the stream's
-    buffers (Arrow IPC compression, read transparently by pyarrow).
+    exponential backoff (``backoff`` seconds, doubled each time, with jitter), waiting at
+    least what the server asks for in ``Retry-After`` (up to 30 s: a busy server answers 503
+    with it); other answers (401, 403, 422, …) are not. A batch that still fails raises
+    :class:`SinkError` (the client counts it). ``compression="zstd"`` or ``"lz4"``
+    compresses the stream's buffers (Arrow IPC compression, read transparently by pyarrow).
     """
 
     def __init__(
@@ -225,7 +228,8 @@ class RemoteSink:
                 self._conn.close()
             self._conn = None
 
-    def _request(self, path: str, body: bytes) -> tuple[int, bytes]:
+    def _request(self, path: str, body: bytes) -> tuple[int, bytes, float | None]:
+        """Status, body and the Retry-After the server asked for (seconds, if any)."""
         conn = self._connection()
         self.requests += 1
         try:
@@ -241,22 +245,25 @@ class RemoteSink:
         self._used_at = time.monotonic()
         if response.will_close:
             self._disconnect()
-        return response.status, data
+        return response.status, data, _retry_after(response.getheader("Retry-After"))
 
     def _post(self, kind: str, table: pa.Table) -> None:
         body = ipc_stream(table, self.compression)
         path = self._paths[kind]
         problem = ""
         made = 0
+        asked = 0.0  # the wait the server asked for in its last answer (Retry-After)
         with self._lock:
             for attempt in range(self.retries + 1):
                 if attempt:
                     delay = self.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-                    if self._closing.wait(delay) and attempt > 1:
+                    if self._closing.wait(max(delay, asked)) and attempt > 1:
                         break  # closing: one retry at most, then give up
                 made += 1
+                asked = 0.0
                 try:
-                    status, data = self._request(path, body)
+                    status, data, retry_after = self._request(path, body)
+                    asked = min(retry_after or 0.0, MAX_RETRY_AFTER)
                 except (OSError, http.client.HTTPException) as exc:
                     problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                     continue
@@ -270,6 +277,16 @@ class RemoteSink:
                                     f"rows: {problem}")
         raise SinkError(f"{self.url}{path}: a batch of {table.num_rows} rows not delivered "
                         f"after {made} attempts; last: {problem}")
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A Retry-After header given in seconds (the form watchkeeper's server sends); None
+    for an absent or unreadable one (an HTTP date falls back to the backoff)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0.0 <= seconds < float("inf") else None
 
 
 def _accepted(data: bytes, default: int) -> int:
