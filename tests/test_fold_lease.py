@@ -466,6 +466,18 @@ def test_a_corrupt_stored_batch_is_set_aside_across_restarts(
         assert "set aside" not in second.logs() and "cannot be read" not in second.logs()
         _, doc = request(second.url + "/v1/models/m/windows", token=READ)
         assert sum(w["rows"] for w in doc["windows"]) == 1200
+        # operators see what was set aside: the API and the CLI
+        _, doc = request(second.url + "/v1/models/m/quarantine", token=READ)
+        [listed] = doc["batches"]
+        assert (listed["seq"], listed["rows"], listed["error"]) == (corrupt, 300, aside.error)
+        assert request(second.url + "/v1/models/m/quarantine")[0] == 401  # needs a token
+        from click.testing import CliRunner
+
+        from watchkeeper.cli import main
+
+        out = CliRunner(env={"WATCHKEEPER_READ_TOKEN": READ}).invoke(
+            main, ["quarantine", "--server", second.url, "--model", "m"])
+        assert out.exit_code == 0 and f"batch {corrupt}  events  300 rows" in out.output
     finally:
         second.stop()
         store.close()

@@ -168,6 +168,25 @@ def incidents_command(server: str, model: str, show_all: bool, fmt: str) -> None
                    f"{i['advice']['diagnosis']}: {i['title']}")
 
 
+@main.command("quarantine")
+@click.option("--server", required=True)
+@click.option("--model", required=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def quarantine_command(server: str, model: str, fmt: str) -> None:
+    """List the batches the server set aside because folding them failed again and again
+    (kept in the store, not in any window; token: $WATCHKEEPER_READ_TOKEN)."""
+    doc = call("GET", _model_url(server, model, "/quarantine"),
+               token_env="WATCHKEEPER_READ_TOKEN")
+    if fmt == "json":
+        click.echo(json.dumps(doc, indent=2))
+        return
+    if not doc["batches"]:
+        click.echo("no batches set aside")
+    for b in doc["batches"]:
+        click.echo(f"batch {b['seq']}  {b['kind']}  {b['rows']} rows  received "
+                   f"{b['received_at']}  set aside {b['quarantined_at']}: {b['error']}")
+
+
 @main.command("incident")
 @click.argument("incident_id")
 @click.option("--server", required=True)

@@ -256,6 +256,18 @@ def create_app(
              "state": r.state, "suite_version": r.suite_version, "metrics": r.metrics}
             for r in records]}
 
+    @app.get("/v1/models/{model}/quarantine")
+    def quarantine(model: str, request: Request) -> dict[str, Any]:
+        """The model's batches the fold set aside after failing on them (kept in the store,
+        not folded): when each arrived and was set aside, its rows and why."""
+        require(request, "read")
+        return {"model": model, "batches": [
+            {"seq": e.seq, "kind": e.kind, "rows": e.rows, "bytes": len(e.payload),
+             "received_at": e.received_at.isoformat(),
+             "quarantined_at": e.quarantined_at.isoformat() if e.quarantined_at else None,
+             "error": e.error}
+            for e in store.quarantined_events(model)]}
+
     @app.get("/v1/models/{model}/findings")
     def findings(model: str, request: Request, since: datetime | None = None,
                  until: datetime | None = None, min_severity: str | None = None
