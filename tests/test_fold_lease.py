@@ -332,6 +332,23 @@ def test_acknowledgements_and_silences_on_a_follower_reach_the_leader(
             s.close()
 
 
+def test_rows_without_a_time_are_windowed_by_arrival_however_late_the_fold(url: str) -> None:
+    """A backlog folded an hour after it arrived (a restart, a takeover) keeps its rows in
+    the windows of their arrival, not in the window of the fold."""
+    arrived = time.time()
+    with Store(url) as store:
+        hub = Hub(store, window=timedelta(seconds=60), grace=timedelta(0),
+                  clock=lambda: arrived + 3600, lease_ttl=None)
+        hub.register("m", _suite_text())
+        hub.append("m", _batch(100, arrived, 1).drop_columns(["_ts"]), "events")
+        hub.append("m", _batch(50, arrived, 2).set_column(
+            2, "_ts", pa.array([float("nan")] * 50)), "events")  # a missing time: the same
+        hub.step()
+        [window] = store.load_windows("m")
+        assert window.rows == 150
+        assert abs(window.start.timestamp() - arrived) <= 61  # not an hour later
+
+
 def test_a_fold_step_that_fails_to_save_is_folded_again_exactly_once(url: str) -> None:
     t0 = 1_700_000_000.0
     with Store(url) as store:

@@ -685,8 +685,8 @@ class Hub:
                 unmatched = [g.live.ingest_labels(table) for g in state.generations]
                 matched = sum(table.num_rows - u for u in unmatched)
                 self.counters[f"unmatched_labels:{model}"] += table.num_rows - matched
-            elif table.num_rows:
-                pending.append(table)
+            elif table.num_rows:  # rows without a time: when the batch arrived, not now
+                pending.append(_arrived(table, event.received_at.timestamp()))
             elif REJECTED_KEY in (table.schema.metadata or {}):  # a follower's refusals
                 self._count_rejections(state, _counts(table), event.received_at.timestamp())
             self._folded.setdefault(model, deque()).append(
@@ -975,8 +975,9 @@ def _finding(d: dict[str, Any]) -> Finding:
 
 
 def _arrived(table: pa.Table, at: float) -> pa.Table:
-    """Rows without an event time get ``at`` (when their batch arrived), the time they were
-    windowed by when folded, give or take the moment it took to fold them."""
+    """Rows without an event time get ``at`` (when their batch arrived): the fold windows
+    them by it, however late it folds them (a backlog after a restart or a takeover), and
+    rebuilding the label join after a restart finds them in the same windows."""
     if TS not in table.column_names:
         return table.append_column(TS, pa.array(np.full(table.num_rows, at)))
     ts = epoch_seconds(table.column(TS))
