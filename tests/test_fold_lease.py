@@ -343,9 +343,12 @@ def test_rows_without_a_time_are_windowed_by_arrival_however_late_the_fold(url: 
         hub.append("m", _batch(100, arrived, 1).drop_columns(["_ts"]), "events")
         hub.append("m", _batch(50, arrived, 2).set_column(
             2, "_ts", pa.array([float("nan")] * 50)), "events")  # a missing time: the same
+        hub.append("m", _batch(20, arrived, 3).set_column(
+            2, "_ts", pa.array([1e300, float("inf")] * 10)), "events")  # no calendar time
         hub.step()
         [window] = store.load_windows("m")
-        assert window.rows == 150
+        assert window.rows == 170
+        assert hub.models["m"].current.counters["bad_timestamps"] == 20  # counted once
         assert abs(window.start.timestamp() - arrived) <= 61  # not an hour later
 
 

@@ -34,6 +34,18 @@ if TYPE_CHECKING:
 TS_RANGE = (0.0, 253_402_300_799.0)
 
 
+def usable_times(ts: np.ndarray) -> tuple[np.ndarray, int]:
+    """Which event times can name a window, and how many cannot although they are there
+    (±inf, 1e300, milliseconds sent as seconds: a data-quality signal; a missing time is
+    not one).
+
+    >>> usable_times(np.array([60.0, np.nan, np.inf, 1.7e12]))
+    (array([ True, False, False, False]), 2)
+    """
+    usable = (ts >= TS_RANGE[0]) & (ts <= TS_RANGE[1])  # False for NaN and ±inf
+    return usable, int((~usable & ~np.isnan(ts)).sum())
+
+
 @dataclass
 class LiveWindow:
     """One tumbling window of a model: its profile, evaluation and state."""
@@ -104,8 +116,8 @@ class OnlineMonitor:
         if TS not in table.column_names:
             return np.full(table.num_rows, now), 0
         ts = epoch_seconds(table.column(TS))
-        usable = (ts >= TS_RANGE[0]) & (ts <= TS_RANGE[1])  # False for NaN and ±inf
-        return np.where(usable, ts, now), int((~usable & ~np.isnan(ts)).sum())
+        usable, unusable = usable_times(ts)
+        return np.where(usable, ts, now), unusable
 
     def _window(self, key: int) -> LiveWindow:
         w = self.windows.get(key)

@@ -77,7 +77,7 @@ from watchkeeper.check import WindowResult
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.monitors.base import Finding, Severity
 from watchkeeper.monitors.security import REJECTED
-from watchkeeper.online import LiveWindow, OnlineMonitor, save
+from watchkeeper.online import LiveWindow, OnlineMonitor, save, usable_times
 from watchkeeper.pii import key_from_env, protect
 from watchkeeper.profile import Profile
 from watchkeeper.server.ingest import from_ipc, to_ipc
@@ -452,8 +452,8 @@ class Hub:
                                 log.warning("model %s: labels of batch %d not joined again: "
                                             "%s", model, event.seq, exc)
                     else:
-                        for live, part in state.route(_arrived(table, event.received_at
-                                                               .timestamp())):
+                        timed, _ = _arrived(table, event.received_at.timestamp())
+                        for live, part in state.route(timed):
                             live.remember(part)
                 self._folded.setdefault(model, deque()).append(
                     (event.seq, event.received_at.timestamp()))
@@ -686,7 +686,9 @@ class Hub:
                 matched = sum(table.num_rows - u for u in unmatched)
                 self.counters[f"unmatched_labels:{model}"] += table.num_rows - matched
             elif table.num_rows:  # rows without a time: when the batch arrived, not now
-                pending.append(_arrived(table, event.received_at.timestamp()))
+                timed, bad = _arrived(table, event.received_at.timestamp())
+                state.current.counters["bad_timestamps"] += bad
+                pending.append(timed)
             elif REJECTED_KEY in (table.schema.metadata or {}):  # a follower's refusals
                 self._count_rejections(state, _counts(table), event.received_at.timestamp())
             self._folded.setdefault(model, deque()).append(
@@ -974,15 +976,17 @@ def _finding(d: dict[str, Any]) -> Finding:
                    d.get("window"), d.get("metric"), d.get("segment"))
 
 
-def _arrived(table: pa.Table, at: float) -> pa.Table:
-    """Rows without an event time get ``at`` (when their batch arrived): the fold windows
-    them by it, however late it folds them (a backlog after a restart or a takeover), and
-    rebuilding the label join after a restart finds them in the same windows."""
+def _arrived(table: pa.Table, at: float) -> tuple[pa.Table, int]:
+    """Rows without a usable event time get ``at`` (when their batch arrived): the fold
+    windows them by it, however late it folds them (a backlog after a restart or a
+    takeover), and rebuilding the label join after a restart finds them in the same
+    windows. Returns the table and how many rows had a time that names no calendar time
+    (±inf, 1e300, milliseconds sent as seconds): a data-quality signal, counted."""
     if TS not in table.column_names:
-        return table.append_column(TS, pa.array(np.full(table.num_rows, at)))
+        return table.append_column(TS, pa.array(np.full(table.num_rows, at))), 0
     ts = epoch_seconds(table.column(TS))
-    missing = np.isnan(ts)  # a time naming no calendar time is the monitor's to count
-    if not missing.any():
-        return table
+    usable, bad = usable_times(ts)
+    if usable.all():
+        return table, 0
     return table.set_column(table.column_names.index(TS), TS,
-                            pa.array(np.where(missing, at, ts)))
+                            pa.array(np.where(usable, ts, at))), bad
