@@ -15,7 +15,8 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from watchkeeper.monitors.estimate import CALIBRATION_TEST_ALPHA, EstimatedPerformance
+from watchkeeper.estimators import CALIBRATION_TEST_ALPHA
+from watchkeeper.monitors.estimate import EstimatedPerformance
 from watchkeeper.profile import merge
 from watchkeeper.stats.metrics import calibration_test, score_means
 

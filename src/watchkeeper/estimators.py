@@ -184,6 +184,11 @@ def base_calibration(codes: RowCodes, n_score_bins: int) -> dict[str, Any]:
             cells = score_means(sums, rows)
             method = ("scores used as they are (the calibration test on the labeled reference "
                       "does not reject them): mean score per bin and predicted class")
+    if test is not None:  # as the suite file records it
+        statistic = float(test["statistic"])
+        test = {"statistic": round(statistic, 3) if np.isfinite(statistic) else None,
+                "df": int(test["df"]), "p_value": round(float(test["p_value"]), 6),
+                "alpha": CALIBRATION_TEST_ALPHA}
     return {"cells": np.round(cells, 6), "method": method, "test": test}
 
 
@@ -202,7 +207,7 @@ class LabelModel(BinnedInputs):
     base: np.ndarray  # (score bins, 2): P(positive | score bin, predicted class)
     trees: ObliviousBoosting
     method: str = ""
-    test: dict[str, Any] | None = None
+    test: dict[str, Any] | None = None  # the calibration test, as base_calibration gives it
     #: log-odds shift per predicted class, so that on the reference the model's mean
     #: P(right) equals the calibrated score's (see ``intercept``)
     offset: list[float] = field(default_factory=lambda: [0.0, 0.0])
@@ -270,17 +275,11 @@ class LabelModel(BinnedInputs):
             "trees": self.trees.to_dict(), "offset": [float(v) for v in self.offset],
         }
         if self.test is not None:
-            statistic = float(self.test["statistic"])
-            out["calibration_test"] = {
-                "statistic": round(statistic, 3) if np.isfinite(statistic) else None,
-                "df": int(self.test["df"]), "p_value": round(float(self.test["p_value"]), 6),
-                "alpha": CALIBRATION_TEST_ALPHA,
-            }
+            out["calibration_test"] = self.test
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LabelModel:
-        test = d.get("calibration_test")
         model = cls(
             edges={str(k): [float(x) for x in v] for k, v in d["edges"].items()},
             levels={str(k): [str(x) for x in v] for k, v in d["levels"].items()},
@@ -288,9 +287,7 @@ class LabelModel(BinnedInputs):
             trees=ObliviousBoosting.from_dict(d["trees"]),
             method=str(d.get("method", "")),
             offset=[float(v) for v in d.get("offset", [0.0, 0.0])],
-            test=None if test is None else {
-                "statistic": float("inf") if test["statistic"] is None else test["statistic"],
-                "df": test["df"], "p_value": test["p_value"]},
+            test=dict(d["calibration_test"]) if d.get("calibration_test") else None,
         )
         model._validate()
         return model

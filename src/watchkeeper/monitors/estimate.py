@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from watchkeeper.estimators import CALIBRATION_TEST_ALPHA, base_calibration
+from watchkeeper.estimators import base_calibration
 from watchkeeper.monitors.base import Finding, ReferenceData
 from watchkeeper.monitors.performance import DropMonitor, metric_unit_sd, realised_metrics
 from watchkeeper.profile import Profile
@@ -86,15 +86,8 @@ class EstimatedPerformance(DropMonitor):
                                "resampled reference windows",
             "calibration": [[float(a), float(b)] for a, b in found["cells"]],
         }
-        tested = found["test"]
-        if tested is not None:
-            statistic = float(tested["statistic"])
-            self.calibration["calibration_test"] = {
-                "statistic": round(statistic, 3) if np.isfinite(statistic) else None,
-                "df": int(tested["df"]),
-                "p_value": round(float(tested["p_value"]), 6),
-                "alpha": CALIBRATION_TEST_ALPHA,
-            }
+        if found["test"] is not None:
+            self.calibration["calibration_test"] = dict(found["test"])
         reference_estimate = self._estimate(reference.profile.joint)
         names = [k for k in ESTIMATED if np.isfinite(reference_estimate.get(k, np.nan))]
         rows = np.arange(reference.table.num_rows)
