@@ -197,6 +197,35 @@ def test_regression_error_is_estimated_without_labels() -> None:
     assert {f.metric for f in blind.alerts() if f.family == "estimated_performance"} >= {"mae"}
 
 
+def test_a_regressors_label_coverage_counts_labels_not_predictions() -> None:
+    """Half the predictions missing (a model outage) is a missing-value matter: the labels
+    still cover every row, and the error metrics use the rows that have both."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=6_000)
+    reference = pa.table({"x": x, "target": 2 * x + rng.normal(size=6_000),
+                          "prediction": 2 * x})
+    suite = wk.init(reference, target="target", prediction="prediction")
+    prediction = (2 * x).copy()
+    prediction[::2] = np.nan
+    window = suite.check(reference.set_column(2, "prediction", pa.array(prediction)))
+    realised = window.windows[0].metrics["realised"]
+    assert (realised["labeled"], realised["scored"]) == (6_000, 3_000)
+    assert window.windows[0].metrics["label_coverage"] == 1.0
+    assert not [f for f in window.alerts() if f.monitor == "label_coverage"]
+    # a regression tally stored before "labels" existed reads back with the old meaning
+    from watchkeeper.profile import Profile
+    from watchkeeper.task import REGRESSION
+
+    stored = window.windows[0].profile.to_dict()
+    joint = stored["joint"][REGRESSION]
+    old = np.zeros(int(np.prod(joint["shape"])))
+    old[np.asarray(joint.get("at") or [], dtype=int)] = joint["values"]
+    stored["joint"][REGRESSION] = {"shape": [7], "at": list(range(7)),
+                                   "values": [float(v) for v in old[:7]]}
+    upgraded = Profile.from_dict(stored).joint[REGRESSION]
+    assert upgraded.shape == (8,) and upgraded[7] == upgraded[0] == 3_000
+
+
 def test_confusion_matrix_is_reported(suite: wk.Suite, analysis: pa.Table,
                                       labels: pa.Table) -> None:
     w = suite.check(analysis.slice(0, 1_000), labels=labels).windows[0]

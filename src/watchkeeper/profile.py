@@ -21,7 +21,7 @@ from watchkeeper.schema import Column, Kind, Role, Schema
 from watchkeeper.security import ClientStats, merge_clients
 from watchkeeper.service import RESERVED, service_tallies
 from watchkeeper.stats.moments import Moments
-from watchkeeper.task import row_codes, tally
+from watchkeeper.task import row_codes, tally, upgrade_tally
 from watchkeeper.values import category_counts, category_label, numbers, type_class
 
 OTHER = "__other__"
@@ -158,7 +158,8 @@ class Profile:
             unexpected=Counter({str(k): int(v) for k, v in (d.get("unexpected") or {}).items()}),
             start=datetime.fromisoformat(d["start"]) if d.get("start") else None,
             end=datetime.fromisoformat(d["end"]) if d.get("end") else None,
-            joint={str(k): _tally_from_dict(v) for k, v in (d.get("joint") or {}).items()},
+            joint={str(k): upgrade_tally(str(k), _tally_from_dict(v))
+                   for k, v in (d.get("joint") or {}).items()},
             clients={str(k): ClientStats.from_dict(v)
                      for k, v in (d.get("clients") or {}).items()},
         )

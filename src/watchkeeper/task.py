@@ -167,7 +167,7 @@ class Task:
             for grouping in self.groupings():
                 shapes[fairness_key(grouping)] = (len(self.group_labels(grouping)), 2, 3)
         if self.type == "regression":
-            shapes[REGRESSION] = (7,)
+            shapes[REGRESSION] = (len(REGRESSION_FIELDS),)
             if self.loss_model is not None:
                 shapes[REGRESSION_ESTIMATE] = (3,)  # rows with a prediction, Σ|ê|, Σê²
         return shapes
@@ -282,6 +282,7 @@ def tally(codes: RowCodes, task: Task) -> dict[str, np.ndarray]:
         out[REGRESSION] = np.array([
             ok.sum(), np.abs(e).sum(), np.square(e).sum(),
             np.abs(e[nonzero] / y[nonzero]).sum(), nonzero.sum(), y.sum(), np.square(y).sum(),
+            np.isfinite(codes.label).sum(),
         ])
     if REGRESSION_ESTIMATE in shapes and codes.expected_error is not None:
         ok = np.isfinite(codes.pred)
@@ -290,7 +291,17 @@ def tally(codes: RowCodes, task: Task) -> dict[str, np.ndarray]:
     return out
 
 
-REGRESSION_FIELDS = ("n", "abs", "sq", "ape", "n_ape", "y", "y2")
+#: The regression tally: rows with a label and a prediction (``n``) and their error sums,
+#: then every row with a label (``labels``, for label coverage, as for classifiers).
+REGRESSION_FIELDS = ("n", "abs", "sq", "ape", "n_ape", "y", "y2", "labels")
+
+
+def upgrade_tally(key: str, values: np.ndarray) -> np.ndarray:
+    """A tally as stored by an earlier version, in today's layout: a regression tally
+    without ``labels`` takes ``n`` (what label coverage counted then)."""
+    if key == REGRESSION and values.shape == (len(REGRESSION_FIELDS) - 1,):
+        return np.append(values, values[0])
+    return values
 
 
 def infer_task(

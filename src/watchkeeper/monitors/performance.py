@@ -33,6 +33,8 @@ from watchkeeper.task import (
 
 #: Metrics where lower is better; the rest are better when higher.
 LOWER_IS_BETTER = {"mae", "rmse", "mape", "log_loss", "brier"}
+#: Row counts among a window's realised measures (not metrics).
+COUNTS = ("rows", "labeled", "scored")
 #: Rows drawn per resampled window when measuring a metric's sampling noise.
 RESAMPLE_ROWS = 2_000
 
@@ -66,7 +68,8 @@ def realised_metrics(joint: dict[str, np.ndarray], task: Task) -> dict[str, floa
         return out
     if task.type == "regression" and REGRESSION in joint:
         sums = dict(zip(REGRESSION_FIELDS, joint[REGRESSION].tolist(), strict=True))
-        return {"labeled": sums["n"], **regression_metrics(sums)}
+        # labeled: rows with a label (coverage); scored: with a prediction too (the metrics')
+        return {"labeled": sums["labels"], "scored": sums["n"], **regression_metrics(sums)}
     return {}
 
 
@@ -147,7 +150,7 @@ class RealisedPerformance(DropMonitor):
     def calibrate(self, reference: ReferenceData) -> None:
         task = self.task
         metrics = realised_metrics(reference.profile.joint, task)
-        names = [k for k in metrics if k not in ("rows", "labeled") and np.isfinite(metrics[k])]
+        names = [k for k in metrics if k not in COUNTS and np.isfinite(metrics[k])]
         codes = row_codes(reference.table, task)
         if task.classification:
             labeled = np.flatnonzero(codes.label < len(task.classes))
@@ -183,7 +186,8 @@ class RealisedPerformance(DropMonitor):
         if "reference" not in self.calibration or not window.joint:
             return []
         metrics = realised_metrics(window.joint, self.task)
-        return self.compare(metrics, int(metrics.get("labeled", 0)), "realised")
+        return self.compare(metrics, int(metrics.get("scored", metrics.get("labeled", 0))),
+                            "realised")
 
 
 class LabelCoverage(Monitor):

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from watchkeeper.monitors.performance import COUNTS
 from watchkeeper.report.html import (
     SEVERITIES,
     badge,
@@ -248,7 +249,7 @@ def performance(windows: list[WindowView]) -> str:
     bands = [_dict(w.metrics.get("estimated_band")) for w in windows]
     present = {k for d in realised + estimated for k, v in d.items() if finite(v)}
     names = [m for m in METRICS if m in present]
-    names += sorted(present - set(METRICS) - {"rows", "labeled"})
+    names += sorted(present - set(METRICS) - set(COUNTS))
     if not names:
         return ""
     labels, axis = [w.label for w in windows], [w.axis for w in windows]
