@@ -34,7 +34,8 @@ ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
 
 class EstimatedPerformance(DropMonitor):
-    """Performance estimated from calibrated scores, for windows whose labels are not in yet."""
+    """Performance estimated from calibrated scores (corrected per row by the label model),
+    for windows whose labels are not in yet."""
 
     type = "estimated_performance"
     family = "estimated_performance"
