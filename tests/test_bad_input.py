@@ -76,19 +76,20 @@ def test_a_single_huge_batch_of_junk_rows_does_not_raise(suite: wk.Suite) -> Non
     assert {f.monitor for f in result.alerts()} >= {"type_change", "invalid_rate"}
 
 
-def test_event_times_outside_any_calendar_are_windowed_at_arrival_and_counted(
+def test_event_times_that_name_no_window_are_windowed_at_arrival_and_counted(
         suite: wk.Suite) -> None:
-    """±inf, 1e300 or milliseconds sent as seconds name no window: such rows go to the
-    window of their arrival (as rows without a time do) and are counted, never dropped."""
+    """±inf, 1e300, milliseconds sent as seconds or a time a year ahead name no window (the
+    last would open one that closes only then): such rows go to the window of their arrival
+    (as rows without a time do) and are counted, never dropped."""
     from datetime import timedelta
 
     from watchkeeper.online import OnlineMonitor
 
     live = OnlineMonitor(suite, window=timedelta(minutes=1), clock=lambda: 1_000.0)
-    rows = pa.table({"amount": [1.0] * 6, "country": ["fr"] * 6}).append_column(
+    rows = pa.table({"amount": [1.0] * 8, "country": ["fr"] * 8}).append_column(
         "_ts", pa.array([1e300, -1e300, float("inf"), float("nan"), 1_700_000_000_000.0,
-                         1_010.0]))
-    assert live.ingest(rows) == 6
-    assert sum(w.profile.rows for w in live.windows.values()) == 6
-    assert list(live.windows) == [16]  # 1000 s and 1010 s: the arrival's window
-    assert live.counters["bad_timestamps"] == 4  # not the missing one
+                         1_010.0, 1_000.0 + 365 * 86_400, 1_000.0 + 3_600]))
+    assert live.ingest(rows) == 8
+    assert sum(w.profile.rows for w in live.windows.values()) == 8
+    assert sorted(live.windows) == [16, 76]  # the arrival's window; an hour ahead is skew
+    assert live.counters["bad_timestamps"] == 5  # not the missing one

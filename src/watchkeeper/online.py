@@ -30,19 +30,20 @@ if TYPE_CHECKING:
     from watchkeeper.store import Store
     from watchkeeper.suite import Suite
 
-#: Event times that can name a window: from the epoch to the end of year 9999 (seconds).
-TS_RANGE = (0.0, 253_402_300_799.0)
+#: Event times that can name a window: from the epoch to at most this far past the time they
+#: are folded at (clock skew); a time beyond would open a window that only closes then.
+MAX_AHEAD = 86_400.0
 
 
-def usable_times(ts: np.ndarray) -> tuple[np.ndarray, int]:
+def usable_times(ts: np.ndarray, now: float) -> tuple[np.ndarray, int]:
     """Which event times can name a window, and how many cannot although they are there
-    (±inf, 1e300, milliseconds sent as seconds: a data-quality signal; a missing time is
-    not one).
+    (±inf, 1e300, milliseconds sent as seconds, over a day ahead of ``now``: a data-quality
+    signal; a missing time is not one).
 
-    >>> usable_times(np.array([60.0, np.nan, np.inf, 1.7e12]))
-    (array([ True, False, False, False]), 2)
+    >>> usable_times(np.array([60.0, np.nan, np.inf, 1.7e12, 1e6]), now=100.0)
+    (array([ True, False, False, False, False]), 3)
     """
-    usable = (ts >= TS_RANGE[0]) & (ts <= TS_RANGE[1])  # False for NaN and ±inf
+    usable = (ts >= 0.0) & (ts <= now + MAX_AHEAD)  # False for NaN and ±inf
     return usable, int((~usable & ~np.isnan(ts)).sum())
 
 
@@ -109,14 +110,14 @@ class OnlineMonitor:
         return np.floor(ts / self.window.total_seconds()).astype(np.int64)
 
     def _times(self, table: pa.Table) -> tuple[np.ndarray, int]:
-        """Event time of every row, and how many rows had one that names no calendar time
-        (±inf, 1e300, milliseconds sent as seconds). Those, like rows without a time, get
-        the time they are folded at; unlike them they are a data-quality signal."""
+        """Event time of every row, and how many rows had one that can name no window
+        (see :func:`usable_times`). Those, like rows without a time, get the time they are
+        folded at; unlike them they are a data-quality signal."""
         now = float(self.clock())
         if TS not in table.column_names:
             return np.full(table.num_rows, now), 0
         ts = epoch_seconds(table.column(TS))
-        usable, unusable = usable_times(ts)
+        usable, unusable = usable_times(ts, now)
         return np.where(usable, ts, now), unusable
 
     def _window(self, key: int) -> LiveWindow:

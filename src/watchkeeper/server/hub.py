@@ -980,12 +980,12 @@ def _arrived(table: pa.Table, at: float) -> tuple[pa.Table, int]:
     """Rows without a usable event time get ``at`` (when their batch arrived): the fold
     windows them by it, however late it folds them (a backlog after a restart or a
     takeover), and rebuilding the label join after a restart finds them in the same
-    windows. Returns the table and how many rows had a time that names no calendar time
-    (±inf, 1e300, milliseconds sent as seconds): a data-quality signal, counted."""
+    windows. Returns the table and how many rows had a time that can name no window (±inf,
+    1e300, milliseconds sent as seconds, over a day ahead): a data-quality signal, counted."""
     if TS not in table.column_names:
         return table.append_column(TS, pa.array(np.full(table.num_rows, at))), 0
     ts = epoch_seconds(table.column(TS))
-    usable, bad = usable_times(ts)
+    usable, bad = usable_times(ts, at)
     if usable.all():
         return table, 0
     return table.set_column(table.column_names.index(TS), TS,

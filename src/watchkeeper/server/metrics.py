@@ -48,8 +48,9 @@ class HubCollector(Collector):
         late = CounterMetricFamily("watchkeeper_late_rows",
                                    "Rows folded into an already closed window", labels=["model"])
         bad_ts = CounterMetricFamily("watchkeeper_bad_timestamp_rows",
-                                     "Rows whose _ts names no calendar time (±inf, out of "
-                                     "range): windowed at their arrival time", labels=["model"])
+                                     "Rows whose _ts can name no window (±inf, before 1970, "
+                                     "over a day ahead): windowed at their arrival time",
+                                     labels=["model"])
         dropped = GaugeMetricFamily("watchkeeper_sdk_dropped_rows",
                                     "Rows SDK clients report having dropped (buffer full, "
                                     "send failures), summed over clients", labels=["model"])
