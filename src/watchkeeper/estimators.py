@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from watchkeeper.stats.boosting import ObliviousBoosting, intercept
+from watchkeeper.stats.boosting import ObliviousBoosting, intercept, sigmoid
 from watchkeeper.stats.metrics import calibrate_bins, calibration_test, score_means
 from watchkeeper.values import label_codes, numbers_with_nan
 
@@ -254,17 +254,16 @@ class LabelModel(BinnedInputs):
         x = np.column_stack(model._input_codes(table.take(pa.array(rows)), sub.score_bin,
                                                sub.pred))
         right = (sub.label == sub.pred).astype(float)
+        base = model._base_correct(sub.score_bin, sub.pred)
         with tqdm(desc="label model", unit=" trees", disable=None if progress is None
                   else not progress) as bar:
-            model.trees = ObliviousBoosting.fit(
-                x, model._sizes(), model._base_correct(sub.score_bin, sub.pred), right,
-                on_tree=bar.update)
+            model.trees = ObliviousBoosting.fit(x, model._sizes(), base, right,
+                                                on_tree=bar.update)
         # the trees may move rows, not the mean: on the reference each predicted class keeps
         # the calibrated score's share of right predictions (not the labels' own share,
         # which would bring back their noise where the scores are kept as they are)
-        base = model._base_correct(sub.score_bin, sub.pred)
         margin = base + model.trees.margin(x)
-        model.offset = [intercept(margin[sub.pred == k], 1 / (1 + np.exp(-base[sub.pred == k])))
+        model.offset = [intercept(margin[sub.pred == k], sigmoid(base[sub.pred == k]))
                         for k in (0, 1)]
         return model
 

@@ -50,7 +50,7 @@ _CHUNK = 1 << 15
 PATIENCE = 20
 
 
-def _sigmoid(m: np.ndarray) -> np.ndarray:
+def sigmoid(m: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-m))
 
 
@@ -107,7 +107,7 @@ class ObliviousBoosting:
     def predict(self, codes: np.ndarray | list[np.ndarray],
                 base_margin: np.ndarray) -> np.ndarray:
         """P(label = 1) per row: the sigmoid of the base margin plus the trees."""
-        return _sigmoid(np.asarray(base_margin, dtype=float) + self.margin(codes))
+        return sigmoid(np.asarray(base_margin, dtype=float) + self.margin(codes))
 
     @classmethod
     def empty(cls, inputs: int, depth: int = 4) -> ObliviousBoosting:
@@ -157,7 +157,7 @@ class ObliviousBoosting:
         # categorical or not, order every input's codes by the base model's mean residual
         # on the training rows: for an ordered input whose residual is monotone this keeps
         # the order, and for levels it groups the similar ones
-        residual = y - _sigmoid(base)
+        residual = y - sigmoid(base)
         order = []
         for j in range(k):
             s = np.bincount(codes[train, j], weights=residual[train], minlength=sizes[j])
@@ -172,7 +172,7 @@ class ObliviousBoosting:
         inputs, thresholds, leaves = [], [], []
         best, best_trees = _logloss(yv, mv), 0
         for _ in range(max_trees):
-            p = _sigmoid(mt)
+            p = sigmoid(mt)
             g, h = p - yt, p * (1.0 - p)
             tree = _grow(xt, sizes, g, h, depth)
             if tree is None:
@@ -213,7 +213,7 @@ def intercept(margin: np.ndarray, y: np.ndarray, iterations: int = 50) -> float:
     target = float(np.clip(np.mean(y), 1e-6, 1 - 1e-6)) if m.size else 0.5
     shift = 0.0
     for _ in range(iterations):
-        p = _sigmoid(m + shift)
+        p = sigmoid(m + shift)
         slope = float((p * (1.0 - p)).sum())
         if slope <= 0:
             break
