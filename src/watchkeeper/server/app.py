@@ -4,6 +4,7 @@ health and Prometheus metrics. OpenAPI at /docs and /openapi.json."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -120,13 +121,18 @@ def create_app(
             raise too_large()
         return size
 
-    async def body_of(request: Request) -> bytes:
+    async def body_of(request: Request,
+                      taking: Callable[[int], None] | None = None) -> bytes:
+        """The body, cut off past the largest accepted (a chunked body has no declared
+        size); ``taking`` is told each chunk's size before it is kept."""
         declared_size(request)
         chunks, size = [], 0
-        async for chunk in request.stream():  # a chunked body is cut off past the limit
+        async for chunk in request.stream():
             size += len(chunk)
             if size > max_body:
                 raise too_large()
+            if taking is not None:
+                taking(len(chunk))
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -134,25 +140,20 @@ def create_app(
         require(request, "write")
         if model not in hub.models:
             raise HTTPException(404, f"no suite deployed for model {model!r}")
-        size = declared_size(request)
         held = 0  # bytes of the ingest budget this request holds, given back once answered
+
+        def take(size: int) -> None:
+            nonlocal held
+            if not budget.take(size):
+                raise busy()
+            held += size
+
         try:
+            size = declared_size(request)
             if size is not None:  # taken before reading: a refused body is never read
-                if not budget.take(size):
-                    raise busy()
-                held = size
-                body = await request.body()
-            else:  # chunked: taken as it comes
-                chunks = []
-                async for chunk in request.stream():
-                    if held + len(chunk) > max_body:
-                        raise too_large()
-                    if not budget.take(len(chunk)):
-                        raise busy()
-                    held += len(chunk)
-                    chunks.append(chunk)
-                body = b"".join(chunks)
-                del chunks
+                take(size)
+            # a chunked body (no declared size) takes its budget as it comes
+            body = await body_of(request, take if size is None else None)
             return await parse_and_append(model, request, kind, body)
         finally:
             budget.give(held)

@@ -69,9 +69,8 @@ def parse_body(body: bytes, content_type: str) -> pa.Table:
     if not body:
         raise DataError("empty body: send a batch of rows")
     if kind == ARROW_STREAM:
-        try:  # checked whole: offsets that point out of their buffers must not be read
-            table = pa.ipc.open_stream(io.BytesIO(body)).read_all()
-            table.validate(full=True)
+        try:
+            table = from_ipc(body)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"not a readable Arrow IPC stream: {exc}") from None
         names = table.column_names
@@ -139,8 +138,9 @@ def to_ipc(table: pa.Table) -> bytes:
 
 
 def from_ipc(payload: bytes) -> pa.Table:
-    """A stored batch back as a table, checked whole (a corrupt one raises, ArrowInvalid or
-    OSError, rather than be folded)."""
+    """An Arrow IPC stream as a table, checked whole: offsets that point out of their
+    buffers must not be read (a corrupt stream raises ArrowInvalid or OSError, whether a
+    request's body or a stored batch about to be folded)."""
     table = pa.ipc.open_stream(io.BytesIO(payload)).read_all()
     table.validate(full=True)
     return table
