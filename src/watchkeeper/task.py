@@ -74,11 +74,21 @@ class Task:
     proba: str | None = None
     id: str | None = None
     classes: list[str] = field(default_factory=list)  # binary: [negative, positive]
+    #: The prediction column's own spelling of each class, when it differs from the
+    #: target's (a 0/1 prediction of a good/bad target): parallel to ``classes``.
+    prediction_labels: list[str] | None = None
     score_edges: list[float] | None = None
     attributes: list[Attribute] = field(default_factory=list)
     intersections: list[list[str]] = field(default_factory=list)
     loss_model: LossModel | None = None  # regression: expected error without labels
     label_model: LabelModel | None = None  # binary with scores: P(positive) per row
+    #: How init read the task (positive class, encodings), for its summary; not saved.
+    notes: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def positive(self) -> str | None:
+        """The positive class of a binary task (the last of ``classes``)."""
+        return self.classes[-1] if self.type == "binary" else None
 
     @property
     def classification(self) -> bool:
@@ -107,6 +117,8 @@ class Task:
                 out[key] = getattr(self, key)
         if self.classes:
             out["classes"] = self.classes
+        if self.prediction_labels is not None:
+            out["prediction_labels"] = self.prediction_labels
         if self.score_edges is not None:
             out["score_edges"] = self.score_edges
         if self.attributes:
@@ -140,6 +152,8 @@ class Task:
             proba=d.get("proba"),
             id=d.get("id"),
             classes=[str(c) for c in d.get("classes") or []],
+            prediction_labels=([str(c) for c in d["prediction_labels"]]
+                               if d.get("prediction_labels") is not None else None),
             score_edges=[float(e) for e in d["score_edges"]] if d.get("score_edges") else None,
             attributes=attributes,
             intersections=[list(map(str, pair)) for pair in d.get("intersections") or []],
@@ -148,6 +162,11 @@ class Task:
         )
         if task.type == "binary" and len(task.classes) != 2:
             raise SuiteError(f"{where}.classes", "a binary task needs exactly two classes")
+        if task.prediction_labels is not None and (
+                len(task.prediction_labels) != len(task.classes)
+                or len(set(task.prediction_labels)) != len(task.classes)):
+            raise SuiteError(f"{where}.prediction_labels",
+                             "needs one distinct prediction value per class")
         known = {a.column for a in attributes}
         for i, pair in enumerate(task.intersections):
             if not set(pair) <= known:
@@ -219,7 +238,7 @@ def row_codes(table: pa.Table, task: Task) -> RowCodes:
     else:
         score_bin = np.zeros(n, dtype=np.int64)
     if task.classification:
-        pred = (label_codes(table.column(task.prediction), task.classes)
+        pred = (label_codes(table.column(task.prediction), task.prediction_labels or task.classes)
                 if task.prediction in names else np.full(n, k))
         label = (label_codes(table.column(task.target), task.classes)
                  if task.target in names else np.full(n, k + 1))
@@ -313,28 +332,49 @@ def infer_task(
     id: str | None,
     sensitive: list[str],
     positive: str | None = None,
+    allow_inverted_score: bool = False,
 ) -> Task | None:
-    """Infer the task from the target (or prediction) column; None without either."""
+    """Infer the task from the target (or prediction) column; None without either.
+
+    Target, prediction and score are read against each other: a prediction spelled
+    differently from the target (0/1 for good/bad) is mapped to the target's labels when
+    the score or the agreement with the target says which is which, else it is an error;
+    a binary task's positive class is the one the score ranks highest (see
+    :func:`choose_positive`). What was decided, and why, is in ``Task.notes``."""
     basis = target or prediction
     if basis is None:
         return None
     kinds = {c: _is_categorical(table.column(c)) for c in (target, prediction) if c}
+    prediction_labels: list[str] | None = None
+    notes: list[str] = []
     if any(kinds.values()):
-        classes = sorted(set().union(*(category_counts(table.column(c))[0] for c in kinds)),
-                         key=_class_order)
+        labels = {c: sorted(category_counts(table.column(c))[0], key=_class_order)
+                  for c in kinds}
+        if target and prediction and labels[target] and labels[prediction] and not (
+                set(labels[target]) & set(labels[prediction])):
+            classes = labels[target]
+            prediction_labels, how = match_encoding(table, target, prediction, proba,
+                                                    classes, labels[prediction])
+            notes.append(f"prediction {prediction!r} read as the target's labels: "
+                         + ", ".join(f"{p} → {c}" for p, c in
+                                     zip(prediction_labels, classes, strict=True))
+                         + f" ({how})")
+        else:
+            classes = sorted(set().union(*labels.values()), key=_class_order)
         if len(classes) < 2:
             raise SuiteError("--target", f"{basis!r} has fewer than two classes in the reference")
         task_type = "binary" if len(classes) == 2 else "multiclass"
         if task_type == "binary":
-            named = (c for c in classes if c.lower() in _POSITIVE_NAMES)
-            pos = positive or next(named, classes[-1])
-            if pos not in classes:
-                raise SuiteError("--positive", f"{pos!r} is not one of the classes {classes}")
+            pos, why = choose_positive(table, target, proba, classes, positive,
+                                       allow_inverted_score)
+            notes.insert(0, f"positive class {pos!r} ({why})")
+            if prediction_labels is not None and pos != classes[-1]:
+                prediction_labels.reverse()
             classes = [c for c in classes if c != pos] + [pos]
     else:
         task_type, classes = "regression", []
     task = Task(task_type, target=target, prediction=prediction, proba=proba, id=id,
-                classes=classes)
+                classes=classes, prediction_labels=prediction_labels, notes=notes)
     if proba and task_type == "binary":
         from watchkeeper.schema import plan_numeric
 
@@ -345,6 +385,101 @@ def infer_task(
         task.attributes = [_attribute(table.column(c), c) for c in sensitive]
         task.intersections = [list(p) for p in itertools.combinations(sensitive, 2)]
     return task
+
+
+def rank_auc(score: np.ndarray, positive: np.ndarray) -> float:
+    """ROC-AUC of ``score`` for the rows where ``positive`` is true (Mann–Whitney, ties
+    counted half); NaN without rows of both kinds."""
+    from scipy.stats import rankdata
+
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _scored_labels(table: pa.Table, column: str, proba: str | None,
+                   levels: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Scores and class codes (index in ``levels``) of the rows that have both."""
+    if not proba or proba not in table.column_names:
+        return None
+    score = numbers_with_nan(table.column(proba))
+    codes = label_codes(table.column(column), levels)
+    ok = np.isfinite(score) & (codes < len(levels))
+    return score[ok], codes[ok]
+
+
+def choose_positive(table: pa.Table, target: str | None, proba: str | None,
+                    classes: list[str], given: str | None,
+                    allow_inverted_score: bool = False) -> tuple[str, str]:
+    """The positive class of a binary task, and why: the class ``given``, else the one the
+    score ranks highest on the labeled reference (its ROC-AUC above 0.5: the score is
+    P(that class)), else one named like a positive class (1, yes, true…), else the last.
+    A given class the score ranks lowest (reference ROC-AUC below 0.5) is an error unless
+    ``allow_inverted_score``: every estimate built on that score would be meaningless."""
+    if given is not None and given not in classes:
+        raise SuiteError("--positive-class", f"{given!r} is not one of the classes {classes}")
+    scored = _scored_labels(table, target, proba, classes) if target else None
+    auc = (rank_auc(scored[0], scored[1] == 1) if scored is not None
+           else float("nan"))  # of classes[1]
+    if given is not None:
+        given_auc = auc if given == classes[1] else 1.0 - auc
+        if given_auc < 0.5 and not allow_inverted_score:
+            other = classes[0] if given == classes[1] else classes[1]
+            raise SuiteError(
+                "--positive-class",
+                f"the score {proba!r} ranks {given!r} lowest (reference ROC-AUC "
+                f"{given_auc:.2f} < 0.5): it is P({other!r}); make {other!r} the positive "
+                "class, or pass --allow-inverted-score to keep it")
+        return given, "given" + (f"; reference ROC-AUC {given_auc:.2f}"
+                                 if np.isfinite(given_auc) else "")
+    if np.isfinite(auc) and auc != 0.5:
+        pos = classes[1] if auc > 0.5 else classes[0]
+        return pos, (f"the score {proba!r} ranks it highest: reference ROC-AUC "
+                     f"{max(auc, 1 - auc):.2f}")
+    named = next((c for c in classes if c.lower() in _POSITIVE_NAMES), None)
+    if named is not None:
+        return named, "named like a positive class; no labeled scores to tell"
+    return classes[-1], "the last label in order; no labeled scores to tell"
+
+
+def match_encoding(table: pa.Table, target: str, prediction: str, proba: str | None,
+                   classes: list[str], values: list[str]) -> tuple[list[str], str]:
+    """The prediction value standing for each of the target's two ``classes`` when the two
+    columns share no value, and how it was told: by the score (the prediction value with
+    the higher scores stands for the label with the higher scores) and by agreement with
+    the target on the reference rows (better than chance one way round). Each is used
+    when it is clear; both must agree; with neither it is a one-line error naming the
+    values."""
+    problem = (f"prediction {prediction!r} values {values} share none of the target "
+               f"{target!r} labels {classes}")
+    if len(classes) != 2 or len(values) != 2:
+        raise SuiteError("--prediction", f"{problem}; recode the prediction to the target's "
+                         "labels")
+    votes: dict[str, bool] = {}  # how → values[1] stands for classes[1]
+    pred_scored = _scored_labels(table, prediction, proba, values)
+    label_scored = _scored_labels(table, target, proba, classes)
+    if pred_scored is not None and label_scored is not None:
+        by_pred = rank_auc(pred_scored[0], pred_scored[1] == 1)
+        by_label = rank_auc(label_scored[0], label_scored[1] == 1)
+        if abs(by_pred - 0.5) > 0.05 and abs(by_label - 0.5) > 0.05:
+            votes["by the score"] = (by_pred > 0.5) == (by_label > 0.5)
+    pred = label_codes(table.column(prediction), values)
+    label = label_codes(table.column(target), classes)
+    both = (pred < 2) & (label < 2)
+    n, same = int(both.sum()), int((pred[both] == label[both]).sum())
+    if n and abs(2 * same - n) > 3 * np.sqrt(n):
+        votes["by agreement with the target"] = 2 * same > n
+    if not votes:
+        raise SuiteError("--prediction", f"{problem}, and neither the score nor agreement "
+                         "with the target tells which is which; recode one of them")
+    if len(set(votes.values())) > 1:
+        raise SuiteError("--prediction", f"{problem}, and the score and agreement with the "
+                         "target map them opposite ways; recode one of them")
+    straight = next(iter(votes.values()))
+    return (list(values) if straight else list(reversed(values))), " and ".join(votes)
 
 
 def _class_order(label: str) -> tuple[int, float, str]:
