@@ -19,7 +19,7 @@ from watchkeeper.deploy import call, deploy, rollback
 from watchkeeper.diff import diff
 from watchkeeper.errors import WatchkeeperError
 from watchkeeper.monitors.base import Severity
-from watchkeeper.suite import DEFAULT_BUDGET, Suite, init
+from watchkeeper.suite import DEFAULT_BUDGET, Suite, init, not_generated
 
 EXIT_FINDINGS = 1  # --fail-on was reached
 EXIT_USAGE = 2  # bad arguments, unreadable input (click uses 2 as well)
@@ -58,9 +58,19 @@ def main() -> None:
 @click.option("--client", help="Caller/client id column.")
 @click.option("--sensitive", help="Sensitive attribute columns, comma-separated.")
 @click.option("--ignore", help="Columns to leave unmonitored, comma-separated.")
-@click.option("--positive", help="The positive class of a binary classifier.")
+@click.option("--positive-class", "--positive", "positive",
+              help="The positive class of a binary classifier (default: the one the score "
+                   "ranks highest).")
+@click.option("--allow-inverted-score", is_flag=True,
+              help="Keep a --positive-class the score ranks lowest (reference ROC-AUC < 0.5).")
 @click.option("--budget", type=float, default=DEFAULT_BUDGET, show_default=True,
               help="Expected false alerts per window for the whole suite.")
+@click.option("--budget-weights", "weights_text",
+              help="Share of the budget per monitor family, e.g. performance=0.4,fairness=0.2 "
+                   "(others keep their defaults).")
+@click.option("--serving", is_flag=True,
+              help="The suite is for the server/SDK: monitors of _error, clients and time "
+                   "share the budget although the reference lacks them.")
 @click.option("--name", help="Suite name (default: the reference file name).")
 @click.option("--force", is_flag=True, help="Overwrite an existing suite file.")
 @click.option("--progress/--no-progress", default=None,
@@ -72,7 +82,8 @@ def main() -> None:
 def init_command(reference: Path, output: Path, target: str | None, prediction: str | None,
                  proba: str | None, id_: str | None, timestamp: str | None, client: str | None,
                  sensitive: str | None, ignore: str | None, positive: str | None,
-                 budget: float, name: str | None,
+                 allow_inverted_score: bool, budget: float, weights_text: str | None,
+                 serving: bool, name: str | None,
                  force: bool, progress: bool | None, deploy_to: bool, model: str | None,
                  server: str | None) -> None:
     """Infer the schema of REFERENCE, generate and calibrate every monitor, write the suite."""
@@ -82,12 +93,30 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
         raise WatchkeeperError("--deploy needs --model and --server")
     suite = init(reference, target=target, prediction=prediction, proba=proba, id=id_,
                  timestamp=timestamp, client=client, sensitive=sensitive, ignore=ignore,
-                 positive=positive, budget=budget, name=name, progress=progress)
+                 positive_class=positive, allow_inverted_score=allow_inverted_score,
+                 budget=budget, budget_weights=_weights(weights_text), serving=serving,
+                 name=name, progress=progress)
     suite.save(output)
     click.echo(_summary(suite, output))
     if deploy_to:
         assert model and server
         _print_deployed(deploy(suite, model=model, server=server, note=f"init {reference}"))
+
+
+def _weights(text: str | None) -> dict[str, float] | None:
+    """``performance=0.4,fairness=0.2`` as a mapping (checked by init)."""
+    if not text:
+        return None
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        family, sep, value = item.partition("=")
+        try:
+            out[family.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise WatchkeeperError(f"--budget-weights {item!r}: expected family=weight")
+    return out
 
 
 def _print_deployed(answer: dict[str, Any]) -> None:
@@ -263,6 +292,13 @@ def diff_command(old: Path, new: Path, fmt: str) -> None:
     click.echo(json.dumps(change.to_dict(), indent=2) if fmt == "json" else change.to_text())
 
 
+def _by_reason(idle: dict[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for monitor, reason in idle.items():
+        out.setdefault(reason, []).append(monitor)
+    return out
+
+
 def _summary(suite: Suite, output: Path) -> str:
     roles: dict[str, list[str]] = {}
     for c in suite.schema:
@@ -275,9 +311,24 @@ def _summary(suite: Suite, output: Path) -> str:
     for role, cols in roles.items():
         lines.append(f"  {role:<11} {', '.join(cols)}")
     lines.append("  monitors    " + ", ".join(f"{k} ×{v}" for k, v in kinds.items()))
+    task = suite.schema.task
+    if task is not None:
+        lines.append(f"  task        {task.type}" + (f": classes {task.classes}"
+                                                     if task.classification else ""))
+        lines += [f"              {note}" for note in task.notes]
+    for monitor, why in not_generated(suite.schema).items():
+        lines.append(f"  left out    {monitor}: {why}")
     if calibrated:
+        shares = ", ".join(f"{family} {alpha:.2g}" + (f" ({n} monitors)" if n > 1 else "")
+                           for family, (alpha, n) in suite.family_alpha().items())
         lines.append(f"  thresholds  calibrated from the reference; alert budget {suite.budget:g} "
-                     f"false alerts per window, α = {calibrated[0].alpha:.2g} per monitor")
+                     f"false alerts per window, α per family: {shares}")
+    idle = suite.idle()
+    if idle:
+        lines.append(f"  no share    {len(idle)} monitors cannot run on the reference's columns "
+                     "and take no share of the budget:")
+        for reason, ids in _by_reason(idle).items():
+            lines.append(f"              {', '.join(ids)}: {reason}")
     lines.append(f"Review roles in {output}, then: watchkeeper check DATA --suite {output}")
     return "\n".join(lines)
 

@@ -32,6 +32,7 @@ from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.estimators import LabelModel, LossModel
 from watchkeeper.labels import LabelJoin, join_labels
 from watchkeeper.monitors import (
+    FAMILIES,
     BoundaryProbing,
     ClientVolume,
     ErrorRate,
@@ -59,16 +60,26 @@ from watchkeeper.monitors import (
     Volume,
     monitor_class,
 )
+from watchkeeper.monitors.security import ClientMonitor
 from watchkeeper.pii import MODES
 from watchkeeper.profile import ColumnProfile, Profile, profile
 from watchkeeper.schema import DEFAULT_BINS, Column, Kind, Role, Schema, infer_schema
 from watchkeeper.security import SecurityModel
 from watchkeeper.security import fit as fit_security
-from watchkeeper.service import CLIENT
+from watchkeeper.service import CLIENT, ERROR, SERVICE_TALLY
 from watchkeeper.task import Task, infer_task, row_codes
 
 #: Default alert budget: expected false alerts per window, for the whole suite.
 DEFAULT_BUDGET = 0.01
+#: Default share of the alert budget per monitor family (``budget:`` in the suite file).
+#: Weights are normalised over the families that have a monitor able to run, and a
+#: family's share is split evenly over those of its monitors. Performance and fairness
+#: get more per monitor than the dozens of per-column quality and drift monitors: each is
+#: one monitor testing several metrics or groups.
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "quality": 0.2, "drift": 0.3, "performance": 0.15, "estimated_performance": 0.1,
+    "fairness": 0.1, "service": 0.05, "security": 0.1,
+}
 
 _DRIFT_BY_ROLE: dict[Role, type[Monitor]] = {
     Role.FEATURE: FeatureDrift,
@@ -113,6 +124,97 @@ def generate_monitors(schema: Schema) -> list[Monitor]:
     return monitors
 
 
+def not_generated(schema: Schema) -> dict[str, str]:
+    """The task monitors :func:`generate_monitors` left out, each with the reason."""
+    task = schema.task
+    if task is None:
+        return {t: "no target or prediction column (name them with --target, --prediction)"
+                for t in ("performance", "estimated_performance", "fairness")}
+    out: dict[str, str] = {}
+    if task.target is None:
+        out["performance"] = "no target column (--target)"
+    if not ((task.type == "binary" and task.score_edges) or task.loss_model is not None):
+        out["estimated_performance"] = (
+            f"the task is {task.type}: estimation needs a binary classifier" if
+            task.type == "multiclass" else "no score column (--proba)" if task.type == "binary"
+            else "needs a labeled reference with predictions")
+    if task.type != "binary":
+        out["fairness"] = f"the task is {task.type}: fairness needs a binary classifier"
+    elif not task.attributes:
+        out["fairness"] = "no sensitive column (--sensitive)"
+    return out
+
+
+def idle_reason(monitor: Monitor, schema: Schema, reference: Profile,
+                serving: bool = False) -> str | None:
+    """Why a monitor cannot run on data shaped like the reference, or None when it can.
+
+    Calibration may have skipped it (no labeled rows, no score…), or it reads a serving
+    input the reference lacks: the ``_error`` flag, clients, a timestamp for time windows.
+    The SDK and the server add those online, so such monitors stay in the suite, on
+    standby, with the share they would get in a suite where every family runs; only the
+    monitors that can run share the budget (``serving=True`` counts serving inputs as
+    present, for a suite meant for the server)."""
+    skipped = monitor.calibration.get("skipped")
+    if skipped:
+        return str(skipped)
+    if serving:
+        return None
+    if monitor.type == "error_rate" and SERVICE_TALLY not in reference.joint:
+        return f"no {ERROR} column"
+    if monitor.type == "throughput" and not schema.by_role(Role.TIMESTAMP):
+        return "no timestamp column"
+    if isinstance(monitor, ClientMonitor) and not reference.clients:
+        return f"no client column ({CLIENT} or --client)"
+    return None
+
+
+def split_budget(monitors: list[Monitor], budget: float, weights: dict[str, float],
+                 idle: dict[str, str]) -> dict[str, float]:
+    """Set each calibrated monitor's α; return the α each family got.
+
+    Families with a monitor that can run share ``budget`` by their weights (normalised
+    over those families); a family's α is split evenly over its running monitors. A
+    monitor in ``idle`` (by id: it cannot run on the reference's columns) takes no share:
+    it gets what it would in a suite where every family runs, used only if its inputs
+    arrive (see :func:`idle_reason`)."""
+    calibrated = [m for m in monitors if m.calibrated]
+    running = [m for m in calibrated if m.id not in idle]
+    present = {m.family for m in running}
+    total = sum(weights.get(f, 0.0) for f in present)
+    if present and total <= 0:
+        raise SuiteError("budget", "the families that can run all have weight 0")
+    out: dict[str, float] = {}
+    for family in sorted(present, key=FAMILIES.index):
+        out[family] = budget * weights.get(family, 0.0) / total
+        members = [m for m in running if m.family == family]
+        for m in members:
+            m.alpha = out[family] / len(members)
+    nominal = sum(weights.get(f, 0.0) for f in FAMILIES) or 1.0
+    for m in calibrated:
+        if m.id in idle:
+            n = sum(1 for other in calibrated if other.family == m.family)
+            m.alpha = budget * weights.get(m.family, 0.0) / nominal / n
+    for m in calibrated:  # a zero weight still needs an α in (0, 1): it never alerts
+        m.alpha = m.alpha if m.alpha > 0 else 1e-12
+    return out
+
+
+def family_weights(weights: dict[str, float] | None) -> dict[str, float]:
+    """Every family's weight: the defaults, overridden by ``weights``; unknown families
+    and negative weights are errors."""
+    out = dict(DEFAULT_WEIGHTS)
+    for family, value in (weights or {}).items():
+        if family not in FAMILIES:
+            raise SuiteError(f"budget.{family}",
+                             f"not a monitor family; one of {', '.join(FAMILIES)}")
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
+                math.isfinite(value) and value >= 0):
+            raise SuiteError(f"budget.{family}", f"must be a number ≥ 0, got {value!r}")
+        out[family] = float(value)
+    return out
+
+
 @dataclass
 class Suite:
     """A calibrated monitor suite. Build one with :func:`init`, or :meth:`load` a file.
@@ -140,10 +242,35 @@ class Suite:
     #: How findings become alerts and incidents: persistence, hysteresis, inhibition and
     #: grouping rules (listed in the suite file with their defaults, to read and edit).
     rules: Rules = field(default_factory=Rules)
+    #: Share of the budget per monitor family (see :data:`DEFAULT_WEIGHTS`).
+    weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    #: Serving inputs (``_error``, clients, time) count as present although the reference
+    #: lacks them: the suite is meant for the server or SDK (see :func:`idle_reason`).
+    serving: bool = False
 
     def __post_init__(self) -> None:
         for m in self.monitors:
             m.bind(self.schema)
+
+    def idle(self) -> dict[str, str]:
+        """Calibrated monitors that cannot run on data like the reference, by id, with the
+        reason; they take no share of the budget."""
+        out = {}
+        for m in (m for m in self.monitors if m.calibrated):
+            why = idle_reason(m, self.schema, self.reference, self.serving)
+            if why is not None:
+                out[m.id] = why
+        return out
+
+    def family_alpha(self) -> dict[str, tuple[float, int]]:
+        """The α each family holds and over how many monitors (those able to run)."""
+        idle = self.idle()
+        out: dict[str, tuple[float, int]] = {}
+        for m in self.monitors:
+            if m.calibrated and m.id not in idle:
+                total, n = out.get(m.family, (0.0, 0))
+                out[m.family] = (total + m.alpha, n + 1)
+        return dict(sorted(out.items(), key=lambda kv: FAMILIES.index(kv[0])))
 
     # -- use -----------------------------------------------------------------------------
     def profile(self, data: Any) -> Profile:
@@ -260,6 +387,8 @@ class Suite:
             "created": self.created,
             "source": self.source,
             "alert_budget": self.budget,
+            "budget": self.weights,
+            **({"serving": True} if self.serving else {}),
             "seed": self.seed,
             "columns": {c.name: _column_to_dict(c) for c in self.schema},
             **({"task": self.schema.task.to_dict()} if self.schema.task else {}),
@@ -292,9 +421,9 @@ class Suite:
     def from_dict(cls, document: dict[str, Any], source: str | None = None) -> Suite:
         top = suitefile.Fields(document, "", source)
         version = top.integer("watchkeeper")
-        if version != suitefile.FORMAT_VERSION:
+        if version not in suitefile.READS:
             raise top.error("watchkeeper", f"file format {version} is not supported by this "
-                            f"version (reads {suitefile.FORMAT_VERSION})")
+                            f"version (reads {', '.join(map(str, suitefile.READS))})")
         schema = Schema()
         columns = top.mapping("columns")
         for name in columns.data:
@@ -322,6 +451,8 @@ class Suite:
             seed=top.integer("seed", 0),
             importance={str(k): float(v) for k, v in top.mapping("importance", {}).data.items()},
             rules=_rules_from_fields(top),
+            weights=_weights_from_fields(top),
+            serving=top.flag("serving", False),
         )
 
 
@@ -391,6 +522,13 @@ def _column_from_fields(f: suitefile.Fields, name: str) -> Column:
         if len(set(column.categories)) != len(column.categories):
             raise f.error("categories", "has duplicates")
     return column
+
+
+def _weights_from_fields(top: suitefile.Fields) -> dict[str, float]:
+    try:
+        return family_weights(top.mapping("budget", {}).data)
+    except SuiteError as exc:
+        raise SuiteError(exc.field, exc.problem, top.source) from None
 
 
 def _rules_from_fields(top: suitefile.Fields) -> Rules:
@@ -472,19 +610,31 @@ def init(
     sensitive: str | Iterable[str] | None = None,
     ignore: str | Iterable[str] | None = None,
     pii: str | Iterable[str] | None = None,
-    positive: str | None = None,
+    positive_class: str | None = None,
+    allow_inverted_score: bool = False,
     budget: float = DEFAULT_BUDGET,
+    budget_weights: dict[str, float] | None = None,
+    serving: bool = False,
     bins: int = DEFAULT_BINS,
     name: str | None = None,
     seed: int = 0,
     progress: bool | None = None,
+    positive: str | None = None,
 ) -> Suite:
     """Infer the schema of reference data, generate every monitor that applies, and
     calibrate each threshold so the whole suite stays within ``budget`` false alerts per
     window. Roles can be named explicitly; the rest are inferred from names and data.
+
+    ``positive_class`` overrides the positive class of a binary classifier (by default
+    the one its score ranks highest); one the score ranks lowest is an error unless
+    ``allow_inverted_score``. ``budget_weights`` overrides the share of the budget per
+    monitor family (:data:`DEFAULT_WEIGHTS`); ``serving=True`` gives a share to the
+    monitors of serving inputs (``_error``, clients, time) the reference lacks (see
+    :func:`idle_reason`). ``positive`` is the former name of ``positive_class``.
     """
     if not 0.0 < budget < 1.0:
         raise SuiteError("budget", f"must be in (0, 1), got {budget!r}")
+    weights = family_weights(budget_weights)
     source = str(reference) if isinstance(reference, (str, os.PathLike)) else None
     table: pa.Table = to_table(reference)
     schema = infer_schema(table, target=target, prediction=prediction, proba=proba, id=id,
@@ -494,7 +644,8 @@ def init(
              for r in (Role.TARGET, Role.PREDICTION, Role.PROBA, Role.ID)}
     schema.task = infer_task(
         table, target=first[Role.TARGET], prediction=first[Role.PREDICTION],
-        proba=first[Role.PROBA], id=first[Role.ID], positive=positive,
+        proba=first[Role.PROBA], id=first[Role.ID], positive=positive_class or positive,
+        allow_inverted_score=allow_inverted_score,
         sensitive=[c.name for c in schema if c.sensitive and c.role == Role.FEATURE],
     )
     task = schema.task
@@ -516,20 +667,19 @@ def init(
         prediction=task.prediction if task is not None else None)
     ref_profile = profile(table, schema)
     monitors = generate_monitors(schema)
-    calibrated = [m for m in monitors if m.calibrated]
-    alpha = budget / max(len(calibrated), 1)
     context = ReferenceData(table, schema, ref_profile, seed)
     for m in monitors:
         m.bind(schema)
     for m in tqdm(monitors, desc="calibrating", unit="monitor", disable=_quiet(progress),
                   leave=False):
-        m.alpha = alpha
         m.calibrate(context)
     label = name or (Path(source).stem if source else "watchkeeper")
     from watchkeeper.advise import importance
 
-    return Suite(schema, monitors, ref_profile, budget, label, source=source, seed=seed,
-                 importance=importance(table, schema))
+    suite = Suite(schema, monitors, ref_profile, budget, label, source=source, seed=seed,
+                  importance=importance(table, schema), weights=weights, serving=serving)
+    split_budget(monitors, budget, weights, suite.idle())
+    return suite
 
 
 def load(path: str | os.PathLike[str]) -> Suite:

@@ -1,8 +1,20 @@
-"""Reading and writing the suite file: readable YAML, exact round trip, field-named errors."""
+"""Reading and writing the suite file: readable YAML, exact round trip, field-named errors.
+
+The file holds what a person reads and edits first (columns, roles, task, monitors and
+their settings, budget, alert rules), then a ``fitted:`` section with what init fitted to
+the reference — bin edges, score edges, label and loss models, the security model,
+monitors' calibration and the reference profile — one compressed line per artefact
+(zlib-compressed JSON in base64), so the suite stays one text (deploy, diff and the store
+keep it whole). Format 1 files, with everything inline, still load, and an artefact
+written inline (say a column's ``edges``) takes precedence over its fitted copy.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +23,12 @@ import yaml
 
 from watchkeeper.errors import SuiteError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Formats this version reads: 1 had the fitted artefacts inline.
+READS = (1, 2)
+FITTED = "fitted"
+_FITTED_NOTE = ("# Fitted to the reference by `watchkeeper init` (compressed; re-run init to "
+                "refit). Edit the fields above.\n")
 
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 10x faster
@@ -54,7 +71,117 @@ _Dumper.add_representer(str, _represent_str)
 
 
 def dump(document: dict[str, Any]) -> str:
+    """The suite file's text: the editable fields, then the ``fitted:`` section."""
+    editable, fitted = pack(document)
+    text = _yaml(editable)
+    return text + _FITTED_NOTE + _yaml({FITTED: fitted}) if fitted else text
+
+
+def _yaml(document: dict[str, Any]) -> str:
     return yaml.dump(document, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+def encode(value: Any) -> str:
+    """An artefact as one line: JSON (floats exact), zlib-compressed, base64."""
+    raw = json.dumps(value, separators=(",", ":"), allow_nan=True, default=_plain)
+    return base64.b64encode(zlib.compress(raw.encode("utf-8"), 9)).decode("ascii")
+
+
+def decode(text: Any, where: str, source: str | None) -> Any:
+    if not isinstance(text, str):
+        raise SuiteError(where, f"expected a compressed artefact, got {_kind(text)}", source)
+    try:
+        return json.loads(zlib.decompress(base64.b64decode(text, validate=True)))
+    except (ValueError, zlib.error) as exc:
+        raise SuiteError(where, f"corrupt compressed artefact ({exc})", source) from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to a suite file")
+
+
+def _monitor_keys(monitors: list[Any]) -> list[str | None]:
+    """Each monitor's key in ``fitted.monitors``: its id (type:column), numbered when it
+    repeats, so the section follows the monitors when a person reorders or deletes some."""
+    keys: list[str | None] = []
+    seen: dict[str, int] = {}
+    for m in monitors:
+        if not isinstance(m, dict):
+            keys.append(None)
+            continue
+        key = f"{m.get('type')}:{m['column']}" if m.get("column") is not None else str(
+            m.get("type"))
+        seen[key] = seen.get(key, 0) + 1
+        keys.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+    return keys
+
+
+def pack(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a suite document into its editable part and its fitted artefacts (encoded)."""
+    doc = dict(document)
+    fitted: dict[str, Any] = {}
+    columns = {}
+    for name, spec in (doc.get("columns") or {}).items():
+        if isinstance(spec, dict) and "edges" in spec:
+            spec = dict(spec)
+            fitted.setdefault("columns", {})[name] = {"edges": encode(spec.pop("edges"))}
+        columns[name] = spec
+    if "columns" in doc:
+        doc["columns"] = columns
+    if isinstance(doc.get("task"), dict):
+        task = dict(doc["task"])
+        for key in ("score_edges", "label_model", "loss_model"):
+            if key in task:
+                fitted.setdefault("task", {})[key] = encode(task.pop(key))
+        doc["task"] = task
+    monitors = []
+    for key, m in zip(_monitor_keys(doc.get("monitors") or []), doc.get("monitors") or [],
+                      strict=True):
+        if key is not None and "calibration" in m:
+            m = dict(m)
+            fitted.setdefault("monitors", {})[key] = encode(m.pop("calibration"))
+        monitors.append(m)
+    if "monitors" in doc:
+        doc["monitors"] = monitors
+    for key in ("security", "reference_profile"):
+        if key in doc:
+            fitted[key] = encode(doc.pop(key))
+    return doc, fitted
+
+
+def unpack(document: dict[str, Any], source: str | None) -> dict[str, Any]:
+    """A document with its ``fitted:`` section put back in place (inline fields win)."""
+    if FITTED not in document:
+        return document
+    doc = dict(document)
+    fitted = Fields(doc.pop(FITTED), FITTED, source)
+    for name, artefacts in fitted.mapping("columns", {}).data.items():
+        spec = (doc.get("columns") or {}).get(name)
+        where = f"{FITTED}.columns.{name}"
+        if not isinstance(spec, dict):
+            raise SuiteError(where, "column is not in columns", source)
+        for key, text in Fields(artefacts, where, source).data.items():
+            spec.setdefault(key, decode(text, f"{where}.{key}", source))
+    task_artefacts = fitted.mapping("task", {}).data
+    if task_artefacts:
+        if not isinstance(doc.get("task"), dict):
+            raise SuiteError(f"{FITTED}.task", "the suite has no task", source)
+        for key, text in task_artefacts.items():
+            doc["task"].setdefault(key, decode(text, f"{FITTED}.task.{key}", source))
+    calibrations = dict(fitted.mapping("monitors", {}).data)
+    monitors = doc.get("monitors") if isinstance(doc.get("monitors"), list) else []
+    for key, m in zip(_monitor_keys(monitors), monitors, strict=True):
+        if key in calibrations:
+            m.setdefault("calibration", decode(calibrations.pop(key),
+                                               f"{FITTED}.monitors.{key}", source))
+    for key in ("security", "reference_profile"):
+        if key in fitted.data and key not in doc:
+            doc[key] = decode(fitted.data[key], f"{FITTED}.{key}", source)
+    return doc
 
 
 def parse(text: str, source: str) -> dict[str, Any]:
@@ -67,7 +194,7 @@ def parse(text: str, source: str) -> dict[str, Any]:
         raise SuiteError(where, f"not valid YAML: {problem}", source) from None
     if not isinstance(document, dict):
         raise SuiteError("(top level)", "expected a mapping of suite fields", source)
-    return document
+    return unpack(document, source)
 
 
 class Fields:

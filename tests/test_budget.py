@@ -1,0 +1,83 @@
+"""The alert budget (issue #12, item 6): only monitors that can run share it, split by
+family weights that the suite records and init prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import watchkeeper as wk
+from watchkeeper.errors import SuiteError
+from watchkeeper.suite import DEFAULT_WEIGHTS
+
+SERVING_MONITORS = {"error_rate", "throughput", "client_volume", "near_duplicates",
+                    "extraction_coverage", "boundary_probing"}
+
+
+def batch(n: int = 3_000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    p = 1 / (1 + np.exp(-x))
+    return pd.DataFrame({"x": x, "k": rng.choice(["a", "b", "c"], n),
+                         "y": (rng.random(n) < p).astype(int),
+                         "prediction": (p > 0.5).astype(int), "score": p})
+
+
+@pytest.fixture(scope="module")
+def suite() -> wk.Suite:
+    return wk.init(batch(), target="y", progress=False)
+
+
+def running(suite: wk.Suite) -> list:
+    idle = suite.idle()
+    return [m for m in suite.monitors if m.calibrated and m.id not in idle]
+
+
+def test_monitors_without_their_inputs_take_no_share(suite: wk.Suite) -> None:
+    idle = suite.idle()
+    assert {i.split(":")[0] for i in idle} == SERVING_MONITORS
+    assert sum(m.alpha for m in running(suite)) == pytest.approx(suite.budget)
+    # the drift monitors get more than an even split over every calibrated monitor
+    calibrated = [m for m in suite.monitors if m.calibrated]
+    drift = next(m for m in suite.monitors if m.type == "feature_drift")
+    assert drift.alpha > suite.budget / len(calibrated)
+
+
+def test_the_budget_is_split_by_family_weights(suite: wk.Suite) -> None:
+    shares = suite.family_alpha()
+    present = set(shares)
+    total = sum(DEFAULT_WEIGHTS[f] for f in present)
+    for family, (alpha, _) in shares.items():
+        assert alpha == pytest.approx(suite.budget * DEFAULT_WEIGHTS[family] / total)
+    assert "service" not in present  # nothing to run: its weight goes to the others
+
+
+def test_idle_monitors_still_run_when_their_inputs_arrive(suite: wk.Suite) -> None:
+    clients = [f"user{i}" for i in range(10)] * 100 + ["flooder"] * 3_000
+    served = batch(4_000, seed=3).assign(_client=clients)
+    found = {(f.monitor, f.segment) for f in suite.check(served).alerts()}
+    assert ("client_volume", "client=flooder") in found
+
+
+def test_serving_gives_serving_monitors_a_share() -> None:
+    served = wk.init(batch(), target="y", serving=True, progress=False)
+    assert served.idle() == {}
+    assert sum(m.alpha for m in running(served)) == pytest.approx(served.budget)
+    assert "service" in served.family_alpha()
+
+
+def test_weights_are_overridable_and_saved(tmp_path: Path) -> None:
+    s = wk.init(batch(), target="y", budget_weights={"performance": 0.6}, progress=False)
+    assert s.weights["performance"] == 0.6 and s.weights["drift"] == DEFAULT_WEIGHTS["drift"]
+    performance = s.family_alpha()["performance"][0]
+    total = sum(s.weights[f] for f in s.family_alpha())
+    assert performance == pytest.approx(s.budget * 0.6 / total)
+    s.save(tmp_path / "s.yaml")
+    assert wk.load(tmp_path / "s.yaml").weights == s.weights
+    with pytest.raises(SuiteError, match=r"budget\.speed: not a monitor family"):
+        wk.init(batch(), budget_weights={"speed": 1.0}, progress=False)
+    with pytest.raises(SuiteError, match=r"budget\.drift: must be a number"):
+        wk.init(batch(), budget_weights={"drift": -1.0}, progress=False)
