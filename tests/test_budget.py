@@ -81,3 +81,33 @@ def test_weights_are_overridable_and_saved(tmp_path: Path) -> None:
         wk.init(batch(), budget_weights={"speed": 1.0}, progress=False)
     with pytest.raises(SuiteError, match=r"budget\.drift: must be a number"):
         wk.init(batch(), budget_weights={"drift": -1.0}, progress=False)
+
+
+def test_diff_names_a_changed_family_weight(suite: wk.Suite) -> None:
+    from watchkeeper.diff import diff
+
+    heavier = wk.init(batch(), target="y", budget_weights={"fairness": 0.3}, progress=False)
+    change = diff(suite, heavier)
+    assert {"monitor": "budget", "setting": "fairness", "old": 0.1, "new": 0.3} in \
+        change.settings_changed
+    assert "budget: fairness 0.1 → 0.3" in change.to_text()
+
+
+def test_init_prints_each_familys_alpha_and_what_takes_no_share(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    batch().to_csv(tmp_path / "ref.csv", index=False)
+    watchkeeper = Path(sys.executable).with_name("watchkeeper")
+
+    def init(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(watchkeeper), "init", "ref.csv", "--target", "y", "--force",
+                               "--no-progress", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+
+    out = init("--budget-weights", "performance=0.6").stdout
+    assert "α per family: quality" in out and "performance 0.0" in out
+    assert "error_rate: no _error column" in out
+    assert wk.load(tmp_path / "watchkeeper.yaml").weights["performance"] == 0.6
+    bad = init("--budget-weights", "performance:0.6")
+    assert bad.returncode == 2 and "expected family=weight" in bad.stderr

@@ -80,6 +80,10 @@ def diff(old: Suite, new: Suite) -> SuiteDiff:
                 out.roles_changed.append({"column": name, "field": attr,
                                           "old": str(getattr(a, attr)),
                                           "new": str(getattr(b, attr))})
+    for family, weight in new.weights.items():
+        if old.weights.get(family) != weight:
+            out.settings_changed.append({"monitor": "budget", "setting": family,
+                                         "old": old.weights.get(family), "new": weight})
     old_mon = {m.id: m for m in old.monitors}
     new_mon = {m.id: m for m in new.monitors}
     out.monitors_added = [k for k in new_mon if k not in old_mon]
@@ -115,8 +119,9 @@ def _drift_threshold_move(key: str, a: FeatureDrift, b: FeatureDrift, old: Suite
         why.append(f"reference rows {a.calibration.get('reference_rows')} → "
                    f"{b.calibration.get('reference_rows')}")
     if a.alpha != b.alpha:
-        why.append(f"alpha {a.alpha:.3g} → {b.alpha:.3g} (budget split over "
-                   f"{len(new.monitors)} monitors)")
+        alpha, n = new.family_alpha().get(b.family, (0.0, 0))
+        why.append(f"alpha {a.alpha:.3g} → {b.alpha:.3g} (the {b.family} family's α "
+                   f"{alpha:.3g} split over {n} monitors)")
     if a.calibration.get("overdispersion") != b.calibration.get("overdispersion"):
         why.append(f"overdispersion {a.calibration.get('overdispersion')} → "
                    f"{b.calibration.get('overdispersion')}")
