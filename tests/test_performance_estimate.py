@@ -236,9 +236,11 @@ def test_without_labeled_rows_enough_there_is_no_label_model() -> None:
 def test_a_broken_label_model_is_refused_naming_it(tmp_path: Path, edit, problem: str) -> None:
     import yaml
 
+    from watchkeeper import suitefile
+
     path = tmp_path / "suite.yaml"
     init(make_segments(5_000, seed=27, share_a=0.5)[0]).save(path)
-    doc = yaml.safe_load(path.read_text())
+    doc = suitefile.parse(path.read_text(), "suite")  # the label model inline, as format 1
     edit(doc["task"]["label_model"])
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     with pytest.raises(wk.SuiteError) as info:

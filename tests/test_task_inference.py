@@ -103,3 +103,20 @@ def test_the_prediction_mapping_round_trips_through_the_suite_file(tmp_path: Pat
     suite.save(tmp_path / "s.yaml")
     loaded = wk.load(tmp_path / "s.yaml").schema.task
     assert loaded.prediction_labels == ["0", "1"] and loaded.classes == ["bad", "good"]
+
+
+def test_init_names_the_task_monitors_it_left_out_and_why() -> None:
+    from watchkeeper.suite import not_generated
+
+    data = credit()
+    data["credit"] = np.where(data["x"] > 1, "fair", data["credit"])  # three labels
+    data["prediction"] = np.where(data["x"] > 1, "fair",
+                                  np.where(data["prediction"] == 1, "good", "bad"))
+    suite = wk.init(data, target="credit", sensitive="sex", progress=False)
+    left_out = not_generated(suite.schema)
+    assert left_out == {
+        "estimated_performance": "the task is multiclass: estimation needs a binary classifier",
+        "fairness": "the task is multiclass: fairness needs a binary classifier"}
+    assert not_generated(wk.init(credit().drop(columns="score"), target="credit",
+                                 progress=False).schema)["estimated_performance"] == \
+        "no score column (--proba)"
