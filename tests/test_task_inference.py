@@ -120,3 +120,15 @@ def test_init_names_the_task_monitors_it_left_out_and_why() -> None:
     assert not_generated(wk.init(credit().drop(columns="score"), target="credit",
                                  progress=False).schema)["estimated_performance"] == \
         "no score column (--proba)"
+
+
+def test_without_labels_the_positive_class_is_the_predicted_class_the_score_ranks_highest(
+) -> None:
+    data = credit().drop(columns="credit")
+    data["prediction"] = np.where(data["prediction"] == 1, "no", "yes")  # score = P("no")
+    task = wk.init(data, prediction="prediction", proba="score", progress=False).schema.task
+    assert task.target is None and task.positive == "no"
+    assert "ROC-AUC against the predicted class 1.00" in task.notes[0]
+    with pytest.raises(SuiteError, match="ranks 'yes' lowest"):
+        wk.init(data, prediction="prediction", proba="score", positive_class="yes",
+                progress=False)

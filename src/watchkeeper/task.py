@@ -366,7 +366,8 @@ def infer_task(
         task_type = "binary" if len(classes) == 2 else "multiclass"
         if task_type == "binary":
             pos, why = choose_positive(table, target, proba, classes, positive,
-                                       allow_inverted_score)
+                                       allow_inverted_score,
+                                       prediction if prediction_labels is None else None)
             notes.insert(0, f"positive class {pos!r} ({why})")
             if prediction_labels is not None and pos != classes[-1]:
                 prediction_labels.reverse()
@@ -413,36 +414,40 @@ def _scored_labels(table: pa.Table, column: str, proba: str | None,
 
 def choose_positive(table: pa.Table, target: str | None, proba: str | None,
                     classes: list[str], given: str | None,
-                    allow_inverted_score: bool = False) -> tuple[str, str]:
+                    allow_inverted_score: bool = False,
+                    prediction: str | None = None) -> tuple[str, str]:
     """The positive class of a binary task, and why: the class ``given``, else the one the
     score ranks highest on the labeled reference (its ROC-AUC above 0.5: the score is
-    P(that class)), else one named like a positive class (1, yes, true…), else the last.
-    A given class the score ranks lowest (reference ROC-AUC below 0.5) is an error unless
-    ``allow_inverted_score``: every estimate built on that score would be meaningless."""
+    P(that class)) or, without labels, the predicted class the score ranks highest, else
+    one named like a positive class (1, yes, true…), else the last. A given class the score
+    ranks lowest (ROC-AUC below 0.5) is an error unless ``allow_inverted_score``: every
+    estimate built on that score would be meaningless."""
     if given is not None and given not in classes:
         raise SuiteError("--positive-class", f"{given!r} is not one of the classes {classes}")
-    scored = _scored_labels(table, target, proba, classes) if target else None
-    auc = (rank_auc(scored[0], scored[1] == 1) if scored is not None
-           else float("nan"))  # of classes[1]
+    auc, basis = float("nan"), "reference ROC-AUC"  # of classes[1]
+    for column, name in ((target, "reference ROC-AUC"),
+                         (prediction, "ROC-AUC against the predicted class")):
+        scored = _scored_labels(table, column, proba, classes) if column else None
+        if scored is not None and np.isfinite(rank_auc(scored[0], scored[1] == 1)):
+            auc, basis = rank_auc(scored[0], scored[1] == 1), name
+            break
     if given is not None:
         given_auc = auc if given == classes[1] else 1.0 - auc
         if given_auc < 0.5 and not allow_inverted_score:
             other = classes[0] if given == classes[1] else classes[1]
             raise SuiteError(
                 "--positive-class",
-                f"the score {proba!r} ranks {given!r} lowest (reference ROC-AUC "
-                f"{given_auc:.2f} < 0.5): it is P({other!r}); make {other!r} the positive "
-                "class, or pass --allow-inverted-score to keep it")
-        return given, "given" + (f"; reference ROC-AUC {given_auc:.2f}"
-                                 if np.isfinite(given_auc) else "")
+                f"the score {proba!r} ranks {given!r} lowest ({basis} {given_auc:.2f} < 0.5): "
+                f"it is P({other!r}); make {other!r} the positive class, or pass "
+                "--allow-inverted-score to keep it")
+        return given, "given" + (f"; {basis} {given_auc:.2f}" if np.isfinite(given_auc) else "")
     if np.isfinite(auc) and auc != 0.5:
         pos = classes[1] if auc > 0.5 else classes[0]
-        return pos, (f"the score {proba!r} ranks it highest: reference ROC-AUC "
-                     f"{max(auc, 1 - auc):.2f}")
+        return pos, f"the score {proba!r} ranks it highest: {basis} {max(auc, 1 - auc):.2f}"
     named = next((c for c in classes if c.lower() in _POSITIVE_NAMES), None)
     if named is not None:
-        return named, "named like a positive class; no labeled scores to tell"
-    return classes[-1], "the last label in order; no labeled scores to tell"
+        return named, "named like a positive class; no scores to tell"
+    return classes[-1], "the last label in order; no scores to tell"
 
 
 def match_encoding(table: pa.Table, target: str, prediction: str, proba: str | None,
