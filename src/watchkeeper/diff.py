@@ -120,8 +120,8 @@ def _drift_threshold_move(key: str, a: FeatureDrift, b: FeatureDrift, old: Suite
                    f"{b.calibration.get('reference_rows')}")
     if a.alpha != b.alpha:
         alpha, n = new.family_alpha().get(b.family, (0.0, 0))
-        why.append(f"alpha {a.alpha:.3g} → {b.alpha:.3g} (the {b.family} family's α "
-                   f"{alpha:.3g} split over {n} monitors)")
+        why.append(f"alpha {a.alpha:.3g} → {b.alpha:.3g}: the {b.family} family's α "
+                   f"{alpha:.3g} split over {n} monitors")
     if a.calibration.get("overdispersion") != b.calibration.get("overdispersion"):
         why.append(f"overdispersion {a.calibration.get('overdispersion')} → "
                    f"{b.calibration.get('overdispersion')}")
