@@ -132,3 +132,14 @@ def test_without_labels_the_positive_class_is_the_predicted_class_the_score_rank
     with pytest.raises(SuiteError, match="ranks 'yes' lowest"):
         wk.init(data, prediction="prediction", proba="score", positive_class="yes",
                 progress=False)
+
+
+def test_diff_names_a_changed_positive_class() -> None:
+    from watchkeeper.diff import diff
+
+    data = credit()
+    change = diff(wk.init(data, target="credit", progress=False),
+                  wk.init(data, target="credit", positive_class="bad",
+                          allow_inverted_score=True, progress=False))
+    assert {"monitor": "task", "setting": "positive", "old": "good", "new": "bad"} in \
+        change.settings_changed

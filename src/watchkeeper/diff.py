@@ -80,6 +80,13 @@ def diff(old: Suite, new: Suite) -> SuiteDiff:
                 out.roles_changed.append({"column": name, "field": attr,
                                           "old": str(getattr(a, attr)),
                                           "new": str(getattr(b, attr))})
+    old_task, new_task = old.schema.task, new.schema.task
+    for setting in ("positive", "prediction_labels"):
+        a = getattr(old_task, setting) if old_task is not None else None
+        b = getattr(new_task, setting) if new_task is not None else None
+        if a != b:
+            out.settings_changed.append({"monitor": "task", "setting": setting, "old": a,
+                                         "new": b})
     for family, weight in new.weights.items():
         if old.weights.get(family) != weight:
             out.settings_changed.append({"monitor": "budget", "setting": family,
