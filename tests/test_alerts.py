@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from watchkeeper.alerts import AlertManager, GroupRule, InhibitRule, Notification, Rules
-from watchkeeper.alerts.labels import ZERO_TIME, fingerprint
+from watchkeeper.alerts.labels import ZERO_TIME, finding_labels, fingerprint
 from watchkeeper.monitors.base import Finding, Severity
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -343,6 +343,45 @@ def test_custom_inhibit_rule_and_no_inhibition():
     assert r2.run(2, missing, drift("SCHL")) == ["open", "update"]
 
 
+def test_missing_prediction_inhibits_what_is_computed_from_it():
+    r = Replay()
+    missing = finding("missing_column", "quality", "pred", "critical", value=1.0, threshold=0)
+    missing.evidence["role"] = "prediction"
+    outcome = [perf("accuracy", severity="critical"), perf("recall", severity="critical"),
+               finding("estimated_performance", "estimated_performance", metric="f1"),
+               finding("fairness", "fairness", metric="tpr_gap", segment="SEX=2")]
+    assert r.run(4, missing, *outcome, drift("AGEP")) == ["open", "open"]
+    assert {n.title for n in r.sent} == {"missing_column on pred", "feature_drift on AGEP"}
+    for f in outcome:
+        alert = r.am.alerts[fp(f.monitor, metric=f.metric, segment=f.segment)]
+        assert alert.state == "pending"
+        assert alert.inhibited_by == "model output missing: missing_column on pred"
+    # a missing feature column does not silence the model's performance
+    feature = finding("missing_column", "quality", "AGEP", "critical", value=1.0, threshold=0)
+    feature.evidence["role"] = "feature"
+    r2 = Replay()
+    r2.run(2, feature, perf())
+    assert r2.am.alerts[fp("performance", metric="accuracy")].state == "firing"
+
+
+def test_inhibition_of_many_findings_is_right_and_indexed():
+    rules = Rules()
+    n = 50_000
+    labels = [finding_labels(MODEL, drift(f"c{i}")) for i in range(n)]
+    labels += [finding_labels(MODEL, finding("missing_column", "quality", f"c{i}", "critical"))
+               for i in range(0, n, 7)]
+    found = rules.inhibited(labels)
+    assert set(found) == set(range(0, n, 7))
+    assert found[7] == "column break: missing_column on c7"
+    # the same answer as comparing every pair, on a sample small enough for that
+    sample = labels[:300] + labels[n:n + 40]
+    slow = {i: rule.name for i, t in enumerate(sample)
+            if (rule := next((r for r in rules.inhibit
+                              if any(r.inhibits(s, t) for s in sample)), None))}
+    assert len(slow) == 40
+    assert {i: v.split(":")[0] for i, v in rules.inhibited(sample).items()} == slow
+
+
 # -- grouping --------------------------------------------------------------------------
 
 
@@ -388,9 +427,21 @@ def test_drift_with_performance_is_one_model_degradation_incident():
 
 def test_unrelated_columns_are_separate_incidents():
     r = Replay()
-    assert r.run(2, drift("AGEP"), drift("SCHL"), finding("missing_rate", "quality",
-                                                           "WKHP")) == ["open"] * 3
-    assert len(r.am.incidents) == 3
+    assert r.run(2, drift("AGEP"), finding("missing_rate", "quality", "WKHP")) == ["open"] * 2
+    assert len(r.am.incidents) == 2
+
+
+def test_columns_that_start_drifting_in_one_window_are_one_incident():
+    r = Replay()
+    columns = ["AGEP", "SCHL", "MAR", "RELP", "DIS", "ESP"]
+    assert r.run(2, *(drift(c) for c in columns)) == ["open"]
+    (incident,) = r.am.incidents.values()
+    assert incident.title == "6 columns drifted together from window w1"
+    assert len(incident.alerts) == 6
+    # a column that starts drifting later is a change of its own
+    assert r.step(*(drift(c) for c in columns), drift("WKHP")) == []
+    assert r.step(*(drift(c) for c in columns), drift("WKHP")) == ["open"]
+    assert len(r.am.incidents) == 2
 
 
 def test_performance_joins_the_oldest_related_incident_later():

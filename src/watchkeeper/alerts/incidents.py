@@ -14,6 +14,8 @@ from watchkeeper.monitors.base import Severity
 
 Status = Literal["open", "updated", "resolved"]
 _OUTCOME = {"prediction_drift", "performance", "estimated_performance", "fairness"}
+_DRIFT = {"feature_drift", "prediction_drift", "target_drift"}
+_BREAK = {"missing_column", "type_change"}
 
 
 @dataclass
@@ -68,6 +70,18 @@ class Incident:
             return f"{what} on {where}" if where else what
         if _OUTCOME & set(monitors):
             return "model degradation: " + ", ".join(monitors)
+        if set(monitors) <= _BREAK and len(columns) > 1:
+            named = sorted(c for c in columns if c)
+            return (f"{' and '.join(monitors)} on {len(named)} columns: "
+                    + ", ".join(named[:5]) + (" and more" if len(named) > 5 else ""))
+        drifted = {a.column for a in alerts if a.monitor in _DRIFT}
+        if len(drifted) > 1:
+            began = min((a.first_seen_at, a.first_seen) for a in alerts
+                        if a.first_seen_at)[1] \
+                if any(a.first_seen_at for a in alerts) else self.opened
+            others = sorted(set(monitors) - _DRIFT)
+            return (f"{len(drifted)} columns drifted together from window {began}"
+                    + (f" (with {', '.join(others)})" if others else ""))
         if all(a.family == "service" or a.monitor == "volume" for a in alerts):
             return "service: " + ", ".join(monitors)
         if len(columns) == 1 and None not in columns:
@@ -134,6 +148,11 @@ class Incident:
         )
 
 
+def _together(a: Alert, b: Alert) -> bool:
+    """Whether two alerts started firing in the same window."""
+    return a.fired == b.fired and a.fired_at == b.fired_at
+
+
 def group(new: list[Alert], open_incidents: list[Incident],
           rules: Rules) -> list[tuple[Incident | None, list[Alert]]]:
     """Decide where alerts that started firing this window go.
@@ -160,7 +179,8 @@ def group(new: list[Alert], open_incidents: list[Incident],
     labels = [a.labels for a in new]
     for j, a in enumerate(new):
         for i, inc in enumerate(open_incidents):
-            if any(b is not a and rules.related(labels[j], b.labels) for b in inc.firing):
+            if any(b is not a and rules.related(labels[j], b.labels, _together(a, b))
+                   for b in inc.firing):
                 union(i, m + j)
         for k in range(j):
             if rules.related(labels[j], labels[k]):
