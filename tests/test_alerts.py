@@ -385,6 +385,60 @@ def test_inhibition_of_many_findings_is_right_and_indexed():
 # -- grouping --------------------------------------------------------------------------
 
 
+def test_indexed_grouping_matches_comparing_every_pair():
+    from watchkeeper.alerts import Alert, Incident
+    from watchkeeper.alerts.incidents import group
+
+    rng = random.Random(3)
+    kinds = [("feature_drift", "drift"), ("missing_column", "quality"),
+             ("performance", "performance"), ("fairness", "fairness"),
+             ("latency", "service"), ("volume", "quality"), ("near_duplicates", "security"),
+             ("ood_share", "security"), ("unseen_category", "quality")]
+
+    def alert(k: int, window: str) -> Alert:
+        monitor, family = rng.choice(kinds)
+        f = Finding(monitor, family, rng.choice(["A", "B", "C", None]), 1.0, 0.5,
+                    Severity.WARNING, "m", segment=rng.choice([None, "client=x", "SEX=2"]),
+                    metric=str(k))
+        a = Alert.start(MODEL, f, window, at(0))
+        a.state, a.fired, a.fired_at = "firing", window, at(0 if window == "old" else 1)
+        return a
+
+    rules = Rules()
+    for _ in range(30):
+        incidents = []
+        for i in range(rng.randrange(3)):
+            inc = Incident(f"i{i}", MODEL, "old", at(0))
+            for k in range(rng.randrange(1, 4)):
+                inc.add(alert(100 * i + k, "old"))
+            incidents.append(inc)
+        new = [alert(1000 + k, "now") for k in range(rng.randrange(1, 12))]
+        # the oracle: every pair compared
+        m, parent = len(incidents), list(range(len(incidents) + len(new)))
+
+        def find(i: int, parent: list[int] = parent) -> int:
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        for j, a in enumerate(new):
+            for i, inc in enumerate(incidents):
+                if any(rules.related(a.labels, b.labels, False) for b in inc.firing):
+                    ri, rj = find(i), find(m + j)
+                    parent[max(ri, rj)] = min(ri, rj)
+            for k in range(j):
+                if rules.related(a.labels, new[k].labels, True):
+                    ri, rj = find(m + k), find(m + j)
+                    parent[max(ri, rj)] = min(ri, rj)
+        expected = {}
+        for j, a in enumerate(new):
+            expected.setdefault(find(m + j), []).append(a.fingerprint)
+        got = {(inc.id if inc else None, tuple(a.fingerprint for a in members))
+               for inc, members in group(new, incidents, rules)}
+        want = {(incidents[r].id if r < m else None, tuple(fps)) for r, fps in expected.items()}
+        assert got == want
+
+
 def test_same_column_is_one_incident():
     r = Replay()
     schl = [drift("SCHL"), finding("out_of_range", "quality", "SCHL"),

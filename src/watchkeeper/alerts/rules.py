@@ -112,6 +112,17 @@ class GroupRule:
             self.right = check_matchers(self.right, f"group {self.name}.right")
         _check_labels(self.equal, f"group {self.name}.equal")
 
+    def key(self, labels: dict[str, str]) -> tuple[str, ...] | None:
+        """The ``equal`` labels' values, which related alerts share; None when one is
+        empty (such an alert relates to none by this rule)."""
+        values = tuple(labels.get(k, "") for k in self.equal)
+        return None if not all(values) else values
+
+    def sides(self, labels: dict[str, str]) -> tuple[bool, bool]:
+        """Whether the labels match ``left``, and ``right``."""
+        right = self.left if self.right is None else self.right
+        return matches(self.left, labels), matches(right, labels)
+
     def relates(self, a: dict[str, str], b: dict[str, str], same_window: bool = True) -> bool:
         if self.same_window and not same_window:
             return False
