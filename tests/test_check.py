@@ -137,8 +137,16 @@ def test_weeks_start_on_monday_and_days_at_local_midnight(suite: wk.Suite) -> No
     days = suite.check(data, window="1d", tz="Europe/Paris")
     assert days.windows[1].label == "2026-03-05T00:00:00+01:00/2026-03-06T00:00:00+01:00"
     assert days.windows[1].rows == 24
+    # the day clocks go forward has 23 hours
+    spring = suite.check(stamped(datetime(2026, 3, 27, tzinfo=UTC), days=4), window="1d",
+                         tz="Europe/Paris")
+    day = next(w for w in spring.windows if w.label.startswith("2026-03-29"))
+    assert day.label == "2026-03-29T00:00:00+01:00/2026-03-30T00:00:00+02:00"
+    assert day.rows == 23
     with pytest.raises(wk.DataError, match="not a known time zone"):
         suite.check(data, window="1d", tz="Mars/Olympus")
+    with pytest.raises(wk.SuiteError, match="time windows"):
+        suite.check(data, window_rows=100, tz="Europe/Paris")
 
 
 # -- verdicts: what could not be judged, and incidents ----------------------------------

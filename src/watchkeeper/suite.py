@@ -223,6 +223,8 @@ class Suite:
             table, result.unmatched_labels = join_labels(table, labels, assert_task(task))
         if sum(x is not None for x in (window_rows, window, window_by)) > 1:
             raise SuiteError("window", "give one of a row count, a time window or a column")
+        if tz is not None and window is None:
+            raise SuiteError("tz", "a time zone applies to time windows (--window)")
         if window_by is not None:
             windows = group_windows(table, window_by)
         elif window is not None:
