@@ -395,7 +395,7 @@ def track(windows: list[WindowResult], evaluator: Evaluator | None) -> Tracked:
     an alert fires, inhibition by cause, related alerts grouped into incidents."""
     rules = getattr(evaluator, "rules", None)
     manager = AlertManager(BATCH_MODEL, rules, keep_resolved=max(len(windows), 1000))
-    episodes: list[dict[str, Alert]] = []
+    episodes: list[dict[str, tuple[Alert, str, str | None]]] = []
     timed = _timed(windows)
     for w, at in zip(windows, timed or _positions(len(windows)), strict=True):
         manager.process(w.label, at, w.findings)
