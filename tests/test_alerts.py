@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from watchkeeper.alerts import AlertManager, GroupRule, InhibitRule, Notification, Rules
-from watchkeeper.alerts.labels import ZERO_TIME, fingerprint
+from watchkeeper.alerts.labels import ZERO_TIME, finding_labels, fingerprint
 from watchkeeper.monitors.base import Finding, Severity
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -343,7 +343,100 @@ def test_custom_inhibit_rule_and_no_inhibition():
     assert r2.run(2, missing, drift("SCHL")) == ["open", "update"]
 
 
+def test_missing_prediction_inhibits_what_is_computed_from_it():
+    r = Replay()
+    missing = finding("missing_column", "quality", "pred", "critical", value=1.0, threshold=0)
+    missing.evidence["role"] = "prediction"
+    outcome = [perf("accuracy", severity="critical"), perf("recall", severity="critical"),
+               finding("estimated_performance", "estimated_performance", metric="f1"),
+               finding("fairness", "fairness", metric="tpr_gap", segment="SEX=2")]
+    assert r.run(4, missing, *outcome, drift("AGEP")) == ["open", "open"]
+    assert {n.title for n in r.sent} == {"missing_column on pred", "feature_drift on AGEP"}
+    for f in outcome:
+        alert = r.am.alerts[fp(f.monitor, metric=f.metric, segment=f.segment)]
+        assert alert.state == "pending"
+        assert alert.inhibited_by == "model output missing: missing_column on pred"
+    # a missing feature column does not silence the model's performance
+    feature = finding("missing_column", "quality", "AGEP", "critical", value=1.0, threshold=0)
+    feature.evidence["role"] = "feature"
+    r2 = Replay()
+    r2.run(2, feature, perf())
+    assert r2.am.alerts[fp("performance", metric="accuracy")].state == "firing"
+
+
+def test_inhibition_of_many_findings_is_right_and_indexed():
+    rules = Rules()
+    n = 50_000
+    labels = [finding_labels(MODEL, drift(f"c{i}")) for i in range(n)]
+    labels += [finding_labels(MODEL, finding("missing_column", "quality", f"c{i}", "critical"))
+               for i in range(0, n, 7)]
+    found = rules.inhibited(labels)
+    assert set(found) == set(range(0, n, 7))
+    assert found[7] == "column break: missing_column on c7"
+    # the same answer as comparing every pair, on a sample small enough for that
+    sample = labels[:300] + labels[n:n + 40]
+    slow = {i: rule.name for i, t in enumerate(sample)
+            if (rule := next((r for r in rules.inhibit
+                              if any(r.inhibits(s, t) for s in sample)), None))}
+    assert len(slow) == 40
+    assert {i: v.split(":")[0] for i, v in rules.inhibited(sample).items()} == slow
+
+
 # -- grouping --------------------------------------------------------------------------
+
+
+def test_indexed_grouping_matches_comparing_every_pair():
+    from watchkeeper.alerts import Alert, Incident
+    from watchkeeper.alerts.incidents import group
+
+    rng = random.Random(3)
+    kinds = [("feature_drift", "drift"), ("missing_column", "quality"),
+             ("performance", "performance"), ("fairness", "fairness"),
+             ("latency", "service"), ("volume", "quality"), ("near_duplicates", "security"),
+             ("ood_share", "security"), ("unseen_category", "quality")]
+
+    def alert(k: int, window: str) -> Alert:
+        monitor, family = rng.choice(kinds)
+        f = Finding(monitor, family, rng.choice(["A", "B", "C", None]), 1.0, 0.5,
+                    Severity.WARNING, "m", segment=rng.choice([None, "client=x", "SEX=2"]),
+                    metric=str(k))
+        a = Alert.start(MODEL, f, window, at(0))
+        a.state, a.fired, a.fired_at = "firing", window, at(0 if window == "old" else 1)
+        return a
+
+    rules = Rules()
+    for _ in range(30):
+        incidents = []
+        for i in range(rng.randrange(3)):
+            inc = Incident(f"i{i}", MODEL, "old", at(0))
+            for k in range(rng.randrange(1, 4)):
+                inc.add(alert(100 * i + k, "old"))
+            incidents.append(inc)
+        new = [alert(1000 + k, "now") for k in range(rng.randrange(1, 12))]
+        # the oracle: every pair compared
+        m, parent = len(incidents), list(range(len(incidents) + len(new)))
+
+        def find(i: int, parent: list[int] = parent) -> int:
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        for j, a in enumerate(new):
+            for i, inc in enumerate(incidents):
+                if any(rules.related(a.labels, b.labels, False) for b in inc.firing):
+                    ri, rj = find(i), find(m + j)
+                    parent[max(ri, rj)] = min(ri, rj)
+            for k in range(j):
+                if rules.related(a.labels, new[k].labels, True):
+                    ri, rj = find(m + k), find(m + j)
+                    parent[max(ri, rj)] = min(ri, rj)
+        expected = {}
+        for j, a in enumerate(new):
+            expected.setdefault(find(m + j), []).append(a.fingerprint)
+        got = {(inc.id if inc else None, tuple(a.fingerprint for a in members))
+               for inc, members in group(new, incidents, rules)}
+        want = {(incidents[r].id if r < m else None, tuple(fps)) for r, fps in expected.items()}
+        assert got == want
 
 
 def test_same_column_is_one_incident():
@@ -388,9 +481,21 @@ def test_drift_with_performance_is_one_model_degradation_incident():
 
 def test_unrelated_columns_are_separate_incidents():
     r = Replay()
-    assert r.run(2, drift("AGEP"), drift("SCHL"), finding("missing_rate", "quality",
-                                                           "WKHP")) == ["open"] * 3
-    assert len(r.am.incidents) == 3
+    assert r.run(2, drift("AGEP"), finding("missing_rate", "quality", "WKHP")) == ["open"] * 2
+    assert len(r.am.incidents) == 2
+
+
+def test_columns_that_start_drifting_in_one_window_are_one_incident():
+    r = Replay()
+    columns = ["AGEP", "SCHL", "MAR", "RELP", "DIS", "ESP"]
+    assert r.run(2, *(drift(c) for c in columns)) == ["open"]
+    (incident,) = r.am.incidents.values()
+    assert incident.title == "6 columns drifted together from window w1"
+    assert len(incident.alerts) == 6
+    # a column that starts drifting later is a change of its own
+    assert r.step(*(drift(c) for c in columns), drift("WKHP")) == []
+    assert r.step(*(drift(c) for c in columns), drift("WKHP")) == ["open"]
+    assert len(r.am.incidents) == 2
 
 
 def test_performance_joins_the_oldest_related_incident_later():

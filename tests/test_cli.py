@@ -131,3 +131,8 @@ def test_window_by_column(tmp_path: Path, acs_reference_path: Path,
     age = [max((f["value"] for f in w["findings"] if f["column"] == "AGEP"), default=0.0)
            for w in windows]
     assert age[2] > 0.05
+    # offline, the drift is an incident with a diagnosis and actions, as a server makes it
+    (incident,) = [i for i in json.loads(result.stdout)["incidents"]
+                   if i["title"] == "feature_drift on AGEP"]
+    assert incident["advice"]["diagnosis"] == "covariate drift"
+    assert incident["advice"]["actions"] and incident["advice"]["causes"][0]["name"] == "AGEP"

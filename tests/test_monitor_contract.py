@@ -113,3 +113,15 @@ def test_round_trip_through_the_suite_file(suite: wk.Suite, tmp_path) -> None:
     after = loaded.check(data, window="1h")
     assert [_key(w.findings) for w in before.windows] == [_key(w.findings) for w in after.windows]
     assert before.findings, "the altered data should give findings to compare"
+
+
+def test_a_wide_batch_is_one_new_column_finding() -> None:
+    """A row with thousands of unknown columns is one finding that names a few of them and
+    counts them all, not one finding per column (which flooded alerting)."""
+    suite = wk.init(pa.table({"x": np.arange(200.0)}))
+    wide = pa.table({"x": [1.0], **{f"extra_{i:05d}": [i] for i in range(5000)}})
+    (found,) = [f for f in suite.check(wide).findings if f.monitor == "new_column"]
+    assert found.value == 5000 and found.evidence["count"] == 5000
+    assert found.column is None
+    assert found.message.startswith("5000 new columns (extra_00000, extra_00001, ")
+    assert found.message.endswith("and 4980 more) are not in the suite")

@@ -157,6 +157,21 @@ def test_summary_has_one_row_per_window_with_counts_and_accuracy(acs_result,
     assert "critical" in rows[2].find("span", "badge").classes
 
 
+def test_a_window_nobody_could_judge_is_not_shown_as_ok() -> None:
+    result = {"suite": "s.yaml", "windows": [
+        {"window": "rows 0-999", "rows": 1000, "status": "ok", "findings": []},
+        {"window": "rows 1000-1000", "rows": 1, "status": "not_evaluated", "findings": [],
+         "not_evaluated": [
+             {"monitor": "performance", "column": None, "status": "not_evaluated",
+              "reason": "labeled n < 100"},
+             {"monitor": "feature_drift", "column": "x", "status": "not_evaluated",
+              "reason": "n < 30"}]}]}
+    ok, small = body_rows(section(parse(render(result)), "summary").find("table"))
+    assert ok.find("span", "badge").text() == "ok"
+    assert small.find("span", "badge").text() == "not evaluated"
+    assert "performance (labeled n < 100); feature_drift (n < 30)" in small.text()
+
+
 def test_findings_are_grouped_by_family_critical_first(acs_result, acs_html) -> None:
     findings = section(parse(acs_html), "findings")
     every = [f for w in acs_result["windows"] for f in w["findings"]]
@@ -587,9 +602,12 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cli_report_checks_the_data_and_writes_the_file(workdir: Path) -> None:
     done = run("report", "cur.parquet", "--window-rows", "2000", "-o", "r.html", cwd=workdir)
     assert done.returncode == 0, done.stderr
-    assert re.fullmatch(r"wrote r\.html: 4 window\(s\), \d+ finding\(s\)\n", done.stdout)
+    # the data drifted from the first window on: the check's own incidents are shown
+    assert re.fullmatch(r"wrote r\.html: 4 window\(s\), \d+ finding\(s\), [1-9]\d* "
+                        r"incident\(s\)\n", done.stdout)
     root = parse((workdir / "r.html").read_text(encoding="utf-8"))
     assert "cur.parquet" in root.find("h1").text()
+    assert "Diagnosis: covariate drift" in section(root, "incidents").text()
     assert len(body_rows(section(root, "summary").find("table"))) == 4
     assert "num_00" in section(root, "findings").text()
 

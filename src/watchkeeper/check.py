@@ -5,14 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
+from watchkeeper.advise import advise
+from watchkeeper.alerts import Alert, AlertManager, Rules
+from watchkeeper.alerts.labels import fingerprint
 from watchkeeper.errors import DataError
-from watchkeeper.monitors.base import Finding, Severity
+from watchkeeper.monitors.base import Finding, Monitor, Severity
 from watchkeeper.profile import Profile
 from watchkeeper.report.html import window_label
 from watchkeeper.values import epoch_seconds
@@ -20,19 +24,73 @@ from watchkeeper.values import epoch_seconds
 if TYPE_CHECKING:
     from watchkeeper.labels import LabelJoin
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+#: Window units: seconds per unit for fixed ones; "mo" (calendar months) has none.
+UNITS: dict[str, int | None] = {"s": 1, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400,
+                                "mo": None}
+#: Spellings of each unit. "m" stays minutes (``serve --window 5m``); "M" is refused.
+_SPELLINGS = {"s": "s", "sec": "s", "second": "s", "seconds": "s",
+              "m": "min", "min": "min", "mins": "min", "minute": "min", "minutes": "min",
+              "h": "h", "hr": "h", "hour": "h", "hours": "h",
+              "d": "d", "day": "d", "days": "d", "w": "w", "week": "w", "weeks": "w",
+              "mo": "mo", "month": "mo", "months": "mo"}
+_FORMS = "1s, 30s, 1min (or 1m), 1h, 1d, 1w, 1mo"
+#: 1970-01-05, the first Monday after the Unix epoch, in days since it: weeks start there.
+_FIRST_MONDAY = 4
+
+
+@dataclass(frozen=True)
+class WindowLength:
+    """A window length: ``count`` of a ``unit`` (s, min, h, d, w, mo).
+
+    Windows are aligned to calendar boundaries: seconds, minutes and hours to the UTC
+    clock; days to midnight, weeks to Monday midnight and months to the 1st, in the time
+    zone the check is given (UTC by default).
+
+    >>> WindowLength.parse("1mo"), WindowLength.parse("15m").fixed
+    (WindowLength(count=1, unit='mo'), datetime.timedelta(seconds=900))
+    """
+
+    count: float
+    unit: str
+
+    @classmethod
+    def parse(cls, text: str) -> WindowLength:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", str(text))
+        if match and match.group(2) == "M":
+            raise DataError(f"window {text!r}: unit M is ambiguous; write "
+                            f"{match.group(1)}min for minutes or {match.group(1)}mo for "
+                            "calendar months")
+        unit = _SPELLINGS.get(match.group(2).lower()) if match else None
+        count = float(match.group(1)) if match else 0.0
+        if unit is None or count <= 0:
+            raise DataError(f"window {text!r}: expected a positive length like {_FORMS}")
+        if unit in ("d", "w", "mo") and not count.is_integer():
+            raise DataError(f"window {text!r}: days, weeks and months are counted whole; "
+                            "use hours for a fraction of a day")
+        return cls(int(count) if count.is_integer() else count, unit)
+
+    @property
+    def fixed(self) -> timedelta | None:
+        """The length as a duration; None for calendar months, whose length varies."""
+        seconds = UNITS[self.unit]
+        return None if seconds is None else timedelta(seconds=self.count * seconds)
+
+    def __str__(self) -> str:
+        return f"{self.count:g}{self.unit}"
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse a window length such as ``30s``, ``15m``, ``6h``, ``1d`` or ``2w``.
+    """Parse a fixed length such as ``30s``, ``15m`` (or ``15min``), ``6h``, ``1d`` or
+    ``2w``; calendar months have no fixed length and are refused here.
 
     >>> parse_duration("6h")
     datetime.timedelta(seconds=21600)
     """
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(text).lower())
-    if not match or float(match.group(1)) <= 0:
-        raise DataError(f"window {text!r}: expected a positive length like 30s, 15m, 6h, 1d or 2w")
-    return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    length = WindowLength.parse(text)
+    if length.fixed is None:
+        raise DataError(f"{text!r}: calendar months have no fixed length here; give days "
+                        "(e.g. 30d), or use months with `watchkeeper check --window`")
+    return length.fixed
 
 
 @dataclass
@@ -71,8 +129,10 @@ def group_windows(table: pa.Table, column: str) -> Iterator[Window]:
         yield Window(f"{column} missing", table.filter(missing))
 
 
-def time_windows(table: pa.Table, column: str, length: timedelta) -> Iterator[Window]:
-    """Tumbling windows aligned to the Unix epoch, empty ones included so gaps are seen.
+def time_windows(table: pa.Table, column: str, length: WindowLength | timedelta,
+                 tz: str | None = None) -> Iterator[Window]:
+    """Tumbling windows aligned to calendar boundaries (see :class:`WindowLength`), empty
+    ones included so gaps are seen.
 
     The first and last windows are clipped to the data's own first and last timestamp.
     Rows whose timestamp is missing or unreadable form a window of their own, so they are
@@ -80,12 +140,14 @@ def time_windows(table: pa.Table, column: str, length: timedelta) -> Iterator[Wi
     """
     if column not in table.column_names:
         raise DataError(f"timestamp column {column!r} is not in the data")
+    if isinstance(length, timedelta):
+        length = WindowLength(length.total_seconds(), "s")
+    calendar = _Calendar(length, tz)
     seconds = epoch_seconds(table.column(column))
     known = np.isfinite(seconds)
-    step = length.total_seconds()
     if known.any():
         lo, hi = float(seconds[known].min()), float(seconds[known].max())
-        keys = np.floor(seconds[known] / step).astype(np.int64)
+        keys = calendar.keys(seconds[known])
         order = np.argsort(keys, kind="stable")
         rows = np.flatnonzero(known)[order]
         sorted_keys = keys[order]
@@ -97,14 +159,81 @@ def time_windows(table: pa.Table, column: str, length: timedelta) -> Iterator[Wi
             )
         bounds = np.searchsorted(sorted_keys, np.arange(first_key, last_key + 2))
         for i, key in enumerate(range(first_key, last_key + 1)):
-            start = max(key * step, lo)
-            end = min((key + 1) * step, hi) if key == last_key else (key + 1) * step
+            begin, finish = calendar.start(key), calendar.start(key + 1)
+            start = max(begin, lo)
+            end = min(finish, hi) if key == last_key else finish
             chunk = table.take(pa.array(rows[bounds[i] : bounds[i + 1]]))
-            yield Window(
-                _time_label(key * step, (key + 1) * step), chunk, _utc(start), _utc(end)
-            )
+            yield Window(calendar.label(begin, finish), chunk, _utc(start), _utc(end))
     if not known.all():
         yield Window("missing timestamp", table.filter(pa.array(~known)))
+
+
+class _Calendar:
+    """Window keys of timestamps and the start of each key's window, in a time zone."""
+
+    def __init__(self, length: WindowLength, tz: str | None) -> None:
+        self.length, self.zone = length, _zone(tz)
+
+    def keys(self, seconds: np.ndarray) -> np.ndarray:
+        """The window number of each timestamp (Unix seconds)."""
+        n, fixed = self.length.count, self.length.fixed
+        if self.length.unit not in ("d", "w", "mo"):
+            assert fixed is not None
+            return np.floor(seconds / fixed.total_seconds()).astype(np.int64)
+        local = self._local(seconds)
+        if self.length.unit == "mo":
+            months = local.astype("datetime64[M]").astype(np.int64)
+            return np.floor_divide(months, int(n))
+        days = local.astype("datetime64[D]").astype(np.int64)
+        if self.length.unit == "w":
+            return np.floor_divide(days - _FIRST_MONDAY, 7 * int(n))
+        return np.floor_divide(days, int(n))
+
+    def start(self, key: int) -> float:
+        """Unix seconds at which window ``key`` starts."""
+        n, fixed = self.length.count, self.length.fixed
+        if self.length.unit not in ("d", "w", "mo"):
+            assert fixed is not None
+            return key * fixed.total_seconds()
+        if self.length.unit == "mo":
+            day = np.datetime64(key * int(n), "M").astype("datetime64[D]")
+        elif self.length.unit == "w":
+            day = np.datetime64(key * 7 * int(n) + _FIRST_MONDAY, "D")
+        else:
+            day = np.datetime64(key * int(n), "D")
+        y, m, d = (int(x) for x in str(day).split("-"))
+        return datetime(y, m, d, tzinfo=self.zone).timestamp()
+
+    def label(self, start: float, end: float) -> str:
+        return (f"{datetime.fromtimestamp(start, tz=self.zone).isoformat()}/"
+                f"{datetime.fromtimestamp(end, tz=self.zone).isoformat()}")
+
+    def _local(self, seconds: np.ndarray) -> np.ndarray:
+        """Local wall-clock times (datetime64[s]) of Unix seconds in the zone."""
+        whole = np.floor(seconds).astype(np.int64)
+        if self.zone is UTC:
+            return whole.astype("datetime64[s]")
+        import pandas as pd
+
+        try:
+            stamps = pd.to_datetime(whole, unit="s", utc=True).tz_convert(self.zone)
+        except (OverflowError, pd.errors.OutOfBoundsDatetime):
+            raise DataError("timestamps beyond the years 1677-2262 cannot be put in "
+                            "local-time windows; drop --tz") from None
+        return stamps.tz_localize(None).to_numpy().astype("datetime64[s]")
+
+
+def _zone(tz: str | None) -> tzinfo:
+    """The named time zone (IANA, e.g. Europe/Paris); UTC when None."""
+    if tz is None or tz.upper() == "UTC":
+        return UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise DataError(f"--tz {tz!r}: not a known time zone (e.g. UTC, Europe/Paris, "
+                        "America/New_York)") from None
 
 
 def _coverage(w: WindowResult) -> float:
@@ -116,13 +245,44 @@ def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
-def _time_label(start: float, end: float) -> str:
-    return f"{_utc(start).isoformat()}/{_utc(end).isoformat()}"
+@dataclass
+class Unjudged:
+    """A monitor that could not judge a window (too few rows, groups or labels)."""
+
+    monitor: str
+    column: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "column": self.column, "status": "not_evaluated",
+                "reason": self.reason}
+
+
+#: Families whose monitors judge a window statistically, and so need enough rows.
+STATISTICAL = ("drift", "performance", "estimated_performance", "fairness")
+
+
+def unjudged(monitors: list[Monitor], window: Profile) -> tuple[list[Unjudged], bool]:
+    """The enabled monitors that could not judge ``window``, with the reason; and whether
+    none of the statistical ones could (the window as a whole is not evaluated)."""
+    out, statistical, judged = [], 0, 0
+    for m in monitors:
+        if not m.enabled:
+            continue
+        reason = m.not_evaluated(window)
+        if reason:
+            out.append(Unjudged(m.type, m.column, reason))
+        if m.family in STATISTICAL and m.calibrated:
+            statistical += 1
+            judged += not reason
+    return out, bool(out) and judged == 0 and statistical > 0
 
 
 @dataclass
 class WindowResult:
-    """Findings of one window, with the profile they were computed from."""
+    """Findings of one window, with the profile they were computed from, and the monitors
+    that could not judge it (``not_evaluated``: a quiet window is "ok" only when every
+    monitor judged it)."""
 
     label: str
     rows: int
@@ -131,6 +291,20 @@ class WindowResult:
     start: datetime | None = None
     end: datetime | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    not_evaluated: list[Unjudged] = field(default_factory=list)
+    unevaluated: bool = False  # no statistical monitor could judge this window
+
+    @property
+    def status(self) -> str:
+        """``alert`` (a warning or critical finding); else ``not_evaluated`` (no drift,
+        performance or fairness monitor could judge it, e.g. too few rows),
+        ``partly_evaluated`` (some could not: see ``not_evaluated``) or ``ok`` (every
+        monitor judged it and none alerted)."""
+        if any(f.severity.rank >= Severity.WARNING.rank for f in self.findings):
+            return "alert"
+        if self.unevaluated:
+            return "not_evaluated"
+        return "partly_evaluated" if self.not_evaluated else "ok"
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -138,11 +312,28 @@ class WindowResult:
             "start": self.start.isoformat() if self.start else None,
             "end": self.end.isoformat() if self.end else None,
             "rows": self.rows,
+            "status": self.status,
             "findings": [f.to_dict() for f in self.findings],
         }
+        if self.not_evaluated:
+            out["not_evaluated"] = [u.to_dict() for u in self.not_evaluated]
         if self.metrics:
             out["metrics"] = _plain(self.metrics)
         return out
+
+    def unjudged_text(self) -> str:
+        """``drift ×3 (n < 30); performance (labeled n < 100)``: who could not judge, why."""
+        groups: dict[str, list[Unjudged]] = {}
+        for u in self.not_evaluated:
+            groups.setdefault(u.reason, []).append(u)
+        parts = []
+        for reason, items in groups.items():
+            kinds: dict[str, int] = {}
+            for u in items:
+                kinds[u.monitor] = kinds.get(u.monitor, 0) + 1
+            names = ", ".join(k if n == 1 else f"{k} ×{n}" for k, n in kinds.items())
+            parts.append(f"{names} ({reason})")
+        return "; ".join(parts)
 
 
 def _plain(value: Any) -> Any:
@@ -159,10 +350,89 @@ def _plain(value: Any) -> Any:
 
 
 class Evaluator(Protocol):
+    name: str
+    monitors: list[Monitor]
+    rules: Rules
+    importance: dict[str, float]
+
     def evaluate(self, window: Profile) -> list[Finding]: ...
     def measure(self, window: Profile) -> dict[str, Any]: ...
     def assess(self, window: Profile) -> tuple[list[Finding], dict[str, Any]]: ...
     def evaluate_sequence(self, result: CheckResult) -> None: ...
+
+
+#: Model name of the alerts and incidents of a batch check (they are kept by no server).
+BATCH_MODEL = "batch"
+
+
+@dataclass
+class Tracked:
+    """The windows of a check run through the server's alert lifecycle: incidents with
+    their advice, and for every alerting finding the alert episode it belongs to."""
+
+    manager: AlertManager
+    views: list[dict[str, Any]]  # as the server's incident API returns them
+    #: per window: fingerprint → (its alert episode, its state and inhibition then)
+    episodes: list[dict[str, tuple[Alert, str, str | None]]]
+
+    def alert_of(self, index: int, f: Finding) -> dict[str, Any] | None:
+        """What became of finding ``f`` of window ``index``: its alert's state in that
+        window, the incident the alert joined (if it ever fired) and what inhibited it;
+        None for info findings, which never alert."""
+        if f.severity.rank < Severity.WARNING.rank:
+            return None
+        key = fingerprint(self.manager.model, f.monitor, f.column, f.segment, f.metric)
+        found = self.episodes[index].get(key)
+        if found is None:
+            return None
+        alert, state, inhibited_by = found
+        return {"state": state, "incident": alert.incident, "inhibited_by": inhibited_by}
+
+
+def track(windows: list[WindowResult], evaluator: Evaluator | None) -> Tracked:
+    """Run windows in order through the alert lifecycle, inhibition, grouping and advice
+    that a server applies (the suite's rules), with no notifier: ``for`` windows before
+    an alert fires, inhibition by cause, related alerts grouped into incidents."""
+    rules = getattr(evaluator, "rules", None)
+    manager = AlertManager(BATCH_MODEL, rules, keep_resolved=max(len(windows), 1000))
+    episodes: list[dict[str, tuple[Alert, str, str | None]]] = []
+    timed = _timed(windows)
+    for w, at in zip(windows, timed or _positions(len(windows)), strict=True):
+        manager.process(w.label, at, w.findings)
+        keys = {fingerprint(BATCH_MODEL, f.monitor, f.column, f.segment, f.metric)
+                for f in w.findings}
+        episodes.append({k: (a, a.state, a.inhibited_by) for k in keys
+                         if (a := manager.alerts.get(k)) is not None})
+    weights = getattr(evaluator, "importance", None) or {}
+    ordered = sorted(manager.incidents.values(), key=lambda i: (i.opened_at, i.id))
+    views = [{**i.to_dict(), "advice": advise(i, weights).to_dict()} for i in ordered]
+    if timed is None:  # positions, not times: say nothing about when
+        views = [_untimed(v) for v in views]
+    return Tracked(manager, views, episodes)
+
+
+def _timed(windows: list[WindowResult]) -> list[datetime] | None:
+    """The windows' start times when every window has one and they increase."""
+    starts = [w.start for w in windows]
+    if any(s is None for s in starts):
+        return None
+    known = [s for s in starts if s is not None]
+    if any(b <= a for a, b in pairwise(known)):
+        return None
+    return known
+
+
+def _positions(n: int) -> list[datetime]:
+    """Stand-in times for windows cut by rows or by a column: their order, one second apart."""
+    return [datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=i) for i in range(n)]
+
+
+def _untimed(view: dict[str, Any]) -> dict[str, Any]:
+    """An incident view without the stand-in times of windows that have no time."""
+    out = {k: (None if k.endswith("_at") else v) for k, v in view.items()}
+    out["alerts"] = [{k: (None if k.endswith("_at") else v) for k, v in a.items()}
+                     for a in view.get("alerts", [])]
+    return out
 
 
 @dataclass
@@ -180,6 +450,7 @@ class CheckResult:
         assert self.evaluator is not None
         w = self.windows[index]
         w.findings, w.metrics = self.evaluator.assess(w.profile)
+        w.not_evaluated, w.unevaluated = unjudged(self.evaluator.monitors, w.profile)
         for f in w.findings:
             f.window = w.label
         if w.profile.joint:
@@ -208,40 +479,108 @@ class CheckResult:
         floor = max(at_least.rank, Severity.WARNING.rank)
         return [f for f in self.findings if f.severity.rank >= floor]
 
+    def track(self) -> Tracked:
+        """Alerts and incidents of these windows, as a server would have raised them."""
+        return track(self.windows, self.evaluator)
+
+    def incidents(self) -> list[dict[str, Any]]:
+        """Incidents with their diagnosis, ranked causes and actions, in the shape of the
+        server's incident API (``GET /v1/models/{model}/incidents``), oldest first."""
+        return self.track().views
+
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"suite": self.suite, "windows": [w.to_dict() for w in self.windows]}
+        """The JSON result: windows with their findings (each alerting finding with its
+        ``alert`` state: the incident it belongs to, or what inhibited it) and the
+        ``incidents`` those findings form."""
+        tracked = self.track()
+        windows = []
+        for i, w in enumerate(self.windows):
+            doc = w.to_dict()
+            for f, out in zip(w.findings, doc["findings"], strict=True):
+                alert = tracked.alert_of(i, f)
+                if alert is not None:
+                    out["alert"] = alert
+            windows.append(doc)
+        out: dict[str, Any] = {"suite": self.suite, "windows": windows,
+                               "incidents": tracked.views}
         if self.unmatched_labels:
             out["unmatched_labels"] = self.unmatched_labels
         return out
 
     def to_text(self) -> str:
-        """A table a person can read: one line per finding, windows without any said so."""
-        header = ("window", "rows", "monitor", "column/group", "value", "threshold", "severity")
-        lines: list[tuple[str, ...]] = []
-        for w in self.windows:
-            label = window_label(w.label)[0]  # time ranges as dates and clocks
-            if not w.findings:
-                lines.append((label, str(w.rows), "-", "-", "-", "-", "ok"))
-            for f in sorted(w.findings, key=lambda f: (-f.severity.rank, f.family, f.column or "")):
-                monitor = f"{f.monitor}:{f.metric}" if f.metric else f.monitor
-                lines.append((label, str(w.rows), monitor, f.segment or f.column or "-",
-                              f"{f.value:.4g}", f"{f.threshold:.4g}", f.severity.value))
-        widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
-        out = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
-               for r in [header, *lines]]
-        counts = {s: sum(f.severity == s for f in self.findings) for s in Severity}
+        """What a person reads: the incidents first (diagnosis, ranked causes, actions,
+        windows affected, and their findings), then the findings that formed no incident
+        (with why: inhibited, did not persist, info), then one line per window."""
+        tracked = self.track()
+        out = [*self._incident_lines(tracked), *self._other_lines(tracked),
+               *_table(("window", "rows", "status"),
+                       [(window_label(w.label)[0], str(w.rows), _status_text(w))
+                        for w in self.windows])]
         performance = self._performance_lines()
         if performance:
             out += ["", *performance]
-        out.append("")
-        out.append(
-            f"{len(self.windows)} window(s), {len(self.findings)} finding(s): "
-            f"{counts[Severity.CRITICAL]} critical, {counts[Severity.WARNING]} warning, "
-            f"{counts[Severity.INFO]} info"
-        )
+        counts = {s: sum(f.severity == s for f in self.findings) for s in Severity}
+        opened = sum(v["status"] != "resolved" for v in tracked.views)
+        out += ["", f"{len(self.windows)} window(s), {len(self.findings)} finding(s): "
+                    f"{counts[Severity.CRITICAL]} critical, {counts[Severity.WARNING]} warning, "
+                    f"{counts[Severity.INFO]} info; {len(tracked.views)} incident(s), "
+                    f"{opened} still open at the last window"]
         if self.unmatched_labels:
             out.append(f"{self.unmatched_labels} label(s) matched no prediction id")
         return "\n".join(out)
+
+    def _members(self, tracked: Tracked) -> dict[str, list[tuple[int, Finding]]]:
+        """Incident id → its findings (window index, finding), in window order."""
+        members: dict[str, list[tuple[int, Finding]]] = {}
+        for i, w in enumerate(self.windows):
+            for f in w.findings:
+                alert = tracked.alert_of(i, f)
+                if alert is not None and alert["incident"]:
+                    members.setdefault(alert["incident"], []).append((i, f))
+        return members
+
+    def _incident_lines(self, tracked: Tracked) -> list[str]:
+        if not tracked.views:
+            return []
+        members = self._members(tracked)
+        out = [f"{len(tracked.views)} incident(s)", ""]
+        for n, view in enumerate(tracked.views, 1):
+            advice, found = view["advice"], members.get(view["id"], [])
+            windows = sorted({i for i, _ in found})
+            span = (window_label(self.windows[windows[0]].label)[0] if windows else "-")
+            if len(windows) > 1:
+                span += f" → {window_label(self.windows[windows[-1]].label)[0]}"
+            state = (f"resolved at {window_label(view['resolved'])[0]}"
+                     if view["status"] == "resolved" else "open at the last window")
+            out += [f"{n}. [{view['severity']}] {advice['diagnosis']}: {view['title']}  "
+                    f"(incident {view['id']})",
+                    f"   windows affected: {len(windows)} ({span}); {state}",
+                    f"   diagnosis: {advice['diagnosis']}, since "
+                    f"{window_label(advice['began'] or view['opened'])[0]}"]
+            if advice["causes"]:
+                out.append("   likely causes:")
+                out += [f"     {k}. {c['name']}: {c['detail']}"
+                        for k, c in enumerate(advice["causes"][:5], 1)]
+            if advice["actions"]:
+                out.append("   actions:")
+                out += [f"     - {a}" for a in advice["actions"]]
+            out.append("   findings:")
+            out += ["     " + line for line in _finding_table(
+                [(self.windows[i], f, "") for i, f in found])]
+            out.append("")
+        return out
+
+    def _other_lines(self, tracked: Tracked) -> list[str]:
+        rows = []
+        for i, w in enumerate(self.windows):
+            for f in w.findings:
+                alert = tracked.alert_of(i, f)
+                if alert is not None and alert["incident"]:
+                    continue
+                rows.append((w, f, _why_not(f, alert)))
+        if not rows:
+            return []
+        return [f"{len(rows)} finding(s) in no incident", *_finding_table(rows), ""]
 
     def _performance_lines(self) -> list[str]:
         rows = []
@@ -250,13 +589,22 @@ class CheckResult:
             if not m.get("realised") and not m.get("estimated"):
                 continue
             realised, estimated = m.get("realised", {}), m.get("estimated", {})
+            unjudged = {u.monitor: u.reason for u in w.not_evaluated}
             cells = [window_label(w.label)[0], f"{m.get('label_coverage', 0.0):.0%}"]
+            if "performance" in unjudged and "estimated_performance" in unjudged:
+                cells.append(f"not evaluated ({unjudged['performance']}; estimate: "
+                             f"{unjudged['estimated_performance']})")
+                rows.append(cells)
+                continue
             for name in ("accuracy", "roc_auc", "f1", "mae", "rmse"):
                 if name in realised or name in estimated:
                     r = realised.get(name, float("nan"))
                     e = estimated.get(name)
                     text = "-" if not np.isfinite(r) else f"{r:.3f}"
-                    cells.append(f"{name} {text}" + (f" (est. {e:.3f})" if e is not None else ""))
+                    est = "" if e is None else (
+                        f" (est. {e:.3f})" if np.isfinite(e)
+                        and "estimated_performance" not in unjudged else " (est. not evaluated)")
+                    cells.append(f"{name} {text}{est}")
             rows.append(cells)
         if not rows:
             return []
@@ -264,3 +612,53 @@ class CheckResult:
         width = [max(len(r[i]) for r in [header, *rows]) for i in range(2)]
         return [f"{r[0].ljust(width[0])}  {r[1].ljust(width[1])}  {'  '.join(r[2:])}".rstrip()
                 for r in [header, *rows]]
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
+            for r in [header, *rows]]
+
+
+def _number(x: float) -> str:
+    return f"{x:.4g}" if np.isfinite(x) else "-"
+
+
+def _finding_table(rows: list[tuple[WindowResult, Finding, str]]) -> list[str]:
+    """One line per finding, most severe first within a window; ``note``: why it is not
+    in an incident (left out when no row has one)."""
+    header = ("window", "monitor", "column/group", "value", "threshold", "severity", "note")
+    lines = []
+    for w, f, note in rows:
+        monitor = f"{f.monitor}:{f.metric}" if f.metric else f.monitor
+        lines.append((window_label(w.label)[0], monitor, f.segment or f.column or "-",
+                      _number(f.value), _number(f.threshold), f.severity.value, note))
+    if not any(note for *_, note in rows):
+        return _table(header[:-1], [line[:-1] for line in lines])
+    return _table(header, lines)
+
+
+def _why_not(f: Finding, alert: dict[str, Any] | None) -> str:
+    """Why a finding formed no incident."""
+    if alert is None:
+        return "info (never alerts)" if f.severity == Severity.INFO else ""
+    if alert["inhibited_by"]:
+        return f"inhibited ({alert['inhibited_by']})"
+    if alert["state"] == "pending":
+        return "did not persist"
+    return alert["state"]
+
+
+def _status_text(w: WindowResult) -> str:
+    """A window's verdict: its findings, and what could not be judged and why."""
+    unjudged = w.unjudged_text()
+    alerting = sum(f.severity.rank >= Severity.WARNING.rank for f in w.findings)
+    if w.status == "alert":
+        text = f"{alerting} finding(s)"
+        return text + (f"; not evaluated: {unjudged}" if unjudged else "")
+    if w.status == "not_evaluated":
+        return f"not evaluated: {unjudged}"
+    if w.status == "partly_evaluated":
+        return f"ok; not evaluated: {unjudged}"
+    return "ok"

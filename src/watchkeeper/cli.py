@@ -423,24 +423,29 @@ class _Checking:
     window_by: str | None
     labels_path: Path | None
     progress: bool | None
+    tz: str | None = None
 
     @property
     def data_options_given(self) -> bool:
         return any(x is not None for x in (self.window_rows, self.window, self.window_by,
-                                           self.labels_path))
+                                           self.labels_path, self.tz))
 
     def run(self, current: Path) -> CheckResult:
         suite = Suite.load(self.suite_path)
         return suite.check(current, window_rows=self.window_rows, window=self.window,
                            window_by=self.window_by, labels=self.labels_path,
-                           progress=self.progress)
+                           progress=self.progress, tz=self.tz)
 
 
 _CHECK_OPTIONS = (
     click.option("--suite", "suite_path", type=click.Path(path_type=Path),
                  default="watchkeeper.yaml", show_default=True, help="Suite file from init."),
     click.option("--window-rows", type=click.IntRange(min=1), help="Rows per window."),
-    click.option("--window", help="Time window length, e.g. 1h, 1d (needs a timestamp column)."),
+    click.option("--window", help="Time window length: 1min, 1h, 1d, 1w (from Monday), 1mo "
+                                  "(calendar month), aligned to calendar boundaries (needs a "
+                                  "timestamp column)."),
+    click.option("--tz", help="Time zone of --window's days, weeks and months (default UTC), "
+                              "e.g. Europe/Paris."),
     click.option("--window-by", help="One window per value of this column (batch, partition)."),
     click.option("--labels", "labels_path", type=click.Path(path_type=Path),
                  help="Labels (id and target columns) joined by id to their prediction's "
@@ -456,8 +461,9 @@ def _check_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, suite_path: Path, window_rows: int | None, window: str | None,
                 window_by: str | None, labels_path: Path | None, progress: bool | None,
-                **kwargs: Any) -> Any:
-        checking = _Checking(suite_path, window_rows, window, window_by, labels_path, progress)
+                tz: str | None, **kwargs: Any) -> Any:
+        checking = _Checking(suite_path, window_rows, window, window_by, labels_path, progress,
+                             tz)
         return command(*args, checking=checking, **kwargs)
 
     for option in reversed(_CHECK_OPTIONS):
@@ -553,6 +559,7 @@ def report_command(current: Path | None, checking: _Checking, from_path: Path | 
         incidents = found
     _write_report(output, result, title=title or f"watchkeeper report: {name}",
                   incidents=incidents)
+    incidents = incidents or result.get("incidents") or []
     findings = sum(len(w.get("findings") or []) for w in result["windows"])
     click.echo(f"wrote {output}: {len(result['windows'])} window(s), {findings} finding(s)"
                + (f", {len(incidents)} incident(s)" if incidents else ""))

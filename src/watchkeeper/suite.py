@@ -21,9 +21,9 @@ from watchkeeper import suitefile
 from watchkeeper.alerts import Rules
 from watchkeeper.check import (
     CheckResult,
+    WindowLength,
     WindowResult,
     group_windows,
-    parse_duration,
     row_windows,
     time_windows,
 )
@@ -329,10 +329,13 @@ class Suite:
         window_by: str | None = None,
         labels: Any = None,
         progress: bool | None = None,
+        tz: str | None = None,
     ) -> CheckResult:
         """Split ``data`` into windows and profile and evaluate each: by row count
         (``window_rows=10_000``), by the timestamp column (``window="1d"``) or by the values
         of a batch column (``window_by="year"``). One window of all rows by default.
+        Time windows (``1min``, ``1h``, ``1d``, ``1w``, ``1mo``) align to calendar
+        boundaries; days, weeks (from Monday) and months in ``tz`` (UTC by default).
 
         ``labels`` (a table with the id and target columns) are joined to the rows by id, so
         they count toward the window of the prediction; labels that come later can be
@@ -347,17 +350,19 @@ class Suite:
             table, result.unmatched_labels = join_labels(table, labels, assert_task(task))
         if sum(x is not None for x in (window_rows, window, window_by)) > 1:
             raise SuiteError("window", "give one of a row count, a time window or a column")
+        if tz is not None and window is None:
+            raise SuiteError("tz", "a time zone applies to time windows (--window)")
         if window_by is not None:
             windows = group_windows(table, window_by)
         elif window is not None:
-            length = parse_duration(window)
+            length = WindowLength.parse(window)
             stamps = self.schema.by_role(Role.TIMESTAMP)
             if not stamps:
                 raise SuiteError(
                     "window", "time windows need a timestamp column; re-run init with "
                     "--timestamp COLUMN, or use --window-rows"
                 )
-            windows = time_windows(table, stamps[0].name, length)
+            windows = time_windows(table, stamps[0].name, length, tz)
         else:
             windows = row_windows(table, window_rows)
         if task is not None and task.id is not None and task.id in table.column_names:

@@ -9,11 +9,13 @@ from typing import Any, Literal
 
 from watchkeeper.alerts.labels import to_time, utc
 from watchkeeper.alerts.lifecycle import Alert
-from watchkeeper.alerts.rules import Rules
+from watchkeeper.alerts.rules import GroupRule, Rules
 from watchkeeper.monitors.base import Severity
 
 Status = Literal["open", "updated", "resolved"]
 _OUTCOME = {"prediction_drift", "performance", "estimated_performance", "fairness"}
+_DRIFT = {"feature_drift", "prediction_drift", "target_drift"}
+_BREAK = {"missing_column", "type_change"}
 
 
 @dataclass
@@ -68,6 +70,18 @@ class Incident:
             return f"{what} on {where}" if where else what
         if _OUTCOME & set(monitors):
             return "model degradation: " + ", ".join(monitors)
+        if set(monitors) <= _BREAK and len(columns) > 1:
+            named = sorted(c for c in columns if c)
+            return (f"{' and '.join(monitors)} on {len(named)} columns: "
+                    + ", ".join(named[:5]) + (" and more" if len(named) > 5 else ""))
+        drifted = {a.column for a in alerts if a.monitor in _DRIFT}
+        if len(drifted) > 1:
+            began = min((a.first_seen_at, a.first_seen) for a in alerts
+                        if a.first_seen_at)[1] \
+                if any(a.first_seen_at for a in alerts) else self.opened
+            others = sorted(set(monitors) - _DRIFT)
+            return (f"{len(drifted)} columns drifted together from window {began}"
+                    + (f" (with {', '.join(others)})" if others else ""))
         if all(a.family == "service" or a.monitor == "volume" for a in alerts):
             return "service: " + ", ".join(monitors)
         if len(columns) == 1 and None not in columns:
@@ -142,6 +156,9 @@ def group(new: list[Alert], open_incidents: list[Incident],
     the open incidents any of them relates to (through a firing alert). A group with an
     open incident joins the oldest one (open incidents are never merged: what was notified
     stands); a group without one opens a new incident (None).
+
+    Each rule indexes the alerts by the labels they must share, so a window in which
+    thousands of alerts start firing takes linear time, not a comparison of every pair.
     """
     m = len(open_incidents)
     parent = list(range(m + len(new)))
@@ -158,13 +175,15 @@ def group(new: list[Alert], open_incidents: list[Incident],
             parent[max(ri, rj)] = min(ri, rj)
 
     labels = [a.labels for a in new]
-    for j, a in enumerate(new):
-        for i, inc in enumerate(open_incidents):
-            if any(b is not a and rules.related(labels[j], b.labels) for b in inc.firing):
+    firing = [(i, b, b.labels) for i, inc in enumerate(open_incidents) for b in inc.firing]
+    for rule in rules.group:
+        for members in _related_new(rule, labels):
+            first = min(members)
+            for j in members:
+                union(m + first, m + j)
+        if not rule.same_window:  # open incidents' alerts started firing earlier
+            for i, j in _related_open(rule, new, labels, firing):
                 union(i, m + j)
-        for k in range(j):
-            if rules.related(labels[j], labels[k]):
-                union(m + k, m + j)
     groups: dict[int, list[Alert]] = {}
     for j, a in enumerate(new):
         groups.setdefault(find(m + j), []).append(a)
@@ -172,3 +191,49 @@ def group(new: list[Alert], open_incidents: list[Incident],
     # and incidents are passed oldest first.
     return [(open_incidents[root] if root < m else None, alerts)
             for root, alerts in groups.items()]
+
+
+def _related_new(rule: GroupRule, labels: list[dict[str, str]]) -> list[set[int]]:
+    """Sets of new alerts (indexes) that ``rule`` relates. Within one value of its
+    ``equal`` labels, every alert matching ``left`` relates to every other matching
+    ``right``; when both sides are present and there are two alerts or more, that
+    connects them all."""
+    buckets: dict[tuple[str, ...], tuple[list[int], list[int]]] = {}
+    for j, lab in enumerate(labels):
+        key = rule.key(lab)
+        left, right = rule.sides(lab) if key is not None else (False, False)
+        if left or right:
+            lefts, rights = buckets.setdefault(key or (), ([], []))
+            if left:
+                lefts.append(j)
+            if right:
+                rights.append(j)
+    return [set(lefts) | set(rights) for lefts, rights in buckets.values()
+            if lefts and rights and len(set(lefts) | set(rights)) > 1]
+
+
+def _related_open(rule: GroupRule, new: list[Alert], labels: list[dict[str, str]],
+                  firing: list[tuple[int, Alert, dict[str, str]]]) -> list[tuple[int, int]]:
+    """(open incident, new alert) pairs that ``rule`` relates through one of the
+    incident's firing alerts (another alert than the new one itself)."""
+    # per key: incident → its first two firing alerts matching left, and right
+    index: dict[tuple[str, ...], dict[int, tuple[list[Alert], list[Alert]]]] = {}
+    for i, b, lab in firing:
+        key = rule.key(lab)
+        left, right = rule.sides(lab) if key is not None else (False, False)
+        if left or right:
+            lefts, rights = index.setdefault(key or (), {}).setdefault(i, ([], []))
+            for side, hit in ((lefts, left), (rights, right)):
+                if hit and len(side) < 2:
+                    side.append(b)
+    out = []
+    for j, (a, lab) in enumerate(zip(new, labels, strict=True)):
+        key = rule.key(lab)
+        if key is None or key not in index:
+            continue
+        left, right = rule.sides(lab)
+        for i, (lefts, rights) in index[key].items():
+            others = (rights if left else []) + (lefts if right else [])
+            if any(b is not a for b in others):
+                out.append((i, j))
+    return out

@@ -12,7 +12,7 @@ from watchkeeper.monitors.base import Finding, Severity
 
 #: Labels a silence or rule may match on (a missing label matches as "").
 LABELS = ("model", "alertname", "monitor", "family", "column", "segment", "metric", "severity",
-          "direction")
+          "direction", "role")
 #: Alertmanager's "no end yet" timestamp for firing alerts.
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -30,7 +30,8 @@ def fingerprint(model: str, monitor: str, column: str | None, segment: str | Non
 
 def finding_labels(model: str, f: Finding) -> dict[str, str]:
     """Labels of a finding in one window. ``direction`` is ``below`` when the value is under
-    its threshold (a volume collapse, a throughput drop) and ``above`` otherwise."""
+    its threshold (a volume collapse, a throughput drop) and ``above`` otherwise; ``role``
+    is the role of a schema finding's column (``prediction``, ``proba``, ``feature``...)."""
     return {
         "model": model,
         "alertname": f.monitor,
@@ -41,6 +42,7 @@ def finding_labels(model: str, f: Finding) -> dict[str, str]:
         "metric": f.metric or "",
         "severity": Severity(f.severity).value,
         "direction": "below" if f.value < f.threshold else "above",
+        "role": str(f.evidence.get("role", "")),
     }
 
 

@@ -30,6 +30,10 @@ FALLBACK_FOR = 2
 _DRIFT = "=~feature_drift|prediction_drift|target_drift"
 _OUTCOME = "=~prediction_drift|performance|estimated_performance|fairness"
 _STATISTICS = "=~drift|performance|estimated_performance|fairness"
+_BREAK = "=~missing_column|type_change"
+_OUTCOME_FAMILIES = "=~performance|estimated_performance|fairness"
+#: Roles of the columns the outcome monitors are computed from.
+_MODEL_OUTPUT = "=~prediction|proba|target"
 
 
 @dataclass
@@ -54,6 +58,30 @@ class InhibitRule:
                 and matches(self.target, target)
                 and all(source.get(k, "") == target.get(k, "") for k in self.equal))
 
+    def key(self, labels: dict[str, str]) -> tuple[str, ...]:
+        """The values a source and its target must share (the ``equal`` labels)."""
+        return tuple(labels.get(k, "") for k in self.equal)
+
+    def inhibited(self, labels: list[dict[str, str]]) -> dict[int, dict[str, str]]:
+        """Index of each finding this rule inhibits → its source (the first matching one in
+        order), in linear time: sources are indexed by their ``equal`` labels."""
+        sources: dict[tuple[str, ...], list[int]] = {}
+        for i, s in enumerate(labels):
+            if matches(self.source, s):
+                first = sources.setdefault(self.key(s), [])
+                if len(first) < 2:  # the first two: one of them is not the target itself
+                    first.append(i)
+        out: dict[int, dict[str, str]] = {}
+        if not sources:
+            return out
+        for i, target in enumerate(labels):
+            found = sources.get(self.key(target))
+            if found and matches(self.target, target):
+                source = next((j for j in found if j != i), None)
+                if source is not None:
+                    out[i] = labels[source]
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": dict(self.source), "target": dict(self.target),
                 "equal": list(self.equal)}
@@ -68,13 +96,15 @@ class InhibitRule:
 class GroupRule:
     """Two firing alerts belong to one incident when one matches ``left`` and the other
     ``right`` (``right`` None: the same as ``left``), and they agree on every ``equal``
-    label, which must be non-empty. Relations chain: an alert related to any firing alert
-    of an open incident joins it."""
+    label. With ``same_window``, only alerts that started firing in the same window
+    relate (changes that began together, not one that came later). Relations chain: an
+    alert related to any firing alert of an open incident joins it."""
 
     name: str
     left: dict[str, str]
     right: dict[str, str] | None = None
     equal: list[str] = field(default_factory=list)
+    same_window: bool = False
 
     def __post_init__(self) -> None:
         self.left = check_matchers(self.left, f"group {self.name}.left")
@@ -82,7 +112,20 @@ class GroupRule:
             self.right = check_matchers(self.right, f"group {self.name}.right")
         _check_labels(self.equal, f"group {self.name}.equal")
 
-    def relates(self, a: dict[str, str], b: dict[str, str]) -> bool:
+    def key(self, labels: dict[str, str]) -> tuple[str, ...] | None:
+        """The ``equal`` labels' values, which related alerts share; None when one is
+        empty (such an alert relates to none by this rule)."""
+        values = tuple(labels.get(k, "") for k in self.equal)
+        return None if not all(values) else values
+
+    def sides(self, labels: dict[str, str]) -> tuple[bool, bool]:
+        """Whether the labels match ``left``, and ``right``."""
+        right = self.left if self.right is None else self.right
+        return matches(self.left, labels), matches(right, labels)
+
+    def relates(self, a: dict[str, str], b: dict[str, str], same_window: bool = True) -> bool:
+        if self.same_window and not same_window:
+            return False
         for k in self.equal:
             if not a.get(k) or a.get(k) != b.get(k):
                 return False
@@ -91,24 +134,32 @@ class GroupRule:
                 or (matches(self.left, b) and matches(right, a)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "left": dict(self.left),
-                "right": None if self.right is None else dict(self.right),
-                "equal": list(self.equal)}
+        out = {"name": self.name, "left": dict(self.left),
+               "right": None if self.right is None else dict(self.right),
+               "equal": list(self.equal)}
+        if self.same_window:
+            out["same_window"] = True
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GroupRule:
         right = d.get("right")
         return cls(str(d["name"]), dict(d.get("left", {})),
-                   None if right is None else dict(right), list(d.get("equal", [])))
+                   None if right is None else dict(right), list(d.get("equal", [])),
+                   bool(d.get("same_window", False)))
 
 
 def default_inhibit() -> list[InhibitRule]:
     """A schema break or missing values on a column inhibit drift and value checks on it;
-    a volume collapse or throughput drop inhibits statistics computed on too few rows."""
+    a missing prediction or score column inhibits everything computed from the model's
+    output; a volume collapse or throughput drop inhibits statistics computed on too few
+    rows."""
     return [
         InhibitRule({"monitor": "=~missing_column|type_change|missing_rate"},
                     {"monitor": f"{_DRIFT}|out_of_range|unseen_category|invalid_rate"},
                     ["column"], "column break"),
+        InhibitRule({"monitor": _BREAK, "role": _MODEL_OUTPUT},
+                    {"family": _OUTCOME_FAMILIES}, [], "model output missing"),
         InhibitRule({"monitor": "volume", "direction": "below"}, {"family": _STATISTICS},
                     [], "volume collapse"),
         InhibitRule({"monitor": "throughput", "direction": "below"}, {"family": _STATISTICS},
@@ -124,6 +175,10 @@ def default_group() -> list[GroupRule]:
         GroupRule("column", {}, None, ["column"]),
         GroupRule("model degradation", {"monitor": _DRIFT}, {"monitor": _OUTCOME}),
         GroupRule("model outcome", {"monitor": _OUTCOME}),
+        # several columns that start drifting, or break, in the same window: one change
+        # upstream
+        GroupRule("drift together", {"monitor": _DRIFT}, None, [], same_window=True),
+        GroupRule("break together", {"monitor": _BREAK}, None, [], same_window=True),
         GroupRule("service", {"family": "service"}),
         GroupRule("traffic", {"monitor": "volume"}, {"family": "service"}),
         GroupRule("security", {"family": "security"}, None, ["segment"]),
@@ -164,19 +219,20 @@ class Rules:
         return self.for_windows.get(monitor, self.for_windows.get(family, FALLBACK_FOR))
 
     def inhibited(self, labels: list[dict[str, str]]) -> dict[int, str]:
-        """Index of each inhibited finding → ``"<rule>: <source alertname> on <column>"``."""
+        """Index of each inhibited finding → ``"<rule>: <source alertname> on <column>"``
+        (the first rule that inhibits it). Linear in the number of findings per rule."""
         out: dict[int, str] = {}
-        for i, target in enumerate(labels):
-            for rule in self.inhibit:
-                source = next((s for s in labels if rule.inhibits(s, target)), None)
-                if source is not None:
-                    on = f" on {source['column']}" if source["column"] else ""
+        for rule in self.inhibit:
+            for i, source in rule.inhibited(labels).items():
+                if i not in out:
+                    on = f" on {source['column']}" if source.get("column") else ""
                     out[i] = f"{rule.name or 'inhibit'}: {source['alertname']}{on}"
-                    break
         return out
 
-    def related(self, a: dict[str, str], b: dict[str, str]) -> bool:
-        return any(rule.relates(a, b) for rule in self.group)
+    def related(self, a: dict[str, str], b: dict[str, str], same_window: bool = True) -> bool:
+        """Whether two alerts belong in one incident; ``same_window``: they started firing
+        in the same window."""
+        return any(rule.relates(a, b, same_window) for rule in self.group)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -68,8 +68,9 @@ class Finding:
 
 
 def _round(v: Any) -> Any:
+    """Six significant digits; NaN and ±inf as None (JSON has no NaN)."""
     if isinstance(v, (float, np.floating)):
-        return float(f"{float(v):.6g}")
+        return float(f"{float(v):.6g}") if np.isfinite(v) else None
     if isinstance(v, np.integer):
         return int(v)
     return v
@@ -156,11 +157,18 @@ class Monitor:
         """Values worth reporting for every window, alert or not (e.g. metrics)."""
         return {}
 
+    def not_evaluated(self, window: Profile) -> str | None:
+        """Why this monitor cannot judge ``window`` (``"n < 100"``: too few rows), or None
+        when it can. A monitor that returns no finding for a window it could not judge
+        says so here, so the window is not reported as "ok"."""
+        return None
+
     def assess(self, window: Profile, reference: Profile) -> tuple[list[Finding], dict[str, Any]]:
         """Findings and measures of a window in one call. By default :meth:`evaluate` and
         :meth:`measure`; a monitor whose measures come out of its evaluation (drift: the
         distance and threshold of every window) overrides it to compute them once."""
-        return self.evaluate(window, reference), self.measure(window)
+        found = [] if self.not_evaluated(window) else self.evaluate(window, reference)
+        return found, self.measure(window)
 
     def evaluate_sequence(self, windows: list[Profile]) -> list[list[Finding]] | None:
         """Findings per window for monitors that judge a run of windows (throughput, label
@@ -216,6 +224,13 @@ def monitor_class(type_name: str) -> type[Monitor]:
 
 def monitor_types() -> dict[str, type[Monitor]]:
     return dict(_REGISTRY)
+
+
+def absent(window: Profile, columns: list[str | None]) -> list[str]:
+    """The named columns that no row of a non-empty window carries (a model output that
+    went missing: what is computed from it cannot be judged)."""
+    return [c for c in columns if c and window.rows
+            and (c not in window.columns or window.columns[c].count == 0)]
 
 
 def severity_for(value: float, warning: float, critical: float) -> Severity | None:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, severity_for
+from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, absent, severity_for
 from watchkeeper.profile import Profile, bin_codes
 from watchkeeper.schema import Kind
 from watchkeeper.stats.calibration import NullFit, chunk_overdispersion, fit_binned_null
@@ -110,6 +110,15 @@ class FeatureDrift(Monitor):
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
         return self.assess(window, reference)[0]
+
+    def not_evaluated(self, window: Profile) -> str | None:
+        if "null" not in self.calibration:
+            return None
+        if absent(window, [self.column]):
+            return f"{self.column} missing"
+        current = window.columns.get(self.column)
+        n = int(current.bins.sum()) if current is not None and current.bins is not None else 0
+        return f"n < {self.settings['min_rows']}" if n < self.settings["min_rows"] else None
 
     def assess(self, window: Profile, reference: Profile) -> tuple[list[Finding], dict[str, Any]]:
         """The finding, if any, and the column's drift measures for every window

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import special
 
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity
+from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, absent
 from watchkeeper.profile import Profile
 from watchkeeper.stats.calibration import TAIL_MARGIN
 from watchkeeper.task import Task, fairness_key
@@ -137,7 +137,7 @@ class Fairness(Monitor):
                    if k in ("dp_difference", "di_ratio", "eo_difference")}
             if ref:
                 summary["reference"] = ref
-        return self.evaluate(window, reference), measured
+        return ([] if self.not_evaluated(window) else self.evaluate(window, reference)), measured
 
     def _summary(self, t: np.ndarray, labels: list[str], groups: bool = True) -> dict[str, Any]:
         """Per group n and rates (``groups``), and over the groups of sufficient size the
@@ -180,6 +180,21 @@ class Fairness(Monitor):
             summary["eo_metric"] = k
             summary["eo_groups"] = [labels[index[top]], labels[index[bottom]]]
         return summary
+
+    def not_evaluated(self, window: Profile) -> str | None:
+        """Not evaluated without the prediction, or when no grouping has two groups of
+        ``min_group`` rows."""
+        if "tests" not in self.calibration:
+            return None
+        missing = absent(window, [self.task.prediction])
+        if missing:
+            return f"{missing[0]} missing"
+        floor = self.settings["min_group"]
+        for grouping in self.task.groupings():
+            t = window.joint.get(fairness_key(grouping))
+            if t is not None and int((group_rates(t)["n"] >= floor).sum()) >= 2:
+                return None
+        return f"groups n < {floor}"
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
         if "tests" not in self.calibration:

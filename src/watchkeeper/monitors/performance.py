@@ -12,7 +12,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
+from watchkeeper.monitors.base import (
+    Finding,
+    Monitor,
+    ReferenceData,
+    Severity,
+    absent,
+    severity_for,
+)
 from watchkeeper.profile import Profile
 from watchkeeper.stats.calibration import difference_threshold
 from watchkeeper.stats.metrics import (
@@ -109,6 +116,23 @@ class DropMonitor(Monitor):
         assert self.schema is not None and self.schema.task is not None
         return self.schema.task
 
+    def judged_rows(self, window: Profile) -> int:
+        """The rows a window's metric is computed on."""
+        return window.rows
+
+    def not_evaluated(self, window: Profile) -> str | None:
+        if "reference" not in self.calibration:
+            return None  # skipped at init (said so in the suite), not per window
+        outputs = [c for c in (self.task.prediction, self.task.proba) if c]
+        missing = absent(window, outputs)
+        if outputs and len(missing) == len(outputs):
+            return f"{', '.join(missing)} missing"
+        n, floor = self.judged_rows(window), self.settings["min_rows"]
+        return f"{self.counted}n < {floor}" if n < floor else None
+
+    #: What ``n`` counts, in a not-evaluated reason ("labeled " for realised metrics).
+    counted = ""
+
     def compare(self, window: dict[str, float], n: int, label: str) -> list[Finding]:
         ref = self.calibration.get("reference", {})
         unit = self.calibration.get("unit_sd", {})
@@ -182,12 +206,19 @@ class RealisedPerformance(DropMonitor):
                                 "matrix": t[:, :, :k].sum(axis=0).T.tolist()}
         return out
 
+    counted = "labeled "
+
+    def judged_rows(self, window: Profile) -> int:
+        if not window.joint:
+            return 0
+        metrics = realised_metrics(window.joint, self.task)
+        return int(metrics.get("scored", metrics.get("labeled", 0)))
+
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
         if "reference" not in self.calibration or not window.joint:
             return []
         metrics = realised_metrics(window.joint, self.task)
-        return self.compare(metrics, int(metrics.get("scored", metrics.get("labeled", 0))),
-                            "realised")
+        return self.compare(metrics, self.judged_rows(window), "realised")
 
 
 class LabelCoverage(Monitor):

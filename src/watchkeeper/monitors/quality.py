@@ -16,6 +16,8 @@ from watchkeeper.values import epoch_seconds
 
 #: Roles whose columns must be present in every window (labels and ids may come later).
 REQUIRED_ROLES = (Role.FEATURE, Role.PREDICTION, Role.PROBA, Role.TIMESTAMP, Role.CLIENT)
+#: New columns named in a ``new_column`` finding; the rest are counted.
+NEW_COLUMNS_LISTED = 20
 #: Type classes that a column of each kind may arrive as without it being a type change.
 COMPATIBLE = {
     Kind.NUMERIC: {"numeric", "null"},
@@ -42,11 +44,12 @@ class SchemaChange(Monitor):
             if spec.role not in REQUIRED_ROLES:
                 continue
             cp = window.columns.get(spec.name, ColumnProfile())
+            role = spec.role.value  # a missing prediction inhibits what is computed from it
             if cp.count < window.rows:
                 share = 1.0 - cp.count / window.rows
                 found.append(self._at(spec.name, share, Severity.CRITICAL,
                                       f"column {spec.name} is missing from {share:.1%} of rows",
-                                      "missing_column"))
+                                      "missing_column", role=role))
             allowed = COMPATIBLE[spec.kind] | {spec.dtype}
             odd = {t: n for t, n in cp.types.items() if t not in allowed and n}
             if odd:
@@ -54,11 +57,26 @@ class SchemaChange(Monitor):
                 share = sum(odd.values()) / max(cp.count, 1)
                 found.append(self._at(spec.name, share, Severity.CRITICAL,
                                       f"column {spec.name} changed type: {spec.dtype} → {seen}",
-                                      "type_change", expected=spec.dtype, seen=seen))
-        for name, rows in sorted(window.unexpected.items()):
-            found.append(self._at(name, rows / window.rows, Severity.WARNING,
-                                  f"new column {name} is not in the suite", "new_column"))
+                                      "type_change", expected=spec.dtype, seen=seen, role=role))
+        if window.unexpected:
+            found.append(self._new_columns(window))
         return found
+
+    def _new_columns(self, window: Profile) -> Finding:
+        """One finding for all the window's columns the suite does not know (a wide row can
+        bring thousands): how many, and the first ``NEW_COLUMNS_LISTED`` of them by name."""
+        names = sorted(window.unexpected)
+        listed = ", ".join(names[:NEW_COLUMNS_LISTED])
+        more = len(names) - NEW_COLUMNS_LISTED
+        listed += f" and {more} more" if more > 0 else ""
+        rows = max(window.unexpected.values())
+        what = f"new column {listed} is" if len(names) == 1 else \
+            f"{len(names)} new columns ({listed}) are"
+        f = self.finding(len(names), 0.0, Severity.WARNING, f"{what} not in the suite",
+                         monitor="new_column", columns=listed, count=len(names),
+                         share=rows / window.rows)
+        f.column = names[0] if len(names) == 1 else None
+        return f
 
     def _at(self, column: str, value: float, severity: Severity, message: str, kind: str,
             **evidence: Any) -> Finding:

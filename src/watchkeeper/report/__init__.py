@@ -29,11 +29,16 @@ def render(result: Mapping[str, Any], *, title: str = "watchkeeper report",
     or windows as the server API returns them) and of ``incidents`` (as the server's
     incidents API returns them, with their advice).
 
+    Without ``incidents``, those of the result itself are shown (``check --format json``
+    carries them under ``"incidents"``).
+
     ``fragment=True`` returns only the body content (a ``div.wk-report`` with its style
     scoped to it) for embedding in another page; ``generated`` is an optional line such
     as the time the report was made (left out by default so output is reproducible).
     """
     windows = sections.windows_of(result)
+    if not incidents and isinstance(result.get("incidents"), list):
+        incidents = [i for i in result["incidents"] if isinstance(i, Mapping)]
     parts = [
         ("summary", "Windows", sections.summary(windows)),
         ("incidents", "Incidents", sections.incidents(incidents)),

@@ -65,6 +65,9 @@ class WindowView:
     metrics: dict[str, Any] = field(default_factory=dict)
     axis: str = ""  # short label for chart axes
     span: str | None = None  # the rows' own time range, when narrower than the label's
+    #: monitors that could not judge the window (``{"monitor", "column", "reason"}``)
+    not_evaluated: list[dict[str, Any]] = field(default_factory=list)
+    status: str | None = None  # the check's verdict (ok, alert, partly_/not_evaluated)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -126,7 +129,9 @@ def windows_of(result: Mapping[str, Any]) -> list[WindowView]:
                               None if end is None else str(end),
                               None if w.get("state") is None else str(w.get("state")),
                               findings, _dict(w.get("metrics")), axis,
-                              span if span != label else None))
+                              span if span != label else None,
+                              [_dict(u) for u in _list(w.get("not_evaluated"))],
+                              None if w.get("status") is None else str(w["status"])))
     return out
 
 
@@ -217,7 +222,7 @@ def summary(windows: list[WindowView]) -> str:
         label = escape(w.label)
         if w.span:
             label += f'<span class="sub">{escape(w.span)}</span>'
-        cells = [label, number(w.rows), badge(w.worst),
+        cells = [label, number(w.rows), _verdict(w),
                  *(number(counts[s]) if counts[s] else '<span class="muted">0</span>'
                    for s in SEVERITIES)]
         if has_state:
@@ -238,6 +243,19 @@ def summary(windows: list[WindowView]) -> str:
                    "the task is known, the share of rows with a label and the model's "
                    "headline metric (accuracy; MAE for a regressor) measured on them next to "
                    "the one estimated without labels.")
+
+
+def _verdict(w: WindowView) -> str:
+    """The window's worst finding, or "not evaluated" where nothing alerted and some
+    monitors could not judge it (with who and why), rather than "ok"."""
+    if w.worst != "ok" or not w.not_evaluated:
+        return badge(w.worst)
+    reasons: dict[str, list[str]] = {}
+    for u in w.not_evaluated:
+        reasons.setdefault(str(u.get("reason") or "?"), []).append(str(u.get("monitor")))
+    note = "; ".join(f"{', '.join(sorted(set(ms)))} ({r})" for r, ms in reasons.items())
+    text = "not evaluated" if w.status == "not_evaluated" else "ok, partly"
+    return badge("muted", text) + f'<span class="sub">not evaluated: {escape(note)}</span>'
 
 
 # ---------------------------------------------------------------------- performance
