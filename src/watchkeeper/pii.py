@@ -79,3 +79,116 @@ def protect(table: pa.Table, modes: dict[str, str], key: bytes | None) -> pa.Tab
                   for v in table.column(name).to_pylist()]
         table = table.set_column(i, name, pa.array(hashed, type=pa.string()))
     return table
+
+
+# -- at ingest: columns the suite does not know, and client ids ------------------------------
+#: Values that are personal data wherever they appear (RE2 syntax, matched by Arrow):
+#: e-mail addresses anywhere in a value; phone numbers, card numbers (Luhn-checked after)
+#: and IP addresses as the whole value.
+_INGEST_VALUES = {
+    "e-mail": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    "phone": r"^\s*(\+\d[\d\s().-]{6,18}\d|\(?0?\d{2,5}\)?[\s.-]\d{3,4}[\s.-]?\d{3,4})\s*$",
+    "card": r"^\s*(\d[ -]?){12,18}\d\s*$",
+    "ip": r"^\s*((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)\s*$|"
+          r"^\s*([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\s*$|"
+          r"^\s*([0-9A-Fa-f]{1,4}(:[0-9A-Fa-f]{1,4})*)?::([0-9A-Fa-f]{1,4}(:[0-9A-Fa-f]{1,4})*)?\s*$",
+}
+#: hex digits of a client pseudonym: 64 bits, no collision among millions of clients
+CLIENT_DIGITS = 16
+
+
+def luhn(digits: str) -> bool:
+    """The Luhn checksum of a card number holds (every payment card number passes it).
+
+    >>> luhn("4111 1111 1111 1111"), luhn("4111 1111 1111 1112")
+    (True, False)
+    """
+    numbers = [int(ch) for ch in digits if ch.isdigit()]
+    total = sum(n if i % 2 == 0 else (2 * n - 9 if n > 4 else 2 * n)
+                for i, n in enumerate(reversed(numbers)))
+    return bool(numbers) and total % 10 == 0
+
+
+def personal_values(column: pa.ChunkedArray | pa.Array) -> str | None:
+    """What personal data any value of a batch's column looks like (e-mail, phone, card,
+    ip), or None. Unlike ``detect`` (a majority of a reference sample, at ``init``), one
+    value is enough: this guards what is stored, not how a column is profiled.
+
+    >>> personal_values(pa.array(["ok", "write to ann@example.org"]))
+    'e-mail'
+    >>> personal_values(pa.array(["2024-01-31", "10:30:00", "v1.2", None]))
+    >>> personal_values(pa.array([4111111111111111, 12]))
+    'card'
+    """
+    import pyarrow.compute as pc
+
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = pc.cast(column, kind.value_type)
+        kind = kind.value_type
+    if pa.types.is_integer(kind):  # card numbers sent as numbers
+        big = pc.filter(column, pc.greater_equal(pc.abs(column), 10**12))
+        return "card" if any(luhn(str(v)) for v in big.to_pylist()) else None
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return None
+    for what, pattern in _INGEST_VALUES.items():
+        found = pc.match_substring_regex(column, pattern)
+        if not pc.any(found).as_py():
+            continue
+        if what != "card" or any(luhn(v) for v in pc.filter(column, found).to_pylist()):
+            return what
+    return None
+
+
+def scrub_unknown(table: pa.Table, known: set[str], key: bytes | None
+                  ) -> tuple[pa.Table, dict[str, str]]:
+    """Hash (with ``key``) or, without a key, drop every column outside ``known`` (the
+    suite's columns and the reserved ones the caller keeps) whose name or values look like
+    personal data, before a batch is stored. Returns the batch and what was done to each
+    such column ("hashed" or "dropped").
+
+    >>> t = pa.table({"x": [1.0], "mail": ["a@b.org"], "note": ["fine"]})
+    >>> out, done = scrub_unknown(t, {"x"}, b"k")
+    >>> done, out.column("mail")[0].as_py() != "a@b.org", out.column("note")[0].as_py()
+    ({'mail': 'hashed'}, True, 'fine')
+    >>> scrub_unknown(t, {"x"}, None)[0].column_names
+    ['x', 'note']
+    """
+    flagged = {name: "hash" for name in table.column_names
+               if name not in known and (detect(name, []) or personal_values(table.column(name)))}
+    if not flagged:
+        return table, {}
+    done = {name: "hashed" if key is not None else "dropped" for name in flagged}
+    return protect(table, flagged, key), done
+
+
+def client_pseudonym(value: object, key: bytes) -> str:
+    """The stable pseudonym a client id is stored and shown as: a short keyed hash.
+
+    >>> client_pseudonym("ann@example.org", b"k") == client_pseudonym("ann@example.org", b"k")
+    True
+    >>> len(client_pseudonym("ann@example.org", b"k"))
+    16
+    """
+    return pseudonym(value, key)[:CLIENT_DIGITS]
+
+
+def pseudonymise_clients(table: pa.Table, column: str, key: bytes) -> pa.Table:
+    """Replace a batch's client ids (``column``) by their pseudonyms; missing ids stay
+    missing. Each distinct id is hashed once."""
+    if column not in table.column_names:
+        return table
+    import pyarrow.compute as pc
+
+    try:
+        values = pc.cast(table.column(column), pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # ids that are lists or structs
+        values = pa.chunked_array([pa.array(
+            [None if v is None else str(v) for v in table.column(column).to_pylist()],
+            pa.string())])
+    distinct = pc.unique(values).drop_null()
+    names = pa.array([client_pseudonym(v, key) for v in distinct.to_pylist()], pa.string())
+    index = pc.index_in(values, value_set=distinct)
+    hashed = pc.take(names, index)
+    i = table.column_names.index(column)
+    return table.set_column(i, column, hashed)
