@@ -11,6 +11,7 @@ is configured.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -149,17 +150,19 @@ def scrub_unknown(table: pa.Table, known: set[str], key: bytes | None
 
     >>> t = pa.table({"x": [1.0], "mail": ["a@b.org"], "note": ["fine"]})
     >>> out, done = scrub_unknown(t, {"x"}, b"k")
-    >>> done, out.column("mail")[0].as_py() != "a@b.org", out.column("note")[0].as_py()
-    ({'mail': 'hashed'}, True, 'fine')
+    >>> done, out.column("mail")[0].as_py() == pseudonym("a@b.org", b"k")
+    ({'mail': 'hashed'}, True)
     >>> scrub_unknown(t, {"x"}, None)[0].column_names
     ['x', 'note']
     """
-    flagged = {name: "hash" for name in table.column_names
-               if name not in known and (detect(name, []) or personal_values(table.column(name)))}
-    if not flagged:
-        return table, {}
-    done = {name: "hashed" if key is not None else "dropped" for name in flagged}
-    return protect(table, flagged, key), done
+    flagged = [name for name in table.column_names
+               if name not in known and (detect(name, []) or personal_values(table.column(name)))]
+    if key is None:
+        return table.drop_columns(flagged), dict.fromkeys(flagged, "dropped")
+    for name in flagged:
+        i = table.column_names.index(name)
+        table = table.set_column(i, name, hash_column(table.column(name), key))
+    return table, dict.fromkeys(flagged, "hashed")
 
 
 def client_pseudonym(value: object, key: bytes) -> str:
@@ -173,22 +176,29 @@ def client_pseudonym(value: object, key: bytes) -> str:
     return pseudonym(value, key)[:CLIENT_DIGITS]
 
 
-def pseudonymise_clients(table: pa.Table, column: str, key: bytes) -> pa.Table:
-    """Replace a batch's client ids (``column``) by their pseudonyms; missing ids stay
-    missing. Each distinct id is hashed once."""
-    if column not in table.column_names:
-        return table
+def hash_column(column: pa.ChunkedArray, key: bytes, digits: int = 64) -> pa.ChunkedArray:
+    """Each value replaced by its ``pseudonym`` cut to ``digits`` hex digits (missing
+    values stay missing); each distinct value is hashed once."""
     import pyarrow.compute as pc
 
     try:
-        values = pc.cast(table.column(column), pa.string())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # ids that are lists or structs
+        values = pc.cast(column, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # lists, structs...
         values = pa.chunked_array([pa.array(
-            [None if v is None else str(v) for v in table.column(column).to_pylist()],
-            pa.string())])
+            [None if v is None else str(v) for v in column.to_pylist()], pa.string())])
     distinct = pc.unique(values).drop_null()
-    names = pa.array([client_pseudonym(v, key) for v in distinct.to_pylist()], pa.string())
-    index = pc.index_in(values, value_set=distinct)
-    hashed = pc.take(names, index)
+    names = pa.array([_digest(key, v)[:digits] for v in distinct.to_pylist()], pa.string())
+    return pc.take(names, pc.index_in(values, value_set=distinct))
+
+
+@functools.lru_cache(maxsize=65_536)  # client ids and other values recur batch after batch
+def _digest(key: bytes, value: str) -> str:
+    return hmac.digest(key, value.encode("utf-8"), "sha256").hex()
+
+
+def pseudonymise_clients(table: pa.Table, column: str, key: bytes) -> pa.Table:
+    """Replace a batch's client ids (``column``) by their ``client_pseudonym``."""
+    if column not in table.column_names:
+        return table
     i = table.column_names.index(column)
-    return table.set_column(i, column, hashed)
+    return table.set_column(i, column, hash_column(table.column(column), key, CLIENT_DIGITS))
