@@ -19,9 +19,16 @@ import watchkeeper as wk
 from tests.server_helpers import READ, WRITE, Server, request, wait_for
 from tests.test_server import arrow, post
 from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
-from watchkeeper.pii import personal_values, pseudonymise_clients, scrub_unknown
+from watchkeeper.pii import (
+    client_pseudonym,
+    personal_values,
+    pseudonymise_clients,
+    scrub_unknown,
+)
 from watchkeeper.server.auth import COOKIE
+from watchkeeper.server.hub import Hub
 from watchkeeper.server.ingest import from_ipc
+from watchkeeper.server.privacy import Privacy
 from watchkeeper.store import Store, tables
 from watchkeeper.store.sessions import close_session, open_session, session_access
 
@@ -124,6 +131,7 @@ def test_personal_data_the_suite_never_saw_is_not_stored_or_shown(
     clients = set(re.findall(r'"_client": "([^"]*)"', stored))
     assert len(clients) == len(CLIENTS) and all(re.fullmatch("[0-9a-f]{16}", c)
                                                 for c in clients)
+    assert all(c in places["/v1/models/m/windows"] for c in clients)  # shown by pseudonym
     assert "column 'email' is not in the suite" in places["server log"]
 
 
@@ -155,6 +163,23 @@ def test_scrubbing_keeps_known_columns_and_hashes_stably() -> None:
     assert first[0] is None and first[1] == first[3] != first[2] and len(first[1]) == 16
     assert pseudonymise_clients(pa.table({"_client": ["a"]}), "_client", b"other") \
         .column("_client")[0].as_py() != first[1]
+
+
+def test_client_pseudonyms_are_shared_by_servers_and_configurable(
+        tmp_path: Path, suite_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = pa.table({"x": [1.0, 2.0], "_client": CLIENTS[:2]})
+    monkeypatch.delenv("WATCHKEEPER_PII_KEY", raising=False)
+    names = []
+    for _ in range(2):  # two servers (or one restarted) on one store, no WATCHKEEPER_PII_KEY
+        with Store(f"sqlite:///{tmp_path / 'wk.db'}") as store:
+            hub = Hub(store, lease_ttl=None)
+            hub.register("m", suite_path.read_text())
+            names.append(Privacy(hub).scrub("m", batch).column("_client").to_pylist())
+            assert Privacy(hub, show_clients=True).scrub("m", batch).equals(batch)
+            hub.pii_key = b"operator-key"  # WATCHKEEPER_PII_KEY, when set
+            assert Privacy(hub).scrub("m", batch).column("_client").to_pylist() == [
+                client_pseudonym(c, b"operator-key") for c in CLIENTS[:2]]
+    assert names[0] == names[1] and not set(names[0]) & set(CLIENTS)
 
 
 # -- /metrics ------------------------------------------------------------------------------
