@@ -61,7 +61,8 @@ def personal_batch(n: int, seed: int, seconds_ago: float) -> pa.Table:
                  for i, e in enumerate(EMAILS[:n])],
         "boss@corp.example": rng.normal(size=n),
         "plain": rng.choice(["a", "b"], n),
-        "_client": [CLIENTS[i % len(CLIENTS)] for i in range(n)],
+        # one caller floods: 2/3 of the rows, ten times as many as each of the others
+        "_client": [CLIENTS[0] if i % 3 else CLIENTS[1 + i % 5] for i in range(n)],
         "_error": [f"no account for {EMAILS[i]}" if i % 50 == 0 else None for i in range(n)],
         "_ts": np.full(n, time.time() - seconds_ago)})
 
@@ -93,7 +94,7 @@ def metric(server: Server, name: str) -> float:
 def test_personal_data_the_suite_never_saw_is_not_stored_or_shown(
         tmp_path: Path, suite_path: Path, store_url: str) -> None:  # noqa: F811
     server = Server(tmp_path, "--store", store_url, "--suite", f"m={suite_path}",
-                    "--window", "1s", "--grace", "1s").start()
+                    "--window", "1s", "--grace", "1s", "--notify-log").start()
     try:
         for i in range(3):
             status, answer = post(server, "/v1/models/m/events",
@@ -103,6 +104,8 @@ def test_personal_data_the_suite_never_saw_is_not_stored_or_shown(
         assert post(server, "/v1/models/m/events", json.dumps(rows).encode())[0] == 200
         wait_for(lambda: len(request(server.url + "/v1/models/m/windows", token=READ)[1]
                              ["windows"]) >= 2, timeout=60)
+        wait_for(lambda: request(server.url + "/v1/models/m/incidents", token=READ)[1]
+                 ["incidents"], timeout=60)
         answers = {path: request(server.url + path, token=READ)[1] for path in (
             "/v1/models/m/windows", "/v1/models/m/findings", "/v1/models/m/incidents",
             "/v1/models/m/quarantine", "/metrics", "/dashboard/m", "/dashboard")}
@@ -132,6 +135,10 @@ def test_personal_data_the_suite_never_saw_is_not_stored_or_shown(
     assert len(clients) == len(CLIENTS) and all(re.fullmatch("[0-9a-f]{16}", c)
                                                 for c in clients)
     assert all(c in places["/v1/models/m/windows"] for c in clients)  # shown by pseudonym
+    flood = {f["segment"] for f in answers["/v1/models/m/findings"]["findings"]
+             if f["monitor"] == "client_volume"}
+    assert len(flood) == 1 and flood.pop().removeprefix("client=") in clients
+    assert "client=" in places["/v1/models/m/incidents"] and "FIRING" in places["server log"]
     assert "column 'email' is not in the suite" in places["server log"]
 
 
