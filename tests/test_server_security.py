@@ -335,3 +335,21 @@ def test_logout_ends_the_session_on_every_server(tmp_path: Path, suite_path: Pat
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_new_token_ends_the_sessions_of_the_old_one(tmp_path: Path, suite_path: Path) -> None:
+    store = f"sqlite:///{tmp_path / 'wk.db'}"
+    before = Server(tmp_path, "--store", store, "--suite", f"m={suite_path}").start()
+    try:
+        cookie = login_cookie(before, READ)
+        assert with_cookie(before, "/v1/models", cookie)[0] == 200
+    finally:
+        before.stop()
+    rotated = Server(tmp_path, "--store", store,
+                     env={"WATCHKEEPER_READ_TOKEN": "rotated-read-token"}).start()
+    try:
+        assert with_cookie(rotated, "/v1/models", cookie)[0] == 403
+        assert with_cookie(rotated, "/v1/models", login_cookie(rotated, "rotated-read-token")
+                           )[0] == 200
+    finally:
+        rotated.stop()
