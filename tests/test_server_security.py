@@ -190,6 +190,7 @@ def test_client_pseudonyms_are_shared_by_servers_and_configurable(
 
 
 # -- /metrics ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_metrics_need_a_token_unless_opened(tmp_path: Path, suite_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WATCHKEEPER_METRICS_TOKEN", "scrape-only-token")
@@ -239,6 +240,7 @@ def call(server: Server, token: str, source: str, forwarded: str | None = None
         conn.close()
 
 
+@pytest.mark.slow
 def test_wrong_bearer_tokens_from_one_address_are_limited(guarded: Server) -> None:
     attacker, colleague = "127.0.0.2", "127.0.0.3"
     for _ in range(3):
@@ -262,6 +264,7 @@ def test_wrong_bearer_tokens_from_one_address_are_limited(guarded: Server) -> No
     wait_for(lambda: call(guarded, READ, attacker)[0] == 200, timeout=10, every=0.5)
 
 
+@pytest.mark.slow
 def test_without_trusted_proxies_the_socket_address_counts(tmp_path: Path,
                                                            suite_path: Path) -> None:
     server = Server(tmp_path, "--store", f"sqlite:///{tmp_path / 'wk.db'}", "--suite",
@@ -319,6 +322,7 @@ def with_cookie(server: Server, path: str, cookie: str, method: str = "GET") -> 
                    headers={"Cookie": f"{COOKIE}={cookie}"})
 
 
+@pytest.mark.slow
 def test_logout_ends_the_session_on_every_server(tmp_path: Path, suite_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'wk.db'}"
     first = Server(tmp_path, "--store", store, "--suite", f"m={suite_path}").start()
@@ -337,6 +341,7 @@ def test_logout_ends_the_session_on_every_server(tmp_path: Path, suite_path: Pat
         second.stop()
 
 
+@pytest.mark.slow
 def test_a_new_token_ends_the_sessions_of_the_old_one(tmp_path: Path, suite_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'wk.db'}"
     before = Server(tmp_path, "--store", store, "--suite", f"m={suite_path}").start()
