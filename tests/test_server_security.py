@@ -155,6 +155,10 @@ def test_value_patterns_at_ingest() -> None:
                          "Self-emp-not-inc", "3.14159", None])
     assert personal_values(ordinary) is None
     assert personal_values(pa.array([1.5, 2.5])) is None
+    mapping = pa.array([[("home", "10.0.0.1")]], pa.map_(pa.string(), pa.string()))
+    assert personal_values(mapping) == "ip"
+    assert personal_values(pa.array([{"n": 1, "tel": "+1 415 555 0100"}])) == "phone"
+    assert personal_values(pa.array([[["fine"]], [[]]])) is None
     assert personal_values(pa.array([20240131, 1_700_000_000_000])) is None
 
 
@@ -165,6 +169,10 @@ def test_scrubbing_keeps_known_columns_and_hashes_stably() -> None:
     again, _ = scrub_unknown(batch, {"x", "_client"}, b"key")
     assert done == {"contact": "hashed"} and once.equals(again)
     assert once.column("x")[0].as_py() == "ann@example.org"  # the suite decides for its own
+    nested = pa.table({"cc": pa.array([[{"to": "bob@example.org"}], None])})
+    out, done = scrub_unknown(nested, set(), b"key")
+    assert done == {"cc": "hashed"} and "example.org" not in str(out.to_pylist())
+    assert out.column("cc")[1].as_py() is None
     named = pseudonymise_clients(pa.table({"_client": [None, "a", "b", "a"]}), "_client", b"k")
     first = named.column("_client").to_pylist()
     assert first[0] is None and first[1] == first[3] != first[2] and len(first[1]) == 16

@@ -120,6 +120,8 @@ def personal_values(column: pa.ChunkedArray | pa.Array) -> str | None:
     >>> personal_values(pa.array(["2024-01-31", "10:30:00", "v1.2", None]))
     >>> personal_values(pa.array([4111111111111111, 12]))
     'card'
+    >>> personal_values(pa.array([[{"to": ["ann@example.org"]}], None]))
+    'e-mail'
     """
     import pyarrow.compute as pc
 
@@ -127,6 +129,8 @@ def personal_values(column: pa.ChunkedArray | pa.Array) -> str | None:
     if pa.types.is_dictionary(kind):
         column = pc.cast(column, kind.value_type)
         kind = kind.value_type
+    if pa.types.is_nested(kind):  # lists, structs, maps: their leaves
+        return next(filter(None, map(personal_values, _children(column))), None)
     if pa.types.is_integer(kind):  # card numbers sent as numbers
         big = pc.filter(column, pc.greater_equal(pc.abs(column), 10**12))
         return "card" if any(luhn(str(v)) for v in big.to_pylist()) else None
@@ -139,6 +143,18 @@ def personal_values(column: pa.ChunkedArray | pa.Array) -> str | None:
         if what != "card" or any(luhn(v) for v in pc.filter(column, found).to_pylist()):
             return what
     return None
+
+
+def _children(column: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
+    """The values a nested column holds, one level down."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(array, pa.MapArray):
+        return [array.keys, array.items]
+    if isinstance(array, pa.StructArray):
+        return array.flatten()
+    if pa.types.is_union(array.type):
+        return [array.field(i) for i in range(array.type.num_fields)]
+    return [array.flatten()]  # list, large list, fixed-size list
 
 
 def scrub_unknown(table: pa.Table, known: set[str], key: bytes | None
