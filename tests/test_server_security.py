@@ -7,6 +7,7 @@ import http.client
 import json
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -366,3 +367,30 @@ def test_a_new_token_ends_the_sessions_of_the_old_one(tmp_path: Path, suite_path
                            )[0] == 200
     finally:
         rotated.stop()
+
+
+def test_a_store_from_before_sessions_opens_and_migrates(store_url: str) -> None:  # noqa: F811
+    from watchkeeper.store import SCHEMA_VERSION, migrations
+
+    # the version just before the sessions migration, wherever it stands in the list
+    before = next(n for n, (_, step) in enumerate(migrations.MIGRATIONS)
+                  if step is migrations._sessions)
+    with Store(store_url) as store:
+        store.add_suite("m", "monitors: []")
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE sessions"))
+        conn.execute(sa.text("DROP TABLE server_keys"))
+        conn.execute(sa.text("DELETE FROM schema_version"))
+        for v in range(1, before + 1):
+            conn.execute(sa.text("INSERT INTO schema_version VALUES (:v, :t, 'old')"),
+                         {"v": v, "t": datetime.now(UTC)})
+    with Store(store_url) as store:
+        assert store.migrate() == SCHEMA_VERSION
+        session = open_session(store, "read", READ, 60)
+        assert session_access(store, session, {"read": READ}) == "read"
+        assert store.active_suite("m").version == 1
+    with engine.connect() as conn:
+        versions = conn.execute(sa.text("SELECT version FROM schema_version ORDER BY version"))
+        assert versions.scalars().all() == list(range(1, SCHEMA_VERSION + 1))
+    engine.dispose()
