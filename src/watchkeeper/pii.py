@@ -17,6 +17,7 @@ import hmac
 import os
 import re
 
+import numpy as np
 import pyarrow as pa
 
 KEY_ENV = "WATCHKEEPER_PII_KEY"
@@ -94,6 +95,10 @@ _INGEST_VALUES = {
           r"^\s*([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\s*$|"
           r"^\s*([0-9A-Fa-f]{1,4}(:[0-9A-Fa-f]{1,4})*)?::([0-9A-Fa-f]{1,4}(:[0-9A-Fa-f]{1,4})*)?\s*$",
 }
+#: Arrow type ids of columns that cannot hold personal data as text or card numbers
+_NO_TEXT = frozenset(t.id for t in (
+    pa.float16(), pa.float32(), pa.float64(), pa.bool_(), pa.null(), pa.date32(),
+    pa.date64(), pa.timestamp("s"), pa.time64("us"), pa.duration("s"), pa.decimal128(1)))
 #: hex digits of a client pseudonym: 64 bits, no collision among millions of clients
 CLIENT_DIGITS = 16
 
@@ -104,16 +109,115 @@ def luhn(digits: str) -> bool:
     >>> luhn("4111 1111 1111 1111"), luhn("4111 1111 1111 1112")
     (True, False)
     """
-    numbers = [int(ch) for ch in digits if ch.isdigit()]
-    total = sum(n if i % 2 == 0 else (2 * n - 9 if n > 4 else 2 * n)
-                for i, n in enumerate(reversed(numbers)))
-    return bool(numbers) and total % 10 == 0
+    return bool(_luhn(pa.array([digits]))[0])
+
+
+def _luhn(values: pa.Array) -> np.ndarray:
+    """Per value (up to 19 digits, anything else between them ignored), whether its Luhn
+    checksum holds; on a matrix of the digits, right-aligned (leading zeros change nothing)."""
+    import pyarrow.compute as pc
+
+    digits = pc.replace_substring_regex(pc.cast(values, pa.string()), r"[^0-9]", "")
+    padded = pc.utf8_lpad(pc.utf8_slice_codeunits(digits, 0, 19), 19, "0")
+    text = "".join(padded.fill_null("0" * 19).to_pylist()).encode("ascii")
+    matrix = (np.frombuffer(text, np.uint8).reshape(-1, 19) - ord("0"))[:, ::-1].astype(int)
+    doubled = 2 * matrix[:, 1::2]
+    total = matrix[:, 0::2].sum(axis=1) + np.where(doubled > 9, doubled - 9, doubled).sum(axis=1)
+    return total % 10 == 0
+
+
+def _leaves(column: pa.ChunkedArray | pa.Array) -> tuple[list[pa.Array], list[pa.Array]]:
+    """A column's string and integer arrays, nested columns (lists, structs, maps) flattened
+    and dictionaries decoded."""
+    import pyarrow.compute as pc
+
+    strings, integers = [], []
+    stack = [column]
+    while stack:
+        part = stack.pop()
+        if pa.types.is_dictionary(part.type):
+            part = pc.cast(part, part.type.value_type)
+        chunks = part.chunks if isinstance(part, pa.ChunkedArray) else [part]
+        if pa.types.is_nested(part.type):
+            stack.extend(child for chunk in chunks for child in _children(chunk))
+        elif pa.types.is_integer(part.type):
+            integers.extend(chunks)
+        elif pa.types.is_string(part.type) or pa.types.is_large_string(part.type):
+            strings.extend(chunks)
+    return strings, integers
+
+
+def personal_columns(columns: list[pa.ChunkedArray | pa.Array]) -> dict[int, str]:
+    """Which columns hold a value that looks like personal data, by position, and what
+    (e-mail, phone, card, ip). Unlike ``detect`` (a majority of a reference sample, at
+    ``init``), one value is enough: this guards what is stored, not how a column is
+    profiled. Every string value of every column goes through each pattern at once, so the
+    cost is per value, not per column (a batch may have thousands of columns)."""
+    import pyarrow.compute as pc
+
+    found: dict[int, str] = {}
+    text: dict[str, list] = {"parts": [], "owners": [], "sizes": []}
+    numbers: dict[str, list] = {"parts": [], "owners": [], "sizes": []}
+    string_id = pa.string().id
+    for i, column in enumerate(columns):
+        kind = column.type.id
+        if kind in _NO_TEXT:  # most columns: cheap to tell apart
+            continue
+        if kind == string_id:  # the usual text column: no conversion needed
+            chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+            strings, integers = chunks, []
+        else:
+            strings, integers = _leaves(column)
+        for into, leaves in ((text, strings), (numbers, integers)):
+            for leaf in leaves:
+                into["parts"].append(leaf)
+                into["owners"].append(i)
+                into["sizes"].append(len(leaf))
+    if numbers["parts"]:  # card numbers sent as numbers
+        values = np.abs(pa.concat_arrays([pc.cast(n, pa.int64(), safe=False)
+                                          for n in numbers["parts"]]).fill_null(0).to_numpy())
+        owner = np.repeat(numbers["owners"], numbers["sizes"])
+        big = np.flatnonzero(values >= 10**12)  # 13 digits and more
+        for i in np.unique(owner[big][_luhn(pa.array(values[big]))]):
+            found.setdefault(int(i), "card")
+    if text["parts"]:
+        parts = [p if p.type.id == string_id else pc.cast(p, pa.string())
+                 for p in text["parts"]]
+        owner = np.repeat(text["owners"], text["sizes"])
+        for what, hits in _hits(pa.concat_arrays(parts)).items():
+            for i in np.unique(owner[hits]):
+                found.setdefault(int(i), what)
+    return found
+
+
+def _hits(values: pa.Array) -> dict[str, np.ndarray]:
+    """Per kind of personal data, the positions of the strings that look like it."""
+    import pyarrow.compute as pc
+
+    out = {}
+    for what, pattern in _INGEST_VALUES.items():
+        hits = np.flatnonzero(pc.match_substring_regex(values, pattern).fill_null(False)
+                              .to_numpy(zero_copy_only=False))
+        if what == "card" and len(hits):
+            hits = hits[_luhn(values.take(pa.array(hits)))]
+        out[what] = hits
+    return out
+
+
+def personal_strings(values: list[str]) -> list[bool]:
+    """Per string (column names, say), whether it looks like personal data itself.
+
+    >>> personal_strings(["age", "ann@example.org", "10.0.0.1"])
+    [False, True, True]
+    """
+    found = np.zeros(len(values), dtype=bool)
+    for hits in _hits(pa.array(values, pa.string())).values():
+        found[hits] = True
+    return found.tolist()
 
 
 def personal_values(column: pa.ChunkedArray | pa.Array) -> str | None:
-    """What personal data any value of a batch's column looks like (e-mail, phone, card,
-    ip), or None. Unlike ``detect`` (a majority of a reference sample, at ``init``), one
-    value is enough: this guards what is stored, not how a column is profiled.
+    """What personal data any value of a column looks like (see ``personal_columns``).
 
     >>> personal_values(pa.array(["ok", "write to ann@example.org"]))
     'e-mail'
@@ -123,38 +227,18 @@ def personal_values(column: pa.ChunkedArray | pa.Array) -> str | None:
     >>> personal_values(pa.array([[{"to": ["ann@example.org"]}], None]))
     'e-mail'
     """
-    import pyarrow.compute as pc
-
-    kind = column.type
-    if pa.types.is_dictionary(kind):
-        column = pc.cast(column, kind.value_type)
-        kind = kind.value_type
-    if pa.types.is_nested(kind):  # lists, structs, maps: their leaves
-        return next(filter(None, map(personal_values, _children(column))), None)
-    if pa.types.is_integer(kind):  # card numbers sent as numbers
-        big = pc.filter(column, pc.greater_equal(pc.abs(column), 10**12))
-        return "card" if any(luhn(str(v)) for v in big.to_pylist()) else None
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
-        return None
-    for what, pattern in _INGEST_VALUES.items():
-        found = pc.match_substring_regex(column, pattern)
-        if not pc.any(found).as_py():
-            continue
-        if what != "card" or any(luhn(v) for v in pc.filter(column, found).to_pylist()):
-            return what
-    return None
+    return personal_columns([column]).get(0)
 
 
-def _children(column: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
-    """The values a nested column holds, one level down."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if isinstance(array, pa.MapArray):
-        return [array.keys, array.items]
-    if isinstance(array, pa.StructArray):
-        return array.flatten()
-    if pa.types.is_union(array.type):
-        return [array.field(i) for i in range(array.type.num_fields)]
-    return [array.flatten()]  # list, large list, fixed-size list
+def _children(column: pa.Array) -> list[pa.Array]:
+    """The values a nested array holds, one level down."""
+    if isinstance(column, pa.MapArray):
+        return [column.keys, column.items]
+    if isinstance(column, pa.StructArray):
+        return column.flatten()
+    if pa.types.is_union(column.type):
+        return [column.field(i) for i in range(column.type.num_fields)]
+    return [column.flatten()]  # list, large list, fixed-size list
 
 
 def scrub_unknown(table: pa.Table, known: set[str], key: bytes | None
@@ -171,8 +255,10 @@ def scrub_unknown(table: pa.Table, known: set[str], key: bytes | None
     >>> scrub_unknown(t, {"x"}, None)[0].column_names
     ['x', 'note']
     """
-    flagged = [name for name in table.column_names
-               if name not in known and (detect(name, []) or personal_values(table.column(name)))]
+    by_name = dict(zip(table.column_names, table.columns, strict=True))
+    unknown = [name for name in by_name if name not in known]
+    by_value = personal_columns([by_name[name] for name in unknown])
+    flagged = [name for i, name in enumerate(unknown) if i in by_value or detect(name, [])]
     if key is None:
         return table.drop_columns(flagged), dict.fromkeys(flagged, "dropped")
     for name in flagged:

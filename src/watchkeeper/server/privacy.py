@@ -17,7 +17,7 @@ import threading
 
 import pyarrow as pa
 
-from watchkeeper.pii import personal_values, pseudonymise_clients, scrub_unknown
+from watchkeeper.pii import personal_strings, pseudonymise_clients, scrub_unknown
 from watchkeeper.server.hub import Hub
 from watchkeeper.service import CLIENT, LATENCY, TS
 from watchkeeper.store.sessions import shared_key
@@ -57,8 +57,8 @@ class Privacy:
         # _error is checked too: a hashed message still counts as an error
         known = {name for s in suites for name in s.schema.columns} | {TS, LATENCY} | clients
         # a column whose very name is personal data cannot be kept under that name
-        named = [n for n in table.column_names
-                 if n not in known and personal_values(pa.array([n]))]
+        unknown = [n for n in table.column_names if n not in known]
+        named = [n for n, bad in zip(unknown, personal_strings(unknown), strict=True) if bad]
         if named:
             table = table.drop_columns(named)
             self.hub.counters[f"personal_columns_dropped:{model}"] += len(named)
