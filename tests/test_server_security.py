@@ -161,6 +161,9 @@ def test_value_patterns_at_ingest() -> None:
     assert personal_values(pa.array([{"n": 1, "tel": "+1 415 555 0100"}])) == "phone"
     assert personal_values(pa.array([[["fine"]], [[]]])) is None
     assert personal_values(pa.array([20240131, 1_700_000_000_000])) is None
+    stamps = np.arange(1_700_000_000_000, 1_700_000_000_000 + 10_000 * 1_000, 1_000)
+    assert personal_values(pa.array(stamps)) is None  # epoch ms (1 in 10 pass Luhn)
+    assert personal_values(pa.array(stamps * 1_000)) is None  # and µs
 
 
 def test_scrubbing_keeps_known_columns_and_hashes_stably() -> None:

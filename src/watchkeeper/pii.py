@@ -104,10 +104,11 @@ CLIENT_DIGITS = 16
 
 
 def luhn(digits: str) -> bool:
-    """The Luhn checksum of a card number holds (every payment card number passes it).
+    """The Luhn checksum of a card number holds (every payment card number passes it),
+    and its first digit is one card numbers start with.
 
-    >>> luhn("4111 1111 1111 1111"), luhn("4111 1111 1111 1112")
-    (True, False)
+    >>> luhn("4111 1111 1111 1111"), luhn("4111 1111 1111 1112"), luhn("1111111111116")
+    (True, False, False)
     """
     return bool(_luhn(pa.array([digits]))[0])
 
@@ -123,7 +124,10 @@ def _luhn(values: pa.Array) -> np.ndarray:
     matrix = (np.frombuffer(text, np.uint8).reshape(-1, 19) - ord("0"))[:, ::-1].astype(int)
     doubled = 2 * matrix[:, 1::2]
     total = matrix[:, 0::2].sum(axis=1) + np.where(doubled > 9, doubled - 9, doubled).sum(axis=1)
-    return total % 10 == 0
+    # card numbers start with 2 to 6 (timestamps in ms, µs or ns since 1970 start with 1)
+    first = pc.utf8_slice_codeunits(digits, 0, 1).fill_null("")
+    issued = pc.is_in(first, value_set=pa.array(list("23456"))).to_numpy(zero_copy_only=False)
+    return (total % 10 == 0) & issued
 
 
 def _leaves(column: pa.ChunkedArray | pa.Array) -> tuple[list[pa.Array], list[pa.Array]]:
