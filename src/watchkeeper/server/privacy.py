@@ -2,8 +2,8 @@
 
 The suite's own personal-data columns are hashed or dropped by the hub (pii.protect). This
 covers what ``init`` could not see: a column added after it whose name or values look like
-personal data is hashed (dropped when its very name looks like personal data), and client
-ids (``_client``, or the suite's client
+personal data is hashed (dropped when its name itself is an e-mail address, a phone number
+and the like), and client ids (``_client``, or the suite's client
 column when the suite does not profile it) are replaced by a stable pseudonym, so that no
 window, finding, incident, page, metric or notification shows them. The key is
 WATCHKEEPER_PII_KEY, else a random one kept in the store. Counted per model in
