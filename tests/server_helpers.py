@@ -25,8 +25,9 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, workdir: Path, *args: str) -> None:
+    def __init__(self, workdir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.env = env or {}  # e.g. other tokens
         self.host = "127.0.0.1"
         self.port = free_port()
         self.url = f"http://{self.host}:{self.port}"
@@ -34,7 +35,8 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> Server:
-        env = {**os.environ, "WATCHKEEPER_WRITE_TOKEN": WRITE, "WATCHKEEPER_READ_TOKEN": READ}
+        env = {**os.environ, "WATCHKEEPER_WRITE_TOKEN": WRITE, "WATCHKEEPER_READ_TOKEN": READ,
+               **self.env}
         self.log = open(self.workdir / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [str(WATCHKEEPER), "serve", "--port", str(self.port), *self.args],

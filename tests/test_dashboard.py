@@ -26,7 +26,7 @@ import pytest
 import watchkeeper as wk
 from tests.server_helpers import READ, WRITE, Server, request, wait_for
 from tests.test_server import arrow, post
-from watchkeeper.server.auth import COOKIE, Tokens, session_of
+from watchkeeper.server.auth import COOKIE, Tokens
 from watchkeeper.store import Store
 
 try:
@@ -355,16 +355,18 @@ def test_an_open_server_refuses_cross_site_writes(open_server: Server) -> None:
 
 def test_session_cookie_rules() -> None:
     tokens = Tokens(write=WRITE, read=READ)
-    read, write = {COOKIE: session_of(READ)}, {COOKIE: session_of(WRITE)}
+    sessions = {"r-session": "read", "w-session": "write"}.get  # as the store says
+    read, write = {COOKIE: "r-session"}, {COOKIE: "w-session"}
     csrf = {"x-watchkeeper": "1"}
-    assert tokens.check_request({}, read, "GET", "read") == (200, "")
-    assert tokens.check_request({}, read, "POST", "write")[0] == 403
-    assert tokens.check_request(csrf, write, "POST", "write") == (200, "")
-    assert "X-Watchkeeper" in tokens.check_request({}, write, "POST", "write")[1]
-    assert tokens.check_request({}, {COOKIE: READ}, "GET", "read")[0] == 403  # not the token
+    assert tokens.check_request({}, read, "GET", "read", sessions) == (200, "")
+    assert tokens.check_request({}, read, "POST", "write", sessions)[0] == 403
+    assert tokens.check_request(csrf, write, "POST", "write", sessions) == (200, "")
+    assert "X-Watchkeeper" in tokens.check_request({}, write, "POST", "write", sessions)[1]
+    assert tokens.check_request({}, {COOKIE: READ}, "GET", "read", sessions)[0] == 403
+    assert tokens.check_request({}, read, "GET", "read")[0] == 403  # no session store
     assert tokens.check_request({}, {}, "GET", "read")[0] == 401
     bearer = {"authorization": f"Bearer {WRITE}"}  # a bearer token needs no extra header
-    assert tokens.check_request(bearer, read, "POST", "write") == (200, "")
+    assert tokens.check_request(bearer, read, "POST", "write", sessions) == (200, "")
     assert Tokens().check_request({}, {}, "POST", "write") == (200, "")  # auth off
 
 
@@ -443,3 +445,24 @@ def test_personal_data_never_reaches_the_dashboard(auth_server: Server, visit: V
     for value in [*EMAILS, *PHONES, "mail.example"]:
         for where, content in shown:
             assert value.encode() not in content, f"{value} found in {where}"
+
+
+def test_signing_out_ends_the_session_in_the_server(auth_server: Server, visit: Visit,
+                                                    browser: Any) -> None:
+    """The cookie kept from before "Sign out" (copied, as a thief would) no longer works:
+    the session ended in the store, not only in this browser."""
+    page = visit.page
+    log_in(visit, auth_server, READ, "/dashboard/m")
+    [cookie] = visit.context.cookies()
+    assert visit.fetch("/v1/models") == 200
+    page.click("form.logout button[type=submit]")
+    page.wait_for_selector("#login-form")
+    assert visit.context.cookies() == []
+    stolen = Visit(browser)
+    try:
+        stolen.context.add_cookies([cookie])
+        answer = stolen.page.goto(auth_server.url + "/dashboard/m")
+        assert answer.status == 401 and stolen.page.locator("#login-form").is_visible()
+        assert stolen.fetch("/v1/models") == 403
+    finally:
+        stolen.close()

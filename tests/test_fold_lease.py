@@ -454,7 +454,7 @@ def test_a_corrupt_stored_batch_is_set_aside_across_restarts(
         assert status == 200
 
     def metric(server: Server) -> str:
-        return request(server.url + "/metrics")[1]
+        return request(server.url + "/metrics", token=READ)[1]
 
     store = Store(url)
     first = Server(tmp_path, *args).start()
@@ -646,7 +646,7 @@ def test_two_servers_fold_each_event_once_across_takeovers(
 
 def _sample(server: Server, name: str) -> float | None:
     """One sample of a server's /metrics (None if absent)."""
-    _, text = request(server.url + "/metrics")
+    _, text = request(server.url + "/metrics", token=READ)
     found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else None
 

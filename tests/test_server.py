@@ -136,7 +136,7 @@ def test_windows_close_and_are_evaluated(server: Server) -> None:
 
 
 def test_metrics_are_exposed(server: Server) -> None:
-    status, text = request(server.url + "/metrics")
+    status, text = request(server.url + "/metrics", token=READ)
     assert status == 200
     assert 'watchkeeper_ingested_rows_total{kind="events",model="clicks"}' in text
     assert "watchkeeper_rejected_batches_total" in text
@@ -148,7 +148,7 @@ def test_metrics_are_exposed(server: Server) -> None:
     assert post(server, "/v1/models/clicks/events", arrow(batch),
                 content_type="application/vnd.apache.arrow.stream")[0] == 200
     wait_for(lambda: 'watchkeeper_bad_timestamp_rows_total{model="clicks"} 3.0'
-             in request(server.url + "/metrics")[1])
+             in request(server.url + "/metrics", token=READ)[1])
 
 
 def _acknowledged_stream(server: Server, stop: threading.Event, acked: list[int]) -> None:
@@ -279,7 +279,7 @@ def test_sdk_drops_are_reported_in_metrics(server: Server) -> None:
     client.close()
 
     def reported() -> bool:
-        _, text = request(server.url + "/metrics")
+        _, text = request(server.url + "/metrics", token=READ)
         return f'watchkeeper_sdk_dropped_rows{{model="clicks"}} {float(dropped)}' in text
 
     assert wait_for(reported, timeout=30)

@@ -84,7 +84,7 @@ class Held:
 
 def metric(server: Server, name: str) -> float:
     """The value of one sample of /metrics (0 if absent)."""
-    _, text = request(server.url + "/metrics")
+    _, text = request(server.url + "/metrics", token=READ)
     found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 

@@ -367,14 +367,27 @@ def _summary(suite: Suite, output: Path) -> str:
                    "it is refused (429) until the window has passed; 0: no limit.")
 @click.option("--login-window", "login_window_text", default="1m", show_default=True,
               help="The window of --login-failures.")
+@click.option("--forwarded-allow-ips", default="127.0.0.1,::1", show_default=True,
+              help="Proxies trusted to name the client (X-Forwarded-For), comma-separated "
+                   "addresses or networks, '*' for any, '' for none: the address whose "
+                   "failed logins and tokens are counted is the forwarded one behind these, "
+                   "the connection's otherwise.")
+@click.option("--show-clients", is_flag=True,
+              help="Keep _client ids as sent (by default they are stored and shown as a "
+                   "keyed hash).")
+@click.option("--metrics-open", is_flag=True,
+              help="Serve /metrics without a token (by default it needs the read, write or "
+                   "WATCHKEEPER_METRICS_TOKEN token).")
 def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path, ...],
                   window_text: str, grace_text: str, retention_text: str, no_auth: bool,
                   webhooks: tuple[str, ...], slack_urls: tuple[str, ...],
                   notify_log: bool, lease_text: str, fold_mib: int, ingest_mib: int,
-                  login_failures: int, login_window_text: str) -> None:
+                  login_failures: int, login_window_text: str, forwarded_allow_ips: str,
+                  show_clients: bool, metrics_open: bool) -> None:
     """Run the ingestion and query server. Tokens come from WATCHKEEPER_WRITE_TOKEN and
-    WATCHKEEPER_READ_TOKEN. Any number of servers may share one store: each ingests and
-    answers reads; one at a time folds (see --lease-ttl)."""
+    WATCHKEEPER_READ_TOKEN (and WATCHKEEPER_METRICS_TOKEN, for /metrics only). Any number
+    of servers may share one store: each ingests and answers reads; one at a time folds
+    (see --lease-ttl)."""
     import os
 
     from watchkeeper.check import parse_duration
@@ -404,13 +417,17 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
     lease_ttl = (parse_duration(lease_text).total_seconds()
                  if lease_text.strip() not in ("0", "0s") else None)
     login_window = parse_duration(login_window_text)
-    app = create_app(store_url, tokens=Tokens() if no_auth else Tokens(write, read),
+    metrics = os.environ.get("WATCHKEEPER_METRICS_TOKEN") or None
+    app = create_app(store_url, tokens=Tokens() if no_auth else Tokens(write, read, metrics),
                      window=parse_duration(window_text), grace=parse_duration(grace_text),
                      retention=parse_duration(retention_text), suites=suites,
                      notifiers=notifiers, lease_ttl=lease_ttl, fold_bytes=fold_mib * 2**20,
                      ingest_bytes=ingest_mib * 2**20, login_failures=login_failures,
-                     login_window=login_window.total_seconds())
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+                     login_window=login_window.total_seconds(), show_clients=show_clients,
+                     metrics_open=metrics_open)
+    uvicorn.run(app, host=host, port=port, log_level="warning",
+                proxy_headers=bool(forwarded_allow_ips.strip()),
+                forwarded_allow_ips=forwarded_allow_ips.strip() or None)
 
 
 @dataclass

@@ -11,11 +11,13 @@ is configured.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
 import re
 
+import numpy as np
 import pyarrow as pa
 
 KEY_ENV = "WATCHKEEPER_PII_KEY"
@@ -79,3 +81,230 @@ def protect(table: pa.Table, modes: dict[str, str], key: bytes | None) -> pa.Tab
                   for v in table.column(name).to_pylist()]
         table = table.set_column(i, name, pa.array(hashed, type=pa.string()))
     return table
+
+
+# -- at ingest: columns the suite does not know, and client ids ------------------------------
+#: Values that are personal data wherever they appear (RE2 syntax, matched by Arrow):
+#: e-mail addresses anywhere in a value; phone numbers, card numbers (Luhn-checked after)
+#: and IP addresses as the whole value.
+_INGEST_VALUES = {
+    "e-mail": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+    "phone": r"^\s*(\+\d[\d\s().-]{6,18}\d|\(?0?\d{2,5}\)?[\s.-]\d{3,4}[\s.-]?\d{3,4})\s*$",
+    "card": r"^\s*(\d[ -]?){12,18}\d\s*$",
+    "ip": r"^\s*((25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(25[0-5]|2[0-4]\d|1?\d?\d)\s*$|"
+          r"^\s*([0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\s*$|"
+          r"^\s*([0-9A-Fa-f]{1,4}(:[0-9A-Fa-f]{1,4})*)?::([0-9A-Fa-f]{1,4}(:[0-9A-Fa-f]{1,4})*)?\s*$",
+}
+#: Arrow type ids of columns that cannot hold personal data as text or card numbers
+_NO_TEXT = frozenset(t.id for t in (
+    pa.float16(), pa.float32(), pa.float64(), pa.bool_(), pa.null(), pa.date32(),
+    pa.date64(), pa.timestamp("s"), pa.time64("us"), pa.duration("s"), pa.decimal128(1)))
+#: hex digits of a client pseudonym: 64 bits, no collision among millions of clients
+CLIENT_DIGITS = 16
+
+
+def luhn(digits: str) -> bool:
+    """The Luhn checksum of a card number holds (every payment card number passes it),
+    and its first digit is one card numbers start with.
+
+    >>> luhn("4111 1111 1111 1111"), luhn("4111 1111 1111 1112"), luhn("1111111111116")
+    (True, False, False)
+    """
+    return bool(_luhn(pa.array([digits]))[0])
+
+
+def _luhn(values: pa.Array) -> np.ndarray:
+    """Per value (up to 19 digits, anything else between them ignored), whether its Luhn
+    checksum holds; on a matrix of the digits, right-aligned (leading zeros change nothing)."""
+    import pyarrow.compute as pc
+
+    digits = pc.replace_substring_regex(pc.cast(values, pa.string()), r"[^0-9]", "")
+    padded = pc.utf8_lpad(pc.utf8_slice_codeunits(digits, 0, 19), 19, "0")
+    text = "".join(padded.fill_null("0" * 19).to_pylist()).encode("ascii")
+    matrix = (np.frombuffer(text, np.uint8).reshape(-1, 19) - ord("0"))[:, ::-1].astype(int)
+    doubled = 2 * matrix[:, 1::2]
+    total = matrix[:, 0::2].sum(axis=1) + np.where(doubled > 9, doubled - 9, doubled).sum(axis=1)
+    # card numbers start with 2 to 6 (timestamps in ms, µs or ns since 1970 start with 1)
+    first = pc.utf8_slice_codeunits(digits, 0, 1).fill_null("")
+    issued = pc.is_in(first, value_set=pa.array(list("23456"))).to_numpy(zero_copy_only=False)
+    return (total % 10 == 0) & issued
+
+
+def _leaves(column: pa.ChunkedArray | pa.Array) -> tuple[list[pa.Array], list[pa.Array]]:
+    """A column's string and integer arrays, nested columns (lists, structs, maps) flattened
+    and dictionaries decoded."""
+    import pyarrow.compute as pc
+
+    strings, integers = [], []
+    stack = [column]
+    while stack:
+        part = stack.pop()
+        if pa.types.is_dictionary(part.type):
+            part = pc.cast(part, part.type.value_type)
+        chunks = part.chunks if isinstance(part, pa.ChunkedArray) else [part]
+        if pa.types.is_nested(part.type):
+            stack.extend(child for chunk in chunks for child in _children(chunk))
+        elif pa.types.is_integer(part.type):
+            integers.extend(chunks)
+        elif pa.types.is_string(part.type) or pa.types.is_large_string(part.type):
+            strings.extend(chunks)
+    return strings, integers
+
+
+def personal_columns(columns: list[pa.ChunkedArray | pa.Array]) -> dict[int, str]:
+    """Which columns hold a value that looks like personal data, by position, and what
+    (e-mail, phone, card, ip). Unlike ``detect`` (a majority of a reference sample, at
+    ``init``), one value is enough: this guards what is stored, not how a column is
+    profiled. Every string value of every column goes through each pattern at once, so the
+    cost is per value, not per column (a batch may have thousands of columns)."""
+    import pyarrow.compute as pc
+
+    found: dict[int, str] = {}
+    text: dict[str, list] = {"parts": [], "owners": [], "sizes": []}
+    numbers: dict[str, list] = {"parts": [], "owners": [], "sizes": []}
+    string_id = pa.string().id
+    for i, column in enumerate(columns):
+        kind = column.type.id
+        if kind in _NO_TEXT:  # most columns: cheap to tell apart
+            continue
+        if kind == string_id:  # the usual text column: no conversion needed
+            chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+            strings, integers = chunks, []
+        else:
+            strings, integers = _leaves(column)
+        for into, leaves in ((text, strings), (numbers, integers)):
+            for leaf in leaves:
+                into["parts"].append(leaf)
+                into["owners"].append(i)
+                into["sizes"].append(len(leaf))
+    if numbers["parts"]:  # card numbers sent as numbers
+        values = np.abs(pa.concat_arrays([pc.cast(n, pa.int64(), safe=False)
+                                          for n in numbers["parts"]]).fill_null(0).to_numpy())
+        owner = np.repeat(numbers["owners"], numbers["sizes"])
+        big = np.flatnonzero(values >= 10**12)  # 13 digits and more
+        for i in np.unique(owner[big][_luhn(pa.array(values[big]))]):
+            found.setdefault(int(i), "card")
+    if text["parts"]:
+        parts = [p if p.type.id == string_id else pc.cast(p, pa.string())
+                 for p in text["parts"]]
+        owner = np.repeat(text["owners"], text["sizes"])
+        for what, hits in _hits(pa.concat_arrays(parts)).items():
+            for i in np.unique(owner[hits]):
+                found.setdefault(int(i), what)
+    return found
+
+
+def _hits(values: pa.Array) -> dict[str, np.ndarray]:
+    """Per kind of personal data, the positions of the strings that look like it."""
+    import pyarrow.compute as pc
+
+    out = {}
+    for what, pattern in _INGEST_VALUES.items():
+        hits = np.flatnonzero(pc.match_substring_regex(values, pattern).fill_null(False)
+                              .to_numpy(zero_copy_only=False))
+        if what == "card" and len(hits):
+            hits = hits[_luhn(values.take(pa.array(hits)))]
+        out[what] = hits
+    return out
+
+
+def personal_strings(values: list[str]) -> list[bool]:
+    """Per string (column names, say), whether it looks like personal data itself.
+
+    >>> personal_strings(["age", "ann@example.org", "10.0.0.1"])
+    [False, True, True]
+    """
+    found = np.zeros(len(values), dtype=bool)
+    for hits in _hits(pa.array(values, pa.string())).values():
+        found[hits] = True
+    return found.tolist()
+
+
+def personal_values(column: pa.ChunkedArray | pa.Array) -> str | None:
+    """What personal data any value of a column looks like (see ``personal_columns``).
+
+    >>> personal_values(pa.array(["ok", "write to ann@example.org"]))
+    'e-mail'
+    >>> personal_values(pa.array(["2024-01-31", "10:30:00", "v1.2", None]))
+    >>> personal_values(pa.array([4111111111111111, 12]))
+    'card'
+    >>> personal_values(pa.array([[{"to": ["ann@example.org"]}], None]))
+    'e-mail'
+    """
+    return personal_columns([column]).get(0)
+
+
+def _children(column: pa.Array) -> list[pa.Array]:
+    """The values a nested array holds, one level down."""
+    if isinstance(column, pa.MapArray):
+        return [column.keys, column.items]
+    if isinstance(column, pa.StructArray):
+        return column.flatten()
+    if pa.types.is_union(column.type):
+        return [column.field(i) for i in range(column.type.num_fields)]
+    return [column.flatten()]  # list, large list, fixed-size list
+
+
+def scrub_unknown(table: pa.Table, known: set[str], key: bytes | None
+                  ) -> tuple[pa.Table, dict[str, str]]:
+    """Hash (with ``key``) or, without a key, drop every column outside ``known`` (the
+    suite's columns and the reserved ones the caller keeps) whose name or values look like
+    personal data, before a batch is stored. Returns the batch and what was done to each
+    such column ("hashed" or "dropped").
+
+    >>> t = pa.table({"x": [1.0], "mail": ["a@b.org"], "note": ["fine"]})
+    >>> out, done = scrub_unknown(t, {"x"}, b"k")
+    >>> done, out.column("mail")[0].as_py() == pseudonym("a@b.org", b"k")
+    ({'mail': 'hashed'}, True)
+    >>> scrub_unknown(t, {"x"}, None)[0].column_names
+    ['x', 'note']
+    """
+    by_name = dict(zip(table.column_names, table.columns, strict=True))
+    unknown = [name for name in by_name if name not in known]
+    by_value = personal_columns([by_name[name] for name in unknown])
+    flagged = [name for i, name in enumerate(unknown) if i in by_value or detect(name, [])]
+    if key is None:
+        return table.drop_columns(flagged), dict.fromkeys(flagged, "dropped")
+    for name in flagged:
+        i = table.column_names.index(name)
+        table = table.set_column(i, name, hash_column(table.column(name), key))
+    return table, dict.fromkeys(flagged, "hashed")
+
+
+def client_pseudonym(value: object, key: bytes) -> str:
+    """The stable pseudonym a client id is stored and shown as: a short keyed hash.
+
+    >>> client_pseudonym("ann@example.org", b"k") == client_pseudonym("ann@example.org", b"k")
+    True
+    >>> len(client_pseudonym("ann@example.org", b"k"))
+    16
+    """
+    return pseudonym(value, key)[:CLIENT_DIGITS]
+
+
+def hash_column(column: pa.ChunkedArray, key: bytes, digits: int = 64) -> pa.ChunkedArray:
+    """Each value replaced by its ``pseudonym`` cut to ``digits`` hex digits (missing
+    values stay missing); each distinct value is hashed once."""
+    import pyarrow.compute as pc
+
+    try:
+        values = pc.cast(column, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # lists, structs...
+        values = pa.chunked_array([pa.array(
+            [None if v is None else str(v) for v in column.to_pylist()], pa.string())])
+    distinct = pc.unique(values).drop_null()
+    names = pa.array([_digest(key, v)[:digits] for v in distinct.to_pylist()], pa.string())
+    return pc.take(names, pc.index_in(values, value_set=distinct))
+
+
+@functools.lru_cache(maxsize=65_536)  # client ids and other values recur batch after batch
+def _digest(key: bytes, value: str) -> str:
+    return hmac.digest(key, value.encode("utf-8"), "sha256").hex()
+
+
+def pseudonymise_clients(table: pa.Table, column: str, key: bytes) -> pa.Table:
+    """Replace a batch's client ids (``column``) by their ``client_pseudonym``."""
+    if column not in table.column_names:
+        return table
+    i = table.column_names.index(column)
+    return table.set_column(i, column, hash_column(table.column(column), key, CLIENT_DIGITS))

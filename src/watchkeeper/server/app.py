@@ -4,6 +4,7 @@ health and Prometheus metrics. OpenAPI at /docs and /openapi.json."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -21,12 +22,14 @@ from watchkeeper.alerts import AlertManager, Incident
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.diff import diff
 from watchkeeper.errors import DataError, SuiteError
-from watchkeeper.server.auth import LoginLimiter, Tokens
+from watchkeeper.server.auth import LoginLimiter, Tokens, bearer
 from watchkeeper.server.dashboard import add_dashboard
 from watchkeeper.server.hub import Hub
 from watchkeeper.server.ingest import MAX_BODY, RETRY_AFTER, IngestBudget, parse_body
 from watchkeeper.server.metrics import HubCollector
+from watchkeeper.server.privacy import Privacy
 from watchkeeper.store import Store, StoreError
+from watchkeeper.store.sessions import session_access
 from watchkeeper.suite import Suite
 
 
@@ -48,6 +51,8 @@ def create_app(
     ingest_bytes: int = 256 * 2**20,
     login_failures: int = 5,
     login_window: float = 60.0,
+    show_clients: bool = False,
+    metrics_open: bool = False,
 ) -> FastAPI:
     """Build the app. ``suites`` maps model → suite YAML to deploy at start when that model
     has no active suite yet (``watchkeeper serve --suite``). Several servers may share a
@@ -56,8 +61,11 @@ def create_app(
 
     At most ``ingest_bytes`` of request bodies are ingested at once (a request beyond that
     is answered 503 with Retry-After; a body larger than that, 413). After
-    ``login_failures`` failed dashboard logins within ``login_window`` seconds, a client
-    address is answered 429 until the window has passed (0: no limit)."""
+    ``login_failures`` failed dashboard logins or wrong bearer tokens within
+    ``login_window`` seconds, a client address is answered 429 until the window has passed
+    (0: no limit). Personal data outside the suite is scrubbed before storage and client
+    ids pseudonymised unless ``show_clients`` (privacy.py); /metrics needs a token unless
+    ``metrics_open``."""
     tokens = tokens or Tokens()
     budget = IngestBudget(ingest_bytes)
     max_body = min(MAX_BODY, ingest_bytes)  # a body that can never fit is too large
@@ -79,13 +87,29 @@ def create_app(
 
     app = FastAPI(title="watchkeeper", version="0.1.0", lifespan=lifespan)
     app.state.hub = hub
+    privacy = Privacy(hub, show_clients=show_clients)
+
+    def session(cookie: str) -> str | None:
+        return session_access(store, cookie, {"read": tokens.read, "write": tokens.write})
     registry = CollectorRegistry(auto_describe=True)
     registry.register(HubCollector(hub, budget=budget, limiter=limiter))
 
     def require(request: Request, need: str) -> None:
-        """A bearer token, or the dashboard's session cookie (auth.py)."""
+        """A bearer token, or the dashboard's session cookie (auth.py); an address that sent
+        too many wrong tokens lately is answered 429 whatever its token."""
+        address = request.client.host if request.client else None
+        header = request.headers.get("authorization")
+        if tokens.enabled and bearer(header) is not None:
+            wait = limiter.retry_after(address)
+            if wait > 0:
+                hub.counters["rejected_auth_limited"] += 1
+                seconds = str(max(1, math.ceil(wait)))
+                raise HTTPException(429, f"too many wrong tokens from your address: try "
+                                    f"again in {seconds} s", headers={"Retry-After": seconds})
+            if tokens.is_guess(header):
+                limiter.failed(address)
         status, reason = tokens.check_request(request.headers, request.cookies,
-                                              request.method, need)
+                                              request.method, need, session)
         if status == 401:
             raise HTTPException(401, reason, headers={"WWW-Authenticate": "Bearer"})
         if status == 403:
@@ -175,6 +199,7 @@ def create_app(
                 hub.sdk_dropped.setdefault(model, {})[source[:64]] = int(
                     request.headers.get("x-watchkeeper-dropped", "0"))
         try:  # acknowledged only once the batch is committed to the store
+            table = await run_in_threadpool(privacy.scrub, model, table)
             seq = await run_in_threadpool(hub.append, model, table, kind)
         except StoreError as exc:
             raise HTTPException(503, f"store unavailable: {exc}") from None
@@ -362,10 +387,14 @@ def create_app(
                 "fold_errors": hub.counters["fold_errors"], "folding": hub.folding}
 
     @app.get("/metrics")
-    def metrics() -> Response:
+    def metrics(request: Request) -> Response:
+        """Prometheus exposition; needs the metrics, read or write token unless the server
+        runs with ``--metrics-open``."""
+        if not metrics_open:
+            require(request, "metrics")
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    add_dashboard(app, hub, tokens, limiter)
+    add_dashboard(app, hub, tokens, limiter, session)
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:

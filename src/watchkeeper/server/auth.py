@@ -1,15 +1,17 @@
-"""Write and read tokens, compared in constant time; the dashboard's session cookie.
+"""Write, read and metrics tokens, compared in constant time; the dashboard's sessions;
+failed authentications limited per client address.
 
 A browser cannot send a bearer header when it navigates, so the dashboard's login form
-trades a token for a cookie (HttpOnly, SameSite=Strict) holding an HMAC of the token, not
-the token itself. The cookie is accepted wherever a bearer token is; a request that
-changes something (any method but GET and HEAD) and is authenticated by the cookie must
-also carry the header ``X-Watchkeeper: 1``, which another site cannot make a browser send.
+trades a token for a session: a random id in a cookie (HttpOnly, SameSite=Strict), known
+to the store by its hash (store/sessions.py), so that it expires there, ends at logout on
+every server and ends when its token is changed. The cookie is accepted wherever a bearer
+token is; a request that changes something (any method but GET and HEAD) and is
+authenticated by the cookie must also carry the header ``X-Watchkeeper: 1``, which
+another site cannot make a browser send.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 import threading
@@ -22,74 +24,83 @@ from urllib.parse import urlsplit
 COOKIE = "watchkeeper_session"
 CSRF_HEADER = "x-watchkeeper"
 SAFE_METHODS = ("GET", "HEAD")
+#: what each need is met by: the write token does everything, the metrics token only
+#: lets Prometheus scrape /metrics
+MEETS = {"write": ("write",), "read": ("write", "read"), "metrics": ("write", "read", "metrics")}
+#: what a session cookie stands for: its access ("read" or "write"), or None
+SessionLookup = Callable[[str], "str | None"]
 
 
-def session_of(token: str) -> str:
-    """The cookie value standing for a token (changing the token ends its sessions).
-
-    >>> session_of("s3cret") == session_of("s3cret") != session_of("other")
-    True
-    """
-    return hmac.new(token.encode(), b"watchkeeper dashboard session", hashlib.sha256).hexdigest()
+def bearer(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer ...`` header, or None."""
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return None
 
 
 @dataclass(frozen=True)
 class Tokens:
-    """``write`` may ingest and deploy (and read); ``read`` may only query.
-    Both None means authentication is off (for local use on a loopback address)."""
+    """``write`` may ingest and deploy (and read); ``read`` may only query; ``metrics``
+    may only scrape /metrics. No write or read token means authentication is off (for
+    local use on a loopback address)."""
 
     write: str | None = None
     read: str | None = None
+    metrics: str | None = None
 
     @property
     def enabled(self) -> bool:
         return self.write is not None or self.read is not None
 
     def access(self, token: str) -> str | None:
-        """What a token allows: "write", "read" or None (not a token of this server)."""
+        """What a token allows: "write", "read", "metrics" or None (not a token of this
+        server)."""
         given = token.encode()
-        is_write = self.write is not None and hmac.compare_digest(given, self.write.encode())
-        is_read = self.read is not None and hmac.compare_digest(given, self.read.encode())
-        return "write" if is_write else "read" if is_read else None
+        found = None
+        for name in ("metrics", "read", "write"):  # every comparison made, in constant time
+            mine = getattr(self, name)
+            if mine is not None and hmac.compare_digest(given, mine.encode()):
+                found = name
+        return found
 
-    def _session_access(self, cookie: str) -> str | None:
-        given = cookie.encode()
-        is_write = self.write is not None and hmac.compare_digest(
-            given, session_of(self.write).encode())
-        is_read = self.read is not None and hmac.compare_digest(
-            given, session_of(self.read).encode())
-        return "write" if is_write else "read" if is_read else None
+    def is_guess(self, header: str | None) -> bool:
+        """A bearer token that is none of this server's (a failed authentication)."""
+        token = bearer(header)
+        return self.enabled and token is not None and self.access(token) is None
 
-    def check(self, header: str | None, need: str, cookie: str | None = None) -> int:
-        """HTTP status for an Authorization header, else a session cookie: 200, 401 (none)
-        or 403 (not allowed)."""
+    def check(self, header: str | None, need: str, cookie: str | None = None,
+              sessions: SessionLookup | None = None) -> int:
+        """HTTP status for an Authorization header, else a session cookie looked up by
+        ``sessions``: 200, 401 (none) or 403 (not allowed)."""
         if not self.enabled:
             return 200
-        if header and header.lower().startswith("bearer "):
-            have = self.access(header[7:].strip())
+        token = bearer(header)
+        if token is not None:
+            have = self.access(token)
         elif not header and cookie:
-            have = self._session_access(cookie)
+            have = sessions(cookie) if sessions is not None else None
         else:
             return 401
-        if need == "write":
-            return 200 if have == "write" else 403
-        return 200 if have is not None else 403
+        return 200 if have in MEETS[need] else 403
 
     def check_request(self, headers: Mapping[str, str], cookies: Mapping[str, str],
-                      method: str, need: str) -> tuple[int, str]:
+                      method: str, need: str, sessions: SessionLookup | None = None
+                      ) -> tuple[int, str]:
         """Status and reason for a request: bearer header first, else the session cookie,
         which needs the X-Watchkeeper header on anything but GET and HEAD."""
         header, cookie = headers.get("authorization"), cookies.get(COOKIE)
         if not self.enabled and method.upper() not in SAFE_METHODS and not same_origin(headers):
             # no tokens: any web page the operator visits could post to a local server
             return 403, "cross-site request refused (the server has no tokens)"
-        status = self.check(header, need, cookie)
+        status = self.check(header, need, cookie, sessions)
         if status == 401:
             return 401, "missing bearer token"
         if status == 200 and self.enabled and not header and method.upper() not in \
                 SAFE_METHODS and headers.get(CSRF_HEADER) != "1":
             return 403, "a request authenticated by cookie must send the header X-Watchkeeper: 1"
         if status == 403:
+            if not header:
+                return 403, f"this session may not {need} (expired or signed out?)"
             return 403, f"this token may not {need}"
         return 200, ""
 
@@ -104,9 +115,10 @@ def same_origin(headers: Mapping[str, str]) -> bool:
 
 
 class LoginLimiter:
-    """Failed logins per client address: after ``failures`` of them within ``window``
-    seconds, an address is refused (the server answers 429 with Retry-After, without looking
-    at the token) until the oldest of those failures is ``window`` seconds old.
+    """Failed authentications (dashboard logins, bearer tokens that are none of the
+    server's) per client address: after ``failures`` of them within ``window`` seconds, an
+    address is refused (the server answers 429 with Retry-After, without looking at the
+    token) until the oldest of those failures is ``window`` seconds old.
 
     Successful logins are not counted, nor do they clear the count (a read token must not
     buy more guesses at the write token). IPv6 clients count per /64, the block one client

@@ -5,7 +5,7 @@ Pages are plain HTML built here, with every stored or user-provided text escaped
 windows, findings and metrics are rendered by ``watchkeeper.report``. A small script
 (static/dashboard.js, no external resource) refreshes the page's parts in place and calls
 the JSON API for acknowledging and silencing. With tokens configured, the pages ask for a
-token once and keep a session cookie (auth.py); without, they are open, as the API is.
+token once and keep a session (auth.py, store/sessions.py); without, they are open, as the API is.
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ from watchkeeper.server.auth import (
     COOKIE,
     CSRF_HEADER,
     LoginLimiter,
+    SessionLookup,
     Tokens,
     same_origin,
-    session_of,
 )
 from watchkeeper.server.hub import Hub
+from watchkeeper.store.sessions import close_session, open_session
 
 log = logging.getLogger("watchkeeper.server")
 #: windows shown on a model's page unless ?windows= says otherwise
@@ -304,14 +305,16 @@ async def login_body(request: Request) -> bytes | None:
 
 # -- routes ----------------------------------------------------------------------------------
 def add_dashboard(app: FastAPI, hub: Hub, tokens: Tokens,
-                  limiter: LoginLimiter | None = None) -> None:
+                  limiter: LoginLimiter | None = None,
+                  sessions: SessionLookup | None = None) -> None:
     """Register the dashboard's routes: /, /dashboard, /dashboard/{model} (and /body),
     /login, /logout, /static/{name}. ``limiter`` refuses logins from a client address
-    after too many failed ones (none: no limit)."""
+    after too many failed ones (none: no limit); ``sessions`` says what a session cookie
+    allows (none: a cookie allows nothing)."""
 
     def allowed(request: Request) -> bool:
         return tokens.check_request(request.headers, request.cookies, request.method,
-                                    "read")[0] == 200
+                                    "read", sessions)[0] == 200
 
     def here(request: Request) -> str:
         query = f"?{request.url.query}" if request.url.query else ""
@@ -424,10 +427,16 @@ def add_dashboard(app: FastAPI, hub: Hub, tokens: Tokens,
             if scripted:
                 return JSONResponse({"detail": "wrong token"}, status_code=403)
             return login_page(target, "That token is not valid for this server.", status=403)
+        if access == "metrics":
+            message = "The metrics token only lets Prometheus read /metrics."
+            if scripted:
+                return JSONResponse({"detail": message}, status_code=403)
+            return login_page(target, message, status=403)
         answer: Response = (JSONResponse({"access": access or "write"}) if scripted
                             else RedirectResponse(target, status_code=303))
         if access is not None:
-            answer.set_cookie(COOKIE, session_of(token), max_age=SESSION_HOURS * 3600,
+            session = open_session(hub.store, access, token, SESSION_HOURS * 3600)
+            answer.set_cookie(COOKIE, session, max_age=SESSION_HOURS * 3600,
                               path="/", httponly=True, samesite="strict",
                               secure=request.url.scheme == "https")
         return answer
@@ -436,6 +445,8 @@ def add_dashboard(app: FastAPI, hub: Hub, tokens: Tokens,
     def logout(request: Request) -> Response:
         if not same_origin(request.headers):
             return Response(status_code=403)
+        if COOKIE in request.cookies:  # ended in the store: on every server, at once
+            close_session(hub.store, request.cookies[COOKIE])
         answer = RedirectResponse("/login", status_code=303)
         answer.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return answer

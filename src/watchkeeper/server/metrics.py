@@ -57,6 +57,10 @@ class HubCollector(Collector):
         unmatched = CounterMetricFamily("watchkeeper_unmatched_labels",
                                         "Labels whose id matched no kept prediction",
                                         labels=["model"])
+        personal = CounterMetricFamily(
+            "watchkeeper_personal_data_columns",
+            "Columns not in the suite that looked like personal data, hashed or dropped "
+            "before storage (once per batch)", labels=["model", "action"])
         quarantined = GaugeMetricFamily(
             "watchkeeper_quarantined_batches",
             "Event batches set aside in the store (kept, not folded) because folding them "
@@ -89,10 +93,12 @@ class HubCollector(Collector):
                 ingested.add_metric([model, name.removesuffix("_rows")], n)
             elif name.endswith("_batches"):
                 batches.add_metric([model, name.removesuffix("_batches")], n)
+            elif name.startswith("personal_columns_"):
+                personal.add_metric([model, name.removeprefix("personal_columns_")], n)
             elif name.startswith("rejected_") and not model:
                 rejected.add_metric([name.removeprefix("rejected_")], n)
         yield from (value, threshold, alert, rows, ingested, batches, rejected, late, bad_ts,
-                    unmatched, dropped, quarantined)
+                    unmatched, dropped, quarantined, personal)
         yield from self._fold(counters)
         yield from self._limits()
 
@@ -133,8 +139,9 @@ class HubCollector(Collector):
         if self.limiter is not None:
             tracked, blocked = self.limiter.state()
             addresses = GaugeMetricFamily("watchkeeper_login_failing_addresses",
-                                          "Client addresses with failed logins in the window "
-                                          "(tracked), and those refused now (blocked)",
+                                          "Client addresses with failed logins or wrong "
+                                          "bearer tokens in the window (tracked), and those "
+                                          "refused now (blocked)",
                                           labels=["state"])
             addresses.add_metric(["tracked"], tracked)
             addresses.add_metric(["blocked"], blocked)

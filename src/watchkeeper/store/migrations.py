@@ -61,6 +61,13 @@ def _quarantine(conn: Connection) -> None:
              postgresql_where=quarantined).create(conn, checkfirst=True)
 
 
+def _sessions(conn: Connection) -> None:
+    # As tables.sessions and tables.server_keys were when added; copy the definitions here
+    # if they ever change.
+    tables.sessions.create(conn, checkfirst=True)
+    tables.server_keys.create(conn, checkfirst=True)
+
+
 #: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("models, suites, events, windows, findings", _initial),
@@ -68,6 +75,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
      _alert_states),
     ("fold_leases: which server folds the event log; alert_states.revision", _fold_leases),
     ("events.quarantined_at, events.error: batches the fold set aside", _quarantine),
+    ("sessions: dashboard sessions; server_keys: keys the servers share", _sessions),
 ]
 LATEST = len(MIGRATIONS)
 

@@ -165,3 +165,26 @@ fold_leases = sa.Table(  # since schema version 3
     sa.Column("acquired_at", sa.Double, nullable=False),
     sa.Column("expires_at", sa.Double, nullable=False),
 )
+
+sessions = sa.Table(  # since the "sessions, server_keys" migration
+    "sessions",
+    metadata,
+    # SHA-256 of the random session id the browser holds: the store never has the id itself
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("access", sa.String(8), nullable=False),  # "read" or "write"
+    # HMAC of the token it was opened with, keyed by the session id: a rotated token ends it
+    sa.Column("token_mac", sa.String(64), nullable=False),
+    # seconds since 1970 by the database's clock, as fold_leases
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.CheckConstraint("access IN ('read', 'write')", name="sessions_access"),
+)
+
+server_keys = sa.Table(  # since the "sessions, server_keys" migration
+    "server_keys",
+    metadata,
+    # random keys every server on the store shares (e.g. the client pseudonym key when
+    # WATCHKEEPER_PII_KEY is not set)
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+)
