@@ -472,6 +472,7 @@ def init(
     sensitive: str | Iterable[str] | None = None,
     ignore: str | Iterable[str] | None = None,
     pii: str | Iterable[str] | None = None,
+    not_pii: str | Iterable[str] | None = None,
     positive: str | None = None,
     budget: float = DEFAULT_BUDGET,
     bins: int = DEFAULT_BINS,
@@ -489,7 +490,7 @@ def init(
     table: pa.Table = to_table(reference)
     schema = infer_schema(table, target=target, prediction=prediction, proba=proba, id=id,
                           timestamp=timestamp, client=client, sensitive=sensitive,
-                          ignore=ignore, pii=pii, bins=bins)
+                          ignore=ignore, pii=pii, not_pii=not_pii, bins=bins)
     first = {r: next((c.name for c in schema.by_role(r)), None)
              for r in (Role.TARGET, Role.PREDICTION, Role.PROBA, Role.ID)}
     schema.task = infer_task(
