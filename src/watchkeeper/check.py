@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from watchkeeper.data import did_you_mean
 from watchkeeper.errors import DataError
 from watchkeeper.monitors.base import Finding, Severity
 from watchkeeper.profile import Profile
@@ -60,7 +61,8 @@ def group_windows(table: pa.Table, column: str) -> Iterator[Window]:
     """One window per distinct value of ``column`` (a batch, partition or year), in sorted
     order; rows where it is missing form a last window of their own."""
     if column not in table.column_names:
-        raise DataError(f"--window-by column {column!r} is not in the data")
+        raise DataError(f"--window-by column {column!r} is not in the data"
+                        f"{did_you_mean(column, table.column_names)}")
     import pyarrow.compute as pc
 
     values = table.column(column)
@@ -79,7 +81,8 @@ def time_windows(table: pa.Table, column: str, length: timedelta) -> Iterator[Wi
     still profiled and counted.
     """
     if column not in table.column_names:
-        raise DataError(f"timestamp column {column!r} is not in the data")
+        raise DataError(f"timestamp column {column!r} is not in the data"
+                        f"{did_you_mean(column, table.column_names)}")
     seconds = epoch_seconds(table.column(column))
     known = np.isfinite(seconds)
     step = length.total_seconds()

@@ -307,7 +307,7 @@ def infer_schema(
         if name in pii_names:
             guess: Guess | None = Guess(True, "given")
         elif name in not_pii_names:
-            guess = Guess(False, "given as not personal data")
+            guess = Guess(False, "given")
         else:
             guess = None if name in explicit else _pii_guess(name, column)
         if guess is not None and guess.personal:

@@ -27,7 +27,7 @@ from watchkeeper.check import (
     row_windows,
     time_windows,
 )
-from watchkeeper.data import to_table
+from watchkeeper.data import did_you_mean, to_table
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.estimators import LabelModel, LossModel
 from watchkeeper.labels import LabelJoin, join_labels
@@ -412,7 +412,8 @@ def _task_from_fields(f: suitefile.Fields, schema: Schema) -> Task:
     for key in ("target", "prediction", "proba", "id"):
         name = getattr(task, key)
         if name is not None and name not in schema.columns:
-            raise f.error(key, f"no column {name!r} in columns")
+            raise f.error(key, f"no column {name!r} in columns"
+                                 f"{did_you_mean(name, schema.columns)}")
     for a in task.attributes:
         if a.column not in schema.columns:
             raise f.error(f"sensitive.{a.column}", "no such column in columns")
@@ -426,7 +427,8 @@ def _monitor_from_fields(f: suitefile.Fields, schema: Schema) -> Monitor:
         raise f.error("type", exc.problem) from None
     column = f.text("column", None)
     if column is not None and column not in schema.columns:
-        raise f.error("column", f"no column {column!r} in columns")
+        raise f.error("column", f"no column {column!r} in columns"
+                               f"{did_you_mean(column, schema.columns)}")
     params = {}
     for key, default in cls.params.items():
         params[key] = type(default)(f.number(key, default, lo=0.0))
