@@ -201,24 +201,31 @@ def _is_text(arrow_type: pa.DataType) -> bool:
     return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
 
 
-def _na_mask(strings: pa.Array) -> pa.Array:
-    """True where a text value is blank or an NA spelling (null stays null)."""
-    return pc.or_(pc.is_in(strings, value_set=_NA_SET.cast(strings.type)),
-                  pc.utf8_is_space(strings))
+def _na_mask(strings: pa.Array) -> pa.Array | None:
+    """True where a text value is blank or an NA spelling, False elsewhere (nulls too);
+    None when there is no such value (the common case, checked without building a mask)."""
+    spelled = pc.is_in(strings, value_set=_NA_SET.cast(strings.type))
+    spaces = pc.utf8_is_space(strings)
+    has_spelled, has_spaces = pc.any(spelled).as_py(), pc.any(spaces).as_py()
+    if not (has_spelled or has_spaces):
+        return None
+    if not has_spaces:
+        return spelled
+    return pc.fill_null(pc.or_(spelled, spaces), False)
 
 
 def _null_where_na(chunk: pa.Array) -> pa.Array:
     if pa.types.is_dictionary(chunk.type):
         if not _is_text(chunk.type.value_type):
             return chunk
-        na = pc.fill_null(_na_mask(chunk.dictionary), False)
-        if not pc.any(na).as_py():
+        na = _na_mask(chunk.dictionary)
+        if na is None:
             return chunk
         rows = pc.fill_null(pc.array_take(na, chunk.indices), False)
         indices = pc.if_else(rows, pa.scalar(None, chunk.indices.type), chunk.indices)
         return pa.DictionaryArray.from_arrays(indices, chunk.dictionary)
-    na = pc.fill_null(_na_mask(chunk), False)
-    if not pc.any(na).as_py():
+    na = _na_mask(chunk)
+    if na is None:
         return chunk
     return pc.if_else(na, pa.scalar(None, chunk.type), chunk)
 
