@@ -244,3 +244,27 @@ def test_window_by_and_labels_say_did_you_mean():
     suite = wk.init(table, progress=False, ignore="batch")
     with pytest.raises(DataError, match="did you mean 'batch'"):
         suite.check(table, window_by="btach")
+
+
+def test_a_one_column_table_named_like_a_delimited_header_says_so():
+    table = pa.table({"credit;age": ["1;2", "3;4"] * 10})
+    with pytest.raises(SuiteError, match=r"one column, 'credit;age'.*--delimiter"):
+        infer_schema(table, target="credit")
+
+
+def test_the_layout_can_be_given(tmp_path):
+    path = tmp_path / "scores.txt.csv"
+    path.write_text("1.5|a\n2.5|b\n3.5|a\n")
+    reading = read_csv(path, layout=CsvLayout(delimiter="|", header=False))
+    assert reading.table.column_names == ["column_1", "column_2"]
+    assert reading.table.column("column_1").to_pylist() == [1.5, 2.5, 3.5]
+    with pytest.raises(DataError, match="3 column names given, the file has 2 columns"):
+        read_csv(path, layout=CsvLayout(names=("a", "b", "c")))
+
+
+def test_rows_logged_online_follow_the_same_rule():
+    from watchkeeper.profile import profile
+
+    schema = infer_schema(pa.table({"city": ["Leeds", "York"] * 50}))
+    window = profile([{"city": ""}, {"city": " "}, {"city": "Leeds"}], schema)
+    assert window.columns["city"].missing == 2

@@ -271,6 +271,10 @@ def unknown_column(name: str, names: Iterable[str], where: str = "in the data") 
     >>> unknown_column("incme", ["age", "income"])
     "no column named 'incme' in the data (did you mean 'income'?)"
     """
+    names = list(names)
+    if len(names) == 1 and any(d in names[0] for d in DELIMITERS):
+        return (f"no column named {name!r} {where}, which has one column, {names[0]!r}: "
+                "a delimited file read with the wrong delimiter? (give --delimiter)")
     return f"no column named {name!r} {where}{did_you_mean(name, names)}"
 
 
