@@ -322,11 +322,15 @@ class CsvReading:
 
 
 def _sample_lines(path: Path) -> list[str]:
+    size = _SAMPLE_BYTES
     with pa.input_stream(str(path), compression="detect") as stream:
-        raw = stream.read(_SAMPLE_BYTES + 1)
-    text = raw[:_SAMPLE_BYTES].decode("utf-8", errors="replace").lstrip("\ufeff")
+        raw = stream.read(size + 1)
+        while len(raw) > size and raw.count(b"\n") < 3 and size < 64 * _SAMPLE_BYTES:
+            raw += stream.read(size)  # very long lines: read on until a few are whole
+            size *= 2
+    text = raw[:size].decode("utf-8", errors="replace").lstrip("\ufeff")
     lines = text.splitlines()
-    if len(raw) > _SAMPLE_BYTES and lines:
+    if len(raw) > size and len(lines) > 1:
         lines = lines[:-1]  # cut off mid-line
     return [line for line in lines if line.strip()]
 
