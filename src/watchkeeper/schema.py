@@ -36,6 +36,10 @@ MAX_CATEGORIES = 100
 #: reference: the most frequent of thousands of rare levels are partly so by chance, their
 #: share falls back in every later window, and drift would fire on that alone.
 MIN_LEVEL_ROWS = 30
+#: ... and only as many as keep that fall-back (measured by choosing the levels on half of
+#: the reference rows and counting them on the other half) below this Jensen–Shannon
+#: distance, well under the drift monitors' minimum effect (0.05).
+MAX_SELECTION_DRIFT = 0.02
 #: A string column with more distinct values than this share of its rows is an
 #: identifier or free text, not a category.
 TEXT_DISTINCT_SHARE = 0.5
@@ -346,22 +350,58 @@ def _plan(spec: Column, column: pa.ChunkedArray, bins: int) -> None:
             counts.update({"false": 0, "true": 0})
         spec.categories, spec.truncated = plan_categories(counts)
         if spec.truncated:
-            _keep_frequent_levels(spec, counts)
+            _keep_frequent_levels(spec, column, counts)
 
 
-def _keep_frequent_levels(spec: Column, counts: dict[str, int]) -> None:
-    """A code with many levels: monitored on its levels seen MIN_LEVEL_ROWS times, the
-    rest sharing the "other" bin; left out (as text) when no level is that frequent."""
+def _keep_frequent_levels(spec: Column, column: pa.ChunkedArray, counts: dict[str, int]) -> None:
+    """A code with many levels: monitored on its levels seen MIN_LEVEL_ROWS times, as many
+    as :func:`selection_drift` allows, the rest sharing the "other" bin; left out (as
+    text) when no level qualifies."""
     levels = [c for c in spec.categories or () if counts[c] >= MIN_LEVEL_ROWS]
+    halves = _halves(column) if levels else None
+    while levels and halves and selection_drift(*halves, len(levels)) > MAX_SELECTION_DRIFT:
+        levels = levels[: len(levels) * 2 // 3]
     total = sum(counts.values())
     other = 1 - sum(counts[c] for c in levels) / total if total else 1.0
     if not levels:
         spec.kind, spec.categories, spec.truncated = Kind.TEXT, None, False
-        note = (f"{len(counts)} levels, none seen {MIN_LEVEL_ROWS} times in the "
-                "reference: too rare to monitor as a distribution (only missing values)")
+        note = (f"{len(counts)} levels, none frequent enough in the reference to tell from "
+                "chance: not monitored as a distribution (only missing values)")
     else:
         spec.categories = levels
-        note = (f"{len(counts)} levels: monitored on the {len(levels)} seen at least "
-                f"{MIN_LEVEL_ROWS} times, the other {len(counts) - len(levels)} "
-                f"({other:.0%} of rows) as one share")
+        note = (f"{len(counts)} levels: monitored on the {len(levels)} most frequent "
+                f"(seen at least {MIN_LEVEL_ROWS} times), the other "
+                f"{len(counts) - len(levels)} ({other:.0%} of rows) as one share")
     spec.note = "; ".join(n for n in (spec.note, note) if n)
+
+
+def _halves(column: pa.ChunkedArray) -> tuple[dict[str, int], dict[str, int]]:
+    """Level counts of the even and the odd reference rows."""
+    import pyarrow.compute as pc
+
+    odd = np.arange(len(column)) % 2 == 1
+    return (dict(category_counts(pc.filter(column, pa.array(~odd)))[0]),
+            dict(category_counts(pc.filter(column, pa.array(odd)))[0]))
+
+
+def selection_drift(chosen_on: dict[str, int], counted_on: dict[str, int], k: int) -> float:
+    """How far the k most frequent levels of one sample fall back on another sample of the
+    same data: the Jensen–Shannon distance between the level shares where they were chosen
+    and the same shares shrunk as they are on the other sample. A few clearly frequent
+    levels give ~0; the top of thousands of similar levels gives much more.
+
+    >>> even = {"a": 500, "b": 300, **{f"r{i}": 1 for i in range(200)}}
+    >>> odd = {"a": 480, "b": 310, **{f"r{i}": 1 for i in range(200, 400)}}
+    >>> round(selection_drift(even, odd, 2), 2), selection_drift(even, odd, 100) > 0.05
+    (0.0, True)
+    """
+    top = sorted(chosen_on, key=lambda c: (-chosen_on[c], c))[:k]
+    total_a, total_b = sum(chosen_on.values()), sum(counted_on.values())
+    if not top or not total_a or not total_b:
+        return 0.0
+    shares = np.array([chosen_on[c] for c in top], dtype=float) / total_a
+    kept_a, kept_b = shares.sum(), sum(counted_on.get(c, 0) for c in top) / total_b
+    shrunk = shares * min(kept_b / kept_a, 1.0)
+    from watchkeeper.stats.distance import js_distance
+
+    return float(js_distance(np.r_[shares, 1 - kept_a], np.r_[shrunk, 1 - shrunk.sum()]))
