@@ -277,3 +277,12 @@ def test_the_top_of_many_similar_levels_is_not_kept_as_if_it_were_frequent():
     assert selection_drift(even, odd, 100) > 0.02  # chosen by chance: they fall back
     head = {f"H{c}": 2_000 for c in range(30)}
     assert selection_drift({**head, **even}, {**head, **odd}, 30) < 0.01
+
+
+def test_names_replace_a_header_row_and_name_a_headerless_file(tmp_path):
+    with_header, without = tmp_path / "a.csv", tmp_path / "b.csv"
+    with_header.write_text("x,y\n1,2\n3,4\n")
+    without.write_text("1,2\n3,4\n")
+    for path in (with_header, without):
+        table = read_csv(path, layout=CsvLayout(names=("p", "q"))).table
+        assert table.to_pydict() == {"p": [1, 3], "q": [2, 4]}, path.name

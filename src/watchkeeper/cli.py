@@ -63,8 +63,8 @@ _CSV_OPTIONS = (
     click.option("--header/--no-header", default=None,
                  help="Whether a CSV file's first row names its columns (default: guessed; "
                       "a file without one needs --names, or is named column_1...)."),
-    click.option("--names", help="Column names of a CSV file without a header row, "
-                                 "comma-separated."),
+    click.option("--names", help="Column names of a CSV file, comma-separated (they replace "
+                                 "its header row, if it has one)."),
 )
 
 
@@ -75,11 +75,7 @@ def _csv_options(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, delimiter: str | None, header: bool | None, names: str | None,
                 **kwargs: Any) -> Any:
         given = tuple(n.strip() for n in names.split(",")) if names else None
-        if given is not None and header:
-            raise WatchkeeperError("--names replaces the header row: give --no-header, or "
-                                   "no --header")
-        layout = CsvLayout(delimiter=delimiter, header=False if given else header,
-                           names=given)
+        layout = CsvLayout(delimiter=delimiter, header=header, names=given)
         return command(*args, layout=layout, **kwargs)
 
     for option in reversed(_CSV_OPTIONS):
@@ -350,7 +346,8 @@ def _column_notes(suite: Suite) -> list[str]:
             lines.append(f"    {c.name}: {c.note} (not it? --not-pii {c.name})")
         elif "not personal data" in c.note:
             lines.append(f"    {c.name}: {c.note}; monitored (personal? --pii {c.name})")
-        elif c.role != Role.FEATURE or c.truncated or c.kind == Kind.TEXT:
+        elif c.truncated or c.kind == Kind.TEXT or (
+                c.role != Role.FEATURE and ("named like" in c.note or "time index" in c.note)):
             lines.append(f"    {c.name}: {c.role.value}, {c.note}")
     return ["  why", *lines] if lines else []
 
