@@ -140,6 +140,7 @@ def test_cli_inits_on_adult_data_and_checks_adult_test(tmp_path):
     made = run("init", ADULT / "adult.data", "--names", ADULT_NAMES, "--target", "income",
                "--no-progress")
     assert made.returncode == 0, made.stderr
+    assert "no header row: columns named as given" in made.stdout
     checked = run("check", ADULT / "adult.test", "--window-rows", "8000", "--no-progress")
     assert checked.returncode == 0, checked.stderr
     assert "its 15 columns are named as in the suite" in checked.stderr

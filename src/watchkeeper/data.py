@@ -420,8 +420,8 @@ def _layout_of(path: Path, layout: CsvLayout, tsv: bool) -> tuple[CsvLayout, int
         header = _looks_like_header(rows[skip], data)
     names = layout.names
     if names is not None:
-        notes.append("columns named as given" + (", in place of the header row" if header
-                                                  else ""))
+        notes.append("columns named as given, in place of the header row" if header
+                     else "no header row: columns named as given")
     elif header:
         raw = rows[skip]
         names = tuple(n.strip() for n in raw)
