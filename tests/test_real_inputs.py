@@ -287,3 +287,10 @@ def test_names_replace_a_header_row_and_name_a_headerless_file(tmp_path):
     for path in (with_header, without):
         table = read_csv(path, layout=CsvLayout(names=("p", "q"))).table
         assert table.to_pydict() == {"p": [1, 3], "q": [2, 4]}, path.name
+
+
+def test_a_blank_personal_value_stays_missing_when_hashed():
+    from watchkeeper.pii import protect
+
+    table = protect(pa.table({"email": ["a@b.org", "", None]}), {"email": "hash"}, b"key")
+    assert table.column("email").null_count == 2

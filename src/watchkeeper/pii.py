@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from watchkeeper.data import missing_as_null
+
 KEY_ENV = "WATCHKEEPER_PII_KEY"
 MODES = ("hash", "drop")
 
@@ -183,7 +185,7 @@ def protect(table: pa.Table, modes: dict[str, str], key: bytes | None) -> pa.Tab
         if mode == "drop" or key is None:
             table = table.remove_column(i)
             continue
-        hashed = [None if v is None else pseudonym(v, key)
-                  for v in table.column(name).to_pylist()]
+        values = missing_as_null(table.select([i])).column(0)  # blanks stay missing
+        hashed = [None if v is None else pseudonym(v, key) for v in values.to_pylist()]
         table = table.set_column(i, name, pa.array(hashed, type=pa.string()))
     return table
