@@ -145,6 +145,8 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
     if deploy_to and not (model and server):
         raise WatchkeeperError("--deploy needs --model and --server")
     data, read_notes = _read_input(reference, layout)
+    for note in read_notes:
+        click.echo(f"{reference}: {note}")
     suite = init(data, target=target, prediction=prediction, proba=proba, id=id_,
                  timestamp=timestamp, client=client, sensitive=sensitive, ignore=ignore,
                  pii=_split_names(pii), not_pii=_split_names(not_pii),
@@ -152,8 +154,6 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  progress=progress)
     suite.source = str(reference)
     suite.save(output)
-    for note in read_notes:
-        click.echo(f"{reference}: {note}")
     click.echo(_summary(suite, output))
     if deploy_to:
         assert model and server
