@@ -294,3 +294,27 @@ def test_a_blank_personal_value_stays_missing_when_hashed():
 
     table = protect(pa.table({"email": ["a@b.org", "", None]}), {"email": "hash"}, b"key")
     assert table.column("email").null_count == 2
+
+
+@pytest.mark.slow
+def test_blank_cells_posted_to_the_server_are_missing_values(tmp_path):
+    import json
+
+    from tests.server_helpers import READ, Server, request, wait_for
+    from tests.test_server import post
+
+    wk.init(_customers(3_000, 1), progress=False).save(tmp_path / "suite.yaml")
+    server = Server(tmp_path, "--store", f"sqlite:///{tmp_path / 'wk.db'}", "--suite",
+                    f"m={tmp_path / 'suite.yaml'}", "--window", "1s", "--grace", "1s").start()
+    try:
+        rows = _customers(2_000, 2, blank_share=0.2).to_dict("records")
+        assert post(server, "/v1/models/m/events", json.dumps(rows).encode())[0] == 200
+
+        def city_findings() -> set[str]:
+            found = request(server.url + "/v1/models/m/findings", token=READ)[1]["findings"]
+            return {f["monitor"] for f in found if f.get("column") == "city"}
+
+        found = wait_for(lambda: city_findings() or None, timeout=60)
+    finally:
+        server.stop()
+    assert "missing_rate" in found and "unseen_category" not in found
