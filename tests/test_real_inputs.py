@@ -318,3 +318,11 @@ def test_blank_cells_posted_to_the_server_are_missing_values(tmp_path):
     finally:
         server.stop()
     assert "missing_rate" in found and "unseen_category" not in found
+
+
+def test_a_column_named_like_personal_data_with_too_few_values_stays_personal():
+    emails = [None] * 2_000 + [f"p{i}@mail.example" for i in range(50)]
+    schema = infer_schema(pa.table({"email": emails, "x": np.arange(2_050.0)}))
+    assert schema.pii == {"email": "hash"}  # values found past the first rows
+    few = infer_schema(pa.table({"email": ["a", None, None], "x": [1.0, 2.0, 3.0]}))
+    assert few.pii == {"email": "hash"}

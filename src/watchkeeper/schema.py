@@ -336,7 +336,7 @@ def _pii_guess(name: str, column: pa.ChunkedArray) -> Guess | None:
         return None
     import pyarrow.compute as pc
 
-    return assess(name, pc.drop_null(column.slice(0, 1000)).slice(0, 200).to_pylist())
+    return assess(name, pc.drop_null(column).slice(0, 200).to_pylist())
 
 
 def _plan(spec: Column, column: pa.ChunkedArray, bins: int) -> None:
