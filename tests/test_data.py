@@ -220,7 +220,7 @@ def test_read_parquet_directory(tmp_path):
     assert sorted(out.column("k").to_pylist()) == [1, 2, 3]
 
 
-@pytest.mark.parametrize("name", ["data.xlsx", "data", "data.csv.zip", "data.txt.gz"])
+@pytest.mark.parametrize("name", ["data.xlsx", "data", "data.csv.zip", "data.xml.gz"])
 def test_unknown_extension_names_the_file(tmp_path, name):
     path = tmp_path / name
     path.write_text("a,b\n1,2\n")

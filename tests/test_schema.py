@@ -265,7 +265,8 @@ def test_more_than_max_categories_are_truncated():
     column = schema["c"]
     assert column.kind == Kind.CATEGORICAL
     assert column.truncated
-    assert len(column.categories) == MAX_CATEGORIES
+    # at most MAX_CATEGORIES, and only levels frequent enough to tell from chance
+    assert 0 < len(column.categories) <= MAX_CATEGORIES
     assert column.categories[0] == "level000"
     assert "level149" not in column.categories
     # the kept levels are the most frequent ones

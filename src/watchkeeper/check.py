@@ -15,6 +15,7 @@ import pyarrow as pa
 from watchkeeper.advise import advise
 from watchkeeper.alerts import Alert, AlertManager, Rules
 from watchkeeper.alerts.labels import fingerprint
+from watchkeeper.data import did_you_mean
 from watchkeeper.errors import DataError
 from watchkeeper.monitors.base import Finding, Monitor, Severity
 from watchkeeper.profile import Profile
@@ -118,7 +119,8 @@ def group_windows(table: pa.Table, column: str) -> Iterator[Window]:
     """One window per distinct value of ``column`` (a batch, partition or year), in sorted
     order; rows where it is missing form a last window of their own."""
     if column not in table.column_names:
-        raise DataError(f"--window-by column {column!r} is not in the data")
+        raise DataError(f"--window-by column {column!r} is not in the data"
+                        f"{did_you_mean(column, table.column_names)}")
     import pyarrow.compute as pc
 
     values = table.column(column)
@@ -139,7 +141,8 @@ def time_windows(table: pa.Table, column: str, length: WindowLength | timedelta,
     still profiled and counted.
     """
     if column not in table.column_names:
-        raise DataError(f"timestamp column {column!r} is not in the data")
+        raise DataError(f"timestamp column {column!r} is not in the data"
+                        f"{did_you_mean(column, table.column_names)}")
     if isinstance(length, timedelta):
         length = WindowLength(length.total_seconds(), "s")
     calendar = _Calendar(length, tz)

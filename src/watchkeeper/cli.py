@@ -8,13 +8,14 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
 from watchkeeper.check import CheckResult
+from watchkeeper.data import CsvLayout, is_delimited, read_csv
 from watchkeeper.deploy import call, deploy, rollback
 from watchkeeper.diff import diff
 from watchkeeper.errors import WatchkeeperError
@@ -46,6 +47,63 @@ def main() -> None:
     """watchkeeper: monitor ML models with calibrated, low-noise alerts."""
 
 
+def _delimiter(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    named = {"tab": "\t", "\\t": "\t", "space": " ", "comma": ",", "semicolon": ";"}
+    if value is None or value.lower() in named:
+        return named.get((value or "").lower(), value)
+    if len(value) != 1:
+        raise click.BadParameter("one character, or tab, space, comma, semicolon")
+    return value
+
+
+_CSV_OPTIONS = (
+    click.option("--delimiter", callback=_delimiter,
+                 help="CSV field delimiter: one character, or tab, space, comma, semicolon "
+                      "(default: guessed from the first lines, and said when not a comma)."),
+    click.option("--header/--no-header", default=None,
+                 help="Whether a CSV file's first row names its columns (default: guessed; "
+                      "a file without one needs --names, or is named column_1...)."),
+    click.option("--names", help="Column names of a CSV file, comma-separated (they replace "
+                                 "its header row, if it has one)."),
+)
+
+
+def _csv_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the CSV layout options to a command, which receives them as ``layout``."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, delimiter: str | None, header: bool | None, names: str | None,
+                **kwargs: Any) -> Any:
+        given = tuple(n.strip() for n in names.split(",")) if names else None
+        layout = CsvLayout(delimiter=delimiter, header=header, names=given)
+        return command(*args, layout=layout, **kwargs)
+
+    for option in reversed(_CSV_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _read_input(path: Path, layout: CsvLayout,
+                names_if_headerless: list[str] | None = None) -> tuple[Any, list[str]]:
+    """A CSV file read with its layout, and notes on what was guessed; other inputs as
+    they are (read later)."""
+    if not is_delimited(path):
+        if layout != CsvLayout():
+            raise WatchkeeperError(f"{path}: --delimiter, --header and --names apply to CSV "
+                                   "files only")
+        return path, []
+    if names_if_headerless and layout.names is None and layout.header is not False:
+        from dataclasses import replace
+
+        layout = replace(layout, names_if_headerless=tuple(names_if_headerless))
+    reading = read_csv(path, layout=layout)
+    return reading.table, reading.notes
+
+
+def _split_names(values: tuple[str, ...]) -> list[str]:
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
 @main.command("init")
 @click.argument("reference", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default="watchkeeper.yaml",
@@ -58,6 +116,10 @@ def main() -> None:
 @click.option("--client", help="Caller/client id column.")
 @click.option("--sensitive", help="Sensitive attribute columns, comma-separated.")
 @click.option("--ignore", help="Columns to leave unmonitored, comma-separated.")
+@click.option("--pii", "pii", multiple=True,
+              help="A column holding personal data, whatever its values (repeatable).")
+@click.option("--not-pii", "not_pii", multiple=True,
+              help="A column that is not personal data, whatever its name (repeatable).")
 @click.option("--positive-class", "--positive", "positive",
               help="The positive class of a binary classifier (default: the one the score "
                    "ranks highest).")
@@ -79,23 +141,30 @@ def main() -> None:
               help="Also deploy the suite (needs --model and --server).")
 @click.option("--model", help="Model name on the server, with --deploy.")
 @click.option("--server", help="Server URL, with --deploy (token: $WATCHKEEPER_WRITE_TOKEN).")
+@_csv_options
 def init_command(reference: Path, output: Path, target: str | None, prediction: str | None,
                  proba: str | None, id_: str | None, timestamp: str | None, client: str | None,
-                 sensitive: str | None, ignore: str | None, positive: str | None,
+                 sensitive: str | None, ignore: str | None, pii: tuple[str, ...],
+                 not_pii: tuple[str, ...], positive: str | None,
                  allow_inverted_score: bool, budget: float, weights_text: str | None,
                  serving: bool, name: str | None,
                  force: bool, progress: bool | None, deploy_to: bool, model: str | None,
-                 server: str | None) -> None:
+                 server: str | None, layout: CsvLayout) -> None:
     """Infer the schema of REFERENCE, generate and calibrate every monitor, write the suite."""
     if output.exists() and not force:
         raise WatchkeeperError(f"{output} exists; pass --force to overwrite it")
     if deploy_to and not (model and server):
         raise WatchkeeperError("--deploy needs --model and --server")
-    suite = init(reference, target=target, prediction=prediction, proba=proba, id=id_,
+    data, read_notes = _read_input(reference, layout)
+    for note in read_notes:
+        click.echo(f"{reference}: {note}")
+    suite = init(data, target=target, prediction=prediction, proba=proba, id=id_,
                  timestamp=timestamp, client=client, sensitive=sensitive, ignore=ignore,
+                 pii=_split_names(pii), not_pii=_split_names(not_pii),
                  positive_class=positive, allow_inverted_score=allow_inverted_score,
                  budget=budget, budget_weights=_weights(weights_text), serving=serving,
-                 name=name, progress=progress)
+                 name=name or reference.stem, progress=progress)
+    suite.source = str(reference)
     suite.save(output)
     click.echo(_summary(suite, output))
     if deploy_to:
@@ -299,6 +368,25 @@ def _by_reason(idle: dict[str, str]) -> dict[str, list[str]]:
     return out
 
 
+def _column_notes(suite: Suite) -> list[str]:
+    """Why columns got a role other than feature, were taken (or not) for personal data,
+    or are monitored on part of their levels only: what a user should review."""
+    from watchkeeper.schema import Kind, Role
+
+    lines = []
+    for c in suite.schema:
+        if not c.note:
+            continue
+        if c.pii:
+            lines.append(f"    {c.name}: {c.note} (not it? --not-pii {c.name})")
+        elif "not personal data" in c.note:
+            lines.append(f"    {c.name}: {c.note}; monitored (personal? --pii {c.name})")
+        elif c.truncated or c.kind == Kind.TEXT or (
+                c.role != Role.FEATURE and ("named like" in c.note or "time index" in c.note)):
+            lines.append(f"    {c.name}: {c.role.value}, {c.note}")
+    return ["  why", *lines] if lines else []
+
+
 def _summary(suite: Suite, output: Path) -> str:
     roles: dict[str, list[str]] = {}
     for c in suite.schema:
@@ -310,6 +398,7 @@ def _summary(suite: Suite, output: Path) -> str:
              f"{len(suite.monitors)} monitors from {suite.reference.rows} reference rows"]
     for role, cols in roles.items():
         lines.append(f"  {role:<11} {', '.join(cols)}")
+    lines += _column_notes(suite)
     lines.append("  monitors    " + ", ".join(f"{k} ×{v}" for k, v in kinds.items()))
     task = suite.schema.task
     if task is not None:
@@ -441,15 +530,20 @@ class _Checking:
     labels_path: Path | None
     progress: bool | None
     tz: str | None = None
+    layout: CsvLayout = field(default_factory=CsvLayout)
 
     @property
     def data_options_given(self) -> bool:
         return any(x is not None for x in (self.window_rows, self.window, self.window_by,
-                                           self.labels_path, self.tz))
+                                           self.labels_path, self.tz)) or self.layout != CsvLayout()
 
     def run(self, current: Path) -> CheckResult:
         suite = Suite.load(self.suite_path)
-        return suite.check(current, window_rows=self.window_rows, window=self.window,
+        # a CSV file without a header row reads as the reference did: named as in the suite
+        data, notes = _read_input(current, self.layout, [c.name for c in suite.schema])
+        for note in notes:
+            click.echo(f"{current}: {note}", err=True)
+        return suite.check(data, window_rows=self.window_rows, window=self.window,
                            window_by=self.window_by, labels=self.labels_path,
                            progress=self.progress, tz=self.tz)
 
@@ -478,14 +572,14 @@ def _check_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, suite_path: Path, window_rows: int | None, window: str | None,
                 window_by: str | None, labels_path: Path | None, progress: bool | None,
-                tz: str | None, **kwargs: Any) -> Any:
+                tz: str | None, layout: CsvLayout, **kwargs: Any) -> Any:
         checking = _Checking(suite_path, window_rows, window, window_by, labels_path, progress,
-                             tz)
+                             tz, layout)
         return command(*args, checking=checking, **kwargs)
 
     for option in reversed(_CHECK_OPTIONS):
         wrapper = option(wrapper)
-    return wrapper
+    return _csv_options(wrapper)
 
 
 def _write_report(path: Path, result: dict[str, Any], *, title: str,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.data import to_table
+from watchkeeper.data import did_you_mean, to_table
 from watchkeeper.errors import DataError
 from watchkeeper.profile import Profile, add_tallies
 from watchkeeper.task import RowCodes, Task, label_codes, tally
@@ -33,7 +33,8 @@ def _label_table(labels: Any, task: Task) -> pa.Table:
     missing = [c for c in (task.id, task.target) if c not in table.column_names]
     if missing:
         raise DataError(f"labels need columns {task.id!r} and {task.target!r}; "
-                        f"missing {', '.join(map(repr, missing))}")
+                        f"missing {', '.join(map(repr, missing))}"
+                        f"{did_you_mean(missing[0], table.column_names)}")
     return table
 
 

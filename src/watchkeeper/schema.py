@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.data import to_table
+from watchkeeper.data import to_table, unknown_column
 from watchkeeper.errors import DataError, SuiteError
-from watchkeeper.pii import detect
+from watchkeeper.pii import Guess, assess, named_kind
 from watchkeeper.service import RESERVED
 from watchkeeper.task import Task
 
@@ -32,6 +32,14 @@ DEFAULT_BINS = 20
 MAX_CODE_LEVELS = 30
 #: Categorical levels kept in the plan; rarer ones share an "other" bin.
 MAX_CATEGORIES = 100
+#: A column with more than MAX_CATEGORIES levels keeps only levels seen this often in the
+#: reference: the most frequent of thousands of rare levels are partly so by chance, their
+#: share falls back in every later window, and drift would fire on that alone.
+MIN_LEVEL_ROWS = 30
+#: ... and only as many as keep that fall-back (measured by choosing the levels on half of
+#: the reference rows and counting them on the other half) below this Jensen–Shannon
+#: distance, well under the drift monitors' minimum effect (0.05).
+MAX_SELECTION_DRIFT = 0.02
 #: A string column with more distinct values than this share of its rows is an
 #: identifier or free text, not a category.
 TEXT_DISTINCT_SHARE = 0.5
@@ -225,11 +233,13 @@ def infer_schema(
     sensitive: str | Iterable[str] | None = None,
     ignore: str | Iterable[str] | None = None,
     pii: str | Iterable[str] | None = None,
+    not_pii: str | Iterable[str] | None = None,
     bins: int = DEFAULT_BINS,
 ) -> Schema:
     """Infer kinds, roles and the binning plan of every column of a reference table.
 
-    Explicit arguments override what names and data suggest.
+    Explicit arguments override what names and data suggest: ``pii`` columns are personal
+    data whatever their values, ``not_pii`` columns are monitored whatever their name.
 
     >>> t = pa.table({"age": [20.5, 30.1, 40.7] * 20, "SEX": ["1", "2", "1"] * 20,
     ...               "y": [0, 1, 0] * 20})
@@ -258,18 +268,21 @@ def infer_schema(
     ):
         for name in _names(given):
             if name not in table.column_names:
-                raise SuiteError(f"--{role.value}", f"no column named {name!r} in the reference")
+                raise SuiteError(f"--{role.value}",
+                                 unknown_column(name, table.column_names, "in the reference"))
             if name in explicit:
                 raise SuiteError(
                     f"--{role.value}", f"{name!r} is already given as --{explicit[name].value}"
                 )
             explicit[name] = role
-    pii_names = set(_names(pii))
-    for name in pii_names - set(table.column_names):
-        raise SuiteError("--pii", f"no column named {name!r} in the reference")
+    pii_names, not_pii_names = set(_names(pii)), set(_names(not_pii))
     sensitive_names = set(_names(sensitive))
-    for name in sensitive_names - set(table.column_names):
-        raise SuiteError("--sensitive", f"no column named {name!r} in the reference")
+    for option, names in (("--pii", pii_names), ("--not-pii", not_pii_names),
+                          ("--sensitive", sensitive_names)):
+        for name in sorted(names - set(table.column_names)):
+            raise SuiteError(option, unknown_column(name, table.column_names, "in the reference"))
+    for name in sorted(pii_names & not_pii_names):
+        raise SuiteError("--not-pii", f"{name!r} is also given as --pii")
 
     schema = Schema()
     for name in table.column_names:
@@ -295,28 +308,35 @@ def infer_schema(
             note="; ".join(n for n in (kind_note, role_note if role_note != "given" else None) if n)
             or None,
         )
-        why = "given" if name in pii_names else (
-            None if name in explicit else _pii_reason(name, column))
-        if why is not None:
+        if name in pii_names:
+            guess: Guess | None = Guess(True, "given")
+        elif name in not_pii_names:
+            guess = Guess(False, "given")
+        else:
+            guess = None if name in explicit else _pii_guess(name, column)
+        if guess is not None and guess.personal:
             # kept as text: no value of a personal-data column is stored, not even a level
             spec.pii, spec.kind = "hash", Kind.TEXT
-            spec.note = "personal data" + ("" if why == "given" else f" ({why})") + \
+            spec.note = "personal data" + ("" if guess.reason == "given" else
+                                           f" ({guess.reason})") + \
                 "; hashed with HMAC-SHA256 before storage (or set pii: drop)"
+        elif guess is not None:
+            spec.note = "; ".join(n for n in (spec.note, f"not personal data: {guess.reason}")
+                                  if n)
         if role != Role.IGNORE:
             _plan(spec, column, bins)
         schema.columns[name] = spec
     return schema
 
 
-def _pii_reason(name: str, column: pa.ChunkedArray) -> str | None:
-    if type_class(column.type) not in ("string", "numeric"):
+def _pii_guess(name: str, column: pa.ChunkedArray) -> Guess | None:
+    """Personal data guessed from a column's name and values (numbers only by name)."""
+    cls = type_class(column.type)
+    if cls not in ("string", "numeric") or (cls == "numeric" and named_kind(name) is None):
         return None
-    if type_class(column.type) == "numeric" and not _NAME_ONLY_NUMERIC.search(name):
-        return None
-    return detect(name, column.slice(0, 200).to_pylist())
+    import pyarrow.compute as pc
 
-
-_NAME_ONLY_NUMERIC = re.compile(r"phone|mobile|ssn|card|iban|zip|postcode", re.IGNORECASE)
+    return assess(name, pc.drop_null(column).slice(0, 200).to_pylist())
 
 
 def _plan(spec: Column, column: pa.ChunkedArray, bins: int) -> None:
@@ -329,3 +349,59 @@ def _plan(spec: Column, column: pa.ChunkedArray, bins: int) -> None:
         if spec.kind == Kind.BOOLEAN:
             counts.update({"false": 0, "true": 0})
         spec.categories, spec.truncated = plan_categories(counts)
+        if spec.truncated:
+            _keep_frequent_levels(spec, column, counts)
+
+
+def _keep_frequent_levels(spec: Column, column: pa.ChunkedArray, counts: dict[str, int]) -> None:
+    """A code with many levels: monitored on its levels seen MIN_LEVEL_ROWS times, as many
+    as :func:`selection_drift` allows, the rest sharing the "other" bin; left out (as
+    text) when no level qualifies."""
+    levels = [c for c in spec.categories or () if counts[c] >= MIN_LEVEL_ROWS]
+    halves = _halves(column) if levels else None
+    while levels and halves and selection_drift(*halves, len(levels)) > MAX_SELECTION_DRIFT:
+        levels = levels[: len(levels) * 2 // 3]
+    total = sum(counts.values())
+    other = 1 - sum(counts[c] for c in levels) / total if total else 1.0
+    if not levels:
+        spec.kind, spec.categories, spec.truncated = Kind.TEXT, None, False
+        note = (f"{len(counts)} levels, none frequent enough in the reference to tell from "
+                "chance: not monitored as a distribution (only missing values)")
+    else:
+        spec.categories = levels
+        note = (f"{len(counts)} levels: monitored on the {len(levels)} most frequent "
+                f"(seen at least {MIN_LEVEL_ROWS} times), the other "
+                f"{len(counts) - len(levels)} ({other:.0%} of rows) as one share")
+    spec.note = "; ".join(n for n in (spec.note, note) if n)
+
+
+def _halves(column: pa.ChunkedArray) -> tuple[dict[str, int], dict[str, int]]:
+    """Level counts of the even and the odd reference rows."""
+    import pyarrow.compute as pc
+
+    odd = np.arange(len(column)) % 2 == 1
+    return (dict(category_counts(pc.filter(column, pa.array(~odd)))[0]),
+            dict(category_counts(pc.filter(column, pa.array(odd)))[0]))
+
+
+def selection_drift(chosen_on: dict[str, int], counted_on: dict[str, int], k: int) -> float:
+    """How far the k most frequent levels of one sample fall back on another sample of the
+    same data: the Jensen–Shannon distance between the level shares where they were chosen
+    and the same shares shrunk as they are on the other sample. A few clearly frequent
+    levels give ~0; the top of thousands of similar levels gives much more.
+
+    >>> even = {"a": 500, "b": 300, **{f"r{i}": 1 for i in range(200)}}
+    >>> odd = {"a": 480, "b": 310, **{f"r{i}": 1 for i in range(200, 400)}}
+    >>> round(selection_drift(even, odd, 2), 2), selection_drift(even, odd, 100) > 0.05
+    (0.0, True)
+    """
+    top = sorted(chosen_on, key=lambda c: (-chosen_on[c], c))[:k]
+    total_a, total_b = sum(chosen_on.values()), sum(counted_on.values())
+    if not top or not total_a or not total_b:
+        return 0.0
+    shares = np.array([chosen_on[c] for c in top], dtype=float) / total_a
+    kept_a, kept_b = shares.sum(), sum(counted_on.get(c, 0) for c in top) / total_b
+    shrunk = shares * min(kept_b / kept_a, 1.0)
+    from watchkeeper.stats.distance import js_distance
+
+    return float(js_distance(np.r_[shares, 1 - kept_a], np.r_[shrunk, 1 - shrunk.sum()]))

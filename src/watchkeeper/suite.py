@@ -27,7 +27,7 @@ from watchkeeper.check import (
     row_windows,
     time_windows,
 )
-from watchkeeper.data import to_table
+from watchkeeper.data import did_you_mean, to_table
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.estimators import LabelModel, LossModel
 from watchkeeper.labels import LabelJoin, join_labels
@@ -555,7 +555,8 @@ def _task_from_fields(f: suitefile.Fields, schema: Schema) -> Task:
     for key in ("target", "prediction", "proba", "id"):
         name = getattr(task, key)
         if name is not None and name not in schema.columns:
-            raise f.error(key, f"no column {name!r} in columns")
+            raise f.error(key, f"no column {name!r} in columns"
+                                 f"{did_you_mean(name, schema.columns)}")
     for a in task.attributes:
         if a.column not in schema.columns:
             raise f.error(f"sensitive.{a.column}", "no such column in columns")
@@ -569,7 +570,8 @@ def _monitor_from_fields(f: suitefile.Fields, schema: Schema) -> Monitor:
         raise f.error("type", exc.problem) from None
     column = f.text("column", None)
     if column is not None and column not in schema.columns:
-        raise f.error("column", f"no column {column!r} in columns")
+        raise f.error("column", f"no column {column!r} in columns"
+                               f"{did_you_mean(column, schema.columns)}")
     params = {}
     for key, default in cls.params.items():
         params[key] = type(default)(f.number(key, default, lo=0.0))
@@ -615,6 +617,7 @@ def init(
     sensitive: str | Iterable[str] | None = None,
     ignore: str | Iterable[str] | None = None,
     pii: str | Iterable[str] | None = None,
+    not_pii: str | Iterable[str] | None = None,
     positive_class: str | None = None,
     allow_inverted_score: bool = False,
     budget: float = DEFAULT_BUDGET,
@@ -644,7 +647,7 @@ def init(
     table: pa.Table = to_table(reference)
     schema = infer_schema(table, target=target, prediction=prediction, proba=proba, id=id,
                           timestamp=timestamp, client=client, sensitive=sensitive,
-                          ignore=ignore, pii=pii, bins=bins)
+                          ignore=ignore, pii=pii, not_pii=not_pii, bins=bins)
     first = {r: next((c.name for c in schema.by_role(r)), None)
              for r in (Role.TARGET, Role.PREDICTION, Role.PROBA, Role.ID)}
     schema.task = infer_task(

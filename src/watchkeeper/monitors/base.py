@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
+from watchkeeper.data import did_you_mean
 from watchkeeper.errors import SuiteError
 from watchkeeper.profile import Profile
 from watchkeeper.schema import Column, Schema
@@ -135,7 +136,8 @@ class Monitor:
     def bind(self, schema: Schema) -> None:
         """Attach the suite's schema; a monitor of a column the schema lacks is an error."""
         if self.column is not None and self.column not in schema.columns:
-            raise SuiteError(f"{self.id}.column", f"no column {self.column!r} in the schema")
+            raise SuiteError(f"{self.id}.column", f"no column {self.column!r} in the schema"
+                             f"{did_you_mean(self.column, schema.columns)}")
         self.schema = schema
 
     @property
