@@ -239,6 +239,38 @@ def bootstrap_expected_binary(
     return bands
 
 
+def shift_sd(errors: np.ndarray, sampling_sd: np.ndarray) -> float:
+    """The sd of an estimator's own error across shifted chunks, apart from sampling noise:
+    each chunk's error is its own bias plus sampling noise of sd ``sampling_sd``, so the
+    mean of error² − sampling_sd² estimates the bias variance (a random-effects moment
+    estimate; a quantile of the chunks would follow their sampling flukes). 0 when
+    sampling noise alone explains the errors; NaN values are left out.
+
+    >>> shift_sd(np.array([0.05, -0.05]), np.array([0.03, 0.03]))
+    0.04
+    """
+    e, s = np.asarray(errors, dtype=float), np.asarray(sampling_sd, dtype=float)
+    excess = np.square(e) - np.square(s)
+    excess = excess[np.isfinite(excess)]
+    return round(float(np.sqrt(max(0.0, excess.mean()))), 12) if excess.size else 0.0
+
+
+def widen_band(estimate: float, band: tuple[float, float], sd: float,
+               z: float = 1.96) -> tuple[float, float]:
+    """A sampling band around ``estimate`` widened on each side by the estimator's own
+    error (sd ``sd``), the two added in quadrature; the band as it is when ``sd`` is 0.
+
+    >>> tuple(round(x, 6) for x in widen_band(0.8, (0.77, 0.83), 0.02, z=2.0))
+    (0.75, 0.85)
+    """
+    lo, hi = band
+    if not sd > 0:
+        return lo, hi
+    extra = (z * sd) ** 2
+    return (estimate - float(np.sqrt(max(estimate - lo, 0.0) ** 2 + extra)),
+            estimate + float(np.sqrt(max(hi - estimate, 0.0) ** 2 + extra)))
+
+
 def regression_metrics(sums: dict[str, float]) -> dict[str, float]:
     """MAE, RMSE, MAPE and R² from error sums (keys n, abs, sq, ape, n_ape, y, y2).
 
