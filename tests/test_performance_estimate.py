@@ -309,7 +309,7 @@ def test_on_unshifted_data_the_band_stays_near_the_sampling_band() -> None:
     band adds is the noise of measuring that on a dozen reference chunks, no more."""
     suite = init(make(20_000, CALIBRATED, seed=36)[0])
     monitor = estimator(suite)
-    assert all(0.0 <= v < 0.01 for v in monitor.calibration["shift_sd"].values()), \
+    assert all(0.0 <= v < 0.015 for v in monitor.calibration["shift_sd"].values()), \
         monitor.calibration["shift_sd"]
     sampling_only = EstimatedPerformance(calibration={
         k: v for k, v in monitor.calibration.items() if k != "shift_sd"})

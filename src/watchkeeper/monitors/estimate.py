@@ -45,6 +45,7 @@ from watchkeeper.schema import Role
 from watchkeeper.stats.metrics import (
     bootstrap_expected_binary,
     expected_binary,
+    sampling_sd_expected_binary,
     shift_sd,
     widen_band,
 )
@@ -65,7 +66,7 @@ SHIFT_CHUNKS = 4
 TIME_CHUNKS = 8
 #: Chunks are at least this many rows (fewer chunks per input on a small reference).
 MIN_CHUNK_ROWS = 200
-#: Draws of a chunk's sampling band (its width only enters an average over many chunks).
+#: Label draws for a chunk's sampling sd.
 CHUNK_DRAWS = 100
 
 
@@ -154,12 +155,12 @@ class EstimatedPerformance(DropMonitor):
                 counts = joint[PERFORMANCE].sum(axis=2)[:, :2]
                 estimate = self._estimate(joint)
                 realised = realised_metrics(joint, task)
-                band = bootstrap_expected_binary(counts, self._table(joint, counts),
+                sd = sampling_sd_expected_binary(counts, self._table(joint, counts),
                                                  positive=1, draws=CHUNK_DRAWS,
                                                  rng=reference.rng(kind, i))
                 for k in names:
                     errors[k].append(estimate.get(k, np.nan) - realised.get(k, np.nan))
-                    sampling[k].append((band[k][1] - band[k][0]) / (2 * 1.96))
+                    sampling[k].append(sd[k])
             for k in names:  # the band must cover either kind of shift
                 found[k] = max(found[k], shift_sd(np.asarray(errors[k]),
                                                   np.asarray(sampling[k])))

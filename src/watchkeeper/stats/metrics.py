@@ -210,16 +210,10 @@ def _per_cell(calibration: np.ndarray) -> np.ndarray:
     return np.column_stack([cal, cal]) if cal.ndim == 1 else cal
 
 
-def bootstrap_expected_binary(
-    counts: np.ndarray,
-    calibration: np.ndarray,
-    positive: int,
-    *,
-    draws: int = 200,
-    rng: np.random.Generator,
-) -> dict[str, tuple[float, float]]:
-    """95% sampling band of the realised metrics if labels followed the calibration:
-    each cell's positives are drawn Binomial(rows, P(positive | bin, predicted class))."""
+def _draw_expected_binary(counts: np.ndarray, calibration: np.ndarray, positive: int,
+                          draws: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Each metric over ``draws`` label draws: each cell's positives Binomial(rows,
+    P(positive | bin, predicted class)); NaN draws left out."""
     c = np.asarray(counts, dtype=np.int64)
     cal = _per_cell(calibration)
     pos_pred, neg_pred = c[:, positive], c[:, 1 - positive]
@@ -230,29 +224,61 @@ def bootstrap_expected_binary(
     with np.errstate(invalid="ignore", divide="ignore"):
         metrics = binary_metrics(*sums)
     metrics["roc_auc"] = binned_auc(tp + fn, fp + tn)
-    bands = {}
+    out = {}
     for name, values in metrics.items():
         v = np.asarray(values, dtype=float)
-        v = v[np.isfinite(v)]
-        bands[name] = (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) if v.size else (
-            float("nan"), float("nan"))
-    return bands
+        out[name] = v[np.isfinite(v)]
+    return out
 
 
-def shift_sd(errors: np.ndarray, sampling_sd: np.ndarray) -> float:
-    """The sd of an estimator's own error across shifted chunks, apart from sampling noise:
-    each chunk's error is its own bias plus sampling noise of sd ``sampling_sd``, so the
-    mean of error² − sampling_sd² estimates the bias variance (a random-effects moment
-    estimate; a quantile of the chunks would follow their sampling flukes). 0 when
-    sampling noise alone explains the errors; NaN values are left out.
+def bootstrap_expected_binary(
+    counts: np.ndarray,
+    calibration: np.ndarray,
+    positive: int,
+    *,
+    draws: int = 200,
+    rng: np.random.Generator,
+) -> dict[str, tuple[float, float]]:
+    """95% sampling band of the realised metrics if labels followed the calibration:
+    each cell's positives are drawn Binomial(rows, P(positive | bin, predicted class))."""
+    return {name: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) if v.size
+            else (float("nan"), float("nan"))
+            for name, v in _draw_expected_binary(counts, calibration, positive, draws,
+                                                 rng).items()}
 
-    >>> shift_sd(np.array([0.05, -0.05]), np.array([0.03, 0.03]))
-    0.04
+
+def sampling_sd_expected_binary(counts: np.ndarray, calibration: np.ndarray, positive: int,
+                                *, draws: int = 100,
+                                rng: np.random.Generator) -> dict[str, float]:
+    """Sampling sd of the realised metrics if labels followed the calibration (the same
+    draws as :func:`bootstrap_expected_binary`; an sd is steadier than a band's ends)."""
+    return {name: float(np.std(v, ddof=1)) if v.size > 2 else float("nan")
+            for name, v in _draw_expected_binary(counts, calibration, positive, draws,
+                                                 rng).items()}
+
+
+def shift_sd(errors: np.ndarray, sampling_sd: np.ndarray, *, alpha: float = 0.05) -> float:
+    """The sd of an estimator's own error across shifted chunks, apart from sampling noise.
+
+    Each chunk's error is its own bias plus sampling noise of sd ``sampling_sd``. If
+    Σ (error / sampling_sd)² is within what sampling noise gives (χ² with one degree of
+    freedom per chunk, at level ``alpha``), the answer is 0: a handful of chunks would
+    otherwise turn sampling flukes into a bias. Otherwise it is the random-effects moment
+    estimate √(mean(error² − sampling_sd²)). NaN values are left out.
+
+    >>> shift_sd(np.array([0.05, -0.05]), np.array([0.014, 0.014]))
+    0.048
+    >>> shift_sd(np.array([0.02, -0.01]), np.array([0.014, 0.014]))
+    0.0
     """
     e, s = np.asarray(errors, dtype=float), np.asarray(sampling_sd, dtype=float)
-    excess = np.square(e) - np.square(s)
-    excess = excess[np.isfinite(excess)]
-    return round(float(np.sqrt(max(0.0, excess.mean()))), 12) if excess.size else 0.0
+    ok = np.isfinite(e) & np.isfinite(s) & (s > 0)
+    if not ok.any():
+        return 0.0
+    e, s = e[ok], s[ok]
+    if special.chdtrc(e.size, float(np.sum(np.square(e / s)))) >= alpha:
+        return 0.0
+    return round(float(np.sqrt(max(0.0, float(np.mean(np.square(e) - np.square(s)))))), 12)
 
 
 def widen_band(estimate: float, band: tuple[float, float], sd: float,
