@@ -22,8 +22,10 @@ labeled reference chosen to differ from it (runs in file order; the rows in each
 every input's bins), each scored by an estimator fitted without those rows
 (:func:`~watchkeeper.estimators.out_of_fold_positive`): the sd of the chunks' errors beyond
 their sampling noise (:func:`~watchkeeper.stats.metrics.shift_sd`), the larger of the two
-kinds of chunk. The monitor alerts only when the whole band is worse than the threshold.
-Once labels arrive the estimate is reported beside the realised value.
+kinds of chunk, and at least the sampling sd of the metric over the labeled reference (the
+noise of the labels the calibration was fitted to, which no window size averages away).
+The monitor alerts only when the whole band is worse than the threshold. Once labels
+arrive the estimate is reported beside the realised value.
 """
 
 from __future__ import annotations
@@ -138,15 +140,13 @@ class EstimatedPerformance(DropMonitor):
 
     def _calibrate_shift(self, reference: ReferenceData, names: list[str]) -> None:
         """``shift_sd`` per metric: the estimator's own error on shifted reference chunks,
-        scored out of fold (see the module docstring)."""
+        scored out of fold (see the module docstring), and at least the noise of the
+        reference labels it was fitted on."""
         task = self.task
         codes = row_codes(reference.table, task)
+        found = self._reference_sd(reference, names)
         positive = out_of_fold_positive(reference.table, codes, task)
-        rows = np.flatnonzero(np.isfinite(positive))
-        kinds = shifted_chunks(reference, rows)
-        if not kinds:
-            return
-        found: dict[str, float] = dict.fromkeys(names, 0.0)
+        kinds = shifted_chunks(reference, np.flatnonzero(np.isfinite(positive)))
         for kind, chunks in kinds.items():
             errors: dict[str, list[float]] = {k: [] for k in names}
             sampling: dict[str, list[float]] = {k: [] for k in names}
@@ -165,9 +165,20 @@ class EstimatedPerformance(DropMonitor):
                 found[k] = max(found[k], shift_sd(np.asarray(errors[k]),
                                                   np.asarray(sampling[k])))
         self.calibration["method"] += (
-            "; band widened by the estimator's error out of fold on "
-            f"{sum(len(c) for c in kinds.values())} shifted reference chunks (shift_sd)")
+            "; band widened by the estimator's own error (shift_sd): out of fold on "
+            f"{sum(len(c) for c in kinds.values())} shifted reference chunks, at least the "
+            "reference labels' noise")
         self.calibration["shift_sd"] = {k: round(v, 6) for k, v in found.items()}
+
+    def _reference_sd(self, reference: ReferenceData, names: list[str]) -> dict[str, float]:
+        """Sampling sd of each metric over the labeled reference rows: the error that the
+        calibration (fitted to those labels) carries into every estimate, whatever the
+        window's size."""
+        joint = reference.profile.joint
+        counts = joint[PERFORMANCE][:, :2, :2].sum(axis=2)
+        sd = sampling_sd_expected_binary(counts, self._table(joint, counts), positive=1,
+                                         draws=CHUNK_DRAWS, rng=reference.rng("reference_sd"))
+        return {k: float(sd[k]) if np.isfinite(sd.get(k, np.nan)) else 0.0 for k in names}
 
     def _calibrate_regression(self, reference: ReferenceData) -> None:
         estimate = self._estimate(reference.profile.joint)
