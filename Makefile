@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard test-fast lint bench bench-drift bench-cbpe bench-sdk bench-ingest clean
+.PHONY: run test test-dashboard test-fast lint bench bench-drift bench-cbpe bench-band bench-sdk bench-ingest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,7 +52,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks examples
 
 ## Benchmarks against peers (creates their own venvs; several minutes each).
-bench: bench-drift bench-cbpe bench-sdk bench-ingest
+bench: bench-drift bench-cbpe bench-band bench-sdk bench-ingest
 
 ## watchkeeper check vs the load floor, Evidently and a scipy loop at 1M rows (~6 min).
 bench-drift: $(VENV)/.installed-dev
@@ -64,6 +64,11 @@ bench-drift: $(VENV)/.installed-dev
 bench-cbpe: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_cbpe.py
 	$(BIN)/python benchmarks/cbpe_label_model.py
+
+## Whether the estimate's 95% band covers the realised metric on real drifted windows (ACS
+## by year and 10k rows, NOAA rainfall by year and season), before and after shift_sd (~3 min).
+bench-band: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_band.py
 
 ## SDK log() overhead next to whylogs (its own venv; a few minutes).
 bench-sdk: $(VENV)/.installed-dev

@@ -625,12 +625,13 @@ def _band_section(
     truth: list[Window], common: list[Window], wk: Estimates | None, nml: Estimates | None
 ) -> list[str]:
     lines = [
-        "watchkeeper's band is `metrics.estimated_band`, a 95% sampling band (2.5–97.5 % "
+        "watchkeeper's band is `metrics.estimated_band`: a 95% sampling band (2.5–97.5 % "
         "quantiles of the metric if each score bin's labels were drawn from its calibrated "
-        "probability). NannyML's is its `lower/upper_confidence_boundary`, the estimate ± 3 × "
-        "`sampling_error` (NannyML's default). `wk realised` is watchkeeper's own realised "
-        "value from the joined labels; its ROC-AUC comes from score bins, so it is compared "
-        "with the exact value.",
+        "probability) widened by the estimator's own error under shift (`shift_sd`, see "
+        "`band_coverage.md`). NannyML's is its `lower/upper_confidence_boundary`, the "
+        "estimate ± 3 × `sampling_error` (NannyML's default). `wk realised` is "
+        "watchkeeper's own realised value from the joined labels; its ROC-AUC comes from "
+        "score bins, so it is compared with the exact value.",
         "",
         "| window | acc band wk | covers | AUC band wk | covers | acc ±3σ nml covers "
         "| AUC ±3σ nml covers | wk labeled | wk realised acc − exact | wk realised AUC − exact |",

@@ -266,3 +266,106 @@ def test_the_label_model_takes_odd_rows_in_its_stride() -> None:
     window = suite.check(odd).windows[0]
     assert all(np.isfinite(v) for v in window.metrics["estimated"].values())
     assert suite.schema.task.label_model is not None
+
+
+def _no_label_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Standard CBPE (the calibration table alone): the estimator that a change in the mix
+    of segments makes wrong, with an error the sampling band knows nothing of."""
+    import watchkeeper.estimators as estimators
+
+    monkeypatch.setattr(estimators, "LABEL_MODEL_MIN_ROWS", 10**9)
+
+
+@pytest.mark.slow
+def test_the_band_covers_the_estimators_error_under_a_shift(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of the reference that differ in their mix of segments show the estimator's
+    own error at init; the band carries it, so on shifted windows it covers the truth
+    (each window's expected metrics), where the sampling band alone does not."""
+    _no_label_model(monkeypatch)
+    suite = init(make_segments(20_000, seed=31, share_a=0.5)[0])
+    assert suite.schema.task.label_model is None
+    monitor = estimator(suite)
+    extra = monitor.calibration["shift_sd"]
+    assert set(extra) == {"accuracy", "precision", "recall", "f1", "roc_auc"}
+    assert extra["accuracy"] > 0.005
+    sampling_only = EstimatedPerformance(calibration={
+        k: v for k, v in monitor.calibration.items() if k != "shift_sd"})
+    sampling_only.bind(suite.schema)
+    covered = missed_before = 0
+    for seed, share_a in ((32, 0.9), (33, 0.1), (34, 0.8), (35, 0.2)):
+        analysis, correct = make_segments(20_000, seed=seed, share_a=share_a)
+        window = suite.check(analysis).windows[0]
+        lo, hi = window.metrics["estimated_band"]["accuracy"]
+        truth = float(correct.mean())
+        covered += lo <= truth <= hi
+        before = sampling_only.measure(window.profile)["estimated_band"]["accuracy"]
+        missed_before += not before[0] <= truth <= before[1]
+        assert hi - lo < 0.25  # wider, not useless
+    assert covered == 4
+    assert missed_before >= 3
+
+
+def test_on_unshifted_data_the_band_stays_near_the_sampling_band() -> None:
+    """Calibrated scores and no shift: the estimator's own error is about nil, so what the
+    band adds is the noise of measuring that on a dozen reference chunks, no more."""
+    suite = init(make(20_000, CALIBRATED, seed=36)[0])
+    monitor = estimator(suite)
+    assert all(0.0 <= v < 0.015 for v in monitor.calibration["shift_sd"].values()), \
+        monitor.calibration["shift_sd"]
+    sampling_only = EstimatedPerformance(calibration={
+        k: v for k, v in monitor.calibration.items() if k != "shift_sd"})
+    sampling_only.bind(suite.schema)
+    analysis, _ = make(20_000, CALIBRATED, seed=37)
+    window = suite.check(analysis).windows[0]
+    band = window.metrics["estimated_band"]["accuracy"]
+    before = sampling_only.measure(window.profile)["estimated_band"]["accuracy"]
+    assert band[0] <= before[0] and before[1] <= band[1]
+    assert band[1] - band[0] < 3 * (before[1] - before[0])
+
+
+def test_a_suite_without_shift_sd_keeps_the_sampling_band(tmp_path: Path) -> None:
+    """A suite file calibrated before ``shift_sd`` existed loads, and its band is the
+    sampling band it always had."""
+    import yaml
+
+    suite = init(make(5_000, CALIBRATED, seed=38)[0])
+    path = tmp_path / "suite.yaml"
+    suite.save(path)
+    doc = yaml.safe_load(path.read_text())
+    for m in doc["monitors"]:
+        if m["type"] == "estimated_performance":
+            del m["calibration"]["shift_sd"]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    old = wk.load(path)
+    analysis, _ = make(3_000, CALIBRATED, seed=39, shift=0.4)
+    band = old.check(analysis).windows[0].metrics["estimated_band"]
+    from watchkeeper.stats.metrics import bootstrap_expected_binary
+    from watchkeeper.task import PERFORMANCE
+
+    window = old.check(analysis).windows[0].profile
+    counts = window.joint[PERFORMANCE].sum(axis=2)[:, :2]
+    monitor = estimator(old)
+    sampling = bootstrap_expected_binary(
+        counts, monitor._table(window.joint, counts), positive=1,
+        rng=np.random.default_rng([int(counts.sum()), 17]))
+    assert band == {k: (max(sampling[k][0], 0.0), min(sampling[k][1], 1.0)) for k in band}
+
+
+def test_an_estimate_alerts_only_when_its_band_clears_the_threshold() -> None:
+    """A drop of the estimate past the threshold alerts while its band is past it too; the
+    same window with an estimator known to err by more than the drop does not."""
+    suite = init(make(20_000, CALIBRATED, seed=40)[0])
+    monitor = estimator(suite)
+    analysis, _ = make(20_000, CALIBRATED, seed=41)
+    score = analysis.column("score").to_numpy()
+    uncertain = analysis.filter(pa.array(np.abs(score - 0.5) < 0.2))  # a drop in accuracy
+    window = suite.check(uncertain).windows[0].profile
+    monitor.calibration["shift_sd"] = dict.fromkeys(monitor.calibration["shift_sd"], 0.0)
+    found = [f for f in monitor.evaluate(window, suite.reference) if f.metric == "accuracy"]
+    assert found, "the sampling band alone clears the threshold"
+    f = found[0]
+    lo, hi = f.evidence["band"]
+    assert hi < f.threshold and lo <= f.value <= hi and "95% band" in f.message
+    monitor.calibration["shift_sd"] = dict.fromkeys(monitor.calibration["shift_sd"], 0.1)
+    assert monitor.evaluate(window, suite.reference) == []

@@ -291,6 +291,12 @@ class LabelModel(BinnedInputs):
         model._validate()
         return model
 
+    def inputs(self) -> dict[str, Any]:
+        """The model's inputs in the form :meth:`fit` takes (edges as a list with outer
+        edges, levels as a tuple), to fit it again on other rows."""
+        return {**{k: [-np.inf, *v, np.inf] for k, v in self.edges.items()},
+                **{k: tuple(v) for k, v in self.levels.items()}}
+
     def _validate(self) -> None:
         """Refuse a model that could not score rows (a hand-edited or truncated file)."""
         if self.base.ndim != 2 or self.base.shape[1] != 2 or not self.base.size:
@@ -312,3 +318,27 @@ class LabelModel(BinnedInputs):
         if len(self.offset) != 2 or not np.isfinite(self.offset).all():
             raise ValueError("offset must be two finite numbers (one per predicted class)")
 
+
+def out_of_fold_positive(table: pa.Table, codes: RowCodes, task: Task,
+                         folds: int = 2) -> np.ndarray:
+    """P(positive) per labeled reference row from the estimator fitted without that row.
+
+    The labeled rows are cut into ``folds`` runs in file order; each run is scored by the
+    label model (or, without one, the calibration table) fitted on the other runs, so the
+    estimator's error can be measured on reference rows it did not learn from, including
+    the drift between runs. NaN for rows without a label or a 0/1 prediction.
+    """
+    labeled = np.flatnonzero((codes.label <= 1) & (codes.pred <= 1))
+    out = np.full(codes.label.size, np.nan)
+    inputs = task.label_model.inputs() if task.label_model is not None else None
+    for part in np.array_split(labeled, folds):
+        train = np.setdiff1d(labeled, part)
+        fitted, scored = codes.take(train), codes.take(part)
+        model = (LabelModel.fit(table.take(pa.array(train)), fitted, task, inputs)
+                 if inputs is not None else None)
+        if model is not None:
+            out[part] = model.predict(table.take(pa.array(part)), scored.score_bin, scored.pred)
+        else:
+            cells = base_calibration(fitted, task.n_score_bins)["cells"]
+            out[part] = cells[scored.score_bin, scored.pred]
+    return out

@@ -9,12 +9,23 @@ bin and predicted class while profiling.
 
 A window's expected confusion matrix is the sum of those probabilities: TP = Σ P(positive)
 over rows predicted positive, and so on; ROC-AUC is the binned AUC of the expected label
-histograms. Each metric comes with a 95% sampling band; once labels arrive the estimate is
-reported beside the realised value. Standard CBPE takes P(positive | score) from the
-reference, which is right only if that relation holds in production; under covariate shift
-only P(positive | inputs) does, so the label model's correction follows a window's mix of
-rows (on the ACS benchmark it cut the accuracy estimate's error by a quarter). Windows merge
-exactly: a window contributes counts and sums of fixed per-row values.
+histograms. Standard CBPE takes P(positive | score) from the reference, which is right only
+if that relation holds in production; under covariate shift only P(positive | inputs) does,
+so the label model's correction follows a window's mix of rows (on the ACS benchmark it cut
+the accuracy estimate's error by a quarter). Windows merge exactly: a window contributes
+counts and sums of fixed per-row values.
+
+Each metric comes with a 95% band that covers two errors: sampling (which rows got which
+label, given the probabilities) and the estimator's own error under shift, which does not
+shrink with the window. The latter (``shift_sd``) is measured at ``init`` on chunks of the
+labeled reference chosen to differ from it (runs in file order; the rows in each quarter of
+every input's bins), each scored by an estimator fitted without those rows
+(:func:`~watchkeeper.estimators.out_of_fold_positive`): the sd of the chunks' errors beyond
+their sampling noise (:func:`~watchkeeper.stats.metrics.shift_sd`), the larger of the two
+kinds of chunk, and at least the sampling sd of the metric over the labeled reference (the
+noise of the labels the calibration was fitted to, which no window size averages away).
+The monitor alerts only when the whole band is worse than the threshold. Once labels
+arrive the estimate is reported beside the realised value.
 """
 
 from __future__ import annotations
@@ -23,14 +34,42 @@ from typing import Any
 
 import numpy as np
 
-from watchkeeper.estimators import base_calibration
+from watchkeeper.estimators import BinnedInputs, base_calibration, out_of_fold_positive
 from watchkeeper.monitors.base import Finding, ReferenceData
-from watchkeeper.monitors.performance import DropMonitor, metric_unit_sd, realised_metrics
+from watchkeeper.monitors.performance import (
+    LOWER_IS_BETTER,
+    DropMonitor,
+    metric_unit_sd,
+    realised_metrics,
+)
 from watchkeeper.profile import Profile
-from watchkeeper.stats.metrics import bootstrap_expected_binary, expected_binary
-from watchkeeper.task import PERFORMANCE, PERFORMANCE_ESTIMATE, REGRESSION_ESTIMATE, row_codes
+from watchkeeper.schema import Role
+from watchkeeper.stats.metrics import (
+    bootstrap_expected_binary,
+    expected_binary,
+    sampling_sd_expected_binary,
+    shift_sd,
+    widen_band,
+)
+from watchkeeper.task import (
+    PERFORMANCE,
+    PERFORMANCE_ESTIMATE,
+    REGRESSION_ESTIMATE,
+    RowCodes,
+    Task,
+    row_codes,
+    tally,
+)
 
 ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc")
+#: Each input's bins cut the labeled reference into this many chunks of equal rows...
+SHIFT_CHUNKS = 4
+#: ... and file order into this many runs: the chunks the estimator's error is measured on.
+TIME_CHUNKS = 8
+#: Chunks are at least this many rows (fewer chunks per input on a small reference).
+MIN_CHUNK_ROWS = 200
+#: Label draws for a chunk's sampling sd.
+CHUNK_DRAWS = 100
 
 
 class EstimatedPerformance(DropMonitor):
@@ -97,6 +136,49 @@ class EstimatedPerformance(DropMonitor):
             "reference": {k: reference_estimate[k] for k in names},
             "unit_sd": metric_unit_sd(reference, self._estimate, rows, names),
         })
+        self._calibrate_shift(reference, names)
+
+    def _calibrate_shift(self, reference: ReferenceData, names: list[str]) -> None:
+        """``shift_sd`` per metric: the estimator's own error on shifted reference chunks,
+        scored out of fold (see the module docstring), and at least the noise of the
+        reference labels it was fitted on."""
+        task = self.task
+        codes = row_codes(reference.table, task)
+        found = self._reference_sd(reference, names)
+        positive = out_of_fold_positive(reference.table, codes, task)
+        kinds = shifted_chunks(reference, np.flatnonzero(np.isfinite(positive)))
+        for kind, chunks in kinds.items():
+            errors: dict[str, list[float]] = {k: [] for k in names}
+            sampling: dict[str, list[float]] = {k: [] for k in names}
+            for i, chunk in enumerate(chunks):
+                joint = _joint(codes.take(chunk), positive[chunk], task)
+                counts = joint[PERFORMANCE].sum(axis=2)[:, :2]
+                estimate = self._estimate(joint)
+                realised = realised_metrics(joint, task)
+                sd = sampling_sd_expected_binary(counts, self._table(joint, counts),
+                                                 positive=1, draws=CHUNK_DRAWS,
+                                                 rng=reference.rng(kind, i))
+                for k in names:
+                    errors[k].append(estimate.get(k, np.nan) - realised.get(k, np.nan))
+                    sampling[k].append(sd[k])
+            for k in names:  # the band must cover either kind of shift
+                found[k] = max(found[k], shift_sd(np.asarray(errors[k]),
+                                                  np.asarray(sampling[k])))
+        self.calibration["method"] += (
+            "; band widened by the estimator's own error (shift_sd): out of fold on "
+            f"{sum(len(c) for c in kinds.values())} shifted reference chunks, at least the "
+            "reference labels' noise")
+        self.calibration["shift_sd"] = {k: round(v, 6) for k, v in found.items()}
+
+    def _reference_sd(self, reference: ReferenceData, names: list[str]) -> dict[str, float]:
+        """Sampling sd of each metric over the labeled reference rows: the error that the
+        calibration (fitted to those labels) carries into every estimate, whatever the
+        window's size."""
+        joint = reference.profile.joint
+        counts = joint[PERFORMANCE][:, :2, :2].sum(axis=2)
+        sd = sampling_sd_expected_binary(counts, self._table(joint, counts), positive=1,
+                                         draws=CHUNK_DRAWS, rng=reference.rng("reference_sd"))
+        return {k: float(sd[k]) if np.isfinite(sd.get(k, np.nan)) else 0.0 for k in names}
 
     def _calibrate_regression(self, reference: ReferenceData) -> None:
         estimate = self._estimate(reference.profile.joint)
@@ -119,13 +201,24 @@ class EstimatedPerformance(DropMonitor):
             return {}
         if self.task.type == "regression":
             return self._with_error({"estimated": estimate}, window, estimate)
+        out: dict[str, Any] = {"estimated": estimate,
+                               "estimated_band": self._bands(window, estimate)}
+        return self._with_error(out, window, estimate)
+
+    def _bands(self, window: Profile, estimate: dict[str, float]) -> dict[str, tuple[float,
+                                                                                     float]]:
+        """95% band of each estimated metric: the sampling band widened by ``shift_sd``
+        (a suite calibrated before it existed has none: the sampling band alone)."""
         counts = window.joint[PERFORMANCE].sum(axis=2)[:, :2]
         rng = np.random.default_rng([int(counts.sum()), 17])
         bands = bootstrap_expected_binary(counts, self._table(window.joint, counts),
                                           positive=1, rng=rng)
-        out: dict[str, Any] = {"estimated": estimate,
-                               "estimated_band": {k: bands[k] for k in estimate}}
-        return self._with_error(out, window, estimate)
+        extra = self.calibration.get("shift_sd", {})
+        out = {}
+        for k in estimate:
+            lo, hi = widen_band(estimate[k], bands[k], float(extra.get(k, 0.0)))
+            out[k] = (max(lo, 0.0), min(hi, 1.0))
+        return out
 
     def _with_error(self, out: dict[str, Any], window: Profile,
                     estimate: dict[str, float]) -> dict[str, Any]:
@@ -139,5 +232,50 @@ class EstimatedPerformance(DropMonitor):
         estimate = self._estimate(window.joint)
         if not estimate or "reference" not in self.calibration:
             return []
-        return self.compare(estimate, window.rows, "estimated")
+        if self.task.type == "regression":
+            return self.compare(estimate, window.rows, "estimated")
+        # judged on the band's better end: alert only if the whole band is past the threshold
+        bands = self._bands(window, estimate)
+        found = self.compare({k: lo if k in LOWER_IS_BETTER else hi
+                              for k, (lo, hi) in bands.items()}, window.rows, "estimated")
+        for f in found:
+            name = f.metric or ""
+            ref, (lo, hi) = self.calibration["reference"][name], bands[name]
+            f.value = estimate[name]
+            f.message = (f"estimated {name} {ref:.3f} → {estimate[name]:.3f} "
+                         f"(95% band {lo:.3f}–{hi:.3f}) on {window.rows} rows")
+            f.evidence.update(change=estimate[name] - ref, band=[lo, hi])
+        return found
+
+
+def shifted_chunks(reference: ReferenceData, rows: np.ndarray) -> dict[str, list[np.ndarray]]:
+    """Chunks of ``rows`` that differ from the reference as a whole, by kind of shift:
+    ``time``, the rows in file order cut into up to ``TIME_CHUNKS`` runs; ``inputs``, for
+    every input its rows ordered by the input's bin and cut into up to ``SHIFT_CHUNKS``
+    parts. Empty below two chunks' rows."""
+    most = rows.size // MIN_CHUNK_ROWS
+    if most < 2:
+        return {}
+    inputs = {c.name: (c.edges if c.edges else tuple(c.categories or ()))
+              for c in reference.schema if c.role == Role.FEATURE and c.n_bins}
+    binned = BinnedInputs(*BinnedInputs.split_inputs(inputs))
+    table = reference.table.take(rows)
+    kinds = {"time": list(np.array_split(rows, min(TIME_CHUNKS, most)))}
+    by_input = [part for name in binned.names for part in np.array_split(
+        rows[np.argsort(binned._codes(table, name), kind="stable")], min(SHIFT_CHUNKS, most))]
+    if by_input:
+        kinds["inputs"] = by_input
+    return kinds
+
+
+def _joint(codes: RowCodes, positive: np.ndarray, task: Task) -> dict[str, np.ndarray]:
+    """A chunk's performance tally with ``positive`` (per-row P(positive)) summed per cell,
+    as a window's tally holds the label model's."""
+    joint = {PERFORMANCE: tally(codes, task)[PERFORMANCE]}
+    ok = codes.pred <= 1
+    shape = joint[PERFORMANCE].shape[0], 2
+    joint[PERFORMANCE_ESTIMATE] = np.bincount(
+        codes.score_bin[ok] * 2 + codes.pred[ok], weights=positive[ok],
+        minlength=shape[0] * 2).reshape(shape)
+    return joint
 

@@ -210,16 +210,10 @@ def _per_cell(calibration: np.ndarray) -> np.ndarray:
     return np.column_stack([cal, cal]) if cal.ndim == 1 else cal
 
 
-def bootstrap_expected_binary(
-    counts: np.ndarray,
-    calibration: np.ndarray,
-    positive: int,
-    *,
-    draws: int = 200,
-    rng: np.random.Generator,
-) -> dict[str, tuple[float, float]]:
-    """95% sampling band of the realised metrics if labels followed the calibration:
-    each cell's positives are drawn Binomial(rows, P(positive | bin, predicted class))."""
+def _draw_expected_binary(counts: np.ndarray, calibration: np.ndarray, positive: int,
+                          draws: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Each metric over ``draws`` label draws: each cell's positives Binomial(rows,
+    P(positive | bin, predicted class)); NaN draws left out."""
     c = np.asarray(counts, dtype=np.int64)
     cal = _per_cell(calibration)
     pos_pred, neg_pred = c[:, positive], c[:, 1 - positive]
@@ -230,13 +224,77 @@ def bootstrap_expected_binary(
     with np.errstate(invalid="ignore", divide="ignore"):
         metrics = binary_metrics(*sums)
     metrics["roc_auc"] = binned_auc(tp + fn, fp + tn)
-    bands = {}
+    out = {}
     for name, values in metrics.items():
         v = np.asarray(values, dtype=float)
-        v = v[np.isfinite(v)]
-        bands[name] = (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) if v.size else (
-            float("nan"), float("nan"))
-    return bands
+        out[name] = v[np.isfinite(v)]
+    return out
+
+
+def bootstrap_expected_binary(
+    counts: np.ndarray,
+    calibration: np.ndarray,
+    positive: int,
+    *,
+    draws: int = 200,
+    rng: np.random.Generator,
+) -> dict[str, tuple[float, float]]:
+    """95% sampling band of the realised metrics if labels followed the calibration:
+    each cell's positives are drawn Binomial(rows, P(positive | bin, predicted class))."""
+    return {name: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) if v.size
+            else (float("nan"), float("nan"))
+            for name, v in _draw_expected_binary(counts, calibration, positive, draws,
+                                                 rng).items()}
+
+
+def sampling_sd_expected_binary(counts: np.ndarray, calibration: np.ndarray, positive: int,
+                                *, draws: int = 100,
+                                rng: np.random.Generator) -> dict[str, float]:
+    """Sampling sd of the realised metrics if labels followed the calibration (the same
+    draws as :func:`bootstrap_expected_binary`; an sd is steadier than a band's ends)."""
+    return {name: float(np.std(v, ddof=1)) if v.size > 2 else float("nan")
+            for name, v in _draw_expected_binary(counts, calibration, positive, draws,
+                                                 rng).items()}
+
+
+def shift_sd(errors: np.ndarray, sampling_sd: np.ndarray, *, alpha: float = 0.05) -> float:
+    """The sd of an estimator's own error across shifted chunks, apart from sampling noise.
+
+    Each chunk's error is its own bias plus sampling noise of sd ``sampling_sd``. If
+    Σ (error / sampling_sd)² is within what sampling noise gives (χ² with one degree of
+    freedom per chunk, at level ``alpha``), the answer is 0: a handful of chunks would
+    otherwise turn sampling flukes into a bias. Otherwise it is the random-effects moment
+    estimate √(mean(error² − sampling_sd²)). NaN values are left out.
+
+    >>> shift_sd(np.array([0.05, -0.05]), np.array([0.014, 0.014]))
+    0.048
+    >>> shift_sd(np.array([0.02, -0.01]), np.array([0.014, 0.014]))
+    0.0
+    """
+    e, s = np.asarray(errors, dtype=float), np.asarray(sampling_sd, dtype=float)
+    ok = np.isfinite(e) & np.isfinite(s) & (s > 0)
+    if not ok.any():
+        return 0.0
+    e, s = e[ok], s[ok]
+    if special.chdtrc(e.size, float(np.sum(np.square(e / s)))) >= alpha:
+        return 0.0
+    return round(float(np.sqrt(max(0.0, float(np.mean(np.square(e) - np.square(s)))))), 12)
+
+
+def widen_band(estimate: float, band: tuple[float, float], sd: float,
+               z: float = 1.96) -> tuple[float, float]:
+    """A sampling band around ``estimate`` widened on each side by the estimator's own
+    error (sd ``sd``), the two added in quadrature; the band as it is when ``sd`` is 0.
+
+    >>> tuple(round(x, 6) for x in widen_band(0.8, (0.77, 0.83), 0.02, z=2.0))
+    (0.75, 0.85)
+    """
+    lo, hi = band
+    if not sd > 0:
+        return lo, hi
+    extra = (z * sd) ** 2
+    return (estimate - float(np.sqrt(max(estimate - lo, 0.0) ** 2 + extra)),
+            estimate + float(np.sqrt(max(hi - estimate, 0.0) ** 2 + extra)))
 
 
 def regression_metrics(sums: dict[str, float]) -> dict[str, float]:
