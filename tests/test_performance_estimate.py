@@ -329,10 +329,12 @@ def test_a_suite_without_shift_sd_keeps_the_sampling_band(tmp_path: Path) -> Non
     sampling band it always had."""
     import yaml
 
+    from watchkeeper import suitefile
+
     suite = init(make(5_000, CALIBRATED, seed=38)[0])
     path = tmp_path / "suite.yaml"
     suite.save(path)
-    doc = yaml.safe_load(path.read_text())
+    doc = suitefile.parse(path.read_text(), str(path))  # artefacts inline, as format 1 had
     for m in doc["monitors"]:
         if m["type"] == "estimated_performance":
             del m["calibration"]["shift_sd"]
