@@ -460,6 +460,39 @@ class EmbeddedSink:
                 if self.store is not None:
                     self.store.close()
 
+    def windows(self) -> list[dict[str, Any]]:
+        """The model's windows, oldest first, as ``GET /v1/models/M/windows`` lists them:
+        start, end, rows, state, suite_version and metrics."""
+        with self._lock:
+            if self.store is not None:
+                return [{"start": r.start.isoformat(), "end": r.end.isoformat(),
+                         "rows": r.rows, "state": r.state, "suite_version": r.suite_version,
+                         "metrics": r.metrics}
+                        for r in self.store.load_windows(self.model)]
+            return [{"start": w.start.isoformat(), "end": w.end.isoformat(),
+                     "rows": w.profile.rows, "state": w.state, "suite_version": None,
+                     "metrics": dict(w.result.metrics) if w.result is not None else {}}
+                    for w in sorted(self._monitor.windows.values(), key=lambda w: w.start)]
+
+    def incidents(self, open_only: bool = True) -> list[dict[str, Any]]:
+        """The model's incidents, newest first, each with its diagnosis and recommended
+        actions (``advice``), as ``watchkeeper incidents`` shows them. Incidents need a
+        store: without one the list is empty."""
+        from watchkeeper.advise import advise
+
+        with self._lock:
+            if self.hub is None:
+                return []
+            with self.hub._lock:
+                state = self.hub.models.get(self.model)
+                if state is None or state.alerts is None:
+                    return []
+                suite = state.generations[-1].live.suite
+                found = [{**i.to_dict(), "advice": advise(i, suite.importance).to_dict()}
+                         for i in state.alerts.incidents.values()
+                         if i.is_open or not open_only]
+        return sorted(found, key=lambda i: i["opened_at"], reverse=True)
+
 
 def _register_suite(store: Store, model: str, suite: Suite) -> int:
     """The store's version of this suite for the model, added when it is new."""
