@@ -616,12 +616,18 @@ class Client:
                     # held from now on, until converted (then held as the batch they form)
                     self._held += n + sum(b[3] for b in batches)
                 self._taken += n + sum(b[3] for b in batches)
-            step = self.flush_rows
-            for i in range(0, n, step):
-                self._pack_rows(rows[i:i + step])
-            del rows
-            for batch in batches:
-                self._pack_batch(*batch)
+            taken = n + sum(b[3] for b in batches)
+            try:
+                tables: list[tuple[str, pa.Table]] = []
+                step = self.flush_rows
+                for i in range(0, n, step):
+                    tables += self._convert_rows(rows[i:i + step])
+                del rows
+                for batch in batches:
+                    tables += self._convert_batch(*batch)
+                self._post(tables)
+            finally:
+                self._unhold(taken)
             if force or time.monotonic() >= self._retry_at:
                 self._deliver_all()
             elif self.spool is not None:
@@ -666,42 +672,43 @@ class Client:
         except Exception:
             return None, len(rows)
 
-    def _post(self, kind: str, table: pa.Table) -> None:
-        """A converted batch joins the outbox under a new batch id (kept on every retry)."""
-        if table.num_rows == 0:  # nothing to send (an empty batch or label list)
-            return
-        parcel = Parcel(kind, with_batch_id(table, uuid.uuid4().hex))
-        with self._side:
-            self._outbox.append(parcel)
-            self._held += parcel.rows
-
-    def _pack_rows(self, rows: list[tuple[Any, ...]]) -> None:
-        try:
-            self._pack_rows_held(rows)
-        finally:
-            self._unhold(len(rows))
+    def _post(self, tables: list[tuple[str, pa.Table]]) -> None:
+        """Converted tables join the outbox, consecutive ones of a kind together up to
+        ``flush_rows`` rows (many small ``log_batch`` calls make one request), each batch
+        under a new id that it keeps on every retry."""
+        group: list[pa.Table] = []
+        kind = ""
+        for next_kind, table in [*tables, ("", None)]:
+            if group and (next_kind != kind or table is None or sum(
+                    t.num_rows for t in group) + table.num_rows > self.flush_rows):
+                try:
+                    parts = [unify(group)]
+                except Exception:  # columns of types that do not unify: one by one
+                    parts = group
+                for part in parts:
+                    parcel = Parcel(kind, with_batch_id(part, uuid.uuid4().hex))
+                    with self._side:
+                        self._outbox.append(parcel)
+                        self._held += parcel.rows
+                group = []
+            if table is not None and table.num_rows:
+                group.append(table)
+                kind = next_kind
 
     def _unhold(self, rows: int) -> None:
         with self._side:
             self._held -= rows
 
-    def _pack_rows_held(self, rows: list[tuple[Any, ...]]) -> None:
+    def _convert_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[str, pa.Table]]:
         tally = Tally()
         table, lost = self._convert(rows, tally)
         self._count_bad(tally)
         if lost:
             self._count_rejected(lost, f"{lost} rows could not be converted")
-        if table is not None:
-            self._post("events", table)
+        return [] if table is None else [("events", table)]
 
-    def _pack_batch(self, kind: str, first: Any, second: Any, rows: int, at: float) -> None:
-        try:
-            self._pack_batch_held(kind, first, second, rows, at)
-        finally:
-            self._unhold(rows)
-
-    def _pack_batch_held(self, kind: str, first: Any, second: Any, rows: int,
-                         at: float) -> None:
+    def _convert_batch(self, kind: str, first: Any, second: Any, rows: int,
+                       at: float) -> list[tuple[str, pa.Table]]:
         tally = Tally()
         try:
             if kind == "events":
@@ -717,9 +724,9 @@ class Client:
             self._count_bad(tally)
             self._count_rejected(rows, f"{kind} batch of {rows} rows unreadable: "
                                        f"{type(exc).__name__}: {exc}")
-            return
+            return []
         self._count_bad(tally)
-        self._post(kind, table)
+        return [(kind, table)]
 
     def _count_bad(self, tally: Tally) -> None:
         if tally.bad:
