@@ -9,9 +9,10 @@ and never waits on I/O; a background thread sends Arrow tables to a sink.
 1
 
 Sinks: :class:`RemoteSink` (a watchkeeper server over HTTP), :class:`EmbeddedSink` (windows
-profiled and evaluated in-process, saved to a store), :class:`MemorySink` (tests,
-notebooks). :class:`ASGIMiddleware` gives the rows logged during a request of a
-FastAPI/Starlette app its caller, latency and error; :func:`lifespan` flushes the client
+profiled and evaluated in-process, saved to a store), :class:`SubprocessSink` (the same in a
+child process, off the model server's GIL), :class:`MemorySink` (tests, notebooks).
+:class:`ASGIMiddleware` gives the rows logged during a request of a FastAPI/Starlette app
+its caller, latency and error; :func:`lifespan` flushes the client
 when the app stops.
 
 Buffered rows are flushed by ``close()``, at exit and on SIGTERM/SIGINT (within the
@@ -30,6 +31,7 @@ from watchkeeper.sdk.sinks import (
     SinkError,
     SinkUnavailable,
 )
+from watchkeeper.sdk.subprocess_sink import SubprocessSink
 
 __all__ = ["ASGIMiddleware", "Client", "EmbeddedSink", "MemorySink", "RemoteSink", "Sink",
-           "SinkError", "SinkUnavailable", "lifespan"]
+           "SinkError", "SinkUnavailable", "SubprocessSink", "lifespan"]
