@@ -28,7 +28,7 @@ from tests.test_sdk_delivery import assert_one_key_per_batch, free_port
 
 APP = """
     import os
-    from watchkeeper.sdk import Client, RemoteSink
+    from watchkeeper.sdk import ASGIMiddleware, Client, RemoteSink
 
     wk = Client(RemoteSink(os.environ["WK_URL"], "m"), flush_interval=3600,
                 shutdown_timeout=10, handle_signals=os.environ.get("WK_SIGNALS") != "0")
@@ -47,6 +47,8 @@ APP = """
                     "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
+    watched = ASGIMiddleware(app, wk)
+
     def wsgi(environ, start_response):
         wk.log({"x": 1.0, "pid": os.getpid()}, 1)
         start_response("200 OK", [("Content-Length", "2")])
@@ -62,6 +64,11 @@ SERVERS = {
                                 "uvicorn.workers.UvicornWorker", "-b", "127.0.0.1:{port}",
                                 "app:app"],
     "hypercorn": ["-m", "hypercorn", "--bind", "127.0.0.1:{port}", "app:app"],
+    # preloaded, the client is made before the workers reset their signal handlers: the
+    # middleware's flush at lifespan shutdown is what saves the rows there
+    "gunicorn-preload-uvicorn-worker": ["-m", "gunicorn", "--preload", "-w", "2", "-k",
+                                        "uvicorn.workers.UvicornWorker", "-b",
+                                        "127.0.0.1:{port}", "app:watched"],
 }
 
 

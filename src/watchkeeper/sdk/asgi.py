@@ -41,7 +41,8 @@ class ASGIMiddleware:
 
     Watched: HTTP requests whose path starts with one of ``include`` (every path by
     default) and with none of ``exclude`` (by default :data:`DEFAULT_EXCLUDE`: docs, health
-    probes, metrics, static files); ``prefix=`` is ``include=(prefix,)``. Anything that goes
+    probes, metrics, static files); ``prefix=`` is ``include=(prefix,)``. When the server
+    shuts the app down (ASGI lifespan), the client is flushed first. Anything that goes
     wrong in the middleware itself is swallowed: it never breaks the app.
 
     >>> import asyncio
@@ -98,6 +99,9 @@ class ASGIMiddleware:
         return not (self.exclude and path.startswith(self.exclude))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") == "lifespan":
+            await self.app(scope, receive, self._flush_before_shutdown(send))
+            return
         try:
             watched = scope.get("type") == "http" and self.watches(str(scope.get("path", "")))
         except Exception:
@@ -127,6 +131,19 @@ class ASGIMiddleware:
             with contextlib.suppress(Exception):
                 context.current.reset(token)
         self._record(scope, request, start, not status or status[0] >= 500)
+
+    def _flush_before_shutdown(self, send: Send) -> Send:
+        """``send`` for the lifespan protocol that flushes the client (within its
+        ``shutdown_timeout``) before the app reports its shutdown done: the server has
+        drained its requests then, and may end the process right after."""
+
+        async def send_after_flush(message: Message) -> None:
+            if str(message.get("type", "")).startswith("lifespan.shutdown."):
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.client.flush, self.client.shutdown_timeout)
+            await send(message)
+
+        return send_after_flush
 
     def _record(self, scope: Scope, request: context.Request, start: float,
                 error: bool) -> None:
