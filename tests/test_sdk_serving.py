@@ -168,6 +168,7 @@ def test_paths_are_chosen_by_include_and_exclude(model: Any) -> None:
     assert clients == [None, "127.0.0.1"]  # /predict's row is logged, without a caller
 
 
+@pytest.mark.slow
 def test_per_client_findings_from_the_middleware_alone(adult: pd.DataFrame) -> None:
     """The must-show: a FastAPI app whose only integration is ``timed`` and the middleware;
     50 normal callers and one that floods near-identical rows; the window's check names
