@@ -580,6 +580,9 @@ class Recorder(http.server.BaseHTTPRequestHandler):
         self.server.seen.append((self.path, dict(self.headers), body))
         self.server.times.append(time.monotonic())
         status = self.server.plan.pop(0) if self.server.plan else 200
+        if isinstance(status, float):  # a hang: answer 200 after that many seconds
+            time.sleep(status)
+            status = 200
         if status == 200:
             rows = pa.ipc.open_stream(body).read_all().num_rows
             payload = json.dumps({"accepted": rows}).encode()
@@ -600,11 +603,11 @@ class Recorder(http.server.BaseHTTPRequestHandler):
 class RecordingServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Recorder)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), Recorder)
         self.seen: list[tuple[str, dict[str, str], bytes]] = []
         self.times: list[float] = []
-        self.plan: list[int] = []
+        self.plan: list[int | float] = []
         self.retry_after: str | None = None
 
 
@@ -677,9 +680,8 @@ def test_remote_sink_waits_as_long_as_a_busy_server_asks(server: RecordingServer
 
 
 @pytest.mark.parametrize(("plan", "requests", "message"), [
-    ([401], 1, "HTTP 401"), ([422], 1, "status 422 as planned"),
-    ([503] * 9, 3, "after 3 attempts")])
-def test_remote_sink_failures_are_counted_not_raised(
+    ([401], 1, "HTTP 401"), ([422], 1, "status 422 as planned"), ([413], 1, "HTTP 413")])
+def test_remote_sink_refusals_are_counted_not_raised(
         server: RecordingServer, plan: list[int], requests: int, message: str) -> None:
     server.plan = plan
     client = Client(RemoteSink(url_of(server), "m", token="x", retries=2, backoff=0.01))
@@ -688,28 +690,62 @@ def test_remote_sink_failures_are_counted_not_raised(
     assert client.flush(timeout=10)
     stats = client.stats
     assert len(server.seen) == requests
-    assert stats["sink_errors"] == 1 and stats["dropped"] == 3 and stats["flushed_rows"] == 0
+    assert stats["sink_errors"] == 1 and stats["dropped"] == stats["rejected"] == 3
+    assert stats["flushed_rows"] == 0 and stats["buffered"] == 0
     assert message in stats["last_error"]
     client.close()
 
 
-def test_remote_sink_with_the_server_down_is_counted_not_raised() -> None:
+def test_a_busy_server_keeps_the_batch_for_a_later_try(server: RecordingServer) -> None:
+    """503s beyond the sink's own retries: the batch waits (nothing dropped) and goes out
+    with the same Idempotency-Key once the server answers."""
+    server.plan = [503] * 3
+    client = Client(RemoteSink(url_of(server), "m", retries=2, backoff=0.01), backoff=0.05)
+    for i in range(3):
+        client.log({"x": i}, i)
+    assert not client.flush(timeout=10)
+    stats = client.stats
+    assert len(server.seen) == 3 and "after 3 attempts" in stats["last_error"]
+    assert stats["dropped"] == 0 and stats["buffered"] == 3 and stats["retried"] == 1
+    assert client.flush(timeout=10)
+    assert client.stats["flushed_rows"] == 3 and client.stats["buffered"] == 0
+    keys = {headers["Idempotency-Key"] for _, headers, _ in server.seen}
+    assert len(server.seen) == 4 and len(keys) == 1
+    client.close()
+
+
+def test_remote_sink_with_the_server_down_keeps_rows_until_it_is_up() -> None:
+    """Defect: with the server refusing connections every batch was dropped after 4 tries
+    (~2 s) though the buffer had room. Now the rows wait, and arrive once it listens."""
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    sink = RemoteSink(f"http://127.0.0.1:{port}", "m", timeout=1, retries=2, backoff=0.01)
-    client = Client(sink)
+    sink = RemoteSink(f"http://127.0.0.1:{port}", "m", timeout=1, retries=1, backoff=0.01)
+    client = Client(sink, flush_interval=0.02, backoff=0.05)
     client.log({"x": 1.0}, 1)
     client.log_labels([1], [0])
     start = time.monotonic()
-    assert client.flush(timeout=20)
+    assert not client.flush(timeout=20)
     assert time.monotonic() - start < 10
+    assert wait_until(lambda: client.stats["retried"] >= 3)  # it keeps trying, backing off
     stats = client.stats
-    assert stats["sink_errors"] == 2 and stats["dropped"] == 2
+    assert stats["dropped"] == 0 and stats["buffered"] == 2
     assert "ConnectionRefusedError" in stats["last_error"]
     with pytest.raises(SinkError):  # used on its own, the sink does raise
         sink.send_events(pa.table({"x": [1]}))
-    client.close()
+    srv = RecordingServer(port)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: client.stats["flushed_rows"] == 2, 30)
+        assert [p.rsplit("/", 1)[1] for p, _, _ in srv.seen] == ["events", "labels"]
+        client.close()
+        assert client.stats["dropped"] == 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(10)
 
 
 # -- 7. EmbeddedSink end to end --------------------------------------------------------------

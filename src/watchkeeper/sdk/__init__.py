@@ -9,17 +9,29 @@ and never waits on I/O; a background thread sends Arrow tables to a sink.
 1
 
 Sinks: :class:`RemoteSink` (a watchkeeper server over HTTP), :class:`EmbeddedSink` (windows
-profiled and evaluated in-process, saved to a store), :class:`MemorySink` (tests,
-notebooks). :class:`ASGIMiddleware` times the requests of a FastAPI/Starlette app.
+profiled and evaluated in-process, saved to a store), :class:`SubprocessSink` (the same in a
+child process, off the model server's GIL), :class:`MemorySink` (tests, notebooks).
+:class:`ASGIMiddleware` gives the rows logged during a request of a FastAPI/Starlette app
+its caller, latency and error; :func:`lifespan` flushes the client
+when the app stops.
 
-Buffered rows are flushed at exit (within 5 s) and by ``close()``. After ``os.fork`` the
-child starts with an empty buffer and a thread of its own; a worker that ends with
-``os._exit`` (multiprocessing) should call ``close()`` first.
+Buffered rows are flushed by ``close()``, at exit and on SIGTERM/SIGINT (within the
+client's ``shutdown_timeout``, 5 s by default), under uvicorn, gunicorn and hypercorn alike.
+After ``os.fork`` the child starts with an empty buffer and a thread of its own; a worker
+that ends with ``os._exit`` (multiprocessing) should call ``close()`` first.
 """
 
-from watchkeeper.sdk.asgi import ASGIMiddleware
+from watchkeeper.sdk.asgi import ASGIMiddleware, lifespan
 from watchkeeper.sdk.client import Client
-from watchkeeper.sdk.sinks import EmbeddedSink, MemorySink, RemoteSink, Sink, SinkError
+from watchkeeper.sdk.sinks import (
+    EmbeddedSink,
+    MemorySink,
+    RemoteSink,
+    Sink,
+    SinkError,
+    SinkUnavailable,
+)
+from watchkeeper.sdk.subprocess_sink import SubprocessSink
 
 __all__ = ["ASGIMiddleware", "Client", "EmbeddedSink", "MemorySink", "RemoteSink", "Sink",
-           "SinkError"]
+           "SinkError", "SinkUnavailable", "SubprocessSink", "lifespan"]

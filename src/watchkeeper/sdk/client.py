@@ -3,9 +3,12 @@
 ``log()`` appends one tuple to a bounded buffer and returns: no validation, no I/O, no
 lock on the way in. A daemon thread wakes every ``flush_interval`` seconds (or as soon as
 ``flush_rows`` rows are waiting), takes the buffered rows, turns them into Arrow tables
-(counting bad values, :mod:`watchkeeper.sdk.rows`) and hands them to a sink. Nothing
-reaches the caller: a full buffer drops the newest rows and counts them, sink failures are
-counted, and a warning is logged at most once a minute.
+(counting bad values, :mod:`watchkeeper.sdk.rows`), each with a batch id, and hands them to
+a sink. A batch the sink cannot take now (server down, busy, timing out) stays in the buffer
+and is sent again, under the same id, with backoff; with ``spool_dir`` it waits on disk
+instead, where a restarted process finds it. Nothing reaches the caller: rows that do not
+fit are dropped and counted, and a warning is logged at most once a minute. SIGTERM and
+SIGINT flush the buffer before the process ends (:mod:`watchkeeper.sdk.shutdown`).
 """
 
 from __future__ import annotations
@@ -17,25 +20,34 @@ import inspect
 import logging
 import math
 import os
+import random
 import threading
 import time
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from watchkeeper.sdk import context, shutdown
 from watchkeeper.sdk.rows import (
     Columns,
     Tally,
     as_list,
+    batch_rows,
+    batch_table,
     events_table,
-    frame_table,
+    is_batch,
     labels_table,
     unify,
 )
-from watchkeeper.sdk.sinks import Sink
+from watchkeeper.sdk.sinks import Sink, SinkUnavailable, batch_id, with_batch_id
+from watchkeeper.sdk.spool import Spool
+from watchkeeper.service import CLIENT, ERROR, LATENCY, TS
 
 __all__ = ["Client"]
 
@@ -43,8 +55,8 @@ logger = logging.getLogger("watchkeeper.sdk")
 
 #: Seconds between two warnings about dropped rows or sink errors.
 WARN_EVERY = 60.0
-#: Seconds the interpreter waits at exit for all clients to flush.
-EXIT_TIMEOUT = 5.0
+#: Longest wait (seconds) between two tries of a batch the sink could not take.
+MAX_BACKOFF = 30.0
 #: Rows converted in one go by the background thread (it holds the GIL meanwhile).
 CONVERT_ROWS = 1_000
 
@@ -55,6 +67,19 @@ _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@dataclass
+class Parcel:
+    """A converted batch waiting for the sink; its table carries its batch id."""
+
+    kind: str  # "events" or "labels"
+    table: pa.Table
+    spooled: Path | None = None  # the spool file it was read from, if any
+
+    @property
+    def rows(self) -> int:
+        return self.table.num_rows
+
+
 class Client:
     """Logs model events from a serving process to a sink, without slowing or breaking it.
 
@@ -63,6 +88,12 @@ class Client:
     ``id`` (when given or when rows carry them; "proba" and "id" by default), and the
     reserved ``_ts``, ``_latency_ms``, ``_client``, ``_error``. Labels that arrive later go
     in ``id`` and ``target`` columns ("id" and "target" by default).
+
+    ``capacity`` bounds the rows held in memory: logged and not yet converted, and converted
+    but not yet taken by the sink (during an outage). ``spool_dir`` keeps the batches the
+    sink could not take on disk instead (at most ``spool_bytes``), where this process or
+    the next one started on the directory sends them. ``shutdown_timeout`` bounds the flush
+    at exit, on SIGTERM/SIGINT (``handle_signals``) and by ``close()``.
 
     >>> from watchkeeper.sdk import Client, MemorySink
     >>> sink = MemorySink()
@@ -92,13 +123,20 @@ class Client:
         capacity: int = 100_000,
         flush_rows: int = 10_000,
         flush_interval: float = 1.0,
+        shutdown_timeout: float = 5.0,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_bytes: int = 256 << 20,
+        backoff: float = 1.0,
+        handle_signals: bool = True,
     ) -> None:
         for name, value in (("capacity", capacity), ("flush_rows", flush_rows)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number ≥ 1, got {value!r}")
-        if not isinstance(flush_interval, (int, float)) or not flush_interval > 0:
-            raise ValueError(f"flush_interval must be a number of seconds > 0, "
-                             f"got {flush_interval!r}")
+        for name, number in (("flush_interval", flush_interval),
+                             ("shutdown_timeout", shutdown_timeout), ("backoff", backoff)):
+            if isinstance(number, bool) or not isinstance(number, (int, float)) \
+                    or not number > 0:
+                raise ValueError(f"{name} must be a number of seconds > 0, got {number!r}")
         names = None if feature_names is None else tuple(feature_names)
         if names is not None and (not all(isinstance(n, str) and n for n in names)
                                   or len(set(names)) != len(names)):
@@ -117,18 +155,25 @@ class Client:
         self.capacity = capacity
         self.flush_rows = flush_rows
         self.flush_interval = float(flush_interval)
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.backoff = float(backoff)
+        self.spool = None if spool_dir is None else Spool(spool_dir, spool_bytes)
         self._closed = False
         self._reset()
         _clients.add(self)
+        if handle_signals:
+            shutdown.install(_close_all)
 
     def _reset(self) -> None:
         """Fresh buffer, locks, counters and no thread (at start, and in a forked child)."""
         self._buf: deque[tuple[Any, ...]] = deque()
         self._batches: deque[tuple[str, Any, Any, int, float]] = deque()
         self._pending = 0  # rows in _batches
+        self._outbox: deque[Parcel] = deque()  # converted, waiting for the sink
+        self._held = 0  # rows taken from the buffer and not yet delivered (or lost)
         self._limit = 0 if self._closed else self.capacity  # what log() checks
         self._wake_at = self.flush_rows - 1
-        self._side = threading.Lock()  # counters, _pending, _batches
+        self._side = threading.Lock()  # counters, _pending, _batches, _outbox
         self._take = threading.Lock()  # taking rows out of the buffer
         self._starting = threading.Lock()
         self._wake = threading.Event()
@@ -137,15 +182,25 @@ class Client:
         self._completed = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._retry_at = 0.0  # monotonic time of the next try after a failed send
+        self._failures = 0  # failed sends in a row
         self._taken = 0
-        self._dropped = 0
         self._flushed = 0
+        self._dropped_full = 0
+        self._dropped_shutdown = 0
+        self._rejected = 0
+        self._retried = 0
+        self._spooled = 0
         self._sink_errors = 0
         self._bad = 0
         self._last_error: str | None = None
         self._last_bad: str | None = None
         self._warned_at = -math.inf
         self._warned = (0, 0)
+
+    @property
+    def _dropped(self) -> int:
+        return self._dropped_full + self._dropped_shutdown + self._rejected
 
     # -- the caller's side -----------------------------------------------------------------
     def log(
@@ -165,32 +220,81 @@ class Client:
         ``ts`` is the event time (epoch seconds or datetime; now by default), ``error`` says
         the call failed (bool, or the exception). Values are read later, in the background
         (so do not change the features dict after the call): bad ones are counted in
-        ``stats["bad_values"]``, never raised."""
+        ``stats["bad_values"]``, never raised. Inside a request watched by
+        :class:`~watchkeeper.sdk.ASGIMiddleware`, the row waits for the request's end and
+        takes its caller, latency and error where they were not given."""
         try:
-            buf = self._buf
-            n = len(buf)
-            if n + self._pending < self._limit:
-                buf.append((features, prediction, proba, id, latency_ms, client,
-                            _time() if ts is None else ts, error))
-                if self._thread is None:
-                    self._start()
-                if n >= self._wake_at:
-                    self._nudge()
-            else:
-                self._drop(1)
+            row = (features, prediction, proba, id, latency_ms, client,
+                   _time() if ts is None else ts, error)
+            request = context.current.get()
+            if request is not None and request.hold(self, "row", row):
+                return
+            self._append(row)
         except Exception:  # nothing above raises short of MemoryError; never into the caller
             pass
 
-    def log_batch(self, frame: Any) -> None:
-        """Log many events at once: a pandas or polars DataFrame, a pyarrow Table or a list of
-        dict rows, with the same column names as ``log()`` writes. The whole frame is handed
-        over (do not change it afterwards); its rows count against ``capacity``, all or none."""
+    def _append(self, row: tuple[Any, ...]) -> None:
+        buf = self._buf
+        n = len(buf)
+        if n + self._pending + self._held < self._limit:
+            buf.append(row)
+            if self._thread is None:
+                self._start()
+            if n >= self._wake_at:
+                self._nudge()
+        else:
+            self._drop(1)
+
+    def log_batch(
+        self,
+        X: Any,
+        predictions: Any = None,
+        probas: Any = None,
+        ids: Any = None,
+        *,
+        latency_ms: Any = None,
+        client: Any = None,
+        ts: Any = None,
+        error: Any = None,
+    ) -> None:
+        """Log many predictions at once, one row per row of ``X``: a 2-D numpy array
+        (columns named by ``feature_names``, else ``x0``, ``x1``, …), a pandas or polars
+        DataFrame, a pyarrow Table or a list of dict (or ``feature_names``-aligned) rows.
+        ``predictions``, ``probas`` (``predict_proba``'s (n, 2) output gives the positive
+        class's column; (n, k) the top class's probability) and ``ids`` are per-row
+        sequences; ``latency_ms``, ``client``, ``ts`` and ``error`` a value for every row (or
+        a sequence). A frame may also carry any of these columns itself. The data is handed
+        over (do not change it afterwards) and converted in the background; its rows count
+        against ``capacity``, all or none.
+
+        >>> import numpy as np
+        >>> from watchkeeper.sdk import MemorySink
+        >>> sink = MemorySink()
+        >>> wk = Client(sink, feature_names=["age", "hours"], id="rid")
+        >>> wk.log_batch(np.array([[41, 40], [29, 20]]), [1, 0],
+        ...              np.array([[0.2, 0.8], [0.9, 0.1]]), ids=["r1", "r2"])
+        >>> wk.close()
+        >>> sink.events_table().drop_columns(["_ts"]).to_pylist()
+        [{'age': 41, 'hours': 40, 'prediction': 1, 'proba': 0.8, 'rid': 'r1'},
+         {'age': 29, 'hours': 20, 'prediction': 0, 'proba': 0.1, 'rid': 'r2'}]
+        """
         try:
-            if isinstance(frame, (str, bytes)) or not hasattr(frame, "__len__"):
-                self._note_bad(1, f"log_batch: a {type(frame).__name__} is not a frame")
+            if isinstance(X, (str, bytes)) or not (hasattr(X, "__len__")
+                                                    or hasattr(X, "num_rows")):
+                self._note_bad(1, f"log_batch: a {type(X).__name__} is not a batch of rows")
                 return
-            rows = int(frame.num_rows) if hasattr(frame, "num_rows") else len(frame)
-            self._enqueue("events", frame, None, rows)
+            extra = {self.columns.prediction: predictions, self.columns.proba_name: probas,
+                     self.columns.id_name: ids, LATENCY: latency_ms, CLIENT: client,
+                     ERROR: error, TS: ts}
+            if probas is not None:
+                from watchkeeper.sdk.rows import proba_values
+
+                extra[self.columns.proba_name] = proba_values(probas)
+            item = (X, extra, batch_rows(X))
+            request = context.current.get()
+            if request is not None and request.hold(self, "batch", item):
+                return
+            self._enqueue("events", X, extra, item[2])
         except Exception as exc:
             self._note_bad(1, f"log_batch: {type(exc).__name__}: {exc}")
 
@@ -211,6 +315,11 @@ class Client:
         call's latency. An exception is logged with ``error=True`` and re-raised unchanged.
         On a method (first parameter ``self``), position 0 means the first one after self.
 
+        A batch input (a 2-D array, a data frame, an Arrow table, a list of rows: what
+        scikit-learn, XGBoost and LightGBM models take) is logged one row per input row
+        (:meth:`log_batch`): the output of ``predict`` as predictions, that of
+        ``predict_proba`` (or any 2-D output) as scores.
+
         >>> from watchkeeper.sdk import MemorySink
         >>> wk = Client(MemorySink())
         >>> @wk.timed
@@ -223,11 +332,29 @@ class Client:
 
         def decorate(func: F) -> F:
             index, name = _argument(func, features_arg)
+            scores = getattr(func, "__name__", "") in ("predict_proba", "predict_log_proba")
 
             def pick(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 if index is not None and index < len(args):
                     return args[index]
                 return kwargs.get(name) if name is not None else None
+
+            def record(args: tuple[Any, ...], kwargs: dict[str, Any], result: Any,
+                       failed: bool, start: float) -> None:
+                latency_ms = (_perf() - start) * 1e3
+                features = pick(args, kwargs)
+                try:
+                    batch = is_batch(features)
+                except Exception:
+                    batch = False
+                if not batch:
+                    self.log(features, result, error=failed, latency_ms=latency_ms)
+                elif scores or (not failed and getattr(result, "ndim", 1) == 2
+                                and result.shape[1] > 1):
+                    self.log_batch(features, probas=result, error=failed,
+                                   latency_ms=latency_ms)
+                else:
+                    self.log_batch(features, result, error=failed, latency_ms=latency_ms)
 
             if inspect.iscoroutinefunction(func):
 
@@ -237,11 +364,9 @@ class Client:
                     try:
                         result = await func(*args, **kwargs)
                     except Exception:
-                        self.log(pick(args, kwargs), None, error=True,
-                                 latency_ms=(_perf() - start) * 1e3)
+                        record(args, kwargs, None, True, start)
                         raise
-                    self.log(pick(args, kwargs), result, error=False,
-                             latency_ms=(_perf() - start) * 1e3)
+                    record(args, kwargs, result, False, start)
                     return result
 
                 return async_wrapper  # type: ignore[return-value]
@@ -252,11 +377,9 @@ class Client:
                 try:
                     result = func(*args, **kwargs)
                 except Exception:
-                    self.log(pick(args, kwargs), None, error=True,
-                             latency_ms=(_perf() - start) * 1e3)
+                    record(args, kwargs, None, True, start)
                     raise
-                self.log(pick(args, kwargs), result, error=False,
-                         latency_ms=(_perf() - start) * 1e3)
+                record(args, kwargs, result, False, start)
                 return result
 
             return wrapper  # type: ignore[return-value]
@@ -264,15 +387,16 @@ class Client:
         return decorate(fn) if fn is not None else decorate
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Hand everything logged so far to the sink now; True when that finished within
-        ``timeout`` seconds (rows the sink rejected are counted as dropped)."""
+        """Hand everything logged so far to the sink now (batches waiting after a failed
+        send are tried again at once); True when that finished within ``timeout`` seconds
+        and nothing is left waiting for the sink."""
         try:
             if self._closed:
-                return not self._buf and not self._batches
+                return not self._buf and not self._batches and not self._outbox
             thread = self._thread
             if thread is threading.current_thread():  # called by the sink itself
-                self._cycle()
-                return True
+                self._cycle(force=True)
+                return not self._outbox
             if thread is None or not thread.is_alive():
                 self._thread = None
                 self._start()
@@ -283,20 +407,25 @@ class Client:
                 target = self._requested
             self._wake.set()
             with self._done:
-                return self._done.wait_for(lambda: self._completed >= target, timeout)
+                finished = self._done.wait_for(lambda: self._completed >= target, timeout)
+            return finished and not self._outbox and not (
+                self.spool is not None and self.spool.waiting())
         except Exception as exc:
             self._note_error(f"flush: {type(exc).__name__}: {exc}")
             return False
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Flush what is buffered, close the sink and stop the thread, within ``timeout``
-        seconds; later calls to ``log()`` are counted as dropped. Also runs at exit."""
+        seconds (``shutdown_timeout`` by default). What the sink could not take by then is
+        written to the spool, or dropped and counted in ``stats["dropped_shutdown"]``. Later
+        calls to ``log()`` are counted as dropped. Runs at exit and on SIGTERM/SIGINT."""
         with self._starting:
             if self._closed:
                 return
             self._closed = True
             self._limit = 0
-        deadline = time.monotonic() + max(float(timeout), 0.0)
+        timeout = self.shutdown_timeout if timeout is None else float(timeout)
+        deadline = time.monotonic() + max(timeout, 0.0)
         try:
             thread = self._thread
             if thread is None or not thread.is_alive():
@@ -304,21 +433,21 @@ class Client:
             self._stopping = True
             self._wake.set()
             if thread is None:  # no thread to be had (interpreter shutting down)
-                self._cycle()
-                self._close_sink()
+                self._cycle(force=True)
+                self._finish()
             else:
                 thread.join(max(deadline - time.monotonic(), 0.0))
                 if thread.is_alive():
-                    lost = self._take_all()
+                    lost = self._take_all(spool=True)
                     if lost:
-                        self._count_drop(lost, f"close: {lost} rows not flushed within "
-                                               f"{timeout:g} s")
+                        self._count_shutdown(lost, f"close: {lost} rows not flushed within "
+                                                   f"{timeout:g} s")
                     logger.warning("watchkeeper: close() timed out after %g s (sink %r); "
                                    "%d buffered rows dropped", timeout, self.sink, lost)
                     return
             late = self._take_all()  # logged while closing, after the last flush
             if late:
-                self._count_drop(late, f"close: {late} rows logged while closing")
+                self._count_shutdown(late, f"close: {late} rows logged while closing")
         except Exception as exc:
             self._note_error(f"close: {type(exc).__name__}: {exc}")
         finally:
@@ -326,16 +455,25 @@ class Client:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """A snapshot of the counters. ``logged``: rows accepted into the buffer (events,
-        batch rows and labels); ``dropped``: rows lost (buffer full, sink failures, close
-        timeout); ``flushed_rows``: rows the sink took; ``sink_errors``: failed sends;
-        ``bad_values``: values counted as bad at flush; ``buffered``: rows waiting."""
+        """A snapshot of the counters. ``logged``: rows accepted (events, batch rows and
+        labels); ``flushed_rows``: rows the sink took; ``buffered``: rows waiting in memory
+        (logged, or converted and waiting for the sink); ``dropped``: rows lost, the sum of
+        ``dropped_full`` (over ``capacity``, or the spool full), ``dropped_shutdown`` (not
+        sent within ``shutdown_timeout`` when closing, and not spooled) and ``rejected`` (the
+        sink refused them for good, or they could not be converted); ``spooled``: rows
+        written to the spool; ``retried``: sends that failed and were kept for another try;
+        ``sink_errors``: failed sends of either kind; ``bad_values``: values counted as bad."""
         with self._take, self._side:
-            buffered = len(self._buf) + self._pending
+            buffered = len(self._buf) + self._pending + self._held
             return {
-                "logged": self._taken + buffered,
+                "logged": self._taken + len(self._buf) + self._pending,
                 "dropped": self._dropped,
+                "dropped_full": self._dropped_full,
+                "dropped_shutdown": self._dropped_shutdown,
+                "rejected": self._rejected,
                 "flushed_rows": self._flushed,
+                "retried": self._retried,
+                "spooled": self._spooled,
                 "sink_errors": self._sink_errors,
                 "bad_values": self._bad,
                 "buffered": buffered,
@@ -374,12 +512,12 @@ class Client:
 
     def _drop(self, rows: int) -> None:
         with self._side:
-            self._dropped += rows
+            self._dropped_full += rows
 
     def _enqueue(self, kind: str, first: Any, second: Any, rows: int) -> None:
         with self._side:
-            if len(self._buf) + self._pending + rows > self._limit:
-                self._dropped += rows
+            if len(self._buf) + self._pending + self._held + rows > self._limit:
+                self._dropped_full += rows
                 return
             self._pending += rows
             self._batches.append((kind, first, second, rows, _time()))
@@ -397,9 +535,14 @@ class Client:
         with self._side:
             self._last_error = what[:500]
 
-    def _count_drop(self, rows: int, what: str) -> None:
+    def _count_shutdown(self, rows: int, what: str) -> None:
         with self._side:
-            self._dropped += rows
+            self._dropped_shutdown += rows
+            self._last_error = what[:500]
+
+    def _count_rejected(self, rows: int, what: str) -> None:
+        with self._side:
+            self._rejected += rows
             self._last_error = what[:500]
 
     def _run(self) -> None:
@@ -408,23 +551,41 @@ class Client:
             self._wake.clear()
             with self._done:
                 target = self._requested
+                forced = target > self._completed
             stopping = self._stopping
-            self._cycle()
+            self._cycle(force=forced or stopping)
             with self._done:
                 self._completed = max(self._completed, target)
                 self._done.notify_all()
             if stopping:
-                self._close_sink()
+                self._finish()
                 return
 
-    def _close_sink(self) -> None:
+    def _finish(self) -> None:
+        """After the last flush: what the sink did not take goes to the spool or is counted
+        as lost at shutdown; then the sink is closed."""
+        with self._side:
+            left = list(self._outbox)
+            self._outbox.clear()
+            self._held = 0
+        lost = 0
+        for parcel in left:
+            if not self._to_spool(parcel):
+                lost += parcel.rows
+                self._count_shutdown(parcel.rows, f"close: a batch of {parcel.rows} rows "
+                                                  f"not delivered: {self._last_error}")
+        if left:
+            logger.warning("watchkeeper: closing with %d rows the sink did not take: %d "
+                           "spooled, %d dropped", sum(p.rows for p in left),
+                           sum(p.rows for p in left) - lost, lost)
         try:
             self.sink.close()
         except Exception as exc:
             self._note_error(f"sink close: {type(exc).__name__}: {exc}")
 
-    def _take_all(self) -> int:
-        """Empty the buffer without sending (close timed out); returns the rows taken."""
+    def _take_all(self, spool: bool = False) -> int:
+        """Empty the buffer without sending (close timed out): returns the rows lost, those
+        converted and waiting for the sink written to the spool first when ``spool``."""
         with self._take:
             n = len(self._buf)
             for _ in range(n):
@@ -433,12 +594,17 @@ class Client:
                 batches = list(self._batches)
                 self._batches.clear()
                 self._pending = 0
+                waiting = list(self._outbox)
+                self._outbox.clear()
+                self._held -= sum(p.rows for p in waiting)
             rows = n + sum(b[3] for b in batches)
             self._taken += rows
-        return rows
+        # a batch being sent right now may also arrive: it keeps its id, so it counts once
+        return rows + sum(p.rows for p in waiting if not (spool and self._to_spool(p)))
 
-    def _cycle(self) -> None:
-        """One round of the background thread: send what is buffered, tick, warn."""
+    def _cycle(self, force: bool = False) -> None:
+        """One round of the background thread: convert what is buffered, send what waits
+        (unless backing off after a failure, or ``force``), tick, warn."""
         try:
             with self._take:
                 n = len(self._buf)
@@ -447,13 +613,25 @@ class Client:
                 with self._side:
                     batches = [self._batches.popleft() for _ in range(len(self._batches))]
                     self._pending -= sum(b[3] for b in batches)
+                    # held from now on, until converted (then held as the batch they form)
+                    self._held += n + sum(b[3] for b in batches)
                 self._taken += n + sum(b[3] for b in batches)
-            step = self.flush_rows
-            for i in range(0, n, step):
-                self._send_rows(rows[i:i + step])
-            del rows
-            for batch in batches:
-                self._send_batch(*batch)
+            taken = n + sum(b[3] for b in batches)
+            try:
+                tables: list[tuple[str, pa.Table]] = []
+                step = self.flush_rows
+                for i in range(0, n, step):
+                    tables += self._convert_rows(rows[i:i + step])
+                del rows
+                for batch in batches:
+                    tables += self._convert_batch(*batch)
+                self._post(tables)
+            finally:
+                self._unhold(taken)
+            if force or time.monotonic() >= self._retry_at:
+                self._deliver_all()
+            elif self.spool is not None:
+                self._spool_outbox()
         except Exception as exc:  # a bug here must not kill the thread
             self._note_error(f"flush: {type(exc).__name__}: {exc}")
         tick = getattr(self.sink, "tick", None)
@@ -494,20 +672,47 @@ class Client:
         except Exception:
             return None, len(rows)
 
-    def _send_rows(self, rows: list[tuple[Any, ...]]) -> None:
+    def _post(self, tables: list[tuple[str, pa.Table]]) -> None:
+        """Converted tables join the outbox, consecutive ones of a kind together up to
+        ``flush_rows`` rows (many small ``log_batch`` calls make one request), each batch
+        under a new id that it keeps on every retry."""
+        group: list[pa.Table] = []
+        kind = ""
+        for next_kind, table in [*tables, ("", None)]:
+            if group and (next_kind != kind or table is None or sum(
+                    t.num_rows for t in group) + table.num_rows > self.flush_rows):
+                try:
+                    parts = [unify(group)]
+                except Exception:  # columns of types that do not unify: one by one
+                    parts = group
+                for part in parts:
+                    parcel = Parcel(kind, with_batch_id(part, uuid.uuid4().hex))
+                    with self._side:
+                        self._outbox.append(parcel)
+                        self._held += parcel.rows
+                group = []
+            if table is not None and table.num_rows:
+                group.append(table)
+                kind = next_kind
+
+    def _unhold(self, rows: int) -> None:
+        with self._side:
+            self._held -= rows
+
+    def _convert_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[str, pa.Table]]:
         tally = Tally()
         table, lost = self._convert(rows, tally)
         self._count_bad(tally)
         if lost:
-            self._count_drop(lost, f"{lost} rows could not be converted")
-        if table is not None:
-            self._deliver(self.sink.send_events, table)
+            self._count_rejected(lost, f"{lost} rows could not be converted")
+        return [] if table is None else [("events", table)]
 
-    def _send_batch(self, kind: str, first: Any, second: Any, rows: int, at: float) -> None:
+    def _convert_batch(self, kind: str, first: Any, second: Any, rows: int,
+                       at: float) -> list[tuple[str, pa.Table]]:
         tally = Tally()
         try:
             if kind == "events":
-                table = frame_table(first, at, tally)
+                table = batch_table(first, second or {}, self.columns, at, tally)
             else:
                 ids, labels = as_list(first), as_list(second)
                 n = min(len(ids), len(labels))
@@ -517,12 +722,11 @@ class Client:
                                      tally)
         except Exception as exc:
             self._count_bad(tally)
-            self._count_drop(rows, f"{kind} batch of {rows} rows unreadable: "
-                                   f"{type(exc).__name__}: {exc}")
-            return
+            self._count_rejected(rows, f"{kind} batch of {rows} rows unreadable: "
+                                       f"{type(exc).__name__}: {exc}")
+            return []
         self._count_bad(tally)
-        send = self.sink.send_events if kind == "events" else self.sink.send_labels
-        self._deliver(send, table)
+        return [(kind, table)]
 
     def _count_bad(self, tally: Tally) -> None:
         if tally.bad:
@@ -530,21 +734,97 @@ class Client:
                 self._bad += tally.bad
                 self._last_bad = tally.summary()
 
-    def _deliver(self, send: Callable[[pa.Table], None], table: pa.Table) -> None:
-        if table.num_rows == 0:  # nothing to send (an empty batch or label list)
-            return
-        if hasattr(self.sink, "dropped"):  # a sink that reports drops to its server
-            self.sink.dropped = self._dropped
+    def _deliver_all(self) -> None:
+        """Send the spooled batches (oldest first), then the outbox, until one fails."""
+        if self.spool is not None:
+            while (taken := self.spool.take()) is not None:
+                try:
+                    kind, table = self.spool.read(taken)
+                except Exception as exc:  # a damaged file: nothing to do but say so
+                    self.spool.done(taken)
+                    self._note_error(f"spool: {taken.name} unreadable: {exc}")
+                    continue
+                if not self._send(Parcel(kind, table, taken)):
+                    return
+        while True:
+            with self._side:
+                if not self._outbox:
+                    return
+                parcel = self._outbox[0]
+            sent = self._send(parcel)
+            if sent is False:
+                if self.spool is not None:
+                    self._spool_outbox()
+                return
+            with self._side:
+                if self._outbox and self._outbox[0] is parcel:  # not taken by close()
+                    self._outbox.popleft()
+                    self._held -= parcel.rows
+
+    def _send(self, parcel: Parcel) -> bool | None:
+        """True when the sink took the batch, None when it refused it for good (counted),
+        False when it may take it later (the client backs off)."""
+        if self.sink is not None and hasattr(self.sink, "dropped"):
+            self.sink.dropped = self._dropped  # a sink that reports drops to its server
+        send = self.sink.send_events if parcel.kind == "events" else self.sink.send_labels
         try:
-            send(table)
+            send(parcel.table)
+        except (SinkUnavailable, OSError) as exc:
+            with self._side:
+                self._sink_errors += 1
+                self._retried += 1
+                self._failures += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+                delay = min(MAX_BACKOFF, self.backoff * 2 ** min(self._failures - 1, 16))
+                self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
+            if parcel.spooled is not None:
+                self.spool.give_back(parcel.spooled)  # type: ignore[union-attr]
+            return False
         except Exception as exc:
             with self._side:
                 self._sink_errors += 1
-                self._dropped += table.num_rows
+                self._rejected += parcel.rows
                 self._last_error = f"{type(exc).__name__}: {exc}"[:500]
-            return
+            if parcel.spooled is not None:
+                self.spool.done(parcel.spooled)  # type: ignore[union-attr]
+            return None
         with self._side:
-            self._flushed += table.num_rows
+            self._flushed += parcel.rows
+            self._failures = 0
+            self._retry_at = 0.0
+        if parcel.spooled is not None:
+            self.spool.done(parcel.spooled)  # type: ignore[union-attr]
+        return True
+
+    def _to_spool(self, parcel: Parcel) -> bool:
+        """Write a batch to the spool (True), or say it could not be (no spool, or full)."""
+        if self.spool is None:
+            return False
+        try:
+            ok = self.spool.put(parcel.kind, batch_id(parcel.table) or uuid.uuid4().hex,
+                                parcel.table)
+        except Exception as exc:
+            self._note_error(f"spool: {type(exc).__name__}: {exc}")
+            return False
+        if ok:
+            with self._side:
+                self._spooled += parcel.rows
+        return ok
+
+    def _spool_outbox(self) -> None:
+        """While the sink is away, batches wait on disk rather than in memory (those the
+        spool has no room for stay in memory, within ``capacity``)."""
+        while True:
+            with self._side:
+                if not self._outbox:
+                    return
+                parcel = self._outbox[0]
+            if not self._to_spool(parcel):
+                return
+            with self._side:
+                if self._outbox and self._outbox[0] is parcel:
+                    self._outbox.popleft()
+                    self._held -= parcel.rows
 
     def _maybe_warn(self) -> None:
         now = time.monotonic()
@@ -555,8 +835,8 @@ class Client:
             return
         logger.warning(
             "watchkeeper: %d rows dropped so far (%d since the last warning; buffer capacity "
-            "%d) and %d sink errors; last error: %s", dropped, dropped - self._warned[0],
-            self.capacity, errors, self._last_error)
+            "%d), %d rows waiting for the sink, %d failed sends; last error: %s", dropped,
+            dropped - self._warned[0], self.capacity, self._held, errors, self._last_error)
         self._warned_at = now
         self._warned = (dropped, errors)
 
@@ -586,10 +866,36 @@ def _argument(func: Callable[..., Any], which: int | str) -> tuple[int | None, s
     return index, which
 
 
+def release_request(request: context.Request, caller: str | None, latency_ms: float,
+                    error: bool) -> None:
+    """The rows a request held (:mod:`watchkeeper.sdk.context`) go to their clients'
+    buffers, with its caller, latency and error where they had none (the middleware's end of
+    a request)."""
+    for owner, kind, item in request.finish():
+        try:
+            if kind == "row":
+                f, p, pr, i, lat, cl, ts, err = item
+                owner._append((f, p, pr, i, latency_ms if lat is None else lat,
+                               caller if cl is None else cl, ts, error if err is None else err))
+            else:
+                X, extra, rows = item
+                for name, value in ((LATENCY, latency_ms), (CLIENT, caller), (ERROR, error)):
+                    if extra.get(name) is None:
+                        extra[name] = value
+                owner._enqueue("events", X, extra, rows)
+        except Exception as exc:
+            owner._note_error(f"request rows: {type(exc).__name__}: {exc}")
+
+
 def _close_all() -> None:
-    deadline = time.monotonic() + EXIT_TIMEOUT
-    for client in list(_clients):
-        client.close(timeout=max(deadline - time.monotonic(), 0.1))
+    """Close every client, all within the longest ``shutdown_timeout`` among them; then let
+    a termination signal held meanwhile take its course (:mod:`watchkeeper.sdk.shutdown`)."""
+    clients = list(_clients)
+    if clients:
+        deadline = time.monotonic() + max(c.shutdown_timeout for c in clients)
+        for client in clients:
+            client.close(timeout=max(deadline - time.monotonic(), 0.1))
+    shutdown.release_deferred()
 
 
 def _after_fork_in_child() -> None:

@@ -518,6 +518,117 @@ def frame_table(frame: Any, logged_at: float, tally: Tally) -> pa.Table:
     return pa.table(arrays)
 
 
+def is_batch(x: Any) -> bool:
+    """Whether ``x`` is a batch of rows, as scikit-learn-style ``predict`` takes: a 2-D
+    array, a data frame, an Arrow table or batch, or a list of dict or sequence rows."""
+    if isinstance(x, (pa.Table, pa.RecordBatch)):
+        return True
+    module = type(x).__module__
+    if module == "numpy":
+        return getattr(x, "ndim", 0) == 2
+    if module.startswith(("pandas", "polars")):
+        return hasattr(x, "columns")
+    if isinstance(x, list) and x:
+        first = x[0]
+        return isinstance(first, Mapping) or (
+            isinstance(first, Sequence) and not isinstance(first, (str, bytes)))
+    return False
+
+
+def batch_rows(x: Any) -> int:
+    """Rows in a batch handed to ``log_batch`` (a 1-D array is one row)."""
+    if hasattr(x, "num_rows"):
+        return int(x.num_rows)
+    shape = getattr(x, "shape", None)
+    if type(x).__module__ == "numpy" and shape is not None:
+        return 1 if len(shape) == 1 else int(shape[0])
+    return len(x)
+
+
+def _matrix_table(x: Any, names: tuple[str, ...] | None, tally: Tally) -> pa.Table:
+    """A 2-D numpy array (a 1-D one is one row) as a table, its columns named by
+    ``names`` when they fit, else ``x0``, ``x1``, …"""
+    matrix = np.asarray(x)
+    if matrix.ndim == 1:
+        matrix = matrix.reshape(1, -1)
+    if matrix.ndim != 2:
+        raise ValueError(f"a {matrix.ndim}-D array is not a batch of rows")
+    width = matrix.shape[1]
+    if names is None or len(names) != width:
+        if names is not None:
+            tally.add(1, f"log_batch: {width} columns for {len(names)} feature_names")
+        names = tuple(f"x{j}" for j in range(width))
+    if matrix.dtype == object:
+        return pa.table({n: column_array(matrix[:, j].tolist(), tally, n)
+                         for j, n in enumerate(names)})
+    return pa.table({n: pa.array(matrix[:, j]) for j, n in enumerate(names)})
+
+
+def _column_values(values: Any) -> Any:
+    """Predictions or ids as a 1-D sequence (an (n, 1) array is squeezed)."""
+    if type(values).__module__.startswith(("pandas", "polars")) and hasattr(values, "columns"):
+        values = values.to_numpy()
+    if type(values).__module__ == "numpy" and getattr(values, "ndim", 1) == 2 \
+            and values.shape[1] == 1:
+        values = values[:, 0]
+    return values
+
+
+def proba_values(probas: Any) -> Any:
+    """A classifier's scores as one per row: ``predict_proba``'s (n, 2) output gives the
+    positive class's column, an (n, k) one the top class's probability."""
+    if type(probas).__module__.startswith(("pandas", "polars")) and hasattr(probas, "columns"):
+        probas = probas.to_numpy()
+    if isinstance(probas, list) and probas and isinstance(probas[0], (list, tuple)):
+        probas = np.asarray(probas, dtype=float)
+    if type(probas).__module__ == "numpy" and getattr(probas, "ndim", 1) == 2:
+        width = probas.shape[1]
+        return probas[:, 0] if width == 1 else probas[:, 1] if width == 2 else probas.max(1)
+    return probas
+
+
+def _fitted(values: Any, rows: int, tally: Tally, name: str) -> list[Any]:
+    """A per-row column of length ``rows`` (a scalar is repeated; a wrong length is cut or
+    padded with nulls and counted once)."""
+    if values is None or isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        return [values] * rows
+    out = as_list(values)
+    if len(out) != rows:
+        tally.add(1, f"log_batch: {len(out)} {name} for {rows} rows")
+        out = out[:rows] + [None] * (rows - len(out))
+    return out
+
+
+def batch_table(x: Any, extra: dict[str, Any], spec: Columns, logged_at: float,
+                tally: Tally) -> pa.Table:
+    """A batch handed to ``log_batch``: its features (``x``) with the predictions, scores,
+    ids and service fields given alongside (``extra``, by column name) as columns."""
+    if type(x).__module__ == "numpy":
+        table = clean_frame(_matrix_table(x, spec.feature_names, tally), tally)
+    elif isinstance(x, list) and x and not isinstance(x[0], Mapping):
+        columns = feature_columns(x, spec.feature_names, spec.taken(), tally)
+        table = pa.table({k: column_array(v, tally, k) for k, v in columns.items()})
+    else:
+        table = frame_table(x, logged_at, tally)
+    rows = table.num_rows
+    readers = {LATENCY: (pa.float64(), _latency_value), CLIENT: (pa.string(), _client_value),
+               ERROR: (pa.bool_(), _error_value), TS: (pa.float64(), _ts_value)}
+    for name, values in extra.items():
+        if values is None and (name != TS or TS in table.column_names):
+            continue
+        if name in readers:
+            kind, one = readers[name]
+            value = logged_at if name == TS and values is None else values
+            column = _reserved(_fitted(value, rows, tally, name), kind, one, tally)
+        else:
+            column = column_array(_fitted(_column_values(values), rows, tally, name), tally,
+                                  name)
+        where = table.schema.get_field_index(name)
+        table = (table.set_column(where, name, column) if where >= 0
+                 else table.append_column(name, column))
+    return table
+
+
 def as_list(values: Any) -> list[Any]:
     """A column-like argument (list, tuple, numpy, pandas, polars, Arrow) as a Python list."""
     if isinstance(values, list):

@@ -1,10 +1,12 @@
 """Where the SDK's tables go: a watchkeeper server, an in-process monitor, or memory.
 
 A sink has three methods, called from the client's background thread only:
-``send_events(table)``, ``send_labels(table)`` and ``close()``. A sink may raise: the
-client counts the failure (``sink_errors``, the rows as ``dropped``) and carries on. A sink
-may also have ``tick()``, called once per flush cycle even when nothing was logged (the
-embedded sink closes due windows there).
+``send_events(table)``, ``send_labels(table)`` and ``close()``. Each table carries its batch
+id in its schema metadata (:func:`batch_id`), the same however often it is sent. A sink may
+raise: :class:`SinkUnavailable` (or an ``OSError``) means "not now", and the client keeps
+the batch and sends it again later with backoff; anything else means "never", and the client
+counts the rows as rejected. A sink may also have ``tick()``, called once per flush cycle even
+when nothing was logged (the embedded sink closes due windows there).
 """
 
 from __future__ import annotations
@@ -32,16 +34,41 @@ if TYPE_CHECKING:
     from watchkeeper.store import Store
     from watchkeeper.suite import Suite
 
-__all__ = ["ARROW_STREAM", "EmbeddedSink", "MemorySink", "RemoteSink", "Sink", "SinkError"]
+__all__ = ["ARROW_STREAM", "BATCH_ID", "EmbeddedSink", "MemorySink", "RemoteSink", "Sink",
+           "SinkError", "SinkUnavailable", "batch_id", "with_batch_id"]
 
 #: Media type of an Arrow IPC stream, as the server expects it.
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 #: The longest Retry-After honoured (seconds): a sink never sleeps longer on one batch.
 MAX_RETRY_AFTER = 30.0
+#: Schema metadata key of a table's batch id (sent as the ``Idempotency-Key`` header).
+BATCH_ID = b"watchkeeper.batch_id"
 
 
 class SinkError(WatchkeeperError):
-    """A batch a sink could not deliver (after its retries); one line."""
+    """A batch a sink refused or could not deliver (after its retries); one line."""
+
+
+class SinkUnavailable(SinkError):
+    """The sink could not be reached or is busy (connection refused, timeout, 5xx, 429): the
+    same batch may be sent again later."""
+
+
+def with_batch_id(table: pa.Table, batch: str) -> pa.Table:
+    """The table with ``batch`` as its batch id (kept in its schema metadata).
+
+    >>> batch_id(with_batch_id(pa.table({"x": [1]}), "b-1"))
+    'b-1'
+    """
+    metadata = dict(table.schema.metadata or {})
+    metadata[BATCH_ID] = batch.encode()
+    return table.replace_schema_metadata(metadata)
+
+
+def batch_id(table: pa.Table) -> str | None:
+    """The batch id a client gave the table, if any."""
+    value = (table.schema.metadata or {}).get(BATCH_ID)
+    return value.decode("utf-8", "replace") if value else None
 
 
 @runtime_checkable
@@ -135,12 +162,15 @@ class RemoteSink:
     ``POST {url}/v1/models/{model}/events`` (and ``/labels``) with
     ``Content-Type: application/vnd.apache.arrow.stream`` and, when a token is given,
     ``Authorization: Bearer <token>``; standard library only, one keep-alive connection.
+    Each request carries the table's batch id as ``Idempotency-Key`` (the same on every
+    retry, here and by the client, so a server that keeps keys stores a batch once).
     Connection errors, timeouts, 408, 429 and 5xx are retried ``retries`` times with
     exponential backoff (``backoff`` seconds, doubled each time, with jitter), waiting at
     least what the server asks for in ``Retry-After`` (up to 30 s: a busy server answers 503
-    with it); other answers (401, 403, 422, …) are not. A batch that still fails raises
-    :class:`SinkError` (the client counts it). ``compression="zstd"`` or ``"lz4"``
-    compresses the stream's buffers (Arrow IPC compression, read transparently by pyarrow).
+    with it); then :class:`SinkUnavailable` is raised and the client keeps the batch for a
+    later try. Other answers (401, 403, 413, 422, …) raise :class:`SinkError` at once (the
+    client counts the rows as rejected). ``compression="zstd"`` or ``"lz4"`` compresses the
+    stream's buffers (Arrow IPC compression, read transparently by pyarrow).
     """
 
     def __init__(
@@ -228,15 +258,18 @@ class RemoteSink:
                 self._conn.close()
             self._conn = None
 
-    def _request(self, path: str, body: bytes) -> tuple[int, bytes, float | None]:
+    def _request(self, path: str, body: bytes, key: str | None
+                 ) -> tuple[int, bytes, float | None]:
         """Status, body and the Retry-After the server asked for (seconds, if any)."""
         conn = self._connection()
         self.requests += 1
+        headers = {**self._headers, "Content-Length": str(len(body)),
+                   "X-Watchkeeper-Source": self.source,
+                   "X-Watchkeeper-Dropped": str(self.dropped)}
+        if key:
+            headers["Idempotency-Key"] = key
         try:
-            conn.request("POST", path, body=body,
-                         headers={**self._headers, "Content-Length": str(len(body)),
-                                  "X-Watchkeeper-Source": self.source,
-                                  "X-Watchkeeper-Dropped": str(self.dropped)})
+            conn.request("POST", path, body=body, headers=headers)
             response = conn.getresponse()
             data = response.read()
         except BaseException:
@@ -249,6 +282,7 @@ class RemoteSink:
 
     def _post(self, kind: str, table: pa.Table) -> None:
         body = ipc_stream(table, self.compression)
+        key = batch_id(table)
         path = self._paths[kind]
         problem = ""
         made = 0
@@ -262,7 +296,7 @@ class RemoteSink:
                 made += 1
                 asked = 0.0
                 try:
-                    status, data, retry_after = self._request(path, body)
+                    status, data, retry_after = self._request(path, body, key)
                     asked = min(retry_after or 0.0, MAX_RETRY_AFTER)
                 except (OSError, http.client.HTTPException) as exc:
                     problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -275,8 +309,8 @@ class RemoteSink:
                 if status not in (408, 429) and status < 500:
                     raise SinkError(f"{self.url}{path} refused a batch of {table.num_rows} "
                                     f"rows: {problem}")
-        raise SinkError(f"{self.url}{path}: a batch of {table.num_rows} rows not delivered "
-                        f"after {made} attempts; last: {problem}")
+        raise SinkUnavailable(f"{self.url}{path}: a batch of {table.num_rows} rows not "
+                              f"delivered after {made} attempts; last: {problem}")
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -425,6 +459,39 @@ class EmbeddedSink:
             finally:
                 if self.store is not None:
                     self.store.close()
+
+    def windows(self) -> list[dict[str, Any]]:
+        """The model's windows, oldest first, as ``GET /v1/models/M/windows`` lists them:
+        start, end, rows, state, suite_version and metrics."""
+        with self._lock:
+            if self.store is not None:
+                return [{"start": r.start.isoformat(), "end": r.end.isoformat(),
+                         "rows": r.rows, "state": r.state, "suite_version": r.suite_version,
+                         "metrics": r.metrics}
+                        for r in self.store.load_windows(self.model)]
+            return [{"start": w.start.isoformat(), "end": w.end.isoformat(),
+                     "rows": w.profile.rows, "state": w.state, "suite_version": None,
+                     "metrics": dict(w.result.metrics) if w.result is not None else {}}
+                    for w in sorted(self._monitor.windows.values(), key=lambda w: w.start)]
+
+    def incidents(self, open_only: bool = True) -> list[dict[str, Any]]:
+        """The model's incidents, newest first, each with its diagnosis and recommended
+        actions (``advice``), as ``watchkeeper incidents`` shows them. Incidents need a
+        store: without one the list is empty."""
+        from watchkeeper.advise import advise
+
+        with self._lock:
+            if self.hub is None:
+                return []
+            with self.hub._lock:
+                state = self.hub.models.get(self.model)
+                if state is None or state.alerts is None:
+                    return []
+                suite = state.generations[-1].live.suite
+                found = [{**i.to_dict(), "advice": advise(i, suite.importance).to_dict()}
+                         for i in state.alerts.incidents.values()
+                         if i.is_open or not open_only]
+        return sorted(found, key=lambda i: i["opened_at"], reverse=True)
 
 
 def _register_suite(store: Store, model: str, suite: Suite) -> int:
