@@ -316,11 +316,17 @@ def _summary(suite: Suite, output: Path) -> str:
                    "it is refused (429) until the window has passed; 0: no limit.")
 @click.option("--login-window", "login_window_text", default="1m", show_default=True,
               help="The window of --login-failures.")
+@click.option("--body-timeout", "body_timeout_text", default="10s", show_default=True,
+              help="A request body that stops arriving for this long is answered 408.")
+@click.option("--max-columns", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Columns a batch may have (or as many as the model's suite, if more); "
+                   "a wider one is refused (422).")
 def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path, ...],
                   window_text: str, grace_text: str, retention_text: str, no_auth: bool,
                   webhooks: tuple[str, ...], slack_urls: tuple[str, ...],
                   notify_log: bool, lease_text: str, fold_mib: int, ingest_mib: int,
-                  login_failures: int, login_window_text: str) -> None:
+                  login_failures: int, login_window_text: str, body_timeout_text: str,
+                  max_columns: int) -> None:
     """Run the ingestion and query server. Tokens come from WATCHKEEPER_WRITE_TOKEN and
     WATCHKEEPER_READ_TOKEN. Any number of servers may share one store: each ingests and
     answers reads; one at a time folds (see --lease-ttl)."""
@@ -358,7 +364,9 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
                      retention=parse_duration(retention_text), suites=suites,
                      notifiers=notifiers, lease_ttl=lease_ttl, fold_bytes=fold_mib * 2**20,
                      ingest_bytes=ingest_mib * 2**20, login_failures=login_failures,
-                     login_window=login_window.total_seconds())
+                     login_window=login_window.total_seconds(),
+                     body_timeout=parse_duration(body_timeout_text).total_seconds(),
+                     max_columns=max_columns)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

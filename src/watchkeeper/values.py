@@ -194,8 +194,8 @@ def epoch_seconds(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
             pd.Series(column.to_pylist(), dtype=object), errors="coerce", utc=True,
             format="ISO8601",
         )
-    stamps = pd.Series(pd.to_datetime(series, utc=True))
-    epoch = pd.Timestamp(0, tz="UTC")
+    stamps = pd.Series(pd.to_datetime(series, utc=True)).dt.as_unit("us")
+    epoch = pd.Timestamp(0, tz="UTC").as_unit("us")  # nanoseconds end in 2262: not any year
     return (stamps - epoch).dt.total_seconds().to_numpy(dtype=float, na_value=np.nan)
 
 
