@@ -10,7 +10,6 @@ import socket
 import sqlite3
 import threading
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,9 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from tests.server_helpers import READ, WRITE, Server, request, wait_for
+from tests.server_helpers import READ, WRITE, Server, keyed_sink, request, wait_for
 from tests.test_server import arrow
 from tests.test_server_limits import metric
-from watchkeeper.sdk import RemoteSink
 from watchkeeper.store import Store
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -36,14 +34,6 @@ def batch(n: int, seed: int, start: int = 0) -> pa.Table:
     return pa.table({"id": np.arange(start, start + n), "x": x,
                      "colour": rng.choice(["red", "blue"], n),
                      "prediction": (x > 0).astype(int), "_ts": np.full(n, time.time())})
-
-
-class KeyedSink(RemoteSink):
-    """The SDK's sink sending one Idempotency-Key per batch, the same on every retry."""
-
-    def _post(self, kind: str, table: pa.Table) -> None:
-        self._headers["Idempotency-Key"] = uuid.uuid4().hex
-        super()._post(kind, table)
 
 
 def post(server: Server, path: str, body: bytes, *, key: str | None = None,
@@ -118,6 +108,7 @@ def test_a_batch_sent_again_with_its_idempotency_key_is_acknowledged_and_stored_
     assert stored(server.db) == 100 + 50 + 100 and stored(server.db, "labels") == 2
     wait_for(lambda: windowed(server) == 250, timeout=30)
     assert metric(server, 'watchkeeper_ingested_rows_total{kind="events",model="m"}') == 250
+    assert metric(server, 'watchkeeper_duplicate_batches_total{model="m"}') == 1 + 1 + 7
 
 
 def test_idempotency_keys_are_checked(server: Server) -> None:
@@ -140,7 +131,7 @@ def test_idempotency_keys_are_checked(server: Server) -> None:
 def test_sdk_retries_through_a_stalled_store_are_counted_once(server: Server) -> None:
     """The store's write lock is held for 4 s by another connection; the SDK times out after
     1 s and sends again, each copy waits for the store and is then committed... once."""
-    sink = KeyedSink(server.url, "m", token=WRITE, timeout=1.0, retries=8, backoff=0.2)
+    sink = keyed_sink(server.url, "m", token=WRITE, timeout=1.0, retries=8, backoff=0.2)
     blocker = sqlite3.connect(server.db, timeout=30, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # the store stalls
     try:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -42,6 +42,11 @@ from watchkeeper.store import Store, StoreError
 from watchkeeper.suite import Suite
 
 log = logging.getLogger("watchkeeper.server")
+#: The Idempotency-Key header as the OpenAPI shows it (read and checked by ``ingest``).
+KEY_HEADER = Header(None, alias="Idempotency-Key", description=(
+    "One key per batch (e.g. a UUID; 1 to 255 printable ASCII characters, no spaces), the "
+    "same on every retry: a batch sent again with its key is answered again "
+    '("duplicate": true) and stored once.'))
 
 
 def load_suite(text: str) -> Suite:
@@ -253,13 +258,15 @@ def create_app(
         return {"accepted": done.rows, "seq": done.seq, "duplicate": True}
 
     @app.post("/v1/models/{model}/events")
-    async def post_events(model: str, request: Request) -> dict[str, Any]:
+    async def post_events(model: str, request: Request,
+                          idempotency_key: str | None = KEY_HEADER) -> dict[str, Any]:
         """Prediction events: JSON rows or columns, NDJSON, or an Arrow IPC stream. Columns:
         the model's features and outputs, plus optional _ts, _latency_ms, _client, _error."""
         return await ingest(model, request, "events")
 
     @app.post("/v1/models/{model}/labels")
-    async def post_labels(model: str, request: Request) -> dict[str, Any]:
+    async def post_labels(model: str, request: Request,
+                          idempotency_key: str | None = KEY_HEADER) -> dict[str, Any]:
         """Labels that arrived later: the suite's id and target columns."""
         return await ingest(model, request, "labels")
 

@@ -560,7 +560,7 @@ class Hub:
             table = protect(table, modes, self.pii_key)
         done = self.store.append_batch(model, to_ipc(table), table.num_rows, kind, key=key)
         if done.duplicate:
-            self.counters[f"duplicate_batches:{model}"] += 1
+            self.counters[f"duplicates:{model}"] += 1
             return done
         self.counters[f"{kind}_rows:{model}"] += table.num_rows
         self.counters[f"{kind}_batches:{model}"] += 1
