@@ -171,6 +171,15 @@ def test_a_batch_committed_before_a_kill_9_is_stored_once_when_sent_again(
         second.stop()
 
 
+def test_parameters_out_of_range_are_refused_not_server_errors(server: Server) -> None:
+    """Found by schemathesis (benchmarks/api_fuzz.py): each was a 503 or a 500."""
+    base = server.url + "/v1/models/m"
+    assert request(base + "/findings?min_severity=null", token=READ)[0] == 422
+    assert request(base + "/suites/85289860561457518996818493440", token=READ)[0] == 422
+    assert request(base + f"/suites/{2**31}/activate", b"", token=WRITE)[0] == 422
+    assert request(base + "/suites/1", token=READ)[0] == 200
+
+
 # -- request bodies that stall or stop short ---------------------------------------------------
 def stall(server: Server, declared: int, sent: bytes) -> socket.socket:
     """A request declaring ``declared`` bytes of body that sends ``sent`` and then nothing."""

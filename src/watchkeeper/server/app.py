@@ -9,9 +9,9 @@ import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -42,6 +42,9 @@ from watchkeeper.store import Store, StoreError
 from watchkeeper.suite import Suite
 
 log = logging.getLogger("watchkeeper.server")
+#: A suite version in a path: what the store's column holds (beyond it, 422 rather than a
+#: driver's overflow)
+SuiteNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
 #: The Idempotency-Key header as the OpenAPI shows it (read and checked by ``ingest``).
 KEY_HEADER = Header(None, alias="Idempotency-Key", description=(
     "One key per batch (e.g. a UUID; 1 to 255 printable ASCII characters, no spaces), the "
@@ -303,7 +306,7 @@ def create_app(
             for v in store.suite_versions(model)]}
 
     @app.get("/v1/models/{model}/suites/{version}")
-    def suite_text(model: str, version: int, request: Request) -> Response:
+    def suite_text(model: str, version: SuiteNumber, request: Request) -> Response:
         require(request, "read")
         try:
             found = store.suite_version(model, version)
@@ -312,7 +315,7 @@ def create_app(
         return PlainTextResponse(found.text, media_type="application/yaml")
 
     @app.post("/v1/models/{model}/suites/{version}/activate")
-    async def activate(model: str, version: int, request: Request) -> dict[str, Any]:
+    async def activate(model: str, version: SuiteNumber, request: Request) -> dict[str, Any]:
         """Roll back (or forward) to a stored version, from the next window on."""
         require(request, "write")
         try:
@@ -350,7 +353,8 @@ def create_app(
 
     @app.get("/v1/models/{model}/findings")
     def findings(model: str, request: Request, since: datetime | None = None,
-                 until: datetime | None = None, min_severity: str | None = None
+                 until: datetime | None = None,
+                 min_severity: Literal["info", "warning", "critical"] | None = None
                  ) -> dict[str, Any]:
         require(request, "read")
         found = store.findings(model, since=since, until=until, min_severity=min_severity)
