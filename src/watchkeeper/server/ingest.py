@@ -52,11 +52,12 @@ def check_width(columns: int, limit: int, what: str = "the batch") -> None:
 class IngestBudget:
     """The bytes of request bodies being ingested at once, at most ``limit``.
 
-    An ingest request takes its body's size before reading it and gives it back once it is
-    answered; while in flight, it holds several copies of its body (the bytes, the Arrow
-    table, the IPC stream stored; about 6×), so this bounds the memory of concurrent ingests
-    at a few times ``limit`` however many clients post at once. A request that does not fit
-    is refused at once (the server answers 503 with Retry-After), never queued.
+    An ingest request takes its body's bytes as they arrive (a stalled or slow upload holds
+    only what it sent) and gives them back once it is answered; while in flight, it holds
+    several copies of its body (the bytes, the Arrow table, the IPC stream stored; about
+    6×), so this bounds the memory of concurrent ingests at a few times ``limit`` however
+    many clients post at once. A request that runs out of it is refused at once (the server
+    answers 503 with Retry-After), never queued.
 
     >>> budget = IngestBudget(100)
     >>> budget.take(60), budget.take(60), budget.in_use
