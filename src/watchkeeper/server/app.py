@@ -45,7 +45,7 @@ log = logging.getLogger("watchkeeper.server")
 #: A suite version in a path: what the store's column holds (beyond it, 422 rather than a
 #: driver's overflow)
 SuiteNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
-#: The Idempotency-Key header as the OpenAPI shows it (read and checked by ``ingest``).
+#: The Idempotency-Key header of ingest requests (checked by ``ingest.idempotency_key``).
 KEY_HEADER = Header(None, alias="Idempotency-Key", description=(
     "One key per batch (e.g. a UUID; 1 to 255 printable ASCII characters, no spaces), the "
     "same on every retry: a batch sent again with its key is answered again "
@@ -203,12 +203,13 @@ def create_app(
                 out += [task.id, task.target]
         return out
 
-    async def ingest(model: str, request: Request, kind: str) -> dict[str, Any]:
+    async def ingest(model: str, request: Request, kind: str,
+                     key_header: str | None) -> dict[str, Any]:
         require(request, "write")
         if model not in hub.models:
             raise HTTPException(404, f"no suite deployed for model {model!r}")
         try:
-            key = idempotency_key(request.headers.get("idempotency-key"))
+            key = idempotency_key(key_header)
         except RequestError as exc:
             hub.reject(model, "invalid")
             raise HTTPException(400, str(exc)) from None
@@ -265,13 +266,13 @@ def create_app(
                           idempotency_key: str | None = KEY_HEADER) -> dict[str, Any]:
         """Prediction events: JSON rows or columns, NDJSON, or an Arrow IPC stream. Columns:
         the model's features and outputs, plus optional _ts, _latency_ms, _client, _error."""
-        return await ingest(model, request, "events")
+        return await ingest(model, request, "events", idempotency_key)
 
     @app.post("/v1/models/{model}/labels")
     async def post_labels(model: str, request: Request,
                           idempotency_key: str | None = KEY_HEADER) -> dict[str, Any]:
         """Labels that arrived later: the suite's id and target columns."""
-        return await ingest(model, request, "labels")
+        return await ingest(model, request, "labels", idempotency_key)
 
     @app.post("/v1/models/{model}/suites")
     async def deploy(model: str, request: Request, note: str | None = None,
