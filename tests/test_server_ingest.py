@@ -22,6 +22,7 @@ import watchkeeper as wk
 from tests.server_helpers import READ, WRITE, Server, keyed_sink, request, wait_for
 from tests.test_server import arrow
 from tests.test_server_limits import metric
+from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
 from watchkeeper.store import Store
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -109,6 +110,36 @@ def test_a_batch_sent_again_with_its_idempotency_key_is_acknowledged_and_stored_
     wait_for(lambda: windowed(server) == 250, timeout=30)
     assert metric(server, 'watchkeeper_ingested_rows_total{kind="events",model="m"}') == 250
     assert metric(server, 'watchkeeper_duplicate_batches_total{model="m"}') == 1 + 1 + 7
+
+
+@pytest.mark.slow
+def test_copies_sent_at_once_to_two_servers_on_one_store_are_stored_once(
+        tmp_path: Path, suite_path: Path, store_url: str) -> None:  # noqa: F811
+    servers = [Server(tmp_path, "--store", store_url, "--suite", f"m={suite_path}",
+                      "--window", "1s", "--grace", "1s").start(timeout=60) for _ in range(2)]
+    try:
+        answers: list[tuple[int, Any]] = []
+        start = threading.Barrier(8)
+
+        def send(i: int) -> None:
+            start.wait()
+            for j in range(5):
+                answers.append(post(servers[i % 2], EVENTS, arrow(batch(10 * (j + 1), j)),
+                                    key=f"both-{j}"))
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert [s for s, _ in answers] == [200] * 40
+        assert sum("duplicate" not in a for _, a in answers) == 5
+        with Store(store_url) as store:
+            assert sorted(e.rows for e in store.events_after("m", 0)) == [10, 20, 30, 40, 50]
+        wait_for(lambda: windowed(servers[0]) == 150, timeout=60)
+    finally:
+        for s in servers:
+            s.stop()
 
 
 def test_idempotency_keys_are_checked(server: Server) -> None:
