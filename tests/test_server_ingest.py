@@ -277,12 +277,16 @@ def test_a_batch_wider_than_the_column_limit_is_refused(server: Server) -> None:
                                 ARROW)):
         status, answer = post(server, EVENTS, body, content_type=content_type)
         assert status == 422, answer
-        assert "columns, more than the 50 this server takes (watchkeeper serve " \
-               "--max-columns)" in answer["detail"]
-    # rows each narrow enough, but wider together
+        assert "columns, more than the 59 this server takes for the model (its suite's " \
+               "columns, the reserved ones and watchkeeper serve --max-columns others)" in \
+               answer["detail"]
+    # rows each narrow enough, but wider together (50 others, 5 of the suite's, 4 reserved)
     rows = [{f"a{i}": 1 for i in range(30)}, {f"b{i}": 1 for i in range(30)}]
     status, answer = post(server, EVENTS, json.dumps(rows).encode(), content_type=JSON)
     assert status == 422 and "the batch has 60 columns" in answer["detail"]
+    wide = {**{f"a{i}": 1.0 for i in range(50)}, **batch(1, 9).to_pylist()[0],
+            "_latency_ms": 1.0, "_client": "c", "_error": False}
+    assert post(server, EVENTS, json.dumps([wide]).encode(), content_type=JSON)[0] == 200
     assert post(server, EVENTS, arrow(batch(10, 8)))[0] == 200  # the model's own: taken
 
 

@@ -319,7 +319,7 @@ def _summary(suite: Suite, output: Path) -> str:
 @click.option("--body-timeout", "body_timeout_text", default="10s", show_default=True,
               help="A request body that stops arriving for this long is answered 408.")
 @click.option("--max-columns", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Columns a batch may have (or as many as the model's suite, if more); "
+              help="Columns a batch may have besides its suite's and the reserved ones; "
                    "a wider one is refused (422).")
 def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path, ...],
                   window_text: str, grace_text: str, retention_text: str, no_auth: bool,

@@ -81,8 +81,8 @@ def create_app(
     At most ``ingest_bytes`` of request bodies are ingested at once, taken as their bytes
     arrive (a request that runs out of it is answered 503 with Retry-After; a body larger
     than that, 413); a body that stops arriving for ``body_timeout`` seconds is answered
-    408, one cut short 400. A batch wider than ``max_columns`` (or than the model's suite, if
-    that has more) is refused (422) before its table is built. After
+    408, one cut short 400. A batch with more than ``max_columns`` columns besides its
+    suite's and the reserved ones is refused (422) before its table is built. After
     ``login_failures`` failed dashboard logins within ``login_window`` seconds, a client
     address is answered 429 until the window has passed (0: no limit)."""
     tokens = tokens or Tokens()
@@ -188,10 +188,10 @@ def create_app(
                              "stored, send it again", headers={"Connection": "close"})
 
     def width_limit(model: str) -> int:
-        """Columns a batch of the model may have: the server's limit, or more if a suite
-        version in service has more columns (and the reserved ones)."""
+        """Columns a batch of the model may have: those of its widest suite version in
+        service, the reserved ones, and ``max_columns`` others."""
         widest = max(len(g.live.suite.schema.columns) for g in hub.models[model].generations)
-        return max(max_columns, widest + len(RESERVED))
+        return widest + len(RESERVED) + max_columns
 
     def label_columns(model: str) -> list[str]:
         """The id and target columns labels need, of every suite version in service that

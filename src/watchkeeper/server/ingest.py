@@ -21,7 +21,8 @@ MAX_BODY = 256 * 1024 * 1024
 RETRY_AFTER = 1
 #: Longest Idempotency-Key accepted, in characters (a UUID has 36).
 MAX_KEY = 255
-#: Columns a batch may have by default (``serve --max-columns``; a suite with more raises it).
+#: Columns a batch may have besides its suite's and the reserved ones (``serve --max-columns``;
+#: the SDK sends at most 1000 features).
 MAX_COLUMNS = 1000
 
 
@@ -45,8 +46,8 @@ def check_width(columns: int, limit: int, what: str = "the batch") -> None:
     """DataError (422) naming the limit when ``what`` has more than ``limit`` columns."""
     if columns > limit:
         raise DataError(f"{what} has {columns} columns, more than the {limit} this server "
-                        "takes (watchkeeper serve --max-columns): send only the model's "
-                        "columns")
+                        "takes for the model (its suite's columns, the reserved ones and "
+                        "watchkeeper serve --max-columns others): send the model's columns")
 
 
 class IngestBudget:
