@@ -308,6 +308,10 @@ def test_every_batch_is_refused_at_ingest_or_counted(server: Server) -> None:
         (LABELS, json.dumps([{"id": 1}]).encode(), JSON, "missing 'label'"),
         (LABELS, json.dumps([{"id": [1], "label": 1}]).encode(), JSON, "'id' (list"),
         (LABELS, json.dumps([{"id": {"a": 1}, "label": 1}]).encode(), JSON, "'id' (struct"),
+        (EVENTS, arrow(pa.table({"id": pa.array([1], pa.float16())})), ARROW,
+         "'id' holds half-precision floats"),
+        (EVENTS, arrow(pa.table({"x": [1.0], "_client": pa.array([b"\xff"])})), ARROW,
+         "'_client' holds bytes"),
     ]
     for path, body, content_type, named in refused:
         status, answer = post(server, path, body, content_type=content_type)
@@ -320,11 +324,13 @@ def test_every_batch_is_refused_at_ingest_or_counted(server: Server) -> None:
         (EVENTS, b'{"x":1}\n{"x":"x","colour":"red"}\n', NDJSON),  # "x": counted invalid
         (LABELS, json.dumps([{"id": 1.5, "label": 1}, {"id": "x", "label": 0}]).encode(),
          JSON),
+        (EVENTS, json.dumps([{"x": 2**62, "_ts": 2**62, "_latency_ms": 2**63}]).encode(),
+         JSON),  # integers past 2**53: rounded; that _ts names no window
     ]
     for path, body, content_type in counted:
         assert post(server, path, body, content_type=content_type)[0] == 200
-    wait_for(lambda: windowed(server) == 5, timeout=30)
-    wait_for(lambda: metric(server, 'watchkeeper_bad_timestamp_rows_total{model="m"}') == 2)
+    wait_for(lambda: windowed(server) == 6, timeout=30)
+    wait_for(lambda: metric(server, 'watchkeeper_bad_timestamp_rows_total{model="m"}') == 3)
     status, aside = request(server.url + "/v1/models/m/quarantine", token=READ)
     assert status == 200 and aside["batches"] == []
     assert request(server.url + "/healthz")[1]["fold_errors"] == 0

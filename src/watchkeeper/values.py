@@ -55,8 +55,8 @@ def _chunk_to_float(chunk: pa.Array) -> tuple[np.ndarray, int]:
     kind = type_class(chunk.type)
     if pa.types.is_dictionary(chunk.type):
         chunk = chunk.dictionary_decode()
-    if kind in ("numeric", "boolean"):
-        return pc.cast(chunk, pa.float64()).to_numpy(zero_copy_only=False), 0
+    if kind in ("numeric", "boolean"):  # (integers past 2**53 are rounded, not refused)
+        return pc.cast(chunk, pa.float64(), safe=False).to_numpy(zero_copy_only=False), 0
     if kind == "null":
         return np.full(len(chunk), np.nan), 0
     if kind == "string":

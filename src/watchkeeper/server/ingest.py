@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from watchkeeper.data import to_table
 from watchkeeper.errors import DataError, RequestError
+from watchkeeper.service import CLIENT
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 NDJSON = ("application/x-ndjson", "application/jsonl", "application/ndjson")
@@ -105,6 +106,13 @@ def check_batch(table: pa.Table, kind: str, label_columns: list[str]) -> None:
         raise DataError(f"column {', '.join(nested)} holds nested values (lists or objects): "
                         "send one number, string, boolean or time per column and row "
                         "(e.g. the value as a JSON string)")
+    for f in table.schema:
+        if pa.types.is_float16(f.type):
+            raise DataError(f"column {f.name!r} holds half-precision floats: send them as "
+                            "float32 or float64")
+        if f.name == CLIENT and (pa.types.is_binary(f.type) or pa.types.is_large_binary(
+                f.type) or pa.types.is_fixed_size_binary(f.type)):
+            raise DataError(f"column {CLIENT!r} holds bytes: send the caller as text")
     if kind == "labels":
         missing = [c for c in dict.fromkeys(label_columns) if c not in table.column_names]
         if missing:
