@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import watchkeeper
 from watchkeeper.datasets import synthetic_drift_pair
 from watchkeeper.profile import Profile
-from watchkeeper.store import SCHEMA_VERSION, LeaseLost, Store, StoreError, WindowRecord
+from watchkeeper.store import SCHEMA_VERSION, LeaseLost, Store, StoreError, WindowRecord, migrations
 
 PG_URL = os.environ.get(
     "WATCHKEEPER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -354,6 +354,76 @@ def test_concurrent_appends(store: Store) -> None:
     assert {e.payload for e in events} == {
         f"{i}:{j}".encode() for i in range(4) for j in range(200)
     }
+
+
+def test_a_batch_is_stored_once_per_idempotency_key(store_url: str) -> None:
+    with Store(store_url) as store:
+        first = store.append_batch("m", b"one", 3, key="k-1")
+        again = store.append_batch("m", b"one again", 3, key="k-1")
+        assert not first.duplicate and again == replace(first, duplicate=True)
+        labels = store.append_batch("m", b"labels", 2, "labels", key="k-2")
+        other = store.append_batch("other", b"other", 1, key="k-1")  # keys are per model
+        unkeyed = [store.append_events("m", b"no key", 1) for _ in range(2)]
+        assert not labels.duplicate and not other.duplicate and unkeyed[0] != unkeyed[1]
+        with pytest.raises(StoreError, match="non-empty string"):
+            store.append_batch("m", b"x", 1, key="")
+    with Store(store_url) as store:  # in the store: a restarted server knows the key
+        assert store.append_batch("m", b"one", 3, key="k-1") == replace(first, duplicate=True)
+        events = store.events_after("m", 0)
+        assert [(e.seq, e.payload, e.idempotency_key) for e in events] == [
+            (first.seq, b"one", "k-1"), (labels.seq, b"labels", "k-2"),
+            (unkeyed[0], b"no key", None), (unkeyed[1], b"no key", None)]
+
+
+def test_copies_of_a_batch_racing_on_two_stores_are_stored_once(store_url: str) -> None:
+    """Two servers on one store, each taking copies of the same batches at once."""
+    stores = [Store(store_url), Store(store_url)]
+    done: list[list] = [[] for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def send(i: int) -> None:
+        start.wait()
+        for j in range(20):
+            done[i].append(stores[i % 2].append_batch("m", f"batch {j}".encode(), j + 1,
+                                                       key=f"key-{j}"))
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(len(d) == 20 for d in done)
+    for j in range(20):  # one copy stored, every copy answered with its seq
+        answers = [d[j] for d in done]
+        assert sum(not a.duplicate for a in answers) == 1
+        assert len({(a.seq, a.rows) for a in answers}) == 1
+    events = stores[0].events_after("m", 0, limit=1000)
+    assert sorted(e.payload for e in events) == sorted(f"batch {j}".encode() for j in range(20))
+    for s in stores:
+        s.close()
+
+
+def test_a_store_from_before_idempotency_keys_opens_and_migrates(store_url: str) -> None:
+    with Store(store_url) as store:
+        seq = store.append_events("m", b"old batch", rows=1)
+    engine = sa.create_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX events_idempotency"))
+        conn.execute(sa.text("ALTER TABLE events DROP COLUMN idempotency_key"))
+        conn.execute(sa.text("DELETE FROM schema_version"))
+        before = [step for _, step in migrations.MIGRATIONS].index(migrations._idempotency)
+        for v in range(1, before + 1):  # the versions reached before it (those after check
+            conn.execute(sa.text("INSERT INTO schema_version VALUES (:v, :t, 'old')"),
+                         {"v": v, "t": datetime.now(UTC)})  # first: they run again)
+    with Store(store_url) as store:
+        assert store.migrate() == SCHEMA_VERSION
+        assert [(e.seq, e.idempotency_key) for e in store.events_after("m", 0)] == [(seq, None)]
+        assert store.append_batch("m", b"new", 1, key="k").seq > seq
+        assert store.append_batch("m", b"new", 1, key="k").duplicate
+    with engine.connect() as conn:
+        indexes = {i["name"]: i for i in sa.inspect(conn).get_indexes("events")}
+        assert indexes["events_idempotency"]["unique"]
+    engine.dispose()
 
 
 # -- alert state -----------------------------------------------------------------------------

@@ -467,12 +467,18 @@ def _summary(suite: Suite, output: Path) -> str:
 @click.option("--metrics-open", is_flag=True,
               help="Serve /metrics without a token (by default it needs the read, write or "
                    "WATCHKEEPER_METRICS_TOKEN token).")
+@click.option("--body-timeout", "body_timeout_text", default="10s", show_default=True,
+              help="A request body that stops arriving for this long is answered 408.")
+@click.option("--max-columns", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Columns a batch may have besides its suite's and the reserved ones; "
+                   "a wider one is refused (422).")
 def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path, ...],
                   window_text: str, grace_text: str, retention_text: str, no_auth: bool,
                   webhooks: tuple[str, ...], slack_urls: tuple[str, ...],
                   notify_log: bool, lease_text: str, fold_mib: int, ingest_mib: int,
                   login_failures: int, login_window_text: str, forwarded_allow_ips: str,
-                  show_clients: bool, metrics_open: bool) -> None:
+                  show_clients: bool, metrics_open: bool, body_timeout_text: str,
+                  max_columns: int) -> None:
     """Run the ingestion and query server. Tokens come from WATCHKEEPER_WRITE_TOKEN and
     WATCHKEEPER_READ_TOKEN (and WATCHKEEPER_METRICS_TOKEN, for /metrics only). Any number
     of servers may share one store: each ingests and answers reads; one at a time folds
@@ -513,7 +519,9 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
                      notifiers=notifiers, lease_ttl=lease_ttl, fold_bytes=fold_mib * 2**20,
                      ingest_bytes=ingest_mib * 2**20, login_failures=login_failures,
                      login_window=login_window.total_seconds(), show_clients=show_clients,
-                     metrics_open=metrics_open)
+                     metrics_open=metrics_open,
+                     body_timeout=parse_duration(body_timeout_text).total_seconds(),
+                     max_columns=max_columns)
     uvicorn.run(app, host=host, port=port, log_level="warning",
                 proxy_headers=bool(forwarded_allow_ips.strip()),
                 forwarded_allow_ips=forwarded_allow_ips.strip() or None)

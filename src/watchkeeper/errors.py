@@ -20,3 +20,8 @@ class SuiteError(WatchkeeperError, ValueError):
         self.source = source
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{field}: {problem}")
+
+
+class RequestError(WatchkeeperError, ValueError):
+    """An HTTP request the server cannot take as sent (a malformed header, a body cut short,
+    a body that stopped arriving): the client can fix it and send it again."""

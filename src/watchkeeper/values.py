@@ -55,8 +55,8 @@ def _chunk_to_float(chunk: pa.Array) -> tuple[np.ndarray, int]:
     kind = type_class(chunk.type)
     if pa.types.is_dictionary(chunk.type):
         chunk = chunk.dictionary_decode()
-    if kind in ("numeric", "boolean"):
-        return pc.cast(chunk, pa.float64()).to_numpy(zero_copy_only=False), 0
+    if kind in ("numeric", "boolean"):  # (integers past 2**53 are rounded, not refused)
+        return pc.cast(chunk, pa.float64(), safe=False).to_numpy(zero_copy_only=False), 0
     if kind == "null":
         return np.full(len(chunk), np.nan), 0
     if kind == "string":
@@ -194,8 +194,8 @@ def epoch_seconds(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
             pd.Series(column.to_pylist(), dtype=object), errors="coerce", utc=True,
             format="ISO8601",
         )
-    stamps = pd.Series(pd.to_datetime(series, utc=True))
-    epoch = pd.Timestamp(0, tz="UTC")
+    stamps = pd.Series(pd.to_datetime(series, utc=True)).dt.as_unit("us")
+    epoch = pd.Timestamp(0, tz="UTC").as_unit("us")  # nanoseconds end in 2262: not any year
     return (stamps - epoch).dt.total_seconds().to_numpy(dtype=float, na_value=np.nan)
 
 

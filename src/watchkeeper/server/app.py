@@ -3,34 +3,56 @@ health and Prometheus metrics. OpenAPI at /docs and /openapi.json."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 from collections.abc import Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Path, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from watchkeeper import suitefile
 from watchkeeper.advise import advise
 from watchkeeper.alerts import AlertManager, Incident
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.diff import diff
-from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.errors import DataError, RequestError, SuiteError
 from watchkeeper.server.auth import LoginLimiter, Tokens, bearer
 from watchkeeper.server.dashboard import add_dashboard
 from watchkeeper.server.hub import Hub
-from watchkeeper.server.ingest import MAX_BODY, RETRY_AFTER, IngestBudget, parse_body
+from watchkeeper.server.ingest import (
+    MAX_BODY,
+    MAX_COLUMNS,
+    RETRY_AFTER,
+    IngestBudget,
+    check_batch,
+    idempotency_key,
+    parse_body,
+)
 from watchkeeper.server.metrics import HubCollector
 from watchkeeper.server.privacy import Privacy
+from watchkeeper.service import RESERVED
 from watchkeeper.store import Store, StoreError
 from watchkeeper.store.sessions import session_access
 from watchkeeper.suite import Suite
+
+log = logging.getLogger("watchkeeper.server")
+#: A suite version in a path: what the store's column holds (beyond it, 422 rather than a
+#: driver's overflow)
+SuiteNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
+#: The Idempotency-Key header of ingest requests (checked by ``ingest.idempotency_key``).
+KEY_HEADER = Header(None, alias="Idempotency-Key", description=(
+    "One key per batch (e.g. a UUID; 1 to 255 printable ASCII characters, no spaces), the "
+    "same on every retry: a batch sent again with its key is answered again "
+    '("duplicate": true) and stored once.'))
 
 
 def load_suite(text: str) -> Suite:
@@ -53,14 +75,19 @@ def create_app(
     login_window: float = 60.0,
     show_clients: bool = False,
     metrics_open: bool = False,
+    body_timeout: float = 10.0,
+    max_columns: int = MAX_COLUMNS,
 ) -> FastAPI:
     """Build the app. ``suites`` maps model → suite YAML to deploy at start when that model
     has no active suite yet (``watchkeeper serve --suite``). Several servers may share a
     store: the one holding the fold lease (``lease_ttl`` seconds, renewed every third of
     that) folds the event log; None folds without a lease (this process must be alone).
 
-    At most ``ingest_bytes`` of request bodies are ingested at once (a request beyond that
-    is answered 503 with Retry-After; a body larger than that, 413). After
+    At most ``ingest_bytes`` of request bodies are ingested at once, taken as their bytes
+    arrive (a request that runs out of it is answered 503 with Retry-After; a body larger
+    than that, 413); a body that stops arriving for ``body_timeout`` seconds is answered
+    408, one cut short 400. A batch with more than ``max_columns`` columns besides its
+    suite's and the reserved ones is refused (422) before its table is built. After
     ``login_failures`` failed dashboard logins or wrong bearer tokens within
     ``login_window`` seconds, a client address is answered 429 until the window has passed
     (0: no limit). Personal data outside the suite is scrubbed before storage and client
@@ -148,45 +175,92 @@ def create_app(
     async def body_of(request: Request,
                       taking: Callable[[int], None] | None = None) -> bytes:
         """The body, cut off past the largest accepted (a chunked body has no declared
-        size); ``taking`` is told each chunk's size before it is kept."""
-        declared_size(request)
+        size); ``taking`` is told each chunk's size before it is kept. A body that stops
+        arriving for ``body_timeout`` seconds is answered 408, one shorter than its
+        Content-Length 400 (each logged in one line)."""
+        declared = declared_size(request)
         chunks, size = [], 0
-        async for chunk in request.stream():
+        stream = request.stream()
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(stream), body_timeout)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise cut_short(request, 408, f"no byte of the body for {body_timeout:g} s "
+                                f"after {size} bytes") from None
+            except ClientDisconnect:
+                raise cut_short(request, 400, f"the connection closed after {size} bytes of "
+                                "the body") from None
             size += len(chunk)
             if size > max_body:
                 raise too_large()
             if taking is not None:
                 taking(len(chunk))
             chunks.append(chunk)
+        if declared is not None and size != declared:  # (the HTTP parser guards this too)
+            raise cut_short(request, 400, f"{size} bytes of body, not {declared}")
         return b"".join(chunks)
 
-    async def ingest(model: str, request: Request, kind: str) -> dict[str, Any]:
+    def cut_short(request: Request, status: int, what: str) -> HTTPException:
+        """A body that did not arrive whole: counted, logged in one line, nothing stored."""
+        hub.counters["rejected_incomplete"] += 1
+        client = request.client.host if request.client else "?"
+        log.warning("%s %s from %s: %s; answered %d, nothing stored", request.method,
+                    request.url.path, client, what, status)
+        return HTTPException(status, f"incomplete request body: {what}; nothing of it was "
+                             "stored, send it again", headers={"Connection": "close"})
+
+    def width_limit(model: str) -> int:
+        """Columns a batch of the model may have: those of its widest suite version in
+        service, the reserved ones, and ``max_columns`` others."""
+        widest = max(len(g.live.suite.schema.columns) for g in hub.models[model].generations)
+        return widest + len(RESERVED) + max_columns
+
+    def label_columns(model: str) -> list[str]:
+        """The id and target columns labels need, of every suite version in service that
+        joins labels."""
+        out = []
+        for g in hub.models[model].generations:
+            task = g.live.suite.schema.task
+            if task is not None and task.id is not None and task.target is not None:
+                out += [task.id, task.target]
+        return out
+
+    async def ingest(model: str, request: Request, kind: str,
+                     key_header: str | None) -> dict[str, Any]:
         require(request, "write")
         if model not in hub.models:
             raise HTTPException(404, f"no suite deployed for model {model!r}")
+        try:
+            key = idempotency_key(key_header)
+        except RequestError as exc:
+            hub.reject(model, "invalid")
+            raise HTTPException(400, str(exc)) from None
         held = 0  # bytes of the ingest budget this request holds, given back once answered
 
-        def take(size: int) -> None:
+        def take(size: int) -> None:  # as the bytes arrive: a stalled client holds few
             nonlocal held
             if not budget.take(size):
                 raise busy()
             held += size
 
         try:
-            size = declared_size(request)
-            if size is not None:  # taken before reading: a refused body is never read
-                take(size)
-            # a chunked body (no declared size) takes its budget as it comes
-            body = await body_of(request, take if size is None else None)
-            return await parse_and_append(model, request, kind, body)
+            body = await body_of(request, take)
+            return await parse_and_append(model, request, kind, body, key)
         finally:
             budget.give(held)
 
-    async def parse_and_append(model: str, request: Request, kind: str,
-                               body: bytes) -> dict[str, Any]:
+    async def parse_and_append(model: str, request: Request, kind: str, body: bytes,
+                               key: str | None) -> dict[str, Any]:
+        def parse() -> Any:
+            table = parse_body(body, request.headers.get("content-type", ""),
+                               width_limit(model))
+            check_batch(table, kind, label_columns(model))
+            return table
+
         try:
-            table = await run_in_threadpool(parse_body, body,
-                                            request.headers.get("content-type", ""))
+            table = await run_in_threadpool(parse)
         except DataError as exc:
             hub.reject(model, "invalid")
             raise HTTPException(422, str(exc)) from None
@@ -200,21 +274,30 @@ def create_app(
                     request.headers.get("x-watchkeeper-dropped", "0"))
         try:  # acknowledged only once the batch is committed to the store
             table = await run_in_threadpool(privacy.scrub, model, table)
-            seq = await run_in_threadpool(hub.append, model, table, kind)
+            done = await run_in_threadpool(hub.append, model, table, kind, key)
         except StoreError as exc:
             raise HTTPException(503, f"store unavailable: {exc}") from None
-        return {"accepted": table.num_rows, "seq": seq}
+        if not done.duplicate:
+            return {"accepted": done.rows, "seq": done.seq}
+        if (done.kind, done.rows) != (kind, table.num_rows):
+            hub.reject(model, "invalid")
+            raise HTTPException(422, f"Idempotency-Key {key!r} was used for another batch "
+                                f"({done.rows} rows of {done.kind}, seq {done.seq}): use a "
+                                "new key for each batch")
+        return {"accepted": done.rows, "seq": done.seq, "duplicate": True}
 
     @app.post("/v1/models/{model}/events")
-    async def post_events(model: str, request: Request) -> dict[str, Any]:
+    async def post_events(model: str, request: Request,
+                          idempotency_key: str | None = KEY_HEADER) -> dict[str, Any]:
         """Prediction events: JSON rows or columns, NDJSON, or an Arrow IPC stream. Columns:
         the model's features and outputs, plus optional _ts, _latency_ms, _client, _error."""
-        return await ingest(model, request, "events")
+        return await ingest(model, request, "events", idempotency_key)
 
     @app.post("/v1/models/{model}/labels")
-    async def post_labels(model: str, request: Request) -> dict[str, Any]:
+    async def post_labels(model: str, request: Request,
+                          idempotency_key: str | None = KEY_HEADER) -> dict[str, Any]:
         """Labels that arrived later: the suite's id and target columns."""
-        return await ingest(model, request, "labels")
+        return await ingest(model, request, "labels", idempotency_key)
 
     @app.post("/v1/models/{model}/suites")
     async def deploy(model: str, request: Request, note: str | None = None,
@@ -249,7 +332,7 @@ def create_app(
             for v in store.suite_versions(model)]}
 
     @app.get("/v1/models/{model}/suites/{version}")
-    def suite_text(model: str, version: int, request: Request) -> Response:
+    def suite_text(model: str, version: SuiteNumber, request: Request) -> Response:
         require(request, "read")
         try:
             found = store.suite_version(model, version)
@@ -258,7 +341,7 @@ def create_app(
         return PlainTextResponse(found.text, media_type="application/yaml")
 
     @app.post("/v1/models/{model}/suites/{version}/activate")
-    async def activate(model: str, version: int, request: Request) -> dict[str, Any]:
+    async def activate(model: str, version: SuiteNumber, request: Request) -> dict[str, Any]:
         """Roll back (or forward) to a stored version, from the next window on."""
         require(request, "write")
         try:
@@ -296,7 +379,8 @@ def create_app(
 
     @app.get("/v1/models/{model}/findings")
     def findings(model: str, request: Request, since: datetime | None = None,
-                 until: datetime | None = None, min_severity: str | None = None
+                 until: datetime | None = None,
+                 min_severity: Literal["info", "warning", "critical"] | None = None
                  ) -> dict[str, Any]:
         require(request, "read")
         found = store.findings(model, since=since, until=until, min_severity=min_severity)

@@ -82,7 +82,7 @@ from watchkeeper.pii import key_from_env, protect
 from watchkeeper.profile import Profile
 from watchkeeper.server.ingest import from_ipc, to_ipc
 from watchkeeper.service import TS
-from watchkeeper.store import Conflict, Lease, LeaseLost, Store, StoreError, WindowRecord
+from watchkeeper.store import Appended, Conflict, Lease, LeaseLost, Store, StoreError, WindowRecord
 from watchkeeper.suite import Suite
 from watchkeeper.values import epoch_seconds
 
@@ -130,6 +130,9 @@ class ModelState:
     broken: bool = False
     #: follower: (updated_at, rows) of each window in the view, by start
     seen: dict[datetime, tuple[Any, int]] = field(default_factory=dict)
+    #: each version's counters (late rows, bad timestamps...) as of the windows last saved:
+    #: a reload (after a failed step) starts from them, not from zero
+    counted: dict[int, dict[str, int]] = field(default_factory=dict)
 
     @property
     def current(self) -> OnlineMonitor:
@@ -330,6 +333,11 @@ class Hub:
         if active is None:
             return None
         state = ModelState(self._generations(model, active.version, restore=True))
+        previous = self.models.get(model)
+        if previous is not None:  # a reload: counters go on from the last save
+            state.counted = previous.counted
+            for g in state.generations:
+                g.live.counters.update(previous.counted.get(g.version, {}))
         self._folded.pop(model, None)
         self._remember(model, state)
         state.alerts, resumed = self._resume_alerts(model, state)
@@ -539,20 +547,26 @@ class Hub:
             raise StoreError(f"model {model}: the alert state kept changing while being saved")
 
     # -- ingest (request thread) -------------------------------------------------------------
-    def append(self, model: str, table: pa.Table, kind: str) -> int:
-        """Store a batch durably (personal data hashed or dropped first); returns its seq."""
+    def append(self, model: str, table: pa.Table, kind: str, key: str | None = None
+               ) -> Appended:
+        """Store a batch durably (personal data hashed or dropped first), once per
+        idempotency ``key``: a batch sent again with the same key is not stored again (see
+        ``Store.append_batch``) and is counted as a duplicate."""
         state = self.models[model]
         modes = {}
         for g in state.generations:  # any version's personal-data columns
             modes.update(g.live.suite.schema.pii)
         if modes:
             table = protect(table, modes, self.pii_key)
-        seq = self.store.append_events(model, to_ipc(table), table.num_rows, kind)
+        done = self.store.append_batch(model, to_ipc(table), table.num_rows, kind, key=key)
+        if done.duplicate:
+            self.counters[f"duplicates:{model}"] += 1
+            return done
         self.counters[f"{kind}_rows:{model}"] += table.num_rows
         self.counters[f"{kind}_batches:{model}"] += 1
         if self._epoch is not None or self.lease_ttl is None:
             self._wake.set()
-        return seq
+        return done
 
     def reject(self, model: str, reason: str) -> None:
         """Count a refused request (invalid payload, authentication) against the model's
@@ -665,6 +679,7 @@ class Hub:
                 findings += f
             save(self._writer, model, records, findings, last)  # type: ignore[arg-type]
             state.broken = False
+            state.counted = {g.version: dict(g.live.counters) for g in state.generations}
             failing = self._failing.get(model)
             if failing is not None and failing[0] <= last:  # folded after all
                 del self._failing[model]

@@ -1,4 +1,5 @@
-"""Request bodies → Arrow tables: JSON (rows or columns), NDJSON, Arrow IPC stream."""
+"""Request bodies → Arrow tables: JSON (rows or columns), NDJSON, Arrow IPC stream; the
+checks a batch passes before it is acknowledged (its idempotency key, its width)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import pyarrow as pa
 
 from watchkeeper.data import to_table
-from watchkeeper.errors import DataError
+from watchkeeper.errors import DataError, RequestError
+from watchkeeper.service import CLIENT
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 NDJSON = ("application/x-ndjson", "application/jsonl", "application/ndjson")
@@ -18,16 +20,46 @@ JSON = "application/json"
 MAX_BODY = 256 * 1024 * 1024
 #: Seconds a client refused for want of ingest budget is asked to wait (Retry-After).
 RETRY_AFTER = 1
+#: Longest Idempotency-Key accepted, in characters (a UUID has 36).
+MAX_KEY = 255
+#: Columns a batch may have besides its suite's and the reserved ones (``serve --max-columns``;
+#: the SDK sends at most 1000 features).
+MAX_COLUMNS = 1000
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """The Idempotency-Key header's value, checked: 1 to MAX_KEY printable ASCII characters,
+    no spaces (a UUID will do); None without one. RequestError (400) otherwise.
+
+    >>> idempotency_key("3f2c-batch-17"), idempotency_key(None)
+    ('3f2c-batch-17', None)
+    """
+    if value is None:
+        return None
+    if not 0 < len(value) <= MAX_KEY or not all("!" <= c <= "~" for c in value):
+        raise RequestError(f"Idempotency-Key must be 1 to {MAX_KEY} printable ASCII "
+                           f"characters without spaces (e.g. a UUID), got {len(value)} "
+                           "characters")
+    return value
+
+
+def check_width(columns: int, limit: int, what: str = "the batch") -> None:
+    """DataError (422) naming the limit when ``what`` has more than ``limit`` columns."""
+    if columns > limit:
+        raise DataError(f"{what} has {columns} columns, more than the {limit} this server "
+                        "takes for the model (its suite's columns, the reserved ones and "
+                        "watchkeeper serve --max-columns others): send the model's columns")
 
 
 class IngestBudget:
     """The bytes of request bodies being ingested at once, at most ``limit``.
 
-    An ingest request takes its body's size before reading it and gives it back once it is
-    answered; while in flight, it holds several copies of its body (the bytes, the Arrow
-    table, the IPC stream stored; about 6×), so this bounds the memory of concurrent ingests
-    at a few times ``limit`` however many clients post at once. A request that does not fit
-    is refused at once (the server answers 503 with Retry-After), never queued.
+    An ingest request takes its body's bytes as they arrive (a stalled or slow upload holds
+    only what it sent) and gives them back once it is answered; while in flight, it holds
+    several copies of its body (the bytes, the Arrow table, the IPC stream stored; about
+    6×), so this bounds the memory of concurrent ingests at a few times ``limit`` however
+    many clients post at once. A request that runs out of it is refused at once (the server
+    answers 503 with Retry-After), never queued.
 
     >>> budget = IngestBudget(100)
     >>> budget.take(60), budget.take(60), budget.in_use
@@ -63,14 +95,47 @@ class IngestBudget:
             self.in_use = max(0, self.in_use - size)
 
 
-def parse_body(body: bytes, content_type: str) -> pa.Table:
-    """Decode a batch; raises DataError with a message the client can act on."""
+def check_batch(table: pa.Table, kind: str, label_columns: list[str]) -> None:
+    """What the fold needs of a batch, checked before it is acknowledged (DataError, 422,
+    naming the column): one scalar value per column and row (nested lists, objects or maps
+    cannot be profiled, joined or windowed), and labels with the suite's id and target
+    columns (``label_columns``). Values of the wrong scalar type are not refused: the fold
+    counts them as invalid."""
+    nested = [f"{f.name!r} ({f.type})" for f in table.schema if _nested(f.type)]
+    if nested:
+        raise DataError(f"column {', '.join(nested)} holds nested values (lists or objects): "
+                        "send one number, string, boolean or time per column and row "
+                        "(e.g. the value as a JSON string)")
+    for f in table.schema:
+        if pa.types.is_float16(f.type):
+            raise DataError(f"column {f.name!r} holds half-precision floats: send them as "
+                            "float32 or float64")
+        if f.name == CLIENT and (pa.types.is_binary(f.type) or pa.types.is_large_binary(
+                f.type) or pa.types.is_fixed_size_binary(f.type)):
+            raise DataError(f"column {CLIENT!r} holds bytes: send the caller as text")
+    if kind == "labels":
+        missing = [c for c in dict.fromkeys(label_columns) if c not in table.column_names]
+        if missing:
+            raise DataError(f"labels need the columns {', '.join(map(repr, label_columns))} "
+                            f"of the model's suite (the prediction id and the label); "
+                            f"missing {', '.join(map(repr, missing))}")
+
+
+def _nested(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return _nested(kind.value_type)
+    return pa.types.is_nested(kind)
+
+
+def parse_body(body: bytes, content_type: str, max_columns: int = MAX_COLUMNS) -> pa.Table:
+    """Decode a batch of at most ``max_columns`` columns (a wider one is refused before
+    its table is built); raises DataError with a message the client can act on."""
     kind = (content_type or JSON).split(";")[0].strip().lower()
     if not body:
         raise DataError("empty body: send a batch of rows")
     if kind == ARROW_STREAM:
         try:
-            table = from_ipc(body)
+            table = from_ipc(body, max_columns)
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"not a readable Arrow IPC stream: {exc}") from None
         names = table.column_names
@@ -79,22 +144,41 @@ def parse_body(body: bytes, content_type: str) -> pa.Table:
             raise DataError(f"duplicate column names: {', '.join(map(repr, twice))}")
         return table
     if kind in NDJSON:
-        return _ndjson(body)
-    if kind == JSON:
-        return _json(body)
-    raise DataError(f"unsupported content type {kind!r}; use {JSON}, {NDJSON[0]} or "
-                    f"{ARROW_STREAM}")
+        table = _ndjson(body, max_columns)
+    elif kind == JSON:
+        table = _json(body, max_columns)
+    else:
+        raise DataError(f"unsupported content type {kind!r}; use {JSON}, {NDJSON[0]} or "
+                        f"{ARROW_STREAM}")
+    check_width(table.num_columns, max_columns)  # rows of different columns, together
+    return table
 
 
-def _ndjson(body: bytes) -> pa.Table:
+def _rows(rows: Any, max_columns: int) -> pa.Table:
+    """JSON rows as a table; each row checked for width before anything is built."""
+    if isinstance(rows, list):
+        for n, row in enumerate(rows):
+            if isinstance(row, dict):
+                check_width(len(row), max_columns, f"row {n}")
+    return to_table(rows)
+
+
+def _ndjson(body: bytes, max_columns: int) -> pa.Table:
+    import orjson
     from pyarrow import json as pa_json
 
+    text = body.lstrip()
+    first = text[:text.find(b"\n") + 1 or len(text)]
+    try:  # a wide first line is refused before Arrow's reader builds its columns
+        head = orjson.loads(first)
+    except orjson.JSONDecodeError:
+        head = None
+    if isinstance(head, dict):
+        check_width(len(head), max_columns, "line 1")
     try:  # C++ reader: fast, and fine when every line has the same types
         return pa_json.read_json(io.BytesIO(body))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         pass
-    import orjson
-
     rows = []
     for n, line in enumerate(body.splitlines(), start=1):
         if line.strip():
@@ -102,10 +186,10 @@ def _ndjson(body: bytes) -> pa.Table:
                 rows.append(orjson.loads(line))
             except orjson.JSONDecodeError as exc:
                 raise DataError(f"line {n} is not valid JSON: {exc}") from None
-    return to_table(rows)
+    return _rows(rows, max_columns)
 
 
-def _json(body: bytes) -> pa.Table:
+def _json(body: bytes, max_columns: int) -> pa.Table:
     import orjson
 
     try:
@@ -116,6 +200,7 @@ def _json(body: bytes) -> pa.Table:
         doc = doc["rows"]
     elif isinstance(doc, dict) and "columns" in doc and isinstance(doc["columns"], dict):
         columns = doc["columns"]
+        check_width(len(columns), max_columns)
         lengths = {len(v) if isinstance(v, list) else -1 for v in columns.values()}
         if len(lengths) != 1 or -1 in lengths:
             raise DataError("'columns' must map each name to a list, all of one length")
@@ -127,7 +212,7 @@ def _json(body: bytes) -> pa.Table:
     if not isinstance(doc, list):
         raise DataError("expected a list of row objects, {\"rows\": [...]} or "
                         "{\"columns\": {name: [...]}}")
-    return to_table(doc)
+    return _rows(doc, max_columns)
 
 
 def to_ipc(table: pa.Table) -> bytes:
@@ -137,10 +222,14 @@ def to_ipc(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def from_ipc(payload: bytes) -> pa.Table:
+def from_ipc(payload: bytes, max_columns: int | None = None) -> pa.Table:
     """An Arrow IPC stream as a table, checked whole: offsets that point out of their
     buffers must not be read (a corrupt stream raises ArrowInvalid or OSError, whether a
-    request's body or a stored batch about to be folded)."""
-    table = pa.ipc.open_stream(io.BytesIO(payload)).read_all()
+    request's body or a stored batch about to be folded). With ``max_columns``, a wider
+    schema is refused (DataError) before any batch is read."""
+    reader = pa.ipc.open_stream(io.BytesIO(payload))
+    if max_columns is not None:
+        check_width(len(reader.schema), max_columns)
+    table = reader.read_all()
     table.validate(full=True)
     return table

@@ -43,6 +43,9 @@ class HubCollector(Collector):
                                        labels=["model", "kind"])
         batches = CounterMetricFamily("watchkeeper_ingested_batches",
                                       "Batches accepted by kind", labels=["model", "kind"])
+        duplicates = CounterMetricFamily(
+            "watchkeeper_duplicate_batches", "Batches sent again with the Idempotency-Key of "
+            "one stored already: acknowledged again, not stored", labels=["model"])
         rejected = CounterMetricFamily("watchkeeper_rejected_batches",
                                        "Batches refused, by reason", labels=["reason"])
         late = CounterMetricFamily("watchkeeper_late_rows",
@@ -95,10 +98,12 @@ class HubCollector(Collector):
                 batches.add_metric([model, name.removesuffix("_batches")], n)
             elif name.startswith("personal_columns_"):
                 personal.add_metric([model, name.removeprefix("personal_columns_")], n)
+            elif name == "duplicates":
+                duplicates.add_metric([model], n)
             elif name.startswith("rejected_") and not model:
                 rejected.add_metric([name.removeprefix("rejected_")], n)
-        yield from (value, threshold, alert, rows, ingested, batches, rejected, late, bad_ts,
-                    unmatched, dropped, quarantined, personal)
+        yield from (value, threshold, alert, rows, ingested, batches, duplicates, rejected,
+                    late, bad_ts, unmatched, dropped, quarantined, personal)
         yield from self._fold(counters)
         yield from self._limits()
 

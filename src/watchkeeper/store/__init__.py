@@ -6,6 +6,7 @@ SQLAlchemy Core on SQLite (a local file, the default) or PostgreSQL (by URL).
 
 from watchkeeper.store.migrations import LATEST as SCHEMA_VERSION
 from watchkeeper.store.records import (
+    Appended,
     Conflict,
     Event,
     Lease,
@@ -16,5 +17,5 @@ from watchkeeper.store.records import (
 )
 from watchkeeper.store.store import Store
 
-__all__ = ["SCHEMA_VERSION", "Conflict", "Event", "Lease", "LeaseLost", "Store", "StoreError",
-           "SuiteVersion", "WindowRecord"]
+__all__ = ["SCHEMA_VERSION", "Appended", "Conflict", "Event", "Lease", "LeaseLost", "Store",
+           "StoreError", "SuiteVersion", "WindowRecord"]

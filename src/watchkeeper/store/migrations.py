@@ -66,6 +66,18 @@ def _sessions(conn: Connection) -> None:
     # if they ever change.
     tables.sessions.create(conn, checkfirst=True)
     tables.server_keys.create(conn, checkfirst=True)
+def _idempotency(conn: Connection) -> None:
+    # events.idempotency_key and its unique partial index per model (as in tables.py when
+    # added; copy the definition here if it ever changes). Checks first: it may run after
+    # migrations of other branches in any order.
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("events")}
+    if "idempotency_key" not in columns:
+        conn.execute(sa.text("ALTER TABLE events ADD COLUMN idempotency_key VARCHAR"))
+    events = sa.Table("events", sa.MetaData(), sa.Column("model", sa.String),
+                      sa.Column("idempotency_key", sa.String))
+    keyed = sa.text("idempotency_key IS NOT NULL")
+    sa.Index("events_idempotency", events.c.model, events.c.idempotency_key, unique=True,
+             sqlite_where=keyed, postgresql_where=keyed).create(conn, checkfirst=True)
 
 
 #: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].
@@ -76,6 +88,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("fold_leases: which server folds the event log; alert_states.revision", _fold_leases),
     ("events.quarantined_at, events.error: batches the fold set aside", _quarantine),
     ("sessions: dashboard sessions; server_keys: keys the servers share", _sessions),
+    ("events.idempotency_key: a batch sent again is stored once", _idempotency),
 ]
 LATEST = len(MIGRATIONS)
 

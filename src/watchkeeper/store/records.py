@@ -48,6 +48,20 @@ class Event:
     #: when the fold set it aside after failing on it repeatedly (None: it was not), and why
     quarantined_at: datetime | None = None
     error: str | None = None
+    #: the client's Idempotency-Key of the batch, if it sent one
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What logging a batch did: its seq, kind and rows as stored, and whether a batch with
+    the same idempotency key was stored already (then nothing was stored this time, and
+    ``seq``, ``kind`` and ``rows`` are the first one's)."""
+
+    seq: int
+    kind: str
+    rows: int
+    duplicate: bool = False
 
 
 @dataclass

@@ -19,6 +19,7 @@ from watchkeeper.store import migrations
 from watchkeeper.store import tables as db
 from watchkeeper.store.engine import WRITE, create_engine, one_line
 from watchkeeper.store.records import (
+    Appended,
     Conflict,
     Event,
     Lease,
@@ -194,6 +195,15 @@ class Store:
     def append_events(self, model: str, payload: bytes, rows: int, kind: str = "events") -> int:
         """Log an ingested batch; returns its seq. Committed when it returns (on SQLite,
         durable across a process crash; synchronous=NORMAL may lose it on power loss)."""
+        return self.append_batch(model, payload, rows, kind).seq
+
+    def append_batch(self, model: str, payload: bytes, rows: int, kind: str = "events", *,
+                     key: str | None = None) -> Appended:
+        """Log an ingested batch, once per idempotency ``key`` and model: when the model has
+        a batch with that key already (a client's retry, or a copy sent concurrently to this
+        or another server on the store), nothing is stored and the first one is returned,
+        marked ``duplicate``. Atomic on both backends (a unique index decides). Committed
+        when it returns, as :meth:`append_events`."""
         _check_name(model)
         _check_choice("kind", kind, KINDS)
         try:
@@ -202,12 +212,15 @@ class Store:
             raise StoreError(f"payload must be bytes, got {type(payload).__name__}") from None
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
             raise StoreError(f"rows must be a count ≥ 0, got {rows!r}")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise StoreError(f"an idempotency key must be a non-empty string, got {key!r}")
         values = {
             "model": model,
             "kind": kind,
             "received_at": datetime.now(UTC),
             "rows": rows,
             "payload": data,
+            "idempotency_key": key,
         }
         with self._transaction(write=True) as conn:
             self._ensure_model(conn, model)
@@ -218,8 +231,35 @@ class Store:
                 # never skips it. (SQLite has a single writer at a time anyway.)
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key, hashtext(:model))"),
                              {"key": _PG_APPEND_LOCK, "model": model})
-            result = conn.execute(sa.insert(db.events).values(**values))
-            return int(result.inserted_primary_key[0])
+            if key is None:
+                result = conn.execute(sa.insert(db.events).values(**values))
+                return Appended(int(result.inserted_primary_key[0]), kind, rows)
+            first = self._keyed(conn, model, key)
+            if first is not None:
+                return first
+            # the unique index decides between copies racing past the look above
+            seq = conn.scalar(
+                self._insert(db.events).values(**values)
+                .on_conflict_do_nothing(index_elements=[db.events.c.model,
+                                                        db.events.c.idempotency_key],
+                                        index_where=db.KEYED)
+                .returning(db.events.c.seq))
+            if seq is not None:
+                return Appended(int(seq), kind, rows)
+            first = self._keyed(conn, model, key)
+            if first is None:  # (the first copy was deleted in between: retention)
+                raise StoreError(f"model {model!r}: the batch with idempotency key {key!r} "
+                                 "was just stored and deleted; send it again")
+            return first
+
+    @staticmethod
+    def _keyed(conn: Connection, model: str, key: str) -> Appended | None:
+        """The model's batch stored with idempotency key ``key``, as a duplicate, or None."""
+        found = conn.execute(
+            sa.select(db.events.c.seq, db.events.c.kind, db.events.c.rows)
+            .where(_of(db.events, model), db.events.c.idempotency_key == key)).first()
+        return None if found is None else Appended(int(found[0]), found[1], int(found[2]),
+                                                   duplicate=True)
 
     def events_after(
         self,

@@ -96,6 +96,9 @@ events = sa.Table(
     # (quarantined), not deleted: when, and the error. The fold skips it, retention keeps it.
     sa.Column("quarantined_at", UTCDateTime),
     sa.Column("error", sa.Text),
+    # since the idempotency migration: the client's Idempotency-Key of the batch (None
+    # without one); a batch sent again with the same key is acknowledged, not stored again
+    sa.Column("idempotency_key", sa.String),
     sa.CheckConstraint("kind IN ('events', 'labels')", name="events_kind"),
     sa.Index("events_model_seq", "model", "seq"),
     sqlite_autoincrement=True,  # never reuse a seq, even after every event was deleted
@@ -104,6 +107,10 @@ events = sa.Table(
 QUARANTINED = sa.text("quarantined_at IS NOT NULL")
 sa.Index("events_quarantined", events.c.model, events.c.seq,
          sqlite_where=QUARANTINED, postgresql_where=QUARANTINED)
+#: one batch per model and idempotency key (batches sent without a key are not indexed)
+KEYED = sa.text("idempotency_key IS NOT NULL")
+sa.Index("events_idempotency", events.c.model, events.c.idempotency_key, unique=True,
+         sqlite_where=KEYED, postgresql_where=KEYED)
 
 windows = sa.Table(
     "windows",
