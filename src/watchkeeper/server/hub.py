@@ -266,6 +266,14 @@ class Hub:
         assert self.lease_ttl is not None
         ttl = self.lease_ttl
         sent = time.monotonic()
+        held, until = self._holding
+        if held is not None and sent >= until:  # it lapsed: this process stalled (frozen,
+            # paused) or could not reach the store; another server takes it first
+            log.warning("the fold lease ran out before it was renewed: leaving it to "
+                        "another server for a while")
+            self._holding = (None, 0.0)
+            self._wake.set()
+            return ttl / 2
         try:
             lease = self.store.acquire_lease(SCOPE, self.owner, ttl)
             if lease.owner != self.owner and not lease.expired and _dead(lease.owner):
@@ -999,6 +1007,9 @@ class Hub:
             state.work = manager
             self.counters[f"notifications:{model}"] += len(notifications)
             if notifications and self.dispatcher is not None:
+                lease = self._fence()  # fenced as the fold's writes: a stale leader sends
+                if lease is not None:  # nothing (its successor judges the window again)
+                    self.store.check_lease(lease)
                 self.dispatcher.send_all(notifications)
         self._save_alerts(model, state, manager)  # after sending: a crash sends it again
 

@@ -85,7 +85,9 @@ def current_version(conn: Connection) -> int:
 
 def upgrade(conn: Connection) -> int:
     """Bring the schema up to :data:`LATEST`; returns the version found if it is newer."""
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql":  # an upgrade may wait and take long: no timeouts
+        conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
+        conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
     version = current_version(conn)
     if version >= LATEST:
