@@ -657,8 +657,8 @@ def test_two_servers_fold_each_event_once_across_takeovers(
     acked = 0
     try:
         assert _holder(store, servers) is first
-        health = [request(s.url + "/healthz")[1]["folding"] for s in servers]
-        assert health == [True, False]
+        wait_for(lambda: [request(s.url + "/healthz")[1]["folding"] for s in servers]
+                 == [True, False], timeout=10)
 
         # 1. both ingest, one folds
         streams = [Stream(first, 1), Stream(second, 2)]

@@ -67,12 +67,12 @@ import secrets
 import socket
 import threading
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from dataclasses import replace as replaced
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -108,6 +108,8 @@ REJECTED_KEY = b"watchkeeper.rejected"
 SAVE_TRIES = 5
 #: Failed attempts at folding an event batch before it is set aside (quarantined).
 FOLD_ATTEMPTS = 3
+#: /healthz says a folding server is caught up while no batch has waited longer than this.
+CAUGHT_UP_SECONDS = 5.0
 
 T = TypeVar("T")
 
@@ -142,6 +144,8 @@ class ModelState:
     judged: list[WindowResult] = field(default_factory=list)
     #: windows in memory changed but not saved (a step failed half-way): reload them
     broken: bool = False
+    #: a follower's view, to be rebuilt in full by the model's next step (start, takeover)
+    rebuilding: bool = False
     #: follower: (updated_at, rows) of each window in the view, by start
     seen: dict[datetime, tuple[Any, int]] = field(default_factory=dict)
 
@@ -210,7 +214,9 @@ class Hub:
     _rejected: dict[str, Counter[str]] = field(default_factory=dict)
     #: rows each SDK source reports having dropped (cumulative), per model
     sdk_dropped: dict[str, dict[str, int]] = field(default_factory=dict)
-    _folded: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
+    #: seconds between looks for events past the retention (per model)
+    expire_seconds: float = 30.0
+    _expired: dict[str, float] = field(default_factory=dict)  # time.monotonic() of the last
     #: batches set aside in the store per model, as last read or set aside here (/metrics)
     quarantined: dict[str, int] = field(default_factory=dict)
     #: (seq, failed attempts) of the batch a model's fold failed on last
@@ -242,6 +248,28 @@ class Hub:
     def folding(self) -> bool:
         """Whether this process folds the event log (holds the lease, or needs none)."""
         return self.lease_ttl is None or (self._held() is not None and self._epoch is not None)
+
+    def health(self) -> dict[str, Any]:
+        """Whether this server folds and is caught up (``folding``: it holds the lease, has
+        rebuilt every model, and the oldest batch not folded yet arrived at most
+        CAUGHT_UP_SECONDS ago), how far the fold lags (``lag_seconds``: age of the oldest
+        batch not folded, 0 with none; ``backlog_batches``), and models still being rebuilt
+        (``loading``). The lag is the store's, the same on every server."""
+        with self._lock:
+            loading = sorted(m for m, state in self.models.items() if state.rebuilding)
+        out: dict[str, Any] = {"leader": self.folding, "loading": loading}
+        try:
+            backlog = self.store.backlog()
+        except StoreError as exc:
+            return {**out, "folding": False, "lag_seconds": None, "backlog_batches": None,
+                    "store": str(exc)}
+        now = datetime.now(UTC)
+        lag = max([(now - oldest).total_seconds() for _, oldest in backlog.values()],
+                  default=0.0)
+        out["lag_seconds"] = round(max(lag, 0.0), 3)
+        out["backlog_batches"] = sum(n for n, _ in backlog.values())
+        out["folding"] = self.folding and not loading and lag <= CAUGHT_UP_SECONDS
+        return out
 
     def lease(self) -> Lease | None:
         """The fold lease this process holds, or None."""
@@ -328,7 +356,7 @@ class Hub:
             if defer:
                 state = self._view_model(model)
                 if state is not None:
-                    state.broken = True  # rebuilt by its first step
+                    state.broken = state.rebuilding = True  # rebuilt by its first step
             else:
                 self._load_model(model)
 
@@ -368,7 +396,6 @@ class Hub:
         if active is None:
             return None
         state = ModelState(self._generations(model, active.version, restore=True))
-        self._folded.pop(model, None)
         self._remember(model, state)
         state.alerts, resumed = self._resume_alerts(model, state)
         with self._lock:
@@ -505,7 +532,10 @@ class Hub:
 
     def _remember(self, model: str, state: ModelState) -> None:
         """Rebuild prediction records of already folded events, and put the labels already
-        folded back on them in log order (for late and corrected labels)."""
+        folded back on them in log order (for late and corrected labels); nothing to do,
+        and nothing read, for a suite that joins no labels."""
+        if all(g.live._join is None for g in state.generations):
+            return
         watermark = self.store.watermark(model)
         last = 0
         while last < watermark:
@@ -528,8 +558,6 @@ class Hub:
                         timed, _ = _arrived(table, event.received_at.timestamp())
                         for live, part in state.route(timed):
                             live.remember(part)
-                self._folded.setdefault(model, deque()).append(
-                    (event.seq, event.received_at.timestamp()))
                 last = event.seq
             del events
 
@@ -682,15 +710,15 @@ class Hub:
 
     def _expire_events(self, model: str) -> None:
         """The event log keeps folded events for the retention (late labels and restarts
-        need them), then forgets them."""
-        folded = self._folded.get(model)
+        need them), then forgets them (checked every ``expire_seconds``; nothing to rebuild
+        in memory after a restart)."""
+        if time.monotonic() - self._expired.get(model, float("-inf")) < self.expire_seconds:
+            return
+        self._expired[model] = time.monotonic()
         horizon = float(self.clock()) - self.retention.total_seconds()  # type: ignore[arg-type]
-        last = None
-        while folded and folded[0][1] < horizon:
-            last = folded.popleft()[0]
-        if last is not None:
-            self.counters[f"expired_events:{model}"] += self.store.delete_events_before(
-                model, last + 1)
+        before = datetime.fromtimestamp(horizon, UTC)
+        self.counters[f"expired_events:{model}"] += self.store.expire_events(
+            model, before, self.store.watermark(model))
 
     # -- folding (background thread) ---------------------------------------------------------
     def _fold(self, model: str, state: ModelState) -> None:
@@ -772,8 +800,6 @@ class Hub:
                 pending.append(timed)
             elif REJECTED_KEY in (table.schema.metadata or {}):  # a follower's refusals
                 self._count_rejections(state, _counts(table), event.received_at.timestamp())
-            self._folded.setdefault(model, deque()).append(
-                (event.seq, event.received_at.timestamp()))
         state.broken = True
         self._ingest(state, pending)
         return last
@@ -910,7 +936,6 @@ class Hub:
                  lease.epoch)
         self._epoch = lease.epoch  # fences what judging the resumed windows saves
         try:
-            self._folded.clear()
             self._failing.clear()
             self._isolate.clear()
             self._count_quarantined()
@@ -918,12 +943,12 @@ class Hub:
             with self._lock:
                 states = list(self.models.values())
             for state in states:
-                state.broken = True  # rebuilt by its next step
+                state.broken = state.rebuilding = True  # rebuilt by its next step
             for model in self.store.models():
                 if model not in self.models:
                     self._view_model(model, replace=False)
                     if model in self.models:
-                        self.models[model].broken = True
+                        self.models[model].broken = self.models[model].rebuilding = True
         except BaseException:
             self._epoch = None
             raise
@@ -933,7 +958,6 @@ class Hub:
         log.warning("no longer folding (%s); serving from the store", why)
         self.counters["lease_lost"] += 1
         self._epoch = None
-        self._folded.clear()
         for model in list(self.models):
             self._view_model(model)
 

@@ -275,6 +275,28 @@ class Store:
         with self._transaction(write=True) as conn:
             return int(conn.execute(query).rowcount)
 
+    def expire_events(self, model: str, before: datetime, through: int) -> int:
+        """Retention: delete a model's batches received before ``before`` that are folded
+        (seq ≤ ``through``, its watermark), except those set aside; returns how many."""
+        query = sa.delete(db.events).where(
+            _of(db.events, model), db.events.c.seq <= through,
+            db.events.c.received_at < before, db.events.c.quarantined_at.is_(None))
+        with self._transaction(write=True) as conn:
+            return int(conn.execute(query).rowcount)
+
+    def backlog(self) -> dict[str, tuple[int, datetime]]:
+        """Per model with batches logged but not folded yet (past its watermark, not set
+        aside): how many, and when the oldest of them was received (how far the fold lags)."""
+        e, m = db.events, db.models
+        query = (
+            sa.select(e.c.model, sa.func.count(), sa.func.min(e.c.received_at))
+            .select_from(e.join(m, m.c.name == e.c.model))
+            .where(e.c.seq > m.c.watermark, e.c.quarantined_at.is_(None))
+            .group_by(e.c.model)
+        )
+        with self._transaction() as conn:
+            return {model: (int(n), oldest) for model, n, oldest in conn.execute(query)}
+
     def quarantine_event(self, model: str, seq: int, error: str, *,
                          lease: Lease | None = None) -> bool:
         """Set a logged batch aside (the fold failed on it again and again): it is kept,
