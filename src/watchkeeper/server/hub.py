@@ -478,8 +478,9 @@ class Hub:
                         manager.process(w.label, w.start, w.findings)
         if manager is None:
             manager = state.work or state.alerts
-        elif state.judged:
-            state.work = manager  # judged windows replayed onto it: not saved yet
+        else:  # with the windows judged here replayed onto it, if any: not saved yet
+            state.work = manager if state.judged else None
+            state.alerts_unsaved = bool(state.judged)
         state.revision = revision
         self._show(state, manager, revision)
         return manager
@@ -881,8 +882,8 @@ class Hub:
                 self.counters["fold_busy"] += 1
                 continue
             worker = threading.Thread(target=self._step_model, name=f"watchkeeper-fold-{model}",
-                                      args=(model, state, revisions.get(model, 0), now),
-                                      daemon=True)
+                                      args=(model, state, revisions.get(model, 0), now,
+                                            self._epoch), daemon=True)
             self._workers[model] = worker
             worker.start()
             started.append(worker)
@@ -899,8 +900,9 @@ class Hub:
             return self._model_locks.setdefault(model, threading.Lock())
 
     def _step_model(self, model: str, state: ModelState, revision: int,
-                    now: float | None) -> None:
-        """A model's step (in a thread of its own): what fails is kept for ``step``."""
+                    now: float | None, epoch: int | None) -> None:
+        """A model's step (in a thread of its own): what fails is kept for ``step`` (unless
+        the step was started under a lease given up since)."""
         try:
             with self._model_lock(model):
                 if self._stop.is_set():
@@ -910,8 +912,12 @@ class Hub:
             self.counters["fold_errors"] += 1
             log.warning("%s", exc)
         except BaseException as exc:
-            self._errors[model] = exc
-            self._wake.set()
+            if epoch == self._epoch:
+                self._errors[model] = exc
+                self._wake.set()
+            else:
+                log.info("model %s: a step begun under an earlier lease ended: %s", model,
+                         _why(exc))
 
     def _fold_model(self, model: str, state: ModelState, revision: int,
                     now: float | None) -> None:
