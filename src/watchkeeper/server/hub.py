@@ -216,6 +216,10 @@ class Hub:
     sdk_dropped: dict[str, dict[str, int]] = field(default_factory=dict)
     #: seconds between looks for events past the retention (per model)
     expire_seconds: float = 30.0
+    #: seconds between checkpoints of a model's late-label join records (restarts and
+    #: takeovers start from the last one and replay only the batches past it)
+    checkpoint_seconds: float = 60.0
+    _checkpointed: dict[str, float] = field(default_factory=dict)  # time.monotonic()
     _expired: dict[str, float] = field(default_factory=dict)  # time.monotonic() of the last
     #: batches set aside in the store per model, as last read or set aside here (/metrics)
     quarantined: dict[str, int] = field(default_factory=dict)
@@ -538,7 +542,7 @@ class Hub:
         if all(g.live._join is None for g in state.generations):
             return
         watermark = self.store.watermark(model)
-        last = 0
+        last = self._restore_checkpoint(model, state, watermark)
         while last < watermark:
             events = [e for e in self.store.events_after(model, last, limit=FOLD_BATCHES,
                                                          max_bytes=self.fold_bytes)
@@ -933,6 +937,57 @@ class Hub:
         state.broken = False
         self._expire_events(model)
         self._alert(model, state, closed)
+        self._checkpoint(model, state)
+
+    def _checkpoint(self, model: str, state: ModelState) -> None:
+        """Every ``checkpoint_seconds``, save the model's late-label join records as of its
+        watermark (fenced), so that a restart or a takeover need not replay the whole
+        retained event log to rebuild them."""
+        joins = [g for g in state.generations if g.live._join is not None]
+        if not joins or state.broken:
+            return
+        if time.monotonic() - self._checkpointed.get(model, float("-inf")) < \
+                self.checkpoint_seconds:
+            return
+        self._checkpointed[model] = time.monotonic()
+        header, parts = [], []
+        for g in joins:
+            table = g.live.join_state()
+            if table is None:
+                return  # records that cannot share one table: rebuilt by a replay
+            part = to_ipc(table)
+            header.append({"version": g.version, "first": g.first, "size": len(part)})
+            parts.append(part)
+        payload = json.dumps(header).encode() + b"\n" + b"".join(parts)
+        self.store.save_join_checkpoint(model, self.store.watermark(model), payload,
+                                        lease=self._fence())
+
+    def _restore_checkpoint(self, model: str, state: ModelState, watermark: int) -> int:
+        """Put back the late-label join records of the model's last checkpoint; returns the
+        watermark it was taken at (0: none usable, every retained batch is replayed)."""
+        found = self.store.join_checkpoint(model)
+        if found is None or found[0] > watermark:
+            return 0
+        at, payload = found
+        try:
+            head, _, body = payload.partition(b"\n")
+            header = json.loads(head)
+            by_key = {(g.version, g.first): g for g in state.generations
+                      if g.live._join is not None}
+            if sorted(by_key) != sorted((h["version"], h["first"]) for h in header):
+                return 0  # the versions in service changed since: replay them all
+            offset, tables = 0, []
+            for h in header:
+                tables.append((by_key[(h["version"], h["first"])],
+                               from_ipc(body[offset:offset + h["size"]])))
+                offset += h["size"]
+        except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+            log.warning("model %s: the late-label checkpoint cannot be read (%s): "
+                        "rebuilding from the event log", model, _why(exc))
+            return 0
+        for g, table in tables:
+            g.live.restore_join(table)
+        return at
 
     def _take_over(self, lease: Lease) -> None:
         """Start folding: every model is rebuilt from the store, as after a restart, by

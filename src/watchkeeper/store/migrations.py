@@ -61,6 +61,11 @@ def _quarantine(conn: Connection) -> None:
              postgresql_where=quarantined).create(conn, checkfirst=True)
 
 
+def _join_checkpoints(conn: Connection) -> None:
+    # As tables.join_checkpoints was when added; copy the definition here if it ever changes.
+    tables.join_checkpoints.create(conn, checkfirst=True)
+
+
 #: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("models, suites, events, windows, findings", _initial),
@@ -68,6 +73,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
      _alert_states),
     ("fold_leases: which server folds the event log; alert_states.revision", _fold_leases),
     ("events.quarantined_at, events.error: batches the fold set aside", _quarantine),
+    ("join_checkpoints: late-label join records as of a watermark", _join_checkpoints),
 ]
 LATEST = len(MIGRATIONS)
 

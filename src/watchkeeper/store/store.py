@@ -505,6 +505,30 @@ class Store:
         with self._transaction() as conn:
             return {m: int(r) for m, r in conn.execute(query)}
 
+    # -- late-label join checkpoints -------------------------------------------------------
+    def save_join_checkpoint(self, model: str, watermark: int, payload: bytes, *,
+                             lease: Lease | None = None) -> None:
+        """Replace the model's checkpoint of its late-label join records (as of
+        ``watermark``); fenced by ``lease`` when given."""
+        _check_name(model)
+        table = db.join_checkpoints
+        row = {"model": model, "watermark": int(watermark), "saved_at": datetime.now(UTC),
+               "payload": bytes(payload)}
+        with self._transaction(write=True, lease=lease) as conn:
+            self._ensure_model(conn, model)
+            insert = self._insert(table).values(**row)
+            conn.execute(insert.on_conflict_do_update(
+                index_elements=[table.c.model],
+                set_={k: insert.excluded[k] for k in ("watermark", "saved_at", "payload")}))
+
+    def join_checkpoint(self, model: str) -> tuple[int, bytes] | None:
+        """The model's last checkpoint of its late-label join records: (watermark, payload)."""
+        table = db.join_checkpoints
+        query = sa.select(table.c.watermark, table.c.payload).where(_of(table, model))
+        with self._transaction() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
     # -- the fold lease --------------------------------------------------------------------
     def acquire_lease(self, scope: str, owner: str, ttl: float, *,
                       dead: str | None = None) -> Lease:
