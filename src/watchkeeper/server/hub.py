@@ -1114,15 +1114,15 @@ class Hub:
 
     def start(self) -> None:
         """Load, then fold in a thread of its own (with leases: take the lease if it is
-        free, and keep it in another thread)."""
-        wait = self._renew() if self.lease_ttl is not None else 0.0
-        self.load(defer=True)
-        self._thread = threading.Thread(target=self.run, name="watchkeeper-hub", daemon=True)
-        self._thread.start()
+        free, and keep it in another thread, renewing it while the models load)."""
         if self.lease_ttl is not None:
+            wait = self._renew()
             self._keeper = threading.Thread(target=self._keep, args=(wait,),
                                             name="watchkeeper-lease", daemon=True)
             self._keeper.start()
+        self.load(defer=True)
+        self._thread = threading.Thread(target=self.run, name="watchkeeper-hub", daemon=True)
+        self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop folding within about ``timeout`` seconds, whatever a model's step is doing:
