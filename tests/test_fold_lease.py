@@ -97,10 +97,10 @@ def test_of_owners_racing_for_a_free_lease_one_gets_it(url: str) -> None:
 
 def test_writes_fenced_by_a_lease_taken_over_are_refused(url: str) -> None:
     with Store(url) as store:
-        old = store.acquire_lease(SCOPE, "old", 0.2)
+        old = store.acquire_lease(SCOPE, "old", 1.0)
         store.save_windows("m", [], 3, lease=old)  # held: written
         assert store.watermark("m") == 3
-        time.sleep(0.3)
+        time.sleep(1.1)
         new = store.acquire_lease(SCOPE, "new", 5)
         start = datetime(2024, 5, 1, tzinfo=UTC)
         with pytest.raises(LeaseLost, match="taken over"):
@@ -120,6 +120,28 @@ def test_writes_fenced_by_a_lease_taken_over_are_refused(url: str) -> None:
             store.save_windows("m", [], 10, lease=old)
         store.save_windows("m", [], 10, lease=again)
         assert store.watermark("m") == 10
+
+
+def test_a_fenced_commit_past_the_lease_is_refused(url: str) -> None:
+    """A writer that froze inside its fenced transaction until its lease ran out commits
+    nothing when it wakes up, even if nobody took the lease meanwhile."""
+    with Store(url) as store:
+        lease = store.acquire_lease(SCOPE, "frozen", 0.5)
+        insert = store._insert
+
+        def frozen(table: sa.Table) -> object:  # inside the transaction, after the fence
+            time.sleep(0.8)
+            return insert(table)
+
+        store._insert = frozen  # type: ignore[method-assign]
+        with pytest.raises(LeaseLost, match="run out"):
+            store.save_windows("m", [stored_window(datetime(2024, 5, 1, tzinfo=UTC))], 5,
+                               lease=lease)
+        del store._insert
+        assert store.watermark("m") == 0 and store.load_windows("m") == []
+        with pytest.raises(LeaseLost):  # nor may it send what it judged
+            store.check_lease(lease)
+        store.check_lease(store.acquire_lease(SCOPE, "frozen", 5))  # renewed: held again
 
 
 def test_alert_state_is_saved_only_on_top_of_the_revision_read(url: str) -> None:
@@ -327,6 +349,54 @@ def test_acknowledgements_and_silences_on_a_follower_reach_the_leader(
         assert [n.kind for n in notes] == ["open", "resolve"]
         saved = stores[0].alert_state("m")
         assert saved["incidents"][0]["acknowledged_by"] == "ops" and saved["silences"] == []
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_leader_that_lost_its_lease_after_saving_windows_sends_no_notification(
+        url: str) -> None:
+    """Between saving a window's findings and sending what judging it says, the lease went
+    to another server: the stale leader sends nothing; the new one judges it and sends."""
+    t0 = 1_700_000_000.0
+    now = [t0]
+    stores = [Store(url), Store(url)]
+    notes: list[tuple[str, str]] = []
+
+    class Keep:
+        def __init__(self, who: str) -> None:
+            self.who = who
+
+        def send(self, n: object) -> None:
+            notes.append((self.who, n.kind))  # type: ignore[attr-defined]
+
+    def hub(store: Store, who: str) -> Hub:
+        return Hub(store, window=timedelta(seconds=1), grace=timedelta(0),
+                   clock=lambda: now[0], lease_ttl=30,
+                   dispatcher=Dispatcher([Keep(who)], retries=0))
+
+    old, new = hub(stores[0], "old"), hub(stores[1], "new")
+    try:
+        _leader_and_follower(old, new)
+        for i in range(4):
+            old.append("m", _batch(400, t0 + i, i, broken=i >= 3), "events")
+            now[0] = t0 + i + 1
+            old.step()
+        save_findings = stores[0].save_findings
+
+        def then_lose(*args: object, **kwargs: object) -> None:
+            save_findings(*args, **kwargs)
+            _run_out(stores[1])
+            new._renew()  # another server takes the lease in between
+
+        stores[0].save_findings = then_lose  # type: ignore[method-assign]
+        old.append("m", _batch(400, t0 + 4, 4, broken=True), "events")
+        now[0] = t0 + 5
+        old.step()  # the incident would open here
+        del stores[0].save_findings
+        assert notes == [] and not old.folding
+        new.step()  # takes over, judges the window again, sends once
+        assert notes == [("new", "open")]
     finally:
         for s in stores:
             s.close()
@@ -587,8 +657,8 @@ def test_two_servers_fold_each_event_once_across_takeovers(
     acked = 0
     try:
         assert _holder(store, servers) is first
-        health = [request(s.url + "/healthz")[1]["folding"] for s in servers]
-        assert health == [True, False]
+        wait_for(lambda: [request(s.url + "/healthz")[1]["folding"] for s in servers]
+                 == [True, False], timeout=10)
 
         # 1. both ingest, one folds
         streams = [Stream(first, 1), Stream(second, 2)]

@@ -11,6 +11,7 @@ import itertools
 import os
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -24,6 +25,7 @@ import watchkeeper
 from watchkeeper.datasets import synthetic_drift_pair
 from watchkeeper.profile import Profile
 from watchkeeper.store import SCHEMA_VERSION, LeaseLost, Store, StoreError, WindowRecord, migrations
+from watchkeeper.store.engine import BUSY_TIMEOUT_MS
 
 PG_URL = os.environ.get(
     "WATCHKEEPER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -642,7 +644,38 @@ def test_sqlite_settings(tmp_path) -> None:
             for p in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
         }
     assert pragmas == {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1,
-                       "busy_timeout": 30_000}  # fmt: skip
+                       "busy_timeout": BUSY_TIMEOUT_MS}  # fmt: skip
+    assert BUSY_TIMEOUT_MS <= 5_000  # a writer frozen mid-transaction: others fail fast
+
+
+def test_postgresql_sessions_bound_lock_waits_and_idle_transactions(store_url: str) -> None:
+    """A process frozen inside a transaction loses its session (its locks freed) instead of
+    holding up every other server, and nobody waits on a lock without end; the URL's own
+    options (the tests' search_path) are kept."""
+    from watchkeeper.store.engine import IDLE_IN_TRANSACTION_MS, LOCK_TIMEOUT_MS
+
+    if not store_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL settings")
+    with Store(store_url) as store:
+        with store._engine.connect() as conn:
+            settings = {name: conn.exec_driver_sql(f"SHOW {name}").scalar() for name in
+                        ("lock_timeout", "idle_in_transaction_session_timeout", "search_path")}
+        store.add_suite("m", "monitors: []")  # in the test's schema
+        raw = store._engine.raw_connection()
+        try:  # a session idle in its transaction past the limit is ended by the server
+            cursor = raw.cursor()
+            cursor.execute("SELECT watermark FROM models FOR UPDATE")
+            time.sleep(IDLE_IN_TRANSACTION_MS / 1000 + 0.5)
+            with pytest.raises(Exception, match=r"idle|terminat|closed"):
+                cursor.execute("SELECT 1")
+        finally:
+            raw.invalidate()
+        store.save_windows("m", [], 7)  # the row it had locked is free
+        assert store.watermark("m") == 7
+    assert settings["lock_timeout"] == f"{LOCK_TIMEOUT_MS // 1000}s"
+    assert settings["idle_in_transaction_session_timeout"] == \
+        f"{IDLE_IN_TRANSACTION_MS // 1000}s"
+    assert settings["search_path"].startswith("wk_test_")
 
 
 def test_an_in_memory_store_is_shared_by_threads() -> None:

@@ -282,12 +282,78 @@ class OnlineMonitor:
             if int(key) in self.windows:
                 self._record(int(key), table.filter(pa.array(keys == key)))
 
+    def join_state(self) -> pa.Table | None:
+        """The prediction records kept for late labels (ids and row codes, labels applied so
+        far) as one table, for a checkpoint; None without a label join, or when records of
+        different batches cannot share one table (their ids' types differ)."""
+        if self._join is None:
+            return None
+        codes = self._join.codes
+        columns: dict[str, Any] = {
+            "entry": np.repeat(np.arange(len(codes), dtype=np.int32),
+                               [len(c.label) for c in codes]),
+            "key": np.repeat(np.asarray(self._join_keys, dtype=np.int64),
+                             [len(c.label) for c in codes])}
+        try:
+            columns["id"] = pa.array(np.concatenate(self._join.ids) if codes else [])
+            for name in ("score_bin", "score", "pred", "label"):
+                columns[name] = _joined([getattr(c, name) for c in codes])
+            names = sorted(codes[0].groups) if codes else []
+            if any(sorted(c.groups) != names for c in codes):
+                return None
+            for g in names:
+                columns[f"group:{g}"] = _joined([c.groups[g] for c in codes])
+            for name in ("expected_error", "expected_positive"):
+                parts = [getattr(c, name) for c in codes]
+                if codes and all(x is not None for x in parts):
+                    joined = np.concatenate(parts)
+                    columns[name] = pa.FixedSizeListArray.from_arrays(
+                        joined.reshape(-1), joined.shape[1]) if joined.ndim == 2 else joined
+                elif any(x is not None for x in parts):
+                    return None
+            return pa.table(columns)
+        except (pa.ArrowException, ValueError, TypeError):
+            return None
+
+    def restore_join(self, table: pa.Table) -> None:
+        """Put back the prediction records of :meth:`join_state` (a checkpoint), those of
+        windows restored only (as :meth:`remember` does)."""
+        if self._join is None or table.num_rows == 0:
+            return
+        from watchkeeper.task import RowCodes
+
+        bounds = np.flatnonzero(np.diff(table.column("entry").to_numpy())) + 1
+        keys = table.column("key").to_numpy()
+        plain = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names
+                 if c not in ("expected_error",)}
+        error = None
+        if "expected_error" in table.column_names:
+            column = table.column("expected_error").combine_chunks()
+            error = column.flatten().to_numpy().reshape(len(column), -1)
+        for part in np.split(np.arange(table.num_rows), bounds):
+            key = int(keys[part[0]])
+            if key not in self.windows:
+                continue
+            groups = {c.removeprefix("group:"): plain[c][part] for c in plain
+                      if c.startswith("group:")}
+            codes = RowCodes(plain["score_bin"][part], plain["score"][part],
+                             plain["pred"][part], plain["label"][part].copy(), groups,
+                             None if error is None else error[part],
+                             plain["expected_positive"][part]
+                             if "expected_positive" in plain else None)
+            self._join.add_window(plain["id"][part], codes)
+            self._join_keys.append(key)
+
     def remember_labels(self, data: Any) -> None:
         """Put labels already folded (after a restart, in log order after :meth:`remember`)
         back on the prediction records, without touching the profiles, which count them
         already: a corrected label that comes later then replaces the one it corrects."""
         if self._join is not None:
             self._join.apply(data, None)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0)
 
 
 def save(store: Store, model: str, records: list[Any],

@@ -467,8 +467,11 @@ def create_app(
 
     @app.get("/healthz")
     def health() -> dict[str, Any]:
+        """``folding``: this server folds the event log and is caught up (every model
+        rebuilt after a start or takeover, no batch waiting over 5 s); ``leader``: it holds
+        the fold lease; ``lag_seconds`` and ``backlog_batches``: what is not folded yet."""
         return {"status": "ok", "models": len(hub.models),
-                "fold_errors": hub.counters["fold_errors"], "folding": hub.folding}
+                "fold_errors": hub.counters["fold_errors"], **hub.health()}
 
     @app.get("/metrics")
     def metrics(request: Request) -> Response:

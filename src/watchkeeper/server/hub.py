@@ -48,6 +48,14 @@ is set aside in the store (quarantined: kept with its error, never deleted, skip
 fold and after restarts), logged once and counted in /metrics; the fold goes on with the
 batches after it. When a step of several batches fails, they are folded one at a time until
 past it, so that only the one to blame is set aside. Other models fold on meanwhile.
+
+Each model's step (rebuilding it after a restart or a takeover, folding, closing and judging
+windows) runs in a thread of its own, outside the hub's lock: a model whose step is slow (a
+huge batch, an evaluation that takes hours) holds up no other model, no request and no stop;
+it is skipped until its step is done. Readers see each model's alert state through short
+locked reads of an object never changed once shown (a change is made on a copy). A stop
+waits a bounded time for a busy model; what that model saved last stands, and the rest is
+folded again after a restart.
 """
 
 from __future__ import annotations
@@ -59,11 +67,12 @@ import secrets
 import socket
 import threading
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from dataclasses import replace as replaced
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -99,6 +108,8 @@ REJECTED_KEY = b"watchkeeper.rejected"
 SAVE_TRIES = 5
 #: Failed attempts at folding an event batch before it is set aside (quarantined).
 FOLD_ATTEMPTS = 3
+#: /healthz says a folding server is caught up while no batch has waited longer than this.
+CAUGHT_UP_SECONDS = 5.0
 
 T = TypeVar("T")
 
@@ -121,13 +132,20 @@ class Generation:
 @dataclass
 class ModelState:
     generations: list[Generation] = field(default_factory=list)
+    #: the alert state as readers see it: never changed once shown (a change is made on a
+    #: copy, then shown in its place), so request threads read it without waiting
     alerts: AlertManager | None = None
-    alerts_unsaved: bool = False  # the alert state changed since it was last saved
-    revision: int = 0  # of the stored alert state that ``alerts`` builds on
+    alerts_unsaved: bool = False  # the fold's alert state changed since it was last saved
+    revision: int = 0  # of the stored alert state that the fold's alert state builds on
+    shown: int = 0  # stored revision that ``alerts`` shows (or builds on, if unsaved)
+    #: the fold's alert state while it is not saved (its judged windows are not stored yet)
+    work: AlertManager | None = None
     #: windows judged since the alert state was last saved (replayed onto a newer one)
     judged: list[WindowResult] = field(default_factory=list)
     #: windows in memory changed but not saved (a step failed half-way): reload them
     broken: bool = False
+    #: a follower's view, to be rebuilt in full by the model's next step (start, takeover)
+    rebuilding: bool = False
     #: follower: (updated_at, rows) of each window in the view, by start
     seen: dict[datetime, tuple[Any, int]] = field(default_factory=dict)
     #: each version's counters (late rows, bad timestamps...) as of the windows last saved:
@@ -192,11 +210,20 @@ class Hub:
     lease_ttl: float | None = None
     fold_bytes: int = 64 * 2**20  # event bodies read per fold step, at most (≥ 1 batch)
     follow_seconds: float = 1.0  # how often a follower refreshes its view
+    #: seconds the fold thread waits for the models' steps before it starts the next round
+    #: (a model still busy then is skipped until it is done; the others fold on)
+    step_wait: float = 1.0
     owner: str = field(default_factory=_owner_id)  # this process, in the fold lease
     _rejected: dict[str, Counter[str]] = field(default_factory=dict)
     #: rows each SDK source reports having dropped (cumulative), per model
     sdk_dropped: dict[str, dict[str, int]] = field(default_factory=dict)
-    _folded: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
+    #: seconds between looks for events past the retention (per model)
+    expire_seconds: float = 30.0
+    #: seconds between checkpoints of a model's late-label join records (restarts and
+    #: takeovers start from the last one and replay only the batches past it)
+    checkpoint_seconds: float = 60.0
+    _checkpointed: dict[str, float] = field(default_factory=dict)  # time.monotonic()
+    _expired: dict[str, float] = field(default_factory=dict)  # time.monotonic() of the last
     #: batches set aside in the store per model, as last read or set aside here (/metrics)
     quarantined: dict[str, int] = field(default_factory=dict)
     #: (seq, failed attempts) of the batch a model's fold failed on last
@@ -204,6 +231,12 @@ class Hub:
     #: fold a model's batches one at a time up to this seq (a step of several failed)
     _isolate: dict[str, int] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    #: each model's step runs in a thread of its own (see ``_fold_all``), under its model's
+    #: lock (which ``stop`` takes, with a timeout, to save what the model has in memory)
+    _workers: dict[str, threading.Thread] = field(default_factory=dict)
+    _model_locks: dict[str, threading.Lock] = field(default_factory=dict)
+    #: what ended a model's last step, if it failed (raised by the next ``step``)
+    _errors: dict[str, BaseException] = field(default_factory=dict)
     _wake: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -222,6 +255,28 @@ class Hub:
     def folding(self) -> bool:
         """Whether this process folds the event log (holds the lease, or needs none)."""
         return self.lease_ttl is None or (self._held() is not None and self._epoch is not None)
+
+    def health(self) -> dict[str, Any]:
+        """Whether this server folds and is caught up (``folding``: it holds the lease, has
+        rebuilt every model, and the oldest batch not folded yet arrived at most
+        CAUGHT_UP_SECONDS ago), how far the fold lags (``lag_seconds``: age of the oldest
+        batch not folded, 0 with none; ``backlog_batches``), and models still being rebuilt
+        (``loading``). The lag is the store's, the same on every server."""
+        with self._lock:
+            loading = sorted(m for m, state in self.models.items() if state.rebuilding)
+        out: dict[str, Any] = {"leader": self.folding, "loading": loading}
+        try:
+            backlog = self.store.backlog()
+        except StoreError as exc:
+            return {**out, "folding": False, "lag_seconds": None, "backlog_batches": None,
+                    "store": str(exc)}
+        now = datetime.now(UTC)
+        lag = max([(now - oldest).total_seconds() for _, oldest in backlog.values()],
+                  default=0.0)
+        out["lag_seconds"] = round(max(lag, 0.0), 3)
+        out["backlog_batches"] = sum(n for n, _ in backlog.values())
+        out["folding"] = self.folding and not loading and lag <= CAUGHT_UP_SECONDS
+        return out
 
     def lease(self) -> Lease | None:
         """The fold lease this process holds, or None."""
@@ -246,6 +301,14 @@ class Hub:
         assert self.lease_ttl is not None
         ttl = self.lease_ttl
         sent = time.monotonic()
+        held, until = self._holding
+        if held is not None and sent >= until:  # it lapsed: this process stalled (frozen,
+            # paused) or could not reach the store; another server takes it first
+            log.warning("the fold lease ran out before it was renewed: leaving it to "
+                        "another server for a while")
+            self._holding = (None, 0.0)
+            self._wake.set()
+            return ttl / 2
         try:
             lease = self.store.acquire_lease(SCOPE, self.owner, ttl)
             if lease.owner != self.owner and not lease.expired and _dead(lease.owner):
@@ -283,10 +346,12 @@ class Hub:
                              store=self._writer, suite_version=version,  # type: ignore[arg-type]
                              retention=self.retention, clock=self.clock)
 
-    def load(self) -> None:
+    def load(self, *, defer: bool = False) -> None:
         """Start every model that has an active suite, resuming from the store: windows
         keep the version they were evaluated with; new windows get the active version. A
-        server that does not hold the fold lease builds only its view (see the module)."""
+        server that does not hold the fold lease builds only its view (see the module).
+        ``defer``: the folding server, too, starts from the view, and each model is rebuilt
+        by its first step (a model slow to rebuild holds up no other, nor the start)."""
         lease = None if self.lease_ttl is None else self._held()
         self._count_quarantined()
         if self.lease_ttl is not None and lease is None:
@@ -295,7 +360,12 @@ class Hub:
             return
         self._epoch = None if lease is None else lease.epoch
         for model in self.store.models():
-            self._load_model(model)
+            if defer:
+                state = self._view_model(model)
+                if state is not None:
+                    state.broken = state.rebuilding = True  # rebuilt by its first step
+            else:
+                self._load_model(model)
 
     def _count_quarantined(self) -> None:
         """Read how many batches each model has set aside (for /metrics)."""
@@ -338,21 +408,22 @@ class Hub:
             state.counted = previous.counted
             for g in state.generations:
                 g.live.counters.update(previous.counted.get(g.version, {}))
-        self._folded.pop(model, None)
         self._remember(model, state)
         state.alerts, resumed = self._resume_alerts(model, state)
         with self._lock:
             if not replace and model in self.models:
                 return self.models[model]
+            if self.lease_ttl is not None and self._epoch is None:
+                return None  # the lease was lost meanwhile: the view stays
             self.models[model] = state
-            if resumed:  # windows closed before a crash but not judged yet
-                self._alert(model, state, [
-                    g.live.windows[k].result for g in state.generations
-                    for k in sorted(g.live.windows)
-                    if g.live.windows[k].state == "closed"
-                    and g.live.windows[k].result is not None])
-            else:  # a store from before alert states were saved: judge from now on
-                self._save_alerts(model, state)
+        if resumed:  # windows closed before a crash but not judged yet
+            self._alert(model, state, [
+                g.live.windows[k].result for g in state.generations
+                for k in sorted(g.live.windows)
+                if g.live.windows[k].state == "closed"
+                and g.live.windows[k].result is not None])
+        else:  # a store from before alert states were saved: judge from now on
+            self._save_alerts(model, state)
         return state
 
     def _view_model(self, model: str, *, replace: bool = True) -> ModelState | None:
@@ -387,6 +458,7 @@ class Hub:
         one (a state that cannot be read is logged and started afresh)."""
         rules = self.rules or state.current.suite.rules
         saved, state.revision = self.store.load_alert_state(model)
+        state.shown = state.revision
         if saved is not None:
             try:
                 manager = AlertManager.from_dict(saved)
@@ -400,10 +472,11 @@ class Hub:
         return AlertManager(model, rules), False
 
     def _merge_alerts(self, model: str, state: ModelState,
-                      saved: dict[str, Any] | None, revision: int) -> None:
-        """Adopt a newer stored alert state (saved by another server, or by this one in
-        another role), with the windows judged here since the last save replayed onto it
-        (their notifications were sent already)."""
+                      saved: dict[str, Any] | None, revision: int) -> AlertManager | None:
+        """Adopt a newer stored alert state (saved by another server, or by a person), with
+        the windows judged here since the last save replayed onto it (their notifications
+        were sent already); show it and return it."""
+        manager = None
         if saved is not None:
             try:
                 manager = AlertManager.from_dict(saved)
@@ -415,34 +488,69 @@ class Hub:
                 for w in sorted(state.judged, key=lambda w: w.start):
                     if manager.last_start is None or w.start > manager.last_start:
                         manager.process(w.label, w.start, w.findings)
-                state.alerts = manager
+        if manager is None:
+            manager = state.work or state.alerts
+        else:  # with the windows judged here replayed onto it, if any: not saved yet
+            state.work = manager if state.judged else None
+            state.alerts_unsaved = bool(state.judged)
         state.revision = revision
+        self._show(state, manager, revision)
+        return manager
 
-    def _save_alerts(self, model: str, state: ModelState, *, fenced: bool = True) -> None:
-        """Persist the model's alert state on top of the stored revision it builds on (merged
-        first if someone saved another since); if that fails it is tried again every step.
-        The fold's saves are fenced by the lease, people's changes are not."""
-        if state.alerts is None:
+    def _show(self, state: ModelState, manager: AlertManager | None, revision: int) -> None:
+        """Let readers see ``manager`` (never changed afterwards) unless they see a newer
+        stored revision already (a person's change the fold has not merged yet)."""
+        with self._lock:
+            if manager is not None and revision >= state.shown:
+                state.alerts, state.shown = manager, revision
+
+    def _copy_alerts(self, state: ModelState) -> AlertManager | None:
+        """The fold's alert state to change: a copy, so readers never see it half-changed."""
+        base = state.work or state.alerts
+        if base is None:
+            return None
+        manager = AlertManager.from_dict(base.to_dict())
+        manager.rules = self.rules or state.current.suite.rules
+        return manager
+
+    def _save_alerts(self, model: str, state: ModelState,
+                     manager: AlertManager | None = None) -> None:
+        """Persist the fold's alert state (``manager``, else what it has) on top of the stored
+        revision it builds on (merged first if someone saved another since), fenced by the
+        lease; if that fails it is tried again every step. Shown to readers once saved."""
+        manager = manager or state.work or state.alerts
+        if manager is None:
             return
         state.alerts_unsaved = True
-        lease = self._fence() if fenced else None
+        state.work = manager
+        lease = self._fence()
         for _ in range(SAVE_TRIES):
             try:  # positional: tests stand in for it with a plain function
-                state.revision = self.store.save_alert_state(model, state.alerts.to_dict(),
-                                                             state.revision, lease)
+                revision = self.store.save_alert_state(model, manager.to_dict(),
+                                                       state.revision, lease)
             except Conflict:
-                self._merge_alerts(model, state, *self.store.load_alert_state(model))
+                manager = self._merge_alerts(model, state,
+                                             *self.store.load_alert_state(model))
+                if manager is None:
+                    return
+                state.work = manager
                 continue
+            state.revision = revision
             state.alerts_unsaved = False
             state.judged.clear()
+            state.work = None
+            self._show(state, manager, revision)
             return
         raise StoreError(f"model {model}: the alert state kept changing while being saved")
 
     def _remember(self, model: str, state: ModelState) -> None:
         """Rebuild prediction records of already folded events, and put the labels already
-        folded back on them in log order (for late and corrected labels)."""
+        folded back on them in log order (for late and corrected labels); nothing to do,
+        and nothing read, for a suite that joins no labels."""
+        if all(g.live._join is None for g in state.generations):
+            return
         watermark = self.store.watermark(model)
-        last = 0
+        last = self._restore_checkpoint(model, state, watermark)
         while last < watermark:
             events = [e for e in self.store.events_after(model, last, limit=FOLD_BATCHES,
                                                          max_bytes=self.fold_bytes)
@@ -463,8 +571,6 @@ class Hub:
                         timed, _ = _arrived(table, event.received_at.timestamp())
                         for live, part in state.route(timed):
                             live.remember(part)
-                self._folded.setdefault(model, deque()).append(
-                    (event.seq, event.received_at.timestamp()))
                 last = event.seq
             del events
 
@@ -474,21 +580,27 @@ class Hub:
         with self._lock:
             state = self.models.get(model)
             if state is None:
-                state = ModelState([Generation(version, FIRST, live)],
-                                   AlertManager(model, self.rules or live.suite.rules))
+                manager = AlertManager(model, self.rules or live.suite.rules)
+                state = ModelState([Generation(version, FIRST, live)], manager)
                 self.models[model] = state
-                # so a restart knows it judged from here (kept if another server was first)
-                self._save_alerts(model, state, fenced=False)
+                # so a restart knows it judged from here; if another server was first, the
+                # fold merges the stored one at its next step
+                with suppress(Conflict):
+                    state.revision = state.shown = self.store.save_alert_state(
+                        model, manager.to_dict(), 0, None)
                 return
-            if state.alerts is not None:  # the new version's rules, as after a restart
-                state.alerts.rules = self.rules or live.suite.rules
+            for manager in (state.alerts, state.work):  # the new version's rules
+                if manager is not None:
+                    manager.rules = self.rules or live.suite.rules
             boundary = int(np.floor(float(self.clock()) / self.window.total_seconds())) + 1
-            current = state.generations[-1]
+            generations = list(state.generations)  # a new list: the fold may be iterating
+            current = generations[-1]
             if current.first >= boundary:  # activated twice within one window: replace
-                state.generations.pop()
+                generations.pop()
             else:
                 current.last = boundary
-            state.generations.append(Generation(version, boundary, live))
+            generations.append(Generation(version, boundary, live))
+            state.generations = generations
 
     def register(self, model: str, suite_text: str, *, created_by: str | None = None,
                  note: str | None = None) -> int:
@@ -527,24 +639,26 @@ class Hub:
     def _change(self, model: str, change: Callable[[AlertManager], T]) -> T:
         """An operator's change to a model's alert state, saved before it is answered: made
         on the latest stored state (any server may take it) and saved only on top of it."""
-        with self._lock:
-            state, _ = self._manager(model)
-            for _ in range(SAVE_TRIES):
-                saved, revision = self.store.load_alert_state(model)
-                if revision != state.revision:
-                    self._merge_alerts(model, state, saved, revision)
-                assert state.alerts is not None
-                out = change(state.alerts)
-                state.alerts_unsaved = True
-                try:  # positional: tests stand in for it with a plain function
-                    state.revision = self.store.save_alert_state(
-                        model, state.alerts.to_dict(), state.revision, None)
-                except Conflict:
-                    continue  # saved by someone else meanwhile: made again on theirs
-                state.alerts_unsaved = False
-                state.judged.clear()
-                return out
-            raise StoreError(f"model {model}: the alert state kept changing while being saved")
+        state, shown = self._manager(model)
+        for _ in range(SAVE_TRIES):
+            saved, revision = self.store.load_alert_state(model)
+            try:
+                manager = AlertManager.from_dict(saved if saved is not None else
+                                                 shown.to_dict())
+            except (ValueError, KeyError, TypeError):  # unreadable: replaced by the shown
+                manager = AlertManager.from_dict(shown.to_dict())
+            manager.rules = shown.rules
+            out = change(manager)
+            try:  # positional: tests stand in for it with a plain function
+                revision = self.store.save_alert_state(model, manager.to_dict(), revision,
+                                                       None)
+            except Conflict:
+                continue  # saved by someone else meanwhile: made again on theirs
+            # shown at once; the fold merges it (with what it judged meanwhile) at its next
+            # step, as it does with a change another server saved
+            self._show(state, manager, revision)
+            return out
+        raise StoreError(f"model {model}: the alert state kept changing while being saved")
 
     # -- ingest (request thread) -------------------------------------------------------------
     def append(self, model: str, table: pa.Table, kind: str, key: str | None = None
@@ -615,15 +729,15 @@ class Hub:
 
     def _expire_events(self, model: str) -> None:
         """The event log keeps folded events for the retention (late labels and restarts
-        need them), then forgets them."""
-        folded = self._folded.get(model)
+        need them), then forgets them (checked every ``expire_seconds``; nothing to rebuild
+        in memory after a restart)."""
+        if time.monotonic() - self._expired.get(model, float("-inf")) < self.expire_seconds:
+            return
+        self._expired[model] = time.monotonic()
         horizon = float(self.clock()) - self.retention.total_seconds()  # type: ignore[arg-type]
-        last = None
-        while folded and folded[0][1] < horizon:
-            last = folded.popleft()[0]
-        if last is not None:
-            self.counters[f"expired_events:{model}"] += self.store.delete_events_before(
-                model, last + 1)
+        before = datetime.fromtimestamp(horizon, UTC)
+        self.counters[f"expired_events:{model}"] += self.store.expire_events(
+            model, before, self.store.watermark(model))
 
     # -- folding (background thread) ---------------------------------------------------------
     def _fold(self, model: str, state: ModelState) -> None:
@@ -706,8 +820,6 @@ class Hub:
                 pending.append(timed)
             elif REJECTED_KEY in (table.schema.metadata or {}):  # a follower's refusals
                 self._count_rejections(state, _counts(table), event.received_at.timestamp())
-            self._folded.setdefault(model, deque()).append(
-                (event.seq, event.received_at.timestamp()))
         state.broken = True
         self._ingest(state, pending)
         return last
@@ -752,11 +864,12 @@ class Hub:
                 live.ingest(part)
             del table
 
-    def step(self, now: float | None = None) -> None:
-        """Fold new events of every model, close due windows, persist; a server that does
-        not hold the fold lease refreshes its view instead."""
+    def step(self, now: float | None = None, wait: float = 60.0) -> None:
+        """Fold new events of every model, close due windows, persist (waiting up to
+        ``wait`` seconds for the models' steps, see ``_fold_all``); a server that does not
+        hold the fold lease refreshes its view instead."""
         if self.lease_ttl is None:
-            self._fold_all(now)
+            self._fold_all(now, wait)
             return
         lease = self._held()
         if lease is None:
@@ -767,49 +880,151 @@ class Hub:
         if lease.epoch != self._epoch:
             self._take_over(lease)
         try:
-            self._fold_all(now)
+            self._fold_all(now, wait)
         except LeaseLost as exc:
             self._demote(str(exc))
 
-    def _fold_all(self, now: float | None) -> None:
+    def _fold_all(self, now: float | None, wait: float) -> None:
+        """One step of every model, each in a thread of its own and outside the hub's lock,
+        so that a model whose step is slow (a huge batch, an evaluation that takes long)
+        never holds up the others, the API or a stop. Waits up to ``wait`` seconds for the
+        steps; a model still busy after that is left to finish and skipped until it has.
+        Raises what a step failed with (LeaseLost first)."""
         self._discover()
         revisions = self.store.alert_revisions()
         with self._lock:
             models = dict(self.models)
+        started = []
         for model, state in models.items():
-            with self._lock:
-                if state.broken:  # its windows in memory may be ahead of the store
-                    state = self._load_model(model) or state
-                self._sync_version(model, state)
-                if revisions.get(model, 0) != state.revision:  # changed by another server
-                    self._merge_alerts(model, state, *self.store.load_alert_state(model))
-                try:
-                    self._fold(model, state)
-                except BatchFailed as exc:  # this model's step ends here; the others fold
-                    self.counters["fold_errors"] += 1
-                    log.warning("%s", exc)
-                    continue
-                self._fold_rejections(model, state)
-                state.broken = True  # windows it closes are saved before it returns
-                closed = [w for g in state.generations for w in g.live.tick(now)]
-                state.broken = False
-                self._expire_events(model)
-                self._alert(model, state, closed)
+            busy = self._workers.get(model)
+            if busy is not None and busy.is_alive():
+                self.counters["fold_busy"] += 1
+                continue
+            worker = threading.Thread(target=self._step_model, name=f"watchkeeper-fold-{model}",
+                                      args=(model, state, revisions.get(model, 0), now,
+                                            self._epoch), daemon=True)
+            self._workers[model] = worker
+            worker.start()
+            started.append(worker)
+        deadline = time.monotonic() + wait
+        for worker in started:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        errors = [self._errors.pop(m) for m in list(self._errors)]
+        errors.sort(key=lambda e: not isinstance(e, LeaseLost))
+        if errors:
+            raise errors[0]
+
+    def _model_lock(self, model: str) -> threading.Lock:
+        with self._lock:
+            return self._model_locks.setdefault(model, threading.Lock())
+
+    def _step_model(self, model: str, state: ModelState, revision: int,
+                    now: float | None, epoch: int | None) -> None:
+        """A model's step (in a thread of its own): what fails is kept for ``step`` (unless
+        the step was started under a lease given up since)."""
+        try:
+            with self._model_lock(model):
+                if self._stop.is_set():
+                    return
+                self._fold_model(model, state, revision, now)
+        except BatchFailed as exc:  # this model's step ends here; the others fold
+            self.counters["fold_errors"] += 1
+            log.warning("%s", exc)
+        except BaseException as exc:
+            if epoch == self._epoch:
+                self._errors[model] = exc
+                self._wake.set()
+            else:
+                log.info("model %s: a step begun under an earlier lease ended: %s", model,
+                         _why(exc))
+
+    def _fold_model(self, model: str, state: ModelState, revision: int,
+                    now: float | None) -> None:
+        if state.broken:  # its windows in memory may be ahead of the store (or not loaded)
+            state = self._load_model(model) or state
+        self._sync_version(model, state)
+        if revision != state.revision:  # changed by another server or a person
+            self._merge_alerts(model, state, *self.store.load_alert_state(model))
+        self._fold(model, state)
+        self._fold_rejections(model, state)
+        state.broken = True  # windows it closes are saved before it returns
+        closed = [w for g in state.generations for w in g.live.tick(now)]
+        state.broken = False
+        self._expire_events(model)
+        self._alert(model, state, closed)
+        self._checkpoint(model, state)
+
+    def _checkpoint(self, model: str, state: ModelState) -> None:
+        """Every ``checkpoint_seconds``, save the model's late-label join records as of its
+        watermark (fenced), so that a restart or a takeover need not replay the whole
+        retained event log to rebuild them."""
+        joins = [g for g in state.generations if g.live._join is not None]
+        if not joins or state.broken:
+            return
+        if time.monotonic() - self._checkpointed.get(model, float("-inf")) < \
+                self.checkpoint_seconds:
+            return
+        self._checkpointed[model] = time.monotonic()
+        header, parts = [], []
+        for g in joins:
+            table = g.live.join_state()
+            if table is None:
+                return  # records that cannot share one table: rebuilt by a replay
+            part = to_ipc(table)
+            header.append({"version": g.version, "first": g.first, "size": len(part)})
+            parts.append(part)
+        payload = json.dumps(header).encode() + b"\n" + b"".join(parts)
+        self.store.save_join_checkpoint(model, self.store.watermark(model), payload,
+                                        lease=self._fence())
+
+    def _restore_checkpoint(self, model: str, state: ModelState, watermark: int) -> int:
+        """Put back the late-label join records of the model's last checkpoint; returns the
+        watermark it was taken at (0: none usable, every retained batch is replayed)."""
+        found = self.store.join_checkpoint(model)
+        if found is None or found[0] > watermark:
+            return 0
+        at, payload = found
+        try:
+            head, _, body = payload.partition(b"\n")
+            header = json.loads(head)
+            by_key = {(g.version, g.first): g for g in state.generations
+                      if g.live._join is not None}
+            if sorted(by_key) != sorted((h["version"], h["first"]) for h in header):
+                return 0  # the versions in service changed since: replay them all
+            offset, tables = 0, []
+            for h in header:
+                tables.append((by_key[(h["version"], h["first"])],
+                               from_ipc(body[offset:offset + h["size"]])))
+                offset += h["size"]
+        except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+            log.warning("model %s: the late-label checkpoint cannot be read (%s): "
+                        "rebuilding from the event log", model, _why(exc))
+            return 0
+        for g, table in tables:
+            g.live.restore_join(table)
+        return at
 
     def _take_over(self, lease: Lease) -> None:
-        """Start folding: rebuild every model from the store, as after a restart (tried
-        again from the start at the next step if that fails half-way)."""
+        """Start folding: every model is rebuilt from the store, as after a restart, by
+        its own step (so that one slow to rebuild holds up no other; a rebuild that fails
+        is tried again at the next step)."""
         log.info("folding the event log from the store's watermarks (lease epoch %d)",
                  lease.epoch)
         self._epoch = lease.epoch  # fences what judging the resumed windows saves
         try:
-            self._folded.clear()
             self._failing.clear()
             self._isolate.clear()
             self._count_quarantined()
             self._looked = time.monotonic()
-            for model in self.store.models():  # each swapped in whole when it is built
-                self._load_model(model)
+            with self._lock:
+                states = list(self.models.values())
+            for state in states:
+                state.broken = state.rebuilding = True  # rebuilt by its next step
+            for model in self.store.models():
+                if model not in self.models:
+                    self._view_model(model, replace=False)
+                    if model in self.models:
+                        self.models[model].broken = self.models[model].rebuilding = True
         except BaseException:
             self._epoch = None
             raise
@@ -819,7 +1034,6 @@ class Hub:
         log.warning("no longer folding (%s); serving from the store", why)
         self.counters["lease_lost"] += 1
         self._epoch = None
-        self._folded.clear()
         for model in list(self.models):
             self._view_model(model)
 
@@ -836,10 +1050,9 @@ class Hub:
             self._count_quarantined()
         for model, state in models.items():
             self._log_rejections(model)
-            with self._lock:
-                self._sync_version(model, state)
-                if revisions.get(model, 0) != state.revision:
-                    self._merge_alerts(model, state, *self.store.load_alert_state(model))
+            self._sync_version(model, state)
+            if revisions.get(model, 0) != state.revision:
+                self._merge_alerts(model, state, *self.store.load_alert_state(model))
             if windows:
                 self._view_windows(model, state)
 
@@ -876,26 +1089,34 @@ class Hub:
             state.seen = seen
 
     def _alert(self, model: str, state: ModelState, closed: list[Any]) -> None:
-        """Closed windows' findings → alerts and incidents → notifications, in time order."""
-        manager = state.alerts
-        if manager is None:
+        """Closed windows' findings → alerts and incidents → notifications, in time order.
+        Judged on a copy of the alert state, shown to readers once saved."""
+        base = state.work or state.alerts
+        if base is None:
             return
-        for w in sorted(closed, key=lambda w: w.start):
-            if manager.last_start is not None and w.start <= manager.last_start:
-                continue  # re-evaluated after late data: already judged
+        new = [w for w in sorted(closed, key=lambda w: w.start)
+               if base.last_start is None or w.start > base.last_start]  # else judged already
+        if not new and not state.alerts_unsaved:
+            return
+        manager = self._copy_alerts(state) if new else base
+        assert manager is not None
+        for w in new:
             notifications = manager.process(w.label, w.start, w.findings)
             state.judged.append(w)
             state.alerts_unsaved = True
+            state.work = manager
             self.counters[f"notifications:{model}"] += len(notifications)
             if notifications and self.dispatcher is not None:
+                lease = self._fence()  # fenced as the fold's writes: a stale leader sends
+                if lease is not None:  # nothing (its successor judges the window again)
+                    self.store.check_lease(lease)
                 self.dispatcher.send_all(notifications)
-        if state.alerts_unsaved:  # after sending: a crash in between sends it again
-            self._save_alerts(model, state)
+        self._save_alerts(model, state, manager)  # after sending: a crash sends it again
 
     def run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.step()
+                self.step(wait=self.step_wait)
             except WatchkeeperError as exc:  # a bad batch must not stop the others
                 self.counters["fold_errors"] += 1
                 log.error("folding events failed: %s", exc)
@@ -908,39 +1129,57 @@ class Hub:
 
     def start(self) -> None:
         """Load, then fold in a thread of its own (with leases: take the lease if it is
-        free, and keep it in another thread)."""
-        wait = self._renew() if self.lease_ttl is not None else 0.0
-        self.load()
-        self._thread = threading.Thread(target=self.run, name="watchkeeper-hub", daemon=True)
-        self._thread.start()
+        free, and keep it in another thread, renewing it while the models load)."""
         if self.lease_ttl is not None:
+            wait = self._renew()
             self._keeper = threading.Thread(target=self._keep, args=(wait,),
                                             name="watchkeeper-lease", daemon=True)
             self._keeper.start()
+        self.load(defer=True)
+        self._thread = threading.Thread(target=self.run, name="watchkeeper-hub", daemon=True)
+        self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop folding within about ``timeout`` seconds, whatever a model's step is doing:
+        save what each model has in memory (unless its step is still busy: what it saved
+        last stands, and the rest is folded again after a restart), give the lease back."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
         for thread in (self._thread, self._keeper):
             if thread is not None:
-                thread.join(timeout)
-        with self._lock:
-            try:
-                if self.lease_ttl is None or self._epoch is not None:
-                    for model, state in self.models.items():
-                        for g in state.generations:
-                            g.live.flush(watermark=None)
-                        if state.alerts_unsaved:
-                            self._save_alerts(model, state)
-            except LeaseLost as exc:
-                log.warning("not saved at stop: %s", exc)
-            finally:
-                if self.lease_ttl is not None and self._holding[0] is not None:
-                    self._holding = (None, 0.0)
-                    try:  # another server may take over at once
-                        self.store.release_lease(SCOPE, self.owner)
-                    except StoreError as exc:
-                        log.warning("cannot release the fold lease: %s", exc)
+                thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            if self.lease_ttl is None or self._epoch is not None:
+                with self._lock:
+                    models = dict(self.models)
+                for model, state in models.items():
+                    self._save_at_stop(model, state, deadline)
+        finally:
+            if self.lease_ttl is not None and self._holding[0] is not None:
+                self._holding = (None, 0.0)  # a step still busy writes nothing more
+                try:  # another server may take over at once
+                    self.store.release_lease(SCOPE, self.owner)
+                except StoreError as exc:
+                    log.warning("cannot release the fold lease: %s", exc)
+
+    def _save_at_stop(self, model: str, state: ModelState, deadline: float) -> None:
+        lock = self._model_lock(model)
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            log.warning("model %s: still folding at stop; what it saved last stands, the "
+                        "rest is folded again after a restart", model)
+            return
+        try:
+            if state.broken:  # windows in memory not what the store's watermark says
+                return
+            for g in state.generations:
+                g.live.flush(watermark=None)
+            if state.alerts_unsaved:
+                self._save_alerts(model, state)
+        except (LeaseLost, StoreError) as exc:
+            log.warning("model %s: not saved at stop: %s", model, exc)
+        finally:
+            lock.release()
 
 
 def _dead(owner: str) -> bool:

@@ -74,7 +74,7 @@ class HubCollector(Collector):
             set_aside = dict(self.hub.quarantined)
         for model, model_state in models.items():
             lives = [g.live for g in model_state.generations]
-            closed = [w for live in lives for w in live.windows.values()
+            closed = [w for live in lives for w in list(live.windows.values())
                       if w.state == "closed" and w.result]
             if closed:
                 latest = max(closed, key=lambda w: w.key)

@@ -17,7 +17,17 @@ from watchkeeper.store.records import StoreError
 
 #: Execution option marking a write transaction (BEGIN IMMEDIATE on SQLite).
 WRITE = "watchkeeper_write"
-BUSY_TIMEOUT_MS = 30_000
+#: SQLite: how long a writer waits for another's write lock before it fails (the caller
+#: retries: the SDK sends the batch again, the lease keeper tries at its next turn), so that a
+#: process frozen inside a write transaction makes others fail fast instead of hang.
+BUSY_TIMEOUT_MS = 5_000
+#: PostgreSQL, per session (unless the URL sets ``options``): the longest a statement waits
+#: for a lock, the longest a session may sit idle inside a transaction (a process frozen
+#: there, by SIGSTOP, a VM pause or a network split, loses its session: its locks are freed
+#: and its transaction rolled back), and the longest a statement may run.
+LOCK_TIMEOUT_MS = 2_000
+IDLE_IN_TRANSACTION_MS = 2_000
+STATEMENT_TIMEOUT_MS = 120_000
 EXAMPLES = "e.g. sqlite:///watchkeeper.db or postgresql+psycopg://user:password@host/db"
 
 
@@ -86,7 +96,9 @@ def _sqlite(url: URL, masked: str) -> tuple[Engine, str, bool]:
 def _postgresql(url: URL, masked: str) -> Engine:
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
-    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
+    connect_args: dict[str, Any] = {} if "connect_timeout" in url.query else {
+        "connect_timeout": 10}
+    connect_args["options"] = _session_options(url)
     try:
         return sa.create_engine(
             url,
@@ -102,6 +114,17 @@ def _postgresql(url: URL, masked: str) -> Engine:
         ) from None
     except Exception as e:
         raise StoreError(f"unsupported store URL {masked!r}: {one_line(e)}") from None
+
+
+def _session_options(url: URL) -> str:
+    """The URL's ``options`` with the timeouts above added, for those it does not set."""
+    given = url.query.get("options", "")
+    given = " ".join(given) if isinstance(given, tuple) else given
+    timeouts = {"lock_timeout": LOCK_TIMEOUT_MS,
+                "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_MS,
+                "statement_timeout": STATEMENT_TIMEOUT_MS}
+    added = [f"-c {name}={ms}" for name, ms in timeouts.items() if name not in given]
+    return " ".join([given, *added]).strip()
 
 
 def one_line(error: BaseException) -> str:

@@ -66,6 +66,8 @@ def _sessions(conn: Connection) -> None:
     # if they ever change.
     tables.sessions.create(conn, checkfirst=True)
     tables.server_keys.create(conn, checkfirst=True)
+
+
 def _idempotency(conn: Connection) -> None:
     # events.idempotency_key and its unique partial index per model (as in tables.py when
     # added; copy the definition here if it ever changes). Checks first: it may run after
@@ -80,6 +82,11 @@ def _idempotency(conn: Connection) -> None:
              sqlite_where=keyed, postgresql_where=keyed).create(conn, checkfirst=True)
 
 
+def _join_checkpoints(conn: Connection) -> None:
+    # As tables.join_checkpoints was when added; copy the definition here if it ever changes.
+    tables.join_checkpoints.create(conn, checkfirst=True)
+
+
 #: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("models, suites, events, windows, findings", _initial),
@@ -89,6 +96,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("events.quarantined_at, events.error: batches the fold set aside", _quarantine),
     ("sessions: dashboard sessions; server_keys: keys the servers share", _sessions),
     ("events.idempotency_key: a batch sent again is stored once", _idempotency),
+    ("join_checkpoints: late-label join records as of a watermark", _join_checkpoints),
 ]
 LATEST = len(MIGRATIONS)
 
@@ -106,7 +114,9 @@ def current_version(conn: Connection) -> int:
 
 def upgrade(conn: Connection) -> int:
     """Bring the schema up to :data:`LATEST`; returns the version found if it is newer."""
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql":  # an upgrade may wait and take long: no timeouts
+        conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
+        conn.execute(sa.text("SET LOCAL statement_timeout = 0"))
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
     version = current_version(conn)
     if version >= LATEST:

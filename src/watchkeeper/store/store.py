@@ -224,13 +224,7 @@ class Store:
         }
         with self._transaction(write=True) as conn:
             self._ensure_model(conn, model)
-            if self._dialect == "postgresql":
-                # One model's appends take their seqs and commit one at a time, so its
-                # committed events are always a prefix in seq order: a reader past a
-                # watermark never sees seq n + 1 while seq n is still uncommitted, and
-                # never skips it. (SQLite has a single writer at a time anyway.)
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key, hashtext(:model))"),
-                             {"key": _PG_APPEND_LOCK, "model": model})
+            self._append_turn(conn, model)
             if key is None:
                 result = conn.execute(sa.insert(db.events).values(**values))
                 return Appended(int(result.inserted_primary_key[0]), kind, rows)
@@ -260,6 +254,16 @@ class Store:
             .where(_of(db.events, model), db.events.c.idempotency_key == key)).first()
         return None if found is None else Appended(int(found[0]), found[1], int(found[2]),
                                                    duplicate=True)
+
+    def _append_turn(self, conn: Connection, model: str) -> None:
+        """One model's appends take their seqs and commit one at a time, so its committed
+        events are always a prefix in seq order: a reader past a watermark never sees seq
+        n + 1 while seq n is still uncommitted, and never skips it. (SQLite has a single
+        writer at a time anyway.) Only appends take this turn, never the fold; a process
+        frozen holding it loses it with its session (idle_in_transaction_session_timeout)."""
+        if self._dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key, hashtext(:model))"),
+                         {"key": _PG_APPEND_LOCK, "model": model})
 
     def events_after(
         self,
@@ -311,6 +315,28 @@ class Store:
         with self._transaction(write=True) as conn:
             return int(conn.execute(query).rowcount)
 
+    def expire_events(self, model: str, before: datetime, through: int) -> int:
+        """Retention: delete a model's batches received before ``before`` that are folded
+        (seq ≤ ``through``, its watermark), except those set aside; returns how many."""
+        query = sa.delete(db.events).where(
+            _of(db.events, model), db.events.c.seq <= through,
+            db.events.c.received_at < before, db.events.c.quarantined_at.is_(None))
+        with self._transaction(write=True) as conn:
+            return int(conn.execute(query).rowcount)
+
+    def backlog(self) -> dict[str, tuple[int, datetime]]:
+        """Per model with batches logged but not folded yet (past its watermark, not set
+        aside): how many, and when the oldest of them was received (how far the fold lags)."""
+        e, m = db.events, db.models
+        query = (
+            sa.select(e.c.model, sa.func.count(), sa.func.min(e.c.received_at))
+            .select_from(e.join(m, m.c.name == e.c.model))
+            .where(e.c.seq > m.c.watermark, e.c.quarantined_at.is_(None))
+            .group_by(e.c.model)
+        )
+        with self._transaction() as conn:
+            return {model: (int(n), oldest) for model, n, oldest in conn.execute(query)}
+
     def quarantine_event(self, model: str, seq: int, error: str, *,
                          lease: Lease | None = None) -> bool:
         """Set a logged batch aside (the fold failed on it again and again): it is kept,
@@ -324,8 +350,7 @@ class Store:
                    db.events.c.quarantined_at.is_(None))
             .values(quarantined_at=datetime.now(UTC), error=str(error)[:2000])
         )
-        with self._transaction(write=True) as conn:
-            self._fence(conn, lease)
+        with self._transaction(write=True, lease=lease) as conn:
             return bool(conn.execute(query).rowcount)
 
     def quarantined_events(self, model: str) -> list[Event]:
@@ -365,9 +390,8 @@ class Store:
         _check_name(model)
         now = datetime.now(UTC)
         rows = [_window_row(model, w, now) for w in windows]
-        with self._transaction(write=True) as conn:
+        with self._transaction(write=True, lease=lease) as conn:
             self._ensure_model(conn, model)
-            self._fence(conn, lease)
             if watermark is not None:
                 conn.execute(
                     sa.update(db.models)
@@ -426,9 +450,8 @@ class Store:
         fenced by ``lease`` when given."""
         _check_name(model)
         rows = [_finding_row(model, window_start, f) for f in findings]
-        with self._transaction(write=True) as conn:
+        with self._transaction(write=True, lease=lease) as conn:
             self._ensure_model(conn, model)
-            self._fence(conn, lease)
             conn.execute(
                 sa.delete(db.findings).where(
                     _of(db.findings, model), db.findings.c.window_start == window_start
@@ -476,9 +499,8 @@ class Store:
             raise StoreError(f"alert state must be a dict, got {type(state).__name__}")
         table = db.alert_states
         row = {"model": model, "state": state, "updated_at": datetime.now(UTC)}
-        with self._transaction(write=True) as conn:
+        with self._transaction(write=True, lease=lease) as conn:
             self._ensure_model(conn, model)
-            self._fence(conn, lease)
             insert = self._insert(table)
             if revision is None:
                 conn.execute(
@@ -522,6 +544,30 @@ class Store:
         query = sa.select(db.alert_states.c.model, db.alert_states.c.revision)
         with self._transaction() as conn:
             return {m: int(r) for m, r in conn.execute(query)}
+
+    # -- late-label join checkpoints -------------------------------------------------------
+    def save_join_checkpoint(self, model: str, watermark: int, payload: bytes, *,
+                             lease: Lease | None = None) -> None:
+        """Replace the model's checkpoint of its late-label join records (as of
+        ``watermark``); fenced by ``lease`` when given."""
+        _check_name(model)
+        table = db.join_checkpoints
+        row = {"model": model, "watermark": int(watermark), "saved_at": datetime.now(UTC),
+               "payload": bytes(payload)}
+        with self._transaction(write=True, lease=lease) as conn:
+            self._ensure_model(conn, model)
+            insert = self._insert(table).values(**row)
+            conn.execute(insert.on_conflict_do_update(
+                index_elements=[table.c.model],
+                set_={k: insert.excluded[k] for k in ("watermark", "saved_at", "payload")}))
+
+    def join_checkpoint(self, model: str) -> tuple[int, bytes] | None:
+        """The model's last checkpoint of its late-label join records: (watermark, payload)."""
+        table = db.join_checkpoints
+        query = sa.select(table.c.watermark, table.c.payload).where(_of(table, model))
+        with self._transaction() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else (int(row[0]), bytes(row[1]))
 
     # -- the fold lease --------------------------------------------------------------------
     def acquire_lease(self, scope: str, owner: str, ttl: float, *,
@@ -576,6 +622,19 @@ class Store:
             ).rowcount
         return bool(released)
 
+    def check_lease(self, lease: Lease) -> None:
+        """LeaseLost unless ``lease`` is still held, by its owner in its epoch, and has not
+        run out by the database's clock (before an action the store cannot fence, such as
+        sending a notification)."""
+        table = db.fold_leases
+        query = sa.select(table.c.scope).where(
+            table.c.scope == lease.scope, table.c.owner == lease.owner,
+            table.c.epoch == lease.epoch, table.c.expires_at > self._clock())
+        with self._transaction() as conn:
+            if conn.scalar(query) is None:
+                raise LeaseLost(f"the {lease.scope!r} lease of {lease.owner} (epoch "
+                                f"{lease.epoch}) has run out or been taken over")
+
     def lease(self, scope: str) -> Lease | None:
         """The lease on ``scope`` as it stands (expired or not), or None if never taken."""
         table = db.fold_leases
@@ -586,13 +645,18 @@ class Store:
 
     # -- internals -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _transaction(self, write: bool = False) -> Iterator[Connection]:
-        """One short transaction; database failures become one-line StoreErrors."""
+    def _transaction(self, write: bool = False,
+                     lease: Lease | None = None) -> Iterator[Connection]:
+        """One short transaction; database failures become one-line StoreErrors. Fenced by
+        ``lease`` when given: checked first, and again just before the commit, so that a
+        writer frozen in between, past its lease, commits nothing (LeaseLost)."""
         if self._closed:
             raise StoreError(f"the store at {self.url} is closed")
         try:
             with self._turn, (self._writer if write else self._engine).begin() as conn:
+                self._fence(conn, lease)
                 yield conn
+                self._fence(conn, lease)
         except sa.exc.StatementError as e:
             if isinstance(e.orig, StoreError):  # raised while encoding a parameter
                 raise e.orig from e.orig.__cause__
@@ -602,35 +666,43 @@ class Store:
 
     def _now(self, conn: Connection) -> float:
         """Seconds since 1970 by the database's clock: one clock for every server."""
-        if self._dialect == "postgresql":
-            now = sa.extract("epoch", sa.func.clock_timestamp())
-        else:  # SQLite: the clock of the host, which every process on the file shares
-            now = (sa.func.julianday("now") - 2440587.5) * 86400.0
-        return float(conn.scalar(sa.select(now)))
+        return float(conn.scalar(sa.select(self._clock())))
 
-    @staticmethod
-    def _fence(conn: Connection, lease: Lease | None) -> None:
+    def _clock(self) -> sa.ColumnElement[float]:
+        if self._dialect == "postgresql":
+            return sa.extract("epoch", sa.func.clock_timestamp())
+        # SQLite: the clock of the host, which every process on the file shares
+        return (sa.func.julianday("now") - 2440587.5) * 86400.0
+
+    def _fence(self, conn: Connection, lease: Lease | None) -> None:
         """Refuse the transaction's writes unless ``lease`` is still held, by its owner in
-        its epoch (on PostgreSQL this also locks the lease row until the commit, so that
-        nobody can take the lease in between)."""
+        its epoch, and has not run out by the database's clock (on PostgreSQL this also
+        locks the lease row until the commit, so that nobody can take the lease in
+        between)."""
         if lease is None:
             return
         table = db.fold_leases
         held = conn.execute(
             sa.update(table)
             .where(table.c.scope == lease.scope, table.c.owner == lease.owner,
-                   table.c.epoch == lease.epoch)
+                   table.c.epoch == lease.epoch, table.c.expires_at > self._clock())
             .values(epoch=table.c.epoch)
         ).rowcount
         if held != 1:
             raise LeaseLost(f"the {lease.scope!r} lease of {lease.owner} (epoch {lease.epoch}) "
-                            "has been taken over: nothing written")
+                            "has run out or been taken over: nothing written")
 
     def _insert(self, table: sa.Table) -> Any:
         dialect = postgresql if self._dialect == "postgresql" else sqlite
         return dialect.insert(table)
 
     def _ensure_model(self, conn: Connection, model: str) -> None:
+        """Add the model's row unless it is there: looked up first, because an insert that
+        meets the row while the fold's transaction updates it (its watermark) would wait
+        for that transaction (on PostgreSQL), and ingest must never wait on the fold."""
+        known = sa.select(db.models.c.name).where(db.models.c.name == model)
+        if conn.scalar(known) is not None:
+            return
         new = {"name": model, "created_at": datetime.now(UTC), "watermark": 0}
         conn.execute(self._insert(db.models).values(**new).on_conflict_do_nothing())
 

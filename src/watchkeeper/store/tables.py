@@ -160,6 +160,17 @@ alert_states = sa.Table(  # since schema version 2
     sa.Column("revision", sa.BigInteger, nullable=False, server_default="0"),
 )
 
+join_checkpoints = sa.Table(  # added by the migration "join_checkpoints"
+    "join_checkpoints",
+    metadata,
+    _model_key(primary_key=True),
+    # the prediction records kept for late labels, as of this watermark: a restart or a
+    # takeover starts from them and replays only the batches past it
+    sa.Column("watermark", sa.BigInteger, nullable=False),
+    sa.Column("saved_at", UTCDateTime, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),  # Arrow IPC, one table per version
+)
+
 fold_leases = sa.Table(  # since schema version 3
     "fold_leases",
     metadata,
