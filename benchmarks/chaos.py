@@ -5,7 +5,7 @@ Each scenario runs a fresh ``watchkeeper serve`` subprocess on 127.0.0.1 (as the
 database ``test``, in a schema of its own dropped afterwards; ``--pg-url`` to change it). The
 suite is ``watchkeeper.init`` of 3,000 synthetic rows (``id``, ``x``, ``colour``,
 ``prediction``, ``label``). Clients are the SDK's ``RemoteSink`` with one Idempotency-Key per
-batch, the same on every retry (``tests.server_helpers.keyed_sink``).
+batch, the same on every retry (``watchkeeper.sdk.RemoteSink``).
 
 * ``stall``: another connection holds the store's write lock for ``--stall`` seconds (SQLite:
   ``BEGIN IMMEDIATE``; PostgreSQL: ``LOCK TABLE events IN EXCLUSIVE MODE``) while 4 sinks with
@@ -59,7 +59,8 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import watchkeeper as wk
-from tests.server_helpers import WRITE, Server, keyed_sink, request, wait_for
+from tests.server_helpers import WRITE, Server, request, wait_for
+from watchkeeper.sdk import RemoteSink
 from watchkeeper.sdk.sinks import SinkError
 from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import Store
@@ -141,7 +142,7 @@ def serve(workdir: Path, suite: Path, url: str, *args: str) -> Server:
 def scenario_stall(workdir: Path, suite: Path, url: str, stall: float) -> dict[str, Any]:
     server = serve(workdir, suite, url)
     try:
-        sinks = [keyed_sink(server.url, "m", token=WRITE) for _ in range(4)]
+        sinks = [RemoteSink(server.url, "m", token=WRITE) for _ in range(4)]
         errors: list[str] = []
 
         def send(sink: Any, seed: int) -> None:
@@ -170,7 +171,7 @@ def scenario_stall(workdir: Path, suite: Path, url: str, stall: float) -> dict[s
 def scenario_kill(workdir: Path, suite: Path, url: str, batches: int,
                   kills: int) -> dict[str, Any]:
     server = serve(workdir, suite, url)
-    sink = keyed_sink(server.url, "m", token=WRITE, timeout=2.0, retries=8, backoff=0.2)
+    sink = RemoteSink(server.url, "m", token=WRITE, timeout=2.0, retries=8, backoff=0.2)
     sent, gave_up = [0], [0]
     done = threading.Event()
 
@@ -217,7 +218,7 @@ def scenario_commit_kill(workdir: Path, suite: Path, url: str, runs: int) -> dic
 
     try:
         for i in range(runs):
-            sink = keyed_sink(server.url, "m", token=WRITE, retries=8, backoff=0.2)
+            sink = RemoteSink(server.url, "m", token=WRITE, retries=8, backoff=0.2)
             before = logged()
             sending = threading.Thread(target=sink.send_events, args=(batch(100, 5000 + i),))
             with write_lock(url):  # the request waits for the store...

@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -92,19 +91,6 @@ def request(url: str, body: bytes | None = None, *, token: str | None = None,
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
-
-
-def keyed_sink(*args: Any, **kwargs: Any) -> Any:
-    """The SDK's RemoteSink sending one Idempotency-Key per batch, the same on every retry
-    (what the SDK's own sink is to do; this stands in for it until it does)."""
-    from watchkeeper.sdk import RemoteSink
-
-    class KeyedSink(RemoteSink):
-        def _post(self, kind: str, table: Any) -> None:
-            self._headers["Idempotency-Key"] = uuid.uuid4().hex
-            super()._post(kind, table)
-
-    return KeyedSink(*args, **kwargs)
 
 
 def wait_for(condition, timeout: float = 30.0, every: float = 0.2) -> Any:

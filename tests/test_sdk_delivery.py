@@ -250,9 +250,6 @@ class _Forward(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="needs the server to store a batch once per Idempotency-Key "
-                          "(branch ingest); the SDK half is asserted before the count",
-                   strict=False)
 def test_a_hang_counts_no_row_twice_end_to_end(tmp_path: Path) -> None:
     """A real server behind a proxy that holds its answers past the sink's timeout: the
     batch is stored, the sink retries it with the same key, and the server counts it once."""

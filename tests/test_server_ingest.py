@@ -19,10 +19,11 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from tests.server_helpers import READ, WRITE, Server, keyed_sink, request, wait_for
+from tests.server_helpers import READ, WRITE, Server, request, wait_for
 from tests.test_server import arrow
 from tests.test_server_limits import metric
 from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
+from watchkeeper.sdk import RemoteSink
 from watchkeeper.store import Store
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -162,7 +163,7 @@ def test_idempotency_keys_are_checked(server: Server) -> None:
 def test_sdk_retries_through_a_stalled_store_are_counted_once(server: Server) -> None:
     """The store's write lock is held for 4 s by another connection; the SDK times out after
     1 s and sends again, each copy waits for the store and is then committed... once."""
-    sink = keyed_sink(server.url, "m", token=WRITE, timeout=1.0, retries=8, backoff=0.2)
+    sink = RemoteSink(server.url, "m", token=WRITE, timeout=1.0, retries=8, backoff=0.2)
     blocker = sqlite3.connect(server.db, timeout=30, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # the store stalls
     try:
