@@ -131,7 +131,8 @@ def test_a_server_whose_model_hangs_counts_the_others_answers_and_stops_on_sigte
                  timeout=30)
         assert all(w.state == "open" for w in store.load_windows("slow"))  # it hangs
         for path in ("/metrics", "/healthz"):
-            (status, _), took = _within(5, request, server.url + path, timeout=5)
+            (status, _), took = _within(5, request, server.url + path, token=READ,
+                                        timeout=5)
             assert status == 200 and took < 2, (path, took)
         for path in ("/v1/models/slow/incidents", "/v1/models/fast/incidents"):
             (status, _), took = _within(5, request, server.url + path, token=READ,

@@ -155,7 +155,8 @@ def _infer_kind(name: str, column: pa.ChunkedArray, rows: int) -> tuple[Kind, st
         levels = whole_levels(values)
         if levels is not None:
             if levels.size <= MAX_CODE_LEVELS:
-                return Kind.CATEGORICAL, f"integer codes with {levels.size} levels"
+                plural = "" if levels.size == 1 else "s"
+                return Kind.CATEGORICAL, f"integer codes with {levels.size} level{plural}"
             if levels.size == values.size and values.size >= 50:
                 return Kind.TEXT, "unique integers"
         return Kind.NUMERIC, None
@@ -192,7 +193,8 @@ def _infer_role(name: str, kind: Kind, column: pa.ChunkedArray) -> tuple[Role, s
             continue
         if role == Role.PROBA and kind != Kind.NUMERIC:
             continue
-        return role, f"named like a {role.value} column"
+        article = "an" if role.value[0] in "aeiou" else "a"
+        return role, f"named like {article} {role.value} column"
     if _TIME_INDEX.match(lower):
         return Role.IGNORE, "a time index, not a feature (use --timestamp for time windows)"
     if kind == Kind.TEXT and type_class(column.type) == "numeric":
