@@ -21,6 +21,7 @@ from watchkeeper.monitors.estimate import (
     MIN_LABELLED_WINDOWS,
     LabelledError,
     history_band,
+    labelled_error,
 )
 from watchkeeper.stats.metrics import error_band
 
@@ -167,6 +168,27 @@ def test_history_band_needs_enough_labelled_windows() -> None:
     lo, hi = update["estimated_band"]["accuracy"]
     assert lo < 0.7 and hi == 0.82  # towards the errors seen; the init band's other end
     assert history_band({**metrics, **update}, [seen] * 2) == update  # applied again: same
+
+
+def test_history_band_reads_metrics_as_reported_in_json(suite: wk.Suite,
+                                                        drifted: pa.Table) -> None:
+    """The server can call it on stored metrics: JSON lists, and null for a metric with no
+    value (a window predicting no positive has no precision)."""
+    result = check(suite, drifted)
+    stored = [json.loads(json.dumps(w.to_dict()["metrics"])) for w in result.windows]
+    earlier = [e for i, m in enumerate(stored[:-1])
+               if (e := labelled_error(m, result.windows[i].rows)) is not None]
+    last = {k: v for k, v in stored[-1].items() if k != "estimated_band_init"}
+    last["estimated_band"] = stored[-1]["estimated_band_init"]
+    update = history_band(last, earlier)
+    for k, (lo, hi) in update["estimated_band"].items():
+        assert lo == pytest.approx(stored[-1]["estimated_band"][k][0], abs=1e-5)
+        assert hi == pytest.approx(stored[-1]["estimated_band"][k][1], abs=1e-5)
+    last["estimated"]["precision"] = None
+    last["estimation_error"] = {**last.get("estimation_error", {}), "precision": None}
+    assert history_band(last, earlier)["estimated_band"]["precision"] == tuple(
+        last["estimated_band"]["precision"])
+    assert labelled_error(last, WINDOW) is not None
 
 
 def test_error_band_predicts_from_the_errors_mean_and_spread() -> None:

@@ -325,8 +325,8 @@ def labelled_error(metrics: dict[str, Any], rows: int) -> LabelledError | None:
     if labeled < MIN_LABELED_ROWS:
         return None
     scale = float(np.sqrt(max(rows, labeled) / labeled))
-    return LabelledError({k: -float(v) for k, v in error.items() if v is not None},
-                         {k: float(v) * scale for k, v in sd.items() if v is not None})
+    return LabelledError({k: -_number(v) for k, v in error.items()},
+                         {k: _number(v) * scale for k, v in sd.items()})
 
 
 def history_band(metrics: dict[str, Any], earlier: Sequence[LabelledError]) -> dict[str, Any]:
@@ -346,11 +346,13 @@ def history_band(metrics: dict[str, Any], earlier: Sequence[LabelledError]) -> d
     sampling = metrics.get("estimated_sampling_sd") or {}
     bands, mean_error = {}, {}
     for k, value in metrics.get("estimated", {}).items():
-        lo, hi = (float(x) for x in init[k])
-        errors = np.array([h.errors.get(k, np.nan) for h in history], dtype=float)
-        predicted = error_band(value, float(sampling.get(k, np.nan)), errors,
-                               np.array([h.sampling_sd.get(k, np.nan) for h in history]))
-        if np.isfinite(predicted).all():
+        if k not in init:
+            continue
+        lo, hi = (_number(x) for x in init[k])
+        errors = np.array([_number(h.errors.get(k)) for h in history])
+        predicted = error_band(_number(value), _number(sampling.get(k)), errors,
+                               np.array([_number(h.sampling_sd.get(k)) for h in history]))
+        if np.isfinite([*predicted, lo, hi]).all():
             lo = max(min(lo, predicted[0], value), 0.0)
             hi = min(max(hi, predicted[1], value), 1.0)
             mean_error[k] = float(np.nanmean(errors))
@@ -359,6 +361,11 @@ def history_band(metrics: dict[str, Any], earlier: Sequence[LabelledError]) -> d
             "estimated_band_method": f"history: errors of the last {len(history)} labelled "
                                      "windows",
             "estimated_error_mean": mean_error}
+
+
+def _number(x: Any) -> float:
+    """A reported value as a float; NaN for a missing one (JSON null)."""
+    return float("nan") if x is None else float(x)
 
 
 def band_from_history(monitors: Sequence[Monitor], window: Profile, findings: list[Finding],
