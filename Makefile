@@ -66,7 +66,7 @@ bench-cbpe: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/cbpe_label_model.py
 
 ## Whether the estimate's 95% band covers the realised metric on real drifted windows (ACS
-## by year and 10k rows, NOAA rainfall by year and season), before and after shift_sd (~3 min).
+## by year and 10k rows, NOAA rainfall by year and season): sampling, init and reported band (~3 min).
 bench-band: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_band.py
 

@@ -2,11 +2,14 @@
 
 For each data set and windowing, a suite is built from the labeled reference and the
 analysis rows are checked with their labels joined, so every window has both the label-free
-estimate (with its 95% band) and the realised metric. "Before" is the sampling band alone
-(the band of a suite without ``shift_sd``, as every suite had before it); "after" is the
-band as shipped. The estimate itself is the same in both, so its error (MAE) is reported
-once. Also counted: ``estimated_performance`` findings, and how many of them the realised
-metric confirms (realised past the same threshold).
+estimate (with its 95% band) and the realised metric. Three bands: "sampling", the sampling
+band alone (a suite without ``shift_sd``, as every suite had before it); "init", widened by
+``shift_sd`` (the estimator's error measured at init), what a window gets with no earlier
+labelled window; "reported", the band each window reports in time order, widened by the
+errors of the labelled windows before it (``estimated_band_method``). The estimate itself
+is the same in all three, so its error (MAE) is reported once. Also counted:
+``estimated_performance`` findings, and how many of them the realised metric confirms
+(realised past the same threshold).
 
 Data (both in ``data/``, nothing downloaded):
 
@@ -40,7 +43,13 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 import watchkeeper as wk
-from watchkeeper.monitors.estimate import ESTIMATED, EstimatedPerformance
+from watchkeeper.monitors.estimate import (
+    BAND_AT_INIT,
+    BAND_HISTORY,
+    ESTIMATED,
+    MIN_LABELLED_WINDOWS,
+    EstimatedPerformance,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ACS = ROOT / "data" / "acs_employment_ma"
@@ -51,6 +60,8 @@ RAIN_TRAIN, RAIN_REFERENCE = 3_650, 3_650
 #: From this row of the file on, the data set's labels are inverted (an injected concept drift).
 RAIN_INVERTED = 12_000
 TARGET_COVERAGE = 0.90
+#: The bands compared: sampling alone, as set at init, as reported (history of labels).
+BANDS = ("sampling", "init", "reported")
 
 
 @dataclass
@@ -62,9 +73,10 @@ class Case:
     rows: list[int] = field(default_factory=list)
     estimated: list[dict[str, float]] = field(default_factory=list)
     realised: list[dict[str, float]] = field(default_factory=list)
-    before: list[dict[str, tuple[float, float]]] = field(default_factory=list)
-    after: list[dict[str, tuple[float, float]]] = field(default_factory=list)
-    findings: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)  # before/after
+    #: per kind of band (``BANDS``), per window: metric → band
+    bands: dict[str, list[dict[str, tuple[float, float]]]] = field(default_factory=dict)
+    findings: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)  # per BANDS
+    methods: list[str] = field(default_factory=list)  # estimated_band_method per window
     shift_sd: dict[str, float] = field(default_factory=dict)
 
 
@@ -109,7 +121,8 @@ def run_case(name: str, suite: wk.Suite, analysis: pa.Table, labels: pa.Table | 
         k: v for k, v in monitor.calibration.items() if k != "shift_sd"}, **monitor.settings)
     sampling_only.bind(suite.schema)
     case = Case(name, shift_sd=dict(monitor.calibration.get("shift_sd", {})))
-    case.findings = {"before": [], "after": []}
+    case.findings = {k: [] for k in BANDS}
+    case.bands = {k: [] for k in BANDS}
     for w in suite.check(analysis, labels=labels, **windowing).windows:
         estimate = w.metrics.get("estimated", {})
         realised = w.metrics.get("realised", {})
@@ -119,10 +132,17 @@ def run_case(name: str, suite: wk.Suite, analysis: pa.Table, labels: pa.Table | 
         case.rows.append(w.rows)
         case.estimated.append(estimate)
         case.realised.append(realised)
-        case.after.append({k: tuple(v) for k, v in w.metrics["estimated_band"].items()})
-        case.before.append(sampling_only.measure(w.profile)["estimated_band"])
-        for when, m in (("before", sampling_only), ("after", monitor)):
-            for f in m.evaluate(w.profile, suite.reference):
+        case.methods.append(w.metrics["estimated_band_method"])
+        reported = w.metrics["estimated_band"]
+        case.bands["reported"].append({k: tuple(v) for k, v in reported.items()})
+        case.bands["init"].append({k: tuple(v) for k, v in w.metrics.get(
+            "estimated_band_init", reported).items()})
+        case.bands["sampling"].append(sampling_only.measure(w.profile)["estimated_band"])
+        for when, found in (("sampling", sampling_only.evaluate(w.profile, suite.reference)),
+                            ("init", monitor.evaluate(w.profile, suite.reference)),
+                            ("reported", [f for f in w.findings
+                                          if f.monitor == EstimatedPerformance.type])):
+            for f in found:
                 past = realised.get(f.metric, np.nan) < f.threshold  # all higher-is-better
                 case.findings[when].append((f"{w.label} {f.metric} {f.severity.value}", past))
     return case
@@ -133,33 +153,37 @@ def covers(band: tuple[float, float], value: float) -> bool:
 
 
 def summary(case: Case) -> list[str]:
+    history = sum(m != BAND_AT_INIT for m in case.methods)
     lines = [f"### {case.name}", "",
-             f"{len(case.windows)} windows of {min(case.rows):,}–{max(case.rows):,} rows. "
-             "shift_sd (the estimator's error sd fitted at init): " + ", ".join(
+             f"{len(case.windows)} windows of {min(case.rows):,}–{max(case.rows):,} rows; "
+             f"{history} of them with a band widened by earlier labelled windows. shift_sd "
+             "(the estimator's error sd fitted at init): " + ", ".join(
                  f"{k} {v:.4f}" for k, v in case.shift_sd.items()) + ".", "",
-             "| metric | MAE | max \\|error\\| | coverage before | coverage after | "
-             "mean width before | mean width after | target ≥ 90% |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| metric | MAE | max \\|error\\| | "
+             + " | ".join(f"coverage {k}" for k in BANDS) + " | "
+             + " | ".join(f"mean width {k}" for k in BANDS) + " | target ≥ 90% |",
+             "|---|---:|---:|" + "---:|" * (2 * len(BANDS)) + "---|"]
     for k in ESTIMATED:
-        pairs = [(e[k], r[k], b[k], a[k]) for e, r, b, a in zip(
-            case.estimated, case.realised, case.before, case.after, strict=True)
-            if np.isfinite(e.get(k, np.nan)) and np.isfinite(r.get(k, np.nan))]
-        if not pairs:
+        rows = [i for i, (e, r) in enumerate(zip(case.estimated, case.realised, strict=True))
+                if np.isfinite(e.get(k, np.nan)) and np.isfinite(r.get(k, np.nan))]
+        if not rows:
             continue
-        err = np.array([e - r for e, r, _, _ in pairs])
-        before = np.mean([covers(b, r) for _, r, b, _ in pairs])
-        after = np.mean([covers(a, r) for _, r, _, a in pairs])
-        wb = np.mean([b[1] - b[0] for *_, b, _ in pairs])
-        wa = np.mean([a[1] - a[0] for *_, a in pairs])
+        err = np.array([case.estimated[i][k] - case.realised[i][k] for i in rows])
+        cover = {b: np.mean([covers(case.bands[b][i][k], case.realised[i][k]) for i in rows])
+                 for b in BANDS}
+        width = {b: np.mean([case.bands[b][i][k][1] - case.bands[b][i][k][0] for i in rows])
+                 for b in BANDS}
         lines.append(f"| {k} | {np.abs(err).mean():.5f} | {np.abs(err).max():.4f} | "
-                     f"{before:.0%} ({round(before * len(pairs))}/{len(pairs)}) | "
-                     f"{after:.0%} ({round(after * len(pairs))}/{len(pairs)}) | {wb:.4f} | "
-                     f"{wa:.4f} | {'**met**' if after >= TARGET_COVERAGE else 'not met'} |")
-    for when in ("before", "after"):
+                     + " | ".join(f"{cover[b]:.0%} ({round(cover[b] * len(rows))}/{len(rows)})"
+                                  for b in BANDS) + " | "
+                     + " | ".join(f"{width[b]:.4f}" for b in BANDS) + " | "
+                     + ("**met**" if cover["reported"] >= TARGET_COVERAGE else "not met")
+                     + " |")
+    for when in BANDS:
         found = case.findings[when]
         confirmed = sum(ok for _, ok in found)
-        lines.append(f"\n- `estimated_performance` findings {when}: {len(found)}, of which the "
-                     f"realised metric is past the same threshold in {confirmed}"
+        lines.append(f"\n- `estimated_performance` findings, {when} band: {len(found)}, of "
+                     f"which the realised metric is past the same threshold in {confirmed}"
                      + (": " + "; ".join(f"{d}{'' if ok else ' (false)'}" for d, ok in found)
                         if found and len(found) <= 12 else "."))
     lines.append("")
@@ -168,17 +192,20 @@ def summary(case: Case) -> list[str]:
 
 def windows_table(case: Case, metric: str) -> list[str]:
     lines = [f"<details><summary>{case.name}: {metric} per window</summary>", "",
-             "| window | rows | estimated | realised | band before | band after |",
-             "|---|---:|---:|---:|---|---|"]
-    for w, n, e, r, b, a in zip(case.windows, case.rows, case.estimated, case.realised,
-                                case.before, case.after, strict=True):
+             "| window | rows | estimated | realised | "
+             + " | ".join(f"band {b}" for b in BANDS) + " |",
+             "|---|---:|---:|---:|" + "---|" * len(BANDS)]
+    mark = {True: "", False: " **miss**"}
+    for i, (w, n, e, r) in enumerate(zip(case.windows, case.rows, case.estimated,
+                                          case.realised, strict=True)):
         if metric not in e or not np.isfinite(r.get(metric, np.nan)):
             continue
-        mark = {True: "", False: " **miss**"}
+        cells = []
+        for b in BANDS:
+            lo, hi = case.bands[b][i][metric]
+            cells.append(f"[{lo:.4f}, {hi:.4f}]{mark[covers((lo, hi), r[metric])]}")
         lines.append(f"| {w} | {n:,} | {e[metric]:.4f} | {r[metric]:.4f} | "
-                     f"[{b[metric][0]:.4f}, {b[metric][1]:.4f}]{mark[covers(b[metric], r[metric])]}"
-                     f" | [{a[metric][0]:.4f}, {a[metric][1]:.4f}]"
-                     f"{mark[covers(a[metric], r[metric])]} |")
+                     + " | ".join(cells) + " |")
     return [*lines, "", "</details>", ""]
 
 
@@ -214,10 +241,15 @@ def main() -> None:
              f"{platform.python_version()}. `wk.init` took "
              + ", ".join(f"{v:.1f} s ({k})" for k, v in init_seconds.items()) + ".", "",
              "A band *covers* a window when the realised metric (labels joined) lies inside "
-             "it. **Before**: the 95% sampling band alone (what every suite had before "
-             "`shift_sd`). **After**: the sampling band widened by the estimator's own error "
-             "under shift, measured at init out of fold on shifted reference chunks. The "
-             "estimate is the same before and after, so its error (MAE, estimate − realised) "
+             "it. **sampling**: the 95% sampling band alone (what every suite had before "
+             "`shift_sd`). **init**: the sampling band widened by the estimator's own error "
+             "under shift, measured at init out of fold on shifted reference chunks (what a "
+             "window gets with no earlier labelled window). **reported**: the band each "
+             "window reports, checked in time order with the labels joined: once "
+             f"{MIN_LABELLED_WINDOWS} earlier windows are labelled, widened by the errors "
+             f"of the (up to {BAND_HISTORY}) labelled windows before it "
+             "(their mean and their sd beyond sampling noise; `estimated_band_method`). The "
+             "estimate is the same in all three, so its error (MAE, estimate − realised) "
              "is shown once. Findings are counted with the suite's thresholds; a finding is "
              "*false* when the realised metric is not past its threshold.", ""]
     for case in cases:

@@ -18,6 +18,12 @@ from watchkeeper.alerts.labels import fingerprint
 from watchkeeper.data import did_you_mean
 from watchkeeper.errors import DataError
 from watchkeeper.monitors.base import Finding, Monitor, Severity
+from watchkeeper.monitors.estimate import (
+    BAND_HISTORY,
+    LabelledError,
+    band_from_history,
+    labelled_error,
+)
 from watchkeeper.profile import Profile
 from watchkeeper.report.html import window_label
 from watchkeeper.values import epoch_seconds
@@ -454,10 +460,27 @@ class CheckResult:
         w = self.windows[index]
         w.findings, w.metrics = self.evaluator.assess(w.profile)
         w.not_evaluated, w.unevaluated = unjudged(self.evaluator.monitors, w.profile)
-        for f in w.findings:
-            f.window = w.label
         if w.profile.joint:
             w.metrics["label_coverage"] = _coverage(w)
+        self._band_from_history(index)
+
+    def _band_from_history(self, index: int) -> None:
+        """Widen window ``index``'s estimated-performance band by the errors of the labelled
+        windows before it, and only those (see :func:`~watchkeeper.monitors.estimate.
+        history_band`)."""
+        assert self.evaluator is not None
+        w = self.windows[index]
+        if "estimated_band" in w.metrics:
+            earlier: list[LabelledError] = []
+            for x in reversed(self.windows[:index]):  # the latest BAND_HISTORY suffice
+                if len(earlier) == BAND_HISTORY:
+                    break
+                if (e := labelled_error(x.metrics, x.rows)) is not None:
+                    earlier.insert(0, e)
+            w.findings = band_from_history(self.evaluator.monitors, w.profile, w.findings,
+                                           w.metrics, earlier)
+        for f in w.findings:
+            f.window = w.label
 
     def add_labels(self, labels: Any) -> int:
         """Join labels that arrived late (a table with the id and target columns) to the
@@ -469,6 +492,9 @@ class CheckResult:
         changed, unmatched = self.label_join.apply(labels, [w.profile for w in self.windows])
         for i in sorted(changed):
             self.refresh(i)
+        for i in range(min(changed, default=len(self.windows)) + 1, len(self.windows)):
+            if i not in changed:  # earlier windows' new labels widen its band
+                self._band_from_history(i)
         self.evaluator.evaluate_sequence(self)
         self.unmatched_labels += unmatched
         return unmatched

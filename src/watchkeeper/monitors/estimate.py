@@ -24,18 +24,23 @@ every input's bins), each scored by an estimator fitted without those rows
 their sampling noise (:func:`~watchkeeper.stats.metrics.shift_sd`), the larger of the two
 kinds of chunk, and at least the sampling sd of the metric over the labeled reference (the
 noise of the labels the calibration was fitted to, which no window size averages away).
-The monitor alerts only when the whole band is worse than the threshold. Once labels
-arrive the estimate is reported beside the realised value.
+No estimate from the reference sees a change in P(label | inputs); once earlier windows'
+labels are in, :func:`history_band` widens a window's band by their errors (a batch check
+applies it in window order, see :meth:`~watchkeeper.check.CheckResult.refresh`). The
+monitor alerts only when the whole band is worse than the threshold. Once labels arrive
+the estimate is reported beside the realised value.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from watchkeeper.estimators import BinnedInputs, base_calibration, out_of_fold_positive
-from watchkeeper.monitors.base import Finding, ReferenceData
+from watchkeeper.monitors.base import Finding, Monitor, ReferenceData
 from watchkeeper.monitors.performance import (
     LOWER_IS_BETTER,
     DropMonitor,
@@ -46,6 +51,7 @@ from watchkeeper.profile import Profile
 from watchkeeper.schema import Role
 from watchkeeper.stats.metrics import (
     bootstrap_expected_binary,
+    error_band,
     expected_binary,
     sampling_sd_expected_binary,
     shift_sd,
@@ -70,6 +76,16 @@ TIME_CHUNKS = 8
 MIN_CHUNK_ROWS = 200
 #: Label draws for a chunk's sampling sd.
 CHUNK_DRAWS = 100
+#: z of a two-sided 95% band.
+Z95 = 1.96
+#: ``estimated_band_method`` of a band set at init (sampling noise and ``shift_sd``).
+BAND_AT_INIT = "init"
+#: Earlier labelled windows needed before their errors widen a window's band...
+MIN_LABELLED_WINDOWS = 2
+#: ... of which the latest this many are used (an error regime that ended fades out).
+BAND_HISTORY = 12
+#: A window counts as labelled for that with at least this many labeled rows.
+MIN_LABELED_ROWS = 30
 
 
 class EstimatedPerformance(DropMonitor):
@@ -201,24 +217,28 @@ class EstimatedPerformance(DropMonitor):
             return {}
         if self.task.type == "regression":
             return self._with_error({"estimated": estimate}, window, estimate)
-        out: dict[str, Any] = {"estimated": estimate,
-                               "estimated_band": self._bands(window, estimate)}
+        bands, sampling = self._bands(window, estimate)
+        out: dict[str, Any] = {"estimated": estimate, "estimated_band": bands,
+                               "estimated_band_method": BAND_AT_INIT,
+                               "estimated_sampling_sd": sampling}
         return self._with_error(out, window, estimate)
 
-    def _bands(self, window: Profile, estimate: dict[str, float]) -> dict[str, tuple[float,
-                                                                                     float]]:
+    def _bands(self, window: Profile, estimate: dict[str, float]
+               ) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
         """95% band of each estimated metric: the sampling band widened by ``shift_sd``
-        (a suite calibrated before it existed has none: the sampling band alone)."""
+        (a suite calibrated before it existed has none: the sampling band alone); and the
+        sampling sd of each metric (the sampling band's half-width / 1.96)."""
         counts = window.joint[PERFORMANCE].sum(axis=2)[:, :2]
         rng = np.random.default_rng([int(counts.sum()), 17])
         bands = bootstrap_expected_binary(counts, self._table(window.joint, counts),
                                           positive=1, rng=rng)
         extra = self.calibration.get("shift_sd", {})
-        out = {}
+        out, sampling = {}, {}
         for k in estimate:
             lo, hi = widen_band(estimate[k], bands[k], float(extra.get(k, 0.0)))
             out[k] = (max(lo, 0.0), min(hi, 1.0))
-        return out
+            sampling[k] = (bands[k][1] - bands[k][0]) / (2 * Z95)
+        return out, sampling
 
     def _with_error(self, out: dict[str, Any], window: Profile,
                     estimate: dict[str, float]) -> dict[str, Any]:
@@ -234,8 +254,12 @@ class EstimatedPerformance(DropMonitor):
             return []
         if self.task.type == "regression":
             return self.compare(estimate, window.rows, "estimated")
-        # judged on the band's better end: alert only if the whole band is past the threshold
-        bands = self._bands(window, estimate)
+        return self.judge(window, estimate, self._bands(window, estimate)[0])
+
+    def judge(self, window: Profile, estimate: dict[str, float],
+              bands: dict[str, tuple[float, float]]) -> list[Finding]:
+        """Findings of a classifier's window from its estimate and 95% bands, judged on the
+        band's better end: alert only if the whole band is past the threshold."""
         found = self.compare({k: lo if k in LOWER_IS_BETTER else hi
                               for k, (lo, hi) in bands.items()}, window.rows, "estimated")
         for f in found:
@@ -279,3 +303,85 @@ def _joint(codes: RowCodes, positive: np.ndarray, task: Task) -> dict[str, np.nd
         minlength=shape[0] * 2).reshape(shape)
     return joint
 
+
+
+@dataclass(frozen=True)
+class LabelledError:
+    """An earlier window's estimation error per metric (realised − estimated), with the
+    sampling sd of its realised metric (from its labeled rows)."""
+
+    errors: dict[str, float]
+    sampling_sd: dict[str, float]
+
+
+def labelled_error(metrics: dict[str, Any], rows: int) -> LabelledError | None:
+    """A window's :class:`LabelledError` from its reported metrics; None if it has fewer
+    than ``MIN_LABELED_ROWS`` labels or no estimated band. The sampling sd of a window
+    whose rows are only partly labeled grows as √(rows / labeled)."""
+    error, sd = metrics.get("estimation_error"), metrics.get("estimated_sampling_sd")
+    if not error or not sd:
+        return None
+    labeled = float((metrics.get("realised") or {}).get("labeled", rows) or 0)
+    if labeled < MIN_LABELED_ROWS:
+        return None
+    scale = float(np.sqrt(max(rows, labeled) / labeled))
+    return LabelledError({k: -_number(v) for k, v in error.items()},
+                         {k: _number(v) * scale for k, v in sd.items()})
+
+
+def history_band(metrics: dict[str, Any], earlier: Sequence[LabelledError]) -> dict[str, Any]:
+    """The entries of a window's metrics that change when earlier labelled windows show the
+    estimator's error under the drift at hand; {} below ``MIN_LABELLED_WINDOWS`` of them.
+
+    A pure function of the window's reported metrics and the earlier windows' errors
+    (oldest first; the last ``BAND_HISTORY`` are used), so a batch check and a server
+    folding windows in order give the same band. Each metric's band is the hull of the
+    band set at init, the estimate and :func:`~watchkeeper.stats.metrics.error_band`
+    (earlier errors' mean and sd beyond sampling noise): history only widens it. The band
+    set at init is kept as ``estimated_band_init``, so applying this again is the same."""
+    history = list(earlier)[-BAND_HISTORY:]
+    if len(history) < MIN_LABELLED_WINDOWS or "estimated_band" not in metrics:
+        return {}
+    init = metrics.get("estimated_band_init", metrics["estimated_band"])
+    sampling = metrics.get("estimated_sampling_sd") or {}
+    bands, mean_error = {}, {}
+    for k, value in metrics.get("estimated", {}).items():
+        if k not in init:
+            continue
+        lo, hi = (_number(x) for x in init[k])
+        errors = np.array([_number(h.errors.get(k)) for h in history])
+        predicted = error_band(_number(value), _number(sampling.get(k)), errors,
+                               np.array([_number(h.sampling_sd.get(k)) for h in history]))
+        if np.isfinite([*predicted, lo, hi]).all():
+            lo = max(min(lo, predicted[0], value), 0.0)
+            hi = min(max(hi, predicted[1], value), 1.0)
+            mean_error[k] = float(np.nanmean(errors))
+        bands[k] = (lo, hi)
+    return {"estimated_band": bands, "estimated_band_init": init,
+            "estimated_band_method": f"history: errors of the last {len(history)} labelled "
+                                     "windows",
+            "estimated_error_mean": mean_error}
+
+
+def _number(x: Any) -> float:
+    """A reported value as a float; NaN for a missing one (JSON null)."""
+    return float("nan") if x is None else float(x)
+
+
+def band_from_history(monitors: Sequence[Monitor], window: Profile, findings: list[Finding],
+                      metrics: dict[str, Any], earlier: Sequence[LabelledError]
+                      ) -> list[Finding]:
+    """A window's findings once its estimated bands are widened by :func:`history_band`
+    (``metrics`` is updated in place): the estimated-performance findings are judged again
+    on the new bands, the others kept."""
+    update = history_band(metrics, earlier)
+    if not update:
+        return findings
+    metrics.update(update)
+    for m in monitors:
+        if not (m.enabled and isinstance(m, EstimatedPerformance)):
+            continue
+        findings = [f for f in findings if f.monitor != m.type]
+        if not m.not_evaluated(window) and "reference" in m.calibration:
+            findings += m.judge(window, metrics["estimated"], update["estimated_band"])
+    return findings

@@ -297,6 +297,35 @@ def widen_band(estimate: float, band: tuple[float, float], sd: float,
             estimate + float(np.sqrt(max(hi - estimate, 0.0) ** 2 + extra)))
 
 
+def error_band(estimate: float, sampling_sd: float, errors: np.ndarray,
+               errors_sampling_sd: np.ndarray, *, z: float = 1.96) -> tuple[float, float]:
+    """Band of a window's realised metric predicted from earlier windows' errors, for when
+    the estimator's error under this drift is seen in labels rather than guessed at init.
+
+    ``errors`` are earlier windows' realised − estimated values, each with the sampling sd
+    ``errors_sampling_sd`` of its realised metric. The next error is taken as normal with
+    their mean (a bias that persists, e.g. after P(label | inputs) changed) and their sd
+    beyond sampling noise; the band is ``estimate`` + mean ± ``z`` · √(the window's own
+    sampling variance + that sd² + the mean's variance). NaN pairs are left out; below two
+    errors the band is (NaN, NaN).
+
+    >>> tuple(round(x, 4) for x in error_band(0.8, 0.01, np.array([-0.05, -0.07]),
+    ...                                       np.array([0.01, 0.01]), z=2.0))
+    (0.7054, 0.7746)
+    """
+    e = np.asarray(errors, dtype=float)
+    s = np.asarray(errors_sampling_sd, dtype=float)
+    ok = np.isfinite(e) & np.isfinite(s)
+    e, s = e[ok], s[ok]
+    if e.size < 2:
+        return float("nan"), float("nan")
+    noise = float(np.mean(np.square(s)))
+    spread = max(0.0, float(np.var(e, ddof=1)) - noise)  # the error's own variance
+    half = z * float(np.sqrt(sampling_sd ** 2 + spread + (spread + noise) / e.size))
+    centre = estimate + float(e.mean())
+    return centre - half, centre + half
+
+
 def regression_metrics(sums: dict[str, float]) -> dict[str, float]:
     """MAE, RMSE, MAPE and R² from error sums (keys n, abs, sq, ape, n_ape, y, y2).
 
