@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard test-fast lint bench bench-drift bench-cbpe bench-band bench-sdk bench-ingest clean
+.PHONY: run test test-dashboard test-fast lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ bench-band: $(VENV)/.installed-dev
 ## SDK log() overhead next to whylogs (its own venv; a few minutes).
 bench-sdk: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_sdk.py
+
+## A FastAPI model server at 200 req/s through a 30 s outage of watchkeeper serve, then
+## SIGTERM: rows counted vs served, latency (~2 min a run).
+bench-sdk-outage: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_sdk_outage.py
 
 ## Server ingest on loopback: JSON, NDJSON, columnar JSON, Arrow (~7 min).
 bench-ingest: $(VENV)/.installed-dev

@@ -7,12 +7,15 @@ the model server's process, holding its GIL; how to read its results was undocum
 
 from __future__ import annotations
 
+import json
 import resource
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import watchkeeper as wk
+from watchkeeper.cli import main
 from watchkeeper.datasets import synthetic_drift_pair
 from watchkeeper.sdk import Client, EmbeddedSink, SubprocessSink
 from watchkeeper.store import Store
@@ -65,6 +68,13 @@ def test_subprocess_sink_profiles_in_a_child_and_reads_back(tmp_path: Path) -> N
         assert all("diagnosis" in i["advice"] for i in reader.incidents(open_only=False))
     finally:
         reader.close()
+    # and from the command line, with no server: the same incidents, read from the store
+    answer = CliRunner().invoke(main, ["incidents", "--store", f"sqlite:///{tmp_path / 'a.db'}",
+                                       "--model", "m", "--all", "--format", "json"])
+    assert answer.exit_code == 0, answer.output
+    listed = json.loads(answer.output)["incidents"]
+    assert sorted(i["title"] for i in listed) == titles
+    assert all(i["advice"]["diagnosis"] for i in listed)
 
 
 def test_an_error_in_the_child_is_raised_here(tmp_path: Path) -> None:

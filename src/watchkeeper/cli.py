@@ -248,14 +248,22 @@ def _model_url(server: str, model: str, path: str = "") -> str:
 
 
 @main.command("incidents")
-@click.option("--server", required=True)
+@click.option("--server", help="Server URL (token: $WATCHKEEPER_READ_TOKEN).")
+@click.option("--store", "store_url",
+              help="Or read the store directly, e.g. the one an EmbeddedSink writes to.")
 @click.option("--model", required=True)
 @click.option("--all", "show_all", is_flag=True, help="Resolved ones too.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def incidents_command(server: str, model: str, show_all: bool, fmt: str) -> None:
-    """List a model's incidents with their diagnosis (token: $WATCHKEEPER_READ_TOKEN)."""
-    url = _model_url(server, model, "/incidents" + ("" if show_all else "?status=open"))
-    doc = call("GET", url, token_env="WATCHKEEPER_READ_TOKEN")
+def incidents_command(server: str | None, store_url: str | None, model: str, show_all: bool,
+                      fmt: str) -> None:
+    """List a model's incidents with their diagnosis, from a server or from its store."""
+    if (server is None) == (store_url is None):
+        raise WatchkeeperError("give one of --server or --store")
+    if store_url is not None:
+        doc = _stored_incidents(store_url, model, open_only=not show_all)
+    else:
+        url = _model_url(server, model, "/incidents" + ("" if show_all else "?status=open"))
+        doc = call("GET", url, token_env="WATCHKEEPER_READ_TOKEN")
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2))
         return
@@ -264,6 +272,28 @@ def incidents_command(server: str, model: str, show_all: bool, fmt: str) -> None
     for i in doc["incidents"]:
         click.echo(f"{i['id']}  {i['status']:<8} {i['severity']:<8} opened {i['opened']}  "
                    f"{i['advice']['diagnosis']}: {i['title']}")
+
+
+def _stored_incidents(url: str, model: str, *, open_only: bool) -> dict[str, Any]:
+    """A model's incidents as its last saved alert state in the store holds them, each with
+    its advice: what ``GET /v1/models/{model}/incidents`` answers."""
+    from watchkeeper import suitefile
+    from watchkeeper.advise import advise
+    from watchkeeper.alerts import AlertManager
+    from watchkeeper.store import Store
+
+    with Store(url) as store:
+        active = store.active_suite(model)
+        state, _ = store.load_alert_state(model)
+    if active is None:
+        raise WatchkeeperError(f"model {model!r} has no suite in the store")
+    suite = Suite.from_dict(suitefile.parse(active.text, f"{model} v{active.version}"))
+    manager = AlertManager.from_dict(state) if state is not None else None
+    found = [{**i.to_dict(), "advice": advise(i, suite.importance).to_dict()}
+             for i in (manager.incidents.values() if manager is not None else ())
+             if i.is_open or not open_only]
+    return {"model": model,
+            "incidents": sorted(found, key=lambda i: i["opened_at"], reverse=True)}
 
 
 @main.command("quarantine")
