@@ -12,7 +12,6 @@ is configured.
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import os
 import re
@@ -194,8 +193,8 @@ def key_from_env() -> bytes | None:
 
 
 def pseudonym(value: object, key: bytes) -> str:
-    """The keyed hash written in place of a personal value."""
-    return hmac.new(key, str(value).encode("utf-8"), hashlib.sha256).hexdigest()
+    """The keyed hash (HMAC-SHA256, hex) written in place of a personal value."""
+    return _digest(key, str(value))
 
 
 def protect(table: pa.Table, modes: dict[str, str], key: bytes | None) -> pa.Table:
