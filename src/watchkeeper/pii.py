@@ -25,7 +25,7 @@ from watchkeeper.data import missing_as_null
 KEY_ENV = "WATCHKEEPER_PII_KEY"
 MODES = ("hash", "drop")
 
-#: Names that suggest personal data, and what their values should look like to confirm it.
+#: Names that suggest personal data (values confirm them: see _PATTERNS, _NAMED_VALUE).
 _NAMED: dict[str, re.Pattern[str]] = {
     "e-mail addresses": re.compile(r"e_?mail"),
     "phone numbers": re.compile(r"phone|mobile|tel|telephone|fax"),
@@ -53,6 +53,9 @@ _PATTERNS = {
 _WHOLE = {what: rf"^\s*(?:{pattern})\s*$" for what, pattern in _PATTERNS.items()}
 #: At ingest an e-mail address anywhere in a value counts; the others are the whole value.
 _INGEST = {**_WHOLE, "e-mail": _PATTERNS["e-mail"]}
+#: The same, compiled once for ``init``'s samples of a few hundred values (an Arrow call
+#: compiles its pattern each time: ~4x slower there). ASCII: \d and \s as RE2 reads them.
+_WHOLE_RE = {what: re.compile(pattern, re.ASCII) for what, pattern in _WHOLE.items()}
 #: The kind ``init`` names for each pattern; looked for in any column, whatever its name.
 _BY_VALUE = {"e-mail": "e-mail addresses", "phone": "phone numbers",
              "card": "card or account numbers", "ip": "IP addresses"}
@@ -111,7 +114,10 @@ def _matches(kind: str, text: list[str]) -> np.ndarray:
     found = np.zeros(len(text), dtype=bool)
     what = next((w for w, named in _BY_VALUE.items() if named == kind), None)
     if what is not None:
-        found[_hits(pa.array(text, pa.string()), {what: _WHOLE[what]})[what]] = True
+        found[:] = [bool(_WHOLE_RE[what].match(v)) for v in text]
+        if what == "card" and found.any():
+            hits = np.flatnonzero(found)
+            found[hits] = _luhn(pa.array([text[i] for i in hits], pa.string()))
     if kind in _NAMED_VALUE:
         found |= np.array([bool(_NAMED_VALUE[kind].match(v)) for v in text], dtype=bool)
     return found
