@@ -16,7 +16,7 @@ import pytest
 import watchkeeper as wk
 from watchkeeper.data import CsvLayout, read_csv, to_table
 from watchkeeper.errors import DataError, SuiteError
-from watchkeeper.pii import looks_like, personal_values, value_kind
+from watchkeeper.pii import assess, looks_like, personal_values, value_kind
 from watchkeeper.schema import Kind, infer_schema, selection_drift
 from watchkeeper.values import category_counts
 
@@ -194,6 +194,15 @@ def test_init_and_ingest_take_the_same_values_for_personal_data(values):
     """One set of value patterns: what init takes for personal data by values alone is what
     the ingest scrub finds in a column the suite does not know."""
     assert (value_kind(values) is None) == (personal_values(pa.array(values)) is None)
+
+
+def test_a_column_named_like_phone_numbers_is_confirmed_by_bare_digits_too():
+    """Digits without the marks the shared pattern needs confirm a name, never stand alone
+    (at ingest and by values alone they are ids as often as phones)."""
+    bare = [f"0770090{i:04d}" for i in range(20)]
+    assert assess("mobile", bare).personal
+    assert assess("mobile", [int(v) for v in bare]).personal  # phones read as numbers
+    assert assess("customer", bare) is None and personal_values(pa.array(bare)) is None
 
 
 def test_init_prints_pii_guesses_with_the_reason_and_the_override(tmp_path):

@@ -39,8 +39,9 @@ _NAMED: dict[str, re.Pattern[str]] = {
 #: Every kind of personal data recognised by its name and its values.
 KINDS = tuple(_NAMED)
 #: Values that are personal data wherever they appear, one pattern per kind for ``init``'s
-#: guesses and the ingest scrub alike (RE2 syntax, matched by Arrow): e-mail addresses,
-#: phone numbers, card numbers (Luhn-checked after, see :func:`luhn`) and IP addresses.
+#: guesses and the ingest scrub alike (RE2 syntax Python's re reads the same; matched by
+#: Arrow at ingest): e-mail addresses, phone numbers, card numbers (Luhn-checked after, see
+#: :func:`luhn`) and IP addresses.
 _PATTERNS = {
     "e-mail": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
     "phone": r"\+\d[\d\s().-]{6,18}\d|\(?0?\d{2,5}\)?[\s.-]\d{3,4}[\s.-]?\d{3,4}",
@@ -60,9 +61,11 @@ _WHOLE_RE = {what: re.compile(pattern, re.ASCII) for what, pattern in _WHOLE.ite
 _BY_VALUE = {"e-mail": "e-mail addresses", "phone": "phone numbers",
              "card": "card or account numbers", "ip": "IP addresses"}
 _BY_VALUE_ONLY = tuple(_BY_VALUE.values())
-#: What values of the other kinds look like; they confirm a name, never stand alone (IBANs
-#: are account numbers no checksum here confirms).
+#: What else confirms a column's name: its kind's values as written without the marks the
+#: shared patterns need (a bare phone number, an IBAN), and the kinds no value alone
+#: reveals. They never stand alone: on their own, digits are ids as often as phones.
 _NAMED_VALUE = {
+    "phone numbers": re.compile(r"^\+?[0-9]{7,15}$"),
     "card or account numbers": re.compile(r"^[A-Z]{2}\d{2}[A-Z0-9]{10,30}$"),
     "national ids": re.compile(r"^[A-Z0-9][A-Z0-9 -]{5,14}$", re.IGNORECASE),
     "postal codes": re.compile(r"^(?=.*\d)[A-Z0-9][A-Z0-9 -]{1,8}[A-Z0-9]$", re.IGNORECASE),
@@ -89,10 +92,11 @@ def _texts(sample: list[object]) -> list[str]:
     return out
 
 
-def looks_like(kind: str, sample: list[object]) -> bool:
+def looks_like(kind: str, sample: list[object], *, alone: bool = False) -> bool:
     """Whether at least 80% of a sample's values look like ``kind`` of personal data (one
-    of :data:`KINDS`), by the patterns the ingest scrub uses too. Names and addresses also
-    need varied values (a few repeated levels are a category).
+    of :data:`KINDS`), enough to confirm a column named so; ``alone``: by the patterns that
+    suffice without a name, those the ingest scrub uses. Names and addresses also need
+    varied values (a few repeated levels are a category).
 
     >>> looks_like("phone numbers", ["+44 20 7946 0001", "020 7946 0002"])
     True
@@ -102,15 +106,16 @@ def looks_like(kind: str, sample: list[object]) -> bool:
     text = _texts(sample)
     if not text:
         return False
-    if _matches(kind, text).sum() < 0.8 * len(text):
+    if _matches(kind, text, alone).sum() < 0.8 * len(text):
         return False
     if kind in _VARIED:
         return len(set(text)) >= max(3, 0.3 * len(text))
     return True
 
 
-def _matches(kind: str, text: list[str]) -> np.ndarray:
-    """Per value, whether it looks like ``kind`` of personal data as a whole."""
+def _matches(kind: str, text: list[str], alone: bool) -> np.ndarray:
+    """Per value, whether it looks like ``kind`` of personal data as a whole (``alone``:
+    by the shared patterns only)."""
     found = np.zeros(len(text), dtype=bool)
     what = next((w for w, named in _BY_VALUE.items() if named == kind), None)
     if what is not None:
@@ -118,7 +123,7 @@ def _matches(kind: str, text: list[str]) -> np.ndarray:
         if what == "card" and found.any():
             hits = np.flatnonzero(found)
             found[hits] = _luhn(pa.array([text[i] for i in hits], pa.string()))
-    if kind in _NAMED_VALUE:
+    if kind in _NAMED_VALUE and not alone:
         found |= np.array([bool(_NAMED_VALUE[kind].match(v)) for v in text], dtype=bool)
     return found
 
@@ -133,7 +138,7 @@ def value_kind(sample: list[object], kinds: tuple[str, ...] = _BY_VALUE_ONLY) ->
     text = _texts(sample)
     if len(text) < 5 and len(text) != len([v for v in sample if v is not None]):
         return None
-    return next((kind for kind in kinds if looks_like(kind, text)), None)
+    return next((kind for kind in kinds if looks_like(kind, text, alone=True)), None)
 
 
 def named_kind(name: str) -> str | None:
