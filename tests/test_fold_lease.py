@@ -587,6 +587,11 @@ def suite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Stream(threading.Thread):
     """Posts batches of 300 rows to one server until stopped; counts acknowledged rows."""
 
+    #: batches mostly missing ``x`` (see :func:`_batch`)
+    broken = False
+    #: seconds a post may take
+    timeout = 30.0
+
     def __init__(self, server: Server, seed: int) -> None:
         super().__init__(daemon=True)
         self.server, self.seed = server, seed
@@ -597,11 +602,11 @@ class Stream(threading.Thread):
     def run(self) -> None:
         i = 0
         while not self.halt.is_set():
-            body = arrow(_batch(300, time.time(), self.seed * 100_000 + i))
+            body = arrow(_batch(300, time.time(), self.seed * 100_000 + i, self.broken))
             i += 1
             try:
                 status, _ = request(self.server.url + "/v1/models/m/events", body,
-                                    token=WRITE, content_type=ARROW)
+                                    token=WRITE, content_type=ARROW, timeout=self.timeout)
             except OSError:
                 self.failed += 1
                 continue

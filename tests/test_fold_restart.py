@@ -22,12 +22,17 @@ def url(store_url: str) -> str:  # noqa: F811  (the fixture imported above)
     return store_url
 
 
+def _hub(store: Store, t0: float, **options: Any) -> Hub:
+    """A hub with 10 s windows and no grace, its clock stopped at ``t0``, and no lease."""
+    return Hub(store, window=timedelta(seconds=10), grace=timedelta(0), clock=lambda: t0,
+               lease_ttl=None, **options)
+
+
 def test_health_says_folding_only_once_rebuilt_and_caught_up_with_the_lag(
         url: str) -> None:
     t0 = 1_700_000_000.0
     with Store(url) as store:
-        hub = Hub(store, window=timedelta(seconds=10), grace=timedelta(0), clock=lambda: t0,
-                  lease_ttl=None)
+        hub = _hub(store, t0)
         hub.register("m", _suite_text())
         health = hub.health()
         assert (health["folding"], health["lag_seconds"], health["backlog_batches"]) == (
@@ -45,8 +50,7 @@ def test_health_says_folding_only_once_rebuilt_and_caught_up_with_the_lag(
         hub.step()
         assert hub.health()["folding"] is True and hub.health()["lag_seconds"] == 0.0
 
-        restarted = Hub(store, window=timedelta(seconds=10), grace=timedelta(0),
-                        clock=lambda: t0, lease_ttl=None)
+        restarted = _hub(store, t0)
         restarted.load(defer=True)  # serving at once; each model rebuilt by its own step
         assert restarted.health()["loading"] == ["m"]
         assert restarted.health()["folding"] is False
@@ -59,8 +63,7 @@ def test_a_restart_reads_no_retained_event_when_the_suite_joins_no_labels(
         url: str) -> None:
     t0 = 1_700_000_000.0
     with Store(url) as store:
-        hub = Hub(store, window=timedelta(seconds=10), grace=timedelta(0), clock=lambda: t0,
-                  lease_ttl=None)
+        hub = _hub(store, t0)
         hub.register("m", _suite_text())
         for i in range(30):
             hub.append("m", _batch(10, t0 + i % 10, i), "events")
@@ -74,8 +77,7 @@ def test_a_restart_reads_no_retained_event_when_the_suite_joins_no_labels(
             return found
 
         store.events_after = counted  # type: ignore[method-assign]
-        restarted = Hub(store, window=timedelta(seconds=10), grace=timedelta(0),
-                        clock=lambda: t0, lease_ttl=None)
+        restarted = _hub(store, t0)
         restarted.load()
         restarted.append("m", _batch(10, t0, 99), "events")
         restarted.step()
@@ -86,8 +88,7 @@ def test_a_restart_reads_no_retained_event_when_the_suite_joins_no_labels(
 def test_retention_forgets_folded_batches_by_their_arrival(url: str) -> None:
     t0 = 1_700_000_000.0
     with Store(url) as store:
-        hub = Hub(store, window=timedelta(seconds=10), grace=timedelta(0), clock=lambda: t0,
-                  lease_ttl=None, retention=timedelta(hours=1), expire_seconds=0.0)
+        hub = _hub(store, t0, retention=timedelta(hours=1), expire_seconds=0.0)
         hub.register("m", _suite_text())
         with store._engine.begin() as conn:  # folded two hours ago, and one just now
             for age in (7200, 7100):

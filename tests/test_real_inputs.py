@@ -16,7 +16,7 @@ import pytest
 import watchkeeper as wk
 from watchkeeper.data import CsvLayout, read_csv, to_table
 from watchkeeper.errors import DataError, SuiteError
-from watchkeeper.pii import looks_like, value_kind
+from watchkeeper.pii import assess, looks_like, personal_values, value_kind
 from watchkeeper.schema import Kind, infer_schema, selection_drift
 from watchkeeper.values import category_counts
 
@@ -181,6 +181,28 @@ def test_value_pattern_helpers():
     assert looks_like("card or account numbers", ["4111 1111 1111 1111"] * 5)
     assert not looks_like("phone numbers", ["2024-01-05", "2024-02-05"])
     assert not looks_like("person names", ["Gold", "Silver"] * 10)  # a category, not names
+
+
+@pytest.mark.parametrize("values", [
+    [f"+44 20 7946 {i:04d}" for i in range(6)], ["(555) 123-4567"] * 6,
+    ["4111 1111 1111 1111"] * 6, ["4111 1111 1111 1112"] * 6,  # the second fails Luhn
+    [str(1_700_000_000_000 + 7919 * i) for i in range(6)],  # epoch ms, not cards or phones
+    ["10:30:00", "11:45:00", "12:00:00", "09:15:30", "08:00:00"],  # times, not IPv6
+    ["10.0.0.1", "192.168.1.20", "8.8.8.8"], ["2001:db8::1", "fe80::1", "::1"],
+    [f"p{i}@mail.example" for i in range(6)], ["yes", "no"] * 5, ["2024-01-05"] * 6])
+def test_init_and_ingest_take_the_same_values_for_personal_data(values):
+    """One set of value patterns: what init takes for personal data by values alone is what
+    the ingest scrub finds in a column the suite does not know."""
+    assert (value_kind(values) is None) == (personal_values(pa.array(values)) is None)
+
+
+def test_a_column_named_like_phone_numbers_is_confirmed_by_bare_digits_too():
+    """Digits without the marks the shared pattern needs confirm a name, never stand alone
+    (at ingest and by values alone they are ids as often as phones)."""
+    bare = [f"0770090{i:04d}" for i in range(20)]
+    assert assess("mobile", bare).personal
+    assert assess("mobile", [int(v) for v in bare]).personal  # phones read as numbers
+    assert assess("customer", bare) is None and personal_values(pa.array(bare)) is None
 
 
 def test_init_prints_pii_guesses_with_the_reason_and_the_override(tmp_path):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import http.server
 import json
 import logging
 import math
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +17,7 @@ import threading
 import time
 import tracemalloc
 import types
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import watchkeeper as wk
+from tests.server_helpers import free_port
 from watchkeeper.sdk import (
     ASGIMiddleware,
     Client,
@@ -611,16 +613,26 @@ class RecordingServer(http.server.ThreadingHTTPServer):
         self.retry_after: str | None = None
 
 
-@pytest.fixture
-def server() -> Any:
-    srv = RecordingServer()
+@contextlib.contextmanager
+def recording(port: int = 0) -> Iterator[RecordingServer]:
+    """A RecordingServer answering on a thread (on ``port``, 0 for any free one) while
+    the block runs; shut down and closed after it."""
+    srv = RecordingServer(port)
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(10)
+
+
+@pytest.fixture
+def server() -> Any:
+    with recording() as srv:
+        yield srv
 
 
 def url_of(srv: RecordingServer) -> str:
@@ -717,9 +729,7 @@ def test_a_busy_server_keeps_the_batch_for_a_later_try(server: RecordingServer) 
 def test_remote_sink_with_the_server_down_keeps_rows_until_it_is_up() -> None:
     """Defect: with the server refusing connections every batch was dropped after 4 tries
     (~2 s) though the buffer had room. Now the rows wait, and arrive once it listens."""
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     sink = RemoteSink(f"http://127.0.0.1:{port}", "m", timeout=1, retries=1, backoff=0.01)
     client = Client(sink, flush_interval=0.02, backoff=0.05)
     client.log({"x": 1.0}, 1)
@@ -733,19 +743,11 @@ def test_remote_sink_with_the_server_down_keeps_rows_until_it_is_up() -> None:
     assert "ConnectionRefusedError" in stats["last_error"]
     with pytest.raises(SinkError):  # used on its own, the sink does raise
         sink.send_events(pa.table({"x": [1]}))
-    srv = RecordingServer(port)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
+    with recording(port) as srv:
         assert wait_until(lambda: client.stats["flushed_rows"] == 2, 30)
         assert [p.rsplit("/", 1)[1] for p, _, _ in srv.seen] == ["events", "labels"]
         client.close()
         assert client.stats["dropped"] == 0
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(10)
 
 
 # -- 7. EmbeddedSink end to end --------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client
 import http.server
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,7 +20,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tests.test_sdk import RecordingServer, url_of, wait_until
+from tests.server_helpers import free_port
+from tests.test_sdk import RecordingServer, recording, url_of, wait_until
 from watchkeeper.sdk import Client, RemoteSink
 from watchkeeper.sdk.sinks import batch_id
 from watchkeeper.sdk.spool import Spool
@@ -29,20 +29,8 @@ from watchkeeper.sdk.spool import Spool
 
 @pytest.fixture
 def receiver() -> Iterator[RecordingServer]:
-    srv = RecordingServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with recording() as srv:
+        yield srv
 
 
 def keyed_bodies(srv: RecordingServer) -> list[tuple[str, bytes]]:
@@ -92,21 +80,13 @@ def test_an_outage_fills_the_buffer_then_counts_what_does_not_fit() -> None:
         client.log({"x": float(i)}, i)
     stats = client.stats
     assert stats["buffered"] == 50 and stats["dropped_full"] == 30
-    srv = RecordingServer(port)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
+    with recording(port) as srv:
         assert wait_until(lambda: client.stats["flushed_rows"] == 50, 30)
         client.close()
         stats = client.stats
         assert stats["dropped"] == stats["dropped_full"] == 30
         assert stats["dropped_shutdown"] == stats["rejected"] == 0
         assert_one_key_per_batch(srv)
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(10)
 
 
 def test_rows_not_sent_by_close_are_counted_as_lost_at_shutdown() -> None:
@@ -141,11 +121,7 @@ def test_a_restarted_process_sends_what_the_last_one_spooled(tmp_path: Path) -> 
     files = sorted(spool.glob("*.arrow"))
     assert files and Spool(spool).rows() == 120
     keys = {batch_id(pa.ipc.open_file(pa.memory_map(str(f))).read_all()) for f in files}
-    srv = RecordingServer(port)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
+    with recording(port) as srv:
         client = Client(RemoteSink(url, "m"), spool_dir=spool, flush_interval=0.05)
         client.log({"x": -1.0}, -1)
         assert client.flush(timeout=20)
@@ -154,10 +130,6 @@ def test_a_restarted_process_sends_what_the_last_one_spooled(tmp_path: Path) -> 
         assert rows == 121 and not list(spool.glob("*.arrow*"))
         assert keys <= {key for key, _ in keyed_bodies(srv)}
         assert_one_key_per_batch(srv)
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(10)
 
 
 def test_the_spool_is_bounded_by_bytes(tmp_path: Path) -> None:

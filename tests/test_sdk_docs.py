@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 
 import watchkeeper as wk
 from tests.server_helpers import READ, WRITE, Server, request, wait_for
-from tests.test_sdk import RecordingServer, Served, url_of
+from tests.test_sdk import RecordingServer, Served, recording, url_of
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,14 +33,8 @@ def sdk_snippets() -> list[str]:
 
 @pytest.fixture
 def receiver() -> Iterator[RecordingServer]:
-    srv = RecordingServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
+    with recording() as srv:
+        yield srv
 
 
 class TinyModel:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tests.test_sdk import RecordingServer, url_of
+from tests.test_sdk import RecordingServer, recording, url_of
 from tests.test_sdk_delivery import assert_one_key_per_batch, free_port
 
 APP = """
@@ -74,14 +73,8 @@ SERVERS = {
 
 @pytest.fixture
 def receiver() -> Iterator[RecordingServer]:
-    srv = RecordingServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-    thread.join(10)
+    with recording() as srv:
+        yield srv
 
 
 def serve(tmp_path: Path, argv: list[str], url: str, env: dict[str, str] | None = None

@@ -236,7 +236,8 @@ def test_the_sdk_retries_a_batch_refused_for_want_of_budget(limited: Server) -> 
 # -- failed logins per client address ----------------------------------------------------------
 @pytest.fixture
 def guarded(tmp_path: Path, suite_path: Path):
-    """A server with tokens that refuses an address after 3 failed logins within 3 s."""
+    """A server with tokens that refuses an address after 3 failed logins or bearer tokens
+    within 3 s."""
     s = Server(tmp_path, "--store", f"sqlite:///{tmp_path / 'wk.db'}", "--suite",
                f"m={suite_path}", "--login-failures", "3", "--login-window", "3s")
     s.start()

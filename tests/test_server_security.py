@@ -19,6 +19,10 @@ import sqlalchemy as sa
 import watchkeeper as wk
 from tests.server_helpers import READ, WRITE, Server, request, wait_for
 from tests.test_server import arrow, post
+from tests.test_server_limits import (
+    guarded,  # noqa: F401  (refuses after 3 failures in 3 s)
+    metric,
+)
 from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
 from watchkeeper.pii import (
     client_pseudonym,
@@ -83,12 +87,6 @@ def store_contents(url: str) -> str:
     finally:
         engine.dispose()
     return "\n".join(out)
-
-
-def metric(server: Server, name: str) -> float:
-    _, text = request(server.url + "/metrics", token=READ)
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 @pytest.mark.slow
@@ -225,16 +223,6 @@ def test_metrics_need_a_token_unless_opened(tmp_path: Path, suite_path: Path,
 
 
 # -- failed bearer tokens --------------------------------------------------------------------
-@pytest.fixture
-def guarded(tmp_path: Path, suite_path: Path):
-    """Refuses an address after 3 failed authentications within 3 s."""
-    s = Server(tmp_path, "--store", f"sqlite:///{tmp_path / 'wk.db'}", "--suite",
-               f"m={suite_path}", "--login-failures", "3", "--login-window", "3s")
-    s.start()
-    yield s
-    s.stop()
-
-
 def call(server: Server, token: str, source: str, forwarded: str | None = None
          ) -> tuple[int, dict[str, str]]:
     """GET /v1/models from a client address of the loopback network (127.0.0.0/8)."""
@@ -253,7 +241,7 @@ def call(server: Server, token: str, source: str, forwarded: str | None = None
 
 
 @pytest.mark.slow
-def test_wrong_bearer_tokens_from_one_address_are_limited(guarded: Server) -> None:
+def test_wrong_bearer_tokens_from_one_address_are_limited(guarded: Server) -> None:  # noqa: F811
     attacker, colleague = "127.0.0.2", "127.0.0.3"
     for _ in range(3):
         assert call(guarded, "guess", attacker)[0] == 403

@@ -17,7 +17,7 @@ from watchkeeper.alerts import Alert, AlertManager, Rules
 from watchkeeper.alerts.labels import fingerprint
 from watchkeeper.data import did_you_mean
 from watchkeeper.errors import DataError
-from watchkeeper.monitors.base import Finding, Monitor, Severity
+from watchkeeper.monitors.base import Finding, Monitor, Severity, json_number
 from watchkeeper.monitors.estimate import (
     BAND_HISTORY,
     LabelledError,
@@ -351,11 +351,7 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if not np.isfinite(value) else float(f"{float(value):.6g}")
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+    return json_number(value)
 
 
 class Evaluator(Protocol):

@@ -124,14 +124,14 @@ class GroupRule:
         return matches(self.left, labels), matches(right, labels)
 
     def relates(self, a: dict[str, str], b: dict[str, str], same_window: bool = True) -> bool:
+        """Whether two alerts share their :meth:`key` and one matches each side."""
         if self.same_window and not same_window:
             return False
-        for k in self.equal:
-            if not a.get(k) or a.get(k) != b.get(k):
-                return False
-        right = self.left if self.right is None else self.right
-        return ((matches(self.left, a) and matches(right, b))
-                or (matches(self.left, b) and matches(right, a)))
+        shared = self.key(a)
+        if shared is None or shared != self.key(b):
+            return False
+        (a_left, a_right), (b_left, b_right) = self.sides(a), self.sides(b)
+        return (a_left and b_right) or (b_left and a_right)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "left": dict(self.left),

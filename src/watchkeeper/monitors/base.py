@@ -57,19 +57,20 @@ class Finding:
             "monitor": self.monitor,
             "family": self.family,
             "column": self.column,
-            "value": _round(self.value),
-            "threshold": _round(self.threshold),
+            "value": json_number(self.value),
+            "threshold": json_number(self.threshold),
             "severity": self.severity.value,
             "message": self.message,
-            "evidence": {k: _round(v) for k, v in self.evidence.items()},
+            "evidence": {k: json_number(v) for k, v in self.evidence.items()},
             "window": self.window,
             "metric": self.metric,
             "segment": self.segment,
         }
 
 
-def _round(v: Any) -> Any:
-    """Six significant digits; NaN and ±inf as None (JSON has no NaN)."""
+def json_number(v: Any) -> Any:
+    """A number as the JSON result writes it: six significant digits, NaN and ±inf as None
+    (JSON has no NaN), numpy integers as int; anything else as it is."""
     if isinstance(v, (float, np.floating)):
         return float(f"{float(v):.6g}") if np.isfinite(v) else None
     if isinstance(v, np.integer):
