@@ -227,6 +227,13 @@ def _actions(diagnosis: str, alerts: list[Alert], causes: list[Cause]) -> list[s
     return out
 
 
+def incident_view(incident: Incident, weights: dict[str, float] | None = None
+                  ) -> dict[str, Any]:
+    """An incident as every output shows it (API, CLI, SDK, check's JSON, dashboard): its
+    fields and its advice."""
+    return {**incident.to_dict(), "advice": advise(incident, weights).to_dict()}
+
+
 def advise(incident: Incident, weights: dict[str, float] | None = None) -> Advice:
     """Diagnose an incident from its alerts; ``weights`` are feature importances."""
     alerts = list(incident.alerts.values())

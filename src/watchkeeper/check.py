@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.advise import advise
+from watchkeeper.advise import incident_view
 from watchkeeper.alerts import Alert, AlertManager, Rules
 from watchkeeper.alerts.labels import fingerprint
 from watchkeeper.data import did_you_mean
@@ -410,7 +410,7 @@ def track(windows: list[WindowResult], evaluator: Evaluator | None) -> Tracked:
                          if (a := manager.alerts.get(k)) is not None})
     weights = getattr(evaluator, "importance", None) or {}
     ordered = sorted(manager.incidents.values(), key=lambda i: (i.opened_at, i.id))
-    views = [{**i.to_dict(), "advice": advise(i, weights).to_dict()} for i in ordered]
+    views = [incident_view(i, weights) for i in ordered]
     if timed is None:  # positions, not times: say nothing about when
         views = [_untimed(v) for v in views]
     return Tracked(manager, views, episodes)

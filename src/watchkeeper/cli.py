@@ -278,7 +278,7 @@ def _stored_incidents(url: str, model: str, *, open_only: bool) -> dict[str, Any
     """A model's incidents as its last saved alert state in the store holds them, each with
     its advice: what ``GET /v1/models/{model}/incidents`` answers."""
     from watchkeeper import suitefile
-    from watchkeeper.advise import advise
+    from watchkeeper.advise import incident_view
     from watchkeeper.alerts import AlertManager
     from watchkeeper.store import Store
 
@@ -289,7 +289,7 @@ def _stored_incidents(url: str, model: str, *, open_only: bool) -> dict[str, Any
         raise WatchkeeperError(f"model {model!r} has no suite in the store")
     suite = Suite.from_dict(suitefile.parse(active.text, f"{model} v{active.version}"))
     manager = AlertManager.from_dict(state) if state is not None else None
-    found = [{**i.to_dict(), "advice": advise(i, suite.importance).to_dict()}
+    found = [incident_view(i, suite.importance)
              for i in (manager.incidents.values() if manager is not None else ())
              if i.is_open or not open_only]
     return {"model": model,

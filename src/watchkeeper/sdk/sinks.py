@@ -479,7 +479,7 @@ class EmbeddedSink:
         """The model's incidents, newest first, each with its diagnosis and recommended
         actions (``advice``), as ``watchkeeper incidents`` shows them. Incidents need a
         store: without one the list is empty."""
-        from watchkeeper.advise import advise
+        from watchkeeper.advise import incident_view
 
         with self._lock:
             if self.hub is None:
@@ -489,7 +489,7 @@ class EmbeddedSink:
                 if state is None or state.alerts is None:
                     return []
                 suite = state.generations[-1].live.suite
-                found = [{**i.to_dict(), "advice": advise(i, suite.importance).to_dict()}
+                found = [incident_view(i, suite.importance)
                          for i in state.alerts.incidents.values()
                          if i.is_open or not open_only]
         return sorted(found, key=lambda i: i["opened_at"], reverse=True)

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from watchkeeper import suitefile
-from watchkeeper.advise import advise
+from watchkeeper.advise import incident_view
 from watchkeeper.alerts import AlertManager, Incident
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.diff import diff
@@ -394,16 +394,16 @@ def create_app(
             raise HTTPException(404, f"no suite deployed for model {model!r}")
         return state.alerts
 
-    def incident_view(model: str, incident: Incident) -> dict[str, Any]:
+    def view(model: str, incident: Incident) -> dict[str, Any]:
         suite = hub.models[model].generations[-1].live.suite
-        return {**incident.to_dict(), "advice": advise(incident, suite.importance).to_dict()}
+        return incident_view(incident, suite.importance)
 
     @app.get("/v1/models/{model}/incidents")
     def incidents(model: str, request: Request, status: str | None = None) -> dict[str, Any]:
         """Incidents, newest first, each with its diagnosis and recommended actions."""
         require(request, "read")
         with hub._lock:
-            found = [incident_view(model, i) for i in manager(model).incidents.values()
+            found = [view(model, i) for i in manager(model).incidents.values()
                      if status is None or (status == "open") == i.is_open]
         return {"model": model, "incidents": sorted(found, key=lambda i: i["opened_at"],
                                                    reverse=True)}
@@ -415,7 +415,7 @@ def create_app(
             found = manager(model).incidents.get(incident_id)
             if found is None:
                 raise HTTPException(404, f"no incident {incident_id!r}")
-            return incident_view(model, found)
+            return view(model, found)
 
     @app.post("/v1/models/{model}/incidents/{incident_id}/ack")
     def acknowledge(model: str, incident_id: str, request: Request,

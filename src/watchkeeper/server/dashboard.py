@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from watchkeeper.advise import advise
+from watchkeeper.advise import incident_view
 from watchkeeper.server.auth import (
     COOKIE,
     CSRF_HEADER,
@@ -132,7 +132,7 @@ def open_incidents(hub: Hub, model: str) -> list[dict[str, Any]]:
         if state is None or state.alerts is None:
             return []
         suite = state.generations[-1].live.suite
-        found = [{**i.to_dict(), "advice": advise(i, suite.importance).to_dict()}
+        found = [incident_view(i, suite.importance)
                  for i in state.alerts.incidents.values() if i.is_open]
     return sorted(found, key=lambda i: i["opened_at"], reverse=True)
 
