@@ -12,7 +12,9 @@ light (no SciPy, YAML or progress bars until something needs them).
 
 from __future__ import annotations
 
+import sys
 from importlib import import_module
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -53,6 +55,21 @@ __all__ = [
     "profile",
     "rollback",
 ]
+
+
+class _Package(ModuleType):
+    """Importing a submodule sets it on its package, so ``watchkeeper.deploy`` would turn
+    into the module once anything imported ``watchkeeper.deploy`` before ``wk.deploy`` was
+    first read. The public function of the submodule's name is kept instead, as an eager
+    ``from watchkeeper.deploy import deploy`` here would have done."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, ModuleType) and _WHERE.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
