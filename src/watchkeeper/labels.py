@@ -11,6 +11,7 @@ memory by :class:`LabelJoin` (a batch check, a monitor without a store) or in th
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,9 @@ from watchkeeper.values import numbers_with_nan
 
 if TYPE_CHECKING:
     import pandas as pd
+
+#: Prediction records packed for the store at a time (see StoredLabelJoin.writes).
+PACK_ROWS = 10_000
 
 
 def _label_table(labels: Any, task: Task) -> pa.Table:
@@ -285,20 +289,27 @@ class StoredLabelJoin:
             joined += len(ids)
         return changed, int((~matched).sum()) - joined
 
-    def writes(self) -> tuple[list[dict[str, Any]], list[tuple[str, float | None]]]:
-        """The new records (id, start, version, codes, label) and the labels joined to
-        stored ones since the last call, for the store; forgets them here."""
-        rows: list[dict[str, Any]] = []
-        for start, ids, codes in zip(self.starts, self.pending.ids, self.pending.codes,
-                                     strict=True):
-            for key, packed, label in zip(id_keys(ids).tolist(), pack_codes(codes, self.task),
-                                          codes.label.astype(float).tolist(), strict=True):
-                if key is not None:
-                    rows.append({"id": key, "start": start, "version": self.version,
-                                 "codes": packed, "label": _stored(label)})
+    def writes(self) -> tuple[list[Iterable[dict[str, Any]]], list[tuple[str, float | None]]]:
+        """The new records (parts of dicts id, start, version, codes, label, made as they
+        are read) and the labels joined to stored ones since the last call, for the store;
+        forgets them here."""
+        parts = [self._rows(start, ids, codes) for start, ids, codes
+                 in zip(self.starts, self.pending.ids, self.pending.codes, strict=True)]
         labels = [(k, _stored(v)) for k, v in self.joined.items()]
         self.pending, self.starts, self.joined = LabelJoin(self.task), [], {}
-        return rows, labels
+        return parts, labels
+
+    def _rows(self, start: float, ids: np.ndarray, codes: RowCodes
+              ) -> Iterator[dict[str, Any]]:
+        for at in range(0, len(ids), PACK_ROWS):  # packed a slice at a time: memory
+            part = np.arange(at, min(at + PACK_ROWS, len(ids)))
+            sliced = codes.take(part)
+            for key, packed, label in zip(id_keys(ids[part]).tolist(),
+                                          pack_codes(sliced, self.task),
+                                          sliced.label.astype(float).tolist(), strict=True):
+                if key is not None:
+                    yield {"id": key, "start": start, "version": self.version,
+                           "codes": packed, "label": _stored(label)}
 
 
 def _stored(label: float) -> float | None:

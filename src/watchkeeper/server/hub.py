@@ -113,6 +113,10 @@ LAST = 2**62
 SCOPE = "fold"
 #: Most event batches read per fold step (``Hub.fold_bytes`` bounds their bytes).
 FOLD_BATCHES = 50
+#: rows a fold step takes at most (always one batch at least) for a suite that joins late
+#: labels: their prediction records are written in the step's transaction, which must stay
+#: short (it holds the store's write lock, and the lease row, while it runs)
+FOLD_RECORDS = 100_000
 #: Schema metadata of an empty event batch that carries refused requests' counts.
 REJECTED_KEY = b"watchkeeper.rejected"
 #: Tries of a save of the alert state that others keep changing.
@@ -738,6 +742,8 @@ class Hub:
                                              max_bytes=self.fold_bytes)
             if not events:
                 return
+            if any(g.live.joins_labels for g in state.generations):
+                events = _at_most(events, FOLD_RECORDS)
             tables: list[pa.Table | None] = []
             for event in events:  # decoded first: a corrupt one changes nothing in memory
                 try:
@@ -1111,6 +1117,16 @@ class Hub:
             log.warning("model %s: not saved at stop: %s", model, exc)
         finally:
             lock.release()
+
+
+def _at_most(events: list[Any], rows: int) -> list[Any]:
+    """The first events up to ``rows`` rows in all (the first one whatever its rows)."""
+    total = 0
+    for n, event in enumerate(events):
+        total += event.rows
+        if total > rows and n:
+            return events[:n]
+    return events
 
 
 def _dead(owner: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -109,11 +110,12 @@ class Lease:
 @dataclass
 class LabelRecords:
     """What a fold step changed in a model's prediction records for late labels (written
-    with its windows and watermark, in their transaction): new records (``rows``: id,
-    start, version, codes, label; an id logged again replaces its record) and the labels
-    joined to records stored before (``labels``: id, label)."""
+    with its windows and watermark, in their transaction): new records (``rows``: parts,
+    each an iterable of dicts id, start, version, codes, label, made as they are written so
+    that a step's records are never all held as dicts; an id logged again replaces its
+    record) and the labels joined to records stored before (``labels``: id, label)."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[Iterable[dict[str, Any]]] = field(default_factory=list)
     labels: list[tuple[str, float | None]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
