@@ -62,6 +62,7 @@ folded again after a restart.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -785,6 +786,7 @@ class Hub:
             failing = self._failing.get(model)
             if failing is not None and failing[0] <= last:  # folded after all
                 del self._failing[model]
+            _give_back_memory()
 
     def _fold_step(self, model: str, state: ModelState, events: list[Any],
                    tables: list[pa.Table | None]) -> int:
@@ -1117,6 +1119,23 @@ class Hub:
             log.warning("model %s: not saved at stop: %s", model, exc)
         finally:
             lock.release()
+
+
+def _give_back_memory() -> None:
+    """Hand the heap pages freed by a fold step (decoded batches, prediction records, label
+    look-ups) back to the system (glibc's malloc_trim; elsewhere nothing), so that the
+    server's RSS follows what it holds, not the largest step it has folded."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None  # libc's malloc_trim once looked up; False where there is none
 
 
 def _at_most(events: list[Any], rows: int) -> list[Any]:
