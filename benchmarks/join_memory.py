@@ -2,17 +2,18 @@
 
 A real ``watchkeeper serve`` on 127.0.0.1 (window 1m, retention 7d) with a binary suite
 that joins labels by id; ``--rows`` id'd rows are posted in Arrow batches of ``--batch``
-rows (event times spread over the last ``--rows / 20,000`` minutes, all within the
-retention), then labels for ``--labels`` of them (random ids). Reported, per run: the
-server's RSS (VmRSS) empty (suite deployed, no data), after the rows are folded, after
-the labels are folded; the peak (VmHWM); how long a restart takes until /healthz says it
-folds and is caught up, and its RSS then; whether labels posted after the restart join
-(unmatched count from /metrics).
+rows (event times over the last ``--rows / 20,000`` minutes, all within the retention,
+each batch a time interval of its own as live traffic comes), then labels for
+``--labels`` of them (random ids). Reported, per run: the server's RSS (VmRSS) empty
+(suite deployed, no data), after the rows are folded, after the labels are folded; the
+peak (VmHWM); how long a restart takes until /healthz says it folds and is caught up,
+and its RSS then; labels posted after the restart that matched nothing (/metrics).
 
-    .venv/bin/python benchmarks/join_memory.py --rows 1000000
-    .venv/bin/python benchmarks/join_memory.py --rows 1000000 --store postgresql+psycopg://127.0.0.1/test
+    .venv/bin/python benchmarks/join_memory.py --rows 1000000 10000000
+    .venv/bin/python benchmarks/join_memory.py --store postgresql+psycopg://127.0.0.1/test
+    .venv/bin/python benchmarks/join_memory.py --server-src /tmp/old/src  # an older server
 
-It appends to benchmarks/results/join_memory.md (``--out``).
+It appends a table row per run to benchmarks/results/join_memory.md (``--out``).
 """
 
 from __future__ import annotations
@@ -110,8 +111,10 @@ def run(url: str, n: int, batch: int, labels: int, workdir: Path,
         span = max(60.0, n / 20_000 * 60.0)
         t0 = time.time() - span - 60
         started = time.monotonic()
+        step = span * batch / n  # each batch an interval of its own, as traffic comes
         for i, first in enumerate(range(0, n, batch)):
-            post(server, "events", rows(min(batch, n - first), first, 10 + i, t0, span))
+            post(server, "events", rows(min(batch, n - first), first, 10 + i, t0 + i * step,
+                                        step))
             if i % 10 == 9:  # keep the backlog short: the fold's pace, not the network's
                 wait_for(lambda: caught_up(server), timeout=600, every=0.5)
         wait_for(lambda: caught_up(server), timeout=3600, every=0.5)
