@@ -2,8 +2,9 @@
 
 A real ``watchkeeper serve`` on 127.0.0.1 (window 1m, retention 7d) with a binary suite
 that joins labels by id; ``--rows`` id'd rows are posted in Arrow batches of ``--batch``
-rows (event times over the last ``--rows / 20,000`` minutes, all within the retention,
-each batch a time interval of its own as live traffic comes), then labels for
+rows (event times over ``--minutes`` minutes, whatever the rows, all within the
+retention, each batch a time interval of its own as live traffic comes: the windows kept
+are the same, only the rows retained grow), then labels for
 ``--labels`` of them (random ids). Reported, per run: the server's RSS (VmRSS) empty
 (suite deployed, no data), after the rows are folded, after the labels are folded; the
 peak (VmHWM); how long a restart takes until /healthz says it folds and is caught up,
@@ -96,8 +97,8 @@ def folding(server: Server) -> bool:
     return status == 200 and bool(answer.get("folding")) and not answer.get("loading")
 
 
-def run(url: str, n: int, batch: int, labels: int, workdir: Path,
-        env: dict[str, str]) -> dict[str, float]:
+def run(url: str, n: int, batch: int, labels: int, workdir: Path, env: dict[str, str],
+        minutes: float) -> dict[str, float]:
     suite = suite_file(workdir)
     args = ("--store", url, "--suite", f"{MODEL}={suite}", "--window", "1m", "--grace", "10s",
             "--retention", "7d")
@@ -108,7 +109,7 @@ def run(url: str, n: int, batch: int, labels: int, workdir: Path,
         wait_for(lambda: folding(server), timeout=120)
         time.sleep(2)
         out["empty MiB"] = status_mb(server.proc.pid, "VmRSS")
-        span = max(60.0, n / 20_000 * 60.0)
+        span = minutes * 60.0
         t0 = time.time() - span - 60
         started = time.monotonic()
         step = span * batch / n  # each batch an interval of its own, as traffic comes
@@ -172,6 +173,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--batch", type=int, default=100_000)
     parser.add_argument("--labels", type=int, default=100_000)
+    parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--store", default=None, help="store URL (default: a new SQLite file)")
     parser.add_argument("--server-src", type=Path, default=None,
                         help="run the server from this src/ (e.g. an older version's, for a "
@@ -183,7 +185,8 @@ def main() -> None:
     for n in args.rows:
         with tempfile.TemporaryDirectory() as tmp, store_url(args.store, tmp) as url:
             env = {"PYTHONPATH": str(args.server_src)} if args.server_src else {}
-            result = run(url, n, args.batch, args.labels, Path(tmp), env)
+            result = run(url, n, args.batch, args.labels, Path(tmp), env,
+                         args.minutes)
         backend = url.split(":", 1)[0]
         line = f"| {backend} | " + " | ".join(
             f"{v:,.0f}" if k in ("rows", "records", "unmatched after restart") else f"{v:.1f}"

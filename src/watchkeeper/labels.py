@@ -27,8 +27,9 @@ from watchkeeper.values import numbers_with_nan
 if TYPE_CHECKING:
     import pandas as pd
 
-#: Prediction records packed for the store at a time (see StoredLabelJoin.writes).
+#: Prediction records packed for the store, and ids looked up in it, at a time.
 PACK_ROWS = 10_000
+LOOKUP_IDS = 20_000
 
 
 def _label_table(labels: Any, task: Task) -> pa.Table:
@@ -269,11 +270,22 @@ class StoredLabelJoin:
         keys = id_keys(by_id.index[~matched].to_numpy())
         rest = new[~matched]
         where = {k: i for i, k in enumerate(keys.tolist()) if k is not None}
-        found = self.store.label_records(self.model, self.version, list(where))
+        wanted = list(where)
         joined = 0
+        for at in range(0, len(wanted), LOOKUP_IDS):  # a part at a time: memory stays flat
+            found = self.store.label_records(self.model, self.version,
+                                             wanted[at:at + LOOKUP_IDS])
+            joined += self._join_found(found, where, rest, profile_at, changed)
+        return changed, int((~matched).sum()) - joined
+
+    def _join_found(self, found: list[tuple[str, float, bytes, float | None]],
+                    where: dict[str, int], new: np.ndarray, profile_at: Any,
+                    changed: set[float]) -> int:
+        """Join the labels ``new[where[id]]`` to stored records; returns how many joined."""
         by_start: dict[float, list[tuple[str, bytes, float | None]]] = {}
         for key, start, packed, label in found:
             by_start.setdefault(start, []).append((key, packed, label))
+        joined = 0
         for start, records in by_start.items():
             profile = profile_at(start)
             if profile is None:
@@ -282,12 +294,12 @@ class StoredLabelJoin:
             stored = np.array([self.joined.get(i, np.nan if r[2] is None else r[2])
                                for i, r in zip(ids, records, strict=True)], dtype=float)
             codes = unpack_codes([r[1] for r in records], stored, self.task)
-            labels_w = rest[[where[i] for i in ids]]
-            move_labels(codes, np.arange(len(ids)), labels_w, self.task, profile)
+            move_labels(codes, np.arange(len(ids)), new[[where[i] for i in ids]], self.task,
+                        profile)
             self.joined.update(zip(ids, codes.label.astype(float).tolist(), strict=True))
             changed.add(start)
             joined += len(ids)
-        return changed, int((~matched).sum()) - joined
+        return joined
 
     def writes(self) -> tuple[list[Iterable[dict[str, Any]]], list[tuple[str, float | None]]]:
         """The new records (parts of dicts id, start, version, codes, label, made as they
