@@ -14,7 +14,8 @@ and its RSS then; labels posted after the restart that matched nothing (/metrics
     .venv/bin/python benchmarks/join_memory.py --store postgresql+psycopg://127.0.0.1/test
     .venv/bin/python benchmarks/join_memory.py --server-src /tmp/old/src  # an older server
 
-It appends a table row per run to benchmarks/results/join_memory.md (``--out``).
+It prints a table row per run (``--out FILE``: appends them there too); the results are
+in benchmarks/results/join_memory.md.
 """
 
 from __future__ import annotations
@@ -178,8 +179,8 @@ def main() -> None:
     parser.add_argument("--server-src", type=Path, default=None,
                         help="run the server from this src/ (e.g. an older version's, for a "
                         "comparison): it goes first on the server's PYTHONPATH")
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).parent / "results" / "join_memory.md")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="also append the rows to this file")
     args = parser.parse_args()
     lines = []
     for n in args.rows:
@@ -194,8 +195,9 @@ def main() -> None:
         print(list(result), flush=True)
         print(line, flush=True)
         lines.append(line)
-    with args.out.open("a") as f:
-        f.write("\n".join(lines) + "\n")
+    if args.out is not None:
+        with args.out.open("a") as f:
+            f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
