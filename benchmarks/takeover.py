@@ -8,9 +8,8 @@ rebuilt every model and folded one new batch is the takeover time. Two suites:
 
 - ``plain``: a suite without an id column (no late labels joined): nothing of the retained
   log is read;
-- ``labels``: a suite with an id column: the prediction records for late labels are restored
-  from their last checkpoint in the store (a server saves one a minute; here, once the log
-  is folded), and only the batches past it are read again.
+- ``labels``: a suite with an id column: the prediction records for late labels are rows
+  of the store (written by the fold), so nothing of the retained log is read either.
 
     .venv/bin/python benchmarks/takeover.py --batches 20000          # SQLite in a temp dir
     .venv/bin/python benchmarks/takeover.py --store postgresql+psycopg://postgres@127.0.0.1/test
@@ -79,8 +78,6 @@ def measure(url: str, model: str, ids: bool, batches: int, rows: int) -> dict[st
             if store.watermark(model) == before:
                 break
         folded = time.perf_counter() - started
-        first.checkpoint_seconds = 0.0  # a server takes one a minute: the latest, as it would
-        first.step()
         store.append_events(model, to_ipc(_table(rows, batches + 1, ids, T0 + 1)), rows)
         started = time.perf_counter()
         second = _hub(store)

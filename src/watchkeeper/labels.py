@@ -4,11 +4,14 @@ Two ways in, with the same result: labels given with the data are joined before 
 (:func:`join_labels`); labels that come later update the windows already profiled
 (:class:`LabelJoin`), moving each labeled row from the "unlabeled" slot of its window's
 tallies to its label, so realised metrics of a window equal the batch computation
-whatever the order and grouping of label arrivals.
+whatever the order and grouping of label arrivals. The prediction records are kept in
+memory by :class:`LabelJoin` (a batch check, a monitor without a store) or in the store by
+:class:`StoredLabelJoin` (the server); both join with :func:`move_labels`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +21,15 @@ import pyarrow as pa
 from watchkeeper.data import did_you_mean, to_table
 from watchkeeper.errors import DataError
 from watchkeeper.profile import Profile, add_tallies
-from watchkeeper.task import RowCodes, Task, label_codes, tally
+from watchkeeper.task import RowCodes, Task, fairness_key, label_codes, tally
 from watchkeeper.values import numbers_with_nan
 
 if TYPE_CHECKING:
     import pandas as pd
+
+#: Prediction records packed for the store, and ids looked up in it, at a time.
+PACK_ROWS = 10_000
+LOOKUP_IDS = 20_000
 
 
 def _label_table(labels: Any, task: Task) -> pa.Table:
@@ -115,29 +122,209 @@ class LabelJoin:
         the number of labels that matched no prediction.
 
         ``profiles=None`` only records the labels on the prediction records: for labels the
-        profiles already count (replayed after a restart), so that a later, corrected label
-        for the same id replaces this one instead of counting the row a second time."""
+        profiles already count, so that a later, corrected label for the same id replaces
+        this one instead of counting the row a second time."""
         by_id = _last_label_per_id(_label_table(labels, self.task), self.task)
-        window, row = self._locate(by_id.index)
+        changed, matched = self.relabel(by_id.index, label_values(by_id, self.task), profiles)
+        return changed, int((~matched).sum())
+
+    def relabel(self, ids: pd.Index, new: np.ndarray, profiles: list[Profile] | None
+                ) -> tuple[set[int], np.ndarray]:
+        """Give the records of ``ids`` the label codes ``new`` (see :func:`move_labels`);
+        returns the windows changed and which ids had a record."""
+        window, row = self._locate(ids)
         matched = window >= 0
-        values = pa.array(by_id.to_numpy(dtype=object)[matched], from_pandas=True)
-        if self.task.classification:
-            new = label_codes(values, self.task.classes)
-            new[np.asarray(values.is_null().to_numpy(zero_copy_only=False), bool)] = (
-                len(self.task.classes) + 1)
-        else:
-            new = numbers_with_nan(values)
         changed: set[int] = set()
         for w in np.unique(window[matched]):
-            rows = row[matched][window[matched] == w]
-            labels_w = new[window[matched] == w]
+            mine = matched & (window == w)
             codes = self.codes[w]
-            if profiles is not None:
-                before = codes.take(rows)
-                after = codes.take(rows)
-                after.label = labels_w
-                delta = add_tallies(tally(after, self.task), tally(before, self.task), sign=-1)
-                profiles[w].joint = add_tallies(profiles[w].joint, delta)
-            codes.label[rows] = labels_w
+            move_labels(codes, row[mine], new[mine], self.task,
+                        None if profiles is None else profiles[w])
             changed.add(int(w))
-        return changed, int((~matched).sum())
+        return changed, matched
+
+
+def label_values(by_id: pd.Series, task: Task) -> np.ndarray:
+    """Labels (one per id, as :func:`last_labels` gives) as the codes prediction records
+    keep: class index (unlabeled for a missing label), or the value."""
+    values = pa.array(by_id.to_numpy(dtype=object), from_pandas=True)
+    if task.classification:
+        new = label_codes(values, task.classes)
+        new[np.asarray(values.is_null().to_numpy(zero_copy_only=False), bool)] = (
+            len(task.classes) + 1)
+        return new
+    return numbers_with_nan(values)
+
+
+def move_labels(codes: RowCodes, rows: np.ndarray, new: np.ndarray, task: Task,
+                profile: Profile | None) -> None:
+    """The one label join: rows ``rows`` of one window's prediction records ``codes`` get
+    the label codes ``new``; the window's tallies (``profile``, unless None: labels it
+    counts already) move each row from its previous label to the new one, so a corrected
+    label replaces the first."""
+    if profile is not None:
+        before = codes.take(rows)
+        after = codes.take(rows)
+        after.label = new
+        delta = add_tallies(tally(after, task), tally(before, task), sign=-1)
+        profile.joint = add_tallies(profile.joint, delta)
+    codes.label[rows] = new
+
+
+def last_labels(labels: Any, task: Task) -> pd.Series:
+    """The last label of every id of a label batch (ids without a value left out), checked
+    for the task's id and target columns."""
+    return _last_label_per_id(_label_table(labels, task), task)
+
+
+def id_keys(ids: Any) -> np.ndarray:
+    """Ids as the text the store keys prediction records by: an integer (also a float
+    that is one, as a column with gaps gives) as its digits, anything else as ``str``;
+    None for a missing id.
+
+    >>> id_keys(np.array([7, 8])).tolist(), id_keys(np.array([7.0, np.nan, 7.5])).tolist()
+    (['7', '8'], ['7', None, '7.5'])
+    """
+    values = np.asarray(ids)
+    if values.dtype.kind in "iu":
+        return values.astype(str).astype(object)
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values.tolist()):
+        if v is None or (isinstance(v, float) and not np.isfinite(v)):
+            out[i] = None
+        elif isinstance(v, float) and v.is_integer():
+            out[i] = str(int(v))
+        else:
+            out[i] = str(v)
+    return out
+
+
+def codes_layout(task: Task) -> tuple[list[str], int, bool]:
+    """What a packed prediction record holds after score bin, score and prediction: the
+    group codes (by name), the expected-error columns, whether P(positive)."""
+    groups = sorted(fairness_key(g) for g in task.groupings()) if task.type == "binary" else []
+    return groups, 2 if task.loss_model is not None else 0, task.label_model is not None
+
+
+def pack_codes(codes: RowCodes, task: Task) -> list[bytes]:
+    """Each row's codes but its label as little-endian float64s (stored per record)."""
+    groups, errors, positive = codes_layout(task)
+    columns = [codes.score_bin, codes.score, codes.pred, *(codes.groups[g] for g in groups)]
+    if errors:
+        assert codes.expected_error is not None
+        columns += [codes.expected_error[:, i] for i in range(errors)]
+    if positive:
+        assert codes.expected_positive is not None
+        columns.append(codes.expected_positive)
+    packed = np.column_stack([np.asarray(c, dtype="<f8") for c in columns])
+    return [row.tobytes() for row in packed]
+
+
+def unpack_codes(packed: list[bytes], label: np.ndarray, task: Task) -> RowCodes:
+    """The prediction records of :func:`pack_codes` with their labels."""
+    groups, errors, positive = codes_layout(task)
+    width = 3 + len(groups) + errors + int(positive)
+    flat = np.frombuffer(b"".join(packed), dtype="<f8").reshape(len(packed), width)
+    kind = np.int64 if task.classification else np.float64
+    at = 3 + len(groups)
+    return RowCodes(flat[:, 0].astype(np.int64), flat[:, 1].copy(), flat[:, 2].astype(kind),
+                    label.astype(kind), {g: flat[:, 3 + i].astype(np.int64)
+                                         for i, g in enumerate(groups)},
+                    flat[:, at:at + errors].copy() if errors else None,
+                    flat[:, at + errors].copy() if positive else None)
+
+
+@dataclass
+class StoredLabelJoin:
+    """Prediction records for late labels kept in the store (table label_records), so that
+    a server's memory stays flat however many rows the retention keeps, and a restart has
+    nothing to rebuild. The records of the fold step under way wait in ``pending`` and the
+    labels joined to stored records in ``joined``, until :meth:`writes` hands them to the
+    transaction that saves the step's windows and watermark (so each counts once)."""
+
+    task: Task
+    store: Any  # a watchkeeper.store.Store (or the hub's fenced view of one)
+    model: str
+    version: int
+    pending: LabelJoin = field(init=False)
+    starts: list[float] = field(default_factory=list)  # window start of each pending entry
+    joined: dict[str, float] = field(default_factory=dict)  # id → label code, not written
+
+    def __post_init__(self) -> None:
+        self.pending = LabelJoin(self.task)
+
+    def add_window(self, start: float, ids: np.ndarray, codes: RowCodes) -> None:
+        self.pending.add_window(ids, codes)
+        self.starts.append(start)
+
+    def apply(self, labels: Any, profile_at: Any) -> tuple[set[float], int]:
+        """Join a label batch (one store query per LOOKUP_CHUNK ids) and move the labeled
+        rows in the tallies of ``profile_at(window start)`` (None: that window is gone, the
+        label is unmatched); returns the starts of the windows changed and how many labels
+        matched no prediction."""
+        by_id = last_labels(labels, self.task)
+        new = label_values(by_id, self.task)
+        profiles = [profile_at(s) for s in self.starts]
+        entries, matched = self.pending.relabel(by_id.index, new, profiles)
+        changed = {self.starts[e] for e in entries}
+        keys = id_keys(by_id.index[~matched].to_numpy())
+        rest = new[~matched]
+        where = {k: i for i, k in enumerate(keys.tolist()) if k is not None}
+        wanted = list(where)
+        joined = 0
+        for at in range(0, len(wanted), LOOKUP_IDS):  # a part at a time: memory stays flat
+            found = self.store.label_records(self.model, self.version,
+                                             wanted[at:at + LOOKUP_IDS])
+            joined += self._join_found(found, where, rest, profile_at, changed)
+        return changed, int((~matched).sum()) - joined
+
+    def _join_found(self, found: list[tuple[str, float, bytes, float | None]],
+                    where: dict[str, int], new: np.ndarray, profile_at: Any,
+                    changed: set[float]) -> int:
+        """Join the labels ``new[where[id]]`` to stored records; returns how many joined."""
+        by_start: dict[float, list[tuple[str, bytes, float | None]]] = {}
+        for key, start, packed, label in found:
+            by_start.setdefault(start, []).append((key, packed, label))
+        joined = 0
+        for start, records in by_start.items():
+            profile = profile_at(start)
+            if profile is None:
+                continue
+            ids = [r[0] for r in records]
+            stored = np.array([self.joined.get(i, np.nan if r[2] is None else r[2])
+                               for i, r in zip(ids, records, strict=True)], dtype=float)
+            codes = unpack_codes([r[1] for r in records], stored, self.task)
+            move_labels(codes, np.arange(len(ids)), new[[where[i] for i in ids]], self.task,
+                        profile)
+            self.joined.update(zip(ids, codes.label.astype(float).tolist(), strict=True))
+            changed.add(start)
+            joined += len(ids)
+        return joined
+
+    def writes(self) -> tuple[list[Iterable[dict[str, Any]]], list[tuple[str, float | None]]]:
+        """The new records (parts of dicts id, start, version, codes, label, made as they
+        are read) and the labels joined to stored ones since the last call, for the store;
+        forgets them here."""
+        parts = [self._rows(start, ids, codes) for start, ids, codes
+                 in zip(self.starts, self.pending.ids, self.pending.codes, strict=True)]
+        labels = [(k, _stored(v)) for k, v in self.joined.items()]
+        self.pending, self.starts, self.joined = LabelJoin(self.task), [], {}
+        return parts, labels
+
+    def _rows(self, start: float, ids: np.ndarray, codes: RowCodes
+              ) -> Iterator[dict[str, Any]]:
+        for at in range(0, len(ids), PACK_ROWS):  # packed a slice at a time: memory
+            part = np.arange(at, min(at + PACK_ROWS, len(ids)))
+            sliced = codes.take(part)
+            for key, packed, label in zip(id_keys(ids[part]).tolist(),
+                                          pack_codes(sliced, self.task),
+                                          sliced.label.astype(float).tolist(), strict=True):
+                if key is not None:
+                    yield {"id": key, "start": start, "version": self.version,
+                           "codes": packed, "label": _stored(label)}
+
+
+def _stored(label: float) -> float | None:
+    """A label code as the store keeps it (a missing regression label is NULL: SQLite has
+    no NaN)."""
+    return None if np.isnan(label) else label

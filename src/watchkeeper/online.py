@@ -5,7 +5,9 @@ Events are assigned to the window of their event time (``_ts``, else the time th
 arrive), so data that comes out of order lands where it belongs. A window closes
 ``grace`` after its end; events that come later still are folded into it and the window
 is evaluated again (they are counted as late, never dropped). Prediction records are kept
-for ``retention`` so that labels arriving later update the window of their prediction.
+for ``retention`` so that labels arriving later update the window of their prediction: in
+the store when the monitor has one (written with its windows; the server expires them), else
+in memory.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ import pyarrow as pa
 
 from watchkeeper.check import CheckResult, WindowResult, _plain
 from watchkeeper.data import to_table
-from watchkeeper.labels import LabelJoin
+from watchkeeper.labels import LabelJoin, StoredLabelJoin
 from watchkeeper.profile import Profile
 from watchkeeper.service import TS
 from watchkeeper.task import row_codes
 from watchkeeper.values import epoch_seconds
 
 if TYPE_CHECKING:
-    from watchkeeper.store import Store
+    from watchkeeper.store import LabelRecords, Store
     from watchkeeper.suite import Suite
 
 #: Event times that can name a window: from the epoch to at most this far past the time they
@@ -91,15 +93,25 @@ class OnlineMonitor:
         "rows": 0, "batches": 0, "late_rows": 0, "labels": 0, "unmatched_labels": 0,
         "label_records_expired": 0, "bad_timestamps": 0})
     _dirty: set[int] = field(default_factory=set)
-    _join: LabelJoin | None = None
+    _join: LabelJoin | None = None  # prediction records in memory (without a store)
     _join_keys: list[int] = field(default_factory=list)
+    _stored: StoredLabelJoin | None = None  # … or in the store
 
     def __post_init__(self) -> None:
         if self.window.total_seconds() <= 0:
             raise ValueError("window must be a positive duration")
         task = self.suite.schema.task
         if task is not None and task.id is not None:
-            self._join = LabelJoin(task)
+            if self.store is None:
+                self._join = LabelJoin(task)
+            else:
+                self._stored = StoredLabelJoin(task, self.store, self.model,
+                                               self.suite_version or 0)
+
+    @property
+    def joins_labels(self) -> bool:
+        """Whether late labels are joined (the suite's task has an id column)."""
+        return self._join is not None or self._stored is not None
 
     # -- ingest ----------------------------------------------------------------------------
     def keys(self, table: pa.Table) -> np.ndarray:
@@ -160,27 +172,45 @@ class OnlineMonitor:
 
     def _record(self, key: int, chunk: pa.Table) -> None:
         task = self.suite.schema.task
-        if self._join is None or task is None or task.id not in chunk.column_names:
+        if not self.joins_labels or task is None or task.id not in chunk.column_names:
             return
-        self._join.add_window(chunk.column(task.id).to_numpy(zero_copy_only=False),
-                              row_codes(chunk, task))
+        ids = chunk.column(task.id).to_numpy(zero_copy_only=False)
+        if self._stored is not None:
+            self._stored.add_window(self.windows[key].start.timestamp(), ids,
+                                    row_codes(chunk, task))
+            return
+        assert self._join is not None
+        self._join.add_window(ids, row_codes(chunk, task))
         self._join_keys.append(key)
 
     def ingest_labels(self, data: Any) -> int:
         """Join labels by id to the windows of their predictions; returns how many matched
         no kept prediction (unknown id, or older than the retention)."""
-        if self._join is None:
+        if self._stored is not None:
+            starts, unmatched = self._stored.apply(data, self._profile_at)
+            keys = [self._key_at(start) for start in starts]
+        elif self._join is not None:
+            profiles = [self.windows[k].profile for k in self._join_keys]
+            entries, unmatched = self._join.apply(data, profiles)
+            keys = [self._join_keys[e] for e in entries]
+        else:
             return to_table(data).num_rows
-        profiles = [self.windows[k].profile for k in self._join_keys]
-        changed, unmatched = self._join.apply(data, profiles)
-        for entry in changed:
-            key = self._join_keys[entry]
+        for key in keys:
             self._dirty.add(key)
             if self.windows[key].state == "closed":
                 self._evaluate(self.windows[key])
         self.counters["labels"] += to_table(data).num_rows
         self.counters["unmatched_labels"] += unmatched
         return unmatched
+
+    def _key_at(self, start: float) -> int:
+        return int(np.floor(start / self.window.total_seconds()))
+
+    def _profile_at(self, start: float) -> Profile | None:
+        """The profile of the window starting at ``start`` (seconds), None if it is not in
+        memory (past the retention, or the window length changed since)."""
+        w = self.windows.get(self._key_at(start))
+        return None if w is None or w.start.timestamp() != start else w.profile
 
     # -- evaluation ------------------------------------------------------------------------
     def _evaluate(self, w: LiveWindow) -> None:
@@ -246,12 +276,21 @@ class OnlineMonitor:
         self._dirty.clear()
         return records, findings
 
+    def label_writes(self) -> LabelRecords | None:
+        """The changes to the prediction records in the store since the last call (written
+        with the windows: see :func:`save`); None when they are kept in memory."""
+        from watchkeeper.store import LabelRecords
+
+        if self._stored is None:
+            return None
+        return LabelRecords(*self._stored.writes())
+
     def flush(self, watermark: int | None = None) -> None:
         """Persist changed windows to the store with the watermark of the last event folded
-        (one transaction), then their findings."""
+        and the changed prediction records (one transaction), then their findings."""
         records, findings = self.pending()
         if self.store is not None:
-            save(self.store, self.model, records, findings, watermark)
+            save(self.store, self.model, records, findings, watermark, self.label_writes())
 
     def restore(self, keys: range | None = None) -> int:
         """Load this model's windows from the store (after a restart), those whose key is in
@@ -272,93 +311,12 @@ class OnlineMonitor:
                 self._dirty.add(key)  # findings are saved again on the next flush
         return len(self.windows)
 
-    def remember(self, data: Any) -> None:
-        """Rebuild prediction records from events already folded (after a restart), without
-        touching the profiles, so late labels still find their windows (only windows
-        restored: a label cannot update a window that is not there)."""
-        table = to_table(data)
-        keys = self.keys(table)
-        for key in np.unique(keys):
-            if int(key) in self.windows:
-                self._record(int(key), table.filter(pa.array(keys == key)))
-
-    def join_state(self) -> pa.Table | None:
-        """The prediction records kept for late labels (ids and row codes, labels applied so
-        far) as one table, for a checkpoint; None without a label join, or when records of
-        different batches cannot share one table (their ids' types differ)."""
-        if self._join is None:
-            return None
-        codes = self._join.codes
-        columns: dict[str, Any] = {
-            "entry": np.repeat(np.arange(len(codes), dtype=np.int32),
-                               [len(c.label) for c in codes]),
-            "key": np.repeat(np.asarray(self._join_keys, dtype=np.int64),
-                             [len(c.label) for c in codes])}
-        try:
-            columns["id"] = pa.array(np.concatenate(self._join.ids) if codes else [])
-            for name in ("score_bin", "score", "pred", "label"):
-                columns[name] = _joined([getattr(c, name) for c in codes])
-            names = sorted(codes[0].groups) if codes else []
-            if any(sorted(c.groups) != names for c in codes):
-                return None
-            for g in names:
-                columns[f"group:{g}"] = _joined([c.groups[g] for c in codes])
-            for name in ("expected_error", "expected_positive"):
-                parts = [getattr(c, name) for c in codes]
-                if codes and all(x is not None for x in parts):
-                    joined = np.concatenate(parts)
-                    columns[name] = pa.FixedSizeListArray.from_arrays(
-                        joined.reshape(-1), joined.shape[1]) if joined.ndim == 2 else joined
-                elif any(x is not None for x in parts):
-                    return None
-            return pa.table(columns)
-        except (pa.ArrowException, ValueError, TypeError):
-            return None
-
-    def restore_join(self, table: pa.Table) -> None:
-        """Put back the prediction records of :meth:`join_state` (a checkpoint), those of
-        windows restored only (as :meth:`remember` does)."""
-        if self._join is None or table.num_rows == 0:
-            return
-        from watchkeeper.task import RowCodes
-
-        bounds = np.flatnonzero(np.diff(table.column("entry").to_numpy())) + 1
-        keys = table.column("key").to_numpy()
-        plain = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names
-                 if c not in ("expected_error",)}
-        error = None
-        if "expected_error" in table.column_names:
-            column = table.column("expected_error").combine_chunks()
-            error = column.flatten().to_numpy().reshape(len(column), -1)
-        for part in np.split(np.arange(table.num_rows), bounds):
-            key = int(keys[part[0]])
-            if key not in self.windows:
-                continue
-            groups = {c.removeprefix("group:"): plain[c][part] for c in plain
-                      if c.startswith("group:")}
-            codes = RowCodes(plain["score_bin"][part], plain["score"][part],
-                             plain["pred"][part], plain["label"][part].copy(), groups,
-                             None if error is None else error[part],
-                             plain["expected_positive"][part]
-                             if "expected_positive" in plain else None)
-            self._join.add_window(plain["id"][part], codes)
-            self._join_keys.append(key)
-
-    def remember_labels(self, data: Any) -> None:
-        """Put labels already folded (after a restart, in log order after :meth:`remember`)
-        back on the prediction records, without touching the profiles, which count them
-        already: a corrected label that comes later then replaces the one it corrects."""
-        if self._join is not None:
-            self._join.apply(data, None)
-
-
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.zeros(0)
-
 
 def save(store: Store, model: str, records: list[Any],
-         findings: list[tuple[datetime, list[dict[str, Any]]]], watermark: int | None) -> None:
-    """Windows and watermark in one transaction, then the windows' findings."""
-    store.save_windows(model, records, watermark)
+         findings: list[tuple[datetime, list[dict[str, Any]]]], watermark: int | None,
+         labels: LabelRecords | None = None) -> None:
+    """Windows, watermark and prediction records in one transaction, then the windows'
+    findings."""
+    store.save_windows(model, records, watermark, labels=labels)
     for start, found in findings:
         store.save_findings(model, start, found)

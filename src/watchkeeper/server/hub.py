@@ -11,8 +11,10 @@ is saved after the windows that changed it, and after every acknowledgement or s
 before it is answered. A restart resumes it and first judges the closed windows it had not
 judged yet: an incident stays open under its id and is not notified again; a notification
 is sent at least once (a crash between sending it and saving the state sends it again).
-Prediction records kept for late labels are rebuilt from the event log with the labels
-already applied, so a corrected label replaces the earlier one as without a restart.
+Prediction records kept for late labels (ids, window, codes, the label joined so far) are
+in the store, written with the windows and the watermark in their transaction: a restart
+rebuilds nothing for them, a label batch looks its ids up there, and a corrected label
+replaces the earlier one as without a restart. They are forgotten after the retention.
 
 A model may have several suite versions in service at once: a newly activated version
 (deploy or rollback) takes the windows that start after its activation; the window under
@@ -60,6 +62,7 @@ folded again after a restart.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -91,7 +94,16 @@ from watchkeeper.pii import key_from_env, protect
 from watchkeeper.profile import Profile
 from watchkeeper.server.ingest import from_ipc, to_ipc
 from watchkeeper.service import TS
-from watchkeeper.store import Appended, Conflict, Lease, LeaseLost, Store, StoreError, WindowRecord
+from watchkeeper.store import (
+    Appended,
+    Conflict,
+    LabelRecords,
+    Lease,
+    LeaseLost,
+    Store,
+    StoreError,
+    WindowRecord,
+)
 from watchkeeper.suite import Suite
 from watchkeeper.values import epoch_seconds
 
@@ -102,6 +114,10 @@ LAST = 2**62
 SCOPE = "fold"
 #: Most event batches read per fold step (``Hub.fold_bytes`` bounds their bytes).
 FOLD_BATCHES = 50
+#: rows a fold step takes at most (always one batch at least) for a suite that joins late
+#: labels: their prediction records are written in the step's transaction, which must stay
+#: short (it holds the store's write lock, and the lease row, while it runs)
+FOLD_RECORDS = 100_000
 #: Schema metadata of an empty event batch that carries refused requests' counts.
 REJECTED_KEY = b"watchkeeper.rejected"
 #: Tries of a save of the alert state that others keep changing.
@@ -184,8 +200,9 @@ class _Fenced:
         return getattr(self._hub.store, name)
 
     def save_windows(self, model: str, windows: list[WindowRecord],
-                     watermark: int | None = None) -> None:
-        self._hub.store.save_windows(model, windows, watermark, lease=self._hub._fence())
+                     watermark: int | None = None, labels: LabelRecords | None = None) -> None:
+        self._hub.store.save_windows(model, windows, watermark, lease=self._hub._fence(),
+                                     labels=labels)
 
     def save_findings(self, model: str, window_start: datetime,
                       findings: list[dict[str, Any]]) -> None:
@@ -219,10 +236,6 @@ class Hub:
     sdk_dropped: dict[str, dict[str, int]] = field(default_factory=dict)
     #: seconds between looks for events past the retention (per model)
     expire_seconds: float = 30.0
-    #: seconds between checkpoints of a model's late-label join records (restarts and
-    #: takeovers start from the last one and replay only the batches past it)
-    checkpoint_seconds: float = 60.0
-    _checkpointed: dict[str, float] = field(default_factory=dict)  # time.monotonic()
     _expired: dict[str, float] = field(default_factory=dict)  # time.monotonic() of the last
     #: batches set aside in the store per model, as last read or set aside here (/metrics)
     quarantined: dict[str, int] = field(default_factory=dict)
@@ -408,7 +421,6 @@ class Hub:
             state.counted = previous.counted
             for g in state.generations:
                 g.live.counters.update(previous.counted.get(g.version, {}))
-        self._remember(model, state)
         state.alerts, resumed = self._resume_alerts(model, state)
         with self._lock:
             if not replace and model in self.models:
@@ -542,37 +554,6 @@ class Hub:
             self._show(state, manager, revision)
             return
         raise StoreError(f"model {model}: the alert state kept changing while being saved")
-
-    def _remember(self, model: str, state: ModelState) -> None:
-        """Rebuild prediction records of already folded events, and put the labels already
-        folded back on them in log order (for late and corrected labels); nothing to do,
-        and nothing read, for a suite that joins no labels."""
-        if all(g.live._join is None for g in state.generations):
-            return
-        watermark = self.store.watermark(model)
-        last = self._restore_checkpoint(model, state, watermark)
-        while last < watermark:
-            events = [e for e in self.store.events_after(model, last, limit=FOLD_BATCHES,
-                                                         max_bytes=self.fold_bytes)
-                      if e.seq <= watermark]
-            if not events:
-                return
-            for event in events:
-                if event.rows:
-                    table = from_ipc(event.payload)
-                    if event.kind == "labels":
-                        for g in state.generations:
-                            try:
-                                g.live.remember_labels(table)
-                            except WatchkeeperError as exc:  # it failed when folded, too
-                                log.warning("model %s: labels of batch %d not joined again: "
-                                            "%s", model, event.seq, exc)
-                    else:
-                        timed, _ = _arrived(table, event.received_at.timestamp())
-                        for live, part in state.route(timed):
-                            live.remember(part)
-                last = event.seq
-            del events
 
     def activate(self, model: str, version: int) -> None:
         """Put a stored version in service from the next window on (deploy or rollback)."""
@@ -727,10 +708,10 @@ class Hub:
         if active is not None and active.version != state.generations[-1].version:
             self.activate(model, active.version)
 
-    def _expire_events(self, model: str) -> None:
-        """The event log keeps folded events for the retention (late labels and restarts
-        need them), then forgets them (checked every ``expire_seconds``; nothing to rebuild
-        in memory after a restart)."""
+    def _expire_events(self, model: str, state: ModelState) -> None:
+        """The event log keeps folded events for the retention, then forgets them, and the
+        prediction records for late labels of windows past it (checked every
+        ``expire_seconds``; the records' deletion is fenced like the fold's writes)."""
         if time.monotonic() - self._expired.get(model, float("-inf")) < self.expire_seconds:
             return
         self._expired[model] = time.monotonic()
@@ -738,6 +719,10 @@ class Hub:
         before = datetime.fromtimestamp(horizon, UTC)
         self.counters[f"expired_events:{model}"] += self.store.expire_events(
             model, before, self.store.watermark(model))
+        if any(g.live.joins_labels for g in state.generations):
+            step = self.window.total_seconds()
+            state.current.counters["label_records_expired"] += self.store.expire_label_records(
+                model, np.floor(horizon / step) * step, lease=self._fence())
 
     # -- folding (background thread) ---------------------------------------------------------
     def _fold(self, model: str, state: ModelState) -> None:
@@ -758,6 +743,8 @@ class Hub:
                                              max_bytes=self.fold_bytes)
             if not events:
                 return
+            if any(g.live.joins_labels for g in state.generations):
+                events = _at_most(events, FOLD_RECORDS)
             tables: list[pa.Table | None] = []
             for event in events:  # decoded first: a corrupt one changes nothing in memory
                 try:
@@ -786,17 +773,20 @@ class Hub:
                                                         else "tried again")) from exc
             del events, tables
             # every generation's windows and the watermark in one transaction
-            records, findings = [], []
+            records, findings, labels = [], [], LabelRecords()
             for g in state.generations:
                 r, f = g.live.pending()
                 records += r
                 findings += f
-            save(self._writer, model, records, findings, last)  # type: ignore[arg-type]
+                labels.extend(g.live.label_writes() or LabelRecords())
+            save(self._writer, model, records, findings, last,  # type: ignore[arg-type]
+                 labels)
             state.broken = False
             state.counted = {g.version: dict(g.live.counters) for g in state.generations}
             failing = self._failing.get(model)
             if failing is not None and failing[0] <= last:  # folded after all
                 del self._failing[model]
+            _give_back_memory()
 
     def _fold_step(self, model: str, state: ModelState, events: list[Any],
                    tables: list[pa.Table | None]) -> int:
@@ -950,59 +940,8 @@ class Hub:
         state.broken = True  # windows it closes are saved before it returns
         closed = [w for g in state.generations for w in g.live.tick(now)]
         state.broken = False
-        self._expire_events(model)
+        self._expire_events(model, state)
         self._alert(model, state, closed)
-        self._checkpoint(model, state)
-
-    def _checkpoint(self, model: str, state: ModelState) -> None:
-        """Every ``checkpoint_seconds``, save the model's late-label join records as of its
-        watermark (fenced), so that a restart or a takeover need not replay the whole
-        retained event log to rebuild them."""
-        joins = [g for g in state.generations if g.live._join is not None]
-        if not joins or state.broken:
-            return
-        if time.monotonic() - self._checkpointed.get(model, float("-inf")) < \
-                self.checkpoint_seconds:
-            return
-        self._checkpointed[model] = time.monotonic()
-        header, parts = [], []
-        for g in joins:
-            table = g.live.join_state()
-            if table is None:
-                return  # records that cannot share one table: rebuilt by a replay
-            part = to_ipc(table)
-            header.append({"version": g.version, "first": g.first, "size": len(part)})
-            parts.append(part)
-        payload = json.dumps(header).encode() + b"\n" + b"".join(parts)
-        self.store.save_join_checkpoint(model, self.store.watermark(model), payload,
-                                        lease=self._fence())
-
-    def _restore_checkpoint(self, model: str, state: ModelState, watermark: int) -> int:
-        """Put back the late-label join records of the model's last checkpoint; returns the
-        watermark it was taken at (0: none usable, every retained batch is replayed)."""
-        found = self.store.join_checkpoint(model)
-        if found is None or found[0] > watermark:
-            return 0
-        at, payload = found
-        try:
-            head, _, body = payload.partition(b"\n")
-            header = json.loads(head)
-            by_key = {(g.version, g.first): g for g in state.generations
-                      if g.live._join is not None}
-            if sorted(by_key) != sorted((h["version"], h["first"]) for h in header):
-                return 0  # the versions in service changed since: replay them all
-            offset, tables = 0, []
-            for h in header:
-                tables.append((by_key[(h["version"], h["first"])],
-                               from_ipc(body[offset:offset + h["size"]])))
-                offset += h["size"]
-        except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
-            log.warning("model %s: the late-label checkpoint cannot be read (%s): "
-                        "rebuilding from the event log", model, _why(exc))
-            return 0
-        for g, table in tables:
-            g.live.restore_join(table)
-        return at
 
     def _take_over(self, lease: Lease) -> None:
         """Start folding: every model is rebuilt from the store, as after a restart, by
@@ -1180,6 +1119,33 @@ class Hub:
             log.warning("model %s: not saved at stop: %s", model, exc)
         finally:
             lock.release()
+
+
+def _give_back_memory() -> None:
+    """Hand the heap pages freed by a fold step (decoded batches, prediction records, label
+    look-ups) back to the system (glibc's malloc_trim; elsewhere nothing), so that the
+    server's RSS follows what it holds, not the largest step it has folded."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM: Any = None  # libc's malloc_trim once looked up; False where there is none
+
+
+def _at_most(events: list[Any], rows: int) -> list[Any]:
+    """The first events up to ``rows`` rows in all (the first one whatever its rows)."""
+    total = 0
+    for n, event in enumerate(events):
+        total += event.rows
+        if total > rows and n:
+            return events[:n]
+    return events
 
 
 def _dead(owner: str) -> bool:

@@ -9,6 +9,7 @@ from watchkeeper.store.records import (
     Appended,
     Conflict,
     Event,
+    LabelRecords,
     Lease,
     LeaseLost,
     StoreError,
@@ -17,5 +18,5 @@ from watchkeeper.store.records import (
 )
 from watchkeeper.store.store import Store
 
-__all__ = ["SCHEMA_VERSION", "Appended", "Conflict", "Event", "Lease", "LeaseLost", "Store",
-           "StoreError", "SuiteVersion", "WindowRecord"]
+__all__ = ["SCHEMA_VERSION", "Appended", "Conflict", "Event", "LabelRecords", "Lease",
+           "LeaseLost", "Store", "StoreError", "SuiteVersion", "WindowRecord"]

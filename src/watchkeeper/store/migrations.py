@@ -83,8 +83,24 @@ def _idempotency(conn: Connection) -> None:
 
 
 def _join_checkpoints(conn: Connection) -> None:
-    # As tables.join_checkpoints was when added; copy the definition here if it ever changes.
-    tables.join_checkpoints.create(conn, checkfirst=True)
+    # The table as it was when added (the label_records migration drops it again).
+    sa.Table(
+        "join_checkpoints",
+        sa.MetaData(),
+        sa.Column("model", sa.String, sa.ForeignKey(tables.models.c.name, ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("watermark", sa.BigInteger, nullable=False),
+        sa.Column("saved_at", tables.UTCDateTime, nullable=False),
+        sa.Column("payload", sa.LargeBinary, nullable=False),
+    ).create(conn, checkfirst=True)
+
+
+def _label_records(conn: Connection) -> None:
+    # As tables.label_records was when added; copy the definition here if it ever changes.
+    # The prediction records live in the store now, so the checkpoints of them go. Records
+    # of batches folded before this upgrade are not rebuilt: labels for them are unmatched.
+    tables.label_records.create(conn, checkfirst=True)
+    conn.execute(sa.text("DROP TABLE IF EXISTS join_checkpoints"))
 
 
 #: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].
@@ -97,6 +113,8 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("sessions: dashboard sessions; server_keys: keys the servers share", _sessions),
     ("events.idempotency_key: a batch sent again is stored once", _idempotency),
     ("join_checkpoints: late-label join records as of a watermark", _join_checkpoints),
+    ("label_records: prediction records for late labels; join_checkpoints dropped",
+     _label_records),
 ]
 LATEST = len(MIGRATIONS)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -104,3 +105,22 @@ class Lease:
     def remaining(self) -> float:
         """Seconds it still runs (≤ 0 once expired), as of ``now``."""
         return self.expires_at - self.now
+
+
+@dataclass
+class LabelRecords:
+    """What a fold step changed in a model's prediction records for late labels (written
+    with its windows and watermark, in their transaction): new records (``rows``: parts,
+    each an iterable of dicts id, start, version, codes, label, made as they are written so
+    that a step's records are never all held as dicts; an id logged again replaces its
+    record) and the labels joined to records stored before (``labels``: id, label)."""
+
+    rows: list[Iterable[dict[str, Any]]] = field(default_factory=list)
+    labels: list[tuple[str, float | None]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.rows or self.labels)
+
+    def extend(self, other: LabelRecords) -> None:
+        self.rows += other.rows
+        self.labels += other.labels

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -22,6 +23,7 @@ from watchkeeper.store.records import (
     Appended,
     Conflict,
     Event,
+    LabelRecords,
     Lease,
     LeaseLost,
     StoreError,
@@ -36,6 +38,9 @@ FINDING_KEYS = (
     "window", "metric", "segment",
 )  # fmt: skip
 _REQUIRED = {"monitor", "family", "value", "threshold", "severity", "message"}
+#: Ids looked up per query, and prediction records written per statement.
+LOOKUP_CHUNK = 5_000
+WRITE_CHUNK = 10_000
 #: First key of the PostgreSQL advisory lock that serialises one model's appends.
 _PG_APPEND_LOCK = 0x776B_6576  # "wkev"
 
@@ -383,10 +388,12 @@ class Store:
         watermark: int | None = None,
         *,
         lease: Lease | None = None,
+        labels: LabelRecords | None = None,
     ) -> None:
         """Insert or replace windows by (model, start) and, in the same transaction, set the
-        model's watermark (seq of the last event folded in) when one is given; fenced by
-        ``lease`` when given (LeaseLost: nothing saved)."""
+        model's watermark (seq of the last event folded in) when one is given and write the
+        changes to its prediction records for late labels (``labels``); fenced by ``lease``
+        when given (LeaseLost: nothing saved)."""
         _check_name(model)
         now = datetime.now(UTC)
         rows = [_window_row(model, w, now) for w in windows]
@@ -406,6 +413,8 @@ class Store:
                     set_={k: insert.excluded[k] for k in (*keys, "updated_at")},
                 )
                 conn.execute(upsert, rows)
+            if labels:
+                self._write_labels(conn, model, labels)
 
     def load_windows(
         self,
@@ -545,29 +554,86 @@ class Store:
         with self._transaction() as conn:
             return {m: int(r) for m, r in conn.execute(query)}
 
-    # -- late-label join checkpoints -------------------------------------------------------
-    def save_join_checkpoint(self, model: str, watermark: int, payload: bytes, *,
-                             lease: Lease | None = None) -> None:
-        """Replace the model's checkpoint of its late-label join records (as of
-        ``watermark``); fenced by ``lease`` when given."""
-        _check_name(model)
-        table = db.join_checkpoints
-        row = {"model": model, "watermark": int(watermark), "saved_at": datetime.now(UTC),
-               "payload": bytes(payload)}
-        with self._transaction(write=True, lease=lease) as conn:
-            self._ensure_model(conn, model)
-            insert = self._insert(table).values(**row)
-            conn.execute(insert.on_conflict_do_update(
-                index_elements=[table.c.model],
-                set_={k: insert.excluded[k] for k in ("watermark", "saved_at", "payload")}))
-
-    def join_checkpoint(self, model: str) -> tuple[int, bytes] | None:
-        """The model's last checkpoint of its late-label join records: (watermark, payload)."""
-        table = db.join_checkpoints
-        query = sa.select(table.c.watermark, table.c.payload).where(_of(table, model))
+    # -- prediction records for late labels -----------------------------------------------
+    def label_records(self, model: str, version: int, ids: Sequence[str]
+                      ) -> list[tuple[str, float, bytes, float | None]]:
+        """The model's prediction records of ``ids`` profiled by suite ``version``: (id,
+        window start, packed codes, label so far); one query per LOOKUP_CHUNK ids."""
+        table = db.label_records
+        columns = (table.c.id, table.c.start, table.c.codes, table.c.label)
+        found: list[tuple[str, float, bytes, float | None]] = []
         with self._transaction() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else (int(row[0]), bytes(row[1]))
+            for i in range(0, len(ids), LOOKUP_CHUNK):
+                chunk = list(ids[i:i + LOOKUP_CHUNK])
+                among = (table.c.id == sa.any_(sa.literal(chunk, postgresql.ARRAY(sa.String)))
+                         if self._dialect == "postgresql" else table.c.id.in_(chunk))
+                query = sa.select(*columns).where(_of(table, model),
+                                                  table.c.version == version, among)
+                found += [(r[0], float(r[1]), bytes(r[2]), r[3]) for r in conn.execute(query)]
+        return found
+
+    def label_record_count(self, model: str) -> int:
+        """How many prediction records the model keeps for late labels."""
+        query = sa.select(sa.func.count()).select_from(db.label_records).where(
+            _of(db.label_records, model))
+        with self._transaction() as conn:
+            return int(conn.scalar(query) or 0)
+
+    def expire_label_records(self, model: str, before: float, *,
+                             lease: Lease | None = None) -> int:
+        """Retention: forget the model's prediction records of windows that start before
+        ``before`` (seconds since 1970); returns how many. Fenced by ``lease`` when given."""
+        table = db.label_records
+        query = sa.delete(table).where(_of(table, model), table.c.start < before)
+        with self._transaction(write=True, lease=lease) as conn:
+            return int(conn.execute(query).rowcount)
+
+    def _write_labels(self, conn: Connection, model: str, records: LabelRecords) -> None:
+        """A fold step's changes to the prediction records: labels joined to stored ones
+        first, then the new records (an id logged again replaces its record, the last one
+        of the step if it was logged twice in it)."""
+        table = db.label_records
+        if records.labels:
+            conn.execute(
+                sa.update(table)
+                .where(table.c.model == sa.bindparam("m"), table.c.id == sa.bindparam("i"))
+                .values(label=sa.bindparam("l")),
+                [{"m": model, "i": i, "l": label} for i, label in records.labels])
+        if self._dialect == "postgresql":
+            self._copy_labels(conn, model, itertools.chain.from_iterable(records.rows))
+            return
+        insert = self._insert(table)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[table.c.model, table.c.id],
+            set_={k: insert.excluded[k] for k in ("start", "version", "codes", "label")})
+        rows = itertools.chain.from_iterable(records.rows)
+        while chunk := list(itertools.islice(rows, WRITE_CHUNK)):
+            # one statement may not touch a row twice (PostgreSQL): the last of an id
+            conn.execute(upsert, list({r["id"]: {**r, "model": model} for r in chunk}.values()))
+
+    @staticmethod
+    def _copy_labels(conn: Connection, model: str, rows: Iterator[dict[str, Any]]) -> None:
+        """PostgreSQL: new prediction records by COPY into a temporary table, then one
+        upsert from it (the last record of an id wins): several times faster than inserts,
+        so the fold's transaction stays short."""
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS label_records_in (n bigint, "
+                        "id text, start double precision, version integer, codes bytea, "
+                        "label double precision) ON COMMIT DELETE ROWS")
+            with cur.copy("COPY label_records_in (n, id, start, version, codes, label) "
+                          "FROM STDIN") as copy:
+                for n, r in enumerate(rows):
+                    copy.write_row((n, r["id"], r["start"], r["version"], r["codes"],
+                                    r["label"]))
+            cur.execute(
+                "INSERT INTO label_records (model, id, start, version, codes, label) "
+                "SELECT DISTINCT ON (id) %s, id, start, version, codes, label "
+                "FROM label_records_in ORDER BY id, n DESC "
+                "ON CONFLICT (model, id) DO UPDATE SET start = excluded.start, "
+                "version = excluded.version, codes = excluded.codes, label = excluded.label",
+                (model,))
+            cur.execute("TRUNCATE label_records_in")
 
     # -- the fold lease --------------------------------------------------------------------
     def acquire_lease(self, scope: str, owner: str, ttl: float, *,

@@ -160,15 +160,17 @@ alert_states = sa.Table(  # since schema version 2
     sa.Column("revision", sa.BigInteger, nullable=False, server_default="0"),
 )
 
-join_checkpoints = sa.Table(  # added by the migration "join_checkpoints"
-    "join_checkpoints",
+label_records = sa.Table(  # added by the migration "label_records"
+    "label_records",
     metadata,
     _model_key(primary_key=True),
-    # the prediction records kept for late labels, as of this watermark: a restart or a
-    # takeover starts from them and replays only the batches past it
-    sa.Column("watermark", sa.BigInteger, nullable=False),
-    sa.Column("saved_at", UTCDateTime, nullable=False),
-    sa.Column("payload", sa.LargeBinary, nullable=False),  # Arrow IPC, one table per version
+    # the prediction's id as text (labels.id_keys); an id logged again replaces its record
+    sa.Column("id", sa.String, primary_key=True),
+    sa.Column("start", sa.Double, nullable=False),  # its window's start, seconds since 1970
+    sa.Column("version", sa.Integer, nullable=False),  # the suite version that profiled it
+    sa.Column("codes", sa.LargeBinary, nullable=False),  # labels.pack_codes: score bin, ...
+    sa.Column("label", sa.Double),  # label code joined so far (NULL: a missing value)
+    sa.Index("label_records_start", "model", "start"),  # retention
 )
 
 fold_leases = sa.Table(  # since schema version 3
