@@ -59,7 +59,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import watchkeeper as wk
-from tests.server_helpers import WRITE, Server, request, wait_for
+from tests.server_helpers import WRITE, Server, request, scratch_schema, wait_for
 from watchkeeper.sdk import RemoteSink
 from watchkeeper.sdk.sinks import SinkError
 from watchkeeper.server.ingest import to_ipc
@@ -92,16 +92,8 @@ def store_url(kind: str, workdir: Path, pg_url: str) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{workdir / f'chaos-{secrets.token_hex(3)}.db'}"
         return
-    schema = f"wk_chaos_{secrets.token_hex(4)}"
-    engine = sa.create_engine(pg_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{pg_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+    with scratch_schema(pg_url, "wk_chaos") as url:
+        yield url
 
 
 @contextmanager

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import secrets
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 import watchkeeper as wk
-from tests.server_helpers import READ, WRITE, Server, request, wait_for
+from tests.server_helpers import READ, WRITE, Server, request, scratch_schema, wait_for
 from watchkeeper import suitefile
 from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import Store
@@ -155,18 +154,8 @@ def store_url(given: str | None, tmp: str) -> Iterator[str]:
     if given is None:
         yield f"sqlite:///{tmp}/watchkeeper.db"
         return
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(given)
-    schema = f"wk_join_memory_{secrets.token_hex(4)}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{given}?options=-csearch_path%3D{schema}"
-    finally:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
+    with scratch_schema(given, "wk_join_memory") as url:
+        yield url
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +127,22 @@ def assert_stored_like_batch(suite: Any, batches: list[Any], stored: list[Any],
                                                            rel=1e-5)
         assert window.metrics["label_coverage"] == pytest.approx(
             expected.metrics["label_coverage"], rel=1e-5)
+
+
+@contextmanager
+def scratch_schema(pg_url: str, prefix: str) -> Iterator[str]:
+    """The URL of a new PostgreSQL schema of its own (dropped after): one store per run."""
+    import secrets
+
+    import sqlalchemy as sa
+
+    schema = f"{prefix}_{secrets.token_hex(4)}"
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield f"{pg_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
