@@ -38,6 +38,7 @@ run: $(VENV)/.installed
 ## Every test, slow ones included (as CI runs them).
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 ## The dashboard in headless Chromium (Debian's /usr/bin/chromium: apt-get install chromium).
@@ -48,8 +49,10 @@ test-dashboard: $(VENV)/.installed-dev
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -m "not slow"
 
+## ruff, the layer contract (pyproject.toml [tool.importlinter]) and the type checker.
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/lint-imports
 
 ## Benchmarks against peers (creates their own venvs; several minutes each).
 bench: bench-drift bench-cbpe bench-band bench-sdk bench-ingest

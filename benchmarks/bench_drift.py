@@ -1,7 +1,7 @@
 """Benchmark: ``watchkeeper check`` vs a load-only floor, Evidently and a scipy loop.
 
 What it measures, on the synthetic reference/current pair from
-``watchkeeper.datasets.synthetic_drift_pair`` (default 1M rows × 20 columns, seed 0, written
+``watchkeeper.io.datasets.synthetic_drift_pair`` (default 1M rows × 20 columns, seed 0, written
 once to ``benchmarks/data/{ref,cur}_<rows>.parquet``):
 
 * ``floor``         – load both Parquet files into pandas and stop (the least any
@@ -77,7 +77,7 @@ TARGET_RSS_OVER_FLOOR_MB = 150.0
 RESULT_PREFIX = "DRIFT_WORKER_RESULT "  # must match drift_worker.py
 
 try:
-    from watchkeeper.datasets import DRIFTED_COLUMNS, synthetic_drift_pair
+    from watchkeeper.io.datasets import DRIFTED_COLUMNS, synthetic_drift_pair
 except ImportError as error:  # pragma: no cover - depends on the interpreter used
     sys.exit(
         f"cannot import watchkeeper ({error}); run with the project venv:\n"
@@ -211,7 +211,7 @@ def size_label(rows: int) -> str:
 
 
 def _generator_fingerprint() -> str:
-    import watchkeeper.datasets as datasets
+    import watchkeeper.io.datasets as datasets
 
     return hashlib.sha256(inspect.getsource(datasets).encode()).hexdigest()[:16]
 

@@ -97,7 +97,7 @@ import pyarrow as pa
 
 import watchkeeper as wk
 from tests.server_helpers import WRITE, Server
-from watchkeeper.datasets import synthetic_drift_pair
+from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.server.ingest import from_ipc, parse_body, to_ipc
 from watchkeeper.store import Store
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import watchkeeper as wk
 from tests.server_helpers import Server
-from watchkeeper.datasets import synthetic_drift_pair
+from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.server.hub import Hub
 from watchkeeper.server.ingest import to_ipc
 from watchkeeper.server.privacy import Privacy

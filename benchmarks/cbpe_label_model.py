@@ -31,9 +31,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import watchkeeper as wk
+from watchkeeper.baseline.task import PERFORMANCE
 from watchkeeper.monitors.estimate import EstimatedPerformance
 from watchkeeper.stats.metrics import expected_binary
-from watchkeeper.task import PERFORMANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "acs_employment_ma"

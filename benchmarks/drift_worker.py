@@ -208,7 +208,7 @@ def run_wk_profile(suite_path: str, cur_path: str) -> dict[str, Any]:
     """watchkeeper's profiling alone, in process: cells per second on one core."""
     phases = _Phases()
     import watchkeeper
-    from watchkeeper.data import read_table
+    from watchkeeper.io.tables import read_table
 
     phases.mark("import")
     suite = watchkeeper.load(suite_path)

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 import watchkeeper as wk
 from tests.server_helpers import WRITE, Server, request, wait_for
-from watchkeeper.datasets import synthetic_drift_pair
+from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import Store
 

@@ -31,10 +31,10 @@ import numpy as np
 import pyarrow as pa
 
 import watchkeeper as wk
-from watchkeeper import suitefile
 from watchkeeper.server.hub import Hub
 from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import Store
+from watchkeeper.suite import file as suitefile
 
 T0 = 1_700_000_000.0
 

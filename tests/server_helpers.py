@@ -113,7 +113,7 @@ def assert_stored_like_batch(suite: Any, batches: list[Any], stored: list[Any],
     import numpy as np
     import pytest
 
-    from watchkeeper.profile import Profile
+    from watchkeeper.profiles.core import Profile
 
     for batch, window in zip(batches, stored, strict=True):
         expected = suite.check(batch, labels=labels).windows[0]

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from watchkeeper.replay import replay
+from watchkeeper.online.replay import replay
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 

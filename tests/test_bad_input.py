@@ -83,7 +83,7 @@ def test_event_times_that_name_no_window_are_windowed_at_arrival_and_counted(
     (as rows without a time do) and are counted, never dropped."""
     from datetime import timedelta
 
-    from watchkeeper.online import OnlineMonitor
+    from watchkeeper.online.monitor import OnlineMonitor
 
     live = OnlineMonitor(suite, window=timedelta(minutes=1), clock=lambda: 1_000.0)
     rows = pa.table({"amount": [1.0] * 8, "country": ["fr"] * 8}).append_column(

@@ -14,7 +14,6 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from watchkeeper.check import CheckResult
 from watchkeeper.monitors.estimate import (
     BAND_AT_INIT,
     ESTIMATED,
@@ -23,6 +22,7 @@ from watchkeeper.monitors.estimate import (
     history_band,
     labelled_error,
 )
+from watchkeeper.run.check import CheckResult
 from watchkeeper.stats.metrics import error_band
 
 WINDOW = 2_000

@@ -11,7 +11,7 @@ import pytest
 
 import watchkeeper as wk
 from watchkeeper.errors import SuiteError
-from watchkeeper.suite import DEFAULT_WEIGHTS
+from watchkeeper.suite.core import DEFAULT_WEIGHTS
 
 SERVING_MONITORS = {"error_rate", "throughput", "client_volume", "near_duplicates",
                     "extraction_coverage", "boundary_probing"}
@@ -84,7 +84,7 @@ def test_weights_are_overridable_and_saved(tmp_path: Path) -> None:
 
 
 def test_diff_names_a_changed_family_weight(suite: wk.Suite) -> None:
-    from watchkeeper.diff import diff
+    from watchkeeper.suite.diff import diff
 
     heavier = wk.init(batch(), target="y", budget_weights={"fairness": 0.3}, progress=False)
     change = diff(suite, heavier)

@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from watchkeeper.check import WindowLength, parse_duration
+from watchkeeper.report.text import check_text
+from watchkeeper.run.check import WindowLength, parse_duration
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -45,7 +46,7 @@ def test_time_windows_are_aligned_and_clean_data_is_quiet(suite: wk.Suite) -> No
     assert result.windows[1].label.startswith("2026-03-01T01:00:00+00:00/")
     assert result.alerts() == []
     # the text table reads the ISO range as a date and clocks (the JSON keeps the range)
-    lines = result.to_text().splitlines()
+    lines = check_text(result).splitlines()
     assert lines[2].startswith("2026-03-01 01:00–02:00 UTC ") and "+00:00" not in lines[2]
 
 
@@ -177,7 +178,7 @@ def test_a_window_too_small_to_judge_is_not_evaluated_not_ok(classifier: wk.Suit
     assert reasons["performance"] == "labeled n < 100"
     assert reasons["fairness"] == "groups n < 100"
     assert {u["status"] for u in doc["not_evaluated"]} == {"not_evaluated"}
-    text = result.to_text()
+    text = check_text(result)
     line = next(x for x in text.splitlines() if x.startswith("rows 1250-1250 "))
     assert "not evaluated: performance (labeled n < 100)" in line and " ok" not in line
     assert "nan" not in text.lower()
@@ -218,7 +219,7 @@ def test_check_groups_findings_into_incidents_with_advice() -> None:
     memberships = {f["alert"]["incident"] for w in doc["windows"] for f in w["findings"]
                    if f["monitor"] == "feature_drift"}
     assert memberships == {incident["id"]}
-    text = result.to_text().splitlines()
+    text = check_text(result).splitlines()
     assert text[0] == "1 incident(s)" and text[4].startswith("   diagnosis: covariate drift")
     assert any(x.startswith("     - ") for x in text)  # actions
     assert sum("feature_drift" in x for x in text) == 6 * 4  # its findings, under it

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from watchkeeper.datasets import DRIFTED_COLUMNS, synthetic_drift_pair
+from watchkeeper.io.datasets import DRIFTED_COLUMNS, synthetic_drift_pair
 
 WATCHKEEPER = Path(sys.executable).with_name("watchkeeper")
 

@@ -13,8 +13,8 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 import pytest
 
-from watchkeeper.data import read_table, to_table
 from watchkeeper.errors import DataError, WatchkeeperError
+from watchkeeper.io.tables import read_table, to_table
 
 EXPECTED = {"x": [1.5, 2.5, None], "c": ["a", "b", "a"], "k": [1, 2, 3]}
 

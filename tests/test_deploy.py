@@ -200,8 +200,8 @@ def test_a_training_script_rebaselines_on_retrain(served) -> None:
 
 
 def test_embedded_sdk_picks_up_a_new_version_at_its_next_flush(tmp_path: Path) -> None:
-    from watchkeeper import suitefile
     from watchkeeper.sdk import Client, EmbeddedSink
+    from watchkeeper.suite import file as suitefile
 
     url = f"sqlite:///{tmp_path / 'embedded.db'}"
     store = Store(url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import watchkeeper as wk
-from watchkeeper.datasets import DRIFTED_COLUMNS, synthetic_drift_pair
+from watchkeeper.io.datasets import DRIFTED_COLUMNS, synthetic_drift_pair
 
 
 def drifted_columns(result: wk.CheckResult) -> set[str]:

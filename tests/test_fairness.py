@@ -10,7 +10,7 @@ import pytest
 
 import watchkeeper as wk
 from tests.conftest import ACS
-from watchkeeper import suitefile
+from watchkeeper.suite import file as suitefile
 
 GROUP = "SEX=1 & RAC1P=2"
 

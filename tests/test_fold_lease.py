@@ -22,10 +22,10 @@ from tests.server_helpers import READ, WRITE, Server, request, wait_for
 from tests.test_server import arrow
 from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
 from tests.test_store import window as stored_window
-from watchkeeper import suitefile
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.server.hub import SCOPE, Hub
 from watchkeeper.store import Conflict, LeaseLost, Store, StoreError, tables
+from watchkeeper.suite import file as suitefile
 
 ARROW = "application/vnd.apache.arrow.stream"
 
@@ -448,7 +448,7 @@ def test_a_fold_step_that_fails_to_save_is_folded_again_exactly_once(url: str) -
 
 def test_a_followers_refused_requests_are_counted_by_the_leader(url: str) -> None:
     from watchkeeper.monitors.security import REJECTED
-    from watchkeeper.profile import Profile
+    from watchkeeper.profiles.core import Profile
 
     now = [1_700_000_000.0]
     stores = [Store(url), Store(url)]

@@ -10,7 +10,7 @@ import pytest
 
 import watchkeeper as wk
 from tests.conftest import ACS
-from watchkeeper.replay import replay
+from watchkeeper.online.replay import replay
 
 ROWS = 10_000
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

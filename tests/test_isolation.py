@@ -8,8 +8,8 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from watchkeeper.profile import merge, profile
-from watchkeeper.security import OOD_LEVELS, OOD_SCORE_EDGES, OOD_TALLY
+from watchkeeper.baseline.ood import OOD_LEVELS, OOD_SCORE_EDGES, OOD_TALLY
+from watchkeeper.profiles.core import merge, profile
 from watchkeeper.stats.isolation import IsolationForest, average_depth
 
 

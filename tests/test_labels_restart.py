@@ -11,9 +11,9 @@ import pyarrow as pa
 import watchkeeper as wk
 from tests.server_helpers import assert_stored_like_batch
 from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
-from watchkeeper import suitefile
 from watchkeeper.server.hub import Hub
 from watchkeeper.store import Store
+from watchkeeper.suite import file as suitefile
 
 T0 = 1_700_000_000.0
 

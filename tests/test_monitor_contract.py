@@ -16,7 +16,7 @@ import pytest
 
 import watchkeeper as wk
 from watchkeeper.monitors import monitor_types
-from watchkeeper.profile import merge
+from watchkeeper.profiles.core import merge
 
 START = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
 

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from watchkeeper.estimators import CALIBRATION_TEST_ALPHA
+from watchkeeper.baseline.estimators import CALIBRATION_TEST_ALPHA
 from watchkeeper.monitors.estimate import EstimatedPerformance
-from watchkeeper.profile import merge
+from watchkeeper.profiles.core import merge
 from watchkeeper.stats.metrics import calibration_test, score_means
 
 Truth = Callable[[np.ndarray], np.ndarray]
@@ -62,8 +62,8 @@ def estimator(suite: wk.Suite) -> EstimatedPerformance:
 
 def isotonic_error(suite: wk.Suite, analysis: pa.Table, correct: np.ndarray) -> float:
     """Accuracy error the isotonic table would have had (it is always fitted; kept here)."""
+    from watchkeeper.baseline.task import PERFORMANCE
     from watchkeeper.stats.metrics import calibrate_bins, expected_binary
-    from watchkeeper.task import PERFORMANCE
 
     ref_tally = suite.reference.joint[PERFORMANCE][:, :2, :2]
     cells = np.column_stack([calibrate_bins(ref_tally[:, p, 1], ref_tally[:, p, :].sum(axis=1))
@@ -195,8 +195,8 @@ def test_label_model_follows_a_change_in_the_mix_of_rows(tmp_path: Path) -> None
     path = tmp_path / "suite.yaml"
     suite.save(path)
     loaded = wk.load(path)
+    from watchkeeper.baseline.task import PERFORMANCE
     from watchkeeper.stats.metrics import expected_binary
-    from watchkeeper.task import PERFORMANCE
 
     for seed, share_a in ((22, 0.5), (23, 0.9), (24, 0.1)):
         analysis, correct = make_segments(20_000, seed=seed, share_a=share_a)
@@ -236,7 +236,7 @@ def test_without_labeled_rows_enough_there_is_no_label_model() -> None:
 def test_a_broken_label_model_is_refused_naming_it(tmp_path: Path, edit, problem: str) -> None:
     import yaml
 
-    from watchkeeper import suitefile
+    from watchkeeper.suite import file as suitefile
 
     path = tmp_path / "suite.yaml"
     init(make_segments(5_000, seed=27, share_a=0.5)[0]).save(path)
@@ -271,7 +271,7 @@ def test_the_label_model_takes_odd_rows_in_its_stride() -> None:
 def _no_label_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Standard CBPE (the calibration table alone): the estimator that a change in the mix
     of segments makes wrong, with an error the sampling band knows nothing of."""
-    import watchkeeper.estimators as estimators
+    import watchkeeper.baseline.estimators as estimators
 
     monkeypatch.setattr(estimators, "LABEL_MODEL_MIN_ROWS", 10**9)
 
@@ -329,7 +329,7 @@ def test_a_suite_without_shift_sd_keeps_the_sampling_band(tmp_path: Path) -> Non
     sampling band it always had."""
     import yaml
 
-    from watchkeeper import suitefile
+    from watchkeeper.suite import file as suitefile
 
     suite = init(make(5_000, CALIBRATED, seed=38)[0])
     path = tmp_path / "suite.yaml"
@@ -342,8 +342,8 @@ def test_a_suite_without_shift_sd_keeps_the_sampling_band(tmp_path: Path) -> Non
     old = wk.load(path)
     analysis, _ = make(3_000, CALIBRATED, seed=39, shift=0.4)
     band = old.check(analysis).windows[0].metrics["estimated_band"]
+    from watchkeeper.baseline.task import PERFORMANCE
     from watchkeeper.stats.metrics import bootstrap_expected_binary
-    from watchkeeper.task import PERFORMANCE
 
     window = old.check(analysis).windows[0].profile
     counts = window.joint[PERFORMANCE].sum(axis=2)[:, :2]

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watchkeeper.profile import (
+from watchkeeper.baseline.schema import Kind, Schema, infer_schema
+from watchkeeper.profiles.core import (
     ColumnProfile,
     Profile,
     bin_codes,
@@ -21,7 +22,6 @@ from watchkeeper.profile import (
     profile,
     profile_column,
 )
-from watchkeeper.schema import Kind, Schema, infer_schema
 
 NAN = float("nan")
 INF = float("inf")
@@ -143,7 +143,7 @@ def test_union_is_merge_for_numbers_written_as_strings(values, cut):
     parts = merge(profile(table.slice(0, cut), SCHEMA), profile(table.slice(cut), SCHEMA))
     assert_same(whole, parts)
     x = whole.columns["x"]
-    # blank text is missing, as in every input (watchkeeper.data.NA_TEXTS)
+    # blank text is missing, as in every input (watchkeeper.io.tables.NA_TEXTS)
     assert x.missing == sum(v is None or v.lower() in ("nan", "") for v in values)
     assert x.invalid == sum(v in ("abc", "inf", "-inf") for v in values)
 

@@ -18,11 +18,11 @@ def run(code: str) -> str:
 
 def test_a_submodule_imported_first_does_not_replace_the_function_of_its_name() -> None:
     out = run("""
-        import watchkeeper.cli, watchkeeper.profile, watchkeeper.diff  # submodules first
+        import watchkeeper.cli, watchkeeper.profiles.core, watchkeeper.suite.diff  # first
         import watchkeeper as wk
         print(all(callable(f) and not isinstance(f, type(wk)) for f in
                   (wk.deploy, wk.diff, wk.profile, wk.rollback)))
-        from watchkeeper.deploy import call  # the submodules are still there
+        from watchkeeper.suite.deploy import call  # the submodules are still there
         print(callable(call))
     """)
     assert out.split() == ["True", "True"]

@@ -14,11 +14,12 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from watchkeeper.data import CsvLayout, read_csv, to_table
+from watchkeeper.baseline.binning import selection_drift
+from watchkeeper.baseline.schema import Kind, infer_schema
 from watchkeeper.errors import DataError, SuiteError
-from watchkeeper.pii import assess, looks_like, personal_values, value_kind
-from watchkeeper.schema import Kind, infer_schema, selection_drift
-from watchkeeper.values import category_counts
+from watchkeeper.io.pii import assess, looks_like, personal_values, value_kind
+from watchkeeper.io.tables import CsvLayout, read_csv, to_table
+from watchkeeper.io.values import category_counts
 
 ADULT = Path(__file__).resolve().parents[1] / "data" / "adult"
 ADULT_NAMES = ("age,workclass,fnlwgt,education,education-num,marital-status,occupation,"
@@ -287,7 +288,7 @@ def test_the_layout_can_be_given(tmp_path):
 
 
 def test_rows_logged_online_follow_the_same_rule():
-    from watchkeeper.profile import profile
+    from watchkeeper.profiles.core import profile
 
     schema = infer_schema(pa.table({"city": ["Leeds", "York"] * 50}))
     window = profile([{"city": ""}, {"city": " "}, {"city": "Leeds"}], schema)
@@ -312,7 +313,7 @@ def test_names_replace_a_header_row_and_name_a_headerless_file(tmp_path):
 
 
 def test_a_blank_personal_value_stays_missing_when_hashed():
-    from watchkeeper.pii import protect
+    from watchkeeper.io.pii import protect
 
     table = protect(pa.table({"email": ["a@b.org", "", None]}), {"email": "hash"}, b"key")
     assert table.column("email").null_count == 2

@@ -19,8 +19,8 @@ import watchkeeper as wk
 from tests.conftest import ACS
 from tests.test_cli import run
 from tests.test_fairness import policy_suite, two_groups
-from watchkeeper.datasets import synthetic_drift_pair
-from watchkeeper.replay import replay
+from watchkeeper.io.datasets import synthetic_drift_pair
+from watchkeeper.online.replay import replay
 from watchkeeper.report import render, write
 
 XSS = "<script>alert(1)</script>"

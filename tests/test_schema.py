@@ -11,9 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watchkeeper.errors import DataError, SuiteError
-from watchkeeper.profile import profile
-from watchkeeper.schema import (
+from watchkeeper.baseline.schema import (
     DEFAULT_BINS,
     MAX_CATEGORIES,
     MAX_CODE_LEVELS,
@@ -22,6 +20,8 @@ from watchkeeper.schema import (
     infer_schema,
     plan_numeric,
 )
+from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.profiles.core import profile
 
 N = 300
 

@@ -752,7 +752,7 @@ def test_remote_sink_with_the_server_down_keeps_rows_until_it_is_up() -> None:
 
 # -- 7. EmbeddedSink end to end --------------------------------------------------------------
 def test_embedded_sink_profiles_evaluates_and_stores_windows(tmp_path: Path) -> None:
-    from watchkeeper.datasets import synthetic_drift_pair
+    from watchkeeper.io.datasets import synthetic_drift_pair
     from watchkeeper.store import Store
 
     reference, current = synthetic_drift_pair(4_000, seed=5)

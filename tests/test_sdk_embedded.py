@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import watchkeeper as wk
 from watchkeeper.cli import main
-from watchkeeper.datasets import synthetic_drift_pair
+from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.sdk import Client, EmbeddedSink, SubprocessSink
 from watchkeeper.store import Store
 

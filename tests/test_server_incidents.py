@@ -19,10 +19,10 @@ import watchkeeper as wk
 from tests.server_helpers import READ, WATCHKEEPER, WRITE, Server, request, wait_for
 from tests.test_server import arrow, post
 from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
-from watchkeeper import suitefile
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.server.hub import Hub
 from watchkeeper.store import Store, StoreError
+from watchkeeper.suite import file as suitefile
 
 
 class Receiver(BaseHTTPRequestHandler):

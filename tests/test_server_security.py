@@ -24,7 +24,7 @@ from tests.test_server_limits import (
     metric,
 )
 from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
-from watchkeeper.pii import (
+from watchkeeper.io.pii import (
     client_pseudonym,
     personal_values,
     pseudonymise_clients,

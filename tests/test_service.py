@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import watchkeeper as wk
-from watchkeeper.profile import merge, profile
-from watchkeeper.service import latency_buckets, latency_quantile
+from watchkeeper.profiles.core import merge, profile
+from watchkeeper.profiles.service import latency_buckets, latency_quantile
 
 
 @settings(max_examples=200, deadline=None)

@@ -22,8 +22,8 @@ import pytest
 import sqlalchemy as sa
 
 import watchkeeper
-from watchkeeper.datasets import synthetic_drift_pair
-from watchkeeper.profile import Profile
+from watchkeeper.io.datasets import synthetic_drift_pair
+from watchkeeper.profiles.core import Profile
 from watchkeeper.store import SCHEMA_VERSION, LeaseLost, Store, StoreError, WindowRecord, migrations
 from watchkeeper.store.engine import BUSY_TIMEOUT_MS
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 import watchkeeper as wk
-from watchkeeper import suitefile
-from watchkeeper.datasets import synthetic_drift_pair
+from watchkeeper.io.datasets import synthetic_drift_pair
+from watchkeeper.suite import file as suitefile
 
 DATA = Path(__file__).parent / "data"
 

@@ -106,7 +106,7 @@ def test_the_prediction_mapping_round_trips_through_the_suite_file(tmp_path: Pat
 
 
 def test_init_names_the_task_monitors_it_left_out_and_why() -> None:
-    from watchkeeper.suite import not_generated
+    from watchkeeper.suite.core import not_generated
 
     data = credit()
     data["credit"] = np.where(data["x"] > 1, "fair", data["credit"])  # three labels
@@ -135,7 +135,7 @@ def test_without_labels_the_positive_class_is_the_predicted_class_the_score_rank
 
 
 def test_diff_names_a_changed_positive_class() -> None:
-    from watchkeeper.diff import diff
+    from watchkeeper.suite.diff import diff
 
     data = credit()
     change = diff(wk.init(data, target="credit", progress=False),

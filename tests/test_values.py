@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from watchkeeper.values import (
+from watchkeeper.io.values import (
     category_counts,
     category_label,
     epoch_seconds,

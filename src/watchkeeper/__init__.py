@@ -1,7 +1,7 @@
 """watchkeeper: ML monitoring with calibrated thresholds and mergeable profiles.
 
 >>> import watchkeeper
->>> from watchkeeper.datasets import synthetic_drift_pair
+>>> from watchkeeper.io.datasets import synthetic_drift_pair
 >>> ref, cur = synthetic_drift_pair(2_000, seed=3, drift=False)
 >>> watchkeeper.init(ref).check(cur).alerts()
 []
@@ -12,23 +12,22 @@ light (no SciPy, YAML or progress bars until something needs them).
 
 from __future__ import annotations
 
-import sys
 from importlib import import_module
-from types import ModuleType
+from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("watchkeeper")
 
 _WHERE = {
-    "CheckResult": "check", "WindowResult": "check",
-    "deploy": "deploy", "rollback": "deploy",
-    "diff": "diff",
+    "CheckResult": "run.check", "WindowResult": "run.check",
+    "deploy": "suite.deploy", "rollback": "suite.deploy",
+    "diff": "suite.diff",
     "DataError": "errors", "SuiteError": "errors", "WatchkeeperError": "errors",
     "Finding": "monitors", "Monitor": "monitors", "Severity": "monitors",
-    "Profile": "profile", "merge": "profile", "profile": "profile",
-    "Column": "schema", "Kind": "schema", "Role": "schema", "Schema": "schema",
-    "infer_schema": "schema",
-    "Suite": "suite", "init": "suite", "load": "suite",
+    "Profile": "profiles.core", "merge": "profiles.core", "profile": "profiles.core",
+    "Column": "baseline.schema", "Kind": "baseline.schema", "Role": "baseline.schema",
+    "Schema": "baseline.schema", "infer_schema": "baseline.schema",
+    "Suite": "suite.core", "init": "suite.core", "load": "suite.core",
 }
 
 __all__ = [
@@ -57,21 +56,6 @@ __all__ = [
 ]
 
 
-class _Package(ModuleType):
-    """Importing a submodule sets it on its package, so ``watchkeeper.deploy`` would turn
-    into the module once anything imported ``watchkeeper.deploy`` before ``wk.deploy`` was
-    first read. The public function of the submodule's name is kept instead, as an eager
-    ``from watchkeeper.deploy import deploy`` here would have done."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, ModuleType) and _WHERE.get(name) == name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         value = getattr(import_module(f"watchkeeper.{_WHERE[name]}"), name)
@@ -85,11 +69,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from watchkeeper.check import CheckResult, WindowResult
-    from watchkeeper.deploy import deploy, rollback
-    from watchkeeper.diff import diff
+    from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
     from watchkeeper.errors import DataError, SuiteError, WatchkeeperError
     from watchkeeper.monitors import Finding, Monitor, Severity
-    from watchkeeper.profile import Profile, merge, profile
-    from watchkeeper.schema import Column, Kind, Role, Schema, infer_schema
-    from watchkeeper.suite import Suite, init, load
+    from watchkeeper.profiles.core import Profile, merge, profile
+    from watchkeeper.run.check import CheckResult, WindowResult
+    from watchkeeper.suite.core import Suite, init, load
+    from watchkeeper.suite.deploy import deploy, rollback
+    from watchkeeper.suite.diff import diff

@@ -14,13 +14,13 @@ from typing import Any
 
 import click
 
-from watchkeeper.check import CheckResult
-from watchkeeper.data import CsvLayout, is_delimited, read_csv
-from watchkeeper.deploy import call, deploy, rollback
-from watchkeeper.diff import diff
 from watchkeeper.errors import WatchkeeperError
+from watchkeeper.io.tables import CsvLayout, is_delimited, read_csv
 from watchkeeper.monitors.base import Severity
-from watchkeeper.suite import DEFAULT_BUDGET, Suite, init, not_generated
+from watchkeeper.run.check import CheckResult
+from watchkeeper.suite.core import DEFAULT_BUDGET, Suite, init, not_generated
+from watchkeeper.suite.deploy import call, deploy, rollback
+from watchkeeper.suite.diff import diff
 
 EXIT_FINDINGS = 1  # --fail-on was reached
 EXIT_USAGE = 2  # bad arguments, unreadable input (click uses 2 as well)
@@ -214,8 +214,8 @@ def deploy_command(suite_path: Path, model: str, server: str | None, store_url: 
         _print_deployed(deploy(suite_path, model=model, server=server, token=token,
                                note=note))
         return
-    from watchkeeper import suitefile
     from watchkeeper.store import Store
+    from watchkeeper.suite import file as suitefile
 
     with Store(store_url) as store:
         previous = store.active_suite(model)
@@ -277,10 +277,10 @@ def incidents_command(server: str | None, store_url: str | None, model: str, sho
 def _stored_incidents(url: str, model: str, *, open_only: bool) -> dict[str, Any]:
     """A model's incidents as its last saved alert state in the store holds them, each with
     its advice: what ``GET /v1/models/{model}/incidents`` answers."""
-    from watchkeeper import suitefile
-    from watchkeeper.advise import incident_view
     from watchkeeper.alerts import AlertManager
+    from watchkeeper.alerts.advice import incident_view
     from watchkeeper.store import Store
+    from watchkeeper.suite import file as suitefile
 
     with Store(url) as store:
         active = store.active_suite(model)
@@ -401,7 +401,7 @@ def _by_reason(idle: dict[str, str]) -> dict[str, list[str]]:
 def _column_notes(suite: Suite) -> list[str]:
     """Why columns got a role other than feature, were taken (or not) for personal data,
     or are monitored on part of their levels only: what a user should review."""
-    from watchkeeper.schema import Kind, Role
+    from watchkeeper.baseline.schema import Kind, Role
 
     lines = []
     for c in suite.schema:
@@ -515,7 +515,7 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
     (see --lease-ttl)."""
     import os
 
-    from watchkeeper.check import parse_duration
+    from watchkeeper.run.check import parse_duration
 
     try:
         import uvicorn
@@ -660,7 +660,9 @@ def check_command(current: Path, checking: _Checking, fmt: str, fail_on: str | N
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:
         click.echo(f"{current} against {checking.suite_path}")
-        click.echo(result.to_text())
+        from watchkeeper.report.text import check_text
+
+        click.echo(check_text(result))
     if report_path is not None:
         _write_report(report_path, result.to_dict(), title=f"watchkeeper report: {current.name}")
         click.echo(f"wrote {report_path}", err=True)

@@ -10,10 +10,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.data import did_you_mean
+from watchkeeper.baseline.schema import Column, Schema
 from watchkeeper.errors import SuiteError
-from watchkeeper.profile import Profile
-from watchkeeper.schema import Column, Schema
+from watchkeeper.io.tables import did_you_mean
+from watchkeeper.profiles.core import Profile
 
 FAMILIES = (
     "quality",

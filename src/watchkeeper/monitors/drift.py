@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from watchkeeper.baseline.schema import Kind
 from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, absent, severity_for
-from watchkeeper.profile import Profile, bin_codes
-from watchkeeper.schema import Kind
+from watchkeeper.profiles.core import Profile, bin_codes
 from watchkeeper.stats.calibration import NullFit, chunk_overdispersion, fit_binned_null
 from watchkeeper.stats.distance import js_distance, psi, wasserstein_binned
 

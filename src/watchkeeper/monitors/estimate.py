@@ -1,10 +1,10 @@
 """Estimated performance without labels: confidence-based estimation (CBPE).
 
 At ``init`` the labeled reference decides whether the classifier's scores can be used as
-they are (:func:`~watchkeeper.estimators.base_calibration`: kept if a calibration test
+they are (:func:`~watchkeeper.baseline.estimators.base_calibration`: kept if a calibration test
 cannot reject them, otherwise calibrated isotonically per predicted class), and a label
 model learns where, by the rows' inputs, that calibrated score is still off
-(:class:`~watchkeeper.estimators.LabelModel`). Each row's P(positive) is summed per score
+(:class:`~watchkeeper.baseline.estimators.LabelModel`). Each row's P(positive) is summed per score
 bin and predicted class while profiling.
 
 A window's expected confusion matrix is the sum of those probabilities: TP = Σ P(positive)
@@ -20,13 +20,13 @@ label, given the probabilities) and the estimator's own error under shift, which
 shrink with the window. The latter (``shift_sd``) is measured at ``init`` on chunks of the
 labeled reference chosen to differ from it (runs in file order; the rows in each quarter of
 every input's bins), each scored by an estimator fitted without those rows
-(:func:`~watchkeeper.estimators.out_of_fold_positive`): the sd of the chunks' errors beyond
+(:func:`~watchkeeper.baseline.estimators.out_of_fold_positive`): the sd of the chunks' errors beyond
 their sampling noise (:func:`~watchkeeper.stats.metrics.shift_sd`), the larger of the two
 kinds of chunk, and at least the sampling sd of the metric over the labeled reference (the
 noise of the labels the calibration was fitted to, which no window size averages away).
 No estimate from the reference sees a change in P(label | inputs); once earlier windows'
 labels are in, :func:`history_band` widens a window's band by their errors (a batch check
-applies it in window order, see :meth:`~watchkeeper.check.CheckResult.refresh`). The
+applies it in window order, see :meth:`~watchkeeper.run.check.CheckResult.refresh`). The
 monitor alerts only when the whole band is worse than the threshold. Once labels arrive
 the estimate is reported beside the realised value.
 """
@@ -39,25 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from watchkeeper.estimators import BinnedInputs, base_calibration, out_of_fold_positive
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData
-from watchkeeper.monitors.performance import (
-    LOWER_IS_BETTER,
-    DropMonitor,
-    metric_unit_sd,
-    realised_metrics,
-)
-from watchkeeper.profile import Profile
-from watchkeeper.schema import Role
-from watchkeeper.stats.metrics import (
-    bootstrap_expected_binary,
-    error_band,
-    expected_binary,
-    sampling_sd_expected_binary,
-    shift_sd,
-    widen_band,
-)
-from watchkeeper.task import (
+from watchkeeper.baseline.estimators import BinnedInputs, base_calibration, out_of_fold_positive
+from watchkeeper.baseline.schema import Role
+from watchkeeper.baseline.task import (
     PERFORMANCE,
     PERFORMANCE_ESTIMATE,
     REGRESSION_ESTIMATE,
@@ -65,6 +49,22 @@ from watchkeeper.task import (
     Task,
     row_codes,
     tally,
+)
+from watchkeeper.monitors.base import Finding, Monitor, ReferenceData
+from watchkeeper.monitors.performance import (
+    LOWER_IS_BETTER,
+    DropMonitor,
+    metric_unit_sd,
+    realised_metrics,
+)
+from watchkeeper.profiles.core import Profile
+from watchkeeper.stats.metrics import (
+    bootstrap_expected_binary,
+    error_band,
+    expected_binary,
+    sampling_sd_expected_binary,
+    shift_sd,
+    widen_band,
 )
 
 ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc")

@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import special
 
+from watchkeeper.baseline.task import Task, fairness_key
 from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, absent
-from watchkeeper.profile import Profile
+from watchkeeper.profiles.core import Profile
 from watchkeeper.stats.calibration import TAIL_MARGIN
-from watchkeeper.task import Task, fairness_key
 
 RATES = ("selection_rate", "tpr", "fpr")
 

@@ -12,6 +12,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from watchkeeper.baseline.task import (
+    PERFORMANCE,
+    REGRESSION,
+    REGRESSION_FIELDS,
+    SCORES,
+    Task,
+    row_codes,
+    tally,
+)
 from watchkeeper.monitors.base import (
     Finding,
     Monitor,
@@ -20,22 +29,13 @@ from watchkeeper.monitors.base import (
     absent,
     severity_for,
 )
-from watchkeeper.profile import Profile
+from watchkeeper.profiles.core import Profile
 from watchkeeper.stats.calibration import difference_threshold
 from watchkeeper.stats.metrics import (
     binary_metrics,
     binned_auc,
     multiclass_metrics,
     regression_metrics,
-)
-from watchkeeper.task import (
-    PERFORMANCE,
-    REGRESSION,
-    REGRESSION_FIELDS,
-    SCORES,
-    Task,
-    row_codes,
-    tally,
 )
 
 #: Metrics where lower is better; the rest are better when higher.

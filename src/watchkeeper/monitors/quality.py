@@ -8,11 +8,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from watchkeeper.baseline.schema import Kind, Role
+from watchkeeper.io.values import epoch_seconds
 from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
-from watchkeeper.profile import ColumnProfile, Profile
-from watchkeeper.schema import Kind, Role
+from watchkeeper.profiles.core import ColumnProfile, Profile
 from watchkeeper.stats.calibration import count_interval, rate_threshold
-from watchkeeper.values import epoch_seconds
 
 #: Roles whose columns must be present in every window (labels and ids may come later).
 REQUIRED_ROLES = (Role.FEATURE, Role.PREDICTION, Role.PROBA, Role.TIMESTAMP, Role.CLIENT)

@@ -15,9 +15,7 @@ import numpy as np
 import pyarrow as pa
 from scipy import special
 
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
-from watchkeeper.profile import Profile
-from watchkeeper.security import (
+from watchkeeper.baseline.ood import (
     OOD_FEATURES,
     OOD_LEVELS,
     OOD_SCORE_EDGES,
@@ -27,8 +25,10 @@ from watchkeeper.security import (
     SecurityModel,
     moments,
 )
+from watchkeeper.io.values import category_counts, numbers_with_nan
+from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
+from watchkeeper.profiles.core import Profile
 from watchkeeper.stats.calibration import TAIL_MARGIN, count_interval, rate_threshold
-from watchkeeper.values import category_counts, numbers_with_nan
 
 SIZES = (30, 100, 300, 1_000, 3_000)  # beyond: the last point (clients rarely send more)
 POOL_ROWS = 50_000  # reference rows that normal-client curves are resampled from

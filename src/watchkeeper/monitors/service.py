@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
-from watchkeeper.profile import Profile
-from watchkeeper.service import LATENCY_TALLY, SERVICE_TALLY, latency_quantile
+from watchkeeper.profiles.core import Profile
+from watchkeeper.profiles.service import LATENCY_TALLY, SERVICE_TALLY, latency_quantile
 from watchkeeper.stats.calibration import count_interval, rate_threshold
 
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}

@@ -754,7 +754,7 @@ def _ood_histogram(per_window: list[tuple[WindowView, dict[str, Any]]]) -> str:
             total = [t + (float(c) if finite(c) else 0.0)
                      for t, c in zip(total, counts, strict=True)]
             used += 1
-    # a row scoring over 1 is out of distribution (see watchkeeper.security)
+    # a row scoring over 1 is out of distribution (see watchkeeper.baseline.ood)
     line = _float(latest.get("threshold")) or 1.0
     bins = [(label, count, lower is not None and lower >= line)
             for (label, lower), count in zip(score_bins(edges, size), total, strict=True)]

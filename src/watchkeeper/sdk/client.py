@@ -47,7 +47,7 @@ from watchkeeper.sdk.rows import (
 )
 from watchkeeper.sdk.sinks import Sink, SinkUnavailable, batch_id, with_batch_id
 from watchkeeper.sdk.spool import Spool
-from watchkeeper.service import CLIENT, ERROR, LATENCY, TS
+from watchkeeper.wire import CLIENT, ERROR, LATENCY, TS
 
 __all__ = ["Client"]
 

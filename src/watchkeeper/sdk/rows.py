@@ -41,8 +41,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from watchkeeper.service import CLIENT, ERROR, LATENCY, TS
-from watchkeeper.values import category_label
+from watchkeeper.io.values import category_label
+from watchkeeper.wire import CLIENT, ERROR, LATENCY, TS
 
 MAX_STRING = 10_000  # characters; longer strings are truncated and counted
 MAX_KEY = 1_000  # characters in a feature name
@@ -508,7 +508,7 @@ def frame_table(frame: Any, logged_at: float, tally: Tally) -> pa.Table:
         arrays = {k: column_array(v, tally, k) for k, v in columns.items()}
         rows = len(frame)
     else:
-        from watchkeeper.data import to_table
+        from watchkeeper.io.tables import to_table
 
         table = clean_frame(to_table(frame), tally)
         arrays = dict(zip(table.column_names, table.columns, strict=True))

@@ -30,9 +30,9 @@ import pyarrow as pa
 from watchkeeper.errors import WatchkeeperError
 
 if TYPE_CHECKING:
-    from watchkeeper.online import OnlineMonitor
+    from watchkeeper.online.monitor import OnlineMonitor
     from watchkeeper.store import Store
-    from watchkeeper.suite import Suite
+    from watchkeeper.suite.core import Suite
 
 __all__ = ["ARROW_STREAM", "BATCH_ID", "EmbeddedSink", "MemorySink", "RemoteSink", "Sink",
            "SinkError", "SinkUnavailable", "batch_id", "with_batch_id"]
@@ -376,9 +376,9 @@ class EmbeddedSink:
         *,
         grace: str | timedelta | None = None,
     ) -> None:
-        from watchkeeper.check import parse_duration
-        from watchkeeper.online import OnlineMonitor
-        from watchkeeper.suite import Suite, load
+        from watchkeeper.online.monitor import OnlineMonitor
+        from watchkeeper.run.check import parse_duration
+        from watchkeeper.suite.core import Suite, load
 
         if suite is not None and not isinstance(suite, Suite):
             suite = load(suite)
@@ -479,7 +479,7 @@ class EmbeddedSink:
         """The model's incidents, newest first, each with its diagnosis and recommended
         actions (``advice``), as ``watchkeeper incidents`` shows them. Incidents need a
         store: without one the list is empty."""
-        from watchkeeper.advise import incident_view
+        from watchkeeper.alerts.advice import incident_view
 
         with self._lock:
             if self.hub is None:
@@ -497,7 +497,7 @@ class EmbeddedSink:
 
 def _register_suite(store: Store, model: str, suite: Suite) -> int:
     """The store's version of this suite for the model, added when it is new."""
-    from watchkeeper import suitefile
+    from watchkeeper.suite import file as suitefile
 
     text = suitefile.dump(suite.to_dict())
     active = store.active_suite(model)

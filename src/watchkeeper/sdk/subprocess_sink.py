@@ -61,8 +61,8 @@ class SubprocessSink:
         *,
         grace: str | timedelta | None = None,
     ) -> None:
-        from watchkeeper import suitefile
-        from watchkeeper.suite import Suite, load
+        from watchkeeper.suite import file as suitefile
+        from watchkeeper.suite.core import Suite, load
 
         if suite is not None and not isinstance(suite, Suite):
             suite = load(suite)
@@ -190,8 +190,8 @@ def _serve(conn: Connection) -> None:
 
 
 def _embedded(options: dict[str, Any]) -> EmbeddedSink:
-    from watchkeeper import suitefile
-    from watchkeeper.suite import Suite
+    from watchkeeper.suite import file as suitefile
+    from watchkeeper.suite.core import Suite
 
     text = options.pop("suite")
     suite = None if text is None else Suite.from_dict(suitefile.parse(text, "suite"))

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from importlib import metadata as _metadata
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, HTTPException, Path, Request
@@ -19,11 +20,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from watchkeeper import suitefile
-from watchkeeper.advise import incident_view
 from watchkeeper.alerts import AlertManager, Incident
+from watchkeeper.alerts.advice import incident_view
 from watchkeeper.alerts.notifiers import Dispatcher
-from watchkeeper.diff import diff
 from watchkeeper.errors import DataError, RequestError, SuiteError
 from watchkeeper.server.auth import LoginLimiter, Tokens, bearer
 from watchkeeper.server.dashboard import add_dashboard
@@ -39,10 +38,12 @@ from watchkeeper.server.ingest import (
 )
 from watchkeeper.server.metrics import HubCollector
 from watchkeeper.server.privacy import Privacy
-from watchkeeper.service import RESERVED
 from watchkeeper.store import Store, StoreError
 from watchkeeper.store.sessions import session_access
-from watchkeeper.suite import Suite
+from watchkeeper.suite import file as suitefile
+from watchkeeper.suite.core import Suite
+from watchkeeper.suite.diff import diff
+from watchkeeper.wire import RESERVED
 
 log = logging.getLogger("watchkeeper.server")
 #: A suite version in a path: what the store's column holds (beyond it, 422 rather than a
@@ -112,7 +113,7 @@ def create_app(
         hub.stop()
         store.close()
 
-    app = FastAPI(title="watchkeeper", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="watchkeeper", version=_metadata.version("watchkeeper"), lifespan=lifespan)
     app.state.hub = hub
     privacy = Privacy(hub, show_clients=show_clients)
 

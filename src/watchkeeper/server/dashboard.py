@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from watchkeeper.advise import incident_view
+from watchkeeper.alerts.advice import incident_view
 from watchkeeper.server.auth import (
     COOKIE,
     CSRF_HEADER,

@@ -82,18 +82,17 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper import suitefile
 from watchkeeper.alerts import AlertManager, Incident, Rules, Silence
 from watchkeeper.alerts.notifiers import Dispatcher
-from watchkeeper.check import WindowResult
 from watchkeeper.errors import WatchkeeperError
+from watchkeeper.io.pii import key_from_env, protect
+from watchkeeper.io.values import epoch_seconds
 from watchkeeper.monitors.base import Finding, Severity
 from watchkeeper.monitors.security import REJECTED
-from watchkeeper.online import LiveWindow, OnlineMonitor, save, usable_times
-from watchkeeper.pii import key_from_env, protect
-from watchkeeper.profile import Profile
+from watchkeeper.online.monitor import LiveWindow, OnlineMonitor, save, usable_times
+from watchkeeper.profiles.core import Profile
+from watchkeeper.run.check import WindowResult
 from watchkeeper.server.ingest import from_ipc, to_ipc
-from watchkeeper.service import TS
 from watchkeeper.store import (
     Appended,
     Conflict,
@@ -104,8 +103,9 @@ from watchkeeper.store import (
     StoreError,
     WindowRecord,
 )
-from watchkeeper.suite import Suite
-from watchkeeper.values import epoch_seconds
+from watchkeeper.suite import file as suitefile
+from watchkeeper.suite.core import Suite
+from watchkeeper.wire import TS
 
 log = logging.getLogger("watchkeeper.server")
 FIRST = -(2**62)

@@ -9,9 +9,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from watchkeeper.data import to_table
 from watchkeeper.errors import DataError, RequestError
-from watchkeeper.service import CLIENT
+from watchkeeper.io.tables import to_table
+from watchkeeper.wire import CLIENT
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 NDJSON = ("application/x-ndjson", "application/jsonl", "application/ndjson")

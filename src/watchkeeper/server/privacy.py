@@ -17,10 +17,10 @@ import threading
 
 import pyarrow as pa
 
-from watchkeeper.pii import personal_strings, pseudonymise_clients, scrub_unknown
+from watchkeeper.io.pii import personal_strings, pseudonymise_clients, scrub_unknown
 from watchkeeper.server.hub import Hub
-from watchkeeper.service import CLIENT, LATENCY, TS
 from watchkeeper.store.sessions import shared_key
+from watchkeeper.wire import CLIENT, LATENCY, TS
 
 log = logging.getLogger("watchkeeper.server")
 #: the store's key for pseudonyms when WATCHKEEPER_PII_KEY is not set

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.data import did_you_mean, to_table
+from watchkeeper.baseline.task import RowCodes, Task, fairness_key, label_codes, tally
 from watchkeeper.errors import DataError
-from watchkeeper.profile import Profile, add_tallies
-from watchkeeper.task import RowCodes, Task, fairness_key, label_codes, tally
-from watchkeeper.values import numbers_with_nan
+from watchkeeper.io.tables import did_you_mean, to_table
+from watchkeeper.io.values import numbers_with_nan
+from watchkeeper.profiles.core import Profile, add_tallies
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -20,12 +20,13 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from watchkeeper.baseline.binning import plan_numeric
+from watchkeeper.io.values import label_codes, numbers_with_nan
 from watchkeeper.stats.boosting import ObliviousBoosting, intercept, sigmoid
 from watchkeeper.stats.metrics import calibrate_bins, calibration_test, score_means
-from watchkeeper.values import label_codes, numbers_with_nan
 
 if TYPE_CHECKING:
-    from watchkeeper.task import RowCodes, Task
+    from watchkeeper.baseline.task import RowCodes, Task
 
 #: Ridge penalty of the loss model, in rows: enough to keep sparse bins near the mean.
 LOSS_MODEL_RIDGE = 10.0
@@ -111,7 +112,6 @@ class LossModel(BinnedInputs):
         if ok.size < 50:
             return None
         ok = ok[:: max(1, ok.size // LOSS_MODEL_ROWS)]
-        from watchkeeper.schema import plan_numeric
 
         edges, levels = cls.split_inputs(inputs)
         edges[task.prediction] = plan_numeric(pred[np.isfinite(pred)], 10)[1:-1]

@@ -13,10 +13,8 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.values import numbers_with_nan
-
-TS, LATENCY, CLIENT, ERROR = "_ts", "_latency_ms", "_client", "_error"
-RESERVED = (TS, LATENCY, CLIENT, ERROR)
+from watchkeeper.io.values import numbers_with_nan
+from watchkeeper.wire import ERROR, LATENCY
 
 #: Log buckets: bucket i holds [LOW·γ^i, LOW·γ^(i+1)); its geometric midpoint is within
 #: √γ − 1 ≈ 1% of any value in it. Range 1 µs … 10⁷ ms; values outside land in the ends.

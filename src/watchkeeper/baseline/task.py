@@ -16,9 +16,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from watchkeeper.baseline.binning import MAX_CODE_LEVELS, plan_numeric
+from watchkeeper.baseline.estimators import LabelModel, LossModel
 from watchkeeper.errors import SuiteError
-from watchkeeper.estimators import LabelModel, LossModel
-from watchkeeper.values import category_counts, label_codes, numbers, numbers_with_nan
+from watchkeeper.io.values import (
+    category_counts,
+    label_codes,
+    numbers,
+    numbers_with_nan,
+    type_class,
+    whole_levels,
+)
 
 #: Quantile bins of the score: fine enough for ROC-AUC within 0.001–0.005 of the exact
 #: value, small enough to keep a window's tally a few thousand integers.
@@ -377,7 +385,6 @@ def infer_task(
     task = Task(task_type, target=target, prediction=prediction, proba=proba, id=id,
                 classes=classes, prediction_labels=prediction_labels, notes=notes)
     if proba and task_type == "binary":
-        from watchkeeper.schema import plan_numeric
 
         finite = numbers(table.column(proba)).finite
         if finite.size:
@@ -495,8 +502,6 @@ def _class_order(label: str) -> tuple[int, float, str]:
 
 
 def _is_categorical(column: pa.ChunkedArray) -> bool:
-    from watchkeeper.schema import MAX_CODE_LEVELS
-    from watchkeeper.values import type_class, whole_levels
 
     cls = type_class(column.type)
     if cls in ("string", "boolean"):
@@ -509,7 +514,6 @@ def _is_categorical(column: pa.ChunkedArray) -> bool:
 
 
 def _attribute(column: pa.ChunkedArray, name: str) -> Attribute:
-    from watchkeeper.values import type_class
 
     if type_class(column.type) == "numeric" and not _is_categorical(column):
         finite = numbers(column).finite

@@ -17,20 +17,17 @@ from typing import Any
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from watchkeeper import suitefile
 from watchkeeper.alerts import Rules
-from watchkeeper.check import (
-    CheckResult,
-    WindowLength,
-    WindowResult,
-    group_windows,
-    row_windows,
-    time_windows,
-)
-from watchkeeper.data import did_you_mean, to_table
+from watchkeeper.baseline.binning import DEFAULT_BINS
+from watchkeeper.baseline.estimators import LabelModel, LossModel
+from watchkeeper.baseline.importance import importance
+from watchkeeper.baseline.ood import SecurityModel
+from watchkeeper.baseline.ood import fit as fit_security
+from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
+from watchkeeper.baseline.task import Task, infer_task, row_codes
 from watchkeeper.errors import DataError, SuiteError
-from watchkeeper.estimators import LabelModel, LossModel
-from watchkeeper.labels import LabelJoin, join_labels
+from watchkeeper.io.pii import MODES
+from watchkeeper.io.tables import did_you_mean, to_table
 from watchkeeper.monitors import (
     FAMILIES,
     BoundaryProbing,
@@ -61,13 +58,19 @@ from watchkeeper.monitors import (
     monitor_class,
 )
 from watchkeeper.monitors.security import ClientMonitor
-from watchkeeper.pii import MODES
-from watchkeeper.profile import ColumnProfile, Profile, profile
-from watchkeeper.schema import DEFAULT_BINS, Column, Kind, Role, Schema, infer_schema
-from watchkeeper.security import SecurityModel
-from watchkeeper.security import fit as fit_security
-from watchkeeper.service import CLIENT, ERROR, SERVICE_TALLY
-from watchkeeper.task import Task, infer_task, row_codes
+from watchkeeper.profiles.core import ColumnProfile, Profile, profile
+from watchkeeper.profiles.service import SERVICE_TALLY
+from watchkeeper.run.check import (
+    CheckResult,
+    WindowLength,
+    WindowResult,
+    group_windows,
+    row_windows,
+    time_windows,
+)
+from watchkeeper.run.label_join import LabelJoin, join_labels
+from watchkeeper.suite import file as suitefile
+from watchkeeper.wire import CLIENT, ERROR
 
 #: Default alert budget: expected false alerts per window, for the whole suite.
 DEFAULT_BUDGET = 0.01
@@ -219,7 +222,7 @@ def family_weights(weights: dict[str, float] | None) -> dict[str, float]:
 class Suite:
     """A calibrated monitor suite. Build one with :func:`init`, or :meth:`load` a file.
 
-    >>> from watchkeeper.datasets import synthetic_drift_pair
+    >>> from watchkeeper.io.datasets import synthetic_drift_pair
     >>> ref, cur = synthetic_drift_pair(5_000, seed=1)
     >>> suite = init(ref)
     >>> result = suite.check(cur)
@@ -465,7 +468,7 @@ def _expected_from_inputs(found: list[Finding], estimated: dict[str, Any]) -> No
     """Give each realised-performance finding the label-free estimate of the same metric
     (what the window's inputs lead one to expect): when it fell as far as the realised
     value, the window holds more of the rows the model handles worse, and the model is as
-    right as before on each kind of row (see :mod:`watchkeeper.advise`)."""
+    right as before on each kind of row (see :mod:`watchkeeper.alerts.advice`)."""
     for f in found:
         value = estimated.get(f.metric or "")
         if f.monitor == "performance" and value is not None and math.isfinite(value):
@@ -682,7 +685,6 @@ def init(
                   leave=False):
         m.calibrate(context)
     label = name or (Path(source).stem if source else "watchkeeper")
-    from watchkeeper.advise import importance
 
     suite = Suite(schema, monitors, ref_profile, budget, label, source=source, seed=seed,
                   importance=importance(table, schema), weights=weights, serving=serving)

@@ -2,7 +2,7 @@
 
 Nothing here downloads anything: every frame is generated from a seed.
 
->>> from watchkeeper.datasets import synthetic_drift_pair
+>>> from watchkeeper.io.datasets import synthetic_drift_pair
 >>> ref, cur = synthetic_drift_pair(1_000, seed=0)
 >>> ref.num_rows, ref.num_columns
 (1000, 20)

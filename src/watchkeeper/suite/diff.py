@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from watchkeeper.monitors.drift import FeatureDrift
-from watchkeeper.suite import Suite
+from watchkeeper.suite.core import Suite
 
 #: Window size at which thresholds of the two suites are compared.
 COMPARE_ROWS = 10_000

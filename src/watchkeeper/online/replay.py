@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from watchkeeper.advise import Advice, advise
 from watchkeeper.alerts import AlertManager, Notification, Rules
-from watchkeeper.check import CheckResult, WindowResult
-from watchkeeper.data import to_table
+from watchkeeper.alerts.advice import Advice, advise
+from watchkeeper.io.tables import to_table
 from watchkeeper.monitors.base import Severity
-from watchkeeper.suite import Suite
+from watchkeeper.run.check import CheckResult, WindowResult
+from watchkeeper.suite.core import Suite
 
 
 @dataclass

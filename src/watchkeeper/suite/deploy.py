@@ -14,9 +14,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from watchkeeper import suitefile
 from watchkeeper.errors import WatchkeeperError
-from watchkeeper.suite import Suite
+from watchkeeper.suite import file as suitefile
+from watchkeeper.suite.core import Suite
 
 
 class DeployError(WatchkeeperError):

@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from watchkeeper.io.values import label_codes, numbers_with_nan
 from watchkeeper.stats.isolation import IsolationForest
 from watchkeeper.stats.moments import Moments
-from watchkeeper.task import label_codes
-from watchkeeper.values import numbers_with_nan
 
 OOD_TALLY = "ood"  # [rows, out-of-distribution rows]
 OOD_FEATURES = "ood_features"  # per feature: OOD rows where it is the main offender

@@ -20,17 +20,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.check import CheckResult, WindowResult, _plain
-from watchkeeper.data import to_table
-from watchkeeper.labels import LabelJoin, StoredLabelJoin
-from watchkeeper.profile import Profile
-from watchkeeper.service import TS
-from watchkeeper.task import row_codes
-from watchkeeper.values import epoch_seconds
+from watchkeeper.baseline.task import row_codes
+from watchkeeper.io.tables import to_table
+from watchkeeper.io.values import epoch_seconds
+from watchkeeper.profiles.core import Profile
+from watchkeeper.run.check import CheckResult, WindowResult, _plain
+from watchkeeper.run.label_join import LabelJoin, StoredLabelJoin
+from watchkeeper.wire import TS
 
 if TYPE_CHECKING:
     from watchkeeper.store import LabelRecords, Store
-    from watchkeeper.suite import Suite
+    from watchkeeper.suite.core import Suite
 
 #: Event times that can name a window: from the epoch to at most this far past the time they
 #: are folded at (clock skew); a time beyond would open a window that only closes then.

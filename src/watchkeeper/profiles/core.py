@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.data import to_table
-from watchkeeper.schema import Column, Kind, Role, Schema
-from watchkeeper.security import ClientStats, merge_clients
-from watchkeeper.service import RESERVED, service_tallies
+from watchkeeper.baseline.ood import ClientStats, merge_clients
+from watchkeeper.baseline.schema import Column, Kind, Role, Schema
+from watchkeeper.baseline.task import row_codes, tally, upgrade_tally
+from watchkeeper.io.tables import to_table
+from watchkeeper.io.values import category_counts, category_label, numbers, type_class
+from watchkeeper.profiles.service import service_tallies
 from watchkeeper.stats.moments import Moments
-from watchkeeper.task import row_codes, tally, upgrade_tally
-from watchkeeper.values import category_counts, category_label, numbers, type_class
+from watchkeeper.wire import RESERVED
 
 OTHER = "__other__"
 UNSEEN = "__unseen__"
@@ -102,7 +103,7 @@ def _pick(fn, a: float | None, b: float | None) -> float | None:
 class Profile:
     """Summary of a window of rows: per-column profiles plus columns the schema does not know.
 
-    >>> from watchkeeper.schema import infer_schema
+    >>> from watchkeeper.baseline.schema import infer_schema
     >>> t = pa.table({"x": [1.5, 2.5, None, 4.0], "c": ["a", "b", "a", "z"]})
     >>> s = infer_schema(t)
     >>> p = profile(t, s)
@@ -286,7 +287,7 @@ def service_only(table: pa.Table) -> np.ndarray | None:
 
 
 def profile(data: Any, schema: Schema) -> Profile:
-    """Profile a batch of rows (any input :func:`watchkeeper.data.to_table` accepts)."""
+    """Profile a batch of rows (any input :func:`watchkeeper.io.tables.to_table` accepts)."""
     everything = to_table(data)  # a Table is returned as is, once its column names are checked
     service = service_only(everything)
     table = everything if service is None else everything.filter(pa.array(~service))

@@ -1,0 +1,1 @@
+"""Reading tables (files, pandas, polars, Arrow), value coercion and personal-data guesses."""

@@ -1,0 +1,1 @@
+"""Profiles: mergeable summaries of a table, and their tallies (task, clients, service)."""

@@ -1,0 +1,1 @@
+"""Running a suite over data: windows, the batch check and its result, label joins."""

@@ -1,0 +1,1 @@
+"""The suite: generated monitors with calibrated thresholds, its file, diff and deployment."""
