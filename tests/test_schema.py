@@ -11,15 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watchkeeper.baseline.schema import (
+from watchkeeper.baseline.binning import (
     DEFAULT_BINS,
     MAX_CATEGORIES,
     MAX_CODE_LEVELS,
-    Kind,
-    Role,
-    infer_schema,
     plan_numeric,
 )
+from watchkeeper.baseline.schema import Kind, Role, infer_schema
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.profiles.core import profile
 
