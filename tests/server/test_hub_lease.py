@@ -8,11 +8,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -237,3 +239,37 @@ def test_a_fold_step_closes_windows_by_the_wall_clock_and_expires_by_the_monoton
         hub.step()
         assert hub.counters["expired_events:m"] == 2
         assert store.events_after("m", -1) == []
+
+
+def test_a_silence_saves_outside_the_lock_readers_wait_for(db: str, suite_text: str) -> None:
+    """An operator's change does its store I/O without the registry's lock: readers answer
+    while the save hangs, and see the change once it is saved."""
+    with Store(db) as store:
+        hub = _hub(store, Clock(T0), Clock(0.0), lease_ttl=None)
+        hub.register("m", suite_text)
+        saving, release = threading.Event(), threading.Event()
+        save = store.save_alert_state
+
+        def slow_save(*args: Any) -> int:
+            saving.set()
+            assert release.wait(30)
+            return save(*args)
+
+        store.save_alert_state = slow_save  # type: ignore[method-assign]
+        until = datetime.fromtimestamp(T0 + 3600, UTC)
+        worker = threading.Thread(target=hub.silence, args=("m", {"column": "x"}, until))
+        worker.start()
+        try:
+            assert saving.wait(30)
+            reader = threading.Thread(target=lambda: (hub.alert_view("m"), hub.states()))
+            reader.start()
+            reader.join(5)
+            assert not reader.is_alive()  # not waiting for the save
+            shown = hub.alert_view("m")
+            assert shown is not None and shown.alerts.silences == []  # not saved yet
+        finally:
+            release.set()
+            worker.join(30)
+        del store.save_alert_state
+        shown = hub.alert_view("m")
+        assert shown is not None and len(shown.alerts.silences) == 1
