@@ -93,7 +93,7 @@ def test_a_model_whose_evaluation_hangs_stalls_no_other_model_no_reader_and_no_s
 #: Loaded by the server process (PYTHONPATH): model "slow"'s windows take an hour to judge.
 HANG = textwrap.dedent("""
     import time
-    from watchkeeper.online.monitor import monitor as online
+    from watchkeeper.online import monitor as online
 
     _evaluate = online.OnlineMonitor._evaluate
 
