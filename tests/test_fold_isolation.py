@@ -64,8 +64,8 @@ def test_a_model_whose_evaluation_hangs_stalls_no_other_model_no_reader_and_no_s
         assert [w.state for w in store.load_windows("slow")] == ["open"]  # still at it
 
         # readers and people's changes answer meanwhile
-        assert hub._lock.acquire(timeout=1)
-        hub._lock.release()
+        _within(1, hub.states)  # the hub's locked reads answer
+        _within(1, hub.alert_view, "slow")
         metrics, _ = _within(5, lambda: list(HubCollector(hub).collect()))
         assert any(m.name == "watchkeeper_window_rows" for m in metrics)
         silence, _ = _within(5, hub.silence, "slow", {"column": "x"},
@@ -83,7 +83,7 @@ def test_a_model_whose_evaluation_hangs_stalls_no_other_model_no_reader_and_no_s
         assert took < 3
     finally:
         release.set()
-        for worker in list(hub._workers.values()):
+        for worker in hub.workers.threads():
             worker.join(30)
         store.close()
     with Store(f"sqlite:///{tmp_path / 'wk.db'}") as again:  # it finished, once released
@@ -93,7 +93,7 @@ def test_a_model_whose_evaluation_hangs_stalls_no_other_model_no_reader_and_no_s
 #: Loaded by the server process (PYTHONPATH): model "slow"'s windows take an hour to judge.
 HANG = textwrap.dedent("""
     import time
-    from watchkeeper.online.monitor import monitor as online
+    from watchkeeper.online import monitor as online
 
     _evaluate = online.OnlineMonitor._evaluate
 

@@ -216,8 +216,8 @@ def _suite_text() -> str:
 
 def _leader_and_follower(leader: Hub, follower: Hub) -> None:
     """The first hub takes the lease and deploys model m; the second follows and sees it."""
-    leader._renew()
-    follower._renew()
+    leader.fold_lease.renew()
+    follower.fold_lease.renew()
     leader.load()
     leader.register("m", _suite_text())
     follower.load()
@@ -269,15 +269,15 @@ def test_only_the_lease_holder_folds_and_a_frozen_holder_writes_nothing_more(
         assert b.counters["lease_taken"] == 0
 
         # a freezes (it thinks it still holds the lease); b takes it once it expires
-        frozen = a._holding
+        frozen = a.fold_lease.holding
         _run_out(stores[0])
-        b._renew()
+        b.fold_lease.renew()
         assert b.lease() is not None and b.lease().epoch == 2
         b.append("m", _batch(100, t0 + 7, 99), "events")
         sent += 100
         b.step()  # takes over: rebuilt from the store, folds on from the watermark
         assert b.folding and _windowed(stores[0]) == sent
-        a._holding = frozen  # a wakes up believing it still leads
+        a.fold_lease.holding = frozen  # a wakes up believing it still leads
         a.append("m", _batch(100, t0 + 8, 98), "events")  # ingest still works
         sent += 100
         a.step()  # its write is fenced: refused, and a turns follower
@@ -387,7 +387,7 @@ def test_a_leader_that_lost_its_lease_after_saving_windows_sends_no_notification
         def then_lose(*args: object, **kwargs: object) -> None:
             save_findings(*args, **kwargs)
             _run_out(stores[1])
-            new._renew()  # another server takes the lease in between
+            new.fold_lease.renew()  # another server takes the lease in between
 
         stores[0].save_findings = then_lose  # type: ignore[method-assign]
         old.append("m", _batch(400, t0 + 4, 4, broken=True), "events")
@@ -504,7 +504,7 @@ def test_a_batch_that_fails_to_fold_is_set_aside_and_the_fold_goes_on(url: str) 
         [aside] = store.quarantined_events("m")
         assert aside.seq == bad and "duplicate column names" in aside.error
         assert hub.quarantined == {"m": 1} and hub.counters["fold_errors"] == 4
-        assert not hub._failing and not hub._isolate
+        assert not hub.fold.failing and not hub.fold.isolate
         hub.append("m", _batch(5, t0 + 4, 4), "events")
         hub.step()
         assert _windowed(store) == 175  # each batch folded exactly once

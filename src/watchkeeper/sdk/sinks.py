@@ -484,14 +484,12 @@ class EmbeddedSink:
         with self._lock:
             if self.hub is None:
                 return []
-            with self.hub._lock:
-                state = self.hub.models.get(self.model)
-                if state is None or state.alerts is None:
-                    return []
-                suite = state.generations[-1].live.suite
-                found = [incident_view(i, suite.importance)
-                         for i in state.alerts.incidents.values()
-                         if i.is_open or not open_only]
+            shown = self.hub.alert_view(self.model)
+            if shown is None:
+                return []
+            found = [incident_view(i, shown.suite.importance)
+                     for i in shown.alerts.incidents.values()
+                     if i.is_open or not open_only]
         return sorted(found, key=lambda i: i["opened_at"], reverse=True)
 
 

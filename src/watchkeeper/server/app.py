@@ -403,39 +403,35 @@ def create_app(
     def incidents(model: str, request: Request, status: str | None = None) -> dict[str, Any]:
         """Incidents, newest first, each with its diagnosis and recommended actions."""
         require(request, "read")
-        with hub._lock:
-            found = [view(model, i) for i in manager(model).incidents.values()
-                     if status is None or (status == "open") == i.is_open]
+        found = [view(model, i) for i in manager(model).incidents.values()
+                 if status is None or (status == "open") == i.is_open]
         return {"model": model, "incidents": sorted(found, key=lambda i: i["opened_at"],
                                                    reverse=True)}
 
     @app.get("/v1/models/{model}/incidents/{incident_id}")
     def incident(model: str, incident_id: str, request: Request) -> dict[str, Any]:
         require(request, "read")
-        with hub._lock:
-            found = manager(model).incidents.get(incident_id)
-            if found is None:
-                raise HTTPException(404, f"no incident {incident_id!r}")
-            return view(model, found)
+        found = manager(model).incidents.get(incident_id)
+        if found is None:
+            raise HTTPException(404, f"no incident {incident_id!r}")
+        return view(model, found)
 
     @app.post("/v1/models/{model}/incidents/{incident_id}/ack")
     def acknowledge(model: str, incident_id: str, request: Request,
                     by: str | None = None) -> dict[str, Any]:
         require(request, "write")
-        with hub._lock:
-            manager(model)
-            try:  # saved in the store before it is answered
-                return hub.acknowledge(model, incident_id, by).to_dict()
-            except KeyError:
-                raise HTTPException(404, f"no incident {incident_id!r}") from None
+        manager(model)
+        try:  # saved in the store before it is answered
+            return hub.acknowledge(model, incident_id, by).to_dict()
+        except KeyError:
+            raise HTTPException(404, f"no incident {incident_id!r}") from None
 
     @app.get("/v1/models/{model}/silences")
     def silences(model: str, request: Request) -> dict[str, Any]:
         """Silences in force (or yet to start), by when they end."""
         require(request, "read")
-        with hub._lock:
-            found = [s.to_dict() for s in sorted(manager(model).silences,
-                                                 key=lambda s: (s.until, s.id))]
+        found = [s.to_dict() for s in sorted(manager(model).silences,
+                                             key=lambda s: (s.until, s.id))]
         return {"model": model, "silences": found}
 
     @app.post("/v1/models/{model}/silences")
@@ -446,11 +442,10 @@ def create_app(
         try:
             body = json.loads(await request.body() or b"{}")
             until = datetime.now(UTC) + timedelta(hours=float(body.get("hours", 2)))
-            with hub._lock:
-                manager(model)
-                made = hub.silence(model, dict(body["matchers"]), until,
-                                   created_by=body.get("created_by"),
-                                   comment=body.get("comment"))
+            manager(model)
+            made = hub.silence(model, dict(body["matchers"]), until,
+                               created_by=body.get("created_by"),
+                               comment=body.get("comment"))
         except (ValueError, KeyError, TypeError) as exc:
             raise HTTPException(422, f"bad silence: {exc}") from None
         return made.to_dict()
@@ -459,12 +454,11 @@ def create_app(
     def unsilence(model: str, silence_id: str, request: Request) -> dict[str, Any]:
         """End a silence now; the alerts it hid are notified again at the next window."""
         require(request, "write")
-        with hub._lock:
-            manager(model)
-            try:
-                return hub.unsilence(model, silence_id).to_dict()
-            except KeyError:
-                raise HTTPException(404, f"no silence {silence_id!r}") from None
+        manager(model)
+        try:
+            return hub.unsilence(model, silence_id).to_dict()
+        except KeyError:
+            raise HTTPException(404, f"no silence {silence_id!r}") from None
 
     @app.get("/healthz")
     def health() -> dict[str, Any]:

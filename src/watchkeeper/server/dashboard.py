@@ -108,17 +108,15 @@ def silence_matchers(alert: dict[str, Any]) -> dict[str, str]:
 # -- what the pages show ---------------------------------------------------------------------
 def overview(hub: Hub) -> list[dict[str, Any]]:
     """Every model the server knows: active suite version, latest window, open incidents."""
-    with hub._lock:
-        live = dict(hub.models)
+    live = hub.states()
     out = []
     for model in sorted(set(hub.store.models()) | set(live)):
         active = hub.store.active_suite(model)
         latest = hub.store.load_windows(model, last=1, profiles=False)
-        state = live.get(model)
-        with hub._lock:
-            incidents = [] if state is None or state.alerts is None else [
-                i for i in state.alerts.incidents.values() if i.is_open]
-            worst = max((i.severity for i in incidents), key=lambda s: s.rank, default=None)
+        shown = hub.alert_view(model) if model in live else None
+        incidents = [] if shown is None else [
+            i for i in shown.alerts.incidents.values() if i.is_open]
+        worst = max((i.severity for i in incidents), key=lambda s: s.rank, default=None)
         out.append({"model": model, "version": active.version if active else None,
                     "latest": latest[0] if latest else None, "open": len(incidents),
                     "worst": worst.value if worst else None})
@@ -127,13 +125,11 @@ def overview(hub: Hub) -> list[dict[str, Any]]:
 
 def open_incidents(hub: Hub, model: str) -> list[dict[str, Any]]:
     """A model's open incidents, newest first, each with its advice (as the API gives)."""
-    with hub._lock:
-        state = hub.models.get(model)
-        if state is None or state.alerts is None:
-            return []
-        suite = state.generations[-1].live.suite
-        found = [incident_view(i, suite.importance)
-                 for i in state.alerts.incidents.values() if i.is_open]
+    shown = hub.alert_view(model)
+    if shown is None:
+        return []
+    found = [incident_view(i, shown.suite.importance)
+             for i in shown.alerts.incidents.values() if i.is_open]
     return sorted(found, key=lambda i: i["opened_at"], reverse=True)
 
 

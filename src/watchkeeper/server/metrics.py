@@ -68,10 +68,9 @@ class HubCollector(Collector):
             "watchkeeper_quarantined_batches",
             "Event batches set aside in the store (kept, not folded) because folding them "
             "failed repeatedly", labels=["model"])
-        with self.hub._lock:
-            models = dict(self.hub.models)
-            counters = dict(self.hub.counters)
-            set_aside = dict(self.hub.quarantined)
+        models = self.hub.states()
+        counters = dict(self.hub.counters)
+        set_aside = self.hub.quarantined
         for model, model_state in models.items():
             lives = [g.live for g in model_state.generations]
             closed = [w for live in lives for w in list(live.windows.values())
@@ -80,10 +79,11 @@ class HubCollector(Collector):
                 latest = max(closed, key=lambda w: w.key)
                 rows.add_metric([model], latest.profile.rows)
                 for f in latest.result.findings:  # type: ignore[union-attr]
-                    key = [model, f.monitor, f.column or "", f.metric or "", f.segment or ""]
-                    value.add_metric(key, f.value)
-                    threshold.add_metric(key, f.threshold)
-                    alert.add_metric(key, _STATE[f.severity.value])
+                    series = [model, f.monitor, f.column or "", f.metric or "",
+                              f.segment or ""]
+                    value.add_metric(series, f.value)
+                    threshold.add_metric(series, f.threshold)
+                    alert.add_metric(series, _STATE[f.severity.value])
             late.add_metric([model], sum(live.counters["late_rows"] for live in lives))
             bad_ts.add_metric([model], sum(live.counters["bad_timestamps"] for live in lives))
             unmatched.add_metric([model], counters.get(f"unmatched_labels:{model}", 0))

@@ -1,0 +1,213 @@
+"""Each model's alert state: alerts, incidents, acknowledgements, silences, what was notified.
+
+It is saved after the windows that changed it, and after every acknowledgement or silence
+before it is answered. A restart resumes it and first judges the closed windows it had not
+judged yet: an incident stays open under its id and is not notified again; a notification
+is sent at least once (a crash between sending it and saving the state sends it again).
+
+Acknowledgements and silences are taken by any server: each is applied to the latest stored
+alert state and saved only if nobody saved another revision in between (else it is applied
+again); the fold merges them the same way before it saves what it judged. Readers see each
+model's alert state through short locked reads of an object never changed once shown (a
+change is made on a copy); no lock is held around the store's I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import datetime
+from typing import Any, TypeVar
+
+from watchkeeper.alerts import AlertManager, Rules
+from watchkeeper.alerts.notifiers import Dispatcher
+from watchkeeper.run.check import WindowResult
+from watchkeeper.server.hub.state import ModelState
+from watchkeeper.store import Conflict, Lease, Store, StoreError
+
+log = logging.getLogger("watchkeeper.server")
+#: Tries of a save of the alert state that others keep changing.
+SAVE_TRIES = 5
+
+T = TypeVar("T")
+
+
+class AlertStates:
+    """Resumes, merges, judges with, saves and shows the models' alert states. ``lock`` is
+    the registry's (it guards what readers see); ``fence`` gives the lease that fences the
+    fold's saves."""
+
+    def __init__(self, store: Store, counters: Counter[str], lock: threading.RLock,
+                 fence: Callable[[], Lease | None], *, rules: Rules | None = None,
+                 dispatcher: Dispatcher | None = None) -> None:
+        self.store = store
+        self.counters = counters
+        self.lock = lock
+        self.fence = fence
+        self.rules = rules
+        self.dispatcher = dispatcher
+
+    def rules_for(self, state: ModelState) -> Rules:
+        """The rules in force: the server's, else the suite in service's."""
+        return self.rules or state.current.suite.rules
+
+    def resume(self, model: str, state: ModelState) -> tuple[AlertManager, bool]:
+        """The model's saved alert state under the rules in force, and whether there was
+        one (a state that cannot be read is logged and started afresh)."""
+        rules = self.rules_for(state)
+        saved, state.revision = self.store.load_alert_state(model)
+        state.shown = state.revision
+        if saved is not None:
+            try:
+                manager = AlertManager.from_dict(saved)
+            except (ValueError, KeyError, TypeError) as exc:
+                self.counters["alert_state_errors"] += 1
+                log.error("model %s: cannot resume the saved alert state (%s); its open "
+                          "incidents, acknowledgements and silences are lost", model, exc)
+            else:
+                manager.rules = rules  # the suite (or server) in force decides, not the saved
+                return manager, True
+        return AlertManager(model, rules), False
+
+    def first_save(self, model: str, state: ModelState) -> None:
+        """Save a newly deployed model's alert state, so a restart knows it judged from
+        here; if another server was first, the fold merges the stored one at its next
+        step."""
+        manager = state.alerts
+        if manager is None:
+            return
+        with suppress(Conflict):
+            revision = self.store.save_alert_state(model, manager.to_dict(), 0, None)
+            with self.lock:
+                if revision >= state.shown:
+                    state.revision = state.shown = revision
+
+    def merge(self, model: str, state: ModelState,
+              saved: dict[str, Any] | None, revision: int) -> AlertManager | None:
+        """Adopt a newer stored alert state (saved by another server, or by a person), with
+        the windows judged here since the last save replayed onto it (their notifications
+        were sent already); show it and return it."""
+        manager = None
+        if saved is not None:
+            try:
+                manager = AlertManager.from_dict(saved)
+            except (ValueError, KeyError, TypeError) as exc:  # keep ours; it replaces it
+                self.counters["alert_state_errors"] += 1
+                log.error("model %s: cannot read the stored alert state (%s)", model, exc)
+            else:
+                manager.rules = self.rules_for(state)
+                for start, w in _by_start(state.judged):
+                    if manager.last_start is None or start > manager.last_start:
+                        manager.process(w.label, start, w.findings)
+        if manager is None:
+            manager = state.work or state.alerts
+        else:  # with the windows judged here replayed onto it, if any: not saved yet
+            state.work = manager if state.judged else None
+            state.alerts_unsaved = bool(state.judged)
+        state.revision = revision
+        self.show(state, manager, revision)
+        return manager
+
+    def show(self, state: ModelState, manager: AlertManager | None, revision: int) -> None:
+        """Let readers see ``manager`` (never changed afterwards) unless they see a newer
+        stored revision already (a person's change the fold has not merged yet)."""
+        with self.lock:
+            if manager is not None and revision >= state.shown:
+                state.alerts, state.shown = manager, revision
+
+    def copy(self, state: ModelState) -> AlertManager | None:
+        """The fold's alert state to change: a copy, so readers never see it half-changed."""
+        base = state.work or state.alerts
+        if base is None:
+            return None
+        manager = AlertManager.from_dict(base.to_dict())
+        manager.rules = self.rules_for(state)
+        return manager
+
+    def save(self, model: str, state: ModelState, manager: AlertManager | None = None) -> None:
+        """Persist the fold's alert state (``manager``, else what it has) on top of the stored
+        revision it builds on (merged first if someone saved another since), fenced by the
+        lease; if that fails it is tried again every step. Shown to readers once saved."""
+        manager = manager or state.work or state.alerts
+        if manager is None:
+            return
+        state.alerts_unsaved = True
+        state.work = manager
+        lease = self.fence()
+        for _ in range(SAVE_TRIES):
+            try:  # positional: tests stand in for it with a plain function
+                revision = self.store.save_alert_state(model, manager.to_dict(),
+                                                       state.revision, lease)
+            except Conflict:
+                manager = self.merge(model, state, *self.store.load_alert_state(model))
+                if manager is None:
+                    return
+                state.work = manager
+                continue
+            state.revision = revision
+            state.alerts_unsaved = False
+            state.judged.clear()
+            state.work = None
+            self.show(state, manager, revision)
+            return
+        raise StoreError(f"model {model}: the alert state kept changing while being saved")
+
+    def change(self, model: str, state: ModelState, shown: AlertManager,
+               change: Callable[[AlertManager], T]) -> T:
+        """An operator's change to a model's alert state, saved before it is answered: made
+        on the latest stored state (any server may take it) and saved only on top of it;
+        shown once saved (the store's I/O is done outside the lock)."""
+        for _ in range(SAVE_TRIES):
+            saved, revision = self.store.load_alert_state(model)
+            try:
+                manager = AlertManager.from_dict(saved if saved is not None else
+                                                 shown.to_dict())
+            except (ValueError, KeyError, TypeError):  # unreadable: replaced by the shown
+                manager = AlertManager.from_dict(shown.to_dict())
+            manager.rules = shown.rules
+            out = change(manager)
+            try:  # positional: tests stand in for it with a plain function
+                revision = self.store.save_alert_state(model, manager.to_dict(), revision,
+                                                       None)
+            except Conflict:
+                continue  # saved by someone else meanwhile: made again on theirs
+            # shown at once; the fold merges it (with what it judged meanwhile) at its next
+            # step, as it does with a change another server saved
+            self.show(state, manager, revision)
+            return out
+        raise StoreError(f"model {model}: the alert state kept changing while being saved")
+
+    def judge(self, model: str, state: ModelState, closed: list[WindowResult]) -> None:
+        """Closed windows' findings → alerts and incidents → notifications, in time order.
+        Judged on a copy of the alert state, shown to readers once saved."""
+        base = state.work or state.alerts
+        if base is None:
+            return
+        new = [(start, w) for start, w in _by_start(closed)
+               if base.last_start is None or start > base.last_start]  # else judged already
+        if not new and not state.alerts_unsaved:
+            return
+        manager = self.copy(state) if new else base
+        if manager is None:
+            return
+        for start, w in new:
+            notifications = manager.process(w.label, start, w.findings)
+            state.judged.append(w)
+            state.alerts_unsaved = True
+            state.work = manager
+            self.counters[f"notifications:{model}"] += len(notifications)
+            if notifications and self.dispatcher is not None:
+                lease = self.fence()  # fenced as the fold's writes: a stale leader sends
+                if lease is not None:  # nothing (its successor judges the window again)
+                    self.store.check_lease(lease)
+                self.dispatcher.send_all(notifications)
+        self.save(model, state, manager)  # after sending: a crash sends it again
+
+
+def _by_start(windows: list[WindowResult]) -> list[tuple[datetime, WindowResult]]:
+    """Windows in time order, with their start (an online window always has one)."""
+    return sorted(((w.start, w) for w in windows if w.start is not None),
+                  key=lambda pair: pair[0])
