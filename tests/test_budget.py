@@ -77,9 +77,9 @@ def test_weights_are_overridable_and_saved(tmp_path: Path) -> None:
     assert performance == pytest.approx(s.budget * 0.6 / total)
     s.save(tmp_path / "s.yaml")
     assert wk.load(tmp_path / "s.yaml").weights == s.weights
-    with pytest.raises(SuiteError, match=r"budget\.speed: not a monitor family"):
+    with pytest.raises(SuiteError, match=r"budget_weights: .speed.: not a monitor family"):
         wk.init(batch(), budget_weights={"speed": 1.0}, progress=False)
-    with pytest.raises(SuiteError, match=r"budget\.drift: must be a number"):
+    with pytest.raises(SuiteError, match=r"budget_weights: .drift.: must be a number"):
         wk.init(batch(), budget_weights={"drift": -1.0}, progress=False)
 
 

@@ -141,10 +141,10 @@ def test_labels_that_stop_arriving(suite: wk.Suite, analysis: pa.Table,
 
 
 def test_labels_need_an_id_and_a_target(suite: wk.Suite, analysis: pa.Table) -> None:
-    with pytest.raises(wk.DataError, match="labels need columns"):
+    with pytest.raises(wk.DataError, match="labels: need columns"):
         suite.check(analysis.slice(0, 100), labels=pa.table({"id": [1], "y": [0]}))
     unlabeled = wk.init(pa.table({"x": np.arange(100.0) % 7}))
-    with pytest.raises(wk.SuiteError, match="labels need a suite with a target"):
+    with pytest.raises(wk.SuiteError, match="labels: need a suite with a target"):
         unlabeled.check(pa.table({"x": [1.0]}), labels=pa.table({"id": [1], "y": [0]}))
 
 

@@ -124,7 +124,7 @@ def test_alert_rules_are_in_the_file_and_editable(suite_path: Path, tmp_path: Pa
     assert wk.load(tmp_path / "edited.yaml").rules.for_window("feature_drift", "drift") == 3
     doc["alerts"]["clear_for"] = 0
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(doc))
-    with pytest.raises(wk.SuiteError, match="alerts: clear_for must be at least 1"):
+    with pytest.raises(wk.SuiteError, match="alerts: clear_for: must be at least 1"):
         wk.load(tmp_path / "bad.yaml")
 
 

@@ -119,7 +119,7 @@ def test_init_names_the_task_monitors_it_left_out_and_why() -> None:
         "fairness": "the task is multiclass: fairness needs a binary classifier"}
     assert not_generated(wk.init(credit().drop(columns="score"), target="credit",
                                  progress=False).schema)["estimated_performance"] == \
-        "no score column (--proba)"
+        "no score column (proba=)"
 
 
 def test_without_labels_the_positive_class_is_the_predicted_class_the_score_ranks_highest(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import Any
 
 import click
 
-from watchkeeper.errors import WatchkeeperError
+from watchkeeper.errors import SuiteError, WatchkeeperError
 from watchkeeper.io.tables import CsvLayout, is_delimited, read_csv
 from watchkeeper.monitors.base import Severity
 from watchkeeper.run.check import CheckResult
@@ -25,6 +26,64 @@ from watchkeeper.suite.diff import diff
 EXIT_FINDINGS = 1  # --fail-on was reached
 EXIT_USAGE = 2  # bad arguments, unreadable input (click uses 2 as well)
 
+#: The option of each library parameter: library messages name parameters (``target=``,
+#: ``window_rows: must be ...``), what the CLI prints names options (``--target``).
+FLAGS = {
+    "target": "--target", "prediction": "--prediction", "proba": "--proba", "id": "--id",
+    "timestamp": "--timestamp", "client": "--client", "sensitive": "--sensitive",
+    "ignore": "--ignore", "pii": "--pii", "not_pii": "--not-pii",
+    "positive_class": "--positive-class", "positive": "--positive-class",
+    "allow_inverted_score": "--allow-inverted-score", "budget": "--budget",
+    "budget_weights": "--budget-weights", "serving": "--serving",
+    "window_rows": "--window-rows", "window": "--window", "window_by": "--window-by",
+    "tz": "--tz", "labels": "--labels", "delimiter": "--delimiter", "header": "--header",
+    "names": "--names", "grace": "--grace", "retention": "--retention",
+    "lease_ttl": "--lease-ttl", "login_window": "--login-window",
+    "body_timeout": "--body-timeout",
+}
+#: Parameters given as CLI arguments (a file): their messages already name the file.
+_ARGUMENTS = frozenset({"path", "reference", "data"})
+#: Library functions a message may point to, as the CLI command doing the same.
+_COMMANDS = {"init()": "`watchkeeper init`"}
+_PARAM = re.compile(r"(?<![\w.'\"=-])(" + "|".join(sorted(FLAGS, key=len, reverse=True))
+                    + r")=(True\b|False\b)?(?=(.?))")
+_LEADING = re.compile(r"(\w+): ")
+
+
+def _flag(match: re.Match[str]) -> str:
+    flag = FLAGS[match.group(1)]
+    if match.group(2) == "False":
+        return "--no-" + flag[2:]
+    if match.group(2) == "True":
+        return flag
+    after = match.group(3)
+    return flag + (" " if after and (after.isalnum() or after in "'\"[(") else "")
+
+
+def cli_message(exc: WatchkeeperError) -> str:
+    """An error's message with the library's parameter names (``window_rows``,
+    ``timestamp=COLUMN``) as the options of this CLI (``--window-rows``,
+    ``--timestamp COLUMN``)."""
+    text = str(exc)
+    if isinstance(exc, SuiteError):
+        if exc.source is None and exc.field in FLAGS:
+            text = f"{FLAGS[exc.field]}: {exc.problem}"
+        elif exc.source is None and exc.field in _ARGUMENTS:
+            text = exc.problem
+    else:
+        leading = _LEADING.match(text)
+        if leading and leading.group(1) in FLAGS:
+            text = FLAGS[leading.group(1)] + text[leading.end(1):]
+    return cli_text(text)
+
+
+def cli_text(text: str) -> str:
+    """Library text (an error, a note) with ``param=`` as options and ``init()`` as
+    commands."""
+    for function, command in _COMMANDS.items():
+        text = text.replace(function, command)
+    return _PARAM.sub(_flag, text)
+
 
 class _Group(click.Group):
     """Prints user errors as one line with exit code 2, never as a traceback."""
@@ -33,7 +92,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except WatchkeeperError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {cli_message(exc)}", err=True)
             ctx.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -157,7 +216,7 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
         raise WatchkeeperError("--deploy needs --model and --server")
     data, read_notes = _read_input(reference, layout)
     for note in read_notes:
-        click.echo(f"{reference}: {note}")
+        click.echo(f"{reference}: {cli_text(note)}")
     suite = init(data, target=target, prediction=prediction, proba=proba, id=id_,
                  timestamp=timestamp, client=client, sensitive=sensitive, ignore=ignore,
                  pii=_split_names(pii), not_pii=_split_names(not_pii),
@@ -436,7 +495,7 @@ def _summary(suite: Suite, output: Path) -> str:
                                                      if task.classification else ""))
         lines += [f"              {note}" for note in task.notes]
     for monitor, why in not_generated(suite.schema).items():
-        lines.append(f"  left out    {monitor}: {why}")
+        lines.append(f"  left out    {monitor}: {cli_text(why)}")
     if calibrated:
         shares = ", ".join(f"{family} {alpha:.2g}" + (f" ({n} monitors)" if n > 1 else "")
                            for family, (alpha, n) in suite.family_alpha().items())
@@ -447,7 +506,7 @@ def _summary(suite: Suite, output: Path) -> str:
         lines.append(f"  no share    {len(idle)} monitors cannot run on the reference's columns "
                      "and take no share of the budget:")
         for reason, ids in _by_reason(idle).items():
-            lines.append(f"              {', '.join(ids)}: {reason}")
+            lines.append(f"              {', '.join(ids)}: {cli_text(reason)}")
     lines.append(f"Review roles in {output}, then: watchkeeper check DATA --suite {output}")
     return "\n".join(lines)
 
@@ -539,18 +598,19 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
 
     notifiers = [*(WebhookNotifier(u) for u in webhooks), *(SlackNotifier(u) for u in slack_urls),
                  *([LogNotifier()] if notify_log else [])]
-    lease_ttl = (parse_duration(lease_text).total_seconds()
+    lease_ttl = (parse_duration(lease_text, "lease_ttl").total_seconds()
                  if lease_text.strip() not in ("0", "0s") else None)
-    login_window = parse_duration(login_window_text)
+    login_window = parse_duration(login_window_text, "login_window")
     metrics = os.environ.get("WATCHKEEPER_METRICS_TOKEN") or None
     app = create_app(store_url, tokens=Tokens() if no_auth else Tokens(write, read, metrics),
-                     window=parse_duration(window_text), grace=parse_duration(grace_text),
-                     retention=parse_duration(retention_text), suites=suites,
+                     window=parse_duration(window_text),
+                     grace=parse_duration(grace_text, "grace"),
+                     retention=parse_duration(retention_text, "retention"), suites=suites,
                      notifiers=notifiers, lease_ttl=lease_ttl, fold_bytes=fold_mib * 2**20,
                      ingest_bytes=ingest_mib * 2**20, login_failures=login_failures,
                      login_window=login_window.total_seconds(), show_clients=show_clients,
                      metrics_open=metrics_open,
-                     body_timeout=parse_duration(body_timeout_text).total_seconds(),
+                     body_timeout=parse_duration(body_timeout_text, "body_timeout").total_seconds(),
                      max_columns=max_columns)
     uvicorn.run(app, host=host, port=port, log_level="warning",
                 proxy_headers=bool(forwarded_allow_ips.strip()),
@@ -580,7 +640,7 @@ class _Checking:
         # a CSV file without a header row reads as the reference did: named as in the suite
         data, notes = _read_input(current, self.layout, [c.name for c in suite.schema])
         for note in notes:
-            click.echo(f"{current}: {note}", err=True)
+            click.echo(f"{current}: {cli_text(note)}", err=True)
         return suite.check(data, window_rows=self.window_rows, window=self.window,
                            window_by=self.window_by, labels=self.labels_path,
                            progress=self.progress, tz=self.tz)

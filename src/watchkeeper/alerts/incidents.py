@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from watchkeeper.alerts.labels import to_time, utc
+from watchkeeper.alerts.labels import required_time, to_time, utc
 from watchkeeper.alerts.lifecycle import Alert
 from watchkeeper.alerts.rules import GroupRule, Rules
 from watchkeeper.monitors.base import Severity
@@ -133,8 +133,7 @@ class Incident:
             current = live.get(a["fingerprint"])
             use = current if current is not None and current.incident == d["id"] else None
             alerts[a["fingerprint"]] = use or Alert.from_dict(a)
-        opened_at = to_time(d["opened_at"])
-        assert opened_at is not None
+        opened_at = required_time(d, "opened_at", f"incident {d.get('id')!r}")
         return cls(
             id=d["id"], model=d["model"], opened=d["opened"], opened_at=opened_at,
             alerts=alerts, status=d["status"], severity=Severity(d["severity"]),

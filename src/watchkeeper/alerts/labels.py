@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from watchkeeper.errors import DataError
 from watchkeeper.monitors.base import Finding, Severity
 
 #: Labels a silence or rule may match on (a missing label matches as "").
@@ -106,6 +107,18 @@ def rfc3339(t: datetime | None) -> str:
 
 def to_time(text: str | None) -> datetime | None:
     return None if text is None else utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def required_time(d: dict[str, Any], key: str, where: str) -> datetime:
+    """``d[key]`` read as a time: a clear error when saved state lacks it or holds
+    something else (edited, or cut short)."""
+    try:
+        at = to_time(d.get(key))
+    except (TypeError, ValueError, AttributeError):
+        at = None
+    if at is None:
+        raise DataError(f"{where}.{key}: expected an ISO 8601 time, got {d.get(key)!r}")
+    return at
 
 
 def plain(value: Any) -> Any:

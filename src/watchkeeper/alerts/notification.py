@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from watchkeeper.alerts.labels import rfc3339, to_time, utc
+from watchkeeper.alerts.labels import required_time, rfc3339, utc
 from watchkeeper.alerts.lifecycle import Alert
 from watchkeeper.monitors.base import Severity
 
@@ -111,8 +111,7 @@ class Notification:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Notification:
-        at = to_time(d["at"])
-        assert at is not None
+        at = required_time(d, "at", f"notification of incident {d.get('incident')!r}")
         return cls(d["kind"], d["incident"], d["model"], d["title"], Severity(d["severity"]),
                    d["window"], at, [Alert.from_dict(a) for a in d.get("alerts", [])],
                    int(d.get("number", 1)), d.get("opened", ""), d.get("acknowledged_by"),

@@ -208,11 +208,13 @@ class Rules:
                                               self.for_windows.items()}}
         bad = {k: v for k, v in self.for_windows.items() if v < 1}
         if bad:
-            raise ValueError(f"for_windows: {sorted(bad)[0]} must be at least 1")
+            raise ValueError(f"for_windows: {sorted(bad)[0]} must be at least 1, got "
+                             f"{bad[sorted(bad)[0]]}")
         if self.clear_for < 1:
-            raise ValueError("clear_for must be at least 1")
+            raise ValueError(f"clear_for: must be at least 1, got {self.clear_for}")
         if self.repeat_every < 0:
-            raise ValueError("repeat_every must be 0 (never) or positive")
+            raise ValueError(f"repeat_every: must be 0 (never) or positive, got "
+                             f"{self.repeat_every}")
 
     def for_window(self, monitor: str, family: str) -> int:
         """Windows in a row a monitor's condition must hold before it fires."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from watchkeeper.alerts.labels import check_matchers, matches, to_time, utc
+from watchkeeper.alerts.labels import check_matchers, matches, required_time, to_time, utc
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Silence:
 
     def __post_init__(self) -> None:
         if not self.matchers:
-            raise ValueError("a silence needs at least one matcher")
+            raise ValueError("matchers: a silence needs at least one matcher; give one")
         self.matchers = check_matchers(self.matchers, "silence")
         self.until = utc(self.until)
         self.starts = None if self.starts is None else utc(self.starts)
@@ -51,7 +51,6 @@ class Silence:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Silence:
-        until = to_time(d["until"])
-        assert until is not None
+        until = required_time(d, "until", f"silence {d.get('id')!r}")
         return cls(str(d["id"]), dict(d["matchers"]), until, to_time(d.get("starts")),
                    d.get("created_by"), d.get("comment"))

@@ -240,21 +240,20 @@ def infer_schema(
     ):
         for name in _names(given):
             if name not in table.column_names:
-                raise SuiteError(f"--{role.value}",
+                raise SuiteError(role.value,
                                  unknown_column(name, table.column_names, "in the reference"))
             if name in explicit:
-                raise SuiteError(
-                    f"--{role.value}", f"{name!r} is already given as --{explicit[name].value}"
-                )
+                raise SuiteError(role.value, f"{name!r} is already given as "
+                                 f"{explicit[name].value}=; give each column one role")
             explicit[name] = role
     pii_names, not_pii_names = set(_names(pii)), set(_names(not_pii))
     sensitive_names = set(_names(sensitive))
-    for option, names in (("--pii", pii_names), ("--not-pii", not_pii_names),
-                          ("--sensitive", sensitive_names)):
+    for option, names in (("pii", pii_names), ("not_pii", not_pii_names),
+                          ("sensitive", sensitive_names)):
         for name in sorted(names - set(table.column_names)):
             raise SuiteError(option, unknown_column(name, table.column_names, "in the reference"))
     for name in sorted(pii_names & not_pii_names):
-        raise SuiteError("--not-pii", f"{name!r} is also given as --pii")
+        raise SuiteError("not_pii", f"{name!r} is also given as pii=; give it in one of them")
 
     schema = Schema()
     for name in table.column_names:

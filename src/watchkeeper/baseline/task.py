@@ -370,7 +370,9 @@ def infer_task(
         else:
             classes = sorted(set().union(*labels.values()), key=_class_order)
         if len(classes) < 2:
-            raise SuiteError("--target", f"{basis!r} has fewer than two classes in the reference")
+            raise SuiteError("target" if basis == target else "prediction",
+                             f"{basis!r} has fewer than two classes in the reference; name a "
+                             "column with at least two")
         task_type = "binary" if len(classes) == 2 else "multiclass"
         if task_type == "binary":
             pos, why = choose_positive(table, target, proba, classes, positive,
@@ -430,7 +432,8 @@ def choose_positive(table: pa.Table, target: str | None, proba: str | None,
     ranks lowest (ROC-AUC below 0.5) is an error unless ``allow_inverted_score``: every
     estimate built on that score would be meaningless."""
     if given is not None and given not in classes:
-        raise SuiteError("--positive-class", f"{given!r} is not one of the classes {classes}")
+        raise SuiteError("positive_class", f"{given!r} is not one of the classes {classes}; "
+                         "give one of them")
     auc, basis = float("nan"), "reference ROC-AUC"  # of classes[1]
     for column, name in ((target, "reference ROC-AUC"),
                          (prediction, "ROC-AUC against the predicted class")):
@@ -443,10 +446,10 @@ def choose_positive(table: pa.Table, target: str | None, proba: str | None,
         if given_auc < 0.5 and not allow_inverted_score:
             other = classes[0] if given == classes[1] else classes[1]
             raise SuiteError(
-                "--positive-class",
+                "positive_class",
                 f"the score {proba!r} ranks {given!r} lowest ({basis} {given_auc:.2f} < 0.5): "
                 f"it is P({other!r}); make {other!r} the positive class, or pass "
-                "--allow-inverted-score to keep it")
+                "allow_inverted_score=True to keep it")
         return given, "given" + (f"; {basis} {given_auc:.2f}" if np.isfinite(given_auc) else "")
     if np.isfinite(auc) and auc != 0.5:
         pos = classes[1] if auc > 0.5 else classes[0]
@@ -468,7 +471,7 @@ def match_encoding(table: pa.Table, target: str, prediction: str, proba: str | N
     problem = (f"prediction {prediction!r} values {values} share none of the target "
                f"{target!r} labels {classes}")
     if len(classes) != 2 or len(values) != 2:
-        raise SuiteError("--prediction", f"{problem}; recode the prediction to the target's "
+        raise SuiteError("prediction", f"{problem}; recode the prediction to the target's "
                          "labels")
     votes: dict[str, bool] = {}  # how → values[1] stands for classes[1]
     pred_scored = _scored_labels(table, prediction, proba, values)
@@ -485,10 +488,10 @@ def match_encoding(table: pa.Table, target: str, prediction: str, proba: str | N
     if n and abs(2 * same - n) > 3 * np.sqrt(n):
         votes["by agreement with the target"] = 2 * same > n
     if not votes:
-        raise SuiteError("--prediction", f"{problem}, and neither the score nor agreement "
+        raise SuiteError("prediction", f"{problem}, and neither the score nor agreement "
                          "with the target tells which is which; recode one of them")
     if len(set(votes.values())) > 1:
-        raise SuiteError("--prediction", f"{problem}, and the score and agreement with the "
+        raise SuiteError("prediction", f"{problem}, and the score and agreement with the "
                          "target map them opposite ways; recode one of them")
     straight = next(iter(votes.values()))
     return (list(values) if straight else list(reversed(values))), " and ".join(votes)

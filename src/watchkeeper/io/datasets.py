@@ -76,7 +76,7 @@ def synthetic_drift_pair(
     column keeps its distribution. Reference and current are independent draws.
     """
     if n_rows < 1:
-        raise ValueError(f"n_rows must be a positive integer, got {n_rows!r}")
+        raise ValueError(f"n_rows: must be a positive integer, got {n_rows!r}")
     rng = np.random.default_rng(seed)
     reference = _frame(n_rows, rng, drift=False)
     current = _frame(n_rows, rng, drift=drift)

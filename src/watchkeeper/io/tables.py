@@ -165,8 +165,9 @@ def _from_rows(rows: list[Mapping[str, Any]]) -> pa.Table:
     return pa.table(arrays)
 
 
-def to_table(data: Any) -> pa.Table:
-    """Convert supported tabular input to a pyarrow Table.
+def to_table(data: Any, param: str = "data") -> pa.Table:
+    """Convert supported tabular input to a pyarrow Table; errors name ``param``, the
+    argument ``data`` came from.
 
     >>> to_table([{"a": 1, "b": "x"}, {"a": 2.5}]).to_pydict()
     {'a': [1.0, 2.5], 'b': ['x', None]}
@@ -187,8 +188,9 @@ def to_table(data: Any) -> pa.Table:
         table = _from_rows(list(data))
     else:
         raise DataError(
-            f"cannot use a {type(data).__name__} as data; pass a pandas or polars DataFrame, "
-            "a pyarrow Table, a list of dict rows, or a path to a parquet/CSV/JSON file"
+            f"{param}: cannot use a {type(data).__name__} as data; pass a pandas or polars "
+            "DataFrame, a pyarrow Table, a list of dict rows, or a path to a parquet/CSV/JSON "
+            "file"
         )
     _check_unique(table.column_names)
     return missing_as_null(table)
@@ -274,7 +276,7 @@ def unknown_column(name: str, names: Iterable[str], where: str = "in the data") 
     names = list(names)
     if len(names) == 1 and any(d in names[0] for d in DELIMITERS):
         return (f"no column named {name!r} {where}, which has one column, {names[0]!r}: "
-                "a delimited file read with the wrong delimiter? (give --delimiter)")
+                "a delimited file read with the wrong delimiter? (give delimiter=)")
     return f"no column named {name!r} {where}{did_you_mean(name, names)}"
 
 
@@ -399,13 +401,13 @@ def _layout_of(path: Path, layout: CsvLayout, tsv: bool) -> tuple[CsvLayout, int
         delimiter = _guess_delimiter(lines, default) or default
         if delimiter != default:
             notes.append(f"delimiter guessed: {_delimiter_name(delimiter)} "
-                         "(give --delimiter to change it)")
+                         "(give delimiter= to change it)")
     rows = _split(lines, delimiter)
     width = _fit(rows)[1]
     if width == 1 and layout.delimiter is None:
         notes.append("one column: no delimiter among "
                      f"{', '.join(map(_delimiter_name, DELIMITERS))} splits the lines alike "
-                     "(give --delimiter)")
+                     "(give delimiter=)")
     skip = next(i for i, r in enumerate(rows) if len(r) == width)
     if 0 < skip <= 10:
         shown = "; ".join(lines[:skip])
@@ -442,7 +444,7 @@ def _layout_of(path: Path, layout: CsvLayout, tsv: bool) -> tuple[CsvLayout, int
         else:
             raise DataError(
                 f"{path}: no header row, the first row looks like data ({first}, …); "
-                f"give the {width} column names (--names a,b,...), or --header if that "
+                f"give its {width} column names with names=, or header=True if that "
                 "row names the columns")
     assert names is not None
     if len(names) != width:

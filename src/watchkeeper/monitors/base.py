@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.baseline.schema import Column, Schema
+from watchkeeper.baseline.task import Task
 from watchkeeper.errors import SuiteError
 from watchkeeper.io.tables import did_you_mean
 from watchkeeper.profiles.core import Profile
@@ -109,6 +110,9 @@ class Monitor:
     calibrated: ClassVar[bool] = True
     #: Tunable parameters and their defaults; saved in the suite file.
     params: ClassVar[dict[str, Any]] = {}
+    #: Whether the monitor reads the suite's task (target, prediction, score): binding it
+    #: to a schema without one is an error.
+    needs_task: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -126,7 +130,8 @@ class Monitor:
     ) -> None:
         unknown = set(params) - set(self.params)
         if unknown:
-            raise SuiteError(f"{self.type}.{sorted(unknown)[0]}", "unknown parameter")
+            raise SuiteError(f"{self.type}.{sorted(unknown)[0]}", "unknown parameter; known: "
+                             f"{', '.join(self.params) or 'none'}")
         self.column = column
         self.alpha = alpha
         self.enabled = enabled
@@ -135,16 +140,39 @@ class Monitor:
         self.schema: Schema | None = None
 
     def bind(self, schema: Schema) -> None:
-        """Attach the suite's schema; a monitor of a column the schema lacks is an error."""
+        """Attach the suite's schema; a monitor of a column the schema lacks, or of a task
+        it does not have, is an error."""
         if self.column is not None and self.column not in schema.columns:
             raise SuiteError(f"{self.id}.column", f"no column {self.column!r} in the schema"
                              f"{did_you_mean(self.column, schema.columns)}")
+        if self.needs_task and schema.task is None:
+            raise SuiteError(self.id, "needs the suite's task (its target, prediction or "
+                                      "score columns), and the suite has none; remove the "
+                                      "monitor, or re-run init() with target= or prediction=")
         self.schema = schema
+
+    def bound_schema(self) -> Schema:
+        """The schema :meth:`bind` attached; an error on a monitor not bound yet."""
+        if self.schema is None:
+            raise SuiteError(self.id, "the monitor is not bound to a schema; put it in a "
+                                      "Suite, or call bind(schema) first")
+        return self.schema
+
+    def bound_task(self) -> Task:
+        """The task of the schema :meth:`bind` attached (see :attr:`needs_task`)."""
+        task = self.bound_schema().task
+        if task is None:
+            raise SuiteError(self.id, "needs the suite's task (its target, prediction or "
+                                      "score columns), and the suite has none")
+        return task
 
     @property
     def spec(self) -> Column:
-        assert self.schema is not None and self.column is not None, "monitor is not bound"
-        return self.schema.columns[self.column]
+        """The schema's spec of this monitor's column."""
+        schema = self.bound_schema()
+        if self.column is None:
+            raise SuiteError(self.id, "the monitor has no column; give one")
+        return schema.columns[self.column]
 
     @property
     def id(self) -> str:

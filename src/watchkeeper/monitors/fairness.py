@@ -73,10 +73,11 @@ class Fairness(Monitor):
     params: ClassVar[dict[str, Any]] = {"min_effect": 0.05, "critical_effect": 0.15,
                                         "min_group": 100, "min_di_ratio": 0.8}
 
+    needs_task = True
+
     @property
     def task(self) -> Task:
-        assert self.schema is not None and self.schema.task is not None
-        return self.schema.task
+        return self.bound_task()
 
     def calibrate(self, reference: ReferenceData) -> None:
         task = self.task

@@ -111,10 +111,11 @@ class DropMonitor(Monitor):
     params: ClassVar[dict[str, Any]] = {"min_effect": 0.02, "critical_effect": 0.05,
                                         "min_rows": 100}
 
+    needs_task = True
+
     @property
     def task(self) -> Task:
-        assert self.schema is not None and self.schema.task is not None
-        return self.schema.task
+        return self.bound_task()
 
     def judged_rows(self, window: Profile) -> int:
         """The rows a window's metric is computed on."""

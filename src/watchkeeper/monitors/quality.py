@@ -36,11 +36,10 @@ class SchemaChange(Monitor):
     calibrated = False
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
-        assert self.schema is not None
         if window.rows == 0:
             return []
         found = []
-        for spec in self.schema:
+        for spec in self.bound_schema():
             if spec.role not in REQUIRED_ROLES:
                 continue
             cp = window.columns.get(spec.name, ColumnProfile())

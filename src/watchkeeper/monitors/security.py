@@ -25,6 +25,7 @@ from watchkeeper.baseline.ood import (
     SecurityModel,
     moments,
 )
+from watchkeeper.errors import SuiteError
 from watchkeeper.io.values import category_counts, numbers_with_nan
 from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
 from watchkeeper.profiles.core import Profile
@@ -135,8 +136,11 @@ def _refit(model: SecurityModel, table: Any) -> SecurityModel:
 
 
 def _model(monitor: Monitor) -> SecurityModel:
-    assert monitor.schema is not None and monitor.schema.security is not None
-    return monitor.schema.security
+    model = monitor.bound_schema().security
+    if model is None:
+        raise SuiteError(monitor.id, "needs the suite's security model, and the suite has "
+                                     "none; remove the monitor, or re-run init()")
+    return model
 
 
 class ClientMonitor(Monitor):

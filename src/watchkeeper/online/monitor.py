@@ -99,7 +99,7 @@ class OnlineMonitor:
 
     def __post_init__(self) -> None:
         if self.window.total_seconds() <= 0:
-            raise ValueError("window must be a positive duration")
+            raise ValueError(f"window: must be a positive duration, got {self.window}")
         task = self.suite.schema.task
         if task is not None and task.id is not None:
             if self.store is None:

@@ -19,6 +19,7 @@ import pyarrow as pa
 from watchkeeper.baseline.ood import ClientStats, merge_clients
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema
 from watchkeeper.baseline.task import row_codes, tally, upgrade_tally
+from watchkeeper.errors import SuiteError
 from watchkeeper.io.tables import to_table
 from watchkeeper.io.values import category_counts, category_label, numbers, type_class
 from watchkeeper.profiles.service import service_tallies
@@ -198,6 +199,9 @@ def merge(*profiles: Profile) -> Profile:
     """Merge any number of profiles; ``merge()`` of nothing is the empty profile."""
     out = Profile()
     for p in profiles:
+        if not isinstance(p, Profile):
+            raise SuiteError("profiles", f"expected Profile objects (from profile() or "
+                                         f"Suite.profile()), got a {type(p).__name__}")
         out = out.merge(p)
     return out
 
@@ -288,6 +292,9 @@ def service_only(table: pa.Table) -> np.ndarray | None:
 
 def profile(data: Any, schema: Schema) -> Profile:
     """Profile a batch of rows (any input :func:`watchkeeper.io.tables.to_table` accepts)."""
+    if not isinstance(schema, Schema):
+        raise SuiteError("schema", f"expected a Schema (a suite's .schema, or infer_schema()), "
+                                   f"got a {type(schema).__name__}")
     everything = to_table(data)  # a Table is returned as is, once its column names are checked
     service = service_only(everything)
     table = everything if service is None else everything.filter(pa.array(~service))

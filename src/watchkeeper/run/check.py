@@ -15,7 +15,7 @@ import pyarrow as pa
 from watchkeeper.alerts import Alert, AlertManager, Rules
 from watchkeeper.alerts.advice import incident_view
 from watchkeeper.alerts.labels import fingerprint
-from watchkeeper.errors import DataError
+from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.tables import did_you_mean
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.monitors.base import Finding, Monitor, Severity, json_number
@@ -60,19 +60,21 @@ class WindowLength:
     unit: str
 
     @classmethod
-    def parse(cls, text: str) -> WindowLength:
+    def parse(cls, text: str, param: str = "window") -> WindowLength:
+        """The length ``text`` spells; errors name ``param``, the argument it came from."""
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", str(text))
         if match and match.group(2) == "M":
-            raise DataError(f"window {text!r}: unit M is ambiguous; write "
+            raise DataError(f"{param}: unit M in {text!r} is ambiguous; write "
                             f"{match.group(1)}min for minutes or {match.group(1)}mo for "
                             "calendar months")
         unit = _SPELLINGS.get(match.group(2).lower()) if match else None
         count = float(match.group(1)) if match else 0.0
         if unit is None or count <= 0:
-            raise DataError(f"window {text!r}: expected a positive length like {_FORMS}")
+            raise DataError(f"{param}: expected a positive length like {_FORMS}, "
+                            f"got {text!r}")
         if unit in ("d", "w", "mo") and not count.is_integer():
-            raise DataError(f"window {text!r}: days, weeks and months are counted whole; "
-                            "use hours for a fraction of a day")
+            raise DataError(f"{param}: days, weeks and months are counted whole, got "
+                            f"{text!r}; use hours for a fraction of a day")
         return cls(int(count) if count.is_integer() else count, unit)
 
     @property
@@ -85,17 +87,18 @@ class WindowLength:
         return f"{self.count:g}{self.unit}"
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, param: str = "window") -> timedelta:
     """Parse a fixed length such as ``30s``, ``15m`` (or ``15min``), ``6h``, ``1d`` or
-    ``2w``; calendar months have no fixed length and are refused here.
+    ``2w``; calendar months have no fixed length and are refused here. Errors name
+    ``param``, the argument ``text`` came from.
 
     >>> parse_duration("6h")
     datetime.timedelta(seconds=21600)
     """
-    length = WindowLength.parse(text)
+    length = WindowLength.parse(text, param)
     if length.fixed is None:
-        raise DataError(f"{text!r}: calendar months have no fixed length here; give days "
-                        "(e.g. 30d), or use months with `watchkeeper check --window`")
+        raise DataError(f"{param}: calendar months have no fixed length here, got {text!r}; "
+                        "give days (e.g. 30d), or check a batch with Suite.check(window=)")
     return length.fixed
 
 
@@ -112,7 +115,7 @@ class Window:
 def row_windows(table: pa.Table, rows: int | None) -> Iterator[Window]:
     """Consecutive windows of ``rows`` rows (the last one may be shorter); all rows if None."""
     if rows is not None and rows < 1:
-        raise DataError(f"--window-rows must be a positive integer, got {rows}")
+        raise DataError(f"window_rows: must be a positive integer, got {rows!r}")
     total = table.num_rows
     size = rows or max(total, 1)
     for first in range(0, max(total, 1), size):
@@ -124,7 +127,7 @@ def group_windows(table: pa.Table, column: str) -> Iterator[Window]:
     """One window per distinct value of ``column`` (a batch, partition or year), in sorted
     order; rows where it is missing form a last window of their own."""
     if column not in table.column_names:
-        raise DataError(f"--window-by column {column!r} is not in the data"
+        raise DataError(f"window_by: column {column!r} is not in the data"
                         f"{did_you_mean(column, table.column_names)}")
     import pyarrow.compute as pc
 
@@ -162,7 +165,7 @@ def time_windows(table: pa.Table, column: str, length: WindowLength | timedelta,
         first_key, last_key = int(sorted_keys[0]), int(sorted_keys[-1])
         if last_key - first_key > 100_000:
             raise DataError(
-                f"--window {length} over this data's time span makes "
+                f"window: {length} over this data's time span makes "
                 f"{last_key - first_key + 1} windows; choose a longer window"
             )
         bounds = np.searchsorted(sorted_keys, np.arange(first_key, last_key + 2))
@@ -226,8 +229,8 @@ class _Calendar:
         try:
             stamps = pd.to_datetime(whole, unit="s", utc=True).tz_convert(self.zone)
         except (OverflowError, pd.errors.OutOfBoundsDatetime):
-            raise DataError("timestamps beyond the years 1677-2262 cannot be put in "
-                            "local-time windows; drop --tz") from None
+            raise DataError("tz: timestamps beyond the years 1677-2262 cannot be put in "
+                            "local-time windows; drop tz=") from None
         return stamps.tz_localize(None).to_numpy().astype("datetime64[s]")
 
 
@@ -240,8 +243,8 @@ def _zone(tz: str | None) -> tzinfo:
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise DataError(f"--tz {tz!r}: not a known time zone (e.g. UTC, Europe/Paris, "
-                        "America/New_York)") from None
+        raise DataError(f"tz: {tz!r} is not a known time zone; give an IANA name such as "
+                        "UTC, Europe/Paris or America/New_York") from None
 
 
 def _coverage(w: WindowResult) -> float:
@@ -451,7 +454,9 @@ class CheckResult:
 
     def refresh(self, index: int) -> None:
         """Re-evaluate one window from its profile (after it was built or got labels)."""
-        assert self.evaluator is not None
+        if self.evaluator is None:
+            raise SuiteError("evaluator", "this result has no suite to evaluate its windows "
+                                          "with; get results from Suite.check()")
         w = self.windows[index]
         w.findings, w.metrics = self.evaluator.assess(w.profile)
         w.not_evaluated, w.unevaluated = unjudged(self.evaluator.monitors, w.profile)

@@ -34,12 +34,12 @@ LOOKUP_IDS = 20_000
 
 def _label_table(labels: Any, task: Task) -> pa.Table:
     if task.id is None or task.target is None:
-        raise DataError("joining labels needs id and target columns in the suite's task "
-                        "(init with --id and --target)")
-    table = to_table(labels)
+        raise DataError("labels: joining labels needs id and target columns in the suite's "
+                        "task; re-run init() with id= and target=")
+    table = to_table(labels, "labels")
     missing = [c for c in (task.id, task.target) if c not in table.column_names]
     if missing:
-        raise DataError(f"labels need columns {task.id!r} and {task.target!r}; "
+        raise DataError(f"labels: need columns {task.id!r} and {task.target!r}; "
                         f"missing {', '.join(map(repr, missing))}"
                         f"{did_you_mean(missing[0], table.column_names)}")
     return table

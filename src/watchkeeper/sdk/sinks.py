@@ -385,7 +385,8 @@ class EmbeddedSink:
         length = window if isinstance(window, timedelta) else parse_duration(window)
         options: dict[str, Any] = {}
         if grace is not None:
-            options["grace"] = grace if isinstance(grace, timedelta) else parse_duration(grace)
+            options["grace"] = (grace if isinstance(grace, timedelta)
+                                else parse_duration(grace, "grace"))
         self.model = model
         self.store: Store | None = None
         self.hub: Any = None

@@ -131,20 +131,20 @@ def not_generated(schema: Schema) -> dict[str, str]:
     """The task monitors :func:`generate_monitors` left out, each with the reason."""
     task = schema.task
     if task is None:
-        return {t: "no target or prediction column (name them with --target, --prediction)"
+        return {t: "no target or prediction column (name them with target=, prediction=)"
                 for t in ("performance", "estimated_performance", "fairness")}
     out: dict[str, str] = {}
     if task.target is None:
-        out["performance"] = "no target column (--target)"
+        out["performance"] = "no target column (target=)"
     if not ((task.type == "binary" and task.score_edges) or task.loss_model is not None):
         out["estimated_performance"] = (
             f"the task is {task.type}: estimation needs a binary classifier" if
-            task.type == "multiclass" else "no score column (--proba)" if task.type == "binary"
+            task.type == "multiclass" else "no score column (proba=)" if task.type == "binary"
             else "needs a labeled reference with predictions")
     if task.type != "binary":
         out["fairness"] = f"the task is {task.type}: fairness needs a binary classifier"
     elif not task.attributes:
-        out["fairness"] = "no sensitive column (--sensitive)"
+        out["fairness"] = "no sensitive column (sensitive=)"
     return out
 
 
@@ -168,7 +168,7 @@ def idle_reason(monitor: Monitor, schema: Schema, reference: Profile,
     if monitor.type == "throughput" and not schema.by_role(Role.TIMESTAMP):
         return "no timestamp column"
     if isinstance(monitor, ClientMonitor) and not reference.clients:
-        return f"no client column ({CLIENT} or --client)"
+        return f"no client column ({CLIENT} or client=)"
     return None
 
 
@@ -186,7 +186,8 @@ def split_budget(monitors: list[Monitor], budget: float, weights: dict[str, floa
     present = {m.family for m in running}
     total = sum(weights.get(f, 0.0) for f in present)
     if present and total <= 0:
-        raise SuiteError("budget", "the families that can run all have weight 0")
+        raise SuiteError("budget_weights", "the families that can run all have weight 0; "
+                         "give at least one of them a weight > 0")
     out: dict[str, float] = {}
     for family in sorted(present, key=FAMILIES.index):
         out[family] = budget * weights.get(family, 0.0) / total
@@ -203,17 +204,19 @@ def split_budget(monitors: list[Monitor], budget: float, weights: dict[str, floa
     return out
 
 
-def family_weights(weights: dict[str, float] | None) -> dict[str, float]:
+def family_weights(weights: dict[str, float] | None,
+                   field: str = "budget_weights") -> dict[str, float]:
     """Every family's weight: the defaults, overridden by ``weights``; unknown families
-    and negative weights are errors."""
+    and negative weights are errors naming ``field``: the parameter (``budget_weights``)
+    or, with ``field="budget"``, the suite file's ``budget.FAMILY``."""
     out = dict(DEFAULT_WEIGHTS)
     for family, value in (weights or {}).items():
+        where, what = (f"{field}.{family}", "") if field == "budget" else (field, f"{family!r}: ")
         if family not in FAMILIES:
-            raise SuiteError(f"budget.{family}",
-                             f"not a monitor family; one of {', '.join(FAMILIES)}")
+            raise SuiteError(where, f"{what}not a monitor family; one of {', '.join(FAMILIES)}")
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
                 math.isfinite(value) and value >= 0):
-            raise SuiteError(f"budget.{family}", f"must be a number ≥ 0, got {value!r}")
+            raise SuiteError(where, f"{what}must be a number ≥ 0, got {value!r}")
         out[family] = float(value)
     return out
 
@@ -352,9 +355,11 @@ class Suite:
         if labels is not None:
             table, result.unmatched_labels = join_labels(table, labels, assert_task(task))
         if sum(x is not None for x in (window_rows, window, window_by)) > 1:
-            raise SuiteError("window", "give one of a row count, a time window or a column")
+            raise SuiteError("window", "give one of window_rows=, window= or window_by=, "
+                                       "not several")
         if tz is not None and window is None:
-            raise SuiteError("tz", "a time zone applies to time windows (--window)")
+            raise SuiteError("tz", "a time zone applies to time windows only; give window= "
+                                   "too, or drop tz=")
         if window_by is not None:
             windows = group_windows(table, window_by)
         elif window is not None:
@@ -362,8 +367,8 @@ class Suite:
             stamps = self.schema.by_role(Role.TIMESTAMP)
             if not stamps:
                 raise SuiteError(
-                    "window", "time windows need a timestamp column; re-run init with "
-                    "--timestamp COLUMN, or use --window-rows"
+                    "window", "time windows need a timestamp column; re-run init() with "
+                    "timestamp=COLUMN, or use window_rows="
                 )
             windows = time_windows(table, stamps[0].name, length, tz)
         else:
@@ -420,7 +425,7 @@ class Suite:
         """Read and validate a suite file; errors name the field that is wrong."""
         p = Path(path)
         if not p.exists():
-            raise SuiteError("suite", f"{p}: no such file (create one with `watchkeeper init`)")
+            raise SuiteError("path", f"{p}: no such file; create one with init()")
         suite = cls.from_dict(suitefile.parse(p.read_text(encoding="utf-8"), str(p)), str(p))
         suite.path = str(p)
         return suite
@@ -477,8 +482,8 @@ def _expected_from_inputs(found: list[Finding], estimated: dict[str, Any]) -> No
 
 def assert_task(task: Task | None) -> Task:
     if task is None or task.target is None or task.id is None:
-        raise SuiteError("task", "labels need a suite with a target and an id column; "
-                         "re-run init with --target and --id")
+        raise SuiteError("labels", "need a suite with a target and an id column; "
+                         "re-run init() with target= and id=")
     return task
 
 
@@ -534,7 +539,7 @@ def _column_from_fields(f: suitefile.Fields, name: str) -> Column:
 
 def _weights_from_fields(top: suitefile.Fields) -> dict[str, float]:
     try:
-        return family_weights(top.mapping("budget", {}).data)
+        return family_weights(top.mapping("budget", {}).data, "budget")
     except SuiteError as exc:
         raise SuiteError(exc.field, exc.problem, top.source) from None
 
@@ -581,13 +586,18 @@ def _monitor_from_fields(f: suitefile.Fields, schema: Schema) -> Monitor:
     unknown = set(f.data) - {"type", "column", "alpha", "enabled", "calibration", *cls.params}
     if unknown:
         raise f.error(sorted(unknown)[0], f"unknown field for a {cls.type} monitor")
-    return cls(
+    monitor = cls(
         column,
         alpha=f.number("alpha", 0.01, 0.0, 1.0, open_interval=True),
         enabled=f.flag("enabled", True),
         calibration=f.mapping("calibration", {}).data,
         **params,
     )
+    try:
+        monitor.bind(schema)  # a monitor of a task the suite lacks, say
+    except SuiteError as exc:
+        raise SuiteError(f.path, f"{monitor.id} {exc.problem}", f.source) from None
+    return monitor
 
 
 def _profile_from_fields(f: suitefile.Fields, schema: Schema) -> Profile:
@@ -647,7 +657,7 @@ def init(
         raise SuiteError("budget", f"must be in (0, 1), got {budget!r}")
     weights = family_weights(budget_weights)
     source = str(reference) if isinstance(reference, (str, os.PathLike)) else None
-    table: pa.Table = to_table(reference)
+    table: pa.Table = to_table(reference, "reference")
     schema = infer_schema(table, target=target, prediction=prediction, proba=proba, id=id,
                           timestamp=timestamp, client=client, sensitive=sensitive,
                           ignore=ignore, pii=pii, not_pii=not_pii, bins=bins)

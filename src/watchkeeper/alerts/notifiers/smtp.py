@@ -26,7 +26,7 @@ username='wk', password='***', starttls=True)
                  username: str | None = None, password: str | None = None,
                  starttls: bool = False, *, use_ssl: bool = False, timeout: float = 10.0) -> None:
         if not recipients:
-            raise ValueError("EmailNotifier needs at least one recipient")
+            raise ValueError("recipients: EmailNotifier needs at least one address")
         self.host, self.port, self.sender = host, port, sender
         self.recipients = list(recipients)
         self.username, self.password = username, password
