@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard test-fast lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest clean
+.PHONY: run test test-dashboard test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,8 @@ run: $(VENV)/.installed
 	@echo "JSON result (findings, metrics, fairness per window): out/acs_employment_check.json"
 	@echo "HTML report (open in a browser; works offline): out/acs_employment_report.html"
 
-## Every test, slow ones included (as CI runs them).
-test: $(VENV)/.installed-dev
+## Every test, slow ones included (as CI runs them), and the packaging smoke test.
+test: $(VENV)/.installed-dev test-packaging
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
@@ -44,6 +44,13 @@ test: $(VENV)/.installed-dev
 ## The dashboard in headless Chromium (Debian's /usr/bin/chromium: apt-get install chromium).
 test-dashboard: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest tests/test_dashboard.py
+
+## The package as users get it: the wheel holds every file of src/watchkeeper; installed
+## WITHOUT extras in a fresh venv (temporary directory), it imports and runs init, check and
+## report on a CSV (~35 s of CPU; the first run fetches the base dependencies into
+## .venv/wheelhouse, later runs need no network).
+test-packaging: $(VENV)/.installed-dev
+	.ci/test-packaging $(BIN)/python
 
 ## Skip the tests marked slow.
 test-fast: $(VENV)/.installed-dev
