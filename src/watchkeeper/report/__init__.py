@@ -40,16 +40,16 @@ def render(result: Mapping[str, Any], *, title: str = "watchkeeper report",
     if not incidents and isinstance(result.get("incidents"), list):
         incidents = [i for i in result["incidents"] if isinstance(i, Mapping)]
     parts = [
-        ("summary", "Windows", sections.summary(windows)),
-        ("incidents", "Incidents", sections.incidents(incidents)),
-        ("findings", "Findings", sections.findings(windows)),
-        ("performance", "Performance", sections.performance(windows)),
-        ("drift", "Drift", sections.drift(windows)),
-        ("fairness", "Fairness", sections.fairness(windows)),
-        ("security", "Security", sections.security(windows)),
+        ("summary", "Windows", sections.summary.render(windows)),
+        ("incidents", "Incidents", sections.incidents.render(incidents)),
+        ("findings", "Findings", sections.findings.render(windows)),
+        ("performance", "Performance", sections.performance.render(windows)),
+        ("drift", "Drift", sections.drift.render(windows)),
+        ("fairness", "Fairness", sections.fairness.render(windows)),
+        ("security", "Security", sections.security.render(windows)),
     ]
     nav = [(anchor, text) for anchor, text, html in parts if html]
-    body = sections.header(title, result, windows, incidents, generated, nav)
+    body = sections.header.render(title, result, windows, incidents, generated, nav)
     body += "".join(html for _, _, html in parts)
     body += ('<footer>Made by watchkeeper from the check result of suite '
              f"{escape(result.get('suite') or '?')}.</footer>\n")
