@@ -262,6 +262,7 @@ def infer_schema(
             continue  # service signals (latency, errors, caller, time): see service.py
         column = table.column(name)
         kind, kind_note = _infer_kind(name, column, table.num_rows)
+        role_note: str | None
         if name in explicit:
             role, role_note = explicit[name], "given"
             if role == Role.TIMESTAMP and kind != Kind.DATETIME:

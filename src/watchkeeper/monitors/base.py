@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -147,6 +148,12 @@ class Monitor:
         return self.schema.columns[self.column]
 
     @property
+    def column_name(self) -> str:
+        """The column of a monitor of one column (drift, quality…; not the model's)."""
+        assert self.column is not None, f"{self.type} monitors a column"
+        return self.column
+
+    @property
     def id(self) -> str:
         return f"{self.type}:{self.column}" if self.column else self.type
 
@@ -229,7 +236,7 @@ def monitor_types() -> dict[str, type[Monitor]]:
     return dict(_REGISTRY)
 
 
-def absent(window: Profile, columns: list[str | None]) -> list[str]:
+def absent(window: Profile, columns: Sequence[str | None]) -> list[str]:
     """The named columns that no row of a non-empty window carries (a model output that
     went missing: what is computed from it cannot be judged)."""
     return [c for c in columns if c and window.rows

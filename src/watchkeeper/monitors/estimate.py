@@ -39,7 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from watchkeeper.baseline.estimators import BinnedInputs, base_calibration, out_of_fold_positive
+from watchkeeper.baseline.estimators import (
+    BaseCalibration,
+    BinnedInputs,
+    base_calibration,
+    out_of_fold_positive,
+)
 from watchkeeper.baseline.schema import Role
 from watchkeeper.baseline.task import (
     PERFORMANCE,
@@ -132,18 +137,17 @@ class EstimatedPerformance(DropMonitor):
             return
         model = task.label_model
         found = (base_calibration(row_codes(reference.table, task), task.n_score_bins)
-                 if model is None else
-                 {"cells": model.base, "method": model.method, "test": model.test})
-        method = found["method"] + "; " + (
+                 if model is None else BaseCalibration(model.base, model.method, model.test))
+        method = found.method + "; " + (
             f"label model: {model.trees.trees} boosted trees on the inputs correct it per row"
             if model is not None else "no label model (fewer than 1,000 labeled rows)")
         self.calibration = {
             "method": method + "; expected confusion matrix per window; per-row sd from "
                                "resampled reference windows",
-            "calibration": [[float(a), float(b)] for a, b in found["cells"]],
+            "calibration": [[float(a), float(b)] for a, b in found.cells],
         }
-        if found["test"] is not None:
-            self.calibration["calibration_test"] = dict(found["test"])
+        if found.test is not None:
+            self.calibration["calibration_test"] = dict(found.test)
         reference_estimate = self._estimate(reference.profile.joint)
         names = [k for k in ESTIMATED if np.isfinite(reference_estimate.get(k, np.nan))]
         rows = np.arange(reference.table.num_rows)

@@ -104,6 +104,8 @@ class RateMonitor(Monitor):
         return self.events(column)
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
+        if self.column is None:
+            return []
         current = window.columns.get(self.column)
         ref = reference.columns.get(self.column)
         if current is None or ref is None:

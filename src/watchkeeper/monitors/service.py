@@ -54,10 +54,10 @@ class Latency(Monitor):
         if severity is None:
             return []
         name = f"p{round(q * 100):d}"
+        quantiles: dict[str, Any] = {k: latency_quantile(hist, v) for k, v in QUANTILES.items()}
         f = self.finding(value, slo, severity,
                          f"latency {name} {value:.1f} ms over the {slo:g} ms objective",
-                         rows=int(hist.sum()), **{k: latency_quantile(hist, v)
-                                                  for k, v in QUANTILES.items()})
+                         rows=int(hist.sum()), **quantiles)
         f.metric = f"latency_{name}"
         return [f]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from watchkeeper.report.html import escape
 
@@ -21,7 +22,7 @@ class Series:
     css: str  # class giving colour and dash: "realised", "estimated", ...
 
 
-def finite(x: object) -> bool:
+def finite(x: object) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -137,9 +138,9 @@ def line_chart(labels: Sequence[str], series: Sequence[Series], *,
                 out.append(f'<polyline class="line line-{s.css}" points="{points}"/>')
         for i, v in enumerate(s.values):
             if finite(v):
-                out.append(f'<circle class="pt pt-{s.css}" cx="{x(i):.1f}" cy="{y(v):.1f}" '  # type: ignore[arg-type]
+                out.append(f'<circle class="pt pt-{s.css}" cx="{x(i):.1f}" cy="{y(v):.1f}" '
                            f'r="3"><title>{escape(labels[i])}: {escape(s.name)} '
-                           f'{tick_text(v, percent)}</title></circle>')  # type: ignore[arg-type]
+                           f'{tick_text(v, percent)}</title></circle>')
     out.append("</svg>")
     return "".join(out)
 
@@ -295,7 +296,7 @@ def sparkline(labels: Sequence[str], values: Sequence[float | None],
         if not finite(v):
             continue
         limit = limits[i]
-        past = finite(limit) and v > limit  # type: ignore[operator]
+        past = finite(limit) and v > limit
         tip = f"{labels[i] if i < len(labels) else i + 1}: {name} {v:.3g}" + (
             f" (threshold {limit:.3g})" if finite(limit) else "")
         out.append(f'<circle class="spark-pt{" past" if past else ""}" cx="{x(i):.1f}" '

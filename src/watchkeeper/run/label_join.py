@@ -305,7 +305,8 @@ class StoredLabelJoin:
         """The new records (parts of dicts id, start, version, codes, label, made as they
         are read) and the labels joined to stored ones since the last call, for the store;
         forgets them here."""
-        parts = [self._rows(start, ids, codes) for start, ids, codes
+        parts: list[Iterable[dict[str, Any]]] = [
+            self._rows(start, ids, codes) for start, ids, codes
                  in zip(self.starts, self.pending.ids, self.pending.codes, strict=True)]
         labels = [(k, _stored(v)) for k, v in self.joined.items()]
         self.pending, self.starts, self.joined = LabelJoin(self.task), [], {}
