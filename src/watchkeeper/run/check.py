@@ -520,10 +520,10 @@ class CheckResult:
         windows = []
         for i, w in enumerate(self.windows):
             doc = w.to_dict()
-            for f, out in zip(w.findings, doc["findings"], strict=True):
+            for f, finding in zip(w.findings, doc["findings"], strict=True):
                 alert = tracked.alert_of(i, f)
                 if alert is not None:
-                    out["alert"] = alert
+                    finding["alert"] = alert
             windows.append(doc)
         out: dict[str, Any] = {"suite": self.suite, "windows": windows,
                                "incidents": tracked.views}

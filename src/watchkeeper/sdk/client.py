@@ -141,9 +141,9 @@ class Client:
         if names is not None and (not all(isinstance(n, str) and n for n in names)
                                   or len(set(names)) != len(names)):
             raise ValueError("feature_names must be distinct non-empty strings")
-        for label, value in (("prediction", prediction), ("proba", proba), ("id", id),
-                             ("target", target)):
-            if value is not None and (not isinstance(value, str) or not value):
+        for label, column in (("prediction", prediction), ("proba", proba), ("id", id),
+                              ("target", target)):
+            if column is not None and (not isinstance(column, str) or not column):
                 raise ValueError(f"{label} must be a column name (a non-empty string)")
         self.sink = sink
         self.columns = Columns(names, prediction, proba, id)

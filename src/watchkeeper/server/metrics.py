@@ -80,10 +80,10 @@ class HubCollector(Collector):
                 latest = max(closed, key=lambda w: w.key)
                 rows.add_metric([model], latest.profile.rows)
                 for f in latest.result.findings:  # type: ignore[union-attr]
-                    key = [model, f.monitor, f.column or "", f.metric or "", f.segment or ""]
-                    value.add_metric(key, f.value)
-                    threshold.add_metric(key, f.threshold)
-                    alert.add_metric(key, _STATE[f.severity.value])
+                    names = [model, f.monitor, f.column or "", f.metric or "", f.segment or ""]
+                    value.add_metric(names, f.value)
+                    threshold.add_metric(names, f.threshold)
+                    alert.add_metric(names, _STATE[f.severity.value])
             late.add_metric([model], sum(live.counters["late_rows"] for live in lives))
             bad_ts.add_metric([model], sum(live.counters["bad_timestamps"] for live in lives))
             unmatched.add_metric([model], counters.get(f"unmatched_labels:{model}", 0))
