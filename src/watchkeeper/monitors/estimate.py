@@ -52,6 +52,7 @@ from watchkeeper.baseline.task import (
     REGRESSION_ESTIMATE,
     RowCodes,
     Task,
+    TaskType,
     row_codes,
     tally,
 )
@@ -101,7 +102,7 @@ class EstimatedPerformance(DropMonitor):
     family = "estimated_performance"
 
     def _estimate(self, joint: dict[str, np.ndarray]) -> dict[str, float]:
-        if self.task.type == "regression":
+        if self.task.type == TaskType.REGRESSION:
             sums = joint.get(REGRESSION_ESTIMATE)
             if sums is None or sums[0] <= 0:
                 return {}
@@ -125,11 +126,11 @@ class EstimatedPerformance(DropMonitor):
 
     def calibrate(self, reference: ReferenceData) -> None:
         task = self.task
-        if task.type == "regression":
+        if task.type == TaskType.REGRESSION:
             self._calibrate_regression(reference)
             return
         t = reference.profile.joint.get(PERFORMANCE)
-        if task.type != "binary" or t is None or not task.score_edges:
+        if task.type != TaskType.BINARY or t is None or not task.score_edges:
             self.calibration = {"skipped": "needs a binary classifier's score column"}
             return
         if t[:, :2, :2].sum() < 2:
@@ -219,7 +220,7 @@ class EstimatedPerformance(DropMonitor):
         estimate = self._estimate(window.joint)
         if not estimate:
             return {}
-        if self.task.type == "regression":
+        if self.task.type == TaskType.REGRESSION:
             return self._with_error({"estimated": estimate}, window, estimate)
         bands, sampling = self._bands(window, estimate)
         out: dict[str, Any] = {"estimated": estimate, "estimated_band": bands,
@@ -256,7 +257,7 @@ class EstimatedPerformance(DropMonitor):
         estimate = self._estimate(window.joint)
         if not estimate or "reference" not in self.calibration:
             return []
-        if self.task.type == "regression":
+        if self.task.type == TaskType.REGRESSION:
             return self.compare(estimate, window.rows, "estimated")
         return self.judge(window, estimate, self._bands(window, estimate)[0])
 

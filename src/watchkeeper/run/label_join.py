@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.baseline.task import RowCodes, Task, fairness_key, label_codes, tally
+from watchkeeper.baseline.task import RowCodes, Task, TaskType, fairness_key, label_codes, tally
 from watchkeeper.errors import DataError
 from watchkeeper.io.tables import did_you_mean, to_table
 from watchkeeper.io.values import numbers_with_nan
@@ -202,7 +202,8 @@ def id_keys(ids: Any) -> np.ndarray:
 def codes_layout(task: Task) -> tuple[list[str], int, bool]:
     """What a packed prediction record holds after score bin, score and prediction: the
     group codes (by name), the expected-error columns, whether P(positive)."""
-    groups = sorted(fairness_key(g) for g in task.groupings()) if task.type == "binary" else []
+    groups = (sorted(fairness_key(g) for g in task.groupings())
+              if task.type == TaskType.BINARY else [])
     return groups, 2 if task.loss_model is not None else 0, task.label_model is not None
 
 
