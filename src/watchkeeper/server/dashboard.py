@@ -399,9 +399,9 @@ def add_dashboard(app: FastAPI, hub: Hub, tokens: Tokens,
             headers = {**SECURITY_HEADERS, "Retry-After": str(seconds)}
             if scripted:
                 return JSONResponse({"detail": message}, status_code=429, headers=headers)
-            page = login_page("/dashboard", message.capitalize() + ".", status=429)
-            page.headers["Retry-After"] = str(seconds)
-            return page
+            refusal = login_page("/dashboard", message.capitalize() + ".", status=429)
+            refusal.headers["Retry-After"] = str(seconds)
+            return refusal
         raw = await login_body(request)
         if raw is None:
             return JSONResponse({"detail": f"a login body is at most {LOGIN_BODY} bytes"},
