@@ -16,15 +16,22 @@ from watchkeeper.errors import SuiteError
 from watchkeeper.io.tables import did_you_mean
 from watchkeeper.profiles.core import Profile
 
-FAMILIES = (
-    "quality",
-    "drift",
-    "performance",
-    "estimated_performance",
-    "fairness",
-    "service",
-    "security",
-)
+
+class Family(StrEnum):
+    """A monitor's family: what it watches, and the unit the alert budget is shared by.
+    Its value is what findings, alerts and the suite file's ``budget`` spell."""
+
+    QUALITY = "quality"
+    DRIFT = "drift"
+    PERFORMANCE = "performance"
+    ESTIMATED_PERFORMANCE = "estimated_performance"
+    FAIRNESS = "fairness"
+    SERVICE = "service"
+    SECURITY = "security"
+
+
+#: Every family's name, in report order.
+FAMILIES: tuple[str, ...] = tuple(f.value for f in Family)
 
 
 class Severity(StrEnum):
@@ -105,7 +112,7 @@ class Monitor:
     """
 
     type: ClassVar[str]
-    family: ClassVar[str]
+    family: ClassVar[Family]
     #: Whether the monitor can raise false alerts and so takes a share of the alert budget.
     calibrated: ClassVar[bool] = True
     #: Tunable parameters and their defaults; saved in the suite file.
@@ -197,7 +204,7 @@ class Monitor:
     ) -> Finding:
         return Finding(
             monitor=monitor or self.type,
-            family=self.family,
+            family=str(self.family),  # a plain str (also for a subclass that sets one)
             column=self.column,
             value=float(value),
             threshold=float(threshold),

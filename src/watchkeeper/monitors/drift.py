@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from watchkeeper.baseline.schema import Kind
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, absent, severity_for
+from watchkeeper.monitors.base import Family, Finding, Monitor, ReferenceData, absent, severity_for
 from watchkeeper.profiles.core import Profile, bin_codes
 from watchkeeper.stats.calibration import NullFit, chunk_overdispersion, fit_binned_null
 from watchkeeper.stats.distance import js_distance, psi, wasserstein_binned
@@ -38,7 +38,7 @@ class FeatureDrift(Monitor):
     """
 
     type = "feature_drift"
-    family = "drift"
+    family = Family.DRIFT
     params: ClassVar[dict[str, Any]] = {"min_effect": 0.05, "critical_effect": 0.1, "min_rows": 30}
 
     # -- calibration -------------------------------------------------------------------

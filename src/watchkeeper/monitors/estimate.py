@@ -56,7 +56,7 @@ from watchkeeper.baseline.task import (
     row_codes,
     tally,
 )
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData
+from watchkeeper.monitors.base import Family, Finding, Monitor, ReferenceData
 from watchkeeper.monitors.performance import (
     LOWER_IS_BETTER,
     DropMonitor,
@@ -99,7 +99,7 @@ class EstimatedPerformance(DropMonitor):
     for windows whose labels are not in yet."""
 
     type = "estimated_performance"
-    family = "estimated_performance"
+    family = Family.ESTIMATED_PERFORMANCE
 
     def _estimate(self, joint: dict[str, np.ndarray]) -> dict[str, float]:
         if self.task.type == TaskType.REGRESSION:

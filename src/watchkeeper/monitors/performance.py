@@ -23,6 +23,7 @@ from watchkeeper.baseline.task import (
     tally,
 )
 from watchkeeper.monitors.base import (
+    Family,
     Finding,
     Monitor,
     ReferenceData,
@@ -170,7 +171,7 @@ class RealisedPerformance(DropMonitor):
     """Realised model performance on the labeled rows of a window, against the reference."""
 
     type = "performance"
-    family = "performance"
+    family = Family.PERFORMANCE
 
     def calibrate(self, reference: ReferenceData) -> None:
         task = self.task
@@ -231,7 +232,7 @@ class LabelCoverage(Monitor):
     """
 
     type = "label_coverage"
-    family = "performance"
+    family = Family.PERFORMANCE
     calibrated = False
     params: ClassVar[dict[str, Any]] = {"min_coverage": 0.5, "delay_windows": 1}
 

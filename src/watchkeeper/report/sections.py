@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from watchkeeper.monitors.base import FAMILIES
 from watchkeeper.monitors.performance import COUNTS
 from watchkeeper.report.html import (
     SEVERITIES,
@@ -30,9 +31,8 @@ from watchkeeper.report.svg import (
     line_chart,
     sparkline,
 )
+from watchkeeper.run.check import WindowStatus
 
-FAMILIES = ("quality", "drift", "performance", "estimated_performance", "fairness", "service",
-            "security")
 FAMILY_TITLES = {"quality": "Data quality", "drift": "Drift", "performance": "Performance",
                  "estimated_performance": "Estimated performance", "fairness": "Fairness",
                  "service": "Service", "security": "Security"}
@@ -254,7 +254,7 @@ def _verdict(w: WindowView) -> str:
     for u in w.not_evaluated:
         reasons.setdefault(str(u.get("reason") or "?"), []).append(str(u.get("monitor")))
     note = "; ".join(f"{', '.join(sorted(set(ms)))} ({r})" for r, ms in reasons.items())
-    text = "not evaluated" if w.status == "not_evaluated" else "ok, partly"
+    text = "not evaluated" if w.status == WindowStatus.NOT_EVALUATED else "ok, partly"
     return badge("muted", text) + f'<span class="sub">not evaluated: {escape(note)}</span>'
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from watchkeeper.monitors.base import Finding, Severity
 from watchkeeper.report.html import window_label
-from watchkeeper.run.check import CheckResult, Tracked, WindowResult
+from watchkeeper.run.check import CheckResult, Tracked, WindowResult, WindowStatus
 
 
 def check_text(result: CheckResult) -> str:
@@ -164,11 +164,11 @@ def _status_text(w: WindowResult) -> str:
     """A window's verdict: its findings, and what could not be judged and why."""
     unjudged = w.unjudged_text()
     alerting = sum(f.severity.rank >= Severity.WARNING.rank for f in w.findings)
-    if w.status == "alert":
+    if w.status == WindowStatus.ALERT:
         text = f"{alerting} finding(s)"
         return text + (f"; not evaluated: {unjudged}" if unjudged else "")
-    if w.status == "not_evaluated":
+    if w.status == WindowStatus.NOT_EVALUATED:
         return f"not evaluated: {unjudged}"
-    if w.status == "partly_evaluated":
+    if w.status == WindowStatus.PARTLY_EVALUATED:
         return f"ok; not evaluated: {unjudged}"
     return "ok"
