@@ -113,8 +113,9 @@ def line_chart(labels: Sequence[str], series: Sequence[Series], *,
                        f'text-anchor="middle">{escape(short(text))}</text>')
     # band: one polygon per run of windows that have it
     for run in _runs([bool(b and finite(b[0]) and finite(b[1])) for b in band]):
-        upper = [f"{x(i):.1f},{y(band[i][1]):.1f}" for i in run]  # type: ignore[index]
-        lower = [f"{x(i):.1f},{y(band[i][0]):.1f}" for i in reversed(run)]  # type: ignore[index]
+        spans = [(i, b) for i in run if (b := band[i]) is not None]  # all of the run
+        upper = [f"{x(i):.1f},{y(b[1]):.1f}" for i, b in spans]
+        lower = [f"{x(i):.1f},{y(b[0]):.1f}" for i, b in reversed(spans)]
         if len(run) == 1:
             i = run[0]
             b = band[i]
@@ -133,8 +134,8 @@ def line_chart(labels: Sequence[str], series: Sequence[Series], *,
         present = [finite(v) for v in s.values]
         for run in _runs(present):
             if len(run) > 1:
-                points = " ".join(f"{x(i):.1f},{y(s.values[i]):.1f}"  # type: ignore[arg-type]
-                                  for i in run)
+                points = " ".join(f"{x(i):.1f},{y(v):.1f}"
+                                  for i in run if finite(v := s.values[i]))  # all of the run
                 out.append(f'<polyline class="line line-{s.css}" points="{points}"/>')
         for i, v in enumerate(s.values):
             if finite(v):
@@ -285,8 +286,8 @@ def sparkline(labels: Sequence[str], values: Sequence[float | None],
     def line(series: Sequence[float | None], css: str) -> None:
         for run in _runs([finite(v) for v in series]):
             if len(run) > 1:
-                points = " ".join(f"{x(i):.1f},{y(series[i]):.1f}"  # type: ignore[arg-type]
-                                  for i in run)
+                points = " ".join(f"{x(i):.1f},{y(v):.1f}"
+                                  for i in run if finite(v := series[i]))  # all of the run
                 out.append(f'<polyline class="{css}" points="{points}"/>')
 
     limits = list(limits) + [None] * (n - len(limits))
