@@ -102,6 +102,9 @@ class Task:
     #: How init read the task (positive class, encodings), for its summary; not saved.
     notes: list[str] = field(default_factory=list, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        self.type = TaskType(self.type)  # also when given as its string ("binary")
+
     @property
     def positive(self) -> str | None:
         """The positive class of a binary task (the last of ``classes``)."""
