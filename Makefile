@@ -39,6 +39,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-dev test-packaging
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 ## The dashboard in headless Chromium (Debian's /usr/bin/chromium: apt-get install chromium).
@@ -60,6 +61,7 @@ test-fast: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 ## Benchmarks against peers (creates their own venvs; several minutes each).
 bench: bench-drift bench-cbpe bench-band bench-sdk bench-ingest

@@ -276,6 +276,7 @@ def deploy_command(suite_path: Path, model: str, server: str | None, store_url: 
     from watchkeeper.store import Store
     from watchkeeper.suite import file as suitefile
 
+    assert store_url is not None  # one of the two, checked above
     with Store(store_url) as store:
         previous = store.active_suite(model)
         version = store.add_suite(model, suite_path.read_text(encoding="utf-8"),
@@ -321,6 +322,7 @@ def incidents_command(server: str | None, store_url: str | None, model: str, sho
     if store_url is not None:
         doc = _stored_incidents(store_url, model, open_only=not show_all)
     else:
+        assert server is not None  # one of the two, checked above
         url = _model_url(server, model, "/incidents" + ("" if show_all else "?status=open"))
         doc = call("GET", url, token_env="WATCHKEEPER_READ_TOKEN")
     if fmt == "json":

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from watchkeeper.alerts import Alert, Incident
+from watchkeeper.monitors.base import Family
 
 DIAGNOSES = ("upstream data break", "abuse", "out-of-distribution inputs", "capacity/latency",
              "covariate drift", "fairness regression", "concept drift",
@@ -51,19 +52,19 @@ def _diagnosis(alerts: list[Alert]) -> str:
     families = {a.family for a in alerts}
     if monitors & {"missing_column", "type_change", "missing_rate", "invalid_rate"}:
         return "upstream data break"
-    if any(a.family == "security" and (a.segment or "").startswith("client=") for a in alerts):
+    if any(a.family == Family.SECURITY and (a.segment or "").startswith("client=") for a in alerts):
         return "abuse"
     if "ood_share" in monitors:
         return "out-of-distribution inputs"
-    if "service" in families:
+    if Family.SERVICE in families:
         return "capacity/latency"
     if "feature_drift" in monitors:  # inputs moved: group gaps and metrics follow from it
         return "covariate drift"
-    if "fairness" in families and _concentrated(alerts):
+    if Family.FAIRNESS in families and _concentrated(alerts):
         return "fairness regression"
     if "performance" in monitors:
         return "covariate drift" if _explained_by_inputs(alerts) else "concept drift"
-    if "fairness" in families:
+    if Family.FAIRNESS in families:
         return "fairness regression"
     if monitors & {"prediction_drift", "estimated_performance"}:
         return "prediction/calibration shift"
@@ -77,7 +78,7 @@ def _change(a: Alert) -> float:
 def _concentrated(alerts: list[Alert]) -> bool:
     """A group's gap moved at least twice as much as the model's overall accuracy: the
     change is about that group, not a change everyone shares (as concept drift is)."""
-    gap = max((_change(a) for a in alerts if a.family == "fairness"), default=0.0)
+    gap = max((_change(a) for a in alerts if a.family == Family.FAIRNESS), default=0.0)
     overall = max((_change(a) for a in alerts
                    if a.monitor == "performance" and a.metric == "accuracy"), default=0.0)
     return gap >= 2 * overall
@@ -113,12 +114,12 @@ def _causes(alerts: list[Alert], weights: dict[str, float]) -> list[Cause]:
         if a.segment:
             kind = "client" if a.segment.startswith("client=") else "segment"
             name, score = a.segment, abs(float(a.evidence.get("change", ratio)))
-        elif a.column and a.family in ("drift", "quality"):
+        elif a.column and a.family in (Family.DRIFT, Family.QUALITY):
             kind, name = "column", a.column
             score = ratio * (0.5 + weights.get(a.column, 0.0))
-            if a.family == "quality":
+            if a.family == Family.QUALITY:
                 score *= 10  # a break outranks the drift it causes
-        elif a.family == "service":
+        elif a.family == Family.SERVICE:
             kind, name, score = "service", a.metric or a.monitor, ratio
         else:
             continue
@@ -140,18 +141,18 @@ def _actions(diagnosis: str, alerts: list[Alert], causes: list[Cause]) -> list[s
 
     out: list[str] = []
     for a in sorted(alerts, key=lambda a: -(abs(a.value / a.threshold) if a.threshold else 0)):
-        if diagnosis == "upstream data break" and a.family == "quality":
+        if diagnosis == "upstream data break" and a.family == Family.QUALITY:
             out.append(f"{a.message} {since(a)}: check the upstream producer of "
                        f"{a.column}; do not retrain on this data")
-        elif diagnosis == "abuse" and a.family == "security" and a.segment:
+        elif diagnosis == "abuse" and a.family == Family.SECURITY and a.segment:
             out.append(f"rate-limit or block {a.segment}: {a.message}")
         elif diagnosis == "out-of-distribution inputs" and a.monitor == "ood_share":
             out.append(f"route out-of-distribution inputs to a fallback or to human review: "
                        f"{a.message}")
-        elif diagnosis == "capacity/latency" and a.family == "service":
+        elif diagnosis == "capacity/latency" and a.family == Family.SERVICE:
             out.append(f"{a.message} {since(a)}: scale out, or roll back the latest deploy; "
                        "check the error rate and the host's saturation")
-        elif diagnosis == "fairness regression" and a.family == "fairness":
+        elif diagnosis == "fairness regression" and a.family == Family.FAIRNESS:
             out.append(f"{a.message} {since(a)}: review how the model treats this group "
                        "(recent feature or threshold changes) before acting on its "
                        "predictions for it")

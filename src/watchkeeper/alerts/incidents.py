@@ -10,7 +10,7 @@ from typing import Any, Literal
 from watchkeeper.alerts.labels import required_time, to_time, utc
 from watchkeeper.alerts.lifecycle import Alert
 from watchkeeper.alerts.rules import GroupRule, Rules
-from watchkeeper.monitors.base import Severity
+from watchkeeper.monitors.base import Family, Severity
 
 Status = Literal["open", "updated", "resolved"]
 _OUTCOME = {"prediction_drift", "performance", "estimated_performance", "fairness"}
@@ -82,12 +82,12 @@ class Incident:
             others = sorted(set(monitors) - _DRIFT)
             return (f"{len(drifted)} columns drifted together from window {began}"
                     + (f" (with {', '.join(others)})" if others else ""))
-        if all(a.family == "service" or a.monitor == "volume" for a in alerts):
+        if all(a.family == Family.SERVICE or a.monitor == "volume" for a in alerts):
             return "service: " + ", ".join(monitors)
         if len(columns) == 1 and None not in columns:
             return f"{columns.pop()}: " + ", ".join(monitors)
         segments = {a.segment for a in alerts}
-        if all(a.family == "security" for a in alerts) and len(segments) == 1:
+        if all(a.family == Family.SECURITY for a in alerts) and len(segments) == 1:
             return f"security on {segments.pop()}: " + ", ".join(monitors)
         return ", ".join(monitors)
 

@@ -134,7 +134,7 @@ class GroupRule:
         return (a_left and b_right) or (b_left and a_right)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {"name": self.name, "left": dict(self.left),
+        out: dict[str, Any] = {"name": self.name, "left": dict(self.left),
                "right": None if self.right is None else dict(self.right),
                "equal": list(self.equal)}
         if self.same_window:

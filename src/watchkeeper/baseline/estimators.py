@@ -14,7 +14,7 @@ tally holds their sums before any label arrives:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +40,26 @@ LABEL_MODEL_SCORE_BINS = 20
 PROBABILITY_GRID = 2.0 ** 20
 #: The scores are used as they are unless the calibration test rejects them at this level.
 CALIBRATION_TEST_ALPHA = 0.05
+
+
+class CalibrationTest(TypedDict):
+    """The calibration test of the reference's scores, as the suite file records it
+    (``task.label_model.calibration_test``) and the performance-estimate monitor reports it."""
+
+    statistic: float | None  # None when not finite
+    df: int
+    p_value: float
+    alpha: float
+
+
+@dataclass(frozen=True)
+class BaseCalibration:
+    """What :func:`base_calibration` finds: P(positive | score bin, predicted class), how
+    it was obtained, and the calibration test (None if the scores cannot be probabilities)."""
+
+    cells: np.ndarray  # (score bins, 2)
+    method: str
+    test: CalibrationTest | None
 
 
 @dataclass
@@ -105,16 +125,19 @@ class LossModel(BinnedInputs):
 
     @classmethod
     def fit(cls, table: pa.Table, task: Task, inputs: dict[str, Any]) -> LossModel | None:
-        """``inputs`` maps column → numeric bin edges (a list) or category levels (a tuple)."""
-        y = numbers_with_nan(table.column(task.target))
-        pred = numbers_with_nan(table.column(task.prediction))
+        """``inputs`` maps column → numeric bin edges (a list) or category levels (a tuple);
+        the task has a target and a prediction."""
+        target, prediction = task.target, task.prediction
+        assert target is not None and prediction is not None  # the caller checks both
+        y = numbers_with_nan(table.column(target))
+        pred = numbers_with_nan(table.column(prediction))
         ok = np.flatnonzero(np.isfinite(y) & np.isfinite(pred))
         if ok.size < 50:
             return None
         ok = ok[:: max(1, ok.size // LOSS_MODEL_ROWS)]
 
         edges, levels = cls.split_inputs(inputs)
-        edges[task.prediction] = plan_numeric(pred[np.isfinite(pred)], 10)[1:-1]
+        edges[prediction] = plan_numeric(pred[np.isfinite(pred)], 10)[1:-1]
         model = cls(edges, levels, [0.0, 0.0], {})
         sub = table.take(pa.array(ok))
         names = model.names
@@ -151,7 +174,7 @@ class LossModel(BinnedInputs):
 
 
 
-def base_calibration(codes: RowCodes, n_score_bins: int) -> dict[str, Any]:
+def base_calibration(codes: RowCodes, n_score_bins: int) -> BaseCalibration:
     """P(positive | score bin, predicted class) from the labeled reference rows.
 
     The scores are kept as they are (their mean per cell) when a calibration test on the
@@ -175,21 +198,20 @@ def base_calibration(codes: RowCodes, n_score_bins: int) -> dict[str, Any]:
     method = "isotonic calibration of score bins per predicted class on the labeled reference"
     scored = ok & np.isfinite(codes.score)
     score = codes.score[scored]
-    test = None
+    test: CalibrationTest | None = None
     if score.size and score.min() >= 0.0 and score.max() <= 1.0:
         rows, sums = per_cell(scored), per_cell(scored, score)
-        test = calibration_test(per_cell(scored, positive[scored]), sums,
-                                per_cell(scored, score * (1 - score)), rows)
-        if test["p_value"] >= CALIBRATION_TEST_ALPHA:
+        found = calibration_test(per_cell(scored, positive[scored]), sums,
+                                 per_cell(scored, score * (1 - score)), rows)
+        if found["p_value"] >= CALIBRATION_TEST_ALPHA:
             cells = score_means(sums, rows)
             method = ("scores used as they are (the calibration test on the labeled reference "
                       "does not reject them): mean score per bin and predicted class")
-    if test is not None:  # as the suite file records it
-        statistic = float(test["statistic"])
+        statistic = float(found["statistic"])  # as the suite file records it
         test = {"statistic": round(statistic, 3) if np.isfinite(statistic) else None,
-                "df": int(test["df"]), "p_value": round(float(test["p_value"]), 6),
+                "df": int(found["df"]), "p_value": round(float(found["p_value"]), 6),
                 "alpha": CALIBRATION_TEST_ALPHA}
-    return {"cells": np.round(cells, 6), "method": method, "test": test}
+    return BaseCalibration(np.round(cells, 6), method, test)
 
 
 @dataclass
@@ -207,7 +229,7 @@ class LabelModel(BinnedInputs):
     base: np.ndarray  # (score bins, 2): P(positive | score bin, predicted class)
     trees: ObliviousBoosting
     method: str = ""
-    test: dict[str, Any] | None = None  # the calibration test, as base_calibration gives it
+    test: CalibrationTest | None = None  # the calibration test, as base_calibration gives it
     #: log-odds shift per predicted class, so that on the reference the model's mean
     #: P(right) equals the calibrated score's (see ``intercept``)
     offset: list[float] = field(default_factory=lambda: [0.0, 0.0])
@@ -247,8 +269,8 @@ class LabelModel(BinnedInputs):
             return None
         found = base_calibration(codes, task.n_score_bins)
         edges, levels = cls.split_inputs(inputs)
-        model = cls(edges, levels, found["cells"], ObliviousBoosting.empty(0), found["method"],
-                    found["test"])
+        model = cls(edges, levels, found.cells, ObliviousBoosting.empty(0), found.method,
+                    found.test)
         rows = labeled[:: max(1, -(-labeled.size // LABEL_MODEL_ROWS))]
         sub = codes.take(rows)
         x = np.column_stack(model._input_codes(table.take(pa.array(rows)), sub.score_bin,
@@ -286,7 +308,8 @@ class LabelModel(BinnedInputs):
             trees=ObliviousBoosting.from_dict(d["trees"]),
             method=str(d.get("method", "")),
             offset=[float(v) for v in d.get("offset", [0.0, 0.0])],
-            test=dict(d["calibration_test"]) if d.get("calibration_test") else None,
+            test=(cast(CalibrationTest, dict(d["calibration_test"]))
+                  if d.get("calibration_test") else None),
         )
         model._validate()
         return model
@@ -339,6 +362,6 @@ def out_of_fold_positive(table: pa.Table, codes: RowCodes, task: Task,
         if model is not None:
             out[part] = model.predict(table.take(pa.array(part)), scored.score_bin, scored.pred)
         else:
-            cells = base_calibration(fitted, task.n_score_bins)["cells"]
+            cells = base_calibration(fitted, task.n_score_bins).cells
             out[part] = cells[scored.score_bin, scored.pred]
     return out

@@ -181,6 +181,7 @@ class SecurityModel:
             for name in self.numeric:
                 h = _mix(h ^ _rounded(self._column(table, name, aligned)).view(np.uint64))
             for column in self._codes(table):
+                assert column is not None  # `only` not given: every column is coded
                 h = _mix(h ^ column.astype(np.uint64))
         return h
 
@@ -208,7 +209,7 @@ class SecurityModel:
         k = len(names)
         rows = np.bincount(idx, minlength=k)
         ood_n = np.bincount(idx, weights=ood, minlength=k)
-        near = np.zeros(k)
+        near: np.ndarray = np.zeros(k)
         if self.proba and self.proba in table.column_names and self.boundary_width > 0:
             p = numbers_with_nan(table.column(self.proba))
             near = np.bincount(idx, weights=np.abs(p - self.boundary) < self.boundary_width,

@@ -4,7 +4,7 @@ plan (:mod:`watchkeeper.baseline.binning`)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -108,7 +108,7 @@ class Schema:
     task: Task | None = None  # what the model predicts; None without target or prediction
     security: SecurityModel | None = None  # normal inputs, for OOD rows and client abuse
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Column]:
         return iter(self.columns.values())
 
     def __getitem__(self, name: str) -> Column:
@@ -261,6 +261,7 @@ def infer_schema(
             continue  # service signals (latency, errors, caller, time): see service.py
         column = table.column(name)
         kind, kind_note = _infer_kind(name, column, table.num_rows)
+        role_note: str | None
         if name in explicit:
             role, role_note = explicit[name], "given"
             if role == Role.TIMESTAMP and kind != Kind.DATETIME:

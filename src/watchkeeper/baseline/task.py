@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,14 @@ REGRESSION = "regression"
 REGRESSION_ESTIMATE = "regression_estimate"
 PERFORMANCE_ESTIMATE = "performance_estimate"
 SCORES = "scores"
+
+
+class TaskType(StrEnum):
+    """What the model predicts; its value is the suite file's ``task.type``."""
+
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    REGRESSION = "regression"
 
 
 @dataclass
@@ -76,7 +85,7 @@ def _fmt(v: float) -> str:
 class Task:
     """What the model predicts, which columns carry it, and how its tallies are laid out."""
 
-    type: str  # binary, multiclass or regression
+    type: TaskType
     target: str | None = None
     prediction: str | None = None
     proba: str | None = None
@@ -93,14 +102,17 @@ class Task:
     #: How init read the task (positive class, encodings), for its summary; not saved.
     notes: list[str] = field(default_factory=list, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        self.type = TaskType(self.type)  # also when given as its string ("binary")
+
     @property
     def positive(self) -> str | None:
         """The positive class of a binary task (the last of ``classes``)."""
-        return self.classes[-1] if self.type == "binary" else None
+        return self.classes[-1] if self.type == TaskType.BINARY else None
 
     @property
     def classification(self) -> bool:
-        return self.type in ("binary", "multiclass")
+        return self.type in (TaskType.BINARY, TaskType.MULTICLASS)
 
     @property
     def n_score_bins(self) -> int:
@@ -119,7 +131,7 @@ class Task:
 
     # -- persistence ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": self.type}
+        out: dict[str, Any] = {"type": self.type.value}
         for key in ("target", "prediction", "proba", "id"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -145,7 +157,7 @@ class Task:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "task") -> Task:
         kind = d.get("type")
-        if kind not in ("binary", "multiclass", "regression"):
+        if kind not in {t.value for t in TaskType}:
             raise SuiteError(f"{where}.type",
                              f"must be binary, multiclass or regression, got {kind!r}")
         attributes = [
@@ -154,7 +166,7 @@ class Task:
             for c, spec in (d.get("sensitive") or {}).items()
         ]
         task = cls(
-            type=kind,
+            type=TaskType(kind),
             target=d.get("target"),
             prediction=d.get("prediction"),
             proba=d.get("proba"),
@@ -168,7 +180,7 @@ class Task:
             loss_model=_model(LossModel, d, "loss_model", where),
             label_model=_model(LabelModel, d, "label_model", where),
         )
-        if task.type == "binary" and len(task.classes) != 2:
+        if task.type == TaskType.BINARY and len(task.classes) != 2:
             raise SuiteError(f"{where}.classes", "a binary task needs exactly two classes")
         if task.prediction_labels is not None and (
                 len(task.prediction_labels) != len(task.classes)
@@ -189,11 +201,11 @@ class Task:
             shapes[PERFORMANCE] = (self.n_score_bins, k + 1, k + 2)
         if self.label_model is not None:
             shapes[PERFORMANCE_ESTIMATE] = (self.n_score_bins, 2)  # Σ P(positive) per cell
-        if self.type == "binary":
+        if self.type == TaskType.BINARY:
             shapes[SCORES] = (3,)  # labeled rows with a score, sum of log-loss, sum of Brier
             for grouping in self.groupings():
                 shapes[fairness_key(grouping)] = (len(self.group_labels(grouping)), 2, 3)
-        if self.type == "regression":
+        if self.type == TaskType.REGRESSION:
             shapes[REGRESSION] = (len(REGRESSION_FIELDS),)
             if self.loss_model is not None:
                 shapes[REGRESSION_ESTIMATE] = (3,)  # rows with a prediction, Σ|ê|, Σê²
@@ -259,7 +271,7 @@ def row_codes(table: pa.Table, task: Task) -> RowCodes:
         label = (numbers_with_nan(table.column(task.target)) if task.target in names
                  else np.full(n, np.nan))
     groups: dict[str, np.ndarray] = {}
-    if task.type == "binary":
+    if task.type == TaskType.BINARY:
         per_attribute = {a.column: (a.codes(table.column(a.column)) if a.column in names
                                     else np.full(n, len(a.labels) - 1)) for a in task.attributes}
         for grouping in task.groupings():
@@ -373,8 +385,8 @@ def infer_task(
             raise SuiteError("target" if basis == target else "prediction",
                              f"{basis!r} has fewer than two classes in the reference; name a "
                              "column with at least two")
-        task_type = "binary" if len(classes) == 2 else "multiclass"
-        if task_type == "binary":
+        task_type = TaskType.BINARY if len(classes) == 2 else TaskType.MULTICLASS
+        if task_type == TaskType.BINARY:
             pos, why = choose_positive(table, target, proba, classes, positive,
                                        allow_inverted_score,
                                        prediction if prediction_labels is None else None)
@@ -383,15 +395,15 @@ def infer_task(
                 prediction_labels.reverse()
             classes = [c for c in classes if c != pos] + [pos]
     else:
-        task_type, classes = "regression", []
+        task_type, classes = TaskType.REGRESSION, []
     task = Task(task_type, target=target, prediction=prediction, proba=proba, id=id,
                 classes=classes, prediction_labels=prediction_labels, notes=notes)
-    if proba and task_type == "binary":
+    if proba and task_type == TaskType.BINARY:
 
         finite = numbers(table.column(proba)).finite
         if finite.size:
             task.score_edges = plan_numeric(finite, SCORE_BINS)
-    if task_type == "binary":
+    if task_type == TaskType.BINARY:
         task.attributes = [_attribute(table.column(c), c) for c in sensitive]
         task.intersections = [list(p) for p in itertools.combinations(sensitive, 2)]
     return task

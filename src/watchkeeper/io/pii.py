@@ -15,6 +15,7 @@ import functools
 import hmac
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,7 +77,7 @@ _NAMED_VALUE = {
 _VARIED = ("person names", "addresses")
 
 
-def _texts(sample: list[object]) -> list[str]:
+def _texts(sample: Sequence[object]) -> list[str]:
     """The sample as stripped text: whole numbers without ".0", missing values left out."""
     out = []
     for v in sample:
@@ -92,7 +93,7 @@ def _texts(sample: list[object]) -> list[str]:
     return out
 
 
-def looks_like(kind: str, sample: list[object], *, alone: bool = False) -> bool:
+def looks_like(kind: str, sample: Sequence[object], *, alone: bool = False) -> bool:
     """Whether at least 80% of a sample's values look like ``kind`` of personal data (one
     of :data:`KINDS`), enough to confirm a column named so; ``alone``: by the patterns that
     suffice without a name, those the ingest scrub uses. Names and addresses also need
@@ -265,7 +266,8 @@ def _leaves(column: pa.ChunkedArray | pa.Array) -> tuple[list[pa.Array], list[pa
     and dictionaries decoded."""
     import pyarrow.compute as pc
 
-    strings, integers = [], []
+    strings: list[pa.Array] = []
+    integers: list[pa.Array] = []
     stack = [column]
     while stack:
         part = stack.pop()
@@ -299,7 +301,7 @@ def personal_columns(columns: list[pa.ChunkedArray | pa.Array]) -> dict[int, str
             continue
         if kind == string_id:  # the usual text column: no conversion needed
             chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-            strings, integers = chunks, []
+            strings, integers = chunks, list[pa.Array]()
         else:
             strings, integers = _leaves(column)
         for into, leaves in ((text, strings), (numbers, integers)):

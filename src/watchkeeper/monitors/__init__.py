@@ -2,6 +2,7 @@
 
 from watchkeeper.monitors.base import (
     FAMILIES,
+    Family,
     Finding,
     Monitor,
     ReferenceData,
@@ -39,6 +40,7 @@ __all__ = [
     "EstimatedPerformance",
     "ExtractionCoverage",
     "Fairness",
+    "Family",
     "FeatureDrift",
     "Finding",
     "InvalidRate",

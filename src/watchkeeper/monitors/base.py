@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -16,15 +17,22 @@ from watchkeeper.errors import SuiteError
 from watchkeeper.io.tables import did_you_mean
 from watchkeeper.profiles.core import Profile
 
-FAMILIES = (
-    "quality",
-    "drift",
-    "performance",
-    "estimated_performance",
-    "fairness",
-    "service",
-    "security",
-)
+
+class Family(StrEnum):
+    """A monitor's family: what it watches, and the unit the alert budget is shared by.
+    Its value is what findings, alerts and the suite file's ``budget`` spell."""
+
+    QUALITY = "quality"
+    DRIFT = "drift"
+    PERFORMANCE = "performance"
+    ESTIMATED_PERFORMANCE = "estimated_performance"
+    FAIRNESS = "fairness"
+    SERVICE = "service"
+    SECURITY = "security"
+
+
+#: Every family's name, in report order.
+FAMILIES: tuple[str, ...] = tuple(f.value for f in Family)
 
 
 class Severity(StrEnum):
@@ -105,7 +113,7 @@ class Monitor:
     """
 
     type: ClassVar[str]
-    family: ClassVar[str]
+    family: ClassVar[Family]
     #: Whether the monitor can raise false alerts and so takes a share of the alert budget.
     calibrated: ClassVar[bool] = True
     #: Tunable parameters and their defaults; saved in the suite file.
@@ -175,6 +183,12 @@ class Monitor:
         return schema.columns[self.column]
 
     @property
+    def column_name(self) -> str:
+        """The column of a monitor of one column (drift, quality…; not the model's)."""
+        assert self.column is not None, f"{self.type} monitors a column"
+        return self.column
+
+    @property
     def id(self) -> str:
         return f"{self.type}:{self.column}" if self.column else self.type
 
@@ -218,7 +232,7 @@ class Monitor:
     ) -> Finding:
         return Finding(
             monitor=monitor or self.type,
-            family=self.family,
+            family=str(self.family),  # a plain str (also for a subclass that sets one)
             column=self.column,
             value=float(value),
             threshold=float(threshold),
@@ -257,7 +271,7 @@ def monitor_types() -> dict[str, type[Monitor]]:
     return dict(_REGISTRY)
 
 
-def absent(window: Profile, columns: list[str | None]) -> list[str]:
+def absent(window: Profile, columns: Sequence[str | None]) -> list[str]:
     """The named columns that no row of a non-empty window carries (a model output that
     went missing: what is computed from it cannot be judged)."""
     return [c for c in columns if c and window.rows

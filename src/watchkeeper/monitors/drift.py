@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from watchkeeper.baseline.schema import Kind
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, absent, severity_for
+from watchkeeper.monitors.base import Family, Finding, Monitor, ReferenceData, absent, severity_for
 from watchkeeper.profiles.core import Profile, bin_codes
 from watchkeeper.stats.calibration import NullFit, chunk_overdispersion, fit_binned_null
 from watchkeeper.stats.distance import js_distance, psi, wasserstein_binned
@@ -38,12 +38,12 @@ class FeatureDrift(Monitor):
     """
 
     type = "feature_drift"
-    family = "drift"
+    family = Family.DRIFT
     params: ClassVar[dict[str, Any]] = {"min_effect": 0.05, "critical_effect": 0.1, "min_rows": 30}
 
     # -- calibration -------------------------------------------------------------------
     def _null_proportions(self, reference: Profile) -> tuple[np.ndarray, int]:
-        counts = np.asarray(reference.columns[self.column].bins, dtype=float)
+        counts = np.asarray(reference.columns[self.column_name].bins, dtype=float)
         n_ref = int(counts.sum())
         floor = 0.5 / max(n_ref, 1)
         p = counts / max(n_ref, 1)
@@ -56,7 +56,7 @@ class FeatureDrift(Monitor):
         return np.maximum(p, floor), n_ref
 
     def calibrate(self, reference: ReferenceData) -> None:
-        ref_col = reference.profile.columns.get(self.column)
+        ref_col = None if self.column is None else reference.profile.columns.get(self.column)
         if ref_col is None or ref_col.bins is None or ref_col.bins.sum() < 2:
             self.calibration = {"skipped": "no values in the reference"}
             return
@@ -116,7 +116,7 @@ class FeatureDrift(Monitor):
             return None
         if absent(window, [self.column]):
             return f"{self.column} missing"
-        current = window.columns.get(self.column)
+        current = window.columns.get(self.column_name)
         n = int(current.bins.sum()) if current is not None and current.bins is not None else 0
         return f"n < {self.settings['min_rows']}" if n < self.settings["min_rows"] else None
 
@@ -125,8 +125,8 @@ class FeatureDrift(Monitor):
         (``{"drift": {column: {"js", "threshold", "psi"}}}``, rounded), from one computation."""
         if "null" not in self.calibration:
             return [], {}
-        current = window.columns.get(self.column)
-        ref = reference.columns[self.column]
+        current = window.columns.get(self.column_name)
+        ref = reference.columns[self.column_name]
         if current is None or current.bins is None or ref.bins is None:
             return [], {}
         n = int(current.bins.sum())

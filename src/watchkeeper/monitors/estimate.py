@@ -39,7 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from watchkeeper.baseline.estimators import BinnedInputs, base_calibration, out_of_fold_positive
+from watchkeeper.baseline.estimators import (
+    BaseCalibration,
+    BinnedInputs,
+    base_calibration,
+    out_of_fold_positive,
+)
 from watchkeeper.baseline.schema import Role
 from watchkeeper.baseline.task import (
     PERFORMANCE,
@@ -47,10 +52,11 @@ from watchkeeper.baseline.task import (
     REGRESSION_ESTIMATE,
     RowCodes,
     Task,
+    TaskType,
     row_codes,
     tally,
 )
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData
+from watchkeeper.monitors.base import Family, Finding, Monitor, ReferenceData
 from watchkeeper.monitors.performance import (
     LOWER_IS_BETTER,
     DropMonitor,
@@ -93,10 +99,10 @@ class EstimatedPerformance(DropMonitor):
     for windows whose labels are not in yet."""
 
     type = "estimated_performance"
-    family = "estimated_performance"
+    family = Family.ESTIMATED_PERFORMANCE
 
     def _estimate(self, joint: dict[str, np.ndarray]) -> dict[str, float]:
-        if self.task.type == "regression":
+        if self.task.type == TaskType.REGRESSION:
             sums = joint.get(REGRESSION_ESTIMATE)
             if sums is None or sums[0] <= 0:
                 return {}
@@ -120,11 +126,11 @@ class EstimatedPerformance(DropMonitor):
 
     def calibrate(self, reference: ReferenceData) -> None:
         task = self.task
-        if task.type == "regression":
+        if task.type == TaskType.REGRESSION:
             self._calibrate_regression(reference)
             return
         t = reference.profile.joint.get(PERFORMANCE)
-        if task.type != "binary" or t is None or not task.score_edges:
+        if task.type != TaskType.BINARY or t is None or not task.score_edges:
             self.calibration = {"skipped": "needs a binary classifier's score column"}
             return
         if t[:, :2, :2].sum() < 2:
@@ -132,18 +138,17 @@ class EstimatedPerformance(DropMonitor):
             return
         model = task.label_model
         found = (base_calibration(row_codes(reference.table, task), task.n_score_bins)
-                 if model is None else
-                 {"cells": model.base, "method": model.method, "test": model.test})
-        method = found["method"] + "; " + (
+                 if model is None else BaseCalibration(model.base, model.method, model.test))
+        method = found.method + "; " + (
             f"label model: {model.trees.trees} boosted trees on the inputs correct it per row"
             if model is not None else "no label model (fewer than 1,000 labeled rows)")
         self.calibration = {
             "method": method + "; expected confusion matrix per window; per-row sd from "
                                "resampled reference windows",
-            "calibration": [[float(a), float(b)] for a, b in found["cells"]],
+            "calibration": [[float(a), float(b)] for a, b in found.cells],
         }
-        if found["test"] is not None:
-            self.calibration["calibration_test"] = dict(found["test"])
+        if found.test is not None:
+            self.calibration["calibration_test"] = dict(found.test)
         reference_estimate = self._estimate(reference.profile.joint)
         names = [k for k in ESTIMATED if np.isfinite(reference_estimate.get(k, np.nan))]
         rows = np.arange(reference.table.num_rows)
@@ -215,7 +220,7 @@ class EstimatedPerformance(DropMonitor):
         estimate = self._estimate(window.joint)
         if not estimate:
             return {}
-        if self.task.type == "regression":
+        if self.task.type == TaskType.REGRESSION:
             return self._with_error({"estimated": estimate}, window, estimate)
         bands, sampling = self._bands(window, estimate)
         out: dict[str, Any] = {"estimated": estimate, "estimated_band": bands,
@@ -252,7 +257,7 @@ class EstimatedPerformance(DropMonitor):
         estimate = self._estimate(window.joint)
         if not estimate or "reference" not in self.calibration:
             return []
-        if self.task.type == "regression":
+        if self.task.type == TaskType.REGRESSION:
             return self.compare(estimate, window.rows, "estimated")
         return self.judge(window, estimate, self._bands(window, estimate)[0])
 

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import special
 
 from watchkeeper.baseline.task import Task, fairness_key
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, absent
+from watchkeeper.monitors.base import Family, Finding, Monitor, ReferenceData, Severity, absent
 from watchkeeper.profiles.core import Profile
 from watchkeeper.stats.calibration import TAIL_MARGIN
 
@@ -69,7 +69,7 @@ class Fairness(Monitor):
     attribute and pairwise intersection; plus a disparate-impact policy."""
 
     type = "fairness"
-    family = "fairness"
+    family = Family.FAIRNESS
     params: ClassVar[dict[str, Any]] = {"min_effect": 0.05, "critical_effect": 0.15,
                                         "min_group": 100, "min_di_ratio": 0.8}
 

@@ -18,10 +18,12 @@ from watchkeeper.baseline.task import (
     REGRESSION_FIELDS,
     SCORES,
     Task,
+    TaskType,
     row_codes,
     tally,
 )
 from watchkeeper.monitors.base import (
+    Family,
     Finding,
     Monitor,
     ReferenceData,
@@ -56,7 +58,7 @@ def realised_metrics(joint: dict[str, np.ndarray], task: Task) -> dict[str, floa
         labeled = t[:, :, :k]  # known labels only (not "other", not unlabeled)
         confusion = labeled.sum(axis=0)[:k, :].T  # true × predicted
         out: dict[str, float] = {"rows": float(t.sum()), "labeled": float(labeled.sum())}
-        if task.type == "binary":
+        if task.type == TaskType.BINARY:
             if task.prediction is not None:
                 # classes are [negative, positive]; a missing prediction counts as negative
                 tp, fn = confusion[1, 1], labeled[:, [0, 2], 1].sum()
@@ -73,7 +75,7 @@ def realised_metrics(joint: dict[str, np.ndarray], task: Task) -> dict[str, floa
             m = multiclass_metrics(np.pad(full, ((0, 1), (0, 0))))
             out.update(m)
         return out
-    if task.type == "regression" and REGRESSION in joint:
+    if task.type == TaskType.REGRESSION and REGRESSION in joint:
         sums = dict(zip(REGRESSION_FIELDS, joint[REGRESSION].tolist(), strict=True))
         # labeled: rows with a label (coverage); scored: with a prediction too (the metrics')
         return {"labeled": sums["labels"], "scored": sums["n"], **regression_metrics(sums)}
@@ -170,7 +172,7 @@ class RealisedPerformance(DropMonitor):
     """Realised model performance on the labeled rows of a window, against the reference."""
 
     type = "performance"
-    family = "performance"
+    family = Family.PERFORMANCE
 
     def calibrate(self, reference: ReferenceData) -> None:
         task = self.task
@@ -231,7 +233,7 @@ class LabelCoverage(Monitor):
     """
 
     type = "label_coverage"
-    family = "performance"
+    family = Family.PERFORMANCE
     calibrated = False
     params: ClassVar[dict[str, Any]] = {"min_coverage": 0.5, "delay_windows": 1}
 

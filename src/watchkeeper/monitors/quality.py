@@ -10,7 +10,14 @@ import numpy as np
 
 from watchkeeper.baseline.schema import Kind, Role
 from watchkeeper.io.values import epoch_seconds
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
+from watchkeeper.monitors.base import (
+    Family,
+    Finding,
+    Monitor,
+    ReferenceData,
+    Severity,
+    severity_for,
+)
 from watchkeeper.profiles.core import ColumnProfile, Profile
 from watchkeeper.stats.calibration import count_interval, rate_threshold
 
@@ -32,7 +39,7 @@ class SchemaChange(Monitor):
     """Missing columns, new columns and type changes. Deterministic: no false alerts."""
 
     type = "schema"
-    family = "quality"
+    family = Family.QUALITY
     calibrated = False
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
@@ -91,7 +98,7 @@ class RateMonitor(Monitor):
     monitor's α, and at least ``min_effect`` above the reference share.
     """
 
-    family = "quality"
+    family = Family.QUALITY
     params: ClassVar[dict[str, Any]] = {"min_effect": 0.01, "critical_effect": 0.1}
     what = ""
 
@@ -103,6 +110,8 @@ class RateMonitor(Monitor):
         return self.events(column)
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
+        if self.column is None:
+            return []
         current = window.columns.get(self.column)
         ref = reference.columns.get(self.column)
         if current is None or ref is None:
@@ -186,7 +195,7 @@ class Volume(Monitor):
     """Rows per window against the reference's rate, for windows cut by the timestamp."""
 
     type = "volume"
-    family = "quality"
+    family = Family.QUALITY
     params: ClassVar[dict[str, Any]] = {"min_effect": 0.2}
 
     def calibrate(self, reference: ReferenceData) -> None:

@@ -27,7 +27,14 @@ from watchkeeper.baseline.ood import (
 )
 from watchkeeper.errors import SuiteError
 from watchkeeper.io.values import category_counts, numbers_with_nan
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
+from watchkeeper.monitors.base import (
+    Family,
+    Finding,
+    Monitor,
+    ReferenceData,
+    Severity,
+    severity_for,
+)
 from watchkeeper.profiles.core import Profile
 from watchkeeper.stats.calibration import TAIL_MARGIN, count_interval, rate_threshold
 
@@ -44,7 +51,7 @@ class OODShare(Monitor):
     forest) than 99.9% of its rows."""
 
     type = "ood_share"
-    family = "security"
+    family = Family.SECURITY
     # 2 points: drifted-but-plausible data (a wider spread) puts ~1% of rows past the
     # reference's range; that is drift, reported by the drift monitors, not an OOD burst.
     params: ClassVar[dict[str, Any]] = {"min_effect": 0.02, "critical_effect": 0.1}
@@ -146,7 +153,7 @@ def _model(monitor: Monitor) -> SecurityModel:
 class ClientMonitor(Monitor):
     """Base of the per-client signatures: judge each client with enough rows."""
 
-    family = "security"
+    family = Family.SECURITY
     params: ClassVar[dict[str, Any]] = {"min_rows": 30, "min_effect": 0.2}
     metric = ""
 
@@ -344,7 +351,7 @@ class RejectedRequests(Monitor):
     (``max_invalid``, ``max_auth`` per window), so no share of the alert budget."""
 
     type = "rejected_requests"
-    family = "security"
+    family = Family.SECURITY
     calibrated = False
     params: ClassVar[dict[str, Any]] = {"max_invalid": 10, "max_auth": 5}
 

@@ -6,7 +6,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
+from watchkeeper.monitors.base import (
+    Family,
+    Finding,
+    Monitor,
+    ReferenceData,
+    Severity,
+    severity_for,
+)
 from watchkeeper.profiles.core import Profile
 from watchkeeper.profiles.service import LATENCY_TALLY, SERVICE_TALLY, latency_quantile
 from watchkeeper.stats.calibration import count_interval, rate_threshold
@@ -24,7 +31,7 @@ class Latency(Monitor):
     """
 
     type = "latency"
-    family = "service"
+    family = Family.SERVICE
     calibrated = False
     params: ClassVar[dict[str, Any]] = {"slo_ms": 0.0, "quantile": 0.99, "slo_margin": 1.5,
                                         "min_rows": 50}
@@ -54,10 +61,10 @@ class Latency(Monitor):
         if severity is None:
             return []
         name = f"p{round(q * 100):d}"
+        quantiles: dict[str, Any] = {k: latency_quantile(hist, v) for k, v in QUANTILES.items()}
         f = self.finding(value, slo, severity,
                          f"latency {name} {value:.1f} ms over the {slo:g} ms objective",
-                         rows=int(hist.sum()), **{k: latency_quantile(hist, v)
-                                                  for k, v in QUANTILES.items()})
+                         rows=int(hist.sum()), **quantiles)
         f.metric = f"latency_{name}"
         return [f]
 
@@ -66,7 +73,7 @@ class ErrorRate(Monitor):
     """Share of prediction calls that failed, against the reference's (usually zero)."""
 
     type = "error_rate"
-    family = "service"
+    family = Family.SERVICE
     params: ClassVar[dict[str, Any]] = {"min_effect": 0.01, "critical_effect": 0.1}
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
@@ -94,7 +101,7 @@ class Throughput(Monitor):
     windows (see :meth:`evaluate_sequence`)."""
 
     type = "throughput"
-    family = "service"
+    family = Family.SERVICE
     params: ClassVar[dict[str, Any]] = {"expected_rps": 0.0, "history": 12, "min_effect": 0.5,
                                         "dispersion": 2.0}
 

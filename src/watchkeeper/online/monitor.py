@@ -243,7 +243,7 @@ class OnlineMonitor:
         self._expire(now)
         if due:
             self.flush()
-        return [self.windows[k].result for k in due if self.windows[k].result is not None]
+        return [result for k in due if (result := self.windows[k].result) is not None]
 
     def _expire(self, now: float) -> None:
         horizon = np.floor((now - self.retention.total_seconds()) / self.window.total_seconds())

@@ -9,9 +9,10 @@ partitions to a whole data set.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -92,7 +93,11 @@ class ColumnProfile:
         )
 
 
-def _pick(fn, a: float | None, b: float | None) -> float | None:
+_Bound = TypeVar("_Bound", float, datetime)
+
+
+def _pick(fn: Callable[[_Bound, _Bound], _Bound], a: _Bound | None,
+          b: _Bound | None) -> _Bound | None:
     if a is None:
         return b
     if b is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from watchkeeper.report.html import escape
 
@@ -21,7 +22,7 @@ class Series:
     css: str  # class giving colour and dash: "realised", "estimated", ...
 
 
-def finite(x: object) -> bool:
+def finite(x: object) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -112,8 +113,9 @@ def line_chart(labels: Sequence[str], series: Sequence[Series], *,
                        f'text-anchor="middle">{escape(short(text))}</text>')
     # band: one polygon per run of windows that have it
     for run in _runs([bool(b and finite(b[0]) and finite(b[1])) for b in band]):
-        upper = [f"{x(i):.1f},{y(band[i][1]):.1f}" for i in run]  # type: ignore[index]
-        lower = [f"{x(i):.1f},{y(band[i][0]):.1f}" for i in reversed(run)]  # type: ignore[index]
+        spans = [(i, b) for i in run if (b := band[i]) is not None]  # all of the run
+        upper = [f"{x(i):.1f},{y(b[1]):.1f}" for i, b in spans]
+        lower = [f"{x(i):.1f},{y(b[0]):.1f}" for i, b in reversed(spans)]
         if len(run) == 1:
             i = run[0]
             b = band[i]
@@ -132,14 +134,14 @@ def line_chart(labels: Sequence[str], series: Sequence[Series], *,
         present = [finite(v) for v in s.values]
         for run in _runs(present):
             if len(run) > 1:
-                points = " ".join(f"{x(i):.1f},{y(s.values[i]):.1f}"  # type: ignore[arg-type]
-                                  for i in run)
+                points = " ".join(f"{x(i):.1f},{y(v):.1f}"
+                                  for i in run if finite(v := s.values[i]))  # all of the run
                 out.append(f'<polyline class="line line-{s.css}" points="{points}"/>')
         for i, v in enumerate(s.values):
             if finite(v):
-                out.append(f'<circle class="pt pt-{s.css}" cx="{x(i):.1f}" cy="{y(v):.1f}" '  # type: ignore[arg-type]
+                out.append(f'<circle class="pt pt-{s.css}" cx="{x(i):.1f}" cy="{y(v):.1f}" '
                            f'r="3"><title>{escape(labels[i])}: {escape(s.name)} '
-                           f'{tick_text(v, percent)}</title></circle>')  # type: ignore[arg-type]
+                           f'{tick_text(v, percent)}</title></circle>')
     out.append("</svg>")
     return "".join(out)
 
@@ -284,8 +286,8 @@ def sparkline(labels: Sequence[str], values: Sequence[float | None],
     def line(series: Sequence[float | None], css: str) -> None:
         for run in _runs([finite(v) for v in series]):
             if len(run) > 1:
-                points = " ".join(f"{x(i):.1f},{y(series[i]):.1f}"  # type: ignore[arg-type]
-                                  for i in run)
+                points = " ".join(f"{x(i):.1f},{y(v):.1f}"
+                                  for i in run if finite(v := series[i]))  # all of the run
                 out.append(f'<polyline class="{css}" points="{points}"/>')
 
     limits = list(limits) + [None] * (n - len(limits))
@@ -295,7 +297,7 @@ def sparkline(labels: Sequence[str], values: Sequence[float | None],
         if not finite(v):
             continue
         limit = limits[i]
-        past = finite(limit) and v > limit  # type: ignore[operator]
+        past = finite(limit) and v > limit
         tip = f"{labels[i] if i < len(labels) else i + 1}: {name} {v:.3g}" + (
             f" (threshold {limit:.3g})" if finite(limit) else "")
         out.append(f'<circle class="spark-pt{" past" if past else ""}" cx="{x(i):.1f}" '

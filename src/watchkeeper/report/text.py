@@ -3,13 +3,14 @@ findings that formed no incident, then one line per window and the performance t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from watchkeeper.monitors.base import Finding, Severity
 from watchkeeper.report.html import window_label
-from watchkeeper.run.check import CheckResult, Tracked, WindowResult
+from watchkeeper.run.check import CheckResult, Tracked, WindowResult, WindowStatus
 
 
 def check_text(result: CheckResult) -> str:
@@ -123,7 +124,7 @@ def _performance_lines(result: CheckResult) -> list[str]:
             for r in [header, *rows]]
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     """Left-aligned columns, two spaces apart."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return ["  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip()
@@ -163,11 +164,11 @@ def _status_text(w: WindowResult) -> str:
     """A window's verdict: its findings, and what could not be judged and why."""
     unjudged = w.unjudged_text()
     alerting = sum(f.severity.rank >= Severity.WARNING.rank for f in w.findings)
-    if w.status == "alert":
+    if w.status == WindowStatus.ALERT:
         text = f"{alerting} finding(s)"
         return text + (f"; not evaluated: {unjudged}" if unjudged else "")
-    if w.status == "not_evaluated":
+    if w.status == WindowStatus.NOT_EVALUATED:
         return f"not evaluated: {unjudged}"
-    if w.status == "partly_evaluated":
+    if w.status == WindowStatus.PARTLY_EVALUATED:
         return f"ok; not evaluated: {unjudged}"
     return "ok"

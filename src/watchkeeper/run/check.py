@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from enum import StrEnum
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,7 +19,7 @@ from watchkeeper.alerts.labels import fingerprint
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.tables import did_you_mean
 from watchkeeper.io.values import epoch_seconds
-from watchkeeper.monitors.base import Finding, Monitor, Severity, json_number
+from watchkeeper.monitors.base import Family, Finding, Monitor, Severity, json_number
 from watchkeeper.monitors.estimate import (
     BAND_HISTORY,
     LabelledError,
@@ -256,6 +257,15 @@ def _utc(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
+class WindowStatus(StrEnum):
+    """A window's verdict, as the JSON result's ``windows[].status`` spells it."""
+
+    OK = "ok"  # every monitor judged it and none alerted
+    ALERT = "alert"  # a warning or critical finding
+    NOT_EVALUATED = "not_evaluated"  # no statistical monitor could judge it
+    PARTLY_EVALUATED = "partly_evaluated"  # some monitors could not judge it
+
+
 @dataclass
 class Unjudged:
     """A monitor that could not judge a window (too few rows, groups or labels)."""
@@ -265,12 +275,13 @@ class Unjudged:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"monitor": self.monitor, "column": self.column, "status": "not_evaluated",
+        return {"monitor": self.monitor, "column": self.column,
+                "status": WindowStatus.NOT_EVALUATED.value,
                 "reason": self.reason}
 
 
 #: Families whose monitors judge a window statistically, and so need enough rows.
-STATISTICAL = ("drift", "performance", "estimated_performance", "fairness")
+STATISTICAL = (Family.DRIFT, Family.PERFORMANCE, Family.ESTIMATED_PERFORMANCE, Family.FAIRNESS)
 
 
 def unjudged(monitors: list[Monitor], window: Profile) -> tuple[list[Unjudged], bool]:
@@ -306,16 +317,16 @@ class WindowResult:
     unevaluated: bool = False  # no statistical monitor could judge this window
 
     @property
-    def status(self) -> str:
+    def status(self) -> WindowStatus:
         """``alert`` (a warning or critical finding); else ``not_evaluated`` (no drift,
         performance or fairness monitor could judge it, e.g. too few rows),
         ``partly_evaluated`` (some could not: see ``not_evaluated``) or ``ok`` (every
         monitor judged it and none alerted)."""
         if any(f.severity.rank >= Severity.WARNING.rank for f in self.findings):
-            return "alert"
+            return WindowStatus.ALERT
         if self.unevaluated:
-            return "not_evaluated"
-        return "partly_evaluated" if self.not_evaluated else "ok"
+            return WindowStatus.NOT_EVALUATED
+        return WindowStatus.PARTLY_EVALUATED if self.not_evaluated else WindowStatus.OK
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -323,7 +334,7 @@ class WindowResult:
             "start": self.start.isoformat() if self.start else None,
             "end": self.end.isoformat() if self.end else None,
             "rows": self.rows,
-            "status": self.status,
+            "status": self.status.value,
             "findings": [f.to_dict() for f in self.findings],
         }
         if self.not_evaluated:
@@ -525,10 +536,10 @@ class CheckResult:
         windows = []
         for i, w in enumerate(self.windows):
             doc = w.to_dict()
-            for f, out in zip(w.findings, doc["findings"], strict=True):
+            for f, finding in zip(w.findings, doc["findings"], strict=True):
                 alert = tracked.alert_of(i, f)
                 if alert is not None:
-                    out["alert"] = alert
+                    finding["alert"] = alert
             windows.append(doc)
         out: dict[str, Any] = {"suite": self.suite, "windows": windows,
                                "incidents": tracked.views}

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.baseline.task import RowCodes, Task, fairness_key, label_codes, tally
+from watchkeeper.baseline.task import RowCodes, Task, TaskType, fairness_key, label_codes, tally
 from watchkeeper.errors import DataError
 from watchkeeper.io.tables import did_you_mean, to_table
 from watchkeeper.io.values import numbers_with_nan
@@ -202,7 +202,8 @@ def id_keys(ids: Any) -> np.ndarray:
 def codes_layout(task: Task) -> tuple[list[str], int, bool]:
     """What a packed prediction record holds after score bin, score and prediction: the
     group codes (by name), the expected-error columns, whether P(positive)."""
-    groups = sorted(fairness_key(g) for g in task.groupings()) if task.type == "binary" else []
+    groups = (sorted(fairness_key(g) for g in task.groupings())
+              if task.type == TaskType.BINARY else [])
     return groups, 2 if task.loss_model is not None else 0, task.label_model is not None
 
 
@@ -305,7 +306,8 @@ class StoredLabelJoin:
         """The new records (parts of dicts id, start, version, codes, label, made as they
         are read) and the labels joined to stored ones since the last call, for the store;
         forgets them here."""
-        parts = [self._rows(start, ids, codes) for start, ids, codes
+        parts: list[Iterable[dict[str, Any]]] = [
+            self._rows(start, ids, codes) for start, ids, codes
                  in zip(self.starts, self.pending.ids, self.pending.codes, strict=True)]
         labels = [(k, _stored(v)) for k, v in self.joined.items()]
         self.pending, self.starts, self.joined = LabelJoin(self.task), [], {}

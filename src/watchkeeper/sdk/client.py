@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pyarrow as pa
 
@@ -141,9 +141,9 @@ class Client:
         if names is not None and (not all(isinstance(n, str) and n for n in names)
                                   or len(set(names)) != len(names)):
             raise ValueError("feature_names must be distinct non-empty strings")
-        for label, value in (("prediction", prediction), ("proba", proba), ("id", id),
-                             ("target", target)):
-            if value is not None and (not isinstance(value, str) or not value):
+        for label, column in (("prediction", prediction), ("proba", proba), ("id", id),
+                              ("target", target)):
+            if column is not None and (not isinstance(column, str) or not column):
                 raise ValueError(f"{label} must be a column name (a non-empty string)")
         self.sink = sink
         self.columns = Columns(names, prediction, proba, id)
@@ -369,7 +369,7 @@ class Client:
                     record(args, kwargs, result, False, start)
                     return result
 
-                return async_wrapper  # type: ignore[return-value]
+                return cast(F, async_wrapper)  # functools.wraps keeps func's signature
 
             @functools.wraps(func)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -382,7 +382,7 @@ class Client:
                 record(args, kwargs, result, False, start)
                 return result
 
-            return wrapper  # type: ignore[return-value]
+            return cast(F, wrapper)  # functools.wraps keeps func's signature
 
         return decorate(fn) if fn is not None else decorate
 
@@ -777,23 +777,23 @@ class Client:
                 self._last_error = f"{type(exc).__name__}: {exc}"[:500]
                 delay = min(MAX_BACKOFF, self.backoff * 2 ** min(self._failures - 1, 16))
                 self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
-            if parcel.spooled is not None:
-                self.spool.give_back(parcel.spooled)  # type: ignore[union-attr]
+            if parcel.spooled is not None and self.spool is not None:
+                self.spool.give_back(parcel.spooled)
             return False
         except Exception as exc:
             with self._side:
                 self._sink_errors += 1
                 self._rejected += parcel.rows
                 self._last_error = f"{type(exc).__name__}: {exc}"[:500]
-            if parcel.spooled is not None:
-                self.spool.done(parcel.spooled)  # type: ignore[union-attr]
+            if parcel.spooled is not None and self.spool is not None:
+                self.spool.done(parcel.spooled)
             return None
         with self._side:
             self._flushed += parcel.rows
             self._failures = 0
             self._retry_at = 0.0
-        if parcel.spooled is not None:
-            self.spool.done(parcel.spooled)  # type: ignore[union-attr]
+        if parcel.spooled is not None and self.spool is not None:
+            self.spool.done(parcel.spooled)
         return True
 
     def _to_spool(self, parcel: Parcel) -> bool:

@@ -127,11 +127,11 @@ def clean_scalar(v: Any, tally: Tally, column: str) -> tuple[int, Any]:
     if isinstance(v, str):
         return _STR, _text(v, tally, column)
     if isinstance(v, Decimal):
-        f = _number(v)
-        assert f is not None
-        if not math.isfinite(f):
+        number = _number(v)
+        assert number is not None
+        if not math.isfinite(number):
             tally.add(1, f"{column}: NaN or inf")
-        return _FLOAT, f
+        return _FLOAT, number
     if isinstance(v, (dt.datetime, dt.date, dt.time)):
         return _STR, v.isoformat()
     if _is_missing_marker(v):

@@ -67,9 +67,10 @@ def when(value: datetime | str | None) -> str:
         return "–"
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value)
+            parsed = datetime.fromisoformat(value)
         except ValueError:
             return value
+        value = parsed
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -394,9 +395,9 @@ def add_dashboard(app: FastAPI, hub: Hub, tokens: Tokens,
             headers = {**SECURITY_HEADERS, "Retry-After": str(seconds)}
             if scripted:
                 return JSONResponse({"detail": message}, status_code=429, headers=headers)
-            answer = login_page("/dashboard", message.capitalize() + ".", status=429)
-            answer.headers["Retry-After"] = str(seconds)
-            return answer
+            refusal = login_page("/dashboard", message.capitalize() + ".", status=429)
+            refusal.headers["Retry-After"] = str(seconds)
+            return refusal
         raw = await login_body(request)
         if raw is None:
             return JSONResponse({"detail": f"a login body is at most {LOGIN_BODY} bytes"},

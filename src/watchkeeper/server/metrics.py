@@ -73,17 +73,16 @@ class HubCollector(Collector):
         set_aside = self.hub.quarantined
         for model, model_state in models.items():
             lives = [g.live for g in model_state.generations]
-            closed = [w for live in lives for w in list(live.windows.values())
+            closed = [(w, w.result) for live in lives for w in list(live.windows.values())
                       if w.state == "closed" and w.result]
             if closed:
-                latest = max(closed, key=lambda w: w.key)
+                latest, result = max(closed, key=lambda pair: pair[0].key)
                 rows.add_metric([model], latest.profile.rows)
-                for f in latest.result.findings:  # type: ignore[union-attr]
-                    series = [model, f.monitor, f.column or "", f.metric or "",
-                              f.segment or ""]
-                    value.add_metric(series, f.value)
-                    threshold.add_metric(series, f.threshold)
-                    alert.add_metric(series, _STATE[f.severity.value])
+                for f in result.findings:
+                    names = [model, f.monitor, f.column or "", f.metric or "", f.segment or ""]
+                    value.add_metric(names, f.value)
+                    threshold.add_metric(names, f.threshold)
+                    alert.add_metric(names, _STATE[f.severity.value])
             late.add_metric([model], sum(live.counters["late_rows"] for live in lives))
             bad_ts.add_metric([model], sum(live.counters["bad_timestamps"] for live in lives))
             unmatched.add_metric([model], counters.get(f"unmatched_labels:{model}", 0))

@@ -7,6 +7,7 @@ and on its natural variation over time, and α comes from a suite-wide alert bud
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,7 +139,7 @@ def difference_threshold(unit_sd: float, n: int, n_ref: int, alpha: float) -> fl
     return z * unit_sd * float(np.sqrt(1.0 / n + 1.0 / n_ref))
 
 
-def _smallest(k_lo: int, k_hi: int, ok) -> int:
+def _smallest(k_lo: int, k_hi: int, ok: Callable[[int], bool]) -> int:
     """Smallest integer k in [k_lo, k_hi] with ok(k) true, for a monotone predicate."""
     while k_lo < k_hi:
         mid = (k_lo + k_hi) // 2

@@ -52,12 +52,13 @@ def create_engine(url: str) -> tuple[Engine, str, bool]:
 
 
 def _sqlite(url: URL, masked: str) -> tuple[Engine, str, bool]:
-    memory = url.database in (None, "", ":memory:")
-    if memory:  # one shared connection; the Store serialises its use
+    database = url.database
+    memory = database in (None, "", ":memory:")
+    if memory or database is None:  # one shared connection; the Store serialises its use
         kw: dict[str, Any] = {"poolclass": pool.StaticPool}
     else:
         try:
-            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"{masked}: cannot create its directory: {e.strerror}") from e
         kw = {"poolclass": pool.QueuePool, "pool_size": 5, "max_overflow": 10}

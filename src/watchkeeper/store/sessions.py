@@ -75,4 +75,5 @@ def shared_key(store: Store, name: str) -> bytes:
     with store._transaction(write=True) as conn:
         conn.execute(store._insert(table).values(name=name, value=secrets.token_bytes(32))
                      .on_conflict_do_nothing())
-        return bytes(conn.scalar(sa.select(table.c.value).where(table.c.name == name)))
+        return bytes(conn.execute(sa.select(table.c.value).where(table.c.name == name))
+                     .scalar_one())

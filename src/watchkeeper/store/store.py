@@ -140,7 +140,7 @@ class Store:
         _check_name(model)
         if not isinstance(text, str):
             raise StoreError(f"suite text must be str, got {type(text).__name__}")
-        row = {
+        row: dict[str, Any] = {
             "model": model,
             "hash": hashlib.sha256(text.encode()).hexdigest(),
             "created_at": datetime.now(UTC),
@@ -232,7 +232,9 @@ class Store:
             self._append_turn(conn, model)
             if key is None:
                 result = conn.execute(sa.insert(db.events).values(**values))
-                return Appended(int(result.inserted_primary_key[0]), kind, rows)
+                inserted = result.inserted_primary_key
+                assert inserted is not None  # a single-row insert reports its key
+                return Appended(int(inserted[0]), kind, rows)
             first = self._keyed(conn, model, key)
             if first is not None:
                 return first
@@ -520,7 +522,8 @@ class Store:
                               "revision": table.c.revision + 1},
                     )
                 )
-                return int(conn.scalar(sa.select(table.c.revision).where(_of(table, model))))
+                return int(conn.execute(sa.select(table.c.revision).where(_of(table, model)))
+                           .scalar_one())
             changed = conn.execute(
                 sa.update(table)
                 .where(_of(table, model), table.c.revision == revision)
@@ -617,6 +620,7 @@ class Store:
         upsert from it (the last record of an id wins): several times faster than inserts,
         so the fold's transaction stays short."""
         raw = conn.connection.driver_connection
+        assert raw is not None  # an open connection has its driver's
         with raw.cursor() as cur:
             cur.execute("CREATE TEMPORARY TABLE IF NOT EXISTS label_records_in (n bigint, "
                         "id text, start double precision, version integer, codes bytea, "
@@ -732,9 +736,9 @@ class Store:
 
     def _now(self, conn: Connection) -> float:
         """Seconds since 1970 by the database's clock: one clock for every server."""
-        return float(conn.scalar(sa.select(self._clock())))
+        return float(conn.execute(sa.select(self._clock())).scalar_one())
 
-    def _clock(self) -> sa.ColumnElement[float]:
+    def _clock(self) -> sa.ColumnElement[Any]:
         if self._dialect == "postgresql":
             return sa.extract("epoch", sa.func.clock_timestamp())
         # SQLite: the clock of the host, which every process on the file shares

@@ -24,7 +24,7 @@ from watchkeeper.baseline.importance import importance
 from watchkeeper.baseline.ood import SecurityModel
 from watchkeeper.baseline.ood import fit as fit_security
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
-from watchkeeper.baseline.task import Task, infer_task, row_codes
+from watchkeeper.baseline.task import Task, TaskType, infer_task, row_codes
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.pii import MODES
 from watchkeeper.io.tables import did_you_mean, to_table
@@ -99,9 +99,9 @@ def generate_monitors(schema: Schema) -> list[Monitor]:
     if task is not None:
         if task.target is not None:
             monitors += [RealisedPerformance(), LabelCoverage()]
-        if (task.type == "binary" and task.score_edges) or task.loss_model is not None:
+        if (task.type == TaskType.BINARY and task.score_edges) or task.loss_model is not None:
             monitors.append(EstimatedPerformance())
-        if task.type == "binary" and task.attributes:
+        if task.type == TaskType.BINARY and task.attributes:
             monitors.append(Fairness())
     monitors += [Latency(), ErrorRate(), Throughput()]
     if schema.security is not None:
@@ -136,12 +136,12 @@ def not_generated(schema: Schema) -> dict[str, str]:
     out: dict[str, str] = {}
     if task.target is None:
         out["performance"] = "no target column (target=)"
-    if not ((task.type == "binary" and task.score_edges) or task.loss_model is not None):
+    if not ((task.type == TaskType.BINARY and task.score_edges) or task.loss_model is not None):
         out["estimated_performance"] = (
             f"the task is {task.type}: estimation needs a binary classifier" if
-            task.type == "multiclass" else "no score column (proba=)" if task.type == "binary"
-            else "needs a labeled reference with predictions")
-    if task.type != "binary":
+            task.type == TaskType.MULTICLASS else "no score column (proba=)"
+            if task.type == TaskType.BINARY else "needs a labeled reference with predictions")
+    if task.type != TaskType.BINARY:
         out["fairness"] = f"the task is {task.type}: fairness needs a binary classifier"
     elif not task.attributes:
         out["fairness"] = "no sensitive column (sensitive=)"
@@ -672,9 +672,9 @@ def init(
     task = schema.task
     inputs = {c.name: (c.edges if c.edges else tuple(c.categories or ()))
               for c in schema if c.role == Role.FEATURE and c.n_bins}
-    if task is not None and task.type == "regression" and task.target and task.prediction:
+    if task is not None and task.type == TaskType.REGRESSION and task.target and task.prediction:
         task.loss_model = LossModel.fit(table, task, inputs)
-    if task is not None and task.type == "binary" and task.target and task.score_edges:
+    if task is not None and task.type == TaskType.BINARY and task.target and task.score_edges:
         task.label_model = LabelModel.fit(table, row_codes(table, task), task, inputs,
                                           progress=progress)
     clients = schema.by_role(Role.CLIENT)
@@ -684,7 +684,7 @@ def init(
         [(c.name, c.categories or []) for c in features
          if c.categories is not None and not c.truncated],
         client=clients[0].name if clients else CLIENT,
-        proba=task.proba if task is not None and task.type == "binary" else None,
+        proba=task.proba if task is not None and task.type == TaskType.BINARY else None,
         prediction=task.prediction if task is not None else None)
     ref_profile = profile(table, schema)
     monitors = generate_monitors(schema)

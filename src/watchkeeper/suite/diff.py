@@ -74,19 +74,19 @@ def diff(old: Suite, new: Suite) -> SuiteDiff:
     out.columns_added = [c for c in new_cols if c not in old_cols]
     out.columns_removed = [c for c in old_cols if c not in new_cols]
     for name in (c for c in new_cols if c in old_cols):
-        a, b = old_cols[name], new_cols[name]
+        old_col, new_col = old_cols[name], new_cols[name]
         for attr in ("kind", "role", "sensitive"):
-            if getattr(a, attr) != getattr(b, attr):
+            if getattr(old_col, attr) != getattr(new_col, attr):
                 out.roles_changed.append({"column": name, "field": attr,
-                                          "old": str(getattr(a, attr)),
-                                          "new": str(getattr(b, attr))})
+                                          "old": str(getattr(old_col, attr)),
+                                          "new": str(getattr(new_col, attr))})
     old_task, new_task = old.schema.task, new.schema.task
     for setting in ("positive", "prediction_labels"):
-        a = getattr(old_task, setting) if old_task is not None else None
-        b = getattr(new_task, setting) if new_task is not None else None
-        if a != b:
-            out.settings_changed.append({"monitor": "task", "setting": setting, "old": a,
-                                         "new": b})
+        was = getattr(old_task, setting) if old_task is not None else None
+        now = getattr(new_task, setting) if new_task is not None else None
+        if was != now:
+            out.settings_changed.append({"monitor": "task", "setting": setting, "old": was,
+                                         "new": now})
     for family, weight in new.weights.items():
         if old.weights.get(family) != weight:
             out.settings_changed.append({"monitor": "budget", "setting": family,

@@ -65,7 +65,9 @@ def _represent_numpy(dumper: yaml.SafeDumper, data: np.generic) -> yaml.Node:
 
 
 _Dumper.add_representer(list, _represent_list)
-_Dumper.add_multi_representer(np.generic, _represent_numpy)
+# np.generic is abstract in numpy's stubs, and types-PyYAML types the argument `type[_T]`,
+# which mypy refuses for an abstract class although a multi representer is meant for one.
+_Dumper.add_multi_representer(np.generic, _represent_numpy)  # type: ignore[type-abstract]
 _Dumper.add_representer(dict, _represent_dict)
 _Dumper.add_representer(str, _represent_str)
 
@@ -139,11 +141,11 @@ def pack(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
                 fitted.setdefault("task", {})[key] = encode(task.pop(key))
         doc["task"] = task
     monitors = []
-    for key, m in zip(_monitor_keys(doc.get("monitors") or []), doc.get("monitors") or [],
-                      strict=True):
-        if key is not None and "calibration" in m:
+    for monitor_key, m in zip(_monitor_keys(doc.get("monitors") or []),
+                              doc.get("monitors") or [], strict=True):
+        if monitor_key is not None and "calibration" in m:
             m = dict(m)
-            fitted.setdefault("monitors", {})[key] = encode(m.pop("calibration"))
+            fitted.setdefault("monitors", {})[monitor_key] = encode(m.pop("calibration"))
         monitors.append(m)
     if "monitors" in doc:
         doc["monitors"] = monitors
@@ -173,7 +175,8 @@ def unpack(document: dict[str, Any], source: str | None) -> dict[str, Any]:
         for key, text in task_artefacts.items():
             doc["task"].setdefault(key, decode(text, f"{FITTED}.task.{key}", source))
     calibrations = dict(fitted.mapping("monitors", {}).data)
-    monitors = doc.get("monitors") if isinstance(doc.get("monitors"), list) else []
+    listed = doc.get("monitors")
+    monitors: list[Any] = listed if isinstance(listed, list) else []
     for key, m in zip(_monitor_keys(monitors), monitors, strict=True):
         if key in calibrations:
             m.setdefault("calibration", decode(calibrations.pop(key),

@@ -49,7 +49,7 @@ def mask_url(url: str) -> str:
     if parts.username or parts.password:
         netloc = f"{MASK}@{netloc}"
     hidden = set(_hidden_segments(url))
-    path, out = parts.path.split("/"), []
+    path, out = parts.path.split("/"), list[str]()
     for i, segment in enumerate(path):
         if i in hidden:
             if not out or out[-1] != MASK:
