@@ -96,7 +96,8 @@ def render(windows: list[WindowView]) -> str:
         role = {"prediction_drift": "model output", "target_drift": "target"}.get(c.monitor)
         return escape(column) + (f'<span class="sub">{role}</span>' if role else "")
 
-    bars, rows = [], []
+    bars: list[Bar] = []
+    rows: list[list[str]] = []
     for column, c in ranked:
         i = c.worst
         value, limit, severity = c.values[i], c.limits[i], c.severity[i]

@@ -142,13 +142,13 @@ def _fairness_trend(history: list[tuple[WindowView, dict[str, Any]]]) -> str:
             ref.get("dp_difference")), di_text, fixed(ref.get("eo_difference"))])
     for w, d in history:
         di = as_float(d.get("di_ratio"))
-        ref = _reference_di(d)
+        ref_di = _reference_di(d)
         groups = as_dict(d.get("groups"))
         small = sum(as_dict(g).get("status") == "insufficient data" for g in groups.values())
         metric = str(d.get("eo_metric") or "").upper()
         rows.append([escape(w.label), number(len(groups)), number(small) if small else "0",
                      _dp_cell(d.get("dp_difference"), d.get("dp_groups")),
-                     _di_cell(di, ref, _floor(d)),
+                     _di_cell(di, ref_di, _floor(d)),
                      fixed(d.get("eo_difference"))
                      + _between(d.get("eo_groups"), f"{metric}: " if metric else "")])
     return table(["window", "groups", "insufficient data", "DP difference", "DI ratio",
@@ -176,9 +176,9 @@ def _four_fifths_chart(d: Mapping[str, Any]) -> str:
     group below it is red, or amber when the grouping's ratio was already below the line
     in the reference (the measures carry the reference's ratio, not its groups' rates)."""
     groups = as_dict(d.get("groups"))
-    rates = {name: as_float(as_dict(g).get("selection_rate")) for name, g in groups.items()
+    found = {name: as_float(as_dict(g).get("selection_rate")) for name, g in groups.items()
              if not as_dict(g).get("status")}
-    rates = {k: v for k, v in rates.items() if v is not None}
+    rates = {k: v for k, v in found.items() if v is not None}
     best = max(rates.values(), default=0.0)
     if len(rates) < 2 or best <= 0:
         return ""

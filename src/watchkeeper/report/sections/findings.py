@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from watchkeeper.monitors.base import FAMILIES
 from watchkeeper.report.html import SEVERITIES, badge, escape, number, section, table
 from watchkeeper.report.sections.common import (
     WindowView,
@@ -14,8 +15,6 @@ from watchkeeper.report.sections.common import (
 )
 from watchkeeper.report.svg import finite
 
-FAMILIES = ("quality", "drift", "performance", "estimated_performance", "fairness", "service",
-            "security")
 FAMILY_TITLES = {"quality": "Data quality", "drift": "Drift", "performance": "Performance",
                  "estimated_performance": "Estimated performance", "fairness": "Fairness",
                  "service": "Service", "security": "Security"}

@@ -14,6 +14,7 @@ from watchkeeper.report.html import (
 )
 from watchkeeper.report.sections.common import METRIC_NAMES, METRICS, WindowView, as_dict, as_list
 from watchkeeper.report.svg import finite
+from watchkeeper.run.check import WindowStatus
 
 
 def render(windows: list[WindowView]) -> str:
@@ -78,5 +79,5 @@ def _verdict(w: WindowView) -> str:
     for u in w.not_evaluated:
         reasons.setdefault(str(u.get("reason") or "?"), []).append(str(u.get("monitor")))
     note = "; ".join(f"{', '.join(sorted(set(ms)))} ({r})" for r, ms in reasons.items())
-    text = "not evaluated" if w.status == "not_evaluated" else "ok, partly"
+    text = "not evaluated" if w.status == WindowStatus.NOT_EVALUATED else "ok, partly"
     return badge("muted", text) + f'<span class="sub">not evaluated: {escape(note)}</span>'
