@@ -92,7 +92,6 @@ from watchkeeper.monitors.security import REJECTED
 from watchkeeper.online.monitor import LiveWindow, OnlineMonitor, save, usable_times
 from watchkeeper.profiles.core import Profile
 from watchkeeper.run.check import WindowResult
-from watchkeeper.server.ingest import from_ipc, to_ipc
 from watchkeeper.store import (
     Appended,
     Conflict,
@@ -105,7 +104,7 @@ from watchkeeper.store import (
 )
 from watchkeeper.suite import file as suitefile
 from watchkeeper.suite.core import Suite
-from watchkeeper.wire import TS
+from watchkeeper.wire import TS, from_ipc, to_ipc
 
 log = logging.getLogger("watchkeeper.server")
 FIRST = -(2**62)
