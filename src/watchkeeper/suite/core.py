@@ -26,6 +26,7 @@ from watchkeeper.baseline.ood import fit as fit_security
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
 from watchkeeper.baseline.task import Task, infer_task, row_codes
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.files import write_atomic
 from watchkeeper.io.pii import MODES
 from watchkeeper.io.tables import did_you_mean, to_table
 from watchkeeper.monitors import (
@@ -409,10 +410,7 @@ class Suite:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the suite as YAML (atomically: a crash never leaves half a file)."""
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(suitefile.dump(self.to_dict()), encoding="utf-8")
-        os.replace(tmp, target)
+        write_atomic(path, suitefile.dump(self.to_dict()))
         self.path = str(path)
 
     @classmethod
