@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from watchkeeper.baseline.schema import Column, Schema
 from watchkeeper.errors import SuiteError
+from watchkeeper.io.jsonable import json_number
 from watchkeeper.io.tables import did_you_mean
 from watchkeeper.profiles.core import Profile
 
@@ -66,16 +67,6 @@ class Finding:
             "metric": self.metric,
             "segment": self.segment,
         }
-
-
-def json_number(v: Any) -> Any:
-    """A number as the JSON result writes it: six significant digits, NaN and ±inf as None
-    (JSON has no NaN), numpy integers as int; anything else as it is."""
-    if isinstance(v, (float, np.floating)):
-        return float(f"{float(v):.6g}") if np.isfinite(v) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
 
 
 @dataclass
