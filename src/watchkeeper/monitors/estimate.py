@@ -41,15 +41,7 @@ import numpy as np
 
 from watchkeeper.baseline.estimators import BinnedInputs, base_calibration, out_of_fold_positive
 from watchkeeper.baseline.schema import Role
-from watchkeeper.baseline.task import (
-    PERFORMANCE,
-    PERFORMANCE_ESTIMATE,
-    REGRESSION_ESTIMATE,
-    RowCodes,
-    Task,
-    row_codes,
-    tally,
-)
+from watchkeeper.baseline.task import RowCodes, Task
 from watchkeeper.monitors.base import Finding, Monitor, ReferenceData
 from watchkeeper.monitors.performance import (
     LOWER_IS_BETTER,
@@ -58,6 +50,13 @@ from watchkeeper.monitors.performance import (
     realised_metrics,
 )
 from watchkeeper.profiles.core import Profile
+from watchkeeper.profiles.task import (
+    PERFORMANCE,
+    PERFORMANCE_ESTIMATE,
+    REGRESSION_ESTIMATE,
+    row_codes,
+    tally,
+)
 from watchkeeper.stats.metrics import (
     bootstrap_expected_binary,
     error_band,

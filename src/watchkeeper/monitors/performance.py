@@ -12,15 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from watchkeeper.baseline.task import (
-    PERFORMANCE,
-    REGRESSION,
-    REGRESSION_FIELDS,
-    SCORES,
-    Task,
-    row_codes,
-    tally,
-)
+from watchkeeper.baseline.task import Task
 from watchkeeper.monitors.base import (
     Finding,
     Monitor,
@@ -30,6 +22,14 @@ from watchkeeper.monitors.base import (
     severity_for,
 )
 from watchkeeper.profiles.core import Profile
+from watchkeeper.profiles.task import (
+    PERFORMANCE,
+    REGRESSION,
+    REGRESSION_FIELDS,
+    SCORES,
+    row_codes,
+    tally,
+)
 from watchkeeper.stats.calibration import difference_threshold
 from watchkeeper.stats.metrics import (
     binary_metrics,

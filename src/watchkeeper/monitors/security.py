@@ -20,13 +20,11 @@ from watchkeeper.baseline.ood import (
     OOD_LEVELS,
     OOD_SCORE_EDGES,
     OOD_TALLY,
-    OTHER,
-    ClientStats,
     SecurityModel,
-    moments,
 )
 from watchkeeper.io.values import category_counts, numbers_with_nan
 from watchkeeper.monitors.base import Finding, Monitor, ReferenceData, Severity, severity_for
+from watchkeeper.profiles.clients import OTHER, ClientStats, moments
 from watchkeeper.profiles.core import Profile
 from watchkeeper.stats.calibration import TAIL_MARGIN, count_interval, rate_threshold
 

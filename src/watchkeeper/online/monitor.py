@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.baseline.task import row_codes
 from watchkeeper.io.jsonable import RESULT_DIGITS, plain
 from watchkeeper.io.tables import to_table
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.profiles.core import Profile
+from watchkeeper.profiles.task import row_codes
 from watchkeeper.run.check import CheckResult, WindowResult
 from watchkeeper.run.label_join import LabelJoin, StoredLabelJoin
 from watchkeeper.wire import TS

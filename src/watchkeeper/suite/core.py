@@ -24,7 +24,7 @@ from watchkeeper.baseline.importance import importance
 from watchkeeper.baseline.ood import SecurityModel
 from watchkeeper.baseline.ood import fit as fit_security
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
-from watchkeeper.baseline.task import Task, infer_task, row_codes
+from watchkeeper.baseline.task import Task, infer_task
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.files import write_atomic
 from watchkeeper.io.pii import MODES
@@ -61,6 +61,7 @@ from watchkeeper.monitors import (
 from watchkeeper.monitors.security import ClientMonitor
 from watchkeeper.profiles.core import ColumnProfile, Profile, profile
 from watchkeeper.profiles.service import SERVICE_TALLY
+from watchkeeper.profiles.task import row_codes
 from watchkeeper.run.check import (
     CheckResult,
     WindowLength,
