@@ -99,11 +99,7 @@ class OODShare(Monitor):
         n, k = int(counts[0]), int(counts[1])
         k_ref, n_ref = int(self.calibration["reference_ood"]), int(
             self.calibration["reference_rows"])
-        base = k_ref / n_ref if n_ref else 0.0
-        warning = max(rate_threshold(k_ref, n_ref, n, self.alpha), base + self.settings[
-            "min_effect"])
-        critical = max(rate_threshold(k_ref, n_ref, n, self.alpha / 100),
-                       base + self.settings["critical_effect"], warning)
+        _, warning, critical = self.rate_lines(k_ref, n_ref, n)
         severity = severity_for(k / n, warning, critical)
         if severity is None:
             return []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from watchkeeper.io.jsonable import RESULT_DIGITS, plain
 from watchkeeper.io.tables import to_table
+from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.profiles.core import Profile
 from watchkeeper.profiles.task import row_codes
@@ -137,7 +138,7 @@ class OnlineMonitor:
         w = self.windows.get(key)
         if w is None:
             step = self.window.total_seconds()
-            start = datetime.fromtimestamp(key * step, tz=UTC)
+            start = from_epoch(key * step)
             w = LiveWindow(key, start, start + self.window, Profile(start=start, end=start +
                                                                    self.window))
             self.windows[key] = w
