@@ -119,7 +119,7 @@ def client_stats(model: SecurityModel, table: pa.Table, ood: np.ndarray,
     k = len(names)
     rows = np.bincount(idx, minlength=k)
     ood_n = np.bincount(idx, weights=ood, minlength=k)
-    near = np.zeros(k)
+    near: np.ndarray = np.zeros(k)
     if model.proba and model.proba in table.column_names and model.boundary_width > 0:
         p = numbers_with_nan(table.column(model.proba))
         near = np.bincount(idx, weights=np.abs(p - model.boundary) < model.boundary_width,
