@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.server_helpers import WRITE, Server, request
 from tests.test_fold_lease import _suite_text
-from watchkeeper.server.ingest import to_ipc
+from watchkeeper.wire import to_ipc
 
 RESULTS = Path(__file__).parent / "results" / "api_fuzz.md"
 

@@ -98,8 +98,9 @@ import pyarrow as pa
 import watchkeeper as wk
 from tests.server_helpers import WRITE, Server
 from watchkeeper.io.datasets import synthetic_drift_pair
-from watchkeeper.server.ingest import from_ipc, parse_body, to_ipc
+from watchkeeper.server.ingest import parse_body
 from watchkeeper.store import Store
+from watchkeeper.wire import from_ipc, to_ipc
 
 try:
     import psutil

@@ -32,9 +32,9 @@ import watchkeeper as wk
 from tests.server_helpers import Server
 from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.server.hub import Hub
-from watchkeeper.server.ingest import to_ipc
 from watchkeeper.server.privacy import Privacy
 from watchkeeper.store import Store
+from watchkeeper.wire import to_ipc
 
 
 def median_ms(fn, repeat: int) -> float:

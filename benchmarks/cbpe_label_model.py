@@ -31,8 +31,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import watchkeeper as wk
-from watchkeeper.baseline.task import PERFORMANCE
 from watchkeeper.monitors.estimate import EstimatedPerformance
+from watchkeeper.profiles.task import PERFORMANCE
 from watchkeeper.stats.metrics import expected_binary
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -62,8 +62,8 @@ import watchkeeper as wk
 from tests.server_helpers import WRITE, Server, request, scratch_schema, wait_for
 from watchkeeper.sdk import RemoteSink
 from watchkeeper.sdk.sinks import SinkError
-from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import Store
+from watchkeeper.wire import to_ipc
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ARROW = "application/vnd.apache.arrow.stream"

@@ -36,8 +36,8 @@ import pyarrow as pa
 import watchkeeper as wk
 from tests.server_helpers import WRITE, Server, request, wait_for
 from watchkeeper.io.datasets import synthetic_drift_pair
-from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import Store
+from watchkeeper.wire import to_ipc
 
 MODEL = "bench"
 ARROW = "application/vnd.apache.arrow.stream"

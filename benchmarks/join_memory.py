@@ -36,9 +36,9 @@ import pyarrow as pa
 
 import watchkeeper as wk
 from tests.server_helpers import READ, WRITE, Server, request, scratch_schema, wait_for
-from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import Store
 from watchkeeper.suite import file as suitefile
+from watchkeeper.wire import to_ipc
 
 MODEL = "m"
 ARROW = "application/vnd.apache.arrow.stream"

@@ -32,9 +32,9 @@ import pyarrow as pa
 
 import watchkeeper as wk
 from watchkeeper.server.hub import Hub
-from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import Store
 from watchkeeper.suite import file as suitefile
+from watchkeeper.wire import to_ipc
 
 T0 = 1_700_000_000.0
 

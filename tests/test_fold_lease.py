@@ -476,7 +476,7 @@ def test_a_followers_refused_requests_are_counted_by_the_leader(url: str) -> Non
 def _duplicate_columns(n: int, ts: float) -> bytes:
     """A batch that reads back but that no profile can be made of (two columns named x), as
     a store written by an older server (which took it over HTTP) may hold."""
-    from watchkeeper.server.ingest import to_ipc
+    from watchkeeper.wire import to_ipc
 
     return to_ipc(pa.Table.from_arrays([pa.array(np.ones(n)), pa.array(np.ones(n)),
                                         pa.array(np.full(n, ts))], names=["x", "x", "_ts"]))

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from tests.test_fold_lease import _batch, _suite_text, _windowed
 from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
 from watchkeeper.server.hub import CAUGHT_UP_SECONDS, Hub
-from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import Store, tables
+from watchkeeper.wire import to_ipc
 
 
 @pytest.fixture

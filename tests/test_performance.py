@@ -213,8 +213,8 @@ def test_a_regressors_label_coverage_counts_labels_not_predictions() -> None:
     assert window.windows[0].metrics["label_coverage"] == 1.0
     assert not [f for f in window.alerts() if f.monitor == "label_coverage"]
     # a regression tally stored before "labels" existed reads back with the old meaning
-    from watchkeeper.baseline.task import REGRESSION
     from watchkeeper.profiles.core import Profile
+    from watchkeeper.profiles.task import REGRESSION
 
     stored = window.windows[0].profile.to_dict()
     joint = stored["joint"][REGRESSION]

@@ -62,7 +62,7 @@ def estimator(suite: wk.Suite) -> EstimatedPerformance:
 
 def isotonic_error(suite: wk.Suite, analysis: pa.Table, correct: np.ndarray) -> float:
     """Accuracy error the isotonic table would have had (it is always fitted; kept here)."""
-    from watchkeeper.baseline.task import PERFORMANCE
+    from watchkeeper.profiles.task import PERFORMANCE
     from watchkeeper.stats.metrics import calibrate_bins, expected_binary
 
     ref_tally = suite.reference.joint[PERFORMANCE][:, :2, :2]
@@ -195,7 +195,7 @@ def test_label_model_follows_a_change_in_the_mix_of_rows(tmp_path: Path) -> None
     path = tmp_path / "suite.yaml"
     suite.save(path)
     loaded = wk.load(path)
-    from watchkeeper.baseline.task import PERFORMANCE
+    from watchkeeper.profiles.task import PERFORMANCE
     from watchkeeper.stats.metrics import expected_binary
 
     for seed, share_a in ((22, 0.5), (23, 0.9), (24, 0.1)):
@@ -342,7 +342,7 @@ def test_a_suite_without_shift_sd_keeps_the_sampling_band(tmp_path: Path) -> Non
     old = wk.load(path)
     analysis, _ = make(3_000, CALIBRATED, seed=39, shift=0.4)
     band = old.check(analysis).windows[0].metrics["estimated_band"]
-    from watchkeeper.baseline.task import PERFORMANCE
+    from watchkeeper.profiles.task import PERFORMANCE
     from watchkeeper.stats.metrics import bootstrap_expected_binary
 
     window = old.check(analysis).windows[0].profile

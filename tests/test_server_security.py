@@ -32,10 +32,10 @@ from watchkeeper.io.pii import (
 )
 from watchkeeper.server.auth import COOKIE
 from watchkeeper.server.hub import Hub
-from watchkeeper.server.ingest import from_ipc
 from watchkeeper.server.privacy import Privacy
 from watchkeeper.store import Store, tables
 from watchkeeper.store.sessions import close_session, open_session, session_access
+from watchkeeper.wire import from_ipc
 
 ARROW = "application/vnd.apache.arrow.stream"
 EMAILS = [f"person{i}@mail.example" for i in range(600)]

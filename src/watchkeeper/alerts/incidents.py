@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from watchkeeper.alerts.labels import required_time, to_time, utc
+from watchkeeper.alerts.labels import required_time, to_time
 from watchkeeper.alerts.lifecycle import Alert
 from watchkeeper.alerts.rules import GroupRule, Rules
+from watchkeeper.io.times import as_utc
 from watchkeeper.monitors.base import Family, Severity
 
 Status = Literal["open", "updated", "resolved"]
@@ -46,7 +47,7 @@ class Incident:
 
     @staticmethod
     def make_id(model: str, window: str, at: datetime, fingerprints: list[str]) -> str:
-        key = "\x1f".join([model, window, utc(at).isoformat(), *sorted(fingerprints)])
+        key = "\x1f".join([model, window, as_utc(at).isoformat(), *sorted(fingerprints)])
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     @property

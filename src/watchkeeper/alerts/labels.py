@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from watchkeeper.errors import DataError
+from watchkeeper.io.times import as_utc
 from watchkeeper.monitors.base import Finding, Severity
 
 #: Labels a silence or rule may match on (a missing label matches as "").
@@ -93,20 +94,15 @@ def matches(matchers: dict[str, str], labels: dict[str, str]) -> bool:
     return True
 
 
-def utc(t: datetime) -> datetime:
-    """An aware UTC datetime (naive ones are taken as UTC)."""
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
 def rfc3339(t: datetime | None) -> str:
     """RFC 3339 with a ``Z``, as Alertmanager writes; the zero time for None."""
     if t is None:
         return ZERO_TIME
-    return utc(t).isoformat().replace("+00:00", "Z")
+    return as_utc(t).isoformat().replace("+00:00", "Z")
 
 
 def to_time(text: str | None) -> datetime | None:
-    return None if text is None else utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    return None if text is None else as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 def required_time(d: dict[str, Any], key: str, where: str) -> datetime:
@@ -119,14 +115,3 @@ def required_time(d: dict[str, Any], key: str, where: str) -> datetime:
     if at is None:
         raise DataError(f"{where}.{key}: expected an ISO 8601 time, got {d.get(key)!r}")
     return at
-
-
-def plain(value: Any) -> Any:
-    """JSON-ready copy of evidence: NumPy scalars to Python, tuples to lists."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
-    return value

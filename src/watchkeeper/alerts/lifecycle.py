@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from watchkeeper.alerts.labels import fingerprint, plain, to_time, utc
+from watchkeeper.alerts.labels import fingerprint, to_time
+from watchkeeper.io.jsonable import plain
+from watchkeeper.io.times import as_utc
 from watchkeeper.monitors.base import Finding, Severity
 
 State = Literal["pending", "firing", "resolved"]
@@ -58,7 +60,7 @@ class Alert:
         """A new pending alert for the condition a finding describes."""
         return cls(fingerprint(model, f.monitor, f.column, f.segment, f.metric), model,
                    f.monitor, f.family, f.column, f.segment, f.metric,
-                   severity=Severity(f.severity), first_seen=window, first_seen_at=utc(at))
+                   severity=Severity(f.severity), first_seen=window, first_seen_at=as_utc(at))
 
     @property
     def labels(self) -> dict[str, str]:
@@ -78,8 +80,8 @@ class Alert:
 
     def _record(self, f: Finding, window: str, at: datetime) -> None:
         self.value, self.threshold = float(f.value), float(f.threshold)
-        self.message, self.evidence = f.message, plain(dict(f.evidence))
-        self.last_seen, self.last_seen_at = window, utc(at)
+        self.message, self.evidence = f.message, plain(f.evidence, finite=False)
+        self.last_seen, self.last_seen_at = window, as_utc(at)
         self.history = [*self.history, (window, self.value, Severity(f.severity).value)]
         del self.history[:-HISTORY]
 
@@ -90,7 +92,7 @@ class Alert:
         if Severity(f.severity).rank > self.severity.rank:
             self.severity = Severity(f.severity)
         if self.state == "pending" and self.hits >= for_windows:
-            self.state, self.fired, self.fired_at = "firing", window, utc(at)
+            self.state, self.fired, self.fired_at = "firing", window, as_utc(at)
             return True
         return False
 
@@ -108,7 +110,7 @@ class Alert:
         if self.state == "firing":
             self.clean += 1
             if self.clean >= clear_for:
-                self.state, self.resolved, self.resolved_at = "resolved", window, utc(at)
+                self.state, self.resolved, self.resolved_at = "resolved", window, as_utc(at)
                 return "resolve"
         return None
 
@@ -128,10 +130,8 @@ class Alert:
                 v = v.isoformat()
             elif isinstance(v, Severity):
                 v = v.value
-            elif isinstance(v, float) and not math.isfinite(v):
-                v = None
-            elif name == "history":
-                v = [[w, x if math.isfinite(x) else None, s] for w, x, s in v]
+            elif isinstance(v, float) or name == "history":
+                v = plain(v)
             out[name] = v
         return out
 

@@ -8,11 +8,12 @@ from datetime import datetime
 from typing import Any
 
 from watchkeeper.alerts.incidents import Incident, group
-from watchkeeper.alerts.labels import finding_labels, fingerprint, to_time, utc
+from watchkeeper.alerts.labels import finding_labels, fingerprint, to_time
 from watchkeeper.alerts.lifecycle import Alert
 from watchkeeper.alerts.notification import Kind, Notification
 from watchkeeper.alerts.rules import Rules
 from watchkeeper.alerts.silences import Silence
+from watchkeeper.io.times import as_utc
 from watchkeeper.monitors.base import Finding, Severity
 
 STATE_VERSION = 1
@@ -68,7 +69,7 @@ class AlertManager:
         Windows must come in time order (``start`` strictly increasing). Info findings never
         alert; several findings of one fingerprint in a window count once (the most severe).
         """
-        start = utc(start)
+        start = as_utc(start)
         if self.last_start is not None and start <= self.last_start:
             raise ValueError(f"window {window!r} starts at {start.isoformat()}, not after the "
                              f"last processed window {self.last_window!r} "
@@ -209,7 +210,7 @@ class AlertManager:
         (alertname), family, column, segment, metric or severity: ``value``, ``!=value``,
         ``=~regex``, ``!~regex``. Silenced alerts are still tracked and grouped."""
         self._silence_seq += 1
-        key = json.dumps([self.model, self._silence_seq, matchers, utc(until).isoformat()],
+        key = json.dumps([self.model, self._silence_seq, matchers, as_utc(until).isoformat()],
                          sort_keys=True, default=str)
         s = Silence(hashlib.sha256(key.encode()).hexdigest()[:12], dict(matchers), until,
                     starts, created_by, comment)

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from watchkeeper.alerts.labels import required_time, rfc3339, utc
+from watchkeeper.alerts.labels import required_time, rfc3339
 from watchkeeper.alerts.lifecycle import Alert
+from watchkeeper.io.times import as_utc
 from watchkeeper.monitors.base import Severity
 
 Kind = Literal["open", "update", "repeat", "resolve"]
@@ -90,7 +91,7 @@ class Notification:
             annotations["inhibited_by"] = a.inhibited_by
         status = "resolved" if a.state == "resolved" or self.kind == "resolve" else "firing"
         ends = a.resolved_at if a.resolved_at is not None else (
-            utc(self.at) if status == "resolved" else None)
+            as_utc(self.at) if status == "resolved" else None)
         return {
             "status": status,
             "labels": labels,
@@ -104,7 +105,7 @@ class Notification:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "incident": self.incident, "model": self.model,
                 "title": self.title, "severity": self.severity.value, "window": self.window,
-                "at": utc(self.at).isoformat(), "alerts": [a.to_dict() for a in self.alerts],
+                "at": as_utc(self.at).isoformat(), "alerts": [a.to_dict() for a in self.alerts],
                 "number": self.number, "opened": self.opened,
                 "acknowledged_by": self.acknowledged_by, "receiver": self.receiver,
                 "external_url": self.external_url}

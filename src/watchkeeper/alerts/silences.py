@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from watchkeeper.alerts.labels import check_matchers, matches, required_time, to_time, utc
+from watchkeeper.alerts.labels import check_matchers, matches, required_time, to_time
+from watchkeeper.io.times import as_utc
 
 
 @dataclass
@@ -33,11 +34,11 @@ class Silence:
         if not self.matchers:
             raise ValueError("matchers: a silence needs at least one matcher; give one")
         self.matchers = check_matchers(self.matchers, "silence")
-        self.until = utc(self.until)
-        self.starts = None if self.starts is None else utc(self.starts)
+        self.until = as_utc(self.until)
+        self.starts = None if self.starts is None else as_utc(self.starts)
 
     def active(self, at: datetime) -> bool:
-        at = utc(at)
+        at = as_utc(at)
         return (self.starts is None or self.starts <= at) and at < self.until
 
     def covers(self, labels: dict[str, str], at: datetime) -> bool:

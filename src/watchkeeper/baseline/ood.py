@@ -1,17 +1,14 @@
-"""Security signals: out-of-distribution rows, and per-client statistics for abuse patterns.
+"""Security signals: what normal inputs look like, to find out-of-distribution rows.
 
-Both are learned at ``init`` from the reference (the ``SecurityModel`` in the suite) and
-computed row-wise when a batch is profiled, into mergeable summaries: an OOD tally, the
-histogram of the OOD score and the main offending features per window; and per client
-(the ``_client`` column, or the column with the client role) row counts,
-near-decision-boundary counts, OOD counts, moments of each numeric feature and a
-k-minimum-values sketch of distinct (rounded) inputs. Clients are bounded: past
-``MAX_CLIENTS`` the lightest ones are pooled into ``(other)``.
+Learned at ``init`` from the reference (the ``SecurityModel`` in the suite) and computed
+row-wise when a batch is profiled, into mergeable summaries: an OOD tally, the histogram of
+the OOD score and the main offending features per window. The per-client statistics built
+on it (and on :meth:`SecurityModel.row_hashes`) are tallies: see profiles/clients.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +16,6 @@ import pyarrow as pa
 
 from watchkeeper.io.values import label_codes, numbers_with_nan
 from watchkeeper.stats.isolation import IsolationForest
-from watchkeeper.stats.moments import Moments
 
 OOD_TALLY = "ood"  # [rows, out-of-distribution rows]
 OOD_FEATURES = "ood_features"  # per feature: OOD rows where it is the main offender
@@ -30,10 +26,6 @@ OOD_LEVELS = "ood_score"  # rows per OOD score bin (edges OOD_SCORE_EDGES)
 #: a value is beyond the reference's range or a category is new, 1 + the share of such
 #: features.
 OOD_SCORE_EDGES = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
-MAX_CLIENTS = 1_000
-OTHER = "(other)"
-KMV = 256  # hashes kept per client: distinct counts exact below this, ~6% error above
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -85,8 +77,9 @@ class SecurityModel:
     forest_threshold: float = 1.0  # and of its 99.9th percentile row
 
     # -- rows ------------------------------------------------------------------------------
-    def _column(self, table: pa.Table, name: str,
-                aligned: dict[str, np.ndarray] | None) -> np.ndarray:
+    def values(self, table: pa.Table, name: str,
+               aligned: dict[str, np.ndarray] | None) -> np.ndarray:
+        """A numeric feature's values, NaN where missing (all NaN when the column is)."""
         if aligned is not None and name in aligned:
             return aligned[name]
         if name in table.column_names:
@@ -120,7 +113,7 @@ class SecurityModel:
         n = table.num_rows
         d2 = np.zeros(n)
         outside = np.zeros(n, dtype=np.int16)  # features beyond the reference's support
-        columns = [self._column(table, name, aligned) for name in self.numeric]
+        columns = [self.values(table, name, aligned) for name in self.numeric]
         imputed = []
         for j, x in enumerate(columns):
             t = x - self.center[j]
@@ -179,7 +172,7 @@ class SecurityModel:
         h = np.full(table.num_rows, np.uint64(0xCBF29CE484222325))
         with np.errstate(over="ignore"):
             for name in self.numeric:
-                h = _mix(h ^ _rounded(self._column(table, name, aligned)).view(np.uint64))
+                h = _mix(h ^ _rounded(self.values(table, name, aligned)).view(np.uint64))
             for column in self._codes(table):
                 assert column is not None  # `only` not given: every column is coded
                 h = _mix(h ^ column.astype(np.uint64))
@@ -195,43 +188,6 @@ class SecurityModel:
                 OOD_LEVELS: np.bincount(levels, minlength=len(OOD_SCORE_EDGES) + 1
                                         ).astype(np.int64)}
 
-    def clients(self, table: pa.Table, ood: np.ndarray,
-                aligned: dict[str, np.ndarray] | None = None) -> dict[str, ClientStats]:
-        if self.client not in table.column_names or table.num_rows == 0:
-            return {}
-        encoded = pa.chunked_array(table.column(self.client)).cast(pa.string()) \
-            .combine_chunks().dictionary_encode()
-        names = encoded.dictionary.to_pylist()
-        idx = encoded.indices.to_numpy(zero_copy_only=False)
-        idx = np.where(np.isnan(idx), len(names), idx).astype(np.int64) \
-            if idx.dtype.kind == "f" else idx.astype(np.int64)
-        names = [*names, "(unknown)"]
-        k = len(names)
-        rows = np.bincount(idx, minlength=k)
-        ood_n = np.bincount(idx, weights=ood, minlength=k)
-        near: np.ndarray = np.zeros(k)
-        if self.proba and self.proba in table.column_names and self.boundary_width > 0:
-            p = numbers_with_nan(table.column(self.proba))
-            near = np.bincount(idx, weights=np.abs(p - self.boundary) < self.boundary_width,
-                               minlength=k)
-        n, mean, m2 = moments([self._column(table, name, aligned) for name in self.numeric],
-                              idx, k)
-        hashes = self.row_hashes(table, aligned)
-        order = np.lexsort((hashes, idx))
-        pairs = np.stack([idx[order], hashes[order].view(np.int64)], axis=1)
-        keep = np.ones(len(order), dtype=bool)
-        keep[1:] = np.any(pairs[1:] != pairs[:-1], axis=1)
-        client_of, hash_of = idx[order][keep], hashes[order][keep]
-        starts = np.searchsorted(client_of, np.arange(k))
-        out = {}
-        for c in np.flatnonzero(rows):
-            lo = starts[c]
-            hi = starts[c + 1] if c + 1 < k else len(client_of)
-            out[names[c]] = ClientStats(int(rows[c]), int(near[c]), int(ood_n[c]), n[c].copy(),
-                                        mean[c].copy(), m2[c].copy(),
-                                        hash_of[lo:min(hi, lo + KMV)].copy())
-        return bound_clients(out)
-
     # -- persistence ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -244,87 +200,6 @@ class SecurityModel:
         if fields.get("forest") is not None:
             fields["forest"] = IsolationForest.from_dict(fields["forest"])
         return cls(**fields)
-
-
-def moments(columns: list[np.ndarray], group: np.ndarray,
-            groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per group (rows) and column: finite values, their mean and sum of squared deviations
-    (the :class:`ClientStats` fields), with NaN and ±inf left out."""
-    n, s1, s2 = (np.zeros((groups, len(columns))) for _ in range(3))
-    for j, x in enumerate(columns):
-        ok = np.isfinite(x)
-        xs = np.where(ok, x, 0.0)
-        n[:, j] = np.bincount(group, weights=ok, minlength=groups)
-        s1[:, j] = np.bincount(group, weights=xs, minlength=groups)
-        s2[:, j] = np.bincount(group, weights=xs * xs, minlength=groups)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n > 0, s1 / np.where(n > 0, n, 1), 0.0)
-    return n, mean, np.maximum(s2 - n * mean**2, 0.0)
-
-
-@dataclass
-class ClientStats:
-    """One client's activity in a window (mergeable)."""
-
-    rows: int
-    boundary: int
-    ood: int
-    n: np.ndarray
-    mean: np.ndarray
-    m2: np.ndarray
-    kmv: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
-
-    def merge(self, other: ClientStats) -> ClientStats:
-        moments = [Moments(int(a), b, c).merge(Moments(int(d), e, f)) for a, b, c, d, e, f in
-                   zip(self.n, self.mean, self.m2, other.n, other.mean, other.m2, strict=True)]
-        kmv = np.unique(np.concatenate([self.kmv, other.kmv]))[:KMV]
-        return ClientStats(self.rows + other.rows, self.boundary + other.boundary,
-                           self.ood + other.ood, np.array([m.n for m in moments], dtype=float),
-                           np.array([m.mean for m in moments]), np.array([m.m2 for m in moments]),
-                           kmv)
-
-    @property
-    def distinct(self) -> float:
-        """Distinct rounded inputs (exact below KMV, a KMV estimate above)."""
-        if len(self.kmv) < KMV:
-            return float(len(self.kmv))
-        return (KMV - 1) / (float(self.kmv[-1]) / 2.0**64)
-
-    def sd(self) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.sqrt(np.where(self.n > 1, self.m2 / np.maximum(self.n - 1, 1), np.nan))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "boundary": self.boundary, "ood": self.ood,
-                "n": self.n.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist(),
-                "kmv": [int(v) for v in self.kmv]}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ClientStats:
-        return cls(int(d["rows"]), int(d["boundary"]), int(d["ood"]), np.asarray(d["n"], float),
-                   np.asarray(d["mean"], float), np.asarray(d["m2"], float),
-                   np.asarray(d["kmv"], dtype=np.uint64))
-
-
-def merge_clients(a: dict[str, ClientStats], b: dict[str, ClientStats]) -> dict[str, ClientStats]:
-    out = dict(a)
-    for name, stats in b.items():
-        out[name] = out[name].merge(stats) if name in out else stats
-    return bound_clients(out)
-
-
-def bound_clients(clients: dict[str, ClientStats]) -> dict[str, ClientStats]:
-    """Keep the MAX_CLIENTS busiest clients; pool the rest (so memory stays bounded)."""
-    if len(clients) <= MAX_CLIENTS:
-        return clients
-    ranked = sorted(clients, key=lambda c: (c == OTHER, -clients[c].rows))
-    kept = {c: clients[c] for c in ranked[: MAX_CLIENTS - 1]}
-    pooled = [clients[c] for c in ranked[MAX_CLIENTS - 1:]]
-    other = pooled[0]
-    for s in pooled[1:]:
-        other = other.merge(s)
-    kept[OTHER] = other
-    return kept
 
 
 def fit(table: pa.Table, numeric: list[str], categorical: list[tuple[str, list[str]]],

@@ -14,8 +14,10 @@ import pyarrow as pa
 from watchkeeper.baseline.schema import Column, Schema
 from watchkeeper.baseline.task import Task
 from watchkeeper.errors import SuiteError
+from watchkeeper.io.jsonable import json_number
 from watchkeeper.io.tables import did_you_mean
 from watchkeeper.profiles.core import Profile
+from watchkeeper.stats.calibration import rate_threshold
 
 
 class Family(StrEnum):
@@ -75,16 +77,6 @@ class Finding:
             "metric": self.metric,
             "segment": self.segment,
         }
-
-
-def json_number(v: Any) -> Any:
-    """A number as the JSON result writes it: six significant digits, NaN and ±inf as None
-    (JSON has no NaN), numpy integers as int; anything else as it is."""
-    if isinstance(v, (float, np.floating)):
-        return float(f"{float(v):.6g}") if np.isfinite(v) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
 
 
 @dataclass
@@ -240,6 +232,18 @@ class Monitor:
             message=message,
             evidence=evidence,
         )
+
+    def rate_lines(self, k_ref: int, n_ref: int, n: int) -> tuple[float, float, float]:
+        """For a rate over ``n`` rows, against ``k_ref`` events in ``n_ref`` reference rows:
+        the reference rate, and the warning and critical lines (the rate the reference
+        exceeds with probability α, resp. α/100, and at least the reference rate plus
+        ``min_effect``, resp. ``critical_effect``; critical never below warning)."""
+        base = k_ref / n_ref if n_ref else 0.0
+        warning = max(rate_threshold(k_ref, n_ref, n, self.alpha),
+                      base + self.settings["min_effect"])
+        critical = max(rate_threshold(k_ref, n_ref, n, self.alpha / 100),
+                       base + self.settings["critical_effect"], warning)
+        return base, warning, critical
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}

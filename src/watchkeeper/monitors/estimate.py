@@ -46,16 +46,7 @@ from watchkeeper.baseline.estimators import (
     out_of_fold_positive,
 )
 from watchkeeper.baseline.schema import Role
-from watchkeeper.baseline.task import (
-    PERFORMANCE,
-    PERFORMANCE_ESTIMATE,
-    REGRESSION_ESTIMATE,
-    RowCodes,
-    Task,
-    TaskType,
-    row_codes,
-    tally,
-)
+from watchkeeper.baseline.task import RowCodes, Task, TaskType
 from watchkeeper.monitors.base import Family, Finding, Monitor, ReferenceData
 from watchkeeper.monitors.performance import (
     LOWER_IS_BETTER,
@@ -64,6 +55,13 @@ from watchkeeper.monitors.performance import (
     realised_metrics,
 )
 from watchkeeper.profiles.core import Profile
+from watchkeeper.profiles.task import (
+    PERFORMANCE,
+    PERFORMANCE_ESTIMATE,
+    REGRESSION_ESTIMATE,
+    row_codes,
+    tally,
+)
 from watchkeeper.stats.metrics import (
     bootstrap_expected_binary,
     error_band,

@@ -24,9 +24,10 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import special
 
-from watchkeeper.baseline.task import Task, fairness_key
+from watchkeeper.baseline.task import Task
 from watchkeeper.monitors.base import Family, Finding, Monitor, ReferenceData, Severity, absent
 from watchkeeper.profiles.core import Profile
+from watchkeeper.profiles.task import fairness_key
 from watchkeeper.stats.calibration import TAIL_MARGIN
 
 RATES = ("selection_rate", "tpr", "fpr")

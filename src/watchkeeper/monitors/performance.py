@@ -12,16 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from watchkeeper.baseline.task import (
-    PERFORMANCE,
-    REGRESSION,
-    REGRESSION_FIELDS,
-    SCORES,
-    Task,
-    TaskType,
-    row_codes,
-    tally,
-)
+from watchkeeper.baseline.task import Task, TaskType
 from watchkeeper.monitors.base import (
     Family,
     Finding,
@@ -32,6 +23,14 @@ from watchkeeper.monitors.base import (
     severity_for,
 )
 from watchkeeper.profiles.core import Profile
+from watchkeeper.profiles.task import (
+    PERFORMANCE,
+    REGRESSION,
+    REGRESSION_FIELDS,
+    SCORES,
+    row_codes,
+    tally,
+)
 from watchkeeper.stats.calibration import difference_threshold
 from watchkeeper.stats.metrics import (
     binary_metrics,

@@ -19,7 +19,7 @@ from watchkeeper.monitors.base import (
     severity_for,
 )
 from watchkeeper.profiles.core import ColumnProfile, Profile
-from watchkeeper.stats.calibration import count_interval, rate_threshold
+from watchkeeper.stats.calibration import count_interval
 
 #: Roles whose columns must be present in every window (labels and ids may come later).
 REQUIRED_ROLES = (Role.FEATURE, Role.PREDICTION, Role.PROBA, Role.TIMESTAMP, Role.CLIENT)
@@ -120,12 +120,8 @@ class RateMonitor(Monitor):
         if n <= 0:
             return []
         k_ref, n_ref = self.reference_events(ref)
-        base = k_ref / n_ref if n_ref else 0.0
+        base, warning, critical = self.rate_lines(k_ref, n_ref, n)
         value = k / n
-        warning = max(rate_threshold(k_ref, n_ref, n, self.alpha),
-                      base + self.settings["min_effect"])
-        critical = max(rate_threshold(k_ref, n_ref, n, self.alpha / 100),
-                       base + self.settings["critical_effect"], warning)
         severity = severity_for(value, warning, critical)
         if severity is None:
             return []

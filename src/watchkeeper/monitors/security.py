@@ -20,10 +20,7 @@ from watchkeeper.baseline.ood import (
     OOD_LEVELS,
     OOD_SCORE_EDGES,
     OOD_TALLY,
-    OTHER,
-    ClientStats,
     SecurityModel,
-    moments,
 )
 from watchkeeper.errors import SuiteError
 from watchkeeper.io.values import category_counts, numbers_with_nan
@@ -35,6 +32,7 @@ from watchkeeper.monitors.base import (
     Severity,
     severity_for,
 )
+from watchkeeper.profiles.clients import OTHER, ClientStats, moments
 from watchkeeper.profiles.core import Profile
 from watchkeeper.stats.calibration import TAIL_MARGIN, count_interval, rate_threshold
 
@@ -109,11 +107,7 @@ class OODShare(Monitor):
         n, k = int(counts[0]), int(counts[1])
         k_ref, n_ref = int(self.calibration["reference_ood"]), int(
             self.calibration["reference_rows"])
-        base = k_ref / n_ref if n_ref else 0.0
-        warning = max(rate_threshold(k_ref, n_ref, n, self.alpha), base + self.settings[
-            "min_effect"])
-        critical = max(rate_threshold(k_ref, n_ref, n, self.alpha / 100),
-                       base + self.settings["critical_effect"], warning)
+        _, warning, critical = self.rate_lines(k_ref, n_ref, n)
         severity = severity_for(k / n, warning, critical)
         if severity is None:
             return []

@@ -16,7 +16,7 @@ from watchkeeper.monitors.base import (
 )
 from watchkeeper.profiles.core import Profile
 from watchkeeper.profiles.service import LATENCY_TALLY, SERVICE_TALLY, latency_quantile
-from watchkeeper.stats.calibration import count_interval, rate_threshold
+from watchkeeper.stats.calibration import count_interval
 
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 
@@ -82,11 +82,7 @@ class ErrorRate(Monitor):
             return []
         ref = reference.joint.get(SERVICE_TALLY, np.zeros(2, dtype=np.int64))
         n, k = int(counts[0]), int(counts[1])
-        base = ref[1] / ref[0] if ref[0] else 0.0
-        warning = max(rate_threshold(int(ref[1]), int(ref[0]), n, self.alpha),
-                      base + self.settings["min_effect"])
-        critical = max(rate_threshold(int(ref[1]), int(ref[0]), n, self.alpha / 100),
-                       base + self.settings["critical_effect"], warning)
+        base, warning, critical = self.rate_lines(int(ref[1]), int(ref[0]), n)
         severity = severity_for(k / n, warning, critical)
         if severity is None:
             return []

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.baseline.task import row_codes
+from watchkeeper.io.jsonable import RESULT_DIGITS, plain
 from watchkeeper.io.tables import to_table
+from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.profiles.core import Profile
-from watchkeeper.run.check import CheckResult, WindowResult, _plain
+from watchkeeper.profiles.task import row_codes
+from watchkeeper.run.check import CheckResult, WindowResult
 from watchkeeper.run.label_join import LabelJoin, StoredLabelJoin
 from watchkeeper.wire import TS
 
@@ -136,7 +138,7 @@ class OnlineMonitor:
         w = self.windows.get(key)
         if w is None:
             step = self.window.total_seconds()
-            start = datetime.fromtimestamp(key * step, tz=UTC)
+            start = from_epoch(key * step)
             w = LiveWindow(key, start, start + self.window, Profile(start=start, end=start +
                                                                    self.window))
             self.windows[key] = w
@@ -268,7 +270,7 @@ class OnlineMonitor:
             w = self.windows.get(key)
             if w is None:
                 continue
-            metrics = _plain(w.result.metrics) if w.result else {}
+            metrics = plain(w.result.metrics, digits=RESULT_DIGITS) if w.result else {}
             records.append(WindowRecord(self.model, w.start, w.end, self.suite_version,
                                         w.profile.rows, w.state, w.profile.to_dict(), metrics))
             if w.result is not None:

@@ -17,13 +17,13 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.baseline.ood import ClientStats, merge_clients
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema
-from watchkeeper.baseline.task import row_codes, tally, upgrade_tally
 from watchkeeper.errors import SuiteError
 from watchkeeper.io.tables import to_table
 from watchkeeper.io.values import category_counts, category_label, numbers, type_class
+from watchkeeper.profiles.clients import ClientStats, client_stats, merge_clients
 from watchkeeper.profiles.service import service_tallies
+from watchkeeper.profiles.task import row_codes, tally, upgrade_tally
 from watchkeeper.stats.moments import Moments
 from watchkeeper.wire import RESERVED
 
@@ -324,7 +324,7 @@ def profile(data: Any, schema: Schema) -> Profile:
                   and schema.columns[n].categories is not None}
         scores = schema.security.score(table, aligned, unseen)
         out.joint.update(schema.security.tallies(scores))
-        out.clients = schema.security.clients(table, scores.ood, aligned)
+        out.clients = client_stats(schema.security, table, scores.ood, aligned)
     return out
 
 

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from watchkeeper.io.files import write_atomic
 from watchkeeper.report import sections
 from watchkeeper.report.html import escape, page
 
@@ -58,11 +59,4 @@ def render(result: Mapping[str, Any], *, title: str = "watchkeeper report",
 
 def write(path: str | os.PathLike[str], html: str) -> Path:
     """Write a rendered report atomically: a crash never leaves half a file."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        tmp.write_text(html, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return write_atomic(path, html)

@@ -17,9 +17,11 @@ from watchkeeper.alerts import Alert, AlertManager, Rules
 from watchkeeper.alerts.advice import incident_view
 from watchkeeper.alerts.labels import fingerprint
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.jsonable import RESULT_DIGITS, plain
 from watchkeeper.io.tables import did_you_mean
+from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
-from watchkeeper.monitors.base import Family, Finding, Monitor, Severity, json_number
+from watchkeeper.monitors.base import Family, Finding, Monitor, Severity
 from watchkeeper.monitors.estimate import (
     BAND_HISTORY,
     LabelledError,
@@ -175,7 +177,7 @@ def time_windows(table: pa.Table, column: str, length: WindowLength | timedelta,
             start = max(begin, lo)
             end = min(finish, hi) if key == last_key else finish
             chunk = table.take(pa.array(rows[bounds[i] : bounds[i + 1]]))
-            yield Window(calendar.label(begin, finish), chunk, _utc(start), _utc(end))
+            yield Window(calendar.label(begin, finish), chunk, from_epoch(start), from_epoch(end))
     if not known.all():
         yield Window("missing timestamp", table.filter(pa.array(~known)))
 
@@ -251,10 +253,6 @@ def _zone(tz: str | None) -> tzinfo:
 def _coverage(w: WindowResult) -> float:
     realised = w.metrics.get("realised", {})
     return realised.get("labeled", 0.0) / w.rows if w.rows else 0.0
-
-
-def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 class WindowStatus(StrEnum):
@@ -340,7 +338,7 @@ class WindowResult:
         if self.not_evaluated:
             out["not_evaluated"] = [u.to_dict() for u in self.not_evaluated]
         if self.metrics:
-            out["metrics"] = _plain(self.metrics)
+            out["metrics"] = plain(self.metrics, digits=RESULT_DIGITS)
         return out
 
     def unjudged_text(self) -> str:
@@ -356,15 +354,6 @@ class WindowResult:
             names = ", ".join(k if n == 1 else f"{k} ×{n}" for k, n in kinds.items())
             parts.append(f"{names} ({reason})")
         return "; ".join(parts)
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy: rounded floats, NaN as null, tuples as lists."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return json_number(value)
 
 
 class Evaluator(Protocol):

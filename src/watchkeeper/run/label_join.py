@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.baseline.task import RowCodes, Task, TaskType, fairness_key, label_codes, tally
+from watchkeeper.baseline.task import RowCodes, Task, TaskType
 from watchkeeper.errors import DataError
 from watchkeeper.io.tables import did_you_mean, to_table
-from watchkeeper.io.values import numbers_with_nan
+from watchkeeper.io.values import label_codes, numbers_with_nan
 from watchkeeper.profiles.core import Profile, add_tallies
+from watchkeeper.profiles.task import fairness_key, tally
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import pyarrow as pa
 
 from watchkeeper.errors import WatchkeeperError
+from watchkeeper.wire import ARROW_STREAM, to_ipc
 
 if TYPE_CHECKING:
     from watchkeeper.online.monitor import OnlineMonitor
@@ -37,8 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["ARROW_STREAM", "BATCH_ID", "EmbeddedSink", "MemorySink", "RemoteSink", "Sink",
            "SinkError", "SinkUnavailable", "batch_id", "with_batch_id"]
 
-#: Media type of an Arrow IPC stream, as the server expects it.
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 #: The longest Retry-After honoured (seconds): a sink never sleeps longer on one batch.
 MAX_RETRY_AFTER = 30.0
 #: Schema metadata key of a table's batch id (sent as the ``Idempotency-Key`` header).
@@ -80,20 +79,6 @@ class Sink(Protocol):
     def send_labels(self, table: pa.Table) -> None: ...
 
     def close(self) -> None: ...
-
-
-def ipc_stream(table: pa.Table, compression: str | None = None) -> bytes:
-    """A table as an Arrow IPC stream (what :class:`RemoteSink` posts).
-
-    >>> body = ipc_stream(pa.table({"x": [1, 2]}))
-    >>> pa.ipc.open_stream(body).read_all().to_pydict()
-    {'x': [1, 2]}
-    """
-    out = pa.BufferOutputStream()
-    options = pa.ipc.IpcWriteOptions(compression=compression)
-    with pa.ipc.new_stream(out, table.schema, options=options) as writer:
-        writer.write_table(table)
-    return out.getvalue().to_pybytes()
 
 
 class MemorySink:
@@ -281,7 +266,7 @@ class RemoteSink:
         return response.status, data, _retry_after(response.getheader("Retry-After"))
 
     def _post(self, kind: str, table: pa.Table) -> None:
-        body = ipc_stream(table, self.compression)
+        body = to_ipc(table, self.compression)
         # a table sent without the client's batch id still gets one key for all its tries
         key = batch_id(table) or uuid.uuid4().hex
         path = self._paths[kind]

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from watchkeeper.io.files import write_atomic
+
 __all__ = ["Spool"]
 
 _SUFFIX = ".arrow"
@@ -71,16 +73,9 @@ class Spool:
         if self.size() + data.size > self.max_bytes:
             return False
         name = f"{time.time_ns():020d}-{batch}.{kind}{_SUFFIX}"
-        temporary = self.directory / f".{name}.{os.getpid()}.tmp"
         try:
-            with open(temporary, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, self.directory / name)
+            write_atomic(self.directory / name, memoryview(data))
         except OSError:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
             return False
         return True
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from watchkeeper.sdk.sinks import EmbeddedSink, SinkError, SinkUnavailable, ipc_stream
+from watchkeeper.sdk.sinks import EmbeddedSink, SinkError, SinkUnavailable
+from watchkeeper.wire import from_ipc, to_ipc
 
 __all__ = ["SubprocessSink"]
 
@@ -125,10 +126,10 @@ class SubprocessSink:
             self._proc = None
 
     def send_events(self, table: pa.Table) -> None:
-        self._request("events", ipc_stream(table))
+        self._request("events", to_ipc(table))
 
     def send_labels(self, table: pa.Table) -> None:
-        self._request("labels", ipc_stream(table))
+        self._request("labels", to_ipc(table))
 
     def tick(self) -> None:
         self._request("tick")
@@ -173,7 +174,7 @@ def _serve(conn: Connection) -> None:
             elif sink is None:
                 raise RuntimeError("not started")
             elif op in ("events", "labels"):
-                sink._send(pa.ipc.open_stream(payload).read_all(), op)
+                sink._send(from_ipc(payload), op)
             elif op == "tick":
                 sink.tick()
             elif op == "windows":

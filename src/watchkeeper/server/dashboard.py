@@ -10,13 +10,12 @@ token once and keep a session (auth.py, store/sessions.py); without, they are op
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import math
 import re
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -25,6 +24,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from watchkeeper.alerts.advice import incident_view
+from watchkeeper.io.times import as_utc
+from watchkeeper.report.html import escape
 from watchkeeper.server.auth import (
     COOKIE,
     CSRF_HEADER,
@@ -57,10 +58,6 @@ SECURITY_HEADERS = {
 }
 
 
-def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
 def when(value: datetime | str | None) -> str:
     """A time as people read it, in UTC, to the second."""
     if value is None:
@@ -71,9 +68,7 @@ def when(value: datetime | str | None) -> str:
         except ValueError:
             return value
         value = parsed
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def model_url(model: str, suffix: str = "") -> str:
@@ -166,7 +161,7 @@ def page(title: str, content: str, *, status: int = 200, attrs: str = "",
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{esc(title)}</title>
+<title>{escape(title)}</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="/static/dashboard.css">
 <script src="/static/dashboard.js" defer></script>
@@ -182,14 +177,14 @@ def page(title: str, content: str, *, status: int = 200, attrs: str = "",
 
 
 def login_page(target: str, error: str | None = None, status: int = 401) -> HTMLResponse:
-    problem = f'<p class="error" id="login-error">{esc(error)}</p>' if error else ""
+    problem = f'<p class="error" id="login-error">{escape(error)}</p>' if error else ""
     content = f"""<section class="login">
 <h1>Sign in</h1>
 <p>This server needs a token. The read token shows the dashboard; the write token also
 lets you acknowledge and silence incidents.</p>
 {problem}
 <form method="post" action="/login" id="login-form">
-<input type="hidden" name="next" value="{esc(target)}">
+<input type="hidden" name="next" value="{escape(target)}">
 <label>Token <input type="password" name="token" autocomplete="current-password" required
  autofocus></label>
 <button type="submit">Sign in</button>
@@ -198,7 +193,7 @@ lets you acknowledge and silence incidents.</p>
 
 
 def not_found(what: str) -> HTMLResponse:
-    content = (f'<section class="empty"><h1>Not found</h1><p>{esc(what)}</p>'
+    content = (f'<section class="empty"><h1>Not found</h1><p>{escape(what)}</p>'
                '<p><a href="/dashboard">All models</a></p></section>')
     return page("not found – watchkeeper", content, status=404)
 
@@ -212,13 +207,13 @@ def models_fragment(rows: list[dict[str, Any]]) -> str:
         latest = r["latest"]
         version = f"v{r['version']}" if r["version"] is not None else \
             '<span class="muted">no suite deployed</span>'
-        window = (f"{esc(when(latest.start))} <span class=\"muted\">"
-                  f"({latest.rows:,} rows, {esc(latest.state)})</span>") if latest else \
+        window = (f"{escape(when(latest.start))} <span class=\"muted\">"
+                  f"({latest.rows:,} rows, {escape(latest.state)})</span>") if latest else \
             '<span class="muted">no windows yet</span>'
-        count = (f'<span class="pill {esc(r["worst"])}">{r["open"]}</span>' if r["open"]
+        count = (f'<span class="pill {escape(r["worst"])}">{r["open"]}</span>' if r["open"]
                  else '<span class="pill ok">0</span>')
-        name = esc(r["model"])
-        lines.append(f'<tr data-model="{name}"><td><a href="{esc(model_url(r["model"]))}">'
+        name = escape(r["model"])
+        lines.append(f'<tr data-model="{name}"><td><a href="{escape(model_url(r["model"]))}">'
                      f"{name}</a></td><td>{version}</td><td>{window}</td>"
                      f'<td class="num">{count}</td></tr>')
     return ('<table class="models"><thead><tr><th>model</th><th>active suite</th>'
@@ -238,20 +233,21 @@ def incidents_fragment(incidents: list[dict[str, Any]]) -> str:
 def incident_line(inc: dict[str, Any]) -> str:
     advice = inc.get("advice") or {}
     alerts = inc.get("alerts") or []
-    ident, severity = esc(inc["id"]), esc(inc.get("severity"))
+    ident, severity = escape(inc["id"]), escape(inc.get("severity"))
     acked = bool(inc.get("acknowledged"))
     silenced = bool(alerts) and all(a.get("silenced_by") for a in alerts)
-    facts = [f"diagnosis: <b class=\"diagnosis\">{esc(advice.get('diagnosis') or 'unknown')}</b>",
-             f"opened {esc(when(inc.get('opened_at')))}", f"<code>{ident}</code>"]
+    diagnosis = escape(advice.get("diagnosis") or "unknown")
+    facts = [f"diagnosis: <b class=\"diagnosis\">{diagnosis}</b>",
+             f"opened {escape(when(inc.get('opened_at')))}", f"<code>{ident}</code>"]
     if acked:
         facts.append(f'<span class="acked">acknowledged by '
-                     f'{esc(inc.get("acknowledged_by") or "?")}</span>')
+                     f'{escape(inc.get("acknowledged_by") or "?")}</span>')
     if silenced:
         facts.append('<span class="silenced">silenced</span>')
-    silences = esc(json.dumps([{"matchers": silence_matchers(a)} for a in alerts]))
+    silences = escape(json.dumps([{"matchers": silence_matchers(a)} for a in alerts]))
     return (f'<li class="dash-incident {severity}" data-incident="{ident}">'
             f'<span class="pill {severity}">{severity}</span>'
-            f'<div class="what"><div class="title">{esc(inc.get("title"))}</div>'
+            f'<div class="what"><div class="title">{escape(inc.get("title"))}</div>'
             f'<div class="meta">{" · ".join(facts)}</div></div>'
             '<div class="buttons">'
             f'<button type="button" data-action="ack" data-id="{ident}"{" disabled" * acked}>'
@@ -280,7 +276,7 @@ def model_body(hub: Hub, model: str, count: int) -> str:
                       "shown (the error is in the server log).</p>")
     else:
         report = ('<p class="empty" id="no-windows">No windows yet: events sent to '
-                  f"<code>/v1/models/{esc(quote(model, safe=''))}/events</code> show up here "
+                  f"<code>/v1/models/{escape(quote(model, safe=''))}/events</code> show up here "
                   "once their first window is evaluated.</p>")
     return (f'<section id="incidents"><h2>Open incidents</h2>{incidents_fragment(incidents)}'
             f'</section>\n<section id="windows">{report}</section>')
@@ -356,13 +352,13 @@ def add_dashboard(app: FastAPI, hub: Hub, tokens: Tokens,
         active = hub.store.active_suite(model)
         version = f"suite v{active.version}" if active else "no suite deployed"
         step = f"{hub.window.total_seconds():g} s windows"
-        source = esc(model_url(model, f"/body?windows={count}"))
-        content = f"""<h1>{esc(model)}</h1>
-<p class="subtitle">{esc(version)} · {esc(step)} · up to {count} windows ·
+        source = escape(model_url(model, f"/body?windows={count}"))
+        content = f"""<h1>{escape(model)}</h1>
+<p class="subtitle">{escape(version)} · {escape(step)} · up to {count} windows ·
 <a href="/dashboard">all models</a></p>
 <div id="body" data-src="{source}">{model_body(hub, model, count)}</div>"""
         return page(f"{model} – watchkeeper", content, nav=logout_button(request),
-                    attrs=f' data-refresh="{seconds}" data-model="{esc(model)}"')
+                    attrs=f' data-refresh="{seconds}" data-model="{escape(model)}"')
 
     @app.get("/dashboard/{model}/body", include_in_schema=False)
     def model_fragment(model: str, request: Request, windows: str | None = None) -> Response:

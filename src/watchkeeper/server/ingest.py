@@ -11,9 +11,8 @@ import pyarrow as pa
 
 from watchkeeper.errors import DataError, RequestError
 from watchkeeper.io.tables import to_table
-from watchkeeper.wire import CLIENT
+from watchkeeper.wire import ARROW_STREAM, CLIENT, from_ipc
 
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 NDJSON = ("application/x-ndjson", "application/jsonl", "application/ndjson")
 JSON = "application/json"
 #: Largest request body accepted, in bytes (and never more than the ingest budget).
@@ -135,7 +134,7 @@ def parse_body(body: bytes, content_type: str, max_columns: int = MAX_COLUMNS) -
         raise DataError("empty body: send a batch of rows")
     if kind == ARROW_STREAM:
         try:
-            table = from_ipc(body, max_columns)
+            table = from_ipc(body, lambda schema: check_width(len(schema), max_columns))
         except (pa.ArrowInvalid, OSError) as exc:
             raise DataError(f"not a readable Arrow IPC stream: {exc}") from None
         names = table.column_names
@@ -213,23 +212,3 @@ def _json(body: bytes, max_columns: int) -> pa.Table:
         raise DataError("expected a list of row objects, {\"rows\": [...]} or "
                         "{\"columns\": {name: [...]}}")
     return _rows(doc, max_columns)
-
-
-def to_ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def from_ipc(payload: bytes, max_columns: int | None = None) -> pa.Table:
-    """An Arrow IPC stream as a table, checked whole: offsets that point out of their
-    buffers must not be read (a corrupt stream raises ArrowInvalid or OSError, whether a
-    request's body or a stored batch about to be folded). With ``max_columns``, a wider
-    schema is refused (DataError) before any batch is read."""
-    reader = pa.ipc.open_stream(io.BytesIO(payload))
-    if max_columns is not None:
-        check_width(len(reader.schema), max_columns)
-    table = reader.read_all()
-    table.validate(full=True)
-    return table

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import event, pool
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from watchkeeper.io.jsonable import plain, to_python
 from watchkeeper.store.records import StoreError
 
 #: Execution option marking a write transaction (BEGIN IMMEDIATE on SQLite).
@@ -143,23 +142,11 @@ def dumps(value: Any) -> str:
             return json.dumps(value, allow_nan=False, default=_plain, separators=(",", ":"))
         except ValueError:  # a NaN or ±inf somewhere
             return json.dumps(
-                _finite(value), allow_nan=False, default=_plain, separators=(",", ":")
+                plain(value), allow_nan=False, default=_plain, separators=(",", ":")
             )
     except (TypeError, ValueError, RecursionError) as e:
         raise StoreError(f"cannot store as JSON: {e}") from e
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic):
-        return _finite(value.tolist())
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    return value
+    return plain(to_python(value))

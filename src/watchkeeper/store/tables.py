@@ -6,21 +6,16 @@ changes here, add the migration that makes an older database look like this.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from watchkeeper.io.times import as_utc
+
 #: Auto-incrementing 64-bit ids; on SQLite an INTEGER PRIMARY KEY (the rowid) is required.
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-
-def as_utc(value: datetime) -> datetime:
-    """The same instant in UTC; a naive datetime is taken to be UTC already."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):

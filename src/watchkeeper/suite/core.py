@@ -24,8 +24,9 @@ from watchkeeper.baseline.importance import importance
 from watchkeeper.baseline.ood import SecurityModel
 from watchkeeper.baseline.ood import fit as fit_security
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
-from watchkeeper.baseline.task import Task, TaskType, infer_task, row_codes
+from watchkeeper.baseline.task import Task, TaskType, infer_task
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.files import write_atomic
 from watchkeeper.io.pii import MODES
 from watchkeeper.io.tables import did_you_mean, to_table
 from watchkeeper.monitors import (
@@ -60,6 +61,7 @@ from watchkeeper.monitors import (
 from watchkeeper.monitors.security import ClientMonitor
 from watchkeeper.profiles.core import ColumnProfile, Profile, profile
 from watchkeeper.profiles.service import SERVICE_TALLY
+from watchkeeper.profiles.task import row_codes
 from watchkeeper.run.check import (
     CheckResult,
     WindowLength,
@@ -414,10 +416,7 @@ class Suite:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the suite as YAML (atomically: a crash never leaves half a file)."""
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(suitefile.dump(self.to_dict()), encoding="utf-8")
-        os.replace(tmp, target)
+        write_atomic(path, suitefile.dump(self.to_dict()))
         self.path = str(path)
 
     @classmethod

@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 
 from watchkeeper.errors import SuiteError
+from watchkeeper.io.jsonable import to_python
 
 FORMAT_VERSION = 2
 #: Formats this version reads: 1 had the fitted artefacts inline.
@@ -85,7 +86,7 @@ def _yaml(document: dict[str, Any]) -> str:
 
 def encode(value: Any) -> str:
     """An artefact as one line: JSON (floats exact), zlib-compressed, base64."""
-    raw = json.dumps(value, separators=(",", ":"), allow_nan=True, default=_plain)
+    raw = json.dumps(value, separators=(",", ":"), allow_nan=True, default=to_python)
     return base64.b64encode(zlib.compress(raw.encode("utf-8"), 9)).decode("ascii")
 
 
@@ -96,14 +97,6 @@ def decode(text: Any, where: str, source: str | None) -> Any:
         return json.loads(zlib.decompress(base64.b64decode(text, validate=True)))
     except (ValueError, zlib.error) as exc:
         raise SuiteError(where, f"corrupt compressed artefact ({exc})", source) from None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to a suite file")
 
 
 def _monitor_keys(monitors: list[Any]) -> list[str | None]:

@@ -39,9 +39,8 @@ from watchkeeper.online.monitor import save, usable_times
 from watchkeeper.server.hub.intake import rejected_counts
 from watchkeeper.server.hub.lease import Fenced
 from watchkeeper.server.hub.state import FIRST, ModelState
-from watchkeeper.server.ingest import from_ipc
 from watchkeeper.store import LabelRecords, Lease, Store, StoreError
-from watchkeeper.wire import TS
+from watchkeeper.wire import TS, from_ipc
 
 log = logging.getLogger("watchkeeper.server")
 #: Most event batches read per fold step (``fold_bytes`` bounds their bytes).

@@ -16,8 +16,8 @@ import pyarrow as pa
 
 from watchkeeper.io.pii import protect
 from watchkeeper.server.hub.state import ModelState
-from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import Appended, Store, StoreError
+from watchkeeper.wire import to_ipc
 
 #: Schema metadata of an empty event batch that carries refused requests' counts.
 REJECTED_KEY = b"watchkeeper.rejected"
