@@ -43,7 +43,7 @@ test: $(VENV)/.installed-dev
 
 ## The dashboard in headless Chromium (Debian's /usr/bin/chromium: apt-get install chromium).
 test-dashboard: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest tests/test_dashboard.py
+	$(BIN)/python -m pytest tests/server/test_dashboard.py
 
 ## Skip the tests marked slow.
 test-fast: $(VENV)/.installed-dev

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
+from tests.helpers import ADULT
 from watchkeeper.baseline.binning import selection_drift
 from watchkeeper.baseline.schema import Kind, infer_schema
 from watchkeeper.errors import DataError, SuiteError
@@ -21,7 +22,6 @@ from watchkeeper.io.pii import assess, looks_like, personal_values, value_kind
 from watchkeeper.io.tables import CsvLayout, read_csv, to_table
 from watchkeeper.io.values import category_counts
 
-ADULT = Path(__file__).resolve().parents[1] / "data" / "adult"
 ADULT_NAMES = ("age,workclass,fnlwgt,education,education-num,marital-status,occupation,"
                "relationship,race,sex,capital-gain,capital-loss,hours-per-week,"
                "native-country,income")
@@ -323,8 +323,7 @@ def test_a_blank_personal_value_stays_missing_when_hashed():
 def test_blank_cells_posted_to_the_server_are_missing_values(tmp_path):
     import json
 
-    from tests.server_helpers import READ, Server, request, wait_for
-    from tests.test_server import post
+    from tests.server_helpers import READ, Server, post, request, wait_for
 
     wk.init(_customers(3_000, 1), progress=False).save(tmp_path / "suite.yaml")
     server = Server(tmp_path, "--store", f"sqlite:///{tmp_path / 'wk.db'}", "--suite",

@@ -9,8 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import watchkeeper as wk
-from tests.conftest import ACS
-from watchkeeper.suite import file as suitefile
+from tests.helpers import ACS, policy_suite, two_groups
 
 GROUP = "SEX=1 & RAC1P=2"
 
@@ -138,23 +137,6 @@ def test_a_new_four_fifths_break_is_alerted_a_known_one_is_not() -> None:
     # a reference that already breaks the rule does not alert on every window
     known = wk.init(window)
     assert "di_ratio" not in {f.metric for f in known.check(window).alerts()}
-
-
-def two_groups(rate_a: float, rate_b: float = 0.5, n: int = 20_000) -> pa.Table:
-    """Groups a and b of n/2 rows each, with exactly these selection rates."""
-    group = np.where(np.arange(n) < n // 2, "a", "b")
-    step = np.arange(n) % (n // 2) % 200
-    pred = np.where(group == "a", step < 200 * rate_a, step < 200 * rate_b).astype(int)
-    return pa.table({"id": np.arange(n), "gender": group, "target": (step % 2).astype(int),
-                     "prediction": pred})
-
-
-def policy_suite(reference: pa.Table, min_di_ratio: float) -> wk.Suite:
-    """A suite whose fairness monitor's ``min_di_ratio`` is edited in its suite file."""
-    document = wk.init(reference).to_dict()
-    monitor = next(m for m in document["monitors"] if m["type"] == "fairness")
-    monitor["min_di_ratio"] = min_di_ratio
-    return wk.Suite.from_dict(suitefile.parse(suitefile.dump(document), "suite"))
 
 
 def test_every_grouping_carries_the_policy_line(suite: wk.Suite, windows) -> None:

@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import rankdata
 
 import watchkeeper as wk
-from tests.conftest import ACS
+from tests.helpers import ACS
 
 
 def exact_auc(score: np.ndarray, label: np.ndarray) -> float:

@@ -12,11 +12,10 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from tests.server_helpers import READ, WATCHKEEPER, Server, request, wait_for
-from tests.test_server import post
+from tests.helpers import REPO
+from tests.server_helpers import READ, WATCHKEEPER, Server, post, request, wait_for
 from watchkeeper.report import render
 
-REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
            "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
            "hours-per-week", "native-country", "income"]

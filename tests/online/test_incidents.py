@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import watchkeeper as wk
-from tests.conftest import ACS
+from tests.helpers import ACS
 from watchkeeper.online.replay import replay
 
 ROWS = 10_000

@@ -16,9 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import watchkeeper as wk
-from tests.conftest import ACS
-from tests.test_cli import run
-from tests.test_fairness import policy_suite, two_groups
+from tests.helpers import ACS, policy_suite, run, two_groups
 from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.online.replay import replay
 from watchkeeper.report import render, write

@@ -20,8 +20,15 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from tests.sdk_helpers import (
+    RecordingServer,
+    assert_one_key_per_batch,
+    keyed_bodies,
+    recording,
+    url_of,
+    wait_until,
+)
 from tests.server_helpers import free_port
-from tests.test_sdk import RecordingServer, recording, url_of, wait_until
 from watchkeeper.sdk import Client, RemoteSink
 from watchkeeper.sdk.sinks import batch_id
 from watchkeeper.sdk.spool import Spool
@@ -31,21 +38,6 @@ from watchkeeper.sdk.spool import Spool
 def receiver() -> Iterator[RecordingServer]:
     with recording() as srv:
         yield srv
-
-
-def keyed_bodies(srv: RecordingServer) -> list[tuple[str, bytes]]:
-    return [(headers["Idempotency-Key"], body) for _, headers, body in srv.seen]
-
-
-def assert_one_key_per_batch(srv: RecordingServer) -> None:
-    """No batch was sent under two keys, and no key was used for two batches."""
-    by_key: dict[str, set[bytes]] = {}
-    by_body: dict[bytes, set[str]] = {}
-    for key, body in keyed_bodies(srv):
-        by_key.setdefault(key, set()).add(body)
-        by_body.setdefault(body, set()).add(key)
-    assert all(len(bodies) == 1 for bodies in by_key.values())
-    assert all(len(keys) == 1 for keys in by_body.values())
 
 
 def test_a_retry_after_a_timeout_carries_the_same_key(receiver: RecordingServer) -> None:

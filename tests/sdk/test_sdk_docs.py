@@ -18,10 +18,9 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
+from tests.helpers import REPO
+from tests.sdk_helpers import RecordingServer, Served, recording, url_of
 from tests.server_helpers import READ, WRITE, Server, request, wait_for
-from tests.test_sdk import RecordingServer, Served, recording, url_of
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def sdk_snippets() -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,10 +14,10 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from tests.test_sdk import Served
+from tests.helpers import REPO
+from tests.sdk_helpers import Served
 from watchkeeper.sdk import ASGIMiddleware, Client, MemorySink, lifespan
 
-REPO = Path(__file__).resolve().parents[1]
 ADULT = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
          "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
          "hours-per-week", "native-country", "income"]

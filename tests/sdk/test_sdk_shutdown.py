@@ -22,8 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from tests.test_sdk import RecordingServer, recording, url_of
-from tests.test_sdk_delivery import assert_one_key_per_batch, free_port
+from tests.sdk_helpers import RecordingServer, assert_one_key_per_batch, recording, url_of
+from tests.server_helpers import free_port
 
 APP = """
     import os

@@ -19,9 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.server_helpers import Server, request, wait_for
-from tests.test_fold_lease import Stream, _caught_up, _holder, _logged, _suite_text
-from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
+from tests.server_helpers import (
+    Server,
+    Stream,
+    _caught_up,
+    _holder,
+    _logged,
+    _suite_text,
+    request,
+    wait_for,
+)
 from watchkeeper.store import Store
 
 TTL = 3.0
@@ -102,7 +109,7 @@ def _freeze(server: Server, where: str, flags: Path) -> float:
 
 @pytest.mark.slow
 def test_a_frozen_leader_or_follower_stalls_neither_ingest_nor_takeover(
-        store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+        store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backend = store_url.split(":", 1)[0]
     hook, flags = tmp_path / "hook", tmp_path / "flags"
     hook.mkdir()

@@ -24,8 +24,7 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from tests.server_helpers import READ, WRITE, Server, request, wait_for
-from tests.test_server import arrow, post
+from tests.server_helpers import READ, WRITE, Server, arrow, post, request, wait_for
 from watchkeeper.server.auth import COOKIE, Tokens
 from watchkeeper.store import Store
 

@@ -14,9 +14,17 @@ from typing import Any
 
 import pytest
 
-from tests.server_helpers import READ, WRITE, Server, request, wait_for
-from tests.test_fold_lease import _batch, _suite_text, _windowed
-from tests.test_server import arrow
+from tests.server_helpers import (
+    READ,
+    WRITE,
+    Server,
+    _batch,
+    _suite_text,
+    _windowed,
+    arrow,
+    request,
+    wait_for,
+)
 from watchkeeper.server.hub import Hub
 from watchkeeper.server.metrics import HubCollector
 from watchkeeper.store import Store

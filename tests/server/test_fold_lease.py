@@ -17,21 +17,31 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-import watchkeeper as wk
-from tests.server_helpers import READ, WRITE, Server, request, wait_for
-from tests.test_server import arrow
-from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
-from tests.test_store import window as stored_window
+from tests.helpers import window as stored_window
+from tests.server_helpers import (
+    READ,
+    WRITE,
+    Server,
+    Stream,
+    _batch,
+    _caught_up,
+    _holder,
+    _logged,
+    _suite_text,
+    _windowed,
+    arrow,
+    request,
+    wait_for,
+)
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.server.hub import SCOPE, Hub
 from watchkeeper.store import Conflict, LeaseLost, Store, StoreError, tables
-from watchkeeper.suite import file as suitefile
 
 ARROW = "application/vnd.apache.arrow.stream"
 
 
 @pytest.fixture
-def url(store_url: str) -> str:  # noqa: F811  (the fixture imported above)
+def url(store_url: str) -> str:
     """An empty store of each backend."""
     return store_url
 
@@ -208,12 +218,6 @@ def test_a_reader_past_a_watermark_never_skips_an_event_appended_concurrently(
 
 
 # -- hubs in process -----------------------------------------------------------------------
-def _suite_text() -> str:
-    rng = np.random.default_rng(0)
-    return suitefile.dump(wk.init(pa.table({"x": rng.normal(size=3_000),
-                                            "y": rng.choice(["a", "b"], 3_000)})).to_dict())
-
-
 def _leader_and_follower(leader: Hub, follower: Hub) -> None:
     """The first hub takes the lease and deploys model m; the second follows and sees it."""
     leader._renew()
@@ -222,18 +226,6 @@ def _leader_and_follower(leader: Hub, follower: Hub) -> None:
     leader.register("m", _suite_text())
     follower.load()
     follower._discover()
-
-
-def _batch(n: int, ts: float, seed: int, broken: bool = False) -> pa.Table:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=n)
-    if broken:
-        x[rng.random(n) < 0.7] = np.nan
-    return pa.table({"x": x, "y": rng.choice(["a", "b"], n), "_ts": np.full(n, ts)})
-
-
-def _windowed(store: Store, model: str = "m") -> int:
-    return sum(w.rows for w in store.load_windows(model))
 
 
 def _run_out(store: Store) -> None:
@@ -582,72 +574,6 @@ def suite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("fold_lease") / "suite.yaml"
     path.write_text(_suite_text())
     return path
-
-
-class Stream(threading.Thread):
-    """Posts batches of 300 rows to one server until stopped; counts acknowledged rows."""
-
-    #: batches mostly missing ``x`` (see :func:`_batch`)
-    broken = False
-    #: seconds a post may take
-    timeout = 30.0
-
-    def __init__(self, server: Server, seed: int) -> None:
-        super().__init__(daemon=True)
-        self.server, self.seed = server, seed
-        self.acked = 0
-        self.failed = 0
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        i = 0
-        while not self.halt.is_set():
-            body = arrow(_batch(300, time.time(), self.seed * 100_000 + i, self.broken))
-            i += 1
-            try:
-                status, _ = request(self.server.url + "/v1/models/m/events", body,
-                                    token=WRITE, content_type=ARROW, timeout=self.timeout)
-            except OSError:
-                self.failed += 1
-                continue
-            if status == 200:
-                self.acked += 300
-            else:
-                self.failed += 1
-            time.sleep(0.02)
-
-    def stop(self) -> int:
-        self.halt.set()
-        self.join(60)
-        return self.acked
-
-
-def _holder(store: Store, servers: list[Server]) -> Server | None:
-    lease = store.lease(SCOPE)
-    if lease is None or lease.expired:
-        return None
-    for s in servers:
-        assert s.proc is not None
-        if f":{s.proc.pid}:" in lease.owner:
-            return s
-    return None
-
-
-def _caught_up(store: Store) -> int:
-    """Wait until the leader folded every logged event; the rows in the windows."""
-    last = 0
-    while page := store.events_after("m", last, limit=10_000, max_bytes=1 << 30):
-        last = page[-1].seq
-    wait_for(lambda: store.watermark("m") >= last, timeout=60)
-    return _windowed(store)
-
-
-def _logged(store: Store) -> int:
-    rows = last = 0
-    while page := store.events_after("m", last, limit=10_000):
-        rows += sum(e.rows for e in page)
-        last = page[-1].seq
-    return rows
 
 
 @pytest.mark.slow

@@ -10,15 +10,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.test_fold_lease import _batch, _suite_text, _windowed
-from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
+from tests.server_helpers import _batch, _suite_text, _windowed
 from watchkeeper.server.hub import CAUGHT_UP_SECONDS, Hub
 from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import Store, tables
 
 
 @pytest.fixture
-def url(store_url: str) -> str:  # noqa: F811  (the fixture imported above)
+def url(store_url: str) -> str:
     return store_url
 
 

@@ -10,7 +10,6 @@ import pyarrow as pa
 
 import watchkeeper as wk
 from tests.server_helpers import assert_stored_like_batch
-from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
 from watchkeeper.server.hub import Hub
 from watchkeeper.store import Store
 from watchkeeper.suite import file as suitefile
@@ -27,7 +26,7 @@ def predictions(n: int, seed: int, start: int, ts: float) -> pa.Table:
 
 
 def test_corrected_labels_after_restarts_equal_the_batch_computation(
-        store_url: str) -> None:  # noqa: F811  (the fixture imported above)
+        store_url: str) -> None:
     """The join records are in the store: a restart reads no retained batch to rebuild
     them, and labels (first ones, corrections) join through the store as without one."""
     reference = predictions(3_000, 0, 0, T0).drop_columns(["_ts"])
@@ -98,7 +97,7 @@ def _served(n: int = 3_000) -> tuple[str, wk.Suite]:
 
 
 def test_labels_join_through_the_store_with_nothing_in_memory(
-        store_url: str) -> None:  # noqa: F811
+        store_url: str) -> None:
     """The prediction records are rows of the store, written with the windows: none stays
     in memory after a step, and a new server joins labels to them at once. Two label
     batches for one id in one step, and again in a later one: the last label counts."""
@@ -137,7 +136,7 @@ def test_labels_join_through_the_store_with_nothing_in_memory(
         store.close()
 
 
-def test_records_past_the_retention_are_gone(store_url: str) -> None:  # noqa: F811
+def test_records_past_the_retention_are_gone(store_url: str) -> None:
     """Records of windows past the retention are deleted from the store; a label for
     one of them is unmatched (counted), a label for a kept one joins."""
     text, _ = _served()

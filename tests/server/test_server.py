@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -13,7 +12,16 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from tests.server_helpers import READ, WRITE, Server, assert_stored_like_batch, request, wait_for
+from tests.server_helpers import (
+    READ,
+    WRITE,
+    Server,
+    arrow,
+    assert_stored_like_batch,
+    post,
+    request,
+    wait_for,
+)
 from watchkeeper.store import Store
 
 
@@ -32,13 +40,6 @@ def events(n: int, seed: int, start: int = 0, ts: float | None = None) -> pa.Tab
     })
 
 
-def arrow(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("server")
@@ -54,11 +55,6 @@ def server(workdir: Path):
                f"clicks={workdir / 'suite.yaml'}", "--window", "1s", "--grace", "1s").start()
     yield s
     s.stop()
-
-
-def post(server: Server, path: str, body: bytes, token: str | None = WRITE,
-         content_type: str = "application/json"):
-    return request(server.url + path, body, token=token, content_type=content_type)
 
 
 def test_tokens_are_required_and_separate(server: Server) -> None:

@@ -16,9 +16,7 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from tests.server_helpers import READ, WATCHKEEPER, WRITE, Server, request, wait_for
-from tests.test_server import arrow, post
-from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
+from tests.server_helpers import READ, WATCHKEEPER, WRITE, Server, arrow, post, request, wait_for
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.server.hub import Hub
 from watchkeeper.store import Store, StoreError
@@ -179,7 +177,7 @@ class Sent:
 
 
 def test_alert_state_resumes_after_a_crash_between_windows_and_alerts(
-        store_url: str) -> None:  # noqa: F811  (the fixture imported above)
+        store_url: str) -> None:
     """Windows saved but not judged when the process died are judged on restart: the same
     incident (its id is derived from what opened it), notified at least once; an
     acknowledgement saved before the next crash stands; on both store backends."""

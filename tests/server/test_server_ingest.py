@@ -19,10 +19,7 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from tests.server_helpers import READ, WRITE, Server, request, wait_for
-from tests.test_server import arrow
-from tests.test_server_limits import metric
-from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
+from tests.server_helpers import READ, WRITE, Server, arrow, metric, request, wait_for
 from watchkeeper.sdk import RemoteSink
 from watchkeeper.store import Store
 
@@ -115,7 +112,7 @@ def test_a_batch_sent_again_with_its_idempotency_key_is_acknowledged_and_stored_
 
 @pytest.mark.slow
 def test_copies_sent_at_once_to_two_servers_on_one_store_are_stored_once(
-        tmp_path: Path, suite_path: Path, store_url: str) -> None:  # noqa: F811
+        tmp_path: Path, suite_path: Path, store_url: str) -> None:
     servers = [Server(tmp_path, "--store", store_url, "--suite", f"m={suite_path}",
                       "--window", "1s", "--grace", "1s").start(timeout=60) for _ in range(2)]
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import threading
 import time
 from pathlib import Path
@@ -16,9 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.server_helpers import READ, WRITE, Server, request, wait_for
-from tests.test_fold_lease import _suite_text
-from tests.test_server import arrow
+from tests.server_helpers import READ, WRITE, Server, _suite_text, arrow, metric, request, wait_for
 from watchkeeper.server.auth import LoginLimiter
 from watchkeeper.store import Store
 
@@ -80,13 +77,6 @@ class Held:
             return response.status, json.loads(response.read())
         finally:
             self.conn.close()
-
-
-def metric(server: Server, name: str) -> float:
-    """The value of one sample of /metrics (0 if absent)."""
-    _, text = request(server.url + "/metrics", token=READ)
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
 
 
 IN_FLIGHT = "watchkeeper_ingest_inflight_bytes"
@@ -234,17 +224,6 @@ def test_the_sdk_retries_a_batch_refused_for_want_of_budget(limited: Server) -> 
 
 
 # -- failed logins per client address ----------------------------------------------------------
-@pytest.fixture
-def guarded(tmp_path: Path, suite_path: Path):
-    """A server with tokens that refuses an address after 3 failed logins or bearer tokens
-    within 3 s."""
-    s = Server(tmp_path, "--store", f"sqlite:///{tmp_path / 'wk.db'}", "--suite",
-               f"m={suite_path}", "--login-failures", "3", "--login-window", "3s")
-    s.start()
-    yield s
-    s.stop()
-
-
 def login(server: Server, token: str, source: str, *, scripted: bool = False
           ) -> tuple[int, dict[str, str], str]:
     """A login from a client address of the loopback network (127.0.0.0/8)."""

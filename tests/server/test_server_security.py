@@ -17,13 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 import watchkeeper as wk
-from tests.server_helpers import READ, WRITE, Server, request, wait_for
-from tests.test_server import arrow, post
-from tests.test_server_limits import (
-    guarded,  # noqa: F401  (refuses after 3 failures in 3 s)
-    metric,
-)
-from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
+from tests.server_helpers import READ, WRITE, Server, arrow, metric, post, request, wait_for
 from watchkeeper.io.pii import (
     client_pseudonym,
     personal_values,
@@ -91,7 +85,7 @@ def store_contents(url: str) -> str:
 
 @pytest.mark.slow
 def test_personal_data_the_suite_never_saw_is_not_stored_or_shown(
-        tmp_path: Path, suite_path: Path, store_url: str) -> None:  # noqa: F811
+        tmp_path: Path, suite_path: Path, store_url: str) -> None:
     server = Server(tmp_path, "--store", store_url, "--suite", f"m={suite_path}",
                     "--window", "1s", "--grace", "1s", "--notify-log").start()
     try:
@@ -241,7 +235,7 @@ def call(server: Server, token: str, source: str, forwarded: str | None = None
 
 
 @pytest.mark.slow
-def test_wrong_bearer_tokens_from_one_address_are_limited(guarded: Server) -> None:  # noqa: F811
+def test_wrong_bearer_tokens_from_one_address_are_limited(guarded: Server) -> None:
     attacker, colleague = "127.0.0.2", "127.0.0.3"
     for _ in range(3):
         assert call(guarded, "guess", attacker)[0] == 403
@@ -279,7 +273,7 @@ def test_without_trusted_proxies_the_socket_address_counts(tmp_path: Path,
 
 
 # -- dashboard sessions ----------------------------------------------------------------------
-def test_sessions_expire_end_at_logout_and_with_their_token(store_url: str) -> None:  # noqa: F811
+def test_sessions_expire_end_at_logout_and_with_their_token(store_url: str) -> None:
     tokens = {"read": READ, "write": WRITE}
     with Store(store_url) as store, Store(store_url) as other:  # two servers on one store
         read = open_session(store, "read", READ, 3600)
@@ -360,7 +354,7 @@ def test_a_new_token_ends_the_sessions_of_the_old_one(tmp_path: Path, suite_path
         rotated.stop()
 
 
-def test_a_store_from_before_sessions_opens_and_migrates(store_url: str) -> None:  # noqa: F811
+def test_a_store_from_before_sessions_opens_and_migrates(store_url: str) -> None:
     from watchkeeper.store import SCHEMA_VERSION, migrations
 
     # the version just before the sessions migration, wherever it stands in the list

@@ -7,9 +7,6 @@ PostgreSQL test gets its own schema (via the connection's search_path), dropped 
 from __future__ import annotations
 
 import hashlib
-import itertools
-import os
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -22,57 +19,13 @@ import pytest
 import sqlalchemy as sa
 
 import watchkeeper
+from tests.helpers import window
 from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.profiles.core import Profile
 from watchkeeper.store import SCHEMA_VERSION, LeaseLost, Store, StoreError, WindowRecord, migrations
 from watchkeeper.store.engine import BUSY_TIMEOUT_MS
 
-PG_URL = os.environ.get(
-    "WATCHKEEPER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
-_schemas = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[tuple[sa.Engine, str]]:
-    """An engine on the test database and a schema-name prefix unique to this session."""
-    engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 5})
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as e:
-        engine.dispose()
-        reason = str(e.orig).strip().splitlines()[0]
-        pytest.fail(
-            f"PostgreSQL at {PG_URL} is not reachable ({reason}): start it "
-            "(pg_ctlcluster <version> main start) or set WATCHKEEPER_TEST_POSTGRES",
-            pytrace=False,
-        )
-    prefix = f"wk_test_{secrets.token_hex(4)}"
-    yield engine, prefix
-    with engine.begin() as conn:  # anything a failed test left behind
-        names = conn.scalars(
-            sa.text("SELECT nspname FROM pg_namespace WHERE nspname LIKE :p"), {"p": f"{prefix}%"}
-        ).all()
-        for name in names:
-            conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))
-    engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    """URL of an empty store of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'watchkeeper.db'}"
-        return
-    engine, prefix = request.getfixturevalue("postgres")
-    schema = f"{prefix}_{next(_schemas)}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 @pytest.fixture
@@ -80,19 +33,6 @@ def store(store_url: str) -> Iterator[Store]:
     s = Store(store_url)
     yield s
     s.close()
-
-
-def window(start: datetime, *, rows: int = 10, state: str = "closed", **profile) -> WindowRecord:
-    return WindowRecord(
-        model="m",
-        start=start,
-        end=start + timedelta(hours=1),
-        suite_version=1,
-        rows=rows,
-        state=state,
-        profile={"rows": rows, **profile},
-        metrics={"accuracy": 0.9},
-    )
 
 
 def finding(monitor: str, severity: str, column: str | None = "x") -> dict:

@@ -16,9 +16,8 @@ import pytest
 import yaml
 
 import watchkeeper as wk
-from tests.conftest import ACS
-from tests.server_helpers import READ, WATCHKEEPER, WRITE, Server, request, wait_for
-from tests.test_server import arrow, post
+from tests.helpers import ACS, REPO
+from tests.server_helpers import READ, WATCHKEEPER, WRITE, Server, arrow, post, request, wait_for
 from watchkeeper.store import Store
 
 
@@ -181,7 +180,7 @@ def test_diff_of_the_acs_2015_and_2016_suites(tmp_path: Path) -> None:
 def test_a_training_script_rebaselines_on_retrain(served) -> None:
     """examples/train_and_deploy.py at the end of a scikit-learn training run, twice."""
     server, tmp, _ = served
-    script = Path(__file__).resolve().parents[1] / "examples" / "train_and_deploy.py"
+    script = REPO / "examples" / "train_and_deploy.py"
     outputs = []
     for seed in (0, 1):
         result = subprocess.run(

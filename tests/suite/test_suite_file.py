@@ -10,10 +10,11 @@ import pytest
 import yaml
 
 import watchkeeper as wk
+from tests.helpers import TEST_DATA
 from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.suite import file as suitefile
 
-DATA = Path(__file__).parent / "data"
+DATA = TEST_DATA
 
 
 @pytest.fixture(scope="module")
