@@ -5,25 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 
 import watchkeeper as wk
-from tests.helpers import ACS, policy_suite, two_groups
+from tests.helpers import policy_suite, two_groups
 
 GROUP = "SEX=1 & RAC1P=2"
 
 
 @pytest.fixture(scope="module")
-def suite() -> wk.Suite:
-    return wk.init(ACS / "employment_MA_reference.pq", target="employed")
+def suite(acs_suite: wk.Suite) -> wk.Suite:
+    return acs_suite  # fitted once per session (conftest.py)
 
 
 @pytest.fixture(scope="module")
-def windows() -> list[pa.Table]:
+def windows(acs_analysis: pa.Table, acs_labels: pa.Table) -> list[pa.Table]:
     """ACS 2016 (the year after the reference) in windows of about 10k rows, with labels."""
-    analysis = pq.read_table(ACS / "employment_MA_analysis.pq")
-    labels = pq.read_table(ACS / "employment_MA_analysis_target.pq")
+    analysis, labels = acs_analysis, acs_labels
     year = analysis.filter(pc.equal(analysis.column("year"), 2016))
     year = year.append_column("employed", labels.slice(0, year.num_rows).column("employed"))
     assert np.array_equal(year.column("id").to_numpy(),

@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 from scipy.stats import rankdata
 
 import watchkeeper as wk
-from tests.helpers import ACS
 
 
 def exact_auc(score: np.ndarray, label: np.ndarray) -> float:
@@ -21,18 +19,18 @@ def exact_auc(score: np.ndarray, label: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def suite() -> wk.Suite:
-    return wk.init(ACS / "employment_MA_reference.pq", target="employed")
+def suite(acs_suite: wk.Suite) -> wk.Suite:
+    return acs_suite  # fitted once per session (conftest.py)
 
 
 @pytest.fixture(scope="module")
-def analysis() -> pa.Table:
-    return pq.read_table(ACS / "employment_MA_analysis.pq")
+def analysis(acs_analysis: pa.Table) -> pa.Table:
+    return acs_analysis
 
 
 @pytest.fixture(scope="module")
-def labels() -> pa.Table:
-    return pq.read_table(ACS / "employment_MA_analysis_target.pq")
+def labels(acs_labels: pa.Table) -> pa.Table:
+    return acs_labels
 
 
 def test_the_task_is_inferred(suite: wk.Suite) -> None:

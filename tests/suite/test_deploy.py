@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 import watchkeeper as wk
-from tests.helpers import ACS, REPO
+from tests.helpers import REPO
 from tests.server_helpers import READ, WATCHKEEPER, WRITE, Server, arrow, post, request, wait_for
 from watchkeeper.store import Store
+from watchkeeper.suite import file as suitefile
 
 
 def frame(n: int, mean: float, seed: int, ts: float | None = None) -> pa.Table:
@@ -153,12 +154,14 @@ def test_init_deploys_in_one_step(served) -> None:
     assert request(server.url + "/v1/models", token=READ)[1]["models"] == ["fresh"]
 
 
-def test_diff_of_the_acs_2015_and_2016_suites(tmp_path: Path) -> None:
-    analysis = pq.read_table(ACS / "employment_MA_analysis.pq")
-    labels = pq.read_table(ACS / "employment_MA_analysis_target.pq")
+def test_diff_of_the_acs_2015_and_2016_suites(tmp_path: Path, acs_suite: wk.Suite,
+                                              acs_analysis: pa.Table,
+                                              acs_labels: pa.Table) -> None:
+    analysis, labels = acs_analysis, acs_labels
     y2016 = analysis.filter(pc.equal(analysis.column("year"), 2016))
     y2016 = y2016.append_column("employed", labels.slice(0, y2016.num_rows).column("employed"))
-    wk.init(ACS / "employment_MA_reference.pq", target="employed").save(tmp_path / "a.yaml")
+    # what acs_suite.save() writes, without setting the shared suite's path
+    (tmp_path / "a.yaml").write_text(suitefile.dump(acs_suite.to_dict()), encoding="utf-8")
     wk.init(y2016, target="employed").save(tmp_path / "b.yaml")
     text = subprocess.run([str(WATCHKEEPER), "diff", str(tmp_path / "a.yaml"),
                            str(tmp_path / "b.yaml")], capture_output=True, text=True,
