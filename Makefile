@@ -44,7 +44,7 @@ test: $(VENV)/.installed-dev test-packaging
 
 ## The dashboard in headless Chromium (Debian's /usr/bin/chromium: apt-get install chromium).
 test-dashboard: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest tests/test_dashboard.py
+	$(BIN)/python -m pytest tests/server/test_dashboard.py
 
 ## The package as users get it: the wheel holds every file of src/watchkeeper; installed
 ## WITHOUT extras in a fresh venv (temporary directory), it imports and runs init, check and

@@ -2,7 +2,7 @@
 no traceback in any answer or in the server's log.
 
 A fresh ``watchkeeper serve`` runs on 127.0.0.1 (``tests/server_helpers.py``) with a SQLite
-store and model ``m`` (the suite of ``tests/test_fold_lease.py``), fed a few batches first
+store and model ``m`` (the suite of ``tests/server_helpers.py``), fed a few batches first
 so that windows and findings exist. schemathesis (``pip install schemathesis``; not a
 dependency of watchkeeper) then runs ``st run <server>/openapi.json`` twice with the write
 token, the ``not_a_server_error`` check, ``--max-examples`` cases per operation and phase and
@@ -36,8 +36,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.server_helpers import WRITE, Server, request
-from tests.test_fold_lease import _suite_text
+from tests.server_helpers import WRITE, Server, _suite_text, request
 from watchkeeper.wire import to_ipc
 
 RESULTS = Path(__file__).parent / "results" / "api_fuzz.md"

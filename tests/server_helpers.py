@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +18,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+import watchkeeper as wk
+from watchkeeper.server.hub import SCOPE
+from watchkeeper.store import Store
+from watchkeeper.suite import file as suitefile
 
 WRITE, READ = "write-secret-token", "read-secret-token"
 WATCHKEEPER = Path(sys.executable).with_name("watchkeeper")
@@ -146,3 +157,110 @@ def scratch_schema(pg_url: str, prefix: str) -> Iterator[str]:
         with engine.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+# -- shared by the server tests (ingest bodies, metrics, the fold-lease stream) ----------------
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+def arrow(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def post(server: Server, path: str, body: bytes, token: str | None = WRITE,
+         content_type: str = "application/json"):
+    return request(server.url + path, body, token=token, content_type=content_type)
+
+
+def metric(server: Server, name: str) -> float:
+    """The value of one sample of /metrics (0 if absent)."""
+    _, text = request(server.url + "/metrics", token=READ)
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def _suite_text() -> str:
+    rng = np.random.default_rng(0)
+    return suitefile.dump(wk.init(pa.table({"x": rng.normal(size=3_000),
+                                            "y": rng.choice(["a", "b"], 3_000)})).to_dict())
+
+
+def _batch(n: int, ts: float, seed: int, broken: bool = False) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    if broken:
+        x[rng.random(n) < 0.7] = np.nan
+    return pa.table({"x": x, "y": rng.choice(["a", "b"], n), "_ts": np.full(n, ts)})
+
+
+def _windowed(store: Store, model: str = "m") -> int:
+    return sum(w.rows for w in store.load_windows(model))
+
+
+class Stream(threading.Thread):
+    """Posts batches of 300 rows to one server until stopped; counts acknowledged rows."""
+
+    #: batches mostly missing ``x`` (see :func:`_batch`)
+    broken = False
+    #: seconds a post may take
+    timeout = 30.0
+
+    def __init__(self, server: Server, seed: int) -> None:
+        super().__init__(daemon=True)
+        self.server, self.seed = server, seed
+        self.acked = 0
+        self.failed = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        i = 0
+        while not self.halt.is_set():
+            body = arrow(_batch(300, time.time(), self.seed * 100_000 + i, self.broken))
+            i += 1
+            try:
+                status, _ = request(self.server.url + "/v1/models/m/events", body,
+                                    token=WRITE, content_type=ARROW, timeout=self.timeout)
+            except OSError:
+                self.failed += 1
+                continue
+            if status == 200:
+                self.acked += 300
+            else:
+                self.failed += 1
+            time.sleep(0.02)
+
+    def stop(self) -> int:
+        self.halt.set()
+        self.join(60)
+        return self.acked
+
+
+def _holder(store: Store, servers: list[Server]) -> Server | None:
+    lease = store.lease(SCOPE)
+    if lease is None or lease.expired:
+        return None
+    for s in servers:
+        assert s.proc is not None
+        if f":{s.proc.pid}:" in lease.owner:
+            return s
+    return None
+
+
+def _caught_up(store: Store) -> int:
+    """Wait until the leader folded every logged event; the rows in the windows."""
+    last = 0
+    while page := store.events_after("m", last, limit=10_000, max_bytes=1 << 30):
+        last = page[-1].seq
+    wait_for(lambda: store.watermark("m") >= last, timeout=60)
+    return _windowed(store)
+
+
+def _logged(store: Store) -> int:
+    rows = last = 0
+    while page := store.events_after("m", last, limit=10_000):
+        rows += sum(e.rows for e in page)
+        last = page[-1].seq
+    return rows

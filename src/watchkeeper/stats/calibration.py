@@ -19,7 +19,7 @@ from watchkeeper.stats.distance import js_distance
 #: the statistic within a few percent, which is all the moment-matched tail needs.
 DEFAULT_DRAWS = 1000
 #: The moment-matched tail can underestimate exceedance for small windows (measured: up to
-#: 1.7x at α = 1e-4 and 100–300 rows, tests/test_stats.py). Thresholds are therefore taken
+#: 1.7x at α = 1e-4 and 100–300 rows, tests/stats/test_stats.py). Thresholds are therefore taken
 #: at α / TAIL_MARGIN so the realised false-alert rate stays at or below α.
 TAIL_MARGIN = 2.0
 
