@@ -23,9 +23,9 @@ import sqlalchemy as sa
 
 import watchkeeper as wk
 from watchkeeper.server.hub import SCOPE, FoldLease, Hub
-from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import LeaseLost, Store, tables
 from watchkeeper.suite import file as suitefile
+from watchkeeper.wire import to_ipc
 
 T0 = 1_700_000_000.0
 TTL = 30.0
