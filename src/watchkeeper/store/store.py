@@ -43,16 +43,22 @@ LOOKUP_CHUNK = 5_000
 WRITE_CHUNK = 10_000
 #: PostgreSQL: ids looked up, and labels written, per statement (one array parameter each).
 PG_CHUNK = 50_000
-#: PostgreSQL: prediction records by id, and labels joined to them, each one statement
-#: joining the table with an array of ids, in a nested loop that probes the primary key per
-#: id (_by_key), instead of ``id = ANY(...)`` lookups and one UPDATE per id.
+#: PostgreSQL: prediction records by id, and labels joined to them, one statement per
+#: PG_CHUNK ids (an array) instead of ``id = ANY(...)`` lookups and one UPDATE per label.
+#: Each id is looked up by a LATERAL subquery: a probe of the primary key per id, whatever
+#: the planner believes of the table (a plain join, planned on the statistics of a table
+#: that autovacuum has not analyzed yet, compared 20,000 ids with every record: minutes).
+#: The update then writes each record found by its ctid.
 _PG_LOOKUP = sa.text(
     "SELECT r.id, r.start, r.codes, r.label FROM unnest(CAST(:ids AS text[])) AS t(id) "
-    "JOIN label_records AS r ON r.model = :m AND r.id = t.id WHERE r.version = :v")
+    "CROSS JOIN LATERAL (SELECT id, start, codes, label, version FROM label_records "
+    "WHERE model = :m AND id = t.id LIMIT 1) AS r WHERE r.version = :v")
 _PG_RELABEL = sa.text(
-    "UPDATE label_records AS r SET label = t.label "
-    "FROM unnest(CAST(:ids AS text[]), CAST(:labels AS double precision[])) AS t(id, label) "
-    "WHERE r.model = :m AND r.id = t.id")
+    "WITH t AS MATERIALIZED (SELECT x.label, r.ctid AS c "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:labels AS double precision[])) AS x(id, label) "
+    "CROSS JOIN LATERAL (SELECT ctid FROM label_records WHERE model = :m AND id = x.id "
+    "LIMIT 1) AS r) "
+    "UPDATE label_records AS u SET label = t.label FROM t WHERE u.ctid = t.c")
 #: First key of the PostgreSQL advisory lock that serialises one model's appends.
 _PG_APPEND_LOCK = 0x776B_6576  # "wkev"
 
@@ -578,7 +584,6 @@ class Store:
         found: list[tuple[str, float, bytes, float | None]] = []
         with self._transaction() as conn:
             if self._dialect == "postgresql":
-                _by_key(conn)
                 for i in range(0, len(wanted), PG_CHUNK):
                     found += [(r[0], float(r[1]), bytes(r[2]), r[3]) for r in conn.execute(
                         _PG_LOOKUP, {"m": model, "v": version,
@@ -823,10 +828,8 @@ class Store:
 
 
 def _by_key(conn: Connection) -> None:
-    """PostgreSQL, for the rest of the transaction: join by index probes only. Knowing the
-    array's length, the planner would otherwise hash a scan of the whole table for a few
-    thousand ids: 1.6 s at a million records and ten times that at ten million, per
-    statement, where probing the ids takes about 20 µs each at either size."""
+    """PostgreSQL, for the rest of the transaction: no hash or merge joins, so that the
+    records found by ctid are updated by TID probes, not by hashing a scan of the table."""
     conn.execute(sa.text("SELECT set_config('enable_hashjoin', 'off', true), "
                          "set_config('enable_mergejoin', 'off', true)"))
 
