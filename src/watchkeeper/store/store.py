@@ -41,6 +41,24 @@ _REQUIRED = {"monitor", "family", "value", "threshold", "severity", "message"}
 #: Ids looked up per query, and prediction records written per statement.
 LOOKUP_CHUNK = 5_000
 WRITE_CHUNK = 10_000
+#: PostgreSQL: ids looked up, and labels written, per statement (one array parameter each).
+PG_CHUNK = 50_000
+#: PostgreSQL: prediction records by id, and labels joined to them, one statement per
+#: PG_CHUNK ids (an array) instead of ``id = ANY(...)`` lookups and one UPDATE per label.
+#: Each id is looked up by a LATERAL subquery: a probe of the primary key per id, whatever
+#: the planner believes of the table (a plain join, planned on the statistics of a table
+#: that autovacuum has not analyzed yet, compared 20,000 ids with every record: minutes).
+#: The update then writes each record found by its ctid.
+_PG_LOOKUP = sa.text(
+    "SELECT r.id, r.start, r.codes, r.label FROM unnest(CAST(:ids AS text[])) AS t(id) "
+    "CROSS JOIN LATERAL (SELECT id, start, codes, label, version FROM label_records "
+    "WHERE model = :m AND id = t.id LIMIT 1) AS r WHERE r.version = :v")
+_PG_RELABEL = sa.text(
+    "WITH t AS MATERIALIZED (SELECT x.label, r.ctid AS c "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:labels AS double precision[])) AS x(id, label) "
+    "CROSS JOIN LATERAL (SELECT ctid FROM label_records WHERE model = :m AND id = x.id "
+    "LIMIT 1) AS r) "
+    "UPDATE label_records AS u SET label = t.label FROM t WHERE u.ctid = t.c")
 #: First key of the PostgreSQL advisory lock that serialises one model's appends.
 _PG_APPEND_LOCK = 0x776B_6576  # "wkev"
 
@@ -561,17 +579,24 @@ class Store:
     def label_records(self, model: str, version: int, ids: Sequence[str]
                       ) -> list[tuple[str, float, bytes, float | None]]:
         """The model's prediction records of ``ids`` profiled by suite ``version``: (id,
-        window start, packed codes, label so far); one query per LOOKUP_CHUNK ids."""
+        window start, packed codes, label so far). PostgreSQL: one join with the ids as an
+        array per PG_CHUNK ids; SQLite: one query per LOOKUP_CHUNK ids. The ids are looked
+        up in key order, so that the index is walked forwards, not at random."""
         table = db.label_records
-        columns = (table.c.id, table.c.start, table.c.codes, table.c.label)
+        wanted = sorted(set(ids))
         found: list[tuple[str, float, bytes, float | None]] = []
         with self._transaction() as conn:
-            for i in range(0, len(ids), LOOKUP_CHUNK):
-                chunk = list(ids[i:i + LOOKUP_CHUNK])
-                among = (table.c.id == sa.any_(sa.literal(chunk, postgresql.ARRAY(sa.String)))
-                         if self._dialect == "postgresql" else table.c.id.in_(chunk))
-                query = sa.select(*columns).where(_of(table, model),
-                                                  table.c.version == version, among)
+            if self._dialect == "postgresql":
+                for i in range(0, len(wanted), PG_CHUNK):
+                    found += [(r[0], float(r[1]), bytes(r[2]), r[3]) for r in conn.execute(
+                        _PG_LOOKUP, {"m": model, "v": version,
+                                     "ids": wanted[i:i + PG_CHUNK]})]
+                return found
+            columns = (table.c.id, table.c.start, table.c.codes, table.c.label)
+            for i in range(0, len(wanted), LOOKUP_CHUNK):
+                query = sa.select(*columns).where(
+                    _of(table, model), table.c.version == version,
+                    table.c.id.in_(wanted[i:i + LOOKUP_CHUNK]))
                 found += [(r[0], float(r[1]), bytes(r[2]), r[3]) for r in conn.execute(query)]
         return found
 
@@ -596,12 +621,20 @@ class Store:
         first, then the new records (an id logged again replaces its record, the last one
         of the step if it was logged twice in it)."""
         table = db.label_records
-        if records.labels:
+        # the last label of an id wins; in key order, so the index is walked forwards
+        labels = sorted(dict(records.labels).items())
+        if labels and self._dialect == "postgresql":  # one join per PG_CHUNK labels
+            _by_key(conn)
+            for i in range(0, len(labels), PG_CHUNK):
+                part = labels[i:i + PG_CHUNK]
+                conn.execute(_PG_RELABEL, {"m": model, "ids": [k for k, _ in part],
+                                           "labels": [v for _, v in part]})
+        elif labels:
             conn.execute(
                 sa.update(table)
                 .where(table.c.model == sa.bindparam("m"), table.c.id == sa.bindparam("i"))
                 .values(label=sa.bindparam("l")),
-                [{"m": model, "i": i, "l": label} for i, label in records.labels])
+                [{"m": model, "i": i, "l": label} for i, label in labels])
         if self._dialect == "postgresql":
             self._copy_labels(conn, model, itertools.chain.from_iterable(records.rows))
             return
@@ -796,6 +829,13 @@ class Store:
         if row is None:
             raise StoreError(f"model {model!r} has no suite version {version!r}")
         return SuiteVersion(**row)
+
+
+def _by_key(conn: Connection) -> None:
+    """PostgreSQL, for the rest of the transaction: no hash or merge joins, so that the
+    records found by ctid are updated by TID probes, not by hashing a scan of the table."""
+    conn.execute(sa.text("SELECT set_config('enable_hashjoin', 'off', true), "
+                         "set_config('enable_mergejoin', 'off', true)"))
 
 
 def _of(table: sa.Table, model: str) -> sa.ColumnElement[bool]:
