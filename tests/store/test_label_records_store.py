@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
 from watchkeeper.store import Store
 from watchkeeper.store import store as store_module
 from watchkeeper.store.records import LabelRecords
@@ -18,7 +17,7 @@ def _record(i: int, version: int = 1, label: float | None = None) -> dict:
 
 
 @pytest.mark.parametrize("chunk", [3, 50_000])
-def test_lookups_and_labels_match_one_query_per_id(store_url: str, chunk: int,  # noqa: F811
+def test_lookups_and_labels_match_one_query_per_id(store_url: str, chunk: int,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_module, "PG_CHUNK", chunk)  # several statements, or one
     monkeypatch.setattr(store_module, "LOOKUP_CHUNK", chunk)
