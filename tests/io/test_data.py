@@ -268,3 +268,51 @@ def test_missing_selected_column(tmp_path):
     path = _write("parquet", tmp_path / "d.parquet")
     with pytest.raises(DataError):
         read_table(path, columns=["no_such_column"])
+
+
+# -- one pass of the missing-value rule per read (issue: the CLI cleaned a CSV 3-4 times) --
+def _counted(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    from watchkeeper.io import tables
+
+    calls: list[int] = []
+    original = getattr(tables, name)
+
+    def counted(*args: object) -> object:
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(tables, name, counted)
+    return calls
+
+
+def _blank_csv(tmp_path: Path, rows: int = 600) -> Path:
+    path = tmp_path / "blank.csv"
+    body = "".join(f"{i % 7},{['a', 'b', ' ', 'NA'][i % 4]},{'xyz'[i % 3]}\n"
+                   for i in range(rows))
+    path.write_text("n,c,d\n" + body)
+    return path
+
+
+def test_a_csv_is_sampled_once_and_read_clean(tmp_path, monkeypatch):
+    from watchkeeper.io.tables import read_csv
+
+    sampled = _counted(monkeypatch, "_sample_lines")
+    reading = read_csv(_blank_csv(tmp_path))
+    assert len(sampled) == 1
+    # blank (' ', '') and NA cells are missing straight from read_csv, not a later pass
+    assert set(reading.table.column("c").to_pylist()) == {"a", "b", None}
+    assert to_table(reading.table) is reading.table
+
+
+def test_init_and_check_clean_each_text_column_once(tmp_path, monkeypatch):
+    import watchkeeper as wk
+
+    path = _blank_csv(tmp_path)
+    passes = _counted(monkeypatch, "_null_where_na")  # once per text column chunk
+    suite = wk.init(path, progress=False)
+    assert len(passes) == 2  # c and d, read from the file; not again by schema or profile
+    passes.clear()
+    result = suite.check(path, window_rows=200)
+    assert len(result.windows) == 3 and len(passes) == 2  # the windows are rows of it
+    blank = suite.check(pa.table({"n": [1] * 50, "c": [" "] * 50, "d": ["x"] * 50}))
+    assert blank.windows[0].profile.columns["c"].missing == 50  # a Table is cleaned too

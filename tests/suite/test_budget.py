@@ -3,6 +3,9 @@ family weights that the suite records and init prints."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,8 @@ import watchkeeper as wk
 from watchkeeper.errors import SuiteError
 from watchkeeper.suite.core import DEFAULT_WEIGHTS
 
+ACS = Path(__file__).resolve().parents[1] / "data" / "acs_employment_ma"
+WATCHKEEPER = Path(sys.executable).with_name("watchkeeper")
 SERVING_MONITORS = {"error_rate", "throughput", "client_volume", "near_duplicates",
                     "extraction_coverage", "boundary_probing"}
 
@@ -111,3 +116,25 @@ def test_init_prints_each_familys_alpha_and_what_takes_no_share(tmp_path: Path) 
     assert wk.load(tmp_path / "watchkeeper.yaml").weights["performance"] == 0.6
     bad = init("--budget-weights", "performance:0.6")
     assert bad.returncode == 2 and "expected family=weight" in bad.stderr
+
+
+def test_the_suite_file_is_the_same_byte_for_byte_whatever_the_hash_seed(tmp_path: Path) -> None:
+    # the families that share the budget were summed in set order, which follows
+    # PYTHONHASHSEED: α then differed in its last digits from one run to the next
+    columns = ["AGEP", "SEX", "RAC1P", "employed", "prediction", "predicted_probability"]
+    pd.read_parquet(ACS / "employment_MA_reference.pq", columns=columns).head(300).to_parquet(
+        tmp_path / "reference.pq")
+    runs = {seed: subprocess.Popen(
+        [str(WATCHKEEPER), "init", "reference.pq", "-o", f"suite_{seed}.yaml", "--no-progress",
+         "--target", "employed", "--prediction", "prediction", "--proba",
+         "predicted_probability", "--sensitive", "SEX,RAC1P", "--serving"],
+        cwd=tmp_path, env={**os.environ, "PYTHONHASHSEED": seed}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for seed in ("1", "2")}
+    texts = []
+    for seed, run in runs.items():
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        lines = (tmp_path / f"suite_{seed}.yaml").read_text().splitlines()
+        texts.append([line for line in lines if not line.startswith("created: ")])
+    assert "alpha: " in "\n".join(texts[0])
+    assert texts[0] == texts[1]

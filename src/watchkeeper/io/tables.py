@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv as pycsv
 import difflib
 import os
+import weakref
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -193,7 +194,7 @@ def to_table(data: Any, param: str = "data") -> pa.Table:
             "file"
         )
     _check_unique(table.column_names)
-    return missing_as_null(table)
+    return missing_as_null(table)  # at once when it already went through it (read_csv)
 
 
 # --- one rule for missing values -----------------------------------------------------
@@ -232,6 +233,29 @@ def _null_where_na(chunk: pa.Array) -> pa.Array:
     return pc.if_else(na, pa.scalar(None, chunk.type), chunk)
 
 
+#: The tables :func:`missing_as_null` returned (by id, while they live): a Table is
+#: immutable, so one of them needs no second pass (``init`` hands its table to the schema,
+#: the profile and ``to_table`` in turn; each pass costs ~0.1 s per 1M rows and text column).
+_CLEAN: dict[int, weakref.ref[pa.Table]] = {}
+
+
+def _mark_clean(table: pa.Table) -> pa.Table:
+    key = id(table)
+    _CLEAN[key] = weakref.ref(table, lambda _: _CLEAN.pop(key, None))
+    return table
+
+
+def _is_clean(table: pa.Table) -> bool:
+    ref = _CLEAN.get(id(table))
+    return ref is not None and ref() is table
+
+
+def rows_of(table: pa.Table, part: pa.Table) -> pa.Table:
+    """``part``, some of ``table``'s rows (a slice, filter or take): it needs no pass of
+    :func:`missing_as_null` when ``table`` needs none (the windows of ``check``)."""
+    return _mark_clean(part) if _is_clean(table) else part
+
+
 def missing_as_null(table: pa.Table) -> pa.Table:
     """The table with blank text and NA spellings (:data:`NA_TEXTS`) as nulls in its text
     columns, so "" is a missing value in every input, never a category of its own.
@@ -239,6 +263,8 @@ def missing_as_null(table: pa.Table) -> pa.Table:
     >>> missing_as_null(pa.table({"a": ["x", "", " ", "NA", None]})).column("a").to_pylist()
     ['x', None, None, None, None]
     """
+    if _is_clean(table):
+        return table
     for i, column in enumerate(table.columns):
         t = column.type
         if not (_is_text(t) or (pa.types.is_dictionary(t) and _is_text(t.value_type))):
@@ -247,7 +273,7 @@ def missing_as_null(table: pa.Table) -> pa.Table:
         chunks = [_null_where_na(chunk) for chunk in old]
         if any(a is not b for a, b in zip(chunks, old, strict=True)):
             table = table.set_column(i, table.field(i), pa.chunked_array(chunks, t))
-    return table
+    return _mark_clean(table)
 
 
 # --- column names given by a user -----------------------------------------------------
@@ -388,9 +414,10 @@ def _looks_like_header(first: list[str], body: list[list[str]]) -> bool:
 
 
 def _layout_of(path: Path, layout: CsvLayout, tsv: bool) -> tuple[CsvLayout, int, bool,
-                                                                   list[str]]:
+                                                                   list[str], bool]:
     """The full layout of a file, the number of lines above the data to skip, whether
-    fields start with a space after the delimiter, and notes on what was guessed."""
+    fields start with a space after the delimiter, notes on what was guessed, and whether
+    any line of data follows the header."""
     lines = _sample_lines(path)
     if not lines:
         raise DataError(f"{path}: the file is empty")
@@ -451,7 +478,8 @@ def _layout_of(path: Path, layout: CsvLayout, tsv: bool) -> tuple[CsvLayout, int
         raise DataError(f"{path}: {len(names)} column names given, the file has {width} "
                         f"columns (delimiter {_delimiter_name(delimiter)})")
     full = CsvLayout(delimiter=delimiter, header=header, names=names)
-    return full, skip + (1 if header else 0), spaced, notes
+    skip += 1 if header else 0
+    return full, skip, spaced, notes, skip < len(lines)
 
 
 def read_csv(path: str | os.PathLike[str], columns: list[str] | None = None,
@@ -467,12 +495,12 @@ def read_csv(path: str | os.PathLike[str], columns: list[str] | None = None,
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     tsv = _format_of(p) == "tsv" if tsv is None else tsv
-    full, skip, spaced, notes = _layout_of(p, layout or CsvLayout(), tsv)
+    full, skip, spaced, notes, has_rows = _layout_of(p, layout or CsvLayout(), tsv)
     names = list(full.names or ())
     _check_unique(names)
     if columns:
         _check_columns(columns, names, str(p))
-    if skip >= len(_sample_lines(p)):  # a header and no rows
+    if not has_rows:  # a header and no rows
         return CsvReading(pa.table({n: pa.nulls(0) for n in columns or names}), full, notes)
     read = csv.ReadOptions(skip_rows=skip, column_names=names)
     parse = csv.ParseOptions(delimiter=full.delimiter or ",")
@@ -486,9 +514,9 @@ def read_csv(path: str | os.PathLike[str], columns: list[str] | None = None,
         first_line = str(exc).strip().splitlines()[0]
         raise DataError(f"{p}: cannot read as CSV with delimiter "
                         f"{_delimiter_name(full.delimiter or ',')}: {first_line}") from exc
-    if spaced:
-        table = _typed(_trimmed(table))
-    return CsvReading(table, full, notes)
+    if spaced:  # trimmed, then NA spellings are missing, then columns of numbers cast
+        return CsvReading(_mark_clean(_typed(_trimmed(table))), full, notes)
+    return CsvReading(missing_as_null(table), full, notes)  # blank text: ' ' too
 
 
 def _trimmed(table: pa.Table) -> pa.Table:

@@ -18,7 +18,7 @@ from watchkeeper.alerts.advice import incident_view
 from watchkeeper.alerts.labels import fingerprint
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.jsonable import RESULT_DIGITS, plain
-from watchkeeper.io.tables import did_you_mean
+from watchkeeper.io.tables import did_you_mean, rows_of
 from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.monitors.base import Family, Finding, Monitor, Severity
@@ -123,7 +123,8 @@ def row_windows(table: pa.Table, rows: int | None) -> Iterator[Window]:
     size = rows or max(total, 1)
     for first in range(0, max(total, 1), size):
         last = min(first + size, total)
-        yield Window(f"rows {first}-{max(last - 1, first)}", table.slice(first, last - first))
+        yield Window(f"rows {first}-{max(last - 1, first)}",
+                     rows_of(table, table.slice(first, last - first)))
 
 
 def group_windows(table: pa.Table, column: str) -> Iterator[Window]:
@@ -136,10 +137,11 @@ def group_windows(table: pa.Table, column: str) -> Iterator[Window]:
 
     values = table.column(column)
     for value in sorted(v for v in pc.unique(values).to_pylist() if v is not None):
-        yield Window(f"{column}={value}", table.filter(pc.equal(values, pa.scalar(value))))
+        yield Window(f"{column}={value}",
+                     rows_of(table, table.filter(pc.equal(values, pa.scalar(value)))))
     missing = pc.is_null(values)
     if pc.any(missing).as_py():
-        yield Window(f"{column} missing", table.filter(missing))
+        yield Window(f"{column} missing", rows_of(table, table.filter(missing)))
 
 
 def time_windows(table: pa.Table, column: str, length: WindowLength | timedelta,
@@ -176,10 +178,10 @@ def time_windows(table: pa.Table, column: str, length: WindowLength | timedelta,
             begin, finish = calendar.start(key), calendar.start(key + 1)
             start = max(begin, lo)
             end = min(finish, hi) if key == last_key else finish
-            chunk = table.take(pa.array(rows[bounds[i] : bounds[i + 1]]))
+            chunk = rows_of(table, table.take(pa.array(rows[bounds[i] : bounds[i + 1]])))
             yield Window(calendar.label(begin, finish), chunk, from_epoch(start), from_epoch(end))
     if not known.all():
-        yield Window("missing timestamp", table.filter(pa.array(~known)))
+        yield Window("missing timestamp", rows_of(table, table.filter(pa.array(~known))))
 
 
 class _Calendar:

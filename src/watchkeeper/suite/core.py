@@ -185,13 +185,15 @@ def split_budget(monitors: list[Monitor], budget: float, weights: dict[str, floa
     arrive (see :func:`idle_reason`)."""
     calibrated = [m for m in monitors if m.calibrated]
     running = [m for m in calibrated if m.id not in idle]
-    present = {m.family for m in running}
+    # in FAMILIES order, not set order: float sums depend on the order of their terms,
+    # and a set of strings iterates by PYTHONHASHSEED, so α would differ between runs
+    present = sorted({m.family for m in running}, key=FAMILIES.index)
     total = sum(weights.get(f, 0.0) for f in present)
     if present and total <= 0:
         raise SuiteError("budget_weights", "the families that can run all have weight 0; "
                          "give at least one of them a weight > 0")
     out: dict[str, float] = {}
-    for family in sorted(present, key=FAMILIES.index):
+    for family in present:
         out[family] = budget * weights.get(family, 0.0) / total
         members = [m for m in running if m.family == family]
         for m in members:
