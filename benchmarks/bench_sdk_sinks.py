@@ -10,7 +10,7 @@ first ``log`` to the end of ``close`` and, for ``SubprocessSink``, of its child
 watchkeeper, is included). Runs alternate between the
 sinks; reported: the median over ``--repeat`` runs and the ratio of the host's CPU.
 
-This was an assertion in ``tests/test_sdk_embedded.py`` (host CPU < 0.7x in-process); timings
+This was an assertion in ``tests/sdk/test_sdk_embedded.py`` (host CPU < 0.7x in-process); timings
 are no test's business on shared machines, so it is measured here.
 
     .venv/bin/python benchmarks/bench_sdk_sinks.py                  # 4,000 rows, 5 runs each

@@ -1,7 +1,7 @@
 """The fold lease and the fold, in process, driven by injected clocks (no sleeping): the
 hub's lease is held for as long as its own monotonic clock says, windows close by its wall
 clock. The subprocess tests (kill -9, takeover between processes) are in
-tests/test_fold_lease.py and tests/test_chaos_ha.py."""
+tests/server/test_fold_lease.py and tests/server/test_chaos_ha.py."""
 
 from __future__ import annotations
 
