@@ -218,8 +218,9 @@ def pack_codes(codes: RowCodes, task: Task) -> list[bytes]:
     if positive:
         assert codes.expected_positive is not None
         columns.append(codes.expected_positive)
-    packed = np.column_stack([np.asarray(c, dtype="<f8") for c in columns])
-    return [row.tobytes() for row in packed]
+    packed = np.column_stack([np.asarray(c, dtype="<f8") for c in columns]).tobytes()
+    width = 8 * len(columns)  # one buffer cut into rows: far cheaper than a row at a time
+    return [packed[at:at + width] for at in range(0, len(packed), width)]
 
 
 def unpack_codes(packed: list[bytes], label: np.ndarray, task: Task) -> RowCodes:
@@ -316,15 +317,26 @@ class StoredLabelJoin:
 
     def _rows(self, start: float, ids: np.ndarray, codes: RowCodes
               ) -> Iterator[dict[str, Any]]:
+        version = self.version
         for at in range(0, len(ids), PACK_ROWS):  # packed a slice at a time: memory
             part = np.arange(at, min(at + PACK_ROWS, len(ids)))
             sliced = codes.take(part)
             for key, packed, label in zip(id_keys(ids[part]).tolist(),
                                           pack_codes(sliced, self.task),
-                                          sliced.label.astype(float).tolist(), strict=True):
+                                          _stored_all(sliced.label), strict=True):
                 if key is not None:
-                    yield {"id": key, "start": start, "version": self.version,
-                           "codes": packed, "label": _stored(label)}
+                    yield {"id": key, "start": start, "version": version, "codes": packed,
+                           "label": label}
+
+
+def _stored_all(labels: np.ndarray) -> list[float | None]:
+    """Label codes as the store keeps them (see :func:`_stored`), all at once."""
+    values = labels.astype(float)
+    if not np.isnan(values).any():
+        return values.tolist()  # type: ignore[no-any-return]
+    out = values.astype(object)
+    out[np.isnan(values)] = None
+    return out.tolist()  # type: ignore[no-any-return]
 
 
 def _stored(label: float) -> float | None:
