@@ -36,9 +36,9 @@ import pyarrow as pa
 import watchkeeper as wk
 from tests.server_helpers import scratch_schema
 from watchkeeper.server.hub import Hub
-from watchkeeper.server.ingest import to_ipc
 from watchkeeper.store import Store
 from watchkeeper.suite import file as suitefile
+from watchkeeper.wire import to_ipc
 
 MODEL = "m"
 T0 = 1_700_000_000.0

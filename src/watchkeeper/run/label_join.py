@@ -333,10 +333,10 @@ def _stored_all(labels: np.ndarray) -> list[float | None]:
     """Label codes as the store keeps them (see :func:`_stored`), all at once."""
     values = labels.astype(float)
     if not np.isnan(values).any():
-        return values.tolist()  # type: ignore[no-any-return]
+        return values.tolist()
     out = values.astype(object)
     out[np.isnan(values)] = None
-    return out.tolist()  # type: ignore[no-any-return]
+    return out.tolist()
 
 
 def _stored(label: float) -> float | None:

@@ -41,6 +41,12 @@ _REQUIRED = {"monitor", "family", "value", "threshold", "severity", "message"}
 #: Ids looked up per query, and prediction records written per statement.
 LOOKUP_CHUNK = 5_000
 WRITE_CHUNK = 10_000
+#: SQLite: prediction records as plain tuples through the driver (SQLAlchemy's executemany
+#: of one dict per row cost ~10 µs a row: 2/3 of the fold of id'd rows).
+_SQLITE_LABEL_UPSERT = (
+    "INSERT INTO label_records (model, id, start, version, codes, label) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, id) DO UPDATE SET start = excluded.start, "
+    "version = excluded.version, codes = excluded.codes, label = excluded.label")
 #: PostgreSQL: ids looked up, and labels written, per statement (one array parameter each).
 PG_CHUNK = 50_000
 #: PostgreSQL: prediction records by id, and labels joined to them, one statement per
@@ -638,14 +644,13 @@ class Store:
         if self._dialect == "postgresql":
             self._copy_labels(conn, model, itertools.chain.from_iterable(records.rows))
             return
-        insert = self._insert(table)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[table.c.model, table.c.id],
-            set_={k: insert.excluded[k] for k in ("start", "version", "codes", "label")})
+        # SQLite: plain tuples through the driver's executemany (SQLAlchemy's executemany of
+        # dicts costs ~10 µs a row in parameter processing: 2/3 of the fold of id'd rows);
+        # the upserts run in order, so the last record of an id logged twice wins
         rows = itertools.chain.from_iterable(records.rows)
-        while chunk := list(itertools.islice(rows, WRITE_CHUNK)):
-            # one statement may not touch a row twice (PostgreSQL): the last of an id
-            conn.execute(upsert, list({r["id"]: {**r, "model": model} for r in chunk}.values()))
+        while chunk := [(model, r["id"], r["start"], r["version"], r["codes"], r["label"])
+                        for r in itertools.islice(rows, WRITE_CHUNK)]:
+            conn.exec_driver_sql(_SQLITE_LABEL_UPSERT, chunk)
 
     @staticmethod
     def _copy_labels(conn: Connection, model: str, rows: Iterator[dict[str, Any]]) -> None:
