@@ -23,8 +23,9 @@ from tests.test_server import arrow
 from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
 from tests.test_store import window as stored_window
 from watchkeeper.alerts.notifiers import Dispatcher
+from watchkeeper.errors import Conflict, LeaseLost, StoreError
 from watchkeeper.server.hub import SCOPE, Hub
-from watchkeeper.store import Conflict, LeaseLost, Store, StoreError, tables
+from watchkeeper.store import Store, tables
 from watchkeeper.suite import file as suitefile
 
 ARROW = "application/vnd.apache.arrow.stream"

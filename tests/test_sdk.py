@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 import watchkeeper as wk
 from tests.server_helpers import free_port
+from watchkeeper.errors import SinkError
 from watchkeeper.sdk import (
     ASGIMiddleware,
     Client,
@@ -37,7 +38,6 @@ from watchkeeper.sdk import (
     MemorySink,
     RemoteSink,
     Sink,
-    SinkError,
 )
 from watchkeeper.sdk.rows import MAX_KEY, MAX_STRING
 

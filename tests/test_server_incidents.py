@@ -20,8 +20,9 @@ from tests.server_helpers import READ, WATCHKEEPER, WRITE, Server, request, wait
 from tests.test_server import arrow, post
 from tests.test_store import postgres, store_url  # noqa: F401  (fixtures: both backends)
 from watchkeeper.alerts.notifiers import Dispatcher
+from watchkeeper.errors import StoreError
 from watchkeeper.server.hub import Hub
-from watchkeeper.store import Store, StoreError
+from watchkeeper.store import Store
 from watchkeeper.suite import file as suitefile
 
 

@@ -22,9 +22,10 @@ import pytest
 import sqlalchemy as sa
 
 import watchkeeper
+from watchkeeper.errors import LeaseLost, StoreError
 from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.profiles.core import Profile
-from watchkeeper.store import SCHEMA_VERSION, LeaseLost, Store, StoreError, WindowRecord, migrations
+from watchkeeper.store import SCHEMA_VERSION, Store, WindowRecord, migrations
 from watchkeeper.store.engine import BUSY_TIMEOUT_MS
 
 PG_URL = os.environ.get(

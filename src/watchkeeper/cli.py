@@ -23,18 +23,20 @@ from watchkeeper.suite.deploy import call, deploy, rollback
 from watchkeeper.suite.diff import diff
 
 EXIT_FINDINGS = 1  # --fail-on was reached
-EXIT_USAGE = 2  # bad arguments, unreadable input (click uses 2 as well)
+# a WatchkeeperError exits with its ``exit_code``: errors.EXIT_USAGE (2, as click's usage
+# errors) for bad arguments, unreadable input, a server that refused
 
 
 class _Group(click.Group):
-    """Prints user errors as one line with exit code 2, never as a traceback."""
+    """Prints user errors (WatchkeeperError) as one line with their ``exit_code``, never as
+    a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except WatchkeeperError as exc:
             click.echo(f"error: {exc}", err=True)
-            ctx.exit(EXIT_USAGE)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)

@@ -28,10 +28,8 @@ from watchkeeper.sdk.sinks import (
     MemorySink,
     RemoteSink,
     Sink,
-    SinkError,
-    SinkUnavailable,
 )
 from watchkeeper.sdk.subprocess_sink import SubprocessSink
 
 __all__ = ["ASGIMiddleware", "Client", "EmbeddedSink", "MemorySink", "RemoteSink", "Sink",
-           "SinkError", "SinkUnavailable", "SubprocessSink", "lifespan"]
+           "SubprocessSink", "lifespan"]

@@ -21,7 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from watchkeeper.sdk.sinks import EmbeddedSink, SinkError, SinkUnavailable, ipc_stream
+from watchkeeper.errors import SinkError, SinkUnavailable
+from watchkeeper.sdk.sinks import EmbeddedSink, ipc_stream
 
 __all__ = ["SubprocessSink"]
 

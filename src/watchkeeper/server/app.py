@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 from watchkeeper.alerts import AlertManager, Incident
 from watchkeeper.alerts.advice import incident_view
 from watchkeeper.alerts.notifiers import Dispatcher
-from watchkeeper.errors import DataError, RequestError, SuiteError
+from watchkeeper.errors import DataError, RequestError, StoreError, SuiteError
 from watchkeeper.server.auth import LoginLimiter, Tokens, bearer
 from watchkeeper.server.dashboard import add_dashboard
 from watchkeeper.server.hub import Hub
@@ -38,7 +38,7 @@ from watchkeeper.server.ingest import (
 )
 from watchkeeper.server.metrics import HubCollector
 from watchkeeper.server.privacy import Privacy
-from watchkeeper.store import Store, StoreError
+from watchkeeper.store import Store
 from watchkeeper.store.sessions import session_access
 from watchkeeper.suite import file as suitefile
 from watchkeeper.suite.core import Suite

@@ -84,7 +84,7 @@ import pyarrow as pa
 
 from watchkeeper.alerts import AlertManager, Incident, Rules, Silence
 from watchkeeper.alerts.notifiers import Dispatcher
-from watchkeeper.errors import WatchkeeperError
+from watchkeeper.errors import BatchFailed, Conflict, LeaseLost, StoreError, WatchkeeperError
 from watchkeeper.io.pii import key_from_env, protect
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.monitors.base import Finding, Severity
@@ -95,12 +95,9 @@ from watchkeeper.run.check import WindowResult
 from watchkeeper.server.ingest import from_ipc, to_ipc
 from watchkeeper.store import (
     Appended,
-    Conflict,
     LabelRecords,
     Lease,
-    LeaseLost,
     Store,
-    StoreError,
     WindowRecord,
 )
 from watchkeeper.suite import file as suitefile
@@ -128,11 +125,6 @@ FOLD_ATTEMPTS = 3
 CAUGHT_UP_SECONDS = 5.0
 
 T = TypeVar("T")
-
-
-class BatchFailed(WatchkeeperError):
-    """Folding a model's event batches failed on one of them (a corrupt payload, or one the
-    profiling fails on): that model's step stops here; the other models fold on."""
 
 
 @dataclass

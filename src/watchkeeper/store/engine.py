@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy import event, pool
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from watchkeeper.store.records import StoreError
+from watchkeeper.errors import StoreError
 
 #: Execution option marking a write transaction (BEGIN IMMEDIATE on SQLite).
 WRITE = "watchkeeper_write"
