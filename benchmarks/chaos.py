@@ -60,8 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import watchkeeper as wk
 from tests.server_helpers import WRITE, Server, request, scratch_schema, wait_for
+from watchkeeper.errors import SinkError
 from watchkeeper.sdk import RemoteSink
-from watchkeeper.sdk.sinks import SinkError
 from watchkeeper.store import Store
 from watchkeeper.wire import to_ipc
 

@@ -24,7 +24,8 @@ from watchkeeper.suite.deploy import call, deploy, rollback
 from watchkeeper.suite.diff import diff
 
 EXIT_FINDINGS = 1  # --fail-on was reached
-EXIT_USAGE = 2  # bad arguments, unreadable input (click uses 2 as well)
+# a WatchkeeperError exits with its ``exit_code``: errors.EXIT_USAGE (2, as click's usage
+# errors) for bad arguments, unreadable input, a server that refused
 
 #: The option of each library parameter: library messages name parameters (``target=``,
 #: ``window_rows: must be ...``), what the CLI prints names options (``--target``).
@@ -86,14 +87,15 @@ def cli_text(text: str) -> str:
 
 
 class _Group(click.Group):
-    """Prints user errors as one line with exit code 2, never as a traceback."""
+    """Prints user errors (WatchkeeperError) as one line with their ``exit_code``, never as
+    a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except WatchkeeperError as exc:
             click.echo(f"error: {cli_message(exc)}", err=True)
-            ctx.exit(EXIT_USAGE)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)

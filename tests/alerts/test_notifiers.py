@@ -16,7 +16,6 @@ import pytest
 
 from watchkeeper.alerts import AlertManager, Notification
 from watchkeeper.alerts.notifiers import (
-    DeliveryError,
     Dispatcher,
     EmailNotifier,
     LogNotifier,
@@ -25,6 +24,7 @@ from watchkeeper.alerts.notifiers import (
     WebhookNotifier,
     mask_url,
 )
+from watchkeeper.errors import DeliveryError
 from watchkeeper.monitors.base import Finding, Severity
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)

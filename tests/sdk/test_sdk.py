@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 import watchkeeper as wk
 from tests.sdk_helpers import RecordingServer, Served, recording, url_of, wait_until
 from tests.server_helpers import free_port
+from watchkeeper.errors import SinkError
 from watchkeeper.sdk import (
     ASGIMiddleware,
     Client,
@@ -35,7 +36,6 @@ from watchkeeper.sdk import (
     MemorySink,
     RemoteSink,
     Sink,
-    SinkError,
 )
 from watchkeeper.sdk.rows import MAX_KEY, MAX_STRING
 

@@ -34,8 +34,9 @@ from tests.server_helpers import (
     wait_for,
 )
 from watchkeeper.alerts.notifiers import Dispatcher
+from watchkeeper.errors import Conflict, LeaseLost, StoreError
 from watchkeeper.server.hub import SCOPE, Hub
-from watchkeeper.store import Conflict, LeaseLost, Store, StoreError, tables
+from watchkeeper.store import Store, tables
 
 ARROW = "application/vnd.apache.arrow.stream"
 

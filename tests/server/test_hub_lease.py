@@ -22,8 +22,9 @@ import pytest
 import sqlalchemy as sa
 
 import watchkeeper as wk
+from watchkeeper.errors import LeaseLost
 from watchkeeper.server.hub import SCOPE, FoldLease, Hub
-from watchkeeper.store import LeaseLost, Store, tables
+from watchkeeper.store import Store, tables
 from watchkeeper.suite import file as suitefile
 from watchkeeper.wire import to_ipc
 

@@ -18,8 +18,9 @@ import pytest
 import watchkeeper as wk
 from tests.server_helpers import READ, WATCHKEEPER, WRITE, Server, arrow, post, request, wait_for
 from watchkeeper.alerts.notifiers import Dispatcher
+from watchkeeper.errors import StoreError
 from watchkeeper.server.hub import Hub
-from watchkeeper.store import Store, StoreError
+from watchkeeper.store import Store
 from watchkeeper.suite import file as suitefile
 
 

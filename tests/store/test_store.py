@@ -20,9 +20,10 @@ import sqlalchemy as sa
 
 import watchkeeper
 from tests.helpers import window
+from watchkeeper.errors import LeaseLost, StoreError
 from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.profiles.core import Profile
-from watchkeeper.store import SCHEMA_VERSION, LeaseLost, Store, StoreError, WindowRecord, migrations
+from watchkeeper.store import SCHEMA_VERSION, Store, WindowRecord, migrations
 from watchkeeper.store.engine import BUSY_TIMEOUT_MS
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)

@@ -21,6 +21,7 @@ After ``os.fork`` the child starts with an empty buffer and a thread of its own;
 that ends with ``os._exit`` (multiprocessing) should call ``close()`` first.
 """
 
+from watchkeeper.errors import SinkError, SinkUnavailable
 from watchkeeper.sdk.asgi import ASGIMiddleware, lifespan
 from watchkeeper.sdk.client import Client
 from watchkeeper.sdk.sinks import (
@@ -28,10 +29,10 @@ from watchkeeper.sdk.sinks import (
     MemorySink,
     RemoteSink,
     Sink,
-    SinkError,
-    SinkUnavailable,
 )
 from watchkeeper.sdk.subprocess_sink import SubprocessSink
 
+# A sink of your own raises SinkUnavailable for what may be delivered later (kept and retried)
+# and SinkError for what never will be (counted as rejected); both live in watchkeeper.errors.
 __all__ = ["ASGIMiddleware", "Client", "EmbeddedSink", "MemorySink", "RemoteSink", "Sink",
            "SinkError", "SinkUnavailable", "SubprocessSink", "lifespan"]

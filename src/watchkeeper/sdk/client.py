@@ -33,6 +33,7 @@ from typing import Any, TypeVar, cast
 
 import pyarrow as pa
 
+from watchkeeper.errors import SinkUnavailable
 from watchkeeper.sdk import context, shutdown
 from watchkeeper.sdk.rows import (
     Columns,
@@ -45,7 +46,7 @@ from watchkeeper.sdk.rows import (
     labels_table,
     unify,
 )
-from watchkeeper.sdk.sinks import Sink, SinkUnavailable, batch_id, with_batch_id
+from watchkeeper.sdk.sinks import Sink, batch_id, with_batch_id
 from watchkeeper.sdk.spool import Spool
 from watchkeeper.wire import CLIENT, ERROR, LATENCY, TS
 

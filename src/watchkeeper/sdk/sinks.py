@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pyarrow as pa
 
-from watchkeeper.errors import WatchkeeperError
+from watchkeeper.errors import SinkError, SinkUnavailable
 from watchkeeper.wire import ARROW_STREAM, to_ipc
 
 if TYPE_CHECKING:
@@ -36,21 +36,12 @@ if TYPE_CHECKING:
     from watchkeeper.suite.core import Suite
 
 __all__ = ["ARROW_STREAM", "BATCH_ID", "EmbeddedSink", "MemorySink", "RemoteSink", "Sink",
-           "SinkError", "SinkUnavailable", "batch_id", "with_batch_id"]
+           "batch_id", "with_batch_id"]
 
 #: The longest Retry-After honoured (seconds): a sink never sleeps longer on one batch.
 MAX_RETRY_AFTER = 30.0
 #: Schema metadata key of a table's batch id (sent as the ``Idempotency-Key`` header).
 BATCH_ID = b"watchkeeper.batch_id"
-
-
-class SinkError(WatchkeeperError):
-    """A batch a sink refused or could not deliver (after its retries); one line."""
-
-
-class SinkUnavailable(SinkError):
-    """The sink could not be reached or is busy (connection refused, timeout, 5xx, 429): the
-    same batch may be sent again later."""
 
 
 def with_batch_id(table: pa.Table, batch: str) -> pa.Table:

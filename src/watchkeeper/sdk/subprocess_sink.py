@@ -21,7 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from watchkeeper.sdk.sinks import EmbeddedSink, SinkError, SinkUnavailable
+from watchkeeper.errors import SinkError, SinkUnavailable
+from watchkeeper.sdk.sinks import EmbeddedSink
 from watchkeeper.wire import from_ipc, to_ipc
 
 __all__ = ["SubprocessSink"]

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from watchkeeper.errors import Forbidden, TooManyAttempts, Unauthorized
 
 COOKIE = "watchkeeper_session"
 CSRF_HEADER = "x-watchkeeper"
@@ -103,6 +106,29 @@ class Tokens:
                 return 403, f"this session may not {need} (expired or signed out?)"
             return 403, f"this token may not {need}"
         return 200, ""
+
+
+def authenticate(tokens: Tokens, limiter: LoginLimiter, address: str | None,
+                 headers: Mapping[str, str], cookies: Mapping[str, str], method: str,
+                 need: str, sessions: SessionLookup | None = None) -> None:
+    """Let a request through if it may ``need`` (a bearer token, or a session cookie looked
+    up by ``sessions``); else raise Unauthorized (401), Forbidden (403), or TooManyAttempts
+    (429) for an address that sent too many wrong tokens lately, whatever its token now.
+    A wrong bearer token is counted against ``address``."""
+    header = headers.get("authorization")
+    if tokens.enabled and bearer(header) is not None:
+        wait = limiter.retry_after(address)
+        if wait > 0:
+            seconds = max(1, math.ceil(wait))
+            raise TooManyAttempts(f"too many wrong tokens from your address: try again in "
+                                  f"{seconds} s", seconds)
+        if tokens.is_guess(header):
+            limiter.failed(address)
+    status, reason = tokens.check_request(headers, cookies, method, need, sessions)
+    if status == 401:
+        raise Unauthorized(reason)
+    if status == 403:
+        raise Forbidden(reason)
 
 
 def same_origin(headers: Mapping[str, str]) -> bool:

@@ -7,16 +7,13 @@ SQLAlchemy Core on SQLite (a local file, the default) or PostgreSQL (by URL).
 from watchkeeper.store.migrations import LATEST as SCHEMA_VERSION
 from watchkeeper.store.records import (
     Appended,
-    Conflict,
     Event,
     LabelRecords,
     Lease,
-    LeaseLost,
-    StoreError,
     SuiteVersion,
     WindowRecord,
 )
 from watchkeeper.store.store import Store
 
-__all__ = ["SCHEMA_VERSION", "Appended", "Conflict", "Event", "LabelRecords", "Lease",
-           "LeaseLost", "Store", "StoreError", "SuiteVersion", "WindowRecord"]
+__all__ = ["SCHEMA_VERSION", "Appended", "Event", "LabelRecords", "Lease", "Store",
+           "SuiteVersion", "WindowRecord"]

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy import event, pool
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from watchkeeper.errors import StoreError
 from watchkeeper.io.jsonable import plain, to_python
-from watchkeeper.store.records import StoreError
 
 #: Execution option marking a write transaction (BEGIN IMMEDIATE on SQLite).
 WRITE = "watchkeeper_write"

@@ -1,4 +1,5 @@
-"""What the store hands out: suite versions, logged events, window records, and its error."""
+"""What the store hands out: suite versions, logged events, window records (its errors are
+in watchkeeper.errors: StoreError, LeaseLost, Conflict, RecordNotFound)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-
-from watchkeeper.errors import WatchkeeperError
-
-
-class StoreError(WatchkeeperError):
-    """A store that cannot be opened or used, or a record that is not there (one line)."""
-
-
-class LeaseLost(StoreError):
-    """A write fenced by a lease that its writer no longer holds: nothing was written."""
-
-
-class Conflict(StoreError):
-    """A conditional write found the record changed by someone else: nothing was written."""
 
 
 @dataclass(frozen=True)

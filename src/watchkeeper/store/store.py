@@ -15,18 +15,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from watchkeeper.errors import Conflict, LeaseLost, RecordNotFound, StoreError
 from watchkeeper.monitors.base import Severity
 from watchkeeper.store import migrations
 from watchkeeper.store import tables as db
 from watchkeeper.store.engine import WRITE, create_engine, one_line
 from watchkeeper.store.records import (
     Appended,
-    Conflict,
     Event,
     LabelRecords,
     Lease,
-    LeaseLost,
-    StoreError,
     SuiteVersion,
     WindowRecord,
 )
@@ -191,7 +189,7 @@ class Store:
             return [SuiteVersion(**r) for r in conn.execute(query).mappings()]
 
     def suite_version(self, model: str, version: int) -> SuiteVersion:
-        """One version of a model's suite; StoreError if there is none."""
+        """One version of a model's suite; RecordNotFound if there is none."""
         with self._transaction() as conn:
             return self._suite(conn, model, version)
 
@@ -832,7 +830,7 @@ class Store:
         query = sa.select(db.suites).where(_of(db.suites, model), db.suites.c.version == version)
         row = conn.execute(query).mappings().first()
         if row is None:
-            raise StoreError(f"model {model!r} has no suite version {version!r}")
+            raise RecordNotFound(f"model {model!r} has no suite version {version!r}")
         return SuiteVersion(**row)
 
 

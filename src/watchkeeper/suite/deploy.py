@@ -14,13 +14,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from watchkeeper.errors import WatchkeeperError
+from watchkeeper.errors import DeployError
 from watchkeeper.suite import file as suitefile
 from watchkeeper.suite.core import Suite
-
-
-class DeployError(WatchkeeperError):
-    """The server refused or could not be reached; the message says why."""
 
 
 def call(method: str, url: str, body: bytes | None = None, token: str | None = None,

@@ -1,4 +1,4 @@
-"""The Notifier protocol, delivery errors, secret masking and a small JSON POST."""
+"""The Notifier protocol, secret masking and a small JSON POST (raising DeliveryError)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
+
+from watchkeeper.errors import DeliveryError
 
 if TYPE_CHECKING:
     from watchkeeper.alerts.notification import Notification
@@ -21,15 +23,6 @@ class Notifier(Protocol):
     """Delivers a notification somewhere; raises on failure (the Dispatcher retries)."""
 
     def send(self, notification: Notification) -> None: ...
-
-
-class DeliveryError(Exception):
-    """A notification could not be delivered. ``permanent`` ones are not retried
-    (e.g. HTTP 400/401/403/404: the same request would fail again)."""
-
-    def __init__(self, message: str, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
 
 
 def mask_url(url: str) -> str:

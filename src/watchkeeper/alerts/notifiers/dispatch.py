@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from watchkeeper.alerts.notifiers.base import DeliveryError, Notifier, redact
+from watchkeeper.alerts.notifiers.base import Notifier, redact
+from watchkeeper.errors import DeliveryError
 
 if TYPE_CHECKING:
     from watchkeeper.alerts.notification import Notification

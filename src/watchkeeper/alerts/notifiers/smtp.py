@@ -7,7 +7,8 @@ import ssl
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
-from watchkeeper.alerts.notifiers.base import MASK, DeliveryError
+from watchkeeper.alerts.notifiers.base import MASK
+from watchkeeper.errors import DeliveryError
 
 if TYPE_CHECKING:
     from watchkeeper.alerts.notification import Notification

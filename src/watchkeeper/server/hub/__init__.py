@@ -23,7 +23,6 @@ from watchkeeper.server.hub.fold import (
     FOLD_ATTEMPTS,
     FOLD_BATCHES,
     FOLD_RECORDS,
-    BatchFailed,
     Fold,
 )
 from watchkeeper.server.hub.follower import View
@@ -35,6 +34,6 @@ from watchkeeper.server.hub.workers import Workers
 
 __all__ = [
     "CAUGHT_UP_SECONDS", "FOLD_ATTEMPTS", "FOLD_BATCHES", "FOLD_RECORDS", "REJECTED_KEY",
-    "SAVE_TRIES", "SCOPE", "AlertStates", "AlertView", "BatchFailed", "Fenced", "Fold",
+    "SAVE_TRIES", "SCOPE", "AlertStates", "AlertView", "Fenced", "Fold",
     "FoldLease", "Generation", "Hub", "Intake", "ModelState", "Registry", "View", "Workers",
 ]

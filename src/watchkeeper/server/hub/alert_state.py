@@ -24,9 +24,10 @@ from typing import Any, TypeVar
 
 from watchkeeper.alerts import AlertManager, Rules
 from watchkeeper.alerts.notifiers import Dispatcher
+from watchkeeper.errors import Conflict, StoreError
 from watchkeeper.run.check import WindowResult
 from watchkeeper.server.hub.state import ModelState
-from watchkeeper.store import Conflict, Lease, Store, StoreError
+from watchkeeper.store import Lease, Store
 
 log = logging.getLogger("watchkeeper.server")
 #: Tries of a save of the alert state that others keep changing.

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from watchkeeper.alerts import AlertManager, Incident, Rules, Silence
 from watchkeeper.alerts.notifiers import Dispatcher
-from watchkeeper.errors import WatchkeeperError
+from watchkeeper.errors import LeaseLost, StoreError, WatchkeeperError
 from watchkeeper.io.pii import key_from_env
 from watchkeeper.server.hub.alert_state import AlertStates
 from watchkeeper.server.hub.fold import Fold
@@ -26,7 +26,7 @@ from watchkeeper.server.hub.lease import Fenced, FoldLease, owner_id
 from watchkeeper.server.hub.registry import Registry
 from watchkeeper.server.hub.state import AlertView, ModelState
 from watchkeeper.server.hub.workers import Workers
-from watchkeeper.store import Appended, Lease, LeaseLost, Store, StoreError
+from watchkeeper.store import Appended, Lease, Store
 from watchkeeper.suite import file as suitefile
 from watchkeeper.suite.core import Suite
 

@@ -32,14 +32,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.errors import WatchkeeperError
+from watchkeeper.errors import BatchFailed, StoreError
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.monitors.security import REJECTED
 from watchkeeper.online.monitor import save, usable_times
 from watchkeeper.server.hub.intake import rejected_counts
 from watchkeeper.server.hub.lease import Fenced
 from watchkeeper.server.hub.state import FIRST, ModelState
-from watchkeeper.store import LabelRecords, Lease, Store, StoreError
+from watchkeeper.store import LabelRecords, Lease, Store
 from watchkeeper.wire import TS, from_ipc
 
 log = logging.getLogger("watchkeeper.server")
@@ -51,11 +51,6 @@ FOLD_BATCHES = 50
 FOLD_RECORDS = 100_000
 #: Failed attempts at folding an event batch before it is set aside (quarantined).
 FOLD_ATTEMPTS = 3
-
-
-class BatchFailed(WatchkeeperError):
-    """Folding a model's event batches failed on one of them (a corrupt payload, or one the
-    profiling fails on): that model's step stops here; the other models fold on."""
 
 
 class Fold:

@@ -14,9 +14,10 @@ from collections import Counter
 
 import pyarrow as pa
 
+from watchkeeper.errors import StoreError
 from watchkeeper.io.pii import protect
 from watchkeeper.server.hub.state import ModelState
-from watchkeeper.store import Appended, Store, StoreError
+from watchkeeper.store import Appended, Store
 from watchkeeper.wire import to_ipc
 
 #: Schema metadata of an empty event batch that carries refused requests' counts.

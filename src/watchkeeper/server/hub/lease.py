@@ -26,7 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from watchkeeper.store import LabelRecords, Lease, LeaseLost, Store, StoreError, WindowRecord
+from watchkeeper.errors import LeaseLost, StoreError
+from watchkeeper.store import LabelRecords, Lease, Store, WindowRecord
 
 log = logging.getLogger("watchkeeper.server")
 #: The fold lease's scope: one server folds every model of a store.

@@ -15,8 +15,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 
-from watchkeeper.server.hub.fold import BatchFailed, why
-from watchkeeper.store import LeaseLost
+from watchkeeper.errors import BatchFailed, LeaseLost
+from watchkeeper.server.hub.fold import why
 
 log = logging.getLogger("watchkeeper.server")
 
