@@ -190,11 +190,15 @@ def test_a_reader_past_a_watermark_never_skips_an_event_appended_concurrently(
     with Store(url) as store:
         appended: list[int] = []
         seen: list[int] = []
+        failed: list[BaseException] = []
         done = threading.Event()
 
         def write(i: int) -> None:
-            for j in range(120):
-                appended.append(store.append_events("m", f"{i}:{j}".encode(), rows=1))
+            try:
+                for j in range(120):
+                    appended.append(store.append_events("m", f"{i}:{j}".encode(), rows=1))
+            except BaseException as e:  # a writer that gave up would pass unnoticed
+                failed.append(e)
 
         def read() -> None:
             last = 0
@@ -215,6 +219,8 @@ def test_a_reader_past_a_watermark_never_skips_an_event_appended_concurrently(
             t.join()
         done.set()
         reader.join()
+        assert failed == []
+        assert len(appended) == 6 * 120
         assert seen == sorted(appended)
 
 

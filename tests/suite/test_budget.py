@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 import watchkeeper as wk
+from tests.helpers import ACS
 from watchkeeper.errors import SuiteError
 from watchkeeper.suite.core import DEFAULT_WEIGHTS
 
-ACS = Path(__file__).resolve().parents[1] / "data" / "acs_employment_ma"
 WATCHKEEPER = Path(sys.executable).with_name("watchkeeper")
 SERVING_MONITORS = {"error_rate", "throughput", "client_volume", "near_duplicates",
                     "extraction_coverage", "boundary_probing"}

@@ -19,7 +19,7 @@ from watchkeeper.errors import Conflict, LeaseLost, RecordNotFound, StoreError
 from watchkeeper.monitors.base import Severity
 from watchkeeper.store import migrations
 from watchkeeper.store import tables as db
-from watchkeeper.store.engine import WRITE, create_engine, one_line
+from watchkeeper.store.engine import BUSY_TIMEOUT_MS, WRITE, create_engine, one_line
 from watchkeeper.store.records import (
     Appended,
     Event,
@@ -39,6 +39,8 @@ _REQUIRED = {"monitor", "family", "value", "threshold", "severity", "message"}
 #: Ids looked up per query, and prediction records written per statement.
 LOOKUP_CHUNK = 5_000
 WRITE_CHUNK = 10_000
+#: SQLite: how many busy timeouts a writer of this process waits for its turn.
+WRITE_TURN_WAITS = 6
 #: SQLite: prediction records as plain tuples through the driver (SQLAlchemy's executemany
 #: of one dict per row cost ~10 µs a row: 2/3 of the fold of id'd rows).
 _SQLITE_LABEL_UPSERT = (
@@ -113,6 +115,12 @@ class Store:
         self._turn: contextlib.AbstractContextManager[Any] = (
             threading.RLock() if memory else contextlib.nullcontext()
         )
+        # SQLite file: this process's writers queue here for the database's one write lock.
+        # Left to SQLite's busy handler (sleep and retry), one of six threads appending at
+        # once could wait past the busy timeout and fail ("database is locked") while the
+        # others kept barging in; other processes still wait on the busy timeout.
+        self._write_turn = (threading.RLock() if self._dialect == "sqlite" and not memory
+                            else None)
         self._closed = False
         try:
             self.migrate()
@@ -759,7 +767,8 @@ class Store:
         if self._closed:
             raise StoreError(f"the store at {self.url} is closed")
         try:
-            with self._turn, (self._writer if write else self._engine).begin() as conn:
+            with self._turn, self._writing(write), \
+                    (self._writer if write else self._engine).begin() as conn:
                 self._fence(conn, lease)
                 yield conn
                 self._fence(conn, lease)
@@ -769,6 +778,21 @@ class Store:
             raise StoreError(f"store at {self.url}: {one_line(e)}") from e
         except sa.exc.SQLAlchemyError as e:
             raise StoreError(f"store at {self.url}: {one_line(e)}") from e
+
+    @contextlib.contextmanager
+    def _writing(self, write: bool) -> Iterator[None]:
+        """This process's turn to write (SQLite files; a no-op otherwise), bounded like the
+        busy timeout per writer queued ahead."""
+        if not write or self._write_turn is None:
+            yield
+            return
+        wait = WRITE_TURN_WAITS * BUSY_TIMEOUT_MS / 1000
+        if not self._write_turn.acquire(timeout=wait):
+            raise StoreError(f"store at {self.url}: busy: no turn to write in {wait:.0f} s")
+        try:
+            yield
+        finally:
+            self._write_turn.release()
 
     def _now(self, conn: Connection) -> float:
         """Seconds since 1970 by the database's clock: one clock for every server."""
