@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import pyarrow as pa
+from benchmarks.join_memory import rows  # the same id'd stream as the join benchmark
 
 import watchkeeper as wk
 from tests.server_helpers import scratch_schema
@@ -45,14 +46,6 @@ T0 = 1_700_000_000.0
 SPAN = 3600.0
 
 
-def rows(n: int, start: int, seed: int, t0: float, span: float) -> pa.Table:
-    """As join_memory.py's rows (copied: that file has another owner)."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=n)
-    proba = 1 / (1 + np.exp(-x))
-    return pa.table({"id": np.arange(start, start + n), "x": x, "z": rng.normal(size=n),
-                     "proba": proba, "prediction": (proba > 0.5).astype(np.int64),
-                     "_ts": t0 + rng.random(n) * span})
 
 
 def suite_text() -> str:

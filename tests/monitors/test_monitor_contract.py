@@ -13,15 +13,16 @@ suite file, what the profile counts).
 
 from __future__ import annotations
 
+import textwrap
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
-from watchkeeper.monitors import Monitor, Severity, base, monitor_types
+from watchkeeper.monitors import Monitor, base, contract, monitor_types
 from watchkeeper.monitors.contract import PROPERTIES, Case, check_monitor
 from watchkeeper.profiles.core import merge
 from watchkeeper.run.check import WindowResult
@@ -173,25 +174,12 @@ def too_many_zeros(monkeypatch: pytest.MonkeyPatch) -> type[Monitor]:
     """The example of :mod:`watchkeeper.monitors.contract`'s docstring, as written there,
     registered in a copy of the registry that is dropped after the test."""
     monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
-
-    class TooManyZeros(Monitor):
-        type = "too_many_zeros"
-        family = "quality"
-        calibrated = False
-        params: ClassVar[dict[str, Any]] = {"max_share": 0.5}
-
-        def evaluate(self, window, reference):
-            col = window.columns.get(self.column)
-            if col is None or not col.count or col.bins is None:
-                return []
-            zero_bin = int(np.searchsorted(self.spec.edges, 0.0, side="right"))
-            share = col.bins[zero_bin] / col.count
-            if share <= self.settings["max_share"]:
-                return []
-            return [self.finding(share, self.settings["max_share"], Severity.WARNING,
-                                 f"{share:.0%} of {self.column} near zero")]
-
-    return TooManyZeros
+    doc = contract.__doc__ or ""
+    example = doc[doc.index("runs every property::") + len("runs every property::"):
+                  doc.index("For a monitor that reads")]
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(example), namespace)
+    return namespace["TooManyZeros"]  # type: ignore[no-any-return]
 
 
 def test_the_docstring_example_keeps_the_contract(too_many_zeros: type[Monitor]) -> None:
