@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from watchkeeper.errors import StoreError
 from watchkeeper.store import Store
 from watchkeeper.store import store as store_module
 from watchkeeper.store.records import LabelRecords
@@ -44,3 +45,16 @@ def test_lookups_and_labels_match_one_query_per_id(store_url: str, chunk: int,
         # a record logged again replaces its label too
         store.save_windows("m", [], labels=LabelRecords(rows=[iter([_record(7, label=1.0)])]))
         assert store.label_records("m", 1, ["7"])[0][3] == 1.0
+
+
+def test_a_record_the_database_refuses_is_a_store_error(store_url: str) -> None:
+    """Records are written on the driver's own cursor (PostgreSQL: COPY; SQLite: plain
+    tuples): what the database refuses there (PostgreSQL: a NUL in an id; SQLite: a value
+    it cannot bind) is a StoreError, as for every other write, so the fold treats it as a
+    storage fault and not as a bad batch; nothing of it is kept."""
+    with Store(store_url) as store:
+        bad = ({**_record(1), "id": "a\x00b"} if store_url.startswith("postgresql")
+               else {**_record(1), "codes": object()})
+        with pytest.raises(StoreError):
+            store.save_windows("m", [], labels=LabelRecords(rows=[iter([_record(0), bad])]))
+        assert store.label_record_count("m") == 0

@@ -778,6 +778,12 @@ class Store:
             raise StoreError(f"store at {self.url}: {one_line(e)}") from e
         except sa.exc.SQLAlchemyError as e:
             raise StoreError(f"store at {self.url}: {one_line(e)}") from e
+        except Exception as e:
+            # the driver's own errors, from code that uses its connection directly (the
+            # COPY of label records on PostgreSQL): a storage fault like any other
+            if type(e).__module__.partition(".")[0] in ("psycopg", "sqlite3"):
+                raise StoreError(f"store at {self.url}: {one_line(e)}") from e
+            raise
 
     @contextlib.contextmanager
     def _writing(self, write: bool) -> Iterator[None]:
