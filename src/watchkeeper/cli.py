@@ -341,7 +341,7 @@ def _stored_incidents(url: str, model: str, *, open_only: bool) -> dict[str, Any
     """A model's incidents as its last saved alert state in the store holds them, each with
     its advice: what ``GET /v1/models/{model}/incidents`` answers."""
     from watchkeeper.alerts import AlertManager
-    from watchkeeper.alerts.advice import incident_view
+    from watchkeeper.alerts.advice import incident_views
     from watchkeeper.store import Store
     from watchkeeper.suite import file as suitefile
 
@@ -352,11 +352,9 @@ def _stored_incidents(url: str, model: str, *, open_only: bool) -> dict[str, Any
         raise WatchkeeperError(f"model {model!r} has no suite in the store")
     suite = Suite.from_dict(suitefile.parse(active.text, f"{model} v{active.version}"))
     manager = AlertManager.from_dict(state) if state is not None else None
-    found = [incident_view(i, suite.importance)
-             for i in (manager.incidents.values() if manager is not None else ())
-             if i.is_open or not open_only]
-    return {"model": model,
-            "incidents": sorted(found, key=lambda i: i["opened_at"], reverse=True)}
+    found = manager.incidents.values() if manager is not None else ()
+    return {"model": model, "incidents": incident_views(found, suite.importance,
+                                                        is_open=True if open_only else None)}
 
 
 @main.command("quarantine")

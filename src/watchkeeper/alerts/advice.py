@@ -9,6 +9,7 @@ the change began is the first window an alert was seen in.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,6 +193,15 @@ def incident_view(incident: Incident, weights: dict[str, float] | None = None
     """An incident as every output shows it (API, CLI, SDK, check's JSON, dashboard): its
     fields and its advice."""
     return {**incident.to_dict(), "advice": advise(incident, weights).to_dict()}
+
+
+def incident_views(incidents: Iterable[Incident], weights: dict[str, float] | None = None,
+                   *, is_open: bool | None = None) -> list[dict[str, Any]]:
+    """A model's incidents as the API lists them, newest first, each with its advice; only
+    the open (``is_open=True``) or the closed ones (``False``) when asked."""
+    found = [incident_view(i, weights) for i in incidents
+             if is_open is None or i.is_open == is_open]
+    return sorted(found, key=lambda i: i["opened_at"], reverse=True)
 
 
 def advise(incident: Incident, weights: dict[str, float] | None = None) -> Advice:

@@ -456,18 +456,14 @@ class EmbeddedSink:
         """The model's incidents, newest first, each with its diagnosis and recommended
         actions (``advice``), as ``watchkeeper incidents`` shows them. Incidents need a
         store: without one the list is empty."""
-        from watchkeeper.alerts.advice import incident_view
+        from watchkeeper.alerts.advice import incident_views
 
         with self._lock:
-            if self.hub is None:
-                return []
-            shown = self.hub.alert_view(self.model)
-            if shown is None:
-                return []
-            found = [incident_view(i, shown.suite.importance)
-                     for i in shown.alerts.incidents.values()
-                     if i.is_open or not open_only]
-        return sorted(found, key=lambda i: i["opened_at"], reverse=True)
+            shown = None if self.hub is None else self.hub.alert_view(self.model)
+        if shown is None:
+            return []
+        return incident_views(shown.alerts.incidents.values(), shown.suite.importance,
+                              is_open=True if open_only else None)
 
 
 def _register_suite(store: Store, model: str, suite: Suite) -> int:

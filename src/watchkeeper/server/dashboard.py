@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, quote
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from watchkeeper.alerts.advice import incident_view
+from watchkeeper.alerts.advice import incident_views
 from watchkeeper.io.times import as_utc
 from watchkeeper.report.html import escape
 from watchkeeper.server.auth import (
@@ -124,9 +124,8 @@ def open_incidents(hub: Hub, model: str) -> list[dict[str, Any]]:
     shown = hub.alert_view(model)
     if shown is None:
         return []
-    found = [incident_view(i, shown.suite.importance)
-             for i in shown.alerts.incidents.values() if i.is_open]
-    return sorted(found, key=lambda i: i["opened_at"], reverse=True)
+    return incident_views(shown.alerts.incidents.values(), shown.suite.importance,
+                          is_open=True)
 
 
 def recent_windows(hub: Hub, model: str, count: int) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from watchkeeper.alerts.advice import incident_view
+from watchkeeper.alerts.advice import incident_view, incident_views
 from watchkeeper.errors import DataError, NotFound
 from watchkeeper.server.hub import AlertView, Hub
 from watchkeeper.server.routes.deps import AUTH_ERRORS, NOT_FOUND, Problem, ServerDep, authorize
@@ -93,10 +93,9 @@ def incidents(model: str, server: ServerDep, status: str | None = None) -> dict[
     """Incidents, newest first, each with its diagnosis and recommended actions."""
     hub = server.hub
     state = shown(hub, model)
-    found = [incident_view(i, state.suite.importance) for i in state.alerts.incidents.values()
-             if status is None or (status == "open") == i.is_open]
-    return {"model": model, "incidents": sorted(found, key=lambda i: i["opened_at"],
-                                               reverse=True)}
+    return {"model": model, "incidents": incident_views(
+        state.alerts.incidents.values(), state.suite.importance,
+        is_open=None if status is None else status == "open")}
 
 
 @router.get("/v1/models/{model}/incidents/{incident_id}", response_model=IncidentView)
