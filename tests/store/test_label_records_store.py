@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from watchkeeper.errors import StoreError
-from watchkeeper.store import Store
-from watchkeeper.store import store as store_module
+from watchkeeper.store import Store, label_sql
 from watchkeeper.store.records import LabelRecords
 
 
@@ -20,8 +19,8 @@ def _record(i: int, version: int = 1, label: float | None = None) -> dict:
 @pytest.mark.parametrize("chunk", [3, 50_000])
 def test_lookups_and_labels_match_one_query_per_id(store_url: str, chunk: int,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "PG_CHUNK", chunk)  # several statements, or one
-    monkeypatch.setattr(store_module, "LOOKUP_CHUNK", chunk)
+    monkeypatch.setattr(label_sql, "PG_CHUNK", chunk)  # several statements, or one
+    monkeypatch.setattr(label_sql, "LOOKUP_CHUNK", chunk)
     with Store(store_url) as store:
         rows = [_record(i) for i in range(40)] + [_record(i, version=2) for i in range(40, 50)]
         store.save_windows("m", [], labels=LabelRecords(rows=[iter(rows)]))

@@ -261,7 +261,7 @@ class StoredLabelJoin:
         self.starts.append(start)
 
     def apply(self, labels: Any, profile_at: Any) -> tuple[set[float], int]:
-        """Join a label batch (one store query per LOOKUP_CHUNK ids) and move the labeled
+        """Join a label batch (one store query per label_sql.LOOKUP_CHUNK ids) and move the labeled
         rows in the tallies of ``profile_at(window start)`` (None: that window is gone, the
         label is unmatched); returns the starts of the windows changed and how many labels
         matched no prediction."""
