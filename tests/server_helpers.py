@@ -31,6 +31,36 @@ WRITE, READ = "write-secret-token", "read-secret-token"
 WATCHKEEPER = Path(sys.executable).with_name("watchkeeper")
 
 
+def freeze(server: Server, url: str, tries: int = 500) -> None:
+    """SIGSTOP ``server`` at a moment it holds no write lock on the SQLite file of ``url``
+    (any moment on PostgreSQL). SQLite has one writer at a time: a server frozen inside a
+    write holds up every other writer until it wakes (README, "several servers"), so a test
+    of what the others do meanwhile must not freeze it there by chance."""
+    assert server.proc is not None
+    pid = str(server.proc.pid)
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    for _ in range(tries):
+        server.proc.send_signal(signal.SIGSTOP)
+        if path is None:
+            return
+        files = {os.stat(f).st_ino for f in (path, path + "-shm", path + "-wal")
+                 if os.path.exists(f)}
+        writing = False
+        with open("/proc/locks") as locks:
+            for line in locks:
+                fields = line.split()
+                if "->" in fields or len(fields) < 8:  # a lock waited for, not held
+                    continue
+                if fields[3] == "WRITE" and fields[4] == pid and \
+                        int(fields[5].rsplit(":", 1)[1]) in files:
+                    writing = True
+        if not writing:
+            return
+        server.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.01)
+    raise TimeoutError(f"server {pid} was inside a write at each of {tries} tries")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

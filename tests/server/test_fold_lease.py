@@ -30,6 +30,7 @@ from tests.server_helpers import (
     _suite_text,
     _windowed,
     arrow,
+    freeze,
     request,
     wait_for,
 )
@@ -613,8 +614,7 @@ def test_two_servers_fold_each_event_once_across_takeovers(
         streams = [Stream(second, 3)]
         streams[0].start()
         time.sleep(0.5)
-        assert first.proc is not None
-        first.proc.send_signal(signal.SIGSTOP)
+        freeze(first, url)
         frozen = time.monotonic()
         wait_for(lambda: _holder(store, servers) is second, timeout=TTL + 5, every=0.05)
         took = time.monotonic() - frozen
@@ -676,7 +676,7 @@ def test_metrics_say_which_server_folds_and_count_the_lease_changing_hands(
         assert [_sample(s, TAKEN) for s in (first, second)] == [1.0, 0.0]
         assert [_sample(s, LOST) for s in (first, second)] == [0.0, 0.0]
         assert first.proc is not None
-        first.proc.send_signal(signal.SIGSTOP)  # frozen past its lease: the other takes it
+        freeze(first, url)  # frozen past its lease: the other takes it
         wait_for(lambda: _sample(second, LEADER) == 1.0, timeout=10, every=0.1)
         assert (_sample(second, TAKEN), _sample(second, LOST)) == (1.0, 0.0)
         first.proc.send_signal(signal.SIGCONT)  # woken up, it finds the lease gone
