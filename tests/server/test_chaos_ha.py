@@ -50,9 +50,9 @@ HOOK = textwrap.dedent("""
 
     _fence = _store.Store._fence
 
-    def _fence_then_freeze(self, conn, lease):
-        _fence(self, conn, lease)
-        if lease is not None:
+    def _fence_then_freeze(self, conn, lease, *, commit):
+        _fence(self, conn, lease, commit=commit)
+        if lease is not None and not commit:
             _freeze_if_asked("fold")
 
     _turn = _store.Store._append_turn

@@ -158,6 +158,39 @@ def test_a_fenced_commit_past_the_lease_is_refused(url: str) -> None:
         store.check_lease(store.acquire_lease(SCOPE, "frozen", 5))  # renewed: held again
 
 
+def test_a_fold_step_longer_than_the_ttl_commits_while_its_holder_renews(url: str) -> None:
+    """On PostgreSQL the holder's renewals go on while a fenced step runs, so a step that
+    outlasts the TTL (a 100k-label batch against 10M records takes ~20 s) still commits.
+    On SQLite the write lock keeps even the holder's renewals out until the step ends."""
+    if not url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer: the renewal waits for the step")
+    with Store(url) as store, Store(url) as renewer:
+        lease = store.acquire_lease(SCOPE, "slow", 0.6)
+        insert = store._insert
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(0.15):
+                renewer.acquire_lease(SCOPE, "slow", 0.6)
+
+        def slow(table: sa.Table) -> object:  # inside the transaction, after the fence
+            time.sleep(1.5)
+            return insert(table)
+
+        store._insert = slow  # type: ignore[method-assign]
+        thread = threading.Thread(target=renew)
+        thread.start()
+        try:
+            store.save_windows("m", [stored_window(datetime(2024, 5, 1, tzinfo=UTC))], 5,
+                               lease=lease)
+        finally:
+            done.set()
+            thread.join()
+            del store._insert
+        assert store.watermark("m") == 5 and len(store.load_windows("m")) == 1
+        assert store.lease(SCOPE).epoch == lease.epoch
+
+
 def test_alert_state_is_saved_only_on_top_of_the_revision_read(url: str) -> None:
     with Store(url) as store:
         assert store.load_alert_state("m") == (None, 0)

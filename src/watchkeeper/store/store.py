@@ -663,16 +663,17 @@ class Store:
     def _transaction(self, write: bool = False,
                      lease: Lease | None = None) -> Iterator[Connection]:
         """One short transaction; database failures become one-line StoreErrors. Fenced by
-        ``lease`` when given: checked first, and again just before the commit, so that a
-        writer frozen in between, past its lease, commits nothing (LeaseLost)."""
+        ``lease`` when given: checked first (refused early), and again just before the
+        commit, so that a writer frozen in between, past its lease, commits nothing
+        (LeaseLost)."""
         if self._closed:
             raise StoreError(f"the store at {self.url} is closed")
         try:
             with self._turn, self._writing(write), \
                     (self._writer if write else self._engine).begin() as conn:
-                self._fence(conn, lease)
+                self._fence(conn, lease, commit=False)
                 yield conn
-                self._fence(conn, lease)
+                self._fence(conn, lease, commit=True)
         except sa.exc.StatementError as e:
             if isinstance(e.orig, StoreError):  # raised while encoding a parameter
                 raise e.orig from e.orig.__cause__
@@ -711,21 +712,26 @@ class Store:
         # SQLite: the clock of the host, which every process on the file shares
         return (sa.func.julianday("now") - 2440587.5) * 86400.0
 
-    def _fence(self, conn: Connection, lease: Lease | None) -> None:
+    def _fence(self, conn: Connection, lease: Lease | None, *, commit: bool) -> None:
         """Refuse the transaction's writes unless ``lease`` is still held, by its owner in
-        its epoch, and has not run out by the database's clock (on PostgreSQL this also
-        locks the lease row until the commit, so that nobody can take the lease in
-        between)."""
+        its epoch, and has not run out by the database's clock. Just before the commit the
+        check is an update, which on PostgreSQL locks the lease row until the commit, so
+        that nobody can take the lease in between; the first check only reads it, so that
+        the holder's renewals (another connection) go on while a long fold step runs (it
+        held the row for the whole step before, and a step longer than the TTL, such as a
+        100k-label batch against 10M records, could never commit). On SQLite the write
+        lock, taken at BEGIN, keeps everyone else out anyway."""
         if lease is None:
             return
         table = db.fold_leases
-        held = conn.execute(
-            sa.update(table)
-            .where(table.c.scope == lease.scope, table.c.owner == lease.owner,
-                   table.c.epoch == lease.epoch, table.c.expires_at > self._clock())
-            .values(epoch=table.c.epoch)
-        ).rowcount
-        if held != 1:
+        held = (table.c.scope == lease.scope, table.c.owner == lease.owner,
+                table.c.epoch == lease.epoch, table.c.expires_at > self._clock())
+        if commit:
+            found = conn.execute(
+                sa.update(table).where(*held).values(epoch=table.c.epoch)).rowcount
+        else:
+            found = len(conn.execute(sa.select(table.c.epoch).where(*held)).all())
+        if found != 1:
             raise LeaseLost(f"the {lease.scope!r} lease of {lease.owner} (epoch {lease.epoch}) "
                             "has run out or been taken over: nothing written")
 
