@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from importlib import metadata
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -298,9 +299,10 @@ class OtlpExporter:
 
     def export_check(self, result: CheckResult, model: str | None = None) -> None:
         """Every window of a batch check and the incident transitions its windows make
-        (run through the server's alert lifecycle). ``model``: the suite's name."""
+        (run through the server's alert lifecycle). ``model``: by default the suite's name
+        (its file's, without the extension)."""
         try:
-            name = model or result.suite
+            name = model or PurePath(result.suite).stem or result.suite
             for w in result.windows:
                 self.export_window(name, w)
             notes = result.track().notifications
