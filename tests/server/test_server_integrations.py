@@ -1,0 +1,118 @@
+"""The server with the integrations on: PagerDuty paged through one incident's whole life
+(trigger, an acknowledgement taken by the API, resolve), routed by family; OTLP export of
+windows, findings and incident transitions to a real receiver; a dead collector fails
+nothing."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+import watchkeeper as wk
+from tests.helpers import OtlpReceiver, Receiver, otlp_attributes
+from tests.server_helpers import READ, WRITE, Server, arrow, post, request, wait_for
+
+KEY = "R0UTINGkey0123456789abcdef012345"
+
+
+def batch(ts: float, broken: bool, seed: int) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    n = 400
+    x = rng.normal(size=n)
+    if broken:
+        x[rng.random(n) < 0.7] = np.nan  # the upstream producer stops filling x
+    return pa.table({"x": x, "y": rng.choice(["a", "b"], n), "_ts": np.full(n, ts)})
+
+
+def send(server: Server, ts: float, broken: bool, seed: int) -> None:
+    assert post(server, "/v1/models/m/events", arrow(batch(ts, broken, seed)),
+                content_type="application/vnd.apache.arrow.stream")[0] == 200
+
+
+def suite(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    wk.init(pa.table({"x": rng.normal(size=5_000), "y": rng.choice(["a", "b"], 5_000)})).save(
+        tmp_path / "s.yaml")
+    return tmp_path / "s.yaml"
+
+
+def test_pagerduty_lifecycle_and_otlp_export_from_the_server(tmp_path: Path):
+    with Receiver([202] * 20) as pd, Receiver() as hook, OtlpReceiver() as otlp:
+        server = Server(tmp_path, "--store", f"sqlite:///{tmp_path / 'wk.db'}", "--suite",
+                        f"m={suite(tmp_path)}", "--window", "1s", "--grace", "1s",
+                        "--pagerduty", "env:PD_KEY", "--pagerduty-url", f"{pd.url}/v2/enqueue",
+                        "--webhook", hook.url, "--notify", "quality=pagerduty",
+                        "--otlp", otlp.url, env={"PD_KEY": KEY}).start()
+        try:
+            t0 = time.time()
+            for i, broken in enumerate([False] * 4 + [True] * 4):
+                send(server, t0 - 40 + i, broken, i)
+            wait_for(lambda: pd.requests)
+            trigger = pd.requests[0]["json"]
+            assert (trigger["event_action"], trigger["routing_key"]) == ("trigger", KEY)
+            assert trigger["payload"]["component"] == "m"
+            assert trigger["payload"]["group"] == "quality"
+            [incident] = request(server.url + "/v1/models/m/incidents", token=READ)[1][
+                "incidents"]
+            assert trigger["dedup_key"] == f"watchkeeper/m/{incident['id']}"
+            status, _ = request(server.url + f"/v1/models/m/incidents/{incident['id']}/ack"
+                                "?by=ops", b"", token=WRITE)
+            assert status == 200
+            wait_for(lambda: any(q["json"]["event_action"] == "acknowledge"
+                                 for q in pd.requests))
+            t1 = time.time()
+            for i in range(4):
+                send(server, t1 - 8 + i, False, 100 + i)
+            wait_for(lambda: any(q["json"]["event_action"] == "resolve" for q in pd.requests))
+            actions = [q["json"]["event_action"] for q in pd.requests]
+            assert actions[0] == "trigger" and actions[-1] == "resolve"
+            assert actions.index("acknowledge") < actions.index("resolve")
+            assert {q["json"]["dedup_key"] for q in pd.requests} == {trigger["dedup_key"]}
+            # the webhook is in no route: every notification but the acknowledgement
+            wait_for(lambda: len(hook.requests) >= 2)
+            assert [q["json"]["status"] for q in hook.requests] == ["firing", "resolved"]
+            # OTLP: windows' metrics, finding events and the incident's transitions
+            events = wait_for(lambda: (e := [otlp_attributes(r.attributes)
+                                             for r in otlp.records()
+                                             if r.event_name == "ml.incident"])
+                              and e[-1]["ml.incident.transition"] == "resolve" and e)
+            assert [e["ml.incident.transition"] for e in events] == [
+                "open", "acknowledge", "resolve"]
+            assert {e["ml.incident.id"] for e in events} == {incident["id"]}
+            assert events[1]["ml.incident.acknowledged_by"] == "ops"
+            points = otlp.points()
+            assert {a["ml.model"] for _, a, _ in points} == {"m"}
+            assert any(name == "ml.window.rows" and v == 400.0 for name, _, v in points)
+            assert any(name == "ml.finding.value" and a["ml.monitor"] == "missing_rate"
+                       and a["ml.column"] == "x" for name, a, _ in points)
+            found = [otlp_attributes(r.attributes) for r in otlp.records()
+                     if r.event_name == "ml.finding"]
+            assert any(f["ml.monitor"] == "missing_rate" and f["ml.family"] == "quality"
+                       for f in found)
+        finally:
+            server.stop()
+    assert KEY not in server.logs()
+
+
+def test_a_dead_collector_fails_nothing_on_the_server(tmp_path: Path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with Receiver() as hook:
+        server = Server(tmp_path, "--store", f"sqlite:///{tmp_path / 'wk.db'}", "--suite",
+                        f"m={suite(tmp_path)}", "--window", "1s", "--grace", "1s",
+                        "--webhook", hook.url, "--otlp", dead).start()
+        try:
+            t0 = time.time()
+            for i, broken in enumerate([False] * 4 + [True] * 4):
+                send(server, t0 - 40 + i, broken, i)
+            wait_for(lambda: hook.requests)
+            assert hook.requests[0]["json"]["status"] == "firing"
+            assert request(server.url + "/healthz")[0] == 200
+        finally:
+            server.stop()
+    assert "OTLP export to" in server.logs()
