@@ -148,10 +148,11 @@ class OtlpReceiver:
                                        daemon=True)
 
     def points(self) -> list[tuple[str, dict[str, Any], float]]:
-        """Every data point received: (metric name, attributes, value)."""
+        """Every data point received (gauges and sums): (metric name, attributes, value)."""
         return [(m.name, otlp_attributes(p.attributes), p.as_double)
                 for request in self.metrics for rm in request.resource_metrics
-                for sm in rm.scope_metrics for m in sm.metrics for p in m.gauge.data_points]
+                for sm in rm.scope_metrics for m in sm.metrics
+                for p in (m.gauge.data_points if m.HasField("gauge") else m.sum.data_points)]
 
     def records(self) -> list[Any]:
         """Every log record received."""

@@ -42,7 +42,7 @@ FLAGS = {
     "tz": "--tz", "labels": "--labels", "delimiter": "--delimiter", "header": "--header",
     "names": "--names", "grace": "--grace", "retention": "--retention",
     "lease_ttl": "--lease-ttl", "login_window": "--login-window",
-    "body_timeout": "--body-timeout",
+    "body_timeout": "--body-timeout", "otlp_interval": "--otlp-interval",
 }
 #: Parameters given as CLI arguments (a file): their messages already name the file.
 _ARGUMENTS = frozenset({"path", "reference", "data"})
@@ -556,6 +556,8 @@ def _summary(suite: Suite, output: Path) -> str:
               help="Export window metrics, findings and incident transitions over OTLP/HTTP "
                    "(protobuf) to this OpenTelemetry collector, e.g. http://127.0.0.1:4318 "
                    "(needs the otel extra).")
+@click.option("--otlp-interval", "otlp_interval_text", default="60s", show_default=True,
+              help="How often --otlp also sends the server's own metrics (those of /metrics).")
 @click.option("--lease-ttl", "lease_text", default="15s", show_default=True,
               help="Several servers may share a store: the one holding its fold lease folds "
                    "the events (renewed every third of this); another takes over within "
@@ -593,7 +595,8 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
                   notify_log: bool, teams_urls: tuple[str, ...],
                   pagerduty_keys: tuple[str, ...], pagerduty_url: str,
                   opsgenie_keys: tuple[str, ...], opsgenie_url: str, routes: tuple[str, ...],
-                  otlp_url: str | None, lease_text: str, fold_mib: int, ingest_mib: int,
+                  otlp_url: str | None, otlp_interval_text: str, lease_text: str,
+                  fold_mib: int, ingest_mib: int,
                   login_failures: int, login_window_text: str, forwarded_allow_ips: str,
                   show_clients: bool, metrics_open: bool, body_timeout_text: str,
                   max_columns: int) -> None:
@@ -648,7 +651,9 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
                      login_window=login_window.total_seconds(), show_clients=show_clients,
                      metrics_open=metrics_open,
                      body_timeout=parse_duration(body_timeout_text, "body_timeout").total_seconds(),
-                     max_columns=max_columns, exporter=exporter)
+                     max_columns=max_columns, exporter=exporter,
+                     export_interval=parse_duration(otlp_interval_text,
+                                                    "otlp_interval").total_seconds())
     uvicorn.run(app, host=host, port=port, log_level="warning",
                 proxy_headers=bool(forwarded_allow_ips.strip()),
                 forwarded_allow_ips=forwarded_allow_ips.strip() or None)

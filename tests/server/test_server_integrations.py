@@ -1,7 +1,7 @@
 """The server with the integrations on: PagerDuty paged through one incident's whole life
 (trigger, an acknowledgement taken by the API, resolve), routed by family; OTLP export of
-windows, findings and incident transitions to a real receiver; a dead collector fails
-nothing."""
+windows, findings, incident transitions and the server's own metrics to a real receiver; a
+dead collector fails nothing."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def test_pagerduty_lifecycle_and_otlp_export_from_the_server(tmp_path: Path):
                         f"m={suite(tmp_path)}", "--window", "1s", "--grace", "1s",
                         "--pagerduty", "env:PD_KEY", "--pagerduty-url", f"{pd.url}/v2/enqueue",
                         "--webhook", hook.url, "--notify", "quality=pagerduty",
-                        "--otlp", otlp.url, env={"PD_KEY": KEY}).start()
+                        "--otlp", otlp.url, "--otlp-interval", "1s",
+                        env={"PD_KEY": KEY}).start()
         try:
             t0 = time.time()
             for i, broken in enumerate([False] * 4 + [True] * 4):
@@ -85,10 +86,18 @@ def test_pagerduty_lifecycle_and_otlp_export_from_the_server(tmp_path: Path):
             assert {e["ml.incident.id"] for e in events} == {incident["id"]}
             assert events[1]["ml.incident.acknowledged_by"] == "ops"
             points = otlp.points()
-            assert {a["ml.model"] for _, a, _ in points} == {"m"}
+            assert {a["ml.model"] for name, a, _ in points if name.startswith("ml.")} == {"m"}
             assert any(name == "ml.window.rows" and v == 400.0 for name, _, v in points)
             assert any(name == "ml.finding.value" and a["ml.monitor"] == "missing_rate"
                        and a["ml.column"] == "x" for name, a, _ in points)
+            # the server's own metrics (those of /metrics), under their Prometheus names
+            wait_for(lambda: ("watchkeeper_ingested_rows_total",
+                              {"ml.model": "m", "kind": "events"}, 4800.0) in otlp.points())
+            assert ("watchkeeper_fold_leader", {}, 1.0) in otlp.points()
+            sums = [m for q in otlp.metrics for rm in q.resource_metrics
+                    for sm in rm.scope_metrics for m in sm.metrics
+                    if m.name == "watchkeeper_ingested_rows_total"]
+            assert sums[0].sum.is_monotonic and sums[0].sum.aggregation_temporality == 2
             found = [otlp_attributes(r.attributes) for r in otlp.records()
                      if r.event_name == "ml.finding"]
             assert any(f["ml.monitor"] == "missing_rate" and f["ml.family"] == "quality"

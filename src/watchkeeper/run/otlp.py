@@ -42,11 +42,13 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 )
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
     Gauge,
     Metric,
     NumberDataPoint,
     ResourceMetrics,
     ScopeMetrics,
+    Sum,
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
@@ -82,6 +84,7 @@ DESCRIPTIONS = {
     "ml.finding.threshold": "Threshold of each monitor's finding",
     "ml.finding.severity": "0 info, 1 warning, 2 critical, per finding",
 }
+CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 _LEVEL = {"info": 0, "warning": 1, "critical": 2}
 
 
@@ -184,6 +187,28 @@ def window_metrics(model: str, w: WindowResult) -> list[Metric]:
     return p.metrics()
 
 
+def sample_metrics(families: Iterable[tuple[str, str, bool, list[tuple[dict[str, Any], float]]]],
+                   start: datetime, at: datetime | None = None) -> list[Metric]:
+    """Metrics from plain samples: ``(name, description, counter, [(attributes, value)])``
+    per family; a counter becomes a monotonic cumulative sum counted from ``start``, any
+    other a gauge. Values that are not finite are left out."""
+    begin, now = _nanos(start), _nanos(at)
+    out = []
+    for name, description, counter, samples in families:
+        points = [NumberDataPoint(attributes=attributes(attrs), start_time_unix_nano=begin,
+                                  time_unix_nano=now, as_double=x)
+                  for attrs, value in samples if (x := _number(value)) is not None]
+        if not points:
+            continue
+        if counter:
+            out.append(Metric(name=name, description=description, sum=Sum(
+                data_points=points, is_monotonic=True, aggregation_temporality=CUMULATIVE)))
+        else:
+            out.append(Metric(name=name, description=description,
+                              gauge=Gauge(data_points=points)))
+    return out
+
+
 def _finding_attributes(model: str, f: Finding) -> dict[str, Any]:
     return {"ml.model": model, "ml.monitor": f.monitor, "ml.family": f.family,
             "ml.column": f.column, "ml.metric": f.metric, "ml.segment": f.segment,
@@ -276,6 +301,7 @@ class OtlpExporter:
         self.backoff = backoff
         self.headers = dict(headers if headers is not None else env_headers())
         self.stats: Counter[str] = Counter()
+        self.started = datetime.now(UTC)
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self._closed = False
@@ -290,6 +316,13 @@ class OtlpExporter:
         if w.findings:
             self._submit("/v1/logs", lambda: logs_request(finding_records(model, w),
                                                           self.service))
+
+    def export_samples(self, families: list[tuple[str, str, bool,
+                                                  list[tuple[dict[str, Any], float]]]]) -> None:
+        """Service metrics as plain samples (see :func:`sample_metrics`), counted from the
+        exporter's start."""
+        self._submit("/v1/metrics", lambda: metrics_request(
+            sample_metrics(families, self.started), self.service))
 
     def export_notifications(self, notifications: list[Notification]) -> None:
         """Incident transitions."""
