@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import Receiver
+from tests.helpers import Receiver, run
 from watchkeeper.alerts import AlertManager, Notification
 from watchkeeper.alerts.notifiers import (
     Dispatcher,
@@ -217,3 +217,16 @@ def test_secrets_come_from_env_or_a_file_and_errors_never_show_them(tmp_path: Pa
             read_secret(source, "--pagerduty")
         assert KEY not in str(e.value)
     assert KEY not in repr(PagerDutyNotifier(KEY)) and GENIE not in repr(OpsgenieNotifier(GENIE))
+
+
+def test_serve_refuses_a_bad_route_or_a_literal_key_in_one_line(tmp_path: Path):
+    bad_route = run("serve", "--no-auth", "--store", f"sqlite:///{tmp_path / 'wk.db'}",
+                    "--slack", "http://127.0.0.1:9/hook", "--notify", "critical=pagerduty",
+                    cwd=tmp_path)
+    assert bad_route.returncode == 2
+    assert bad_route.stderr.strip() == (
+        "error: --notify: no 'pagerduty' notifier is configured (configured: slack)")
+    literal = run("serve", "--no-auth", "--store", f"sqlite:///{tmp_path / 'wk.db'}",
+                  "--pagerduty", KEY, cwd=tmp_path)
+    assert literal.returncode == 2 and KEY not in literal.stderr + literal.stdout
+    assert "give env:VARIABLE or file:PATH" in literal.stderr

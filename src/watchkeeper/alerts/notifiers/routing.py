@@ -87,8 +87,9 @@ def parse_routes(specs: Iterable[str], available: Iterable[str]) -> dict[str, li
             for target in (t.strip() for t in targets.split("+")):
                 if target not in names:
                     known = ", ".join(names) or "none"
+                    hint = "" if target in TARGETS else _closest(target, TARGETS)
                     raise ConfigError(f"--notify: no {target!r} notifier is configured "
-                                      f"(configured: {known}){_closest(target, TARGETS)}")
+                                      f"(configured: {known}){hint}")
                 if match not in routes.setdefault(target, []):
                     routes[target].append(match)
     return routes
