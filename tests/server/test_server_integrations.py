@@ -1,20 +1,27 @@
 """The server with the integrations on: PagerDuty paged through one incident's whole life
 (trigger, an acknowledgement taken by the API, resolve), routed by family; OTLP export of
 windows, findings, incident transitions and the server's own metrics to a real receiver; a
-dead collector fails nothing."""
+dead collector fails nothing; an acknowledgement is sent at least once across a crash."""
 
 from __future__ import annotations
 
 import socket
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 import watchkeeper as wk
 from tests.helpers import OtlpReceiver, Receiver, otlp_attributes
 from tests.server_helpers import READ, WRITE, Server, arrow, post, request, wait_for
+from watchkeeper.alerts.notifiers import Dispatcher
+from watchkeeper.errors import StoreError
+from watchkeeper.server.hub import Hub
+from watchkeeper.store import Store
+from watchkeeper.suite import file as suitefile
 
 KEY = "R0UTINGkey0123456789abcdef012345"
 
@@ -125,3 +132,64 @@ def test_a_dead_collector_fails_nothing_on_the_server(tmp_path: Path):
         finally:
             server.stop()
     assert "OTLP export to" in server.logs()
+
+
+class Pager:
+    """A notifier that takes acknowledgements and keeps what it is sent."""
+
+    acknowledges = True
+
+    def __init__(self) -> None:
+        self.notes: list = []
+
+    def send(self, notification) -> None:
+        self.notes.append((notification.kind, notification.incident))
+
+
+def test_an_acknowledgement_is_sent_at_least_once_across_a_crash(store_url: str) -> None:
+    """An acknowledgement waits in the stored alert state's outbox: the folding server sends
+    it at its next step, and again after a crash between sending and saving; then never
+    again."""
+    rng = np.random.default_rng(0)
+    text = suitefile.dump(wk.init(pa.table({"x": rng.normal(size=5_000),
+                                            "y": rng.choice(["a", "b"], 5_000)})).to_dict())
+    t0 = 1_700_000_000.0
+    now = [t0]
+    pager = Pager()
+    store = Store(store_url)
+
+    def hub() -> Hub:
+        h = Hub(store, window=timedelta(seconds=1), grace=timedelta(0),
+                retention=timedelta(days=1), clock=lambda: now[0],
+                dispatcher=Dispatcher([pager], retries=0))
+        h.load()
+        return h
+
+    def window(h: Hub, i: int, broken: bool) -> None:
+        h.append("m", batch(t0 + i, broken, i), "events")
+        now[0] = t0 + i + 1
+        h.step()
+
+    try:
+        first = hub()
+        first.register("m", text)
+        for i in range(6):
+            window(first, i, i >= 4)
+        [(kind, incident)] = pager.notes
+        assert kind == "open"
+        first.acknowledge("m", incident, "ops")  # saved; not sent by the request
+        assert pager.notes == [("open", incident)]
+        store.save_alert_state = lambda *a: (_ for _ in ()).throw(StoreError("crash"))
+        with pytest.raises(StoreError):  # sent, then the process dies before saving
+            first.step()
+        assert pager.notes[-1] == ("acknowledge", incident)
+        del store.save_alert_state
+
+        second = hub()
+        second.step()  # the outbox as saved: sent again
+        second.step()  # and then no more
+        assert pager.notes == [("open", incident), ("acknowledge", incident),
+                               ("acknowledge", incident)]
+        assert store.alert_state("m")["outbox"] == []
+    finally:
+        store.close()
