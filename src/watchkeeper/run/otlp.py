@@ -279,7 +279,8 @@ class OtlpExporter:
     ``http://127.0.0.1:4318``: metrics go to ``/v1/metrics``, logs to ``/v1/logs``) from a
     background thread. Never raises and never blocks its caller: requests wait in a queue
     of ``queue_size`` (a full queue drops the newest, counted), each POST has ``timeout``
-    seconds and is tried again ``retries`` times on a connection error, 429 or 5xx.
+    seconds and is tried again ``retries`` times on a connection error, 429 or 5xx; after a
+    collector could not be reached, requests fail at once for ``cooldown`` (5) seconds.
     :attr:`stats` counts ``queued``, ``sent``, ``dropped``, ``failed`` and ``errors``
     (results that could not be encoded).
 
@@ -302,6 +303,8 @@ class OtlpExporter:
         self.headers = dict(headers if headers is not None else env_headers())
         self.stats: Counter[str] = Counter()
         self.started = datetime.now(UTC)
+        self.cooldown = 5.0  # seconds a collector that could not be reached is not tried
+        self._down_until = float("-inf")
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self._closed = False
@@ -378,7 +381,9 @@ class OtlpExporter:
             self.stats["sent" if ok else "failed"] += 1
 
     def _post(self, path: str, body: bytes) -> bool:
-        error = ""
+        if time.monotonic() < self._down_until:
+            return False  # unreachable a moment ago: not tried again yet (counted failed)
+        error, unreachable = "", False
         for attempt in range(self.retries + 1):
             request = urllib.request.Request(self.url + path, data=body, method="POST", headers={
                 "Content-Type": "application/x-protobuf", "User-Agent": "watchkeeper",
@@ -388,13 +393,15 @@ class OtlpExporter:
                     response.read()
                 return True
             except urllib.error.HTTPError as e:
-                error = f"HTTP {e.code}"
+                error, unreachable = f"HTTP {e.code}", False
                 if e.code not in (429, 502, 503, 504):
                     break
             except (urllib.error.URLError, OSError, ValueError) as e:
-                error = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+                error, unreachable = f"{type(e).__name__}: {getattr(e, 'reason', e)}", True
             if attempt < self.retries:
                 time.sleep(self.backoff * 2 ** attempt)
+        if unreachable:  # what is queued behind fails at once for a while, not one by one
+            self._down_until = time.monotonic() + self.cooldown
         log.warning("OTLP export to %s%s failed: %s", mask_url(self.url), path, error)
         return False
 
