@@ -1,13 +1,17 @@
 """Shared by tests of several stages: where the data sets are, the CLI as a user runs it,
-fairness tables with known rates, a stored window record."""
+fairness tables with known rates, a stored window record, an HTTP receiver on loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -59,3 +63,117 @@ def window(start: datetime, *, rows: int = 10, state: str = "closed", **profile)
         profile={"rows": rows, **profile},
         metrics={"accuracy": 0.9},
     )
+
+
+class Receiver:
+    """A JSON-recording HTTP server on 127.0.0.1 (notifier tests); answers with scripted
+    status codes."""
+
+    def __init__(self, statuses: list[int] | None = None) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.statuses = list(statuses or [])
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests.append({"path": self.path, "headers": dict(self.headers),
+                                          "json": json.loads(body)})
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
+                                       daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+class OtlpReceiver:
+    """A real OTLP/HTTP receiver on 127.0.0.1: decodes each POST to /v1/metrics and /v1/logs
+    with the opentelemetry-proto classes and answers as a collector does (200, the export
+    response in protobuf). ``hold`` (a threading.Event) makes it wait before answering."""
+
+    def __init__(self, hold: threading.Event | None = None) -> None:
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2 as logs
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2 as metrics
+
+        self.metrics: list[Any] = []  # ExportMetricsServiceRequest, in arrival order
+        self.logs: list[Any] = []  # ExportLogsServiceRequest
+        self.content_types: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if hold is not None:
+                    hold.wait(30)
+                receiver.content_types.append(self.headers.get("Content-Type", ""))
+                if self.path == "/v1/metrics":
+                    receiver.metrics.append(metrics.ExportMetricsServiceRequest.FromString(body))
+                    answer = metrics.ExportMetricsServiceResponse().SerializeToString()
+                elif self.path == "/v1/logs":
+                    receiver.logs.append(logs.ExportLogsServiceRequest.FromString(body))
+                    answer = logs.ExportLogsServiceResponse().SerializeToString()
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
+                                       daemon=True)
+
+    def points(self) -> list[tuple[str, dict[str, Any], float]]:
+        """Every data point received (gauges and sums): (metric name, attributes, value)."""
+        return [(m.name, otlp_attributes(p.attributes), p.as_double)
+                for request in self.metrics for rm in request.resource_metrics
+                for sm in rm.scope_metrics for m in sm.metrics
+                for p in (m.gauge.data_points if m.HasField("gauge") else m.sum.data_points)]
+
+    def records(self) -> list[Any]:
+        """Every log record received."""
+        return [r for request in self.logs for rl in request.resource_logs
+                for sl in rl.scope_logs for r in sl.log_records]
+
+    def __enter__(self) -> OtlpReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def otlp_attributes(kvs: Any) -> dict[str, Any]:
+    """OTLP KeyValues as a dict (arrays as lists)."""
+    def value(v: Any) -> Any:
+        kind = v.WhichOneof("value")
+        if kind == "array_value":
+            return [value(x) for x in v.array_value.values]
+        return getattr(v, kind)
+    return {kv.key: value(kv.value) for kv in kvs}

@@ -24,6 +24,8 @@ from watchkeeper.suite.deploy import call, deploy, rollback
 from watchkeeper.suite.diff import diff
 
 EXIT_FINDINGS = 1  # --fail-on was reached
+PAGERDUTY_URL = "https://events.pagerduty.com/v2/enqueue"  # as alerts.notifiers.pagerduty
+OPSGENIE_URL = "https://api.opsgenie.com"  # (not imported: the CLI starts light)
 # a WatchkeeperError exits with its ``exit_code``: errors.EXIT_USAGE (2, as click's usage
 # errors) for bad arguments, unreadable input, a server that refused
 
@@ -40,7 +42,7 @@ FLAGS = {
     "tz": "--tz", "labels": "--labels", "delimiter": "--delimiter", "header": "--header",
     "names": "--names", "grace": "--grace", "retention": "--retention",
     "lease_ttl": "--lease-ttl", "login_window": "--login-window",
-    "body_timeout": "--body-timeout",
+    "body_timeout": "--body-timeout", "otlp_interval": "--otlp-interval",
 }
 #: Parameters given as CLI arguments (a file): their messages already name the file.
 _ARGUMENTS = frozenset({"path", "reference", "data"})
@@ -532,6 +534,30 @@ def _summary(suite: Suite, output: Path) -> str:
               help="Send incident notifications here (Alertmanager-compatible JSON).")
 @click.option("--slack", "slack_urls", multiple=True, help="Slack incoming-webhook URL.")
 @click.option("--notify-log", is_flag=True, help="Print incident notifications on stdout.")
+@click.option("--teams", "teams_urls", multiple=True,
+              help="Microsoft Teams Workflows webhook URL (an Adaptive Card per notification).")
+@click.option("--pagerduty", "pagerduty_keys", multiple=True, metavar="env:VAR|file:PATH",
+              help="Page through PagerDuty (Events API v2): where to read the integration's "
+                   "routing key (never the key itself).")
+@click.option("--pagerduty-url", default=PAGERDUTY_URL, show_default=True,
+              help="PagerDuty Events API endpoint (EU: https://events.eu.pagerduty.com/v2/"
+                   "enqueue).")
+@click.option("--opsgenie", "opsgenie_keys", multiple=True, metavar="env:VAR|file:PATH",
+              help="Alert through Opsgenie (Alert API): where to read the API integration's "
+                   "key (GenieKey).")
+@click.option("--opsgenie-url", default=OPSGENIE_URL, show_default=True,
+              help="Opsgenie API (EU: https://api.eu.opsgenie.com).")
+@click.option("--notify", "routes", multiple=True, metavar="SELECTOR=TARGET[+TARGET],...",
+              help="Route notifications by severity or family, e.g. "
+                   "critical=pagerduty,warning=slack,drift=teams (targets: pagerduty, opsgenie, "
+                   "slack, teams, webhook, log). A notifier named in no route gets every "
+                   "notification.")
+@click.option("--otlp", "otlp_url", metavar="URL",
+              help="Export window metrics, findings and incident transitions over OTLP/HTTP "
+                   "(protobuf) to this OpenTelemetry collector, e.g. http://127.0.0.1:4318 "
+                   "(needs the otel extra).")
+@click.option("--otlp-interval", "otlp_interval_text", default="60s", show_default=True,
+              help="How often --otlp also sends the server's own metrics (those of /metrics).")
 @click.option("--lease-ttl", "lease_text", default="15s", show_default=True,
               help="Several servers may share a store: the one holding its fold lease folds "
                    "the events (renewed every third of this); another takes over within "
@@ -566,7 +592,11 @@ def _summary(suite: Suite, output: Path) -> str:
 def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path, ...],
                   window_text: str, grace_text: str, retention_text: str, no_auth: bool,
                   webhooks: tuple[str, ...], slack_urls: tuple[str, ...],
-                  notify_log: bool, lease_text: str, fold_mib: int, ingest_mib: int,
+                  notify_log: bool, teams_urls: tuple[str, ...],
+                  pagerduty_keys: tuple[str, ...], pagerduty_url: str,
+                  opsgenie_keys: tuple[str, ...], opsgenie_url: str, routes: tuple[str, ...],
+                  otlp_url: str | None, otlp_interval_text: str, lease_text: str,
+                  fold_mib: int, ingest_mib: int,
                   login_failures: int, login_window_text: str, forwarded_allow_ips: str,
                   show_clients: bool, metrics_open: bool, body_timeout_text: str,
                   max_columns: int) -> None:
@@ -596,10 +626,18 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
         if not sep:
             model, path = Path(item).stem, str(item)
         suites[model] = Path(path).read_text(encoding="utf-8")
-    from watchkeeper.alerts.notifiers import LogNotifier, SlackNotifier, WebhookNotifier
+    from watchkeeper.alerts import notifiers as n
 
-    notifiers = [*(WebhookNotifier(u) for u in webhooks), *(SlackNotifier(u) for u in slack_urls),
-                 *([LogNotifier()] if notify_log else [])]
+    notifiers = n.route({
+        "webhook": [n.WebhookNotifier(u) for u in webhooks],
+        "slack": [n.SlackNotifier(u) for u in slack_urls],
+        "teams": [n.TeamsNotifier(u) for u in teams_urls],
+        "pagerduty": [n.PagerDutyNotifier(n.read_secret(k, "--pagerduty"), pagerduty_url)
+                      for k in pagerduty_keys],
+        "opsgenie": [n.OpsgenieNotifier(n.read_secret(k, "--opsgenie"), opsgenie_url)
+                     for k in opsgenie_keys],
+        "log": [n.LogNotifier()] if notify_log else []}, routes)
+    exporter = _otlp_exporter(otlp_url)
     lease_ttl = (parse_duration(lease_text, "lease_ttl").total_seconds()
                  if lease_text.strip() not in ("0", "0s") else None)
     login_window = parse_duration(login_window_text, "login_window")
@@ -613,10 +651,24 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
                      login_window=login_window.total_seconds(), show_clients=show_clients,
                      metrics_open=metrics_open,
                      body_timeout=parse_duration(body_timeout_text, "body_timeout").total_seconds(),
-                     max_columns=max_columns)
+                     max_columns=max_columns, exporter=exporter,
+                     export_interval=parse_duration(otlp_interval_text,
+                                                    "otlp_interval").total_seconds())
     uvicorn.run(app, host=host, port=port, log_level="warning",
                 proxy_headers=bool(forwarded_allow_ips.strip()),
                 forwarded_allow_ips=forwarded_allow_ips.strip() or None)
+
+
+def _otlp_exporter(url: str | None) -> Any:
+    """The OTLP exporter of ``--otlp URL``, or None."""
+    if not url:
+        return None
+    try:
+        from watchkeeper.run.otlp import OtlpExporter
+    except ImportError as exc:
+        raise WatchkeeperError(f"--otlp needs extra packages ({exc.name}): "
+                               "pip install 'watchkeeper[otel]'") from None
+    return OtlpExporter(url)
 
 
 @dataclass
@@ -714,10 +766,20 @@ def _read_json(path: Path, what: str) -> Any:
               help="Exit with code 1 when a finding reaches this severity.")
 @click.option("--report", "report_path", type=click.Path(path_type=Path),
               help="Also write the HTML report of the result to this file.")
+@click.option("--otlp", "otlp_url", metavar="URL",
+              help="Also export the windows' metrics, findings and incidents over OTLP/HTTP "
+                   "(protobuf) to this OpenTelemetry collector, e.g. http://127.0.0.1:4318 "
+                   "(needs the otel extra; a collector that is down fails nothing).")
 def check_command(current: Path, checking: _Checking, fmt: str, fail_on: str | None,
-                  report_path: Path | None) -> None:
+                  report_path: Path | None, otlp_url: str | None) -> None:
     """Check CURRENT data against a suite, window by window."""
+    exporter = _otlp_exporter(otlp_url)
     result = checking.run(current)
+    if exporter is not None:
+        exporter.export_check(result)
+        exporter.close()
+        if exporter.stats["dropped"] or exporter.stats["failed"]:
+            click.echo(f"--otlp: {exporter.summary()}", err=True)
     if fmt == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

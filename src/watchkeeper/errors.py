@@ -24,6 +24,7 @@ nothing, so every layer may use it (``import watchkeeper.sdk`` stays light).
     ├── BatchFailed          the fold failed on one event batch              (500)
     ├── DeployError          a server refused a deploy or could not be reached
     ├── DeliveryError        a notification that could not be delivered
+    ├── ConfigError          a notifier, route or exporter that cannot be set up
     └── SinkError            a batch an SDK sink refused or could not deliver
         └── SinkUnavailable  … not now: the batch may be sent again later
 """
@@ -189,6 +190,11 @@ class DeliveryError(WatchkeeperError):
     def __init__(self, message: str, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class ConfigError(WatchkeeperError, ValueError):
+    """A notifier, notification route or telemetry exporter that cannot be set up as given
+    (a secret that cannot be read, a route naming no notifier); never shows a secret."""
 
 
 class SinkError(WatchkeeperError):

@@ -161,14 +161,21 @@ def test_repeat_every_and_acknowledge():
     incident_id = r.sent[0].incident
     incident = r.am.acknowledge(incident_id, by="ana")
     assert incident.acknowledged and incident.acknowledged_by == "ana"
+    # the acknowledgement itself waits in the outbox (pagers stop paging), once
+    r.am.acknowledge(incident_id, by="bob")
+    assert [(n.kind, n.incident, n.acknowledged_by) for n in r.am.outbox] == [
+        ("acknowledge", incident_id, "ana")]
+    assert AlertManager.from_dict(r.am.to_dict()).outbox[0].to_dict() == \
+        r.am.outbox[0].to_dict()  # saved with the state: sent at least once
+    assert [n.kind for n in r.am.take_outbox()] == ["acknowledge"] and not r.am.outbox
     assert r.run(10, drift("AGEP")) == []  # acknowledged: no more reminders
     # a material change still notifies, and so does the resolve
     oor = finding("out_of_range", "quality", "AGEP")
     assert r.step(drift("AGEP"), oor) == []
     assert r.step(drift("AGEP"), oor) == ["update"]
-    assert r.sent[-1].acknowledged_by == "ana"
+    assert r.sent[-1].acknowledged_by == "bob"
     assert r.run(2) == ["resolve"]
-    assert r.am.incidents[incident_id].notifications == 6
+    assert r.am.incidents[incident_id].notifications == 7  # the acknowledgement too
     with pytest.raises(KeyError, match="no incident"):
         r.am.acknowledge("nope")
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import Receiver
 from watchkeeper.alerts import AlertManager, Notification
 from watchkeeper.alerts.notifiers import (
     Dispatcher,
@@ -42,43 +41,6 @@ def notifications() -> list[Notification]:
         out += am.process(f"w{i + 1}", T0 + timedelta(days=i), found)
     assert [n.kind for n in out] == ["open", "resolve"]
     return out
-
-
-class Receiver:
-    """A JSON-recording HTTP server on 127.0.0.1; answers with scripted status codes."""
-
-    def __init__(self, statuses: list[int] | None = None) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.statuses = list(statuses or [])
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.requests.append({"path": self.path, "headers": dict(self.headers),
-                                          "json": json.loads(body)})
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
-                                       daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture

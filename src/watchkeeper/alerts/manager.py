@@ -59,6 +59,9 @@ class AlertManager:
         self.windows = 0
         self.last_window: str | None = None
         self.last_start: datetime | None = None
+        #: notifications made outside a window (acknowledgements), for the one who sends
+        #: (:meth:`take_outbox`); saved with the state, so they are sent at least once
+        self.outbox: list[Notification] = []
         self._silence_seq = 0
 
     # -- per window ----------------------------------------------------------------------
@@ -230,13 +233,26 @@ class AlertManager:
         raise KeyError(f"no silence {silence_id!r}")
 
     def acknowledge(self, incident_id: str, by: str | None = None) -> Incident:
-        """Someone is on it: no more repeat reminders (changes and resolve still notify)."""
+        """Someone is on it: no more repeat reminders (changes and resolve still notify).
+        The first acknowledgement of an open incident people were told about puts an
+        ``acknowledge`` notification in :attr:`outbox` (a pager stops paging)."""
         try:
             incident = self.incidents[incident_id]
         except KeyError:
             raise KeyError(f"no incident {incident_id!r} for model {self.model!r}") from None
+        first = not incident.acknowledged
         incident.acknowledged, incident.acknowledged_by = True, by
+        if first and incident.is_open and incident.notifications:
+            shown = [a for a in incident.alerts.values() if not a.silenced]
+            self.outbox.append(self._notification(
+                "acknowledge", incident, shown, incident.notified_severity or incident.severity))
         return incident
+
+    def take_outbox(self) -> list[Notification]:
+        """The notifications waiting in :attr:`outbox`, which is emptied (send them, then
+        save the state: a crash in between sends them again)."""
+        out, self.outbox = self.outbox, []
+        return out
 
     # -- state ---------------------------------------------------------------------------
 
@@ -250,6 +266,7 @@ class AlertManager:
             "last_start": None if self.last_start is None else self.last_start.isoformat(),
             "silence_seq": self._silence_seq,
             "silences": [s.to_dict() for s in self.silences],
+            "outbox": [n.to_dict() for n in self.outbox],
             "alerts": [a.to_dict() for a in self.alerts.values()],
             "incidents": [i.to_dict() for i in self.incidents.values()],
         }
@@ -266,6 +283,7 @@ class AlertManager:
         am.windows = int(d.get("windows", 0))
         am.last_window, am.last_start = d.get("last_window"), to_time(d.get("last_start"))
         am._silence_seq = int(d.get("silence_seq", 0))
+        am.outbox = [Notification.from_dict(n) for n in d.get("outbox", [])]
         am.alerts = {a["fingerprint"]: Alert.from_dict(a) for a in d.get("alerts", [])}
         am.incidents = {i["id"]: Incident.from_dict(i, am.alerts)
                         for i in d.get("incidents", [])}

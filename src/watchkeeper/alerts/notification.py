@@ -11,15 +11,16 @@ from watchkeeper.alerts.lifecycle import Alert
 from watchkeeper.io.times import as_utc
 from watchkeeper.monitors.base import Severity
 
-Kind = Literal["open", "update", "repeat", "resolve"]
+Kind = Literal["open", "update", "repeat", "acknowledge", "resolve"]
 _TAG = {"open": "FIRING", "update": "FIRING, updated", "repeat": "FIRING, still open",
-        "resolve": "RESOLVED"}
+        "acknowledge": "ACKNOWLEDGED", "resolve": "RESOLVED"}
 
 
 @dataclass
 class Notification:
     """One message about one incident: ``open`` (once), ``update`` (severity rose or an
-    alert joined), ``repeat`` (still open after the repeat interval), ``resolve`` (once).
+    alert joined), ``repeat`` (still open after the repeat interval), ``acknowledge``
+    (someone is on it; only to notifiers that take it, see ``Notifier``), ``resolve`` (once).
     ``alerts`` are copies taken when it was made; silenced alerts are left out."""
 
     kind: Kind

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.alerts import Alert, AlertManager, Rules
+from watchkeeper.alerts import Alert, AlertManager, Notification, Rules
 from watchkeeper.alerts.advice import incident_view
 from watchkeeper.alerts.labels import fingerprint
 from watchkeeper.errors import DataError, SuiteError
@@ -383,6 +383,8 @@ class Tracked:
     views: list[dict[str, Any]]  # as the server's incident API returns them
     #: per window: fingerprint → (its alert episode, its state and inhibition then)
     episodes: list[dict[str, tuple[Alert, str, str | None]]]
+    #: what a server would have notified, in order (incident transitions)
+    notifications: list[Notification] = field(default_factory=list)
 
     def alert_of(self, index: int, f: Finding) -> dict[str, Any] | None:
         """What became of finding ``f`` of window ``index``: its alert's state in that
@@ -406,8 +408,9 @@ def track(windows: list[WindowResult], evaluator: Evaluator | None) -> Tracked:
     manager = AlertManager(BATCH_MODEL, rules, keep_resolved=max(len(windows), 1000))
     episodes: list[dict[str, tuple[Alert, str, str | None]]] = []
     timed = _timed(windows)
+    notifications: list[Notification] = []
     for w, at in zip(windows, timed or _positions(len(windows)), strict=True):
-        manager.process(w.label, at, w.findings)
+        notifications += manager.process(w.label, at, w.findings)
         keys = {fingerprint(BATCH_MODEL, f.monitor, f.column, f.segment, f.metric)
                 for f in w.findings}
         episodes.append({k: (a, a.state, a.inhibited_by) for k in keys
@@ -417,7 +420,7 @@ def track(windows: list[WindowResult], evaluator: Evaluator | None) -> Tracked:
     views = [incident_view(i, weights) for i in ordered]
     if timed is None:  # positions, not times: say nothing about when
         views = [_untimed(v) for v in views]
-    return Tracked(manager, views, episodes)
+    return Tracked(manager, views, episodes, notifications)
 
 
 def _timed(windows: list[WindowResult]) -> list[datetime] | None:

@@ -26,6 +26,7 @@ from watchkeeper.server.dashboard import add_dashboard
 from watchkeeper.server.hub import Hub
 from watchkeeper.server.ingest import MAX_BODY, MAX_COLUMNS, IngestBudget
 from watchkeeper.server.metrics import HubCollector
+from watchkeeper.server.otel import MetricsPusher
 from watchkeeper.server.privacy import Privacy
 from watchkeeper.server.routes import ROUTERS
 from watchkeeper.server.routes.deps import Server
@@ -52,6 +53,8 @@ def create_app(
     metrics_open: bool = False,
     body_timeout: float = 10.0,
     max_columns: int = MAX_COLUMNS,
+    exporter: Any = None,
+    export_interval: float = 60.0,
 ) -> FastAPI:
     """Build the app. ``suites`` maps model → suite YAML to deploy at start when that model
     has no active suite yet (``watchkeeper serve --suite``). Several servers may share a
@@ -67,14 +70,16 @@ def create_app(
     ``login_window`` seconds, a client address is answered 429 until the window has passed
     (0: no limit). Personal data outside the suite is scrubbed before storage and client
     ids pseudonymised unless ``show_clients`` (privacy.py); /metrics needs a token unless
-    ``metrics_open``."""
+    ``metrics_open``. ``exporter`` (``run.otlp.OtlpExporter``) is given each judged
+    window and incident transition, and every ``export_interval`` seconds the metrics of
+    /metrics (otel.py); it is closed when the app stops."""
     tokens = tokens or Tokens()
     budget = IngestBudget(ingest_bytes)
     limiter = LoginLimiter(login_failures, login_window)
     store = Store(store_url)
     hub = Hub(store, window=window, grace=grace, retention=retention,
               dispatcher=Dispatcher(notifiers) if notifiers else None,
-              lease_ttl=lease_ttl, fold_bytes=fold_bytes)
+              lease_ttl=lease_ttl, fold_bytes=fold_bytes, exporter=exporter)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(HubCollector(hub, budget=budget, limiter=limiter))
     server = Server(hub=hub, store=store, tokens=tokens, limiter=limiter, budget=budget,
@@ -89,9 +94,17 @@ def create_app(
             if store.active_suite(model) is None:
                 hub.register(model, text, created_by="serve --suite")
         hub.start()
+        pusher = None if exporter is None else MetricsPusher(registry, exporter,
+                                                              export_interval)
+        if pusher is not None:
+            pusher.start()
         yield
         hub.stop()
+        if pusher is not None:
+            pusher.stop()
         store.close()
+        if exporter is not None:
+            exporter.close(timeout=5.0)
 
     app = FastAPI(title="watchkeeper", version=_metadata.version("watchkeeper"), lifespan=lifespan)
     app.state.server = server

@@ -9,7 +9,7 @@ import urllib.request
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
-from watchkeeper.errors import DeliveryError
+from watchkeeper.errors import ConfigError, DeliveryError
 
 if TYPE_CHECKING:
     from watchkeeper.alerts.notification import Notification
@@ -20,7 +20,11 @@ SECRET_HEADER = re.compile(r"auth|token|key|secret|cookie|pass|signature", re.I)
 
 @runtime_checkable
 class Notifier(Protocol):
-    """Delivers a notification somewhere; raises on failure (the Dispatcher retries)."""
+    """Delivers a notification somewhere; raises on failure (the Dispatcher retries).
+
+    Optional attributes the Dispatcher looks at: ``acknowledges`` (True: it is also sent
+    ``acknowledge`` notifications, which others never get), ``secrets()`` (strings never
+    to log) and ``accepts(notification)`` (False: not for this notifier, see routing)."""
 
     def send(self, notification: Notification) -> None: ...
 
@@ -107,3 +111,39 @@ def post_json(url: str, body: Any, headers: dict[str, str] | None = None,
         raise DeliveryError(f"connection failed: {e.reason}") from None
     except (TimeoutError, OSError) as e:
         raise DeliveryError(f"connection failed: {type(e).__name__}: {e}") from None
+
+
+def read_secret(source: str, what: str) -> str:
+    """A secret named by ``source``: ``env:NAME`` (an environment variable) or
+    ``file:PATH`` (the file's text, stripped). Never the secret itself, so it appears in
+    no command line or shell history; errors name the source, never the value.
+
+    >>> import os
+    >>> os.environ["WK_DOCTEST_KEY"] = "R0UT1NGKEY"
+    >>> read_secret("env:WK_DOCTEST_KEY", "--pagerduty")
+    'R0UT1NGKEY'
+    >>> read_secret("R0UT1NGKEY", "--pagerduty")
+    Traceback (most recent call last):
+    ...
+    watchkeeper.errors.ConfigError: --pagerduty: give env:VARIABLE or file:PATH (not the \
+secret itself)
+    """
+    import os
+    from pathlib import Path
+
+    kind, sep, name = source.partition(":")
+    if not sep or kind not in ("env", "file") or not name:
+        raise ConfigError(f"{what}: give env:VARIABLE or file:PATH (not the secret itself)")
+    if kind == "env":
+        value = os.environ.get(name, "").strip()
+        if not value:
+            raise ConfigError(f"{what}: environment variable {name} is not set or empty")
+        return value
+    try:
+        value = Path(name).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what}: cannot read {name} "
+                          f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+    if not value:
+        raise ConfigError(f"{what}: {name} is empty")
+    return value

@@ -64,8 +64,10 @@ class Dispatcher:
         self._lock = threading.Lock()
 
     def send(self, notification: Notification) -> list[Delivery]:
-        """Deliver one notification to every notifier; one Delivery per notifier."""
-        return [self._deliver(notifier, notification) for notifier in self.notifiers]
+        """Deliver one notification to every notifier that takes it (see :func:`takes`);
+        one Delivery per notifier."""
+        return [self._deliver(notifier, notification) for notifier in self.notifiers
+                if takes(notifier, notification)]
 
     def send_all(self, notifications: Iterable[Notification]) -> list[Delivery]:
         return [d for n in notifications for d in self.send(n)]
@@ -112,6 +114,19 @@ class Dispatcher:
     def __repr__(self) -> str:
         return (f"Dispatcher({self.notifiers!r}, retries={self.retries}, "
                 f"backoff={self.backoff:g})")
+
+
+def takes(notifier: Any, n: Notification) -> bool:
+    """Whether ``notifier`` is sent ``n``: an ``acknowledge`` only to those that say they
+    take it (``acknowledges``: pagers, chats); any only if its ``accepts`` (a route) does."""
+    if n.kind == "acknowledge" and not getattr(notifier, "acknowledges", False):
+        return False
+    accepts = getattr(notifier, "accepts", None)
+    try:
+        return bool(accepts(n)) if callable(accepts) else True
+    except Exception:  # a notifier must never take the caller down
+        log.exception("notifier %r: accepts() failed; sending to it", notifier)
+        return True
 
 
 def _secrets(notifier: Any) -> list[str]:

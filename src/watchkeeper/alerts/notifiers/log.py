@@ -19,6 +19,8 @@ class LogNotifier:
     LogNotifier(stream=<_io.StringIO>)
     """
 
+    acknowledges = True  # "[ACKNOWLEDGED] …" tells the channel someone is on it
+
     def __init__(self, stream: TextIO | None = None, as_json: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stdout
         self.as_json = as_json

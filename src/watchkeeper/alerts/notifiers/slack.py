@@ -21,6 +21,8 @@ class SlackNotifier:
     SlackNotifier('https://hooks.slack.com/services/***')
     """
 
+    acknowledges = True  # "[ACKNOWLEDGED] …" tells the channel someone is on it
+
     def __init__(self, webhook_url: str, timeout: float = 10.0) -> None:
         self.webhook_url = webhook_url
         self.timeout = timeout

@@ -22,7 +22,7 @@ from contextlib import suppress
 from datetime import datetime
 from typing import Any, TypeVar
 
-from watchkeeper.alerts import AlertManager, Rules
+from watchkeeper.alerts import AlertManager, Notification, Rules
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.errors import Conflict, StoreError
 from watchkeeper.run.check import WindowResult
@@ -43,13 +43,16 @@ class AlertStates:
 
     def __init__(self, store: Store, counters: Counter[str], lock: threading.RLock,
                  fence: Callable[[], Lease | None], *, rules: Rules | None = None,
-                 dispatcher: Dispatcher | None = None) -> None:
+                 dispatcher: Dispatcher | None = None, exporter: Any = None) -> None:
         self.store = store
         self.counters = counters
         self.lock = lock
         self.fence = fence
         self.rules = rules
         self.dispatcher = dispatcher
+        #: telemetry of judged windows and incident transitions (run.otlp.OtlpExporter);
+        #: it queues and never raises
+        self.exporter = exporter
 
     def rules_for(self, state: ModelState) -> Rules:
         """The rules in force: the server's, else the suite in service's."""
@@ -182,30 +185,43 @@ class AlertStates:
         raise StoreError(f"model {model}: the alert state kept changing while being saved")
 
     def judge(self, model: str, state: ModelState, closed: list[WindowResult]) -> None:
-        """Closed windows' findings → alerts and incidents → notifications, in time order.
-        Judged on a copy of the alert state, shown to readers once saved."""
+        """Closed windows' findings → alerts and incidents → notifications, in time order;
+        and the notifications waiting in the alert state's outbox (acknowledgements taken by
+        any server). Judged on a copy of the alert state, shown to readers once saved."""
         base = state.work or state.alerts
         if base is None:
             return
         new = [(start, w) for start, w in _by_start(closed)
                if base.last_start is None or start > base.last_start]  # else judged already
-        if not new and not state.alerts_unsaved:
+        if not new and not state.alerts_unsaved and not base.outbox:
             return
-        manager = self.copy(state) if new else base
+        manager = self.copy(state) if new or base.outbox else base
         if manager is None:
             return
+        waiting = manager.take_outbox()
+        if waiting:
+            state.alerts_unsaved = True
+            state.work = manager
+            self._send(model, waiting)
         for start, w in new:
             notifications = manager.process(w.label, start, w.findings)
             state.judged.append(w)
             state.alerts_unsaved = True
             state.work = manager
-            self.counters[f"notifications:{model}"] += len(notifications)
-            if notifications and self.dispatcher is not None:
-                lease = self.fence()  # fenced as the fold's writes: a stale leader sends
-                if lease is not None:  # nothing (its successor judges the window again)
-                    self.store.check_lease(lease)
-                self.dispatcher.send_all(notifications)
+            self._send(model, notifications)
+            if self.exporter is not None:
+                self.exporter.export_window(model, w)
         self.save(model, state, manager)  # after sending: a crash sends it again
+
+    def _send(self, model: str, notifications: list[Notification]) -> None:
+        self.counters[f"notifications:{model}"] += len(notifications)
+        if notifications and self.exporter is not None:
+            self.exporter.export_notifications(notifications)
+        if notifications and self.dispatcher is not None:
+            lease = self.fence()  # fenced as the fold's writes: a stale leader sends
+            if lease is not None:  # nothing (its successor judges the window again)
+                self.store.check_lease(lease)
+            self.dispatcher.send_all(notifications)
 
 
 def _by_start(windows: list[WindowResult]) -> list[tuple[datetime, WindowResult]]:

@@ -59,6 +59,8 @@ class Hub:
     clock: Callable[[], float] = time.time
     pii_key: bytes | None = field(default_factory=key_from_env, repr=False)
     dispatcher: Dispatcher | None = None  # where incident notifications go
+    #: where judged windows and incident transitions are exported (run.otlp.OtlpExporter)
+    exporter: Any = None
     rules: Rules | None = None
     #: seconds a fold lease lasts unless renewed; None: fold without one (the only process
     #: folding this store: embedded use, tests)
@@ -96,7 +98,8 @@ class Hub:
                                  grace=self.grace, retention=self.retention, clock=self.clock,
                                  rules=self.rules)
         self.alert_states = AlertStates(self.store, self.counters, self.registry.lock, fence,
-                                        rules=self.rules, dispatcher=self.dispatcher)
+                                        rules=self.rules, dispatcher=self.dispatcher,
+                                        exporter=self.exporter)
         self.intake = Intake(self.store, self.counters)
         self.fold = Fold(self.store, self.registry.writer, self.counters, fence,
                          window=self.window, retention=self.retention,
