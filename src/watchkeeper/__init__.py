@@ -58,9 +58,16 @@ __all__ = [
 ]
 
 
+#: Names whose objects render themselves in Jupyter: their first use also imports the
+#: report's renderers (lower stages never import the report; see io/display.py).
+_DISPLAYED = {"CheckResult", "Suite", "init", "load"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         value = getattr(import_module(f"watchkeeper.{_WHERE[name]}"), name)
+        if name in _DISPLAYED:
+            import_module("watchkeeper.report.notebook")
         globals()[name] = value
         return value
     raise AttributeError(f"module 'watchkeeper' has no attribute {name!r}")

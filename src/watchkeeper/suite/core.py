@@ -27,6 +27,7 @@ from watchkeeper.baseline.ood import fit as fit_security
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
 from watchkeeper.baseline.task import Task, TaskType, infer_task
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.display import html_of
 from watchkeeper.io.files import write_atomic
 from watchkeeper.io.pii import MODES
 from watchkeeper.io.tables import did_you_mean, to_table
@@ -297,6 +298,10 @@ class Suite:
     def __post_init__(self) -> None:
         for m in self.monitors:
             m.bind(self.schema)
+
+    def _repr_html_(self) -> str | None:
+        """The suite's columns, monitors, budget and rules (in Jupyter)."""
+        return html_of(self)
 
     def idle(self) -> dict[str, str]:
         """Calibrated monitors that cannot run on data like the reference, by id, with the
