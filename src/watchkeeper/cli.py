@@ -489,6 +489,22 @@ def diff_command(old: Path, new: Path, fmt: str) -> None:
     click.echo(json.dumps(change.to_dict(), indent=2) if fmt == "json" else change.to_text())
 
 
+@main.command("grafana")
+@click.option("--model", required=True, help="The model the dashboard opens on (a variable: "
+              "the server's other models are one click away).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              default="grafana", show_default=True,
+              help="Folder to write the dashboard JSON and the provisioning file to.")
+@click.option("--folder", help="Where Grafana will read the dashboard JSON (the provisioning "
+              "file's path; default: the output folder).")
+def grafana_command(model: str, output: Path, folder: str | None) -> None:
+    """Write a Grafana dashboard over the server's /metrics, and its provisioning file."""
+    from watchkeeper.report import grafana
+
+    board, provider = grafana.write(model, output, folder)
+    click.echo(f"wrote {board} and {provider}; see docs/grafana.md to load them")
+
+
 def _by_reason(idle: dict[str, str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for monitor, reason in idle.items():
