@@ -147,3 +147,13 @@ def test_rules_round_trip_through_the_suite_file(suite: wk.Suite, tmp_path) -> N
 def test_init_rejects_a_rule_on_a_column_the_suite_lacks() -> None:
     with pytest.raises(wk.SuiteError, match=r"rules\[0\]\.expr: rule r: no column 'income'"):
         wk.init(loans(500, seed=10), rules={"r": "income > 0"})
+
+
+def test_diff_names_the_rules_that_changed(suite: wk.Suite) -> None:
+    data = loans(5_000, seed=1, over=0.05)
+    new = wk.init(data, rules={"within_limit": "amount < limit", "graded": "not isnull(grade)"})
+    changed = [s for s in wk.diff(suite, new).settings_changed if s["monitor"] == "rules"]
+    assert changed == [
+        {"monitor": "rules", "setting": "within_limit", "old": "amount <= limit",
+         "new": "amount < limit"},
+        {"monitor": "rules", "setting": "graded", "old": None, "new": "not isnull(grade)"}]
