@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest clean
+.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,20 @@ test-dashboard: $(VENV)/.installed-dev
 ## .venv/wheelhouse, later runs need no network).
 test-packaging: $(VENV)/.installed-dev
 	.ci/test-packaging $(BIN)/python
+
+## What declarative rules add to profiling 1M rows (~1 min): benchmarks/results/rules.md.
+bench-rules: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_rules.py
+
+## Grafana's dashboard types (@grafana/schema) and the TypeScript compiler, pinned, in
+## .venv/grafana-schema: tests/server/test_grafana.py type-checks the dashboard JSON of
+## `watchkeeper grafana` against them (skipped without them; .ci/run installs them).
+grafana-schema-deps: $(VENV)/grafana-schema/node_modules/.bin/tsc
+
+$(VENV)/grafana-schema/node_modules/.bin/tsc: | $(BIN)/python
+	mkdir -p $(VENV)/grafana-schema
+	npm install --prefix $(VENV)/grafana-schema --no-audit --no-fund --no-save \
+		@grafana/schema@13.2.3 typescript@7.0.2
 
 ## Skip the tests marked slow.
 test-fast: $(VENV)/.installed-dev

@@ -24,6 +24,7 @@ _WHERE = {
     "diff": "suite.diff",
     "DataError": "errors", "SuiteError": "errors", "WatchkeeperError": "errors",
     "Finding": "monitors", "Monitor": "monitors", "Severity": "monitors",
+    "register_monitor": "monitors",
     "Profile": "profiles.core", "merge": "profiles.core", "profile": "profiles.core",
     "Column": "baseline.schema", "Kind": "baseline.schema", "Role": "baseline.schema",
     "Schema": "baseline.schema", "infer_schema": "baseline.schema",
@@ -52,13 +53,21 @@ __all__ = [
     "load",
     "merge",
     "profile",
+    "register_monitor",
     "rollback",
 ]
+
+
+#: Names whose objects render themselves in Jupyter: their first use also imports the
+#: report's renderers (lower stages never import the report; see io/display.py).
+_DISPLAYED = {"CheckResult", "Suite", "init", "load"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
         value = getattr(import_module(f"watchkeeper.{_WHERE[name]}"), name)
+        if name in _DISPLAYED:
+            import_module("watchkeeper.report.notebook")
         globals()[name] = value
         return value
     raise AttributeError(f"module 'watchkeeper' has no attribute {name!r}")
@@ -71,7 +80,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
     from watchkeeper.errors import DataError, SuiteError, WatchkeeperError
-    from watchkeeper.monitors import Finding, Monitor, Severity
+    from watchkeeper.monitors import Finding, Monitor, Severity, register_monitor
     from watchkeeper.profiles.core import Profile, merge, profile
     from watchkeeper.run.check import CheckResult, WindowResult
     from watchkeeper.suite.core import Suite, init, load

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
-from watchkeeper.errors import SuiteError, WatchkeeperError
+from watchkeeper.errors import DataError, SuiteError, WatchkeeperError
 from watchkeeper.io.tables import CsvLayout, is_delimited, read_csv
 from watchkeeper.monitors.base import Severity
 from watchkeeper.run.check import CheckResult
@@ -196,6 +197,14 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
 @click.option("--serving", is_flag=True,
               help="The suite is for the server/SDK: monitors of _error, clients and time "
                    "share the budget although the reference lacks them.")
+@click.option("--rule", "rule_texts", multiple=True, metavar="NAME=EXPR",
+              help="A rule every row should meet, e.g. 'within_limit=amount <= limit' "
+                   "(repeatable; see docs/rules.md).")
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="A YAML file with a rules: list of {name, expr} (a suite file will do).")
+@click.option("--monitor", "monitor_names", multiple=True, metavar="TYPE[:COLUMN]",
+              help="A monitor of your own, registered by an installed package "
+                   "(entry point group watchkeeper.monitors; repeatable).")
 @click.option("--name", help="Suite name (default: the reference file name).")
 @click.option("--force", is_flag=True, help="Overwrite an existing suite file.")
 @click.option("--progress/--no-progress", default=None,
@@ -210,7 +219,8 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  sensitive: str | None, ignore: str | None, pii: tuple[str, ...],
                  not_pii: tuple[str, ...], positive: str | None,
                  allow_inverted_score: bool, budget: float, weights_text: str | None,
-                 serving: bool, name: str | None,
+                 serving: bool, rule_texts: tuple[str, ...], rules_file: Path | None,
+                 monitor_names: tuple[str, ...], name: str | None,
                  force: bool, progress: bool | None, deploy_to: bool, model: str | None,
                  server: str | None, layout: CsvLayout) -> None:
     """Infer the schema of REFERENCE, generate and calibrate every monitor, write the suite."""
@@ -226,6 +236,7 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  pii=_split_names(pii), not_pii=_split_names(not_pii),
                  positive_class=positive, allow_inverted_score=allow_inverted_score,
                  budget=budget, budget_weights=_weights(weights_text), serving=serving,
+                 rules=_rules(rule_texts, rules_file), monitors=list(monitor_names),
                  name=name or reference.stem, progress=progress)
     suite.source = str(reference)
     suite.save(output)
@@ -233,6 +244,32 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
     if deploy_to:
         assert model and server
         _print_deployed(deploy(suite, model=model, server=server, note=f"init {reference}"))
+
+
+def _rules(texts: tuple[str, ...], path: Path | None) -> list[dict[str, Any]]:
+    """Rules from ``--rules FILE`` (its ``rules:`` list), then ``--rule NAME=EXPR``."""
+    out: list[dict[str, Any]] = []
+    if path is not None:
+        document = _read_yaml(path)
+        listed = document.get("rules") if isinstance(document, dict) else None
+        if not isinstance(listed, list):
+            raise SuiteError("--rules", f"{path}: expected a rules: list of name and expr")
+        out += listed
+    for text in texts:
+        name, sep, expr = text.partition("=")
+        if not sep or not name.strip():
+            raise SuiteError("--rule", f"expected NAME=EXPR, got {text!r}")
+        out.append({"name": name.strip(), "expr": expr.strip()})
+    return out
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SuiteError("--rules", f"{path}: not valid YAML ({exc})") from None
 
 
 def _weights(text: str | None) -> dict[str, float] | None:
@@ -452,6 +489,22 @@ def diff_command(old: Path, new: Path, fmt: str) -> None:
     """What NEW changes compared with OLD: columns, roles, monitors, thresholds and why."""
     change = diff(Suite.load(old), Suite.load(new))
     click.echo(json.dumps(change.to_dict(), indent=2) if fmt == "json" else change.to_text())
+
+
+@main.command("grafana")
+@click.option("--model", required=True, help="The model the dashboard opens on (a variable: "
+              "the server's other models are one click away).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              default="grafana", show_default=True,
+              help="Folder to write the dashboard JSON and the provisioning file to.")
+@click.option("--folder", help="Where Grafana will read the dashboard JSON (the provisioning "
+              "file's path; default: the output folder).")
+def grafana_command(model: str, output: Path, folder: str | None) -> None:
+    """Write a Grafana dashboard over the server's /metrics, and its provisioning file."""
+    from watchkeeper.report import grafana
+
+    board, provider = grafana.write(model, output, folder)
+    click.echo(f"wrote {board} and {provider}; see docs/grafana.md to load them")
 
 
 def _by_reason(idle: dict[str, str]) -> dict[str, list[str]]:

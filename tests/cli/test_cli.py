@@ -129,3 +129,27 @@ def test_window_by_column(tmp_path: Path, acs_reference_path: Path,
                    if i["title"] == "feature_drift on AGEP"]
     assert incident["advice"]["diagnosis"] == "covariate drift"
     assert incident["advice"]["actions"] and incident["advice"]["causes"][0]["name"] == "AGEP"
+
+
+def test_init_takes_rules_inline_and_from_a_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    limit = rng.uniform(1_000, 5_000, 3_000)
+    amount = limit * rng.uniform(0.2, 1.0, 3_000)
+    pq.write_table(pa.table({"amount": amount, "limit": limit}), tmp_path / "ref.parquet")
+    amount[:300] = limit[:300] * 2
+    pq.write_table(pa.table({"amount": amount, "limit": limit}), tmp_path / "cur.parquet")
+    (tmp_path / "rules.yaml").write_text("rules:\n- name: positive\n  expr: amount > 0\n")
+    done = run("init", "ref.parquet", "--rule", "within_limit = amount <= limit",
+               "--rules", "rules.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "watchkeeper.yaml").read_text()
+    assert "rules:\n- name: positive\n  expr: amount > 0\n- name: within_limit\n" in text
+    done = run("check", "cur.parquet", cwd=tmp_path)
+    assert "rule" in done.stdout and "within_limit" in done.stdout, done.stdout
+    bad = run("init", "ref.parquet", "-o", "bad.yaml", "--rule", "w=amount <= (limit",
+              cwd=tmp_path)
+    assert (bad.returncode, bad.stderr) == (2, "error: rules[0].expr: position 17: expected "
+                                               "')', got the end\n")
+    bad = run("init", "ref.parquet", "-o", "bad.yaml", "--monitor", "nope", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown monitor type 'nope' (installed: built-in: " in \
+        bad.stderr

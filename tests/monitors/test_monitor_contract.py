@@ -53,7 +53,9 @@ def stream(hours: float, seed: int, rate_per_hour: int = 2_000) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def suite() -> wk.Suite:
-    return wk.init(stream(48, seed=1), timestamp="ts", target="label")
+    return wk.init(stream(48, seed=1), timestamp="ts", target="label",
+                   rules={"x_near_five": "isnull(x) or abs(x - 5) < 10",
+                          "prediction_follows_proba": "(prediction == 1) == (proba > 0.5)"})
 
 
 def test_every_monitor_type_is_covered(suite: wk.Suite) -> None:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from watchkeeper.alerts.labels import required_time, to_time
 from watchkeeper.alerts.lifecycle import Alert
 from watchkeeper.alerts.rules import GroupRule, Rules
+from watchkeeper.io.display import html_of
 from watchkeeper.io.times import as_utc
 from watchkeeper.monitors.base import Family, Severity
 
@@ -53,6 +54,10 @@ class Incident:
     @property
     def is_open(self) -> bool:
         return self.status != "resolved"
+
+    def _repr_html_(self) -> str | None:
+        """The incident with its advice, as the report shows it (in Jupyter)."""
+        return html_of(self)
 
     @property
     def firing(self) -> list[Alert]:

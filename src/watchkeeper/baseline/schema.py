@@ -21,6 +21,7 @@ from watchkeeper.baseline.binning import (
     plan_numeric,
     selection_drift,
 )
+from watchkeeper.baseline.expressions import Rule
 from watchkeeper.baseline.task import Task
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.pii import Guess, assess, named_kind
@@ -107,6 +108,8 @@ class Schema:
     columns: dict[str, Column] = field(default_factory=dict)
     task: Task | None = None  # what the model predicts; None without target or prediction
     security: SecurityModel | None = None  # normal inputs, for OOD rows and client abuse
+    #: Declarative rules every row should meet, tallied by the profile (see expressions.py).
+    rules: list[Rule] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[Column]:
         return iter(self.columns.values())

@@ -1,6 +1,7 @@
 """Monitors: each answers one question about a window and returns Findings."""
 
 from watchkeeper.monitors.base import (
+    ENTRY_POINT_GROUP,
     FAMILIES,
     Family,
     Finding,
@@ -9,6 +10,8 @@ from watchkeeper.monitors.base import (
     Severity,
     monitor_class,
     monitor_types,
+    register_monitor,
+    severity_for,
 )
 from watchkeeper.monitors.drift import FeatureDrift, PredictionDrift, TargetDrift
 from watchkeeper.monitors.estimate import EstimatedPerformance
@@ -22,6 +25,7 @@ from watchkeeper.monitors.quality import (
     UnseenCategory,
     Volume,
 )
+from watchkeeper.monitors.rules import RuleViolations
 from watchkeeper.monitors.security import (
     BoundaryProbing,
     ClientVolume,
@@ -33,6 +37,7 @@ from watchkeeper.monitors.security import (
 from watchkeeper.monitors.service import ErrorRate, Latency, Throughput
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "FAMILIES",
     "BoundaryProbing",
     "ClientVolume",
@@ -55,6 +60,7 @@ __all__ = [
     "RealisedPerformance",
     "ReferenceData",
     "RejectedRequests",
+    "RuleViolations",
     "SchemaChange",
     "Severity",
     "TargetDrift",
@@ -63,4 +69,6 @@ __all__ = [
     "Volume",
     "monitor_class",
     "monitor_types",
+    "register_monitor",
+    "severity_for",
 ]

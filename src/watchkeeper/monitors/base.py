@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from importlib import metadata
 from typing import Any, ClassVar
 
 import numpy as np
@@ -117,7 +120,7 @@ class Monitor:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "type" in cls.__dict__:
-            _REGISTRY[cls.type] = cls
+            register_monitor(cls)
 
     def __init__(
         self,
@@ -233,15 +236,19 @@ class Monitor:
             evidence=evidence,
         )
 
-    def rate_lines(self, k_ref: int, n_ref: int, n: int) -> tuple[float, float, float]:
+    def rate_lines(self, k_ref: int, n_ref: int, n: int,
+                   alpha: float | None = None) -> tuple[float, float, float]:
         """For a rate over ``n`` rows, against ``k_ref`` events in ``n_ref`` reference rows:
         the reference rate, and the warning and critical lines (the rate the reference
         exceeds with probability α, resp. α/100, and at least the reference rate plus
-        ``min_effect``, resp. ``critical_effect``; critical never below warning)."""
+        ``min_effect``, resp. ``critical_effect``; critical never below warning).
+        ``alpha`` is the monitor's α unless given (a share of it, for one of several
+        rates the monitor tests)."""
+        alpha = self.alpha if alpha is None else alpha
         base = k_ref / n_ref if n_ref else 0.0
-        warning = max(rate_threshold(k_ref, n_ref, n, self.alpha),
+        warning = max(rate_threshold(k_ref, n_ref, n, alpha),
                       base + self.settings["min_effect"])
-        critical = max(rate_threshold(k_ref, n_ref, n, self.alpha / 100),
+        critical = max(rate_threshold(k_ref, n_ref, n, alpha / 100),
                        base + self.settings["critical_effect"], warning)
         return base, warning, critical
 
@@ -263,15 +270,114 @@ class Monitor:
         return f"{type(self).__name__}({self.column!r})"
 
 
+#: The entry point group a package declares its monitors in (name: the monitor's type).
+ENTRY_POINT_GROUP = "watchkeeper.monitors"
+_TYPE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+#: Entry points that failed to load, by name, with the reason (named when asked for).
+_BROKEN: dict[str, str] = {}
+_entry_points_loaded = False
+
+
+def _builtin(cls: type) -> bool:
+    return cls.__module__.startswith("watchkeeper.monitors.")
+
+
+def register_monitor(cls: type[Monitor]) -> type[Monitor]:
+    """Make a monitor class of your own known by its ``type``, so a suite file can name it
+    (returns the class: usable as a decorator). Checked here, so a mistake surfaces when
+    the class is registered rather than in a check: a :class:`Monitor` subclass; ``type``
+    in lower case letters, digits and ``_``, not a built-in type; ``family`` one of
+    :data:`FAMILIES` (its share of the alert budget); numeric ``params`` (the suite file
+    holds numbers); and an ``evaluate`` (or ``evaluate_sequence``) of its own.
+
+    A subclass that sets ``type`` is registered (and so checked) when it is defined. Packages
+    declare theirs in the ``watchkeeper.monitors`` entry point group instead
+    (``too_many_zeros = "my_package.monitors:TooManyZeros"``), loaded when a suite names a
+    type not known yet. Run :func:`watchkeeper.monitors.contract.check_monitor` on it too.
+
+    >>> class Negative(Monitor):
+    ...     type = "negative"
+    ...     family = "quality"
+    ...     params = {"max_share": "a lot"}
+    ...     def evaluate(self, window, reference): return []
+    Traceback (most recent call last):
+    ...
+    watchkeeper.errors.SuiteError: Negative.params.max_share: must be a number (the suite \
+file holds numbers), got 'a lot'
+    """
+    name = getattr(cls, "__name__", repr(cls))
+    if not isinstance(cls, type) or not issubclass(cls, Monitor):
+        raise SuiteError("monitor", f"expected a subclass of watchkeeper.Monitor, got {name}")
+    kind = cls.__dict__.get("type")
+    if not isinstance(kind, str) or not _TYPE_NAME.fullmatch(kind):
+        raise SuiteError(f"{name}.type", "set type to the name suite files give the monitor "
+                         f"(lower case letters, digits and _), got {kind!r}")
+    family = getattr(cls, "family", None)
+    if str(family) not in FAMILIES:
+        raise SuiteError(f"{name}.family", f"must be one of {', '.join(FAMILIES)}, got "
+                                           f"{family!r}")
+    params = cls.params
+    if not isinstance(params, dict):
+        raise SuiteError(f"{name}.params", f"expected a mapping of parameter to default, "
+                                           f"got {params!r}")
+    for key, default in params.items():
+        if not isinstance(default, (int, float)) or isinstance(default, bool) or \
+                not math.isfinite(default):
+            raise SuiteError(f"{name}.params.{key}", f"must be a number (the suite file holds "
+                                                      f"numbers), got {default!r}")
+    if cls.evaluate is Monitor.evaluate and cls.evaluate_sequence is Monitor.evaluate_sequence:
+        raise SuiteError(f"{name}.evaluate", "a monitor implements evaluate(window, reference)")
+    taken = _REGISTRY.get(kind)
+    if taken is not None and taken is not cls and _builtin(taken):
+        raise SuiteError(f"{name}.type", f"{kind!r} is a built-in monitor type; give your "
+                                         "monitor another")
+    _REGISTRY[kind] = cls
+    return cls
+
+
+def _load_entry_points() -> None:
+    """Register the monitors packages declare in :data:`ENTRY_POINT_GROUP` (once)."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+            register_monitor(cls)
+            if cls.type != ep.name:
+                raise SuiteError(ep.name, f"names a monitor of type {cls.type!r}")
+        except Exception as exc:  # a broken plugin must not stop the others
+            _BROKEN[ep.name] = f"{ep.value}: {exc}"
+
+
+def installed() -> str:
+    """The monitor types a suite may name, built-in then plugins (for error messages)."""
+    builtin = sorted(t for t, c in _REGISTRY.items() if _builtin(c))
+    plugins = sorted(t for t, c in _REGISTRY.items() if not _builtin(c))
+    return (f"built-in: {', '.join(builtin)}; plugins: {', '.join(plugins) or 'none'}")
+
+
 def monitor_class(type_name: str) -> type[Monitor]:
+    """The class of a monitor type: built-in, registered, or declared by an installed
+    package in the ``watchkeeper.monitors`` entry point group."""
+    if type_name not in _REGISTRY:
+        _load_entry_points()
     try:
         return _REGISTRY[type_name]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise SuiteError("type", f"unknown monitor type {type_name!r}; known: {known}") from None
+        if type_name in _BROKEN:
+            raise SuiteError("type", f"monitor type {type_name!r}: its plugin failed to "
+                                     f"load ({_BROKEN[type_name]})") from None
+        raise SuiteError("type", f"unknown monitor type {type_name!r} (installed: "
+                         f"{installed()}); install the package that provides it (entry "
+                         f"point group {ENTRY_POINT_GROUP}), or register its class with "
+                         "watchkeeper.register_monitor") from None
 
 
 def monitor_types() -> dict[str, type[Monitor]]:
+    """Every monitor type known: built-in, registered and from entry points."""
+    _load_entry_points()
     return dict(_REGISTRY)
 
 

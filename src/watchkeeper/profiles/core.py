@@ -319,6 +319,8 @@ def profile(data: Any, schema: Schema) -> Profile:
     if schema.task is not None:
         out.joint = tally(row_codes(table, schema.task), schema.task)
     out.joint.update(service_tallies(everything))
+    for rule in schema.rules:  # counted on the rows profiled (service-only rows are not)
+        out.joint[rule.key] = rule.tally(table)
     if schema.security is not None:
         unseen = {n for n, c in out.columns.items() if c.bins is not None and c.bins[-1] > 0
                   and schema.columns[n].categories is not None}

@@ -15,8 +15,10 @@ import pyarrow as pa
 
 from watchkeeper.alerts import Alert, AlertManager, Notification, Rules
 from watchkeeper.alerts.advice import incident_view
+from watchkeeper.alerts.incidents import Incident
 from watchkeeper.alerts.labels import fingerprint
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.display import html_of
 from watchkeeper.io.jsonable import RESULT_DIGITS, plain
 from watchkeeper.io.tables import did_you_mean, rows_of
 from watchkeeper.io.times import from_epoch
@@ -386,6 +388,12 @@ class Tracked:
     #: what a server would have notified, in order (incident transitions)
     notifications: list[Notification] = field(default_factory=list)
 
+    @property
+    def incidents(self) -> list[Incident]:
+        """The incidents, newest first (each renders itself in Jupyter)."""
+        return sorted(self.manager.incidents.values(), key=lambda i: i.opened_at,
+                      reverse=True)
+
     def alert_of(self, index: int, f: Finding) -> dict[str, Any] | None:
         """What became of finding ``f`` of window ``index``: its alert's state in that
         window, the incident the alert joined (if it ever fired) and what inhibited it;
@@ -521,6 +529,10 @@ class CheckResult:
         """Incidents with their diagnosis, ranked causes and actions, in the shape of the
         server's incident API (``GET /v1/models/{model}/incidents``), oldest first."""
         return self.track().views
+
+    def _repr_html_(self) -> str | None:
+        """The HTML report of the result (in Jupyter; see :mod:`watchkeeper.report`)."""
+        return html_of(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON result: windows with their findings (each alerting finding with its

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from watchkeeper.run.series import SERIES, window_series
 from watchkeeper.server.auth import LoginLimiter
 from watchkeeper.server.hub import Hub
 from watchkeeper.server.ingest import IngestBudget
@@ -15,7 +16,9 @@ _STATE = {"info": 0, "warning": 1, "critical": 2}
 
 
 class HubCollector(Collector):
-    """Per model and monitor: latest closed window's value, threshold and alert state;
+    """Per model and monitor: latest closed window's value, threshold and alert state, and
+    its measures (drift per column, performance, fairness, OOD share, latency, rules: see
+    :mod:`watchkeeper.run.series`);
     ingest counters; rows that arrived late; labels that matched no prediction; batches set
     aside; whether this server folds, and how often it took or lost the fold lease; the
     ingest budget in use and the login limiter's state."""
@@ -68,6 +71,9 @@ class HubCollector(Collector):
             "watchkeeper_quarantined_batches",
             "Event batches set aside in the store (kept, not folded) because folding them "
             "failed repeatedly", labels=["model"])
+        measures = {name: GaugeMetricFamily(f"watchkeeper_{name}", f"{text}, in the latest "
+                                            "closed window", labels=["model", *names])
+                    for name, (text, names) in SERIES.items()}
         models = self.hub.states()
         counters = dict(self.hub.counters)
         set_aside = self.hub.quarantined
@@ -83,6 +89,9 @@ class HubCollector(Collector):
                     value.add_metric(names, f.value)
                     threshold.add_metric(names, f.threshold)
                     alert.add_metric(names, _STATE[f.severity.value])
+                for name, series_labels, number in window_series(result.metrics):
+                    measures[name].add_metric(
+                        [model, *(series_labels[k] for k in SERIES[name][1])], number)
             late.add_metric([model], sum(live.counters["late_rows"] for live in lives))
             bad_ts.add_metric([model], sum(live.counters["bad_timestamps"] for live in lives))
             unmatched.add_metric([model], counters.get(f"unmatched_labels:{model}", 0))
@@ -103,6 +112,7 @@ class HubCollector(Collector):
                 rejected.add_metric([name.removeprefix("rejected_")], n)
         yield from (value, threshold, alert, rows, ingested, batches, duplicates, rejected,
                     late, bad_ts, unmatched, dropped, quarantined, personal)
+        yield from measures.values()
         yield from self._fold(counters)
         yield from self._limits()
 

@@ -20,12 +20,14 @@ from tqdm.auto import tqdm
 from watchkeeper.alerts import Rules
 from watchkeeper.baseline.binning import DEFAULT_BINS
 from watchkeeper.baseline.estimators import LabelModel, LossModel
+from watchkeeper.baseline.expressions import Rule, parse_rules
 from watchkeeper.baseline.importance import importance
 from watchkeeper.baseline.ood import SecurityModel
 from watchkeeper.baseline.ood import fit as fit_security
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
 from watchkeeper.baseline.task import Task, TaskType, infer_task
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.display import html_of
 from watchkeeper.io.files import write_atomic
 from watchkeeper.io.pii import MODES
 from watchkeeper.io.tables import did_you_mean, to_table
@@ -51,6 +53,7 @@ from watchkeeper.monitors import (
     RealisedPerformance,
     ReferenceData,
     RejectedRequests,
+    RuleViolations,
     SchemaChange,
     TargetDrift,
     Throughput,
@@ -126,7 +129,41 @@ def generate_monitors(schema: Schema) -> list[Monitor]:
             monitors.append(drift(col.name))
         if col.role == Role.TIMESTAMP:
             monitors.append(Volume(col.name))
+    if schema.rules:
+        monitors.append(RuleViolations())
     return monitors
+
+
+def check_rules(rules: list[Rule], schema: Schema, where: str = "rules",
+                source: str | None = None) -> None:
+    """Every column a rule reads must be a column of the suite (the profile only sees
+    those); an error names the rule and the column."""
+    for i, rule in enumerate(rules):
+        for name in sorted(rule.columns):
+            if name not in schema.columns:
+                raise SuiteError(f"{where}[{i}].expr", f"rule {rule.name}: no column {name!r} "
+                                 f"in the suite{did_you_mean(name, schema.columns)}", source)
+
+
+def extra_monitors(monitors: Iterable[Monitor | str] | None) -> list[Monitor]:
+    """Monitors given to :func:`init` besides the generated ones: instances, or type names
+    (``"too_many_zeros"``, ``"too_many_zeros:amount"`` for a column) of registered or
+    installed monitor types (see :func:`watchkeeper.register_monitor`)."""
+    out: list[Monitor] = []
+    for i, m in enumerate(monitors or ()):
+        if isinstance(m, str):
+            kind, _, column = m.partition(":")
+            try:
+                cls = monitor_class(kind)
+            except SuiteError as exc:
+                raise SuiteError(f"monitors[{i}]", exc.problem) from None
+            out.append(cls(column or None))
+        elif isinstance(m, Monitor):
+            out.append(m)
+        else:
+            raise SuiteError(f"monitors[{i}]", "expected a Monitor or a monitor type name, "
+                                               f"got {type(m).__name__}")
+    return out
 
 
 def not_generated(schema: Schema) -> dict[str, str]:
@@ -261,6 +298,10 @@ class Suite:
     def __post_init__(self) -> None:
         for m in self.monitors:
             m.bind(self.schema)
+
+    def _repr_html_(self) -> str | None:
+        """The suite's columns, monitors, budget and rules (in Jupyter)."""
+        return html_of(self)
 
     def idle(self) -> dict[str, str]:
         """Calibrated monitors that cannot run on data like the reference, by id, with the
@@ -410,6 +451,7 @@ class Suite:
             "columns": {c.name: _column_to_dict(c) for c in self.schema},
             **({"task": self.schema.task.to_dict()} if self.schema.task else {}),
             **({"security": self.schema.security.to_dict()} if self.schema.security else {}),
+            **({"rules": [r.to_dict() for r in self.schema.rules]} if self.schema.rules else {}),
             "monitors": [m.to_dict() for m in self.monitors],
             **({"importance": self.importance} if self.importance else {}),
             "alerts": self.rules.to_dict(),
@@ -449,6 +491,12 @@ class Suite:
                 schema.security = SecurityModel.from_dict(top.mapping("security").data)
             except (TypeError, KeyError) as exc:
                 raise top.error("security", f"malformed ({exc})") from None
+        if "rules" in top.data:
+            try:
+                schema.rules = parse_rules(top.items("rules"))
+            except SuiteError as exc:
+                raise SuiteError(exc.field, exc.problem, source) from None
+            check_rules(schema.rules, schema, source=source)
         monitors = []
         for i, raw in enumerate(top.items("monitors")):
             monitors.append(_monitor_from_fields(suitefile.Fields(raw, f"monitors[{i}]", source),
@@ -637,6 +685,8 @@ def init(
     budget: float = DEFAULT_BUDGET,
     budget_weights: dict[str, float] | None = None,
     serving: bool = False,
+    rules: Any = None,
+    monitors: Iterable[Monitor | str] | None = None,
     bins: int = DEFAULT_BINS,
     name: str | None = None,
     seed: int = 0,
@@ -653,6 +703,13 @@ def init(
     monitor family (:data:`DEFAULT_WEIGHTS`); ``serving=True`` gives a share to the
     monitors of serving inputs (``_error``, clients, time) the reference lacks (see
     :func:`idle_reason`). ``positive`` is the former name of ``positive_class``.
+
+    ``rules`` are declarative rules every row should meet, as a mapping of name to
+    expression (``{"amount_within_limit": "amount <= limit"}``) or the suite file's list of
+    ``{"name", "expr"}`` (see :mod:`watchkeeper.baseline.expressions`); their violation
+    rate is calibrated against the reference's own. ``monitors`` adds monitors of your own
+    (instances, or registered type names such as ``"too_many_zeros:amount"``): they are
+    calibrated and share the alert budget like the generated ones.
     """
     if not 0.0 < budget < 1.0:
         raise SuiteError("budget", f"must be in (0, 1), got {budget!r}")
@@ -670,6 +727,9 @@ def init(
         allow_inverted_score=allow_inverted_score,
         sensitive=[c.name for c in schema if c.sensitive and c.role == Role.FEATURE],
     )
+    schema.rules = parse_rules(rules if rules is not None else [])
+    check_rules(schema.rules, schema)
+    added = extra_monitors(monitors)
     task = schema.task
     inputs = {c.name: (c.edges if c.edges else tuple(c.categories or ()))
               for c in schema if c.role == Role.FEATURE and c.n_bins}
@@ -688,18 +748,18 @@ def init(
         proba=task.proba if task is not None and task.type == TaskType.BINARY else None,
         prediction=task.prediction if task is not None else None)
     ref_profile = profile(table, schema)
-    monitors = generate_monitors(schema)
+    generated = generate_monitors(schema) + added
     context = ReferenceData(table, schema, ref_profile, seed)
-    for m in monitors:
+    for m in generated:
         m.bind(schema)
-    for m in tqdm(monitors, desc="calibrating", unit="monitor", disable=_quiet(progress),
+    for m in tqdm(generated, desc="calibrating", unit="monitor", disable=_quiet(progress),
                   leave=False):
         m.calibrate(context)
     label = name or (Path(source).stem if source else "watchkeeper")
 
-    suite = Suite(schema, monitors, ref_profile, budget, label, source=source, seed=seed,
+    suite = Suite(schema, generated, ref_profile, budget, label, source=source, seed=seed,
                   importance=importance(table, schema), weights=weights, serving=serving)
-    split_budget(monitors, budget, weights, suite.idle())
+    split_budget(generated, budget, weights, suite.idle())
     return suite
 
 

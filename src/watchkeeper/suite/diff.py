@@ -91,6 +91,13 @@ def diff(old: Suite, new: Suite) -> SuiteDiff:
         if old.weights.get(family) != weight:
             out.settings_changed.append({"monitor": "budget", "setting": family,
                                          "old": old.weights.get(family), "new": weight})
+    old_rules = {r.name: r.expr for r in old.schema.rules}
+    new_rules = {r.name: r.expr for r in new.schema.rules}
+    for name in dict.fromkeys([*old_rules, *new_rules]):
+        if old_rules.get(name) != new_rules.get(name):
+            out.settings_changed.append({"monitor": "rules", "setting": name,
+                                         "old": old_rules.get(name),
+                                         "new": new_rules.get(name)})
     old_mon = {m.id: m for m in old.monitors}
     new_mon = {m.id: m for m in new.monitors}
     out.monitors_added = [k for k in new_mon if k not in old_mon]

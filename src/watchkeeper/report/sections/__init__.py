@@ -11,6 +11,8 @@ show; ``watchkeeper.report.render`` puts them in order under the header.
 - ``drift``: each column's distance from the reference against its threshold
 - ``fairness``: parity measures per sensitive attribute, the groups
 - ``security``: out-of-distribution rows, features to blame, traffic per client
+- ``suite``: a suite's task, budget per family, monitors, rules and columns (it reads a
+  ``Suite``: the notebook display of :mod:`watchkeeper.report.notebook`)
 - ``common``: ``WindowView``, ``windows_of`` and the lenient accessors they all use
 """
 

@@ -1,0 +1,39 @@
+"""Rich display in Jupyter without a lower stage importing the report.
+
+``CheckResult``, ``Suite`` and ``Incident`` define ``_repr_html_`` as :func:`html_of`,
+which asks the renderer registered for the object's class. The report stage registers
+them (:mod:`watchkeeper.report.notebook`, imported by ``import watchkeeper`` on first use
+of a name that gives such objects), so the stages below it keep importing nothing above
+them. With no renderer registered, ``_repr_html_`` returns None and Jupyter shows the
+plain ``repr``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+_RENDERERS: dict[type, Callable[[Any], str]] = {}
+
+
+def register_html(cls: type, render: Callable[[Any], str]) -> None:
+    """Render instances of ``cls`` (and its subclasses) as HTML with ``render``."""
+    _RENDERERS[cls] = render
+
+
+def html_of(obj: Any) -> str | None:
+    """The HTML of ``obj`` from the renderer of its class, or None when none is registered.
+
+    >>> class Note:
+    ...     def __init__(self, text): self.text = text
+    >>> html_of(Note("hi")) is None
+    True
+    >>> register_html(Note, lambda n: f"<p>{n.text}</p>")
+    >>> html_of(Note("hi"))
+    '<p>hi</p>'
+    """
+    for cls in type(obj).__mro__:
+        render = _RENDERERS.get(cls)
+        if render is not None:
+            return render(obj)
+    return None
