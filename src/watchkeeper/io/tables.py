@@ -617,9 +617,15 @@ def csv_blocks(path: str | os.PathLike[str], layout: CsvLayout | None = None, *,
 
 
 def _csv_error(path: Path, layout: CsvLayout, exc: Exception, first_row: int) -> DataError:
+    import re
+
     first_line = str(exc).strip().splitlines()[0]
+    names = layout.names or ()
+    first_line = re.sub(r"In CSV column #(\d+)", lambda m: f"column {names[int(m[1])]!r}"
+                        if int(m[1]) < len(names) else m[0], first_line)
     return DataError(f"{path}: rows from {first_row}: cannot read as CSV with delimiter "
-                     f"{_delimiter_name(layout.delimiter or ',')}: {first_line}")
+                     f"{_delimiter_name(layout.delimiter or ',')}: {first_line} (column "
+                     "types come from the first block of rows)")
 
 
 def _cast_like(table: pa.Table, schema: pa.Schema, path: Path, first_row: int) -> pa.Table:

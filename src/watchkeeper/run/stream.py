@@ -195,40 +195,36 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
 def _parquet_batches(source: Inputs, batch_rows: int, readahead: int) -> Iterator[Batch]:
     import pyarrow.dataset as ds
 
+    files = [str(f) for f in source.files]
     try:
         if source.root is not None:  # as pq.read_table(directory) reads it
-            dataset = ds.dataset([str(f) for f in source.files], format="parquet",
-                                 partitioning="hive", partition_base_dir=str(source.root))
+            dataset = ds.dataset(files, format="parquet", partition_base_dir=str(source.root),
+                                 partitioning=ds.HivePartitioning.discover(
+                                     infer_dictionary=True))
         else:
-            dataset = ds.dataset([str(f) for f in source.files], format="parquet")
+            dataset = ds.dataset(files, format="parquet")
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{_first_line(exc)} (reading {len(source.files)} Parquet "
-                        "file(s))") from exc
-    sizes = {str(f): f.stat().st_size for f in source.files}
-    done, seen_bytes, current, row = 0, 0, "", 0
-    scanner = dataset.scanner(batch_size=batch_rows, batch_readahead=readahead,
-                              fragment_readahead=1, use_threads=True)
-    stream = scanner.scan_batches()
-    while True:
+        raise DataError(f"{source.root or files[0]}: cannot read as Parquet: "
+                        f"{_first_line(exc)}") from exc
+    done = 0
+    for fragment in dataset.get_fragments():
+        path, size, row = Path(fragment.path), Path(fragment.path).stat().st_size, 0
         try:
-            tagged = next(stream)
-        except StopIteration:
-            return
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-            where = f"{current}: rows from {row}" if current else "the first file"
-            raise DataError(f"{where}: cannot read as Parquet: {_first_line(exc)}") from exc
-        path = tagged.fragment.path
-        if path != current:
-            done += sizes.get(current, 0)
-            current, row, seen_bytes = path, 0, 0
-            total_rows = tagged.fragment.count_rows() or 1
-        batch = tagged.record_batch
-        if batch.num_rows == 0:
-            continue
-        seen_bytes = min(sizes[path], sizes[path] * (row + batch.num_rows) // total_rows)
-        yield Batch(missing_as_null(pa.Table.from_batches([batch])), Path(path), row,
-                    done + seen_bytes)
-        row += batch.num_rows
+            total = max(fragment.metadata.num_rows, 1)
+            stream = fragment.to_batches(schema=dataset.schema, batch_size=batch_rows,
+                                         batch_readahead=readahead, fragment_readahead=1,
+                                         use_threads=True)
+            for batch in stream:
+                if batch.num_rows:
+                    seen = min(size, size * (row + batch.num_rows) // total)
+                    yield Batch(missing_as_null(pa.Table.from_batches([batch])), path, row,
+                                done + seen)
+                    row += batch.num_rows
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
+                OSError) as exc:
+            raise DataError(f"{path}: rows from {row}: cannot read as Parquet like the "
+                            f"files before it: {_first_line(exc)}") from exc
+        done += size
 
 
 def _first_line(exc: BaseException) -> str:

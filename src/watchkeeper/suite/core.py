@@ -408,6 +408,7 @@ class Suite:
         ``memory`` (``"2GB"``) bounds the batches in flight; one batch over it is an error.
         Labels (``labels``, held in memory) are joined by id batch by batch. The result
         keeps no prediction ids: :meth:`CheckResult.add_labels` needs :meth:`check`."""
+        from watchkeeper.run import stream
         from watchkeeper.run.stream import (
             Windowing,
             batches,
@@ -434,7 +435,7 @@ class Suite:
 
             by_id = last_labels(labels, assert_task(task))
         files = inputs(source)
-        reading = batches(files, layout=layout, notes=notes,
+        reading = batches(files, batch_rows=stream.BATCH_ROWS, layout=layout, notes=notes,
                           names_if_headerless=tuple(c.name for c in self.schema))
         with tqdm(total=files.bytes, desc="checking", unit="B", unit_scale=True,
                   disable=_quiet(progress), leave=False) as bar:
