@@ -362,7 +362,8 @@ class Suite:
         if window_by is not None:
             windows = group_windows(table, window_by)
         elif window is not None:
-            windows = time_windows(table, self._time_column(), WindowLength.parse(window), tz)
+            length = WindowLength.parse(window)
+            windows = time_windows(table, self._time_column(), length, tz)
         else:
             windows = row_windows(table, window_rows)
         if task is not None and task.id is not None and task.id in table.column_names:
@@ -425,7 +426,8 @@ class Suite:
             raise DataError(f"window_rows: must be a positive integer, got {window_rows!r}")
         windowing = Windowing(rows=window_rows, by=window_by, tz=tz)
         if window is not None:
-            windowing.time, windowing.length = self._time_column(), WindowLength.parse(window)
+            windowing.length = WindowLength.parse(window)
+            windowing.time = self._time_column()
         if window_by and window_by not in self.schema.columns:
             windowing.drop = (window_by,)
         task = self.schema.task
