@@ -40,7 +40,7 @@ FLAGS = {
     "tz": "--tz", "labels": "--labels", "delimiter": "--delimiter", "header": "--header",
     "names": "--names", "grace": "--grace", "retention": "--retention",
     "lease_ttl": "--lease-ttl", "login_window": "--login-window",
-    "body_timeout": "--body-timeout",
+    "body_timeout": "--body-timeout", "memory": "--memory", "jobs": "--jobs",
 }
 #: Parameters given as CLI arguments (a file): their messages already name the file.
 _ARGUMENTS = frozenset({"path", "reference", "data"})

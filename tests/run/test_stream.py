@@ -183,3 +183,7 @@ def test_cli_check_streams_with_jobs_and_memory(timed: tuple[wk.Suite, pa.Table,
               cwd=tmp_path)
     assert bad.returncode == 2 and "memory budget" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    unreadable = run("check", "cur.parquet", "--suite", d / "suite.yaml", "--memory", "lots",
+                     cwd=tmp_path)
+    assert unreadable.returncode == 2
+    assert unreadable.stderr.startswith("error: --memory: expected a size like 2GB")

@@ -154,13 +154,12 @@ class Batch:
 
 def batches(source: Inputs, *, batch_rows: int = BATCH_ROWS, layout: CsvLayout | None = None,
             names_if_headerless: tuple[str, ...] | None = None,
-            notes: Callable[[Path, str], None] | None = None,
-            readahead: int = 2) -> Iterator[Batch]:
+            notes: Callable[[Path, str], None] | None = None) -> Iterator[Batch]:
     """The rows of every file in turn, ``batch_rows`` or fewer at a time (CSV blocks
     cleaned as :func:`read_csv` cleans a file; Parquet batches are cleaned of missing-value
     spellings where they are profiled)."""
     if source.format == "parquet":
-        yield from _parquet_batches(source, batch_rows, readahead)
+        yield from _parquet_batches(source, batch_rows)
         return
     done = 0
     for path in source.files:
@@ -193,7 +192,7 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     return tables[0] if len(tables) == 1 else missing_as_null(pa.concat_tables(tables))
 
 
-def _parquet_batches(source: Inputs, batch_rows: int, readahead: int) -> Iterator[Batch]:
+def _parquet_batches(source: Inputs, batch_rows: int) -> Iterator[Batch]:
     """Each file's row groups in turn through ``ParquetFile.iter_batches`` (one row group
     decoded at a time, without pre-buffering: the dataset scanner read row groups ahead,
     +660 MB at 10M rows). A directory's columns and hive partitions are discovered as
