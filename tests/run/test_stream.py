@@ -3,6 +3,7 @@ the JSON result the in-memory check gives, whatever the batches, files and jobs.
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,10 @@ def test_csv_read_in_blocks_matches_the_whole_file(timed: tuple[wk.Suite, pa.Tab
     memory = suite.check(tmp_path / "cur.csv", window="1d", progress=False)
     streamed = suite.check_stream(tmp_path / "cur.csv", window="1d", progress=False, jobs=2)
     assert _json(streamed) == _json(memory)
+    with gzip.open(tmp_path / "cur.csv.gz", "wb") as packed:  # compressed: the same rows
+        packed.write((tmp_path / "cur.csv").read_bytes())
+    assert _json(suite.check_stream(tmp_path / "cur.csv.gz", window="1d", progress=False)) \
+        == _json(memory)
 
 
 def test_bad_row_mid_stream_names_the_file_and_rows(timed: tuple[wk.Suite, pa.Table, Path],

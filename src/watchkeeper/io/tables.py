@@ -583,10 +583,11 @@ def csv_blocks(path: str | os.PathLike[str], layout: CsvLayout | None = None, *,
         convert = csv.ConvertOptions(
             null_values=list(NA_TEXTS), strings_can_be_null=True,
             column_types={n: pa.string() for n in names} if spaced else None)
-        stream = pa.OSFile(str(p), "rb") if p.suffix.lower() not in (".gz", ".bz2", ".zst") \
-            else pa.input_stream(str(p), compression="detect")
+        raw = pa.OSFile(str(p), "rb")  # its position: the bytes read, compressed or not
+        codec = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}.get(p.suffix.lower())
+        stream = pa.CompressedInputStream(raw, codec) if codec else raw
         done, types = 0, None
-        with stream:
+        with raw, stream:
             try:
                 reader = csv.open_csv(stream, read_options=read, parse_options=parse,
                                       convert_options=convert)
@@ -610,7 +611,7 @@ def csv_blocks(path: str | os.PathLike[str], layout: CsvLayout | None = None, *,
                     table = _mark_clean(table)
                 else:
                     table = missing_as_null(table)
-                yield CsvBlock(table, done, stream.tell())
+                yield CsvBlock(table, done, raw.tell())
                 done += table.num_rows
 
     return blocks(), full, notes
