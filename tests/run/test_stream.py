@@ -162,14 +162,24 @@ def test_memory_budget(timed: tuple[wk.Suite, pa.Table, Path], small_batches: No
                        tmp_path: Path) -> None:
     suite, current, _ = timed
     pq.write_table(current, tmp_path / "cur.parquet")
-    with pytest.raises(DataError, match=r"cur\.parquet: rows 0-999: one batch of 1000 rows "
-                                        r"takes about .* MB .*memory budget \(0 MB\)"):
-        suite.check_stream(tmp_path / "cur.parquet", memory="10kB", progress=False)
+    # a row group is decoded whole: one over the budget is refused before it is read
+    with pytest.raises(DataError, match=r"cur\.parquet: rows 0-11999: a row group of 12000 "
+                                        r"rows takes \d+ MB decoded, more than the memory "
+                                        r"budget \(1 MB\); .*smaller row groups"):
+        suite.check_stream(tmp_path / "cur.parquet", memory="1MB", progress=False)
+    # row groups within the budget, a batch (counted thrice for profiling) over it
+    pq.write_table(current, tmp_path / "groups.parquet", row_group_size=1000)
+    group = pq.ParquetFile(tmp_path / "groups.parquet").metadata.row_group(0).total_byte_size
+    with pytest.raises(DataError, match=r"groups\.parquet: rows 0-999: one batch of 1000 "
+                                        r"rows takes about .* MB to profile, more than the "
+                                        r"memory budget"):
+        suite.check_stream(tmp_path / "groups.parquet", memory=int(1.5 * group),
+                           progress=False)
     # a budget of a few batches in flight: the same result as an unbounded one
-    one = current.slice(0, 1000).nbytes * stream.PROFILE_OVERHEAD
-    assert _json(suite.check_stream(tmp_path / "cur.parquet", memory=3 * one, jobs=2,
+    one = max(current.slice(0, 1000).nbytes, group) * stream.PROFILE_OVERHEAD
+    assert _json(suite.check_stream(tmp_path / "groups.parquet", memory=3 * one, jobs=2,
                                     progress=False)) == _json(
-        suite.check_stream(tmp_path / "cur.parquet", progress=False))
+        suite.check_stream(tmp_path / "groups.parquet", progress=False))
     assert parse_memory("2GB") == 2_000_000_000 and parse_memory("1.5GiB") == 3 * 2**29
     with pytest.raises(DataError, match="memory: expected a size"):
         parse_memory("lots")

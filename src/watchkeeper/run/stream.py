@@ -154,12 +154,13 @@ class Batch:
 
 def batches(source: Inputs, *, batch_rows: int = BATCH_ROWS, layout: CsvLayout | None = None,
             names_if_headerless: tuple[str, ...] | None = None,
-            notes: Callable[[Path, str], None] | None = None) -> Iterator[Batch]:
+            notes: Callable[[Path, str], None] | None = None,
+            memory: int | None = None) -> Iterator[Batch]:
     """The rows of every file in turn, ``batch_rows`` or fewer at a time (CSV blocks
     cleaned as :func:`read_csv` cleans a file; Parquet batches are cleaned of missing-value
     spellings where they are profiled)."""
     if source.format == "parquet":
-        yield from _parquet_batches(source, batch_rows)
+        yield from _parquet_batches(source, batch_rows, memory)
         return
     done = 0
     for path in source.files:
@@ -192,7 +193,7 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     return tables[0] if len(tables) == 1 else missing_as_null(pa.concat_tables(tables))
 
 
-def _parquet_batches(source: Inputs, batch_rows: int) -> Iterator[Batch]:
+def _parquet_batches(source: Inputs, batch_rows: int, memory: int | None) -> Iterator[Batch]:
     """Each file's row groups in turn through ``ParquetFile.iter_batches`` (one row group
     decoded at a time, without pre-buffering: the dataset scanner read row groups ahead,
     +660 MB at 10M rows). A directory's columns and hive partitions are discovered as
@@ -220,6 +221,8 @@ def _parquet_batches(source: Inputs, batch_rows: int) -> Iterator[Batch]:
         try:
             file = pq.ParquetFile(path, pre_buffer=False)
             total = max(file.metadata.num_rows, 1)
+            if memory is not None:
+                _check_row_groups(file, path, memory)
             for batch in file.iter_batches(batch_size=batch_rows, use_threads=True):
                 if not batch.num_rows:
                     continue
@@ -235,6 +238,20 @@ def _parquet_batches(source: Inputs, batch_rows: int) -> Iterator[Batch]:
             raise DataError(f"{path}: rows from {row}: cannot read as parquet like the "
                             f"files before it: {_first_line(exc)}") from exc
         done += size
+
+
+def _check_row_groups(file: Any, path: Path, memory: int) -> None:
+    """A row group is decoded whole: one larger than the memory budget cannot keep to it."""
+    first = 0
+    for i in range(file.metadata.num_row_groups):
+        group = file.metadata.row_group(i)
+        if group.total_byte_size > memory:
+            raise DataError(
+                f"{path}: rows {first}-{first + group.num_rows - 1}: a row group of "
+                f"{group.num_rows} rows takes {_mb(group.total_byte_size)} decoded, more than "
+                f"the memory budget ({_mb(memory)}); give more memory or write the file with "
+                "smaller row groups (pyarrow: row_group_size=)")
+        first += group.num_rows
 
 
 def _conform(table: pa.Table, schema: pa.Schema, keys: dict[str, Any]) -> pa.Table:

@@ -438,6 +438,7 @@ class Suite:
             by_id = last_labels(labels, assert_task(task))
         files = inputs(source)
         reading = batches(files, batch_rows=stream.BATCH_ROWS, layout=layout, notes=notes,
+                          memory=budget,
                           names_if_headerless=tuple(c.name for c in self.schema))
         with tqdm(total=files.bytes, desc="checking", unit="B", unit_scale=True,
                   disable=_quiet(progress), leave=False) as bar:
