@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest clean
+.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -109,6 +109,12 @@ bench-sdk-outage: $(VENV)/.installed-dev
 bench-ingest: $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/bench_ingest.py
+
+## Streaming check: peak RSS and wall time at 1M and 10M rows, --jobs 1 and 2, beside a
+## plain pyarrow read (~5 min; the files are written once to benchmarks/data/stream).
+bench-stream: $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python benchmarks/bench_stream.py
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

@@ -44,6 +44,7 @@ FLAGS = {
     "names": "--names", "grace": "--grace", "retention": "--retention",
     "lease_ttl": "--lease-ttl", "login_window": "--login-window",
     "body_timeout": "--body-timeout", "otlp_interval": "--otlp-interval",
+    "memory": "--memory", "jobs": "--jobs",
 }
 #: Parameters given as CLI arguments (a file): their messages already name the file.
 _ARGUMENTS = frozenset({"path", "reference", "data"})
@@ -736,14 +737,31 @@ class _Checking:
     progress: bool | None
     tz: str | None = None
     layout: CsvLayout = field(default_factory=CsvLayout)
+    jobs: int | None = None
+    memory: str | None = None
 
     @property
     def data_options_given(self) -> bool:
         return any(x is not None for x in (self.window_rows, self.window, self.window_by,
-                                           self.labels_path, self.tz)) or self.layout != CsvLayout()
+                                           self.labels_path, self.tz, self.jobs, self.memory)
+                   ) or self.layout != CsvLayout()
 
     def run(self, current: Path) -> CheckResult:
         suite = Suite.load(self.suite_path)
+        from watchkeeper.run.stream import streamable
+
+        if streamable(current):  # read batch by batch: memory flat in rows, every core
+            def say(path: Path, text: str) -> None:
+                click.echo(f"{path}: {cli_text(text)}", err=True)
+
+            return suite.check_stream(current, window_rows=self.window_rows,
+                                      window=self.window, window_by=self.window_by,
+                                      labels=self.labels_path, progress=self.progress,
+                                      tz=self.tz, jobs=self.jobs, memory=self.memory,
+                                      layout=self.layout, notes=say)
+        if self.jobs is not None or self.memory is not None:
+            raise WatchkeeperError(f"{current}: --jobs and --memory apply to Parquet and CSV "
+                                   "input (files, directories, globs)")
         # a CSV file without a header row reads as the reference did: named as in the suite
         data, notes = _read_input(current, self.layout, [c.name for c in suite.schema])
         for note in notes:
@@ -768,6 +786,11 @@ _CHECK_OPTIONS = (
                       "window."),
     click.option("--progress/--no-progress", default=None,
                  help="Progress bars (default: when stderr is a terminal)."),
+    click.option("--jobs", type=click.IntRange(min=1),
+                 help="Batches profiled at once (default: every core); the result is the "
+                      "same for any number."),
+    click.option("--memory", help="Memory budget of the batches in flight, e.g. 2GB or "
+                                  "800MiB (default: none beyond 2 per job)."),
 )
 
 
@@ -777,9 +800,10 @@ def _check_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, suite_path: Path, window_rows: int | None, window: str | None,
                 window_by: str | None, labels_path: Path | None, progress: bool | None,
-                tz: str | None, layout: CsvLayout, **kwargs: Any) -> Any:
+                tz: str | None, layout: CsvLayout, jobs: int | None, memory: str | None,
+                **kwargs: Any) -> Any:
         checking = _Checking(suite_path, window_rows, window, window_by, labels_path, progress,
-                             tz, layout)
+                             tz, layout, jobs, memory)
         return command(*args, checking=checking, **kwargs)
 
     for option in reversed(_CHECK_OPTIONS):

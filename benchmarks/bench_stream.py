@@ -1,0 +1,196 @@
+"""Streaming check: peak RSS and wall time of ``watchkeeper check`` by file size and --jobs,
+beside the time pyarrow takes merely to read the same file.
+
+The current files are ``synthetic_drift_pair`` current frames (20 columns: 15 float, 5
+string), written once per size as one Parquet file (row groups of 1M rows) under
+``--dir`` (default ``benchmarks/data/stream``, git-ignored) and reused. The suite is
+``init`` of a 100,000-row reference. Every measured command runs in its own process;
+its peak RSS is the child's ``ru_maxrss`` (read by a small wrapper process, so each figure
+is that run's alone). ``load`` is the 1-minute load average just before the run: the
+machine may be shared.
+
+    .venv/bin/python benchmarks/bench_stream.py                        # 1M and 10M rows
+    .venv/bin/python benchmarks/bench_stream.py --sizes 1m,10m,50m     # 50M: ~5 GB of disk
+    .venv/bin/python benchmarks/bench_stream.py --sizes 200k --jobs 1  # a quick look
+
+Writes ``benchmarks/results/stream.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+CHUNK = 1_000_000
+
+_WRAP = """
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+wall = time.perf_counter() - t
+if done.returncode not in (0, 1):
+    sys.exit(done.stderr)
+rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(json.dumps({"wall": wall, "rss": rss}))
+"""
+
+_READ = """
+import sys, pyarrow.parquet as pq
+table = pq.read_table(sys.argv[1])
+print(table.num_rows)
+"""
+
+_SCAN = """
+import sys, pyarrow.parquet as pq
+rows = sum(b.num_rows for b in pq.ParquetFile(sys.argv[1], pre_buffer=False).iter_batches(
+    batch_size=131_072))
+print(rows)
+"""
+
+
+def _rows(text: str) -> int:
+    text = text.strip().lower()
+    scale = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)
+    return int(float(text.rstrip("km")) * scale)
+
+
+def _name(rows: int) -> str:
+    return f"{rows // 1_000_000}m" if rows % 1_000_000 == 0 else f"{rows // 1000}k"
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def prepare(directory: Path, sizes: list[int]) -> Path:
+    """The suite and one current file per size (made once)."""
+    import pyarrow.parquet as pq
+
+    import watchkeeper as wk
+    from watchkeeper.io.datasets import synthetic_drift_pair
+
+    directory.mkdir(parents=True, exist_ok=True)
+    suite = directory / "suite.yaml"
+    if not suite.exists():
+        reference, _ = synthetic_drift_pair(100_000, seed=0)
+        wk.init(reference, progress=False).save(suite)
+    for rows in sizes:
+        path = directory / f"current_{_name(rows)}.parquet"
+        if path.exists():
+            continue
+        _log(f"writing {path} ...")
+        writer = None
+        part = path.with_suffix(".part")
+        for i, at in enumerate(range(0, rows, CHUNK)):
+            _, current = synthetic_drift_pair(min(CHUNK, rows - at), seed=1000 + i)
+            if writer is None:
+                writer = pq.ParquetWriter(part, current.schema)
+            writer.write_table(current, row_group_size=CHUNK)
+        assert writer is not None
+        writer.close()
+        part.rename(path)
+    return suite
+
+
+def measure(command: list[str]) -> dict[str, float]:
+    load = os.getloadavg()[0]
+    out = subprocess.run([sys.executable, "-c", _WRAP, *command], capture_output=True,
+                         text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed: {out.stderr[-2000:]}")
+    figures = json.loads(out.stdout)
+    figures["load"] = load
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1m,10m", help="rows per file (default 1m,10m)")
+    parser.add_argument("--jobs", default="1,2", help="--jobs values (default 1,2)")
+    parser.add_argument("--dir", type=Path, default=HERE / "data" / "stream")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "stream.md")
+    parser.add_argument("--whole-read-max", default="10m",
+                        help="largest size read whole with pq.read_table (default 10m: "
+                             "50M rows take ~18 GB)")
+    args = parser.parse_args()
+    sizes = [_rows(s) for s in args.sizes.split(",")]
+    jobs = [int(j) for j in args.jobs.split(",")]
+    suite = prepare(args.dir, sizes)
+    watchkeeper = str(BIN / "watchkeeper")
+    rows_out = []
+    for rows in sizes:
+        path = args.dir / f"current_{_name(rows)}.parquet"
+        read = (measure([sys.executable, "-c", _READ, str(path)])
+                if rows <= _rows(args.whole_read_max) else None)
+        scan = measure([sys.executable, "-c", _SCAN, str(path)])
+        _log(f"{_name(rows)} read: {read} scan: {scan}")
+        line = {"rows": rows, "mb": path.stat().st_size / 1e6, "read": read, "scan": scan,
+                "check": {}}
+        for n in jobs:
+            figures = measure([watchkeeper, "check", str(path), "--suite", str(suite),
+                               "--format", "json", "--no-progress", "--jobs", str(n)])
+            _log(f"{_name(rows)} jobs {n}: {figures}")
+            line["check"][n] = figures
+        rows_out.append(line)
+    report = render(rows_out, jobs, args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report, encoding="utf-8")
+    print(report)
+
+
+def render(lines: list[dict], jobs: list[int], args: argparse.Namespace) -> str:
+    command = " ".join(["python", "benchmarks/bench_stream.py", "--sizes", args.sizes,
+                        "--jobs", args.jobs])
+    out = [
+        "# Streaming check: memory and time by file size",
+        "",
+        f"`{command}` (or `make bench-stream`), "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())},",
+        f"{os.cpu_count()} cores. Current files: `synthetic_drift_pair` frames, 20 columns, one",
+        "Parquet file each (row groups of 1M rows); suite from a 100k-row reference;",
+        "`watchkeeper check FILE --format json --jobs N` (one window of all rows). Peak RSS is",
+        "the process's `ru_maxrss`; *read* is `pq.read_table(FILE)` in a fresh process",
+        "(whole file in memory; skipped above `--whole-read-max`), *scan* reads the file",
+        "batch by batch as the check does (`ParquetFile.iter_batches`), and */ read* divides",
+        "the check's time by the read's (else the scan's). *load*: 1-minute load average",
+        "before the run (the machine may be shared). Every time includes the process start",
+        "(Python and imports, ~0.5 s for the check).",
+        "",
+        "| rows | file MB | read s | read RSS MB | scan s | scan RSS MB | "
+        + " | ".join(f"check j{n} s | j{n} RSS MB | j{n} / read | load j{n}" for n in jobs)
+        + (" | j1 / j2 |" if 1 in jobs and 2 in jobs else " |"),
+        "|---:|---:|---:|---:|---:|---:|" + "---:|---:|---:|---:|" * len(jobs)
+        + ("---:|" if 1 in jobs and 2 in jobs else ""),
+    ]
+    for line in lines:
+        read, scan = line["read"], line["scan"]
+        base = read or scan
+        cells = [f"{line['rows']:,}", f"{line['mb']:.0f}",
+                 f"{read['wall']:.2f}" if read else "–",
+                 f"{read['rss'] / 1e6:.0f}" if read else "–",
+                 f"{scan['wall']:.2f}", f"{scan['rss'] / 1e6:.0f}"]
+        for n in jobs:
+            c = line["check"][n]
+            cells += [f"{c['wall']:.2f}", f"{c['rss'] / 1e6:.0f}",
+                      f"{c['wall'] / base['wall']:.2f}×", f"{c['load']:.1f}"]
+        if 1 in jobs and 2 in jobs:
+            cells.append(f"{line['check'][1]['wall'] / line['check'][2]['wall']:.2f}×")
+        out.append("| " + " | ".join(cells) + " |")
+    out.append("")
+    for n in jobs:
+        rss = [line["check"][n]["rss"] / 1e6 for line in lines]
+        out.append(f"- `--jobs {n}`: peak RSS from {min(rss):.0f} to {max(rss):.0f} MB over "
+                   f"the sizes, a spread of {max(rss) - min(rss):.0f} MB (target: within 150 MB).")
+    out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main()
