@@ -60,16 +60,16 @@ def test_a_check_is_exported_as_metrics_and_events(result: wk.CheckResult):
     assert r.metrics[0].resource_metrics[0].scope_metrics[0].scope.name == "watchkeeper"
     points = r.points()
     last = result.windows[-1]
-    # per window: rows, and per column the drift statistics and threshold
+    # per window: rows, and per column the drift distance and threshold
     rows = [v for name, a, v in points if name == "ml.window.rows"]
     assert rows == [float(w.rows) for w in result.windows] == [1000.0] * 4
     drift = last.metrics["drift"]["x"]
-    got = {(a["ml.statistic"]): v for name, a, v in points[-100:]
+    got = {a["ml.monitor"]: v for name, a, v in points[-100:]  # the last window's
            if name == "ml.drift.distance" and a["ml.column"] == "x"}
-    assert got == {k: pytest.approx(v) for k, v in drift.items() if k != "threshold"}
+    assert got == {"feature_drift": pytest.approx(drift["js"])}
     [threshold] = [(a, v) for name, a, v in points if name == "ml.drift.threshold"
                    and a["ml.column"] == "x"][-1:]
-    assert threshold == ({"ml.model": "churn", "ml.column": "x"},
+    assert threshold == ({"ml.model": "churn", "ml.column": "x", "ml.monitor": "feature_drift"},
                          pytest.approx(drift["threshold"]))
     # every finding of the last window: value, threshold, severity level, by its attributes
     f = next(f for f in last.findings if f.column == "x")
@@ -122,8 +122,10 @@ def test_window_metrics_name_every_family():
     model = ("ml.model", "m")
     assert got == {
         ("ml.window.rows", (model,), 500.0),
-        ("ml.drift.distance", (("ml.column", "AGEP"), model, ("ml.statistic", "js")), 0.21),
-        ("ml.drift.threshold", (("ml.column", "AGEP"), model), 0.06),
+        ("ml.drift.distance", (("ml.column", "AGEP"), model, ("ml.monitor", "feature_drift")),
+         0.21),
+        ("ml.drift.threshold", (("ml.column", "AGEP"), model, ("ml.monitor", "feature_drift")),
+         0.06),
         ("ml.performance.realised", (("ml.metric", "accuracy"), model), 0.81),  # f1 NaN: none
         ("ml.performance.estimated", (("ml.metric", "accuracy"), model), 0.8),
         ("ml.performance.estimated.lower", (("ml.metric", "accuracy"), model), 0.78),

@@ -53,6 +53,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from watchkeeper.alerts.notifiers.base import mask_url
+from watchkeeper.run.series import window_series
 
 if TYPE_CHECKING:
     from watchkeeper.alerts.notification import Notification
@@ -68,7 +69,7 @@ UNITS = {"ml.service.latency": "ms", "ml.window.rows": "{row}", "ml.ood.rows": "
          "ml.ood.share": "1", "ml.drift.distance": "1", "ml.drift.threshold": "1"}
 DESCRIPTIONS = {
     "ml.window.rows": "Rows in the window",
-    "ml.drift.distance": "Drift statistic of a column against the reference (ml.statistic)",
+    "ml.drift.distance": "Jensen-Shannon distance of a column from the reference",
     "ml.drift.threshold": "Calibrated drift threshold of a column",
     "ml.performance.realised": "Performance on the window's labelled rows (ml.metric)",
     "ml.performance.estimated": "Performance estimated without labels (ml.metric)",
@@ -76,6 +77,9 @@ DESCRIPTIONS = {
     "ml.performance.estimated.upper": "Upper end of the estimate's expected band",
     "ml.fairness.gap": "Largest gap between groups of a sensitive column (ml.metric)",
     "ml.fairness.di_ratio": "Disparate-impact ratio of a sensitive column",
+    "ml.fairness.selection_rate": "Selection rate of each group (ml.group) of a sensitive "
+                                  "column",
+    "ml.rule.violation_rate": "Share of checked rows that violate a rule (ml.rule)",
     "ml.ood.share": "Share of rows out of the reference's distribution",
     "ml.ood.rows": "Rows out of the reference's distribution",
     "ml.service.latency": "Prediction latency quantile (ml.statistic: p50, p90, p99...)",
@@ -141,44 +145,40 @@ class _Points:
                 for name, points in self.points.items()]
 
 
+#: The OTel name of each series of :func:`window_series` (and attributes it adds), and of
+#: its labels: one walk over a window's measures for ``/metrics`` and for OTLP.
+OTEL_SERIES: dict[str, tuple[str, dict[str, str]]] = {
+    "drift_distance": ("ml.drift.distance", {}),
+    "drift_threshold": ("ml.drift.threshold", {}),
+    "performance_realised": ("ml.performance.realised", {}),
+    "performance_estimated": ("ml.performance.estimated", {}),
+    "performance_estimated_low": ("ml.performance.estimated.lower", {}),
+    "performance_estimated_high": ("ml.performance.estimated.upper", {}),
+    "label_coverage": ("ml.label_coverage", {}),
+    "fairness_di_ratio": ("ml.fairness.di_ratio", {}),
+    "fairness_eo_difference": ("ml.fairness.gap", {"ml.metric": "eo_difference"}),
+    "fairness_dp_difference": ("ml.fairness.gap", {"ml.metric": "dp_difference"}),
+    "fairness_selection_rate": ("ml.fairness.selection_rate", {}),
+    "ood_share": ("ml.ood.share", {}),
+    "ood_rows": ("ml.ood.rows", {}),
+    "latency_ms": ("ml.service.latency", {}),
+    "rule_violation_rate": ("ml.rule.violation_rate", {}),
+}
+OTEL_LABELS = {"column": "ml.column", "attribute": "ml.column", "monitor": "ml.monitor",
+               "metric": "ml.metric", "group": "ml.group", "quantile": "ml.statistic",
+               "rule": "ml.rule"}
+
+
 def window_metrics(model: str, w: WindowResult) -> list[Metric]:
     """One window's metrics as OTel gauges (time: the window's end, start time: its start):
-    rows; per column drift statistic and threshold; realised and estimated performance with
-    the estimate's band; fairness gaps; out-of-distribution share; service latency; and
-    every finding's value, threshold and severity level."""
+    its rows, the measures ``/metrics`` shows (:func:`window_series`: drift per column and
+    threshold, realised and estimated performance with band, fairness, out-of-distribution
+    share, latency, rules) and every finding's value, threshold and severity level."""
     p = _Points({"ml.model": model}, _nanos(w.start), _nanos(w.end or w.start))
-    m = w.metrics or {}
     p.add("ml.window.rows", w.rows)
-    for column, d in (m.get("drift") or {}).items():
-        if isinstance(d, dict):
-            p.add("ml.drift.threshold", d.get("threshold"), **{"ml.column": column})
-            for stat, v in d.items():
-                if stat != "threshold":
-                    p.add("ml.drift.distance", v, **{"ml.column": column, "ml.statistic": stat})
-    for name, v in (m.get("realised") or {}).items():
-        if name not in ("rows", "labeled"):
-            p.add("ml.performance.realised", v, **{"ml.metric": name})
-    for name, v in (m.get("estimated") or {}).items():
-        p.add("ml.performance.estimated", v, **{"ml.metric": name})
-    for name, band in (m.get("estimated_band") or {}).items():
-        if isinstance(band, list | tuple) and len(band) == 2:
-            p.add("ml.performance.estimated.lower", band[0], **{"ml.metric": name})
-            p.add("ml.performance.estimated.upper", band[1], **{"ml.metric": name})
-    for column, f in (m.get("fairness") or {}).items():
-        if not isinstance(f, dict):
-            continue
-        dp = f.get("dp_difference")
-        p.add("ml.fairness.gap", dp[0] if isinstance(dp, list | tuple) and dp else dp,
-              **{"ml.column": column, "ml.metric": "dp_difference"})
-        p.add("ml.fairness.gap", f.get("eo_difference"),
-              **{"ml.column": column, "ml.metric": "eo_difference"})
-        p.add("ml.fairness.di_ratio", f.get("di_ratio"), **{"ml.column": column})
-    security = m.get("security") or {}
-    p.add("ml.ood.share", security.get("ood_share"))
-    p.add("ml.ood.rows", security.get("ood_rows"))
-    for q, v in (m.get("latency_ms") or {}).items():
-        p.add("ml.service.latency", v, **{"ml.statistic": q})
-    p.add("ml.label_coverage", m.get("label_coverage"))
+    for series, labels, value in window_series(w.metrics or {}):
+        name, extra = OTEL_SERIES[series]
+        p.add(name, value, **{OTEL_LABELS[k]: v for k, v in labels.items()}, **extra)
     for f in w.findings:
         attrs = _finding_attributes(model, f)
         p.add("ml.finding.value", f.value, **attrs)

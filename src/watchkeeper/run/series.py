@@ -36,8 +36,11 @@ SERIES: dict[str, tuple[str, tuple[str, ...]]] = {
                           "per sensitive attribute", ("attribute",)),
     "fairness_eo_difference": ("Equalised-odds difference (largest gap in TPR or FPR), per "
                                "sensitive attribute", ("attribute",)),
+    "fairness_dp_difference": ("Demographic-parity difference (largest gap in selection "
+                               "rate), per sensitive attribute", ("attribute",)),
     "fairness_selection_rate": ("Selection rate of each group", ("attribute", "group")),
     "ood_share": ("Share of rows out of the reference distribution", ()),
+    "ood_rows": ("Rows out of the reference distribution", ()),
     "latency_ms": ("Request latency quantiles in milliseconds", ("quantile",)),
     "rule_violation_rate": ("Share of checked rows that violate each declarative rule",
                             ("rule",)),
@@ -85,10 +88,15 @@ def window_series(metrics: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, s
         yield from out("fairness_di_ratio", d.get("di_ratio"), attribute=str(attribute))
         yield from out("fairness_eo_difference", d.get("eo_difference"),
                        attribute=str(attribute))
+        dp = d.get("dp_difference")  # [difference, low, high]
+        yield from out("fairness_dp_difference", dp[0] if isinstance(dp, (list, tuple)) and dp
+                       else dp, attribute=str(attribute))
         for group, g in _mapping(d.get("groups")).items():
             yield from out("fairness_selection_rate", _mapping(g).get("selection_rate"),
                            attribute=str(attribute), group=str(group))
-    yield from out("ood_share", _mapping(metrics.get("security")).get("ood_share"))
+    security = _mapping(metrics.get("security"))
+    yield from out("ood_share", security.get("ood_share"))
+    yield from out("ood_rows", security.get("ood_rows"))
     for quantile, value in _mapping(metrics.get("latency_ms")).items():
         yield from out("latency_ms", value, quantile=str(quantile))
     for rule, d in _mapping(metrics.get("rules")).items():
