@@ -631,14 +631,20 @@ class _Checking:
     progress: bool | None
     tz: str | None = None
     layout: CsvLayout = field(default_factory=CsvLayout)
+    engine: str = "local"
+    spark_master: str = "local[*]"
+    spark_conf: tuple[str, ...] = ()
 
     @property
     def data_options_given(self) -> bool:
         return any(x is not None for x in (self.window_rows, self.window, self.window_by,
-                                           self.labels_path, self.tz)) or self.layout != CsvLayout()
+                                           self.labels_path, self.tz)) \
+            or self.layout != CsvLayout() or self.engine != "local"
 
     def run(self, current: Path) -> CheckResult:
         suite = Suite.load(self.suite_path)
+        if self.engine == "spark":
+            return self._run_on_spark(current, suite)
         # a CSV file without a header row reads as the reference did: named as in the suite
         data, notes = _read_input(current, self.layout, [c.name for c in suite.schema])
         for note in notes:
@@ -646,6 +652,33 @@ class _Checking:
         return suite.check(data, window_rows=self.window_rows, window=self.window,
                            window_by=self.window_by, labels=self.labels_path,
                            progress=self.progress, tz=self.tz)
+
+
+    def _run_on_spark(self, current: Path, suite: Suite) -> CheckResult:
+        """The check on Spark: CURRENT and --labels read by Spark (Parquet or CSV files or
+        directories), profiled on the executors."""
+        if self.layout != CsvLayout():
+            raise WatchkeeperError("--engine spark reads CSV files with a header row and "
+                                   "their inferred types; drop the CSV layout options")
+        conf = []
+        for item in self.spark_conf:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise WatchkeeperError(f"--spark-conf: expected KEY=VALUE, got {item!r}")
+            conf.append((key.strip(), value))
+        try:
+            import pyspark  # noqa: F401
+        except ImportError:
+            raise WatchkeeperError("--engine spark needs pyspark (and Java 17 or later): "
+                                   "pip install 'watchkeeper[spark]'") from None
+        from watchkeeper import spark
+
+        session = spark.session(self.spark_master, conf)
+        labels = (spark.read(session, self.labels_path, "labels")
+                  if self.labels_path is not None else None)
+        return spark.check(spark.read(session, current), suite, window_rows=self.window_rows,
+                           window=self.window, window_by=self.window_by, labels=labels,
+                           tz=self.tz)
 
 
 _CHECK_OPTIONS = (
@@ -663,6 +696,17 @@ _CHECK_OPTIONS = (
                       "window."),
     click.option("--progress/--no-progress", default=None,
                  help="Progress bars (default: when stderr is a terminal)."),
+    click.option("--engine", type=click.Choice(["local", "spark"]), default="local",
+                 show_default=True,
+                 help="Where rows are profiled: in this process, or on Apache Spark (extra "
+                      "spark; CURRENT and --labels are then Parquet or CSV files or "
+                      "directories, read by Spark; see docs/spark.md)."),
+    click.option("--spark-master", default="local[*]", show_default=True,
+                 help="Spark master URL for --engine spark (local[4], spark://host:7077, "
+                      "yarn...)."),
+    click.option("--spark-conf", multiple=True, metavar="KEY=VALUE",
+                 help="A Spark setting for --engine spark (repeatable), e.g. "
+                      "spark.executor.memory=4g."),
 )
 
 
@@ -672,9 +716,10 @@ def _check_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, suite_path: Path, window_rows: int | None, window: str | None,
                 window_by: str | None, labels_path: Path | None, progress: bool | None,
-                tz: str | None, layout: CsvLayout, **kwargs: Any) -> Any:
+                tz: str | None, layout: CsvLayout, engine: str, spark_master: str,
+                spark_conf: tuple[str, ...], **kwargs: Any) -> Any:
         checking = _Checking(suite_path, window_rows, window, window_by, labels_path, progress,
-                             tz, layout)
+                             tz, layout, engine, spark_master, spark_conf)
         return command(*args, checking=checking, **kwargs)
 
     for option in reversed(_CHECK_OPTIONS):
