@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest clean
+.PHONY: run test test-dashboard test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest bench-spark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +95,10 @@ bench-sdk-outage: $(VENV)/.installed-dev
 bench-ingest: $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/bench_ingest.py
+
+## The Spark engine (local[2]) vs the local engine on the 1M-row synthetic pair (~3 min).
+bench-spark: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_spark.py
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache
