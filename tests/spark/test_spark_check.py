@@ -58,10 +58,10 @@ def assert_same_result(local: wk.CheckResult, spark: wk.CheckResult) -> None:
 
 @pytest.fixture(scope="module")
 def acs_parts(tmp_path_factory: pytest.TempPathFactory, acs_analysis: pa.Table) -> Path:
-    """The ACS analysis rows in one Parquet file of 11 row groups, which Spark reads as
+    """The first 100k ACS analysis rows in one Parquet file of 10 row groups, which Spark reads as
     several partitions (spark.sql.files.maxPartitionBytes below)."""
     path = tmp_path_factory.mktemp("spark") / "analysis.parquet"
-    pq.write_table(acs_analysis, path, row_group_size=20_000)
+    pq.write_table(acs_analysis.slice(0, 100_000), path, row_group_size=10_000)
     return path
 
 
@@ -98,12 +98,12 @@ def test_acs_row_windows_keep_the_row_order_across_partitions(
         labels = pa.concat_tables([stale, shuffled, strangers])
         path = acs_parts.with_name("labels.parquet")
         pq.write_table(labels, path)
-        got = wks.check(df, acs_suite, window_rows=60_000, labels=wks.read(spark, path))
+        got = wks.check(df, acs_suite, window_rows=30_000, labels=wks.read(spark, path))
     finally:
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
-    want = acs_suite.check(acs_analysis, window_rows=60_000, labels=labels)
-    assert got.unmatched_labels == 7
-    assert [w.rows for w in got.windows] == [60_000, 60_000, 60_000, 28_892]
+    want = acs_suite.check(acs_analysis.slice(0, 100_000), window_rows=30_000, labels=labels)
+    assert got.unmatched_labels == want.unmatched_labels > 7  # the strangers, later rows
+    assert [w.rows for w in got.windows] == [30_000, 30_000, 30_000, 10_000]
     assert_same_result(want, got)
 
 

@@ -4,7 +4,9 @@
 engine's profile function on Arrow record batches), merges the partial profiles exactly on
 the executors, and judges the windows on the driver: the same
 :class:`~watchkeeper.run.check.CheckResult` as :meth:`Suite.check
-<watchkeeper.suite.core.Suite.check>` on the same rows. See docs/spark.md.
+<watchkeeper.suite.core.Suite.check>` on the same rows. :class:`~watchkeeper.spark.stream.
+StoreSink` writes a Structured Streaming query's window profiles into the store, exactly
+once per micro-batch. See docs/spark.md.
 """
 
 from __future__ import annotations
