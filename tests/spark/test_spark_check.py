@@ -144,8 +144,10 @@ def test_time_windows_with_every_family_equal_local(spark: SparkSession,
     assert got.windows[2].rows == 0 and got.windows[0].start == want.windows[0].start
     families = {f.family for f in want.findings}
     assert {"quality", "drift"} <= families  # num_01 is gone, the features drifted
-    assert {"fairness", "performance", "security"} & set(want.windows[0].metrics) or \
-        want.windows[0].metrics
+    # every family measured: realised and estimated performance, fairness, security
+    # (out-of-distribution tallies and per-client activity)
+    assert {"realised", "estimated", "fairness", "security"} <= set(want.windows[0].metrics)
+    assert set(got.windows[0].profile.clients) == {"a", "b", "c", "bot"}
     assert_same_result(want, got)
 
 

@@ -47,10 +47,15 @@ def test_check_on_spark_prints_the_local_json(spark: SparkSession, tmp_path: Pat
     assert on_spark == local
 
 
-def test_spark_options_are_checked(spark: SparkSession, tmp_path: Path) -> None:
+def test_report_on_spark_and_bad_spark_options(spark: SparkSession, tmp_path: Path) -> None:
     reference = pa.table({"x": [float(i % 7) for i in range(200)]})
     wk.init(reference).save(tmp_path / "suite.yaml")
     pq.write_table(reference, tmp_path / "cur.parquet")
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "cur.parquet"), "--suite",
+                                       str(tmp_path / "suite.yaml"), "--engine", "spark",
+                                       "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.stderr
+    assert "<html" in (tmp_path / "r.html").read_text(encoding="utf-8").lower()
     code, _, err = _check(tmp_path / "cur.parquet", "--suite", tmp_path / "suite.yaml",
                           "--engine", "spark", "--spark-conf", "spark.executor.memory")
     assert code != 0 and "--spark-conf: expected KEY=VALUE" in err
