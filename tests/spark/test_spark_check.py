@@ -20,7 +20,7 @@ from tests.helpers import ACS
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.datasets import synthetic_drift_pair
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # a Spark session takes seconds to start
 
 
 def assert_close(local: Any, spark: Any, where: str = "result") -> None:

@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 import watchkeeper as wk
 from watchkeeper.cli import main
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # a Spark session takes seconds to start
 
 
 def _check(*args: str | Path) -> tuple[int, str, str]:

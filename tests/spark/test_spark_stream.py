@@ -17,7 +17,7 @@ import watchkeeper as wk
 from watchkeeper.spark.stream import StoreSink
 from watchkeeper.store import Store
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # a Spark session takes seconds to start
 
 HOUR0 = datetime(2026, 12, 2, 8, tzinfo=UTC)
 
