@@ -78,6 +78,8 @@ def test_acs_by_year_with_late_labels_equals_local(spark: SparkSession, acs_suit
     assert any(w.findings for w in got.windows)  # there is something to agree on
     assert "realised" in got.windows[0].metrics  # the labels were joined
     assert_same_result(want, got)
+    with pytest.raises(DataError, match="keeps no prediction ids on the driver"):
+        got.add_labels(acs_labels)
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ from watchkeeper.run.check import (
     WindowResult,
     _Calendar,
 )
+from watchkeeper.run.label_join import LabelJoin
 from watchkeeper.suite.core import Suite, assert_task
 
 if TYPE_CHECKING:
@@ -55,6 +56,15 @@ _EMPTY = ("empty",)
 _MISSING = ("missing",)
 
 _OUT = pa.schema([("key", pa.binary()), ("value", pa.binary())])
+
+
+class _NoIds(LabelJoin):
+    """The label join of a Spark result: it kept no prediction ids (rows) on the driver."""
+
+    def apply(self, labels: Any, profiles: list[Profile] | None) -> tuple[set[int], int]:
+        raise DataError("a check on Spark keeps no prediction ids on the driver, so labels "
+                        "cannot be added to its result; check again with labels= (all of "
+                        "them, joined by id on Spark)")
 
 
 @dataclass(frozen=True)
@@ -246,6 +256,9 @@ def check(
     else:
         assert plan.length is not None and empty is not None
         _time_windows(result, plan, merged, empty[0])
+    task = schema.task
+    if task is not None and task.id is not None and task.id in df.columns:
+        result.label_join = _NoIds(task)  # add_labels says why it cannot
     suite.evaluate_sequence(result)
     return result
 
