@@ -151,6 +151,7 @@ def test_time_windows_with_every_family_equal_local(spark: SparkSession,
     assert {"realised", "estimated", "fairness", "security"} <= set(want.windows[0].metrics)
     assert set(got.windows[0].profile.clients) == {"a", "b", "c", "bot"}
     assert_same_result(want, got)
+    assert_same_result(suite.check(current), wks.check(df, suite))  # one window of all rows
 
 
 def test_refuses_what_it_cannot_check(spark: SparkSession, tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ class _Plan:
     """What a partition needs to cut and profile its rows (shipped to the executors)."""
 
     schema: Schema
-    mode: str  # "rows", "by" or "time"
+    mode: str  # "all" (one window), "rows", "by" or "time"
     column: str | None = None  # the window_by or timestamp column
     length: WindowLength | None = None
     tz: str | None = None
@@ -81,7 +81,9 @@ class _Plan:
     def split(self, table: pa.Table) -> Iterator[tuple[Any, pa.Table, float | None,
                                                        float | None]]:
         """(window key, its rows, first and last timestamp) of each window in ``table``."""
-        if self.mode == "rows":
+        if self.mode == "all":
+            yield 0, table, None, None
+        elif self.mode == "rows":
             keys = table.column(KEY).to_numpy(zero_copy_only=False)
             yield from ((int(k), part, None, None) for k, part in _groups(table, keys))
         elif self.mode == "by":
@@ -229,20 +231,24 @@ def check(
         _Calendar(length, tz)  # an unknown time zone is refused here, not on an executor
         _need_column(df, stamps[0].name, "timestamp column")
         plan = _Plan(schema, "time", stamps[0].name, length, tz, tuple(drop))
-    else:
+    elif window_rows is not None:
         plan = _Plan(schema, "rows", drop=tuple(drop))
+    else:
+        plan = _Plan(schema, "all", drop=tuple(drop))
     total = 0
     if plan.mode == "rows":
         df, total = _with_row_windows(df, window_rows)
-        if total == 0:
-            raise DataError("no rows to check")
+    elif plan.mode == "all":
+        total = df.count()  # from the files' metadata where Spark can
+    if plan.mode in ("rows", "all") and total == 0:
+        raise DataError("no rows to check")
     if labels is not None:
         df, result.unmatched_labels = _join_labels(df, labels, suite)
     merged = _merged(df, plan)
     empty = merged.pop(_EMPTY, None)
     if not merged:
         raise DataError("no rows to check")
-    if plan.mode == "rows":
+    if plan.mode in ("rows", "all"):
         size = window_rows or total
         for k in range(-(-total // size)):
             first, last = k * size, min((k + 1) * size, total)
