@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream clean
+.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream bench-spark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,spark]"
 	touch $@ $(VENV)/.installed
 
 ACS := data/acs_employment_ma
@@ -115,6 +115,10 @@ bench-ingest: $(VENV)/.installed-dev
 bench-stream: $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/bench_stream.py
+
+## The Spark engine (local[2]) vs the local engine on the 1M-row synthetic pair (~3 min).
+bench-spark: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_spark.py
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

@@ -739,15 +739,23 @@ class _Checking:
     layout: CsvLayout = field(default_factory=CsvLayout)
     jobs: int | None = None
     memory: str | None = None
+    engine: str = "local"
+    spark_master: str = "local[*]"
+    spark_conf: tuple[str, ...] = ()
 
     @property
     def data_options_given(self) -> bool:
         return any(x is not None for x in (self.window_rows, self.window, self.window_by,
                                            self.labels_path, self.tz, self.jobs, self.memory)
-                   ) or self.layout != CsvLayout()
+                   ) or self.layout != CsvLayout() or self.engine != "local"
 
     def run(self, current: Path) -> CheckResult:
         suite = Suite.load(self.suite_path)
+        if self.engine == "spark":
+            if self.jobs is not None or self.memory is not None:
+                raise WatchkeeperError("--jobs and --memory apply to the local engine; size "
+                                       "Spark with --spark-conf")
+            return self._run_on_spark(current, suite)
         from watchkeeper.run.stream import streamable
 
         if streamable(current):  # read batch by batch: memory flat in rows, every core
@@ -771,6 +779,33 @@ class _Checking:
                            progress=self.progress, tz=self.tz)
 
 
+    def _run_on_spark(self, current: Path, suite: Suite) -> CheckResult:
+        """The check on Spark: CURRENT and --labels read by Spark (Parquet or CSV files or
+        directories), profiled on the executors."""
+        if self.layout != CsvLayout():
+            raise WatchkeeperError("--engine spark reads CSV files with a header row and "
+                                   "their inferred types; drop the CSV layout options")
+        conf = []
+        for item in self.spark_conf:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise WatchkeeperError(f"--spark-conf: expected KEY=VALUE, got {item!r}")
+            conf.append((key.strip(), value))
+        try:
+            import pyspark  # noqa: F401
+        except ImportError:
+            raise WatchkeeperError("--engine spark needs pyspark (and Java 17 or later): "
+                                   "pip install 'watchkeeper[spark]'") from None
+        from watchkeeper import spark
+
+        session = spark.session(self.spark_master, conf)
+        labels = (spark.read(session, self.labels_path, "labels")
+                  if self.labels_path is not None else None)
+        return spark.check(spark.read(session, current), suite, window_rows=self.window_rows,
+                           window=self.window, window_by=self.window_by, labels=labels,
+                           tz=self.tz)
+
+
 _CHECK_OPTIONS = (
     click.option("--suite", "suite_path", type=click.Path(path_type=Path),
                  default="watchkeeper.yaml", show_default=True, help="Suite file from init."),
@@ -791,6 +826,17 @@ _CHECK_OPTIONS = (
                       "same for any number."),
     click.option("--memory", help="Memory budget of the batches in flight, e.g. 2GB or "
                                   "800MiB (default: none beyond 2 per job)."),
+    click.option("--engine", type=click.Choice(["local", "spark"]), default="local",
+                 show_default=True,
+                 help="Where rows are profiled: in this process, or on Apache Spark (extra "
+                      "spark; CURRENT and --labels are then Parquet or CSV files or "
+                      "directories, read by Spark; see docs/spark.md)."),
+    click.option("--spark-master", default="local[*]", show_default=True,
+                 help="Spark master URL for --engine spark (local[4], spark://host:7077, "
+                      "yarn...)."),
+    click.option("--spark-conf", multiple=True, metavar="KEY=VALUE",
+                 help="A Spark setting for --engine spark (repeatable), e.g. "
+                      "spark.executor.memory=4g."),
 )
 
 
@@ -801,9 +847,10 @@ def _check_options(command: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, suite_path: Path, window_rows: int | None, window: str | None,
                 window_by: str | None, labels_path: Path | None, progress: bool | None,
                 tz: str | None, layout: CsvLayout, jobs: int | None, memory: str | None,
+                engine: str, spark_master: str, spark_conf: tuple[str, ...],
                 **kwargs: Any) -> Any:
         checking = _Checking(suite_path, window_rows, window, window_by, labels_path, progress,
-                             tz, layout, jobs, memory)
+                             tz, layout, jobs, memory, engine, spark_master, spark_conf)
         return command(*args, checking=checking, **kwargs)
 
     for option in reversed(_CHECK_OPTIONS):

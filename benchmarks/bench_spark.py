@@ -1,0 +1,173 @@
+"""Benchmark: the same check with the local engine and with Spark (``watchkeeper.spark``).
+
+On the synthetic pair of ``watchkeeper.io.datasets.synthetic_drift_pair`` (20 columns, 4
+drifted; seed 0), the current rows written once to ``benchmarks/data/spark_cur_<rows>.parquet``
+in row groups of 100k rows (so Spark reads them as several partitions), a suite from
+``wk.init`` of the reference (not timed):
+
+* ``local`` – ``suite.check(path)``: read the file into memory, profile, judge;
+* ``spark`` – ``watchkeeper.spark.check(spark.read.parquet(path), suite)`` with
+  ``--master`` (``local[2]`` by default), ``spark.sql.shuffle.partitions=2``; the session's
+  start is timed apart ("session") and kept out of the wall time.
+
+Each engine runs in a fresh process per size. Reported: wall time, rows/s, the Spark/local
+ratio, the drifted columns found (both must find the same), and peak memory: the driver's
+Python process (its VmHWM) and, for Spark, of its children (the JVM, which in local mode
+runs the executors, and the Python workers: the sum of their VmHWM). Markdown to stdout
+and to ``benchmarks/results/spark.md``.
+
+Run from the repository root (``make bench-spark``)::
+
+    .venv/bin/python benchmarks/bench_spark.py                     # 1M rows, local[2]
+    .venv/bin/python benchmarks/bench_spark.py --rows 100000,1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "benchmarks" / "data"
+RESULT = ROOT / "benchmarks" / "results" / "spark.md"
+
+
+def _paths(rows: int) -> tuple[Path, Path]:
+    return DATA / f"spark_cur_{rows}.parquet", DATA / f"spark_suite_{rows}.yaml"
+
+
+def prepare(rows: int) -> None:
+    import pyarrow.parquet as pq
+
+    import watchkeeper as wk
+    from watchkeeper.io.datasets import synthetic_drift_pair
+
+    cur_path, suite_path = _paths(rows)
+    if cur_path.exists() and suite_path.exists():
+        return
+    DATA.mkdir(parents=True, exist_ok=True)
+    reference, current = synthetic_drift_pair(rows, seed=0)
+    pq.write_table(current, cur_path, row_group_size=100_000)
+    wk.init(reference, progress=False).save(suite_path)
+
+
+def _own_peak_mib() -> float:
+    """This process's peak RSS (VmHWM; ``ru_maxrss`` would carry the parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _tree_peak_mib(root: int) -> float:
+    """Sum of the peak RSS (VmHWM) of process ``root`` and its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parents.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    total = 0.0
+    for pid in tree:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
+
+
+def worker(engine: str, rows: int, master: str) -> dict[str, object]:
+    import watchkeeper as wk
+
+    cur_path, suite_path = _paths(rows)
+    suite = wk.load(suite_path)
+    out: dict[str, object] = {"engine": engine, "rows": rows}
+    if engine == "local":
+        start = time.perf_counter()
+        result = suite.check(cur_path, progress=False)
+        out["seconds"] = time.perf_counter() - start
+    else:
+        import watchkeeper.spark as wks
+
+        start = time.perf_counter()
+        spark = wks.session(master, [("spark.sql.shuffle.partitions", "2"),
+                                     ("spark.ui.enabled", "false")])
+        out["session"] = time.perf_counter() - start
+        start = time.perf_counter()
+        df = wks.read(spark, cur_path)
+        out["partitions"] = df.rdd.getNumPartitions()
+        result = wks.check(df, suite)
+        out["seconds"] = time.perf_counter() - start
+        jvm = spark.sparkContext._gateway.proc.pid  # type: ignore[union-attr]
+        out["children_mib"] = _tree_peak_mib(jvm)  # the JVM and its Python workers
+        spark.stop()
+    out["drifted"] = sorted({f.column for f in result.findings if f.family == "drift"})
+    out["counted"] = sum(w.rows for w in result.windows)
+    out["driver_mib"] = _own_peak_mib()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="1000000", help="comma-separated sizes")
+    parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, int(args.rows), args.master)))
+        return
+    runs = []
+    for rows in (int(r) for r in args.rows.split(",")):
+        prepare(rows)
+        for engine in ("local", "spark"):
+            done = subprocess.run([sys.executable, __file__, "--worker", engine, "--rows",
+                                   str(rows), "--master", args.master], capture_output=True,
+                                  text=True, check=True, cwd=ROOT)
+            runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(json.dumps(runs[-1]), file=sys.stderr)
+    lines = [
+        "# Spark engine vs local engine",
+        "",
+        f"`python benchmarks/bench_spark.py --rows {args.rows} --master {args.master}` "
+        f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, shared 2-core machine, "
+        "one run each: absolute times vary).",
+        "Synthetic pair, 20 columns (15 numeric, 5 categorical), 4 drifted; one window of "
+        "all rows. Spark's wall time excludes its session start (column *session*).",
+        "",
+        "| rows | engine | partitions | wall s | rows/s | spark/local | session s | "
+        "driver peak MiB | children peak MiB | drifted found |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    by_rows: dict[int, float] = {}
+    for r in runs:
+        rows, seconds = int(r["rows"]), float(r["seconds"])  # type: ignore[arg-type]
+        if r["engine"] == "local":
+            by_rows[rows] = seconds
+        ratio = seconds / by_rows[rows] if r["engine"] == "spark" else 1.0
+        session = f"{r['session']:.1f}" if "session" in r else ""
+        children = f"{r['children_mib']:.0f}" if r["engine"] == "spark" else ""
+        lines.append(
+            f"| {rows:,} | {r['engine']} | {r.get('partitions', '')} | {seconds:.1f} | "
+            f"{rows / seconds:,.0f} | {ratio:.2f} | {session} | {r['driver_mib']:.0f} | "
+            f"{children} | {', '.join(r['drifted'])} (rows counted {r['counted']:,}) |")  # type: ignore[arg-type]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULT.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
