@@ -448,7 +448,9 @@ class Suite:
         is the one :meth:`check` gives on the same rows, whatever ``jobs``.
 
         ``memory`` (``"2GB"``) bounds the batches in flight; one batch over it is an error.
-        Labels (``labels``, held in memory) are joined by id batch by batch. The result
+        Labels (``labels``) are joined by id batch by batch; a labels file that outgrows a
+        quarter of ``memory`` is spilled to a temporary SQLite file
+        (:mod:`watchkeeper.run.label_spill`), with the same result. The result
         keeps no prediction ids: :meth:`CheckResult.add_labels` needs :meth:`check`."""
         from watchkeeper.run import stream
         from watchkeeper.run.stream import (
@@ -474,21 +476,33 @@ class Suite:
         task = self.schema.task
         by_id = None
         if labels is not None:
-            from watchkeeper.run.label_join import last_labels
+            from watchkeeper.io.tables import missing_as_null
+            from watchkeeper.run.label_spill import read_labels
 
-            by_id = last_labels(labels, assert_task(task))
+            label_batches = None
+            if isinstance(labels, (str, os.PathLike)) and stream.streamable(labels):
+                label_batches = (missing_as_null(b.table) for b in batches(
+                    inputs(labels), batch_rows=stream.BATCH_ROWS, layout=layout,
+                    memory=budget))
+            by_id = read_labels(labels, assert_task(task), budget, label_batches)
         files = inputs(source)
         reading = batches(files, batch_rows=stream.BATCH_ROWS, layout=layout, notes=notes,
                           memory=budget,
                           names_if_headerless=tuple(c.name for c in self.schema))
-        with tqdm(total=files.bytes, desc="checking", unit="B", unit_scale=True,
-                  disable=_quiet(progress), leave=False) as bar:
-            def advance(done: int) -> None:
-                bar.update(max(done - bar.n, 0))
+        try:
+            with tqdm(total=files.bytes, desc="checking", unit="B", unit_scale=True,
+                      disable=_quiet(progress), leave=False) as bar:
+                def advance(done: int) -> None:
+                    bar.update(max(done - bar.n, 0))
 
-            windows, unmatched = stream_profiles(
-                reading, windowing, self.schema, jobs=jobs or _cores(), memory=budget,
-                labels=by_id, task=task, progress=advance)
+                windows, unmatched = stream_profiles(
+                    reading, windowing, self.schema, jobs=jobs or _cores(), memory=budget,
+                    labels=by_id, task=task, progress=advance)
+        finally:
+            from watchkeeper.run.label_spill import SpilledLabels
+
+            if isinstance(by_id, SpilledLabels):
+                by_id.close()
         if not windows:
             raise DataError(f"{source}: no rows to check")
         result = CheckResult(suite=self.path or self.name, evaluator=self,
