@@ -259,7 +259,8 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  budget=budget, budget_weights=_weights(weights_text), serving=serving,
                  rules=_rules(rule_texts, rules_file), monitors=list(monitor_names),
                  name=name or reference.stem, progress=progress, memory=memory,
-                 stream=stream, jobs=jobs, layout=layout if stream else None)
+                 stream=stream, jobs=jobs, layout=layout if stream else None,
+                 notes=lambda path, text: click.echo(f"{path}: {cli_text(text)}"))
     suite.source = str(reference)
     suite.save(output)
     click.echo(_summary(suite, output))

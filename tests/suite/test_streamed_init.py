@@ -141,13 +141,15 @@ def _close(mine: Any, theirs: Any, where: str) -> None:
 
 
 def test_cli_init_streams_a_glob_of_csv_files(tmp_path: Path) -> None:
-    """`init --stream` on a glob of CSV files (what the in-memory reader cannot read), then
+    """`init` on a glob of semicolon CSV files (what the in-memory reader cannot read), then
     a streamed check of the same files runs with it."""
     reference, _ = synthetic_drift_pair(3_000, seed=4)
     for i in range(3):
-        pacsv.write_csv(reference.slice(i * 1_000, 1_000), tmp_path / f"part-{i}.csv")
+        pacsv.write_csv(reference.slice(i * 1_000, 1_000), tmp_path / f"part-{i}.csv",
+                        pacsv.WriteOptions(delimiter=";"))
     done = run("init", "part-*.csv", "-o", "s.yaml", "--jobs", "2", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    assert "part-0.csv: " in done.stdout and "';'" in done.stdout  # the guess, said
     suite = wk.load(tmp_path / "s.yaml")
     assert suite.reference.rows == 3_000
     assert suite.schema["num_00"].edges and suite.schema["cat_00"].categories

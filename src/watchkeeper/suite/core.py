@@ -800,6 +800,7 @@ def init(
     stream: bool | None = None,
     jobs: int | None = None,
     layout: CsvLayout | None = None,
+    notes: Callable[[Path, str], None] | None = None,
 ) -> Suite:
     """Infer the schema of reference data, generate every monitor that applies, and
     calibrate each threshold so the whole suite stays within ``budget`` false alerts per
@@ -825,7 +826,7 @@ def init(
     from a quantile sketch, exact categories and reference profile, models and calibration
     on a seeded sample (see :mod:`watchkeeper.suite.streamed`). ``stream=True`` or
     ``False`` forces the choice; ``jobs`` profiles its batches on that many cores (default
-    all); ``layout`` says how to read CSV files.
+    all); ``layout`` says how to read CSV files and ``notes`` hears what was guessed.
     """
     if not 0.0 < budget < 1.0:
         raise SuiteError("budget", f"must be in (0, 1), got {budget!r}")
@@ -845,7 +846,7 @@ def init(
         with tqdm(desc="reading reference", unit="B", unit_scale=True,
                   disable=_quiet(progress), leave=False) as bar:
             found = streamed.scan(stream_inputs(source), seed=seed, layout=layout,
-                                  memory=limit,
+                                  memory=limit, notes=notes,
                                   progress=lambda done: bar.update(max(done - bar.n, 0)))
         assert found.sample is not None
         table: pa.Table = found.sample
