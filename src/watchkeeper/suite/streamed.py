@@ -18,7 +18,7 @@ sketch's quantiles and categorical levels by the exact counts (a code with more 
 the OOD model, the importance and every monitor's calibration (its time-ordered chunks
 included) are fitted on the sample; calibration sees the sample's own profile, so where a
 null resamples the reference too it allows for the noise of 200,000 reference rows rather
-than of all of them (thresholds a little wider, never narrower). Pass 2 profiles every row
+than of all of them (thresholds a little wider on that account). Pass 2 profiles every row
 with that schema through :func:`~watchkeeper.run.stream.stream_profiles`: the reference
 profile the suite keeps, and windows are compared with, is exact.
 """
