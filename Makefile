@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream clean
+.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream bench-stream-init clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -115,6 +115,12 @@ bench-ingest: $(VENV)/.installed-dev
 bench-stream: $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/bench_stream.py
+
+## Streamed init: peak RSS and time of init --stream at 1M and 10M rows (and the in-memory
+## init at 1M), written to the "Streamed init" section of benchmarks/results/stream.md.
+bench-stream-init: $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python benchmarks/bench_stream.py --init --sizes 1m,10m --jobs 1,2
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache
