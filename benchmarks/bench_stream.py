@@ -224,7 +224,9 @@ def bench_init(args: argparse.Namespace, sizes: list[int], jobs: list[int],
             _log(f"{_name(rows)} streamed init jobs {n}: {line['init'][n]}")
         lines.append(line)
     command = " ".join(["python", "benchmarks/bench_stream.py", "--init", "--sizes",
-                        args.sizes, "--jobs", args.jobs])
+                        args.sizes, "--jobs", args.jobs]
+                       + (["--whole-init-max", args.whole_init_max]
+                          if args.whole_init_max != "1m" else []))
     section = [
         INIT_HEADING,
         "",
