@@ -155,3 +155,32 @@ def test_cli_init_streams_a_glob_of_csv_files(tmp_path: Path) -> None:
     assert suite.schema["num_00"].edges and suite.schema["cat_00"].categories
     checked = run("check", "part-*.csv", "--suite", "s.yaml", cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_streamed_init_of_a_hive_directory(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Booleans, integer codes, a timestamp, dictionary strings and a partition column,
+    sampled across files: the in-memory suite's kinds, roles, levels and monitors."""
+    monkeypatch.setattr(stream, "BATCH_ROWS", 700)
+    monkeypatch.setattr(streamed, "SAMPLE_ROWS", 1_500)
+    rng = np.random.default_rng(0)
+    for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
+        (tmp_path / f"day={day}").mkdir()
+        n = 1_000
+        pq.write_table(pa.table({
+            "x": rng.normal(size=n), "flag": rng.random(n) < 0.3,
+            "code": rng.integers(0, 5, n),
+            "ts": pa.array(np.datetime64(day) + np.arange(n).astype("timedelta64[s]")),
+            "c": pa.array(rng.choice(["a", "b", "c"], n)).dictionary_encode()}),
+            tmp_path / f"day={day}" / "part-0.parquet")
+    suite = wk.init(tmp_path, stream=True, timestamp="ts", progress=False)
+    exact = wk.init(tmp_path, stream=False, timestamp="ts", progress=False)
+
+    def plan(s: wk.Suite) -> list[tuple[Any, ...]]:
+        return [(c.name, c.kind, c.role, c.categories, len(c.edges or ())) for c in s.schema]
+
+    assert plan(suite) == plan(exact)
+    assert [m.id for m in suite.monitors] == [m.id for m in exact.monitors]
+    assert suite.reference.rows == 3_000
+    result = suite.check_stream(tmp_path, window="1d", progress=False)
+    assert [w.rows for w in result.windows] == [1_000] * 3

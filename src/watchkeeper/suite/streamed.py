@@ -80,7 +80,10 @@ def should_stream(reference: object, memory: int | None) -> bool:
 
         rows = decoded = 0
         for f in files.files:
-            meta = pq.ParquetFile(f).metadata
+            try:
+                meta = pq.ParquetFile(f).metadata
+            except (pa.ArrowInvalid, OSError):
+                return False  # let the in-memory reader say what is wrong
             rows += meta.num_rows
             decoded += sum(meta.row_group(i).total_byte_size
                            for i in range(meta.num_row_groups))
