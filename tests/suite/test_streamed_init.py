@@ -96,10 +96,15 @@ def test_streamed_init_bins_within_the_rank_error(reference_file: Path,
     assert checked >= 5
     # the sample is bounded, seeded and in input order
     found = streamed.scan(stream.inputs(reference_file), seed=0, sample_rows=2_000)
-    again = streamed.scan(stream.inputs(reference_file), seed=0, sample_rows=2_000)
+    again = streamed.scan(stream.inputs(reference_file), seed=0, sample_rows=2_000, jobs=3)
     assert found.sample is not None and again.sample is not None
     assert found.sample.num_rows == 2_000 and found.sample.equals(again.sample)
-    assert found.rows == table.num_rows
+    assert found.rows == again.rows == table.num_rows
+    # batches sketched on 3 threads, merged in input order: what one thread gives
+    assert found.counts == again.counts
+    qs = quantile_points(20)
+    for name, sketch in found.sketches.items():
+        assert sketch.quantiles(qs).tolist() == again.sketches[name].quantiles(qs).tolist()
 
 
 @pytest.mark.slow

@@ -825,7 +825,7 @@ def init(
     not fit in ``memory``, e.g. ``"2GB"``) is read batch by batch and never whole: bins
     from a quantile sketch, exact categories and reference profile, models and calibration
     on a seeded sample (see :mod:`watchkeeper.suite.streamed`). ``stream=True`` or
-    ``False`` forces the choice; ``jobs`` profiles its batches on that many cores (default
+    ``False`` forces the choice; ``jobs`` reads its batches on that many cores (default
     all); ``layout`` says how to read CSV files and ``notes`` hears what was guessed.
     """
     if not 0.0 < budget < 1.0:
@@ -846,7 +846,7 @@ def init(
         with tqdm(desc="reading reference", unit="B", unit_scale=True,
                   disable=_quiet(progress), leave=False) as bar:
             found = streamed.scan(stream_inputs(source), seed=seed, layout=layout,
-                                  memory=limit, notes=notes,
+                                  memory=limit, notes=notes, jobs=jobs or _cores(),
                                   progress=lambda done: bar.update(max(done - bar.n, 0)))
         assert found.sample is not None
         table: pa.Table = found.sample

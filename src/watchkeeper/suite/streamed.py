@@ -26,8 +26,9 @@ profile the suite keeps, and windows are compared with, is exact.
 from __future__ import annotations
 
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +102,21 @@ class Scan:
     sketches: dict[str, QuantileSketch] = field(default_factory=dict)
     counts: dict[str, Counter[str] | None] = field(default_factory=dict)
 
+    def absorb(self, tally: _Tally) -> None:
+        """Add one batch's sketches and counts."""
+        for name, sketch in tally.sketches.items():
+            if name in self.sketches:
+                self.sketches[name].merge(sketch)
+            else:
+                self.sketches[name] = sketch
+        for name, counts in tally.counts.items():
+            mine = self.counts.get(name, Counter())
+            if mine is None or counts is None:
+                self.counts[name] = None
+                continue
+            mine.update(counts)
+            self.counts[name] = mine if len(mine) <= MAX_COUNTED_LEVELS else None
+
     def replan(self, schema: Schema, bins: int) -> None:
         """Bin edges from the sketches, categorical levels from the exact counts."""
         for c in schema:
@@ -123,66 +139,85 @@ class Scan:
 
 def scan(source: stream.Inputs, *, seed: int = 0, sample_rows: int = SAMPLE_ROWS,
          layout: CsvLayout | None = None, notes: Callable[[Path, str], None] | None = None,
-         memory: int | None = None, progress: Callable[[int], None] | None = None) -> Scan:
-    """Pass 1: the sample, sketches and counts of every batch (see the module)."""
+         memory: int | None = None, jobs: int = 1,
+         progress: Callable[[int], None] | None = None) -> Scan:
+    """Pass 1: the sample, sketches and counts of every batch (see the module). Batches
+    are sketched and counted ``jobs`` at a time and merged in input order, so the result
+    is the same for any ``jobs``."""
     out = Scan(source)
     rng = np.random.default_rng([seed, 0x5EED])
     kept: pa.Table | None = None
     keys = np.empty(0)
-    order = np.empty(0, dtype=np.int64)
-    for batch in stream.batches(source, batch_rows=stream.BATCH_ROWS, layout=layout,
-                                notes=notes, memory=memory):
-        table = missing_as_null(batch.table)
-        n = table.num_rows
-        for name in table.column_names:
-            _tally(out, name, table.column(name))
-        batch_keys = rng.random(n)
-        batch_order = np.arange(out.rows, out.rows + n)
-        out.rows += n
+    executor = ThreadPoolExecutor(jobs) if jobs > 1 else None
+    pending: deque[tuple[Future[_Tally] | _Tally, pa.Table, int]] = deque()
+
+    def settle() -> None:
+        nonlocal kept, keys
+        job, table, done = pending.popleft()
+        out.absorb(job.result() if isinstance(job, Future) else job)
+        batch_keys = rng.random(table.num_rows)
+        out.rows += table.num_rows
         if kept is None:
-            kept, keys, order = table, batch_keys, batch_order
+            kept, keys = table, batch_keys
         else:
             kept = pa.concat_tables([kept, table], promote_options="permissive")
-            keys, order = np.concatenate([keys, batch_keys]), np.concatenate([order, batch_order])
-        if kept.num_rows > sample_rows:
+            keys = np.concatenate([keys, batch_keys])
+        if kept.num_rows > sample_rows:  # sorted: the kept rows stay in input order
             best = np.sort(np.argpartition(keys, sample_rows - 1)[:sample_rows])
-            kept = kept.take(pa.array(best))
-            keys, order = keys[best], order[best]
+            kept, keys = kept.take(pa.array(best)), keys[best]
         if progress is not None:
-            progress(batch.bytes_done)
+            progress(done)
+
+    try:
+        for batch in stream.batches(source, batch_rows=stream.BATCH_ROWS, layout=layout,
+                                    notes=notes, memory=memory):
+            table = missing_as_null(batch.table)
+            while len(pending) >= 2 * jobs:
+                settle()
+            job: Future[_Tally] | _Tally = (executor.submit(_tally, table) if executor
+                                            else _tally(table))
+            pending.append((job, table, batch.bytes_done))
+        while pending:
+            settle()
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
     if kept is None or not out.rows:
         raise DataError("the reference data has no rows")
-    # kept rows stay in input order: `best` is sorted at every step
     out.sample = kept.combine_chunks()
     return out
 
 
-def _tally(out: Scan, name: str, column: pa.ChunkedArray) -> None:
-    cls = type_class(column.type)
-    if cls == "numeric":
-        finite = numbers(column).finite
-        out.sketches.setdefault(name, QuantileSketch()).add(finite)
-        counts = out.counts.setdefault(name, Counter())
-        if counts is None:
-            return
-        if finite.size and not np.all(np.mod(finite, 1.0) == 0.0):
-            out.counts[name] = None  # not integer codes
-            return
-        values, tally = np.unique(finite, return_counts=True)
-        if values.size > MAX_COUNTED_LEVELS:
-            out.counts[name] = None
-            return
-        for v, k in zip(values.tolist(), tally.tolist(), strict=True):
-            counts[category_label(float(v))] += k
-    elif cls in ("string", "boolean"):
-        counts = out.counts.setdefault(name, Counter())
-        if counts is None:
-            return
-        counts.update(category_counts(column)[0])
-    else:
-        return
-    if counts is not None and len(counts) > MAX_COUNTED_LEVELS:
-        out.counts[name] = None
+@dataclass
+class _Tally:
+    """One batch's sketches and counts (None: a count given up)."""
+
+    sketches: dict[str, QuantileSketch] = field(default_factory=dict)
+    counts: dict[str, Counter[str] | None] = field(default_factory=dict)
+
+
+def _tally(table: pa.Table) -> _Tally:
+    out = _Tally()
+    for name in table.column_names:
+        column = table.column(name)
+        cls = type_class(column.type)
+        if cls == "numeric":
+            finite = numbers(column).finite
+            out.sketches[name] = sketch = QuantileSketch()
+            sketch.add(finite)
+            if finite.size and not np.all(np.mod(finite, 1.0) == 0.0):
+                out.counts[name] = None  # not integer codes
+                continue
+            values, tally = np.unique(finite, return_counts=True)
+            if values.size > MAX_COUNTED_LEVELS:
+                out.counts[name] = None
+                continue
+            out.counts[name] = Counter({category_label(float(v)): k for v, k in
+                                        zip(values.tolist(), tally.tolist(), strict=True)})
+        elif cls in ("string", "boolean"):
+            counts = category_counts(column)[0]
+            out.counts[name] = counts if len(counts) <= MAX_COUNTED_LEVELS else None
+    return out
 
 
 def reference_profile(found: Scan, schema: Schema, *, jobs: int, layout: CsvLayout | None,
