@@ -177,6 +177,8 @@ def scan(source: stream.Inputs, *, seed: int = 0, sample_rows: int = SAMPLE_ROWS
             job: Future[_Tally] | _Tally = (executor.submit(_tally, table) if executor
                                             else _tally(table))
             pending.append((job, table, batch.bytes_done))
+            if executor is None:
+                settle()  # one batch held at a time
         while pending:
             settle()
     finally:
