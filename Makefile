@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream bench-spark clean
+.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream bench-stream-init bench-spark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -119,6 +119,12 @@ bench-stream: $(VENV)/.installed-dev
 ## The Spark engine (local[2]) vs the local engine on the 1M-row synthetic pair (~3 min).
 bench-spark: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_spark.py
+
+## Streamed init: peak RSS and time of init --stream at 1M and 10M rows (and the in-memory
+## init at 1M), written to the "Streamed init" section of benchmarks/results/stream.md.
+bench-stream-init: $(VENV)/.installed-dev
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python benchmarks/bench_stream.py --init --sizes 1m,10m --jobs 1,2
 
 clean:
 	rm -rf out .pytest_cache .ruff_cache

@@ -12,8 +12,11 @@ machine may be shared.
     .venv/bin/python benchmarks/bench_stream.py                        # 1M and 10M rows
     .venv/bin/python benchmarks/bench_stream.py --sizes 1m,10m,50m     # 50M: ~5 GB of disk
     .venv/bin/python benchmarks/bench_stream.py --sizes 200k --jobs 1  # a quick look
+    .venv/bin/python benchmarks/bench_stream.py --init --sizes 1m,10m  # streamed init
 
-Writes ``benchmarks/results/stream.md``.
+Writes ``benchmarks/results/stream.md``; ``--init`` measures ``watchkeeper init FILE
+--stream`` on the same files instead (beside the in-memory ``--no-stream`` init up to
+``--whole-init-max`` rows) and rewrites only the "Streamed init" section of that file.
 """
 
 from __future__ import annotations
@@ -119,11 +122,18 @@ def main() -> None:
     parser.add_argument("--whole-read-max", default="10m",
                         help="largest size read whole with pq.read_table (default 10m: "
                              "50M rows take ~18 GB)")
+    parser.add_argument("--init", action="store_true",
+                        help="measure init --stream on the files instead of check")
+    parser.add_argument("--whole-init-max", default="1m",
+                        help="largest size also given to the in-memory init (default 1m)")
     args = parser.parse_args()
     sizes = [_rows(s) for s in args.sizes.split(",")]
     jobs = [int(j) for j in args.jobs.split(",")]
     suite = prepare(args.dir, sizes)
     watchkeeper = str(BIN / "watchkeeper")
+    if args.init:
+        bench_init(args, sizes, jobs, watchkeeper)
+        return
     rows_out = []
     for rows in sizes:
         path = args.dir / f"current_{_name(rows)}.parquet"
@@ -190,6 +200,69 @@ def render(lines: list[dict], jobs: list[int], args: argparse.Namespace) -> str:
                    f"the sizes, a spread of {max(rss) - min(rss):.0f} MB (target: within 150 MB).")
     out.append("")
     return "\n".join(out)
+
+
+INIT_HEADING = "## Streamed init"
+
+
+def bench_init(args: argparse.Namespace, sizes: list[int], jobs: list[int],
+               watchkeeper: str) -> None:
+    """Peak RSS and time of ``init FILE --stream --jobs N`` (and ``--no-stream``)."""
+    lines = []
+    out_suite = args.dir / "init_out.yaml"
+    for rows in sizes:
+        path = args.dir / f"current_{_name(rows)}.parquet"
+        line: dict = {"rows": rows, "mb": path.stat().st_size / 1e6, "init": {}}
+        if rows <= _rows(args.whole_init_max):
+            line["whole"] = measure([watchkeeper, "init", str(path), "-o", str(out_suite),
+                                     "--force", "--no-progress", "--no-stream"])
+            _log(f"{_name(rows)} in-memory init: {line['whole']}")
+        for n in jobs:
+            line["init"][n] = measure([watchkeeper, "init", str(path), "-o", str(out_suite),
+                                       "--force", "--no-progress", "--stream",
+                                       "--jobs", str(n)])
+            _log(f"{_name(rows)} streamed init jobs {n}: {line['init'][n]}")
+        lines.append(line)
+    command = " ".join(["python", "benchmarks/bench_stream.py", "--init", "--sizes",
+                        args.sizes, "--jobs", args.jobs]
+                       + (["--whole-init-max", args.whole_init_max]
+                          if args.whole_init_max != "1m" else []))
+    section = [
+        INIT_HEADING,
+        "",
+        f"`{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} cores. The same files used as the reference (20 columns, no "
+        "target): `watchkeeper init FILE --stream --jobs N` reads them twice batch by batch "
+        "(pass 1: a 200,000-row sample, quantile sketches, category counts; pass 2: the "
+        "exact reference profile) and fits and calibrates on the sample; *in-memory* is "
+        "`init FILE --no-stream` (today's init, whole file in memory; up to "
+        "`--whole-init-max` rows). Peak RSS is the process's `ru_maxrss`.",
+        "",
+        "| rows | file MB | in-memory s | in-memory RSS MB | "
+        + " | ".join(f"stream j{n} s | j{n} RSS MB | load j{n}" for n in jobs) + " |",
+        "|---:|---:|---:|---:|" + "---:|---:|---:|" * len(jobs),
+    ]
+    for line in lines:
+        whole = line.get("whole")
+        cells = [f"{line['rows']:,}", f"{line['mb']:.0f}",
+                 f"{whole['wall']:.2f}" if whole else "–",
+                 f"{whole['rss'] / 1e6:.0f}" if whole else "–"]
+        for n in jobs:
+            c = line["init"][n]
+            cells += [f"{c['wall']:.2f}", f"{c['rss'] / 1e6:.0f}", f"{c['load']:.1f}"]
+        section.append("| " + " | ".join(cells) + " |")
+    section.append("")
+    for n in jobs:
+        rss = [line["init"][n]["rss"] / 1e6 for line in lines]
+        section.append(f"- streamed init `--jobs {n}`: peak RSS from {min(rss):.0f} to "
+                       f"{max(rss):.0f} MB over the sizes ({max(rss) - min(rss):.0f} MB apart).")
+    section.append("")
+    text = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    if INIT_HEADING in text:
+        text = text[: text.index(INIT_HEADING)]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section), encoding="utf-8")
+    print("\n".join(section))
 
 
 if __name__ == "__main__":

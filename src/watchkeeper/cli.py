@@ -214,6 +214,14 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
               help="Also deploy the suite (needs --model and --server).")
 @click.option("--model", help="Model name on the server, with --deploy.")
 @click.option("--server", help="Server URL, with --deploy (token: $WATCHKEEPER_WRITE_TOKEN).")
+@click.option("--memory", help="Memory budget, e.g. 2GB: a Parquet/CSV reference an in-memory "
+                               "init would not fit in is read batch by batch (so is one of "
+                               "more than 2M rows, whatever the budget).")
+@click.option("--stream/--no-stream", "stream", default=None,
+              help="Read the reference batch by batch (bins from a quantile sketch, models "
+                   "on a 200,000-row sample), or whole (default: by size and --memory).")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="Batches profiled at once by a streamed init (default: every core).")
 @_csv_options
 def init_command(reference: Path, output: Path, target: str | None, prediction: str | None,
                  proba: str | None, id_: str | None, timestamp: str | None, client: str | None,
@@ -223,22 +231,36 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  serving: bool, rule_texts: tuple[str, ...], rules_file: Path | None,
                  monitor_names: tuple[str, ...], name: str | None,
                  force: bool, progress: bool | None, deploy_to: bool, model: str | None,
-                 server: str | None, layout: CsvLayout) -> None:
-    """Infer the schema of REFERENCE, generate and calibrate every monitor, write the suite."""
+                 server: str | None, memory: str | None, stream: bool | None,
+                 jobs: int | None, layout: CsvLayout) -> None:
+    """Infer the schema of REFERENCE, generate and calibrate every monitor, write the suite.
+
+    REFERENCE is a file, or a directory or glob of Parquet/CSV files; a big one is read
+    batch by batch (see --memory)."""
     if output.exists() and not force:
         raise WatchkeeperError(f"{output} exists; pass --force to overwrite it")
     if deploy_to and not (model and server):
         raise WatchkeeperError("--deploy needs --model and --server")
-    data, read_notes = _read_input(reference, layout)
-    for note in read_notes:
-        click.echo(f"{reference}: {cli_text(note)}")
+    from watchkeeper.run.stream import parse_memory
+    from watchkeeper.suite.streamed import should_stream
+
+    if stream is None:
+        stream = should_stream(reference, parse_memory(memory))
+    if stream:  # read batch by batch, by init itself
+        data: Any = reference
+    else:
+        data, read_notes = _read_input(reference, layout)
+        for note in read_notes:
+            click.echo(f"{reference}: {cli_text(note)}")
     suite = init(data, target=target, prediction=prediction, proba=proba, id=id_,
                  timestamp=timestamp, client=client, sensitive=sensitive, ignore=ignore,
                  pii=_split_names(pii), not_pii=_split_names(not_pii),
                  positive_class=positive, allow_inverted_score=allow_inverted_score,
                  budget=budget, budget_weights=_weights(weights_text), serving=serving,
                  rules=_rules(rule_texts, rules_file), monitors=list(monitor_names),
-                 name=name or reference.stem, progress=progress)
+                 name=name or reference.stem, progress=progress, memory=memory,
+                 stream=stream, jobs=jobs, layout=layout if stream else None,
+                 notes=lambda path, text: click.echo(f"{path}: {cli_text(text)}"))
     suite.source = str(reference)
     suite.save(output)
     click.echo(_summary(suite, output))

@@ -35,7 +35,17 @@ def plan_numeric(values: np.ndarray, bins: int = DEFAULT_BINS) -> list[float]:
     """
     if values.size == 0:
         return []
-    qs = np.quantile(values, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf")
+    return edges_from_quantiles(np.quantile(values, quantile_points(bins),
+                                            method="inverted_cdf"))
+
+
+def quantile_points(bins: int) -> np.ndarray:
+    """The quantile levels of a plan of ``bins`` bins: 0, 1/bins, ..., 1."""
+    return np.linspace(0.0, 1.0, bins + 1)
+
+
+def edges_from_quantiles(qs: np.ndarray) -> list[float]:
+    """Bin edges from the quantiles at :func:`quantile_points` (exact, or a sketch's)."""
     lo, hi = float(qs[0]), float(qs[-1])
     interior = [float(q) for q in np.unique(qs[1:-1]) if lo < q < hi]
     return [lo, *interior, hi]

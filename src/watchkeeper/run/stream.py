@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from watchkeeper.baseline.schema import Schema
     from watchkeeper.baseline.task import Task
     from watchkeeper.run.check import WindowLength
+    from watchkeeper.run.label_spill import SpilledLabels
 
 #: Rows profiled at a time (a part of a window within one batch may be smaller).
 BATCH_ROWS = 131_072
@@ -402,10 +403,14 @@ class _Parts:
 
 
 def _profile_parts(table: pa.Table, offset: int, windowing: Windowing, schema: Schema,
-                   by_id: pd.Series | None, task: Task | None) -> _Parts:
+                   by_id: pd.Series | SpilledLabels | None, task: Task | None) -> _Parts:
+    from watchkeeper.run.label_spill import SpilledLabels
+
     table = missing_as_null(table)  # at once when the reader cleaned it (CSV)
     matched = None
-    if by_id is not None:
+    if isinstance(by_id, SpilledLabels):
+        table = by_id.join(table)
+    elif by_id is not None:
         from watchkeeper.run.label_join import join_by_id
 
         assert task is not None
@@ -421,16 +426,21 @@ def _profile_parts(table: pa.Table, offset: int, windowing: Windowing, schema: S
 
 
 def stream_profiles(batches_: Iterator[Batch], windowing: Windowing, schema: Schema, *,
-                    jobs: int = 1, memory: int | None = None, labels: pd.Series | None = None,
+                    jobs: int = 1, memory: int | None = None,
+                    labels: pd.Series | SpilledLabels | None = None,
                     task: Task | None = None, progress: Callable[[int], None] | None = None
                     ) -> tuple[list[StreamedWindow], int]:
     """Profile batches (``jobs`` at a time) into window profiles; returns the windows in
-    order and the number of labels whose id matched no row.
+    order and the number of labels whose id matched no row. ``labels`` are the last label
+    of each id, in memory or spilled (:mod:`watchkeeper.run.label_spill`).
 
     At most ``2 × jobs`` batches are read ahead of the one being merged, fewer when their
     bytes would pass ``memory``; a single batch that alone would is an error."""
+    from watchkeeper.run.label_spill import SpilledLabels
+
     merged = _Merged()
-    matched_any = None if labels is None else np.zeros(len(labels), dtype=bool)
+    matched_any = (None if labels is None or isinstance(labels, SpilledLabels)
+                   else np.zeros(len(labels), dtype=bool))
     # threads: Arrow and NumPy release the GIL for most of the work, and a batch needs no
     # copy to reach a worker (a process pool measured 10× slower: every batch pickled)
     executor = ThreadPoolExecutor(jobs) if jobs > 1 else None
@@ -501,6 +511,8 @@ def stream_profiles(batches_: Iterator[Batch], windowing: Windowing, schema: Sch
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
     unmatched = 0 if matched_any is None else int((~matched_any).sum())
+    if isinstance(labels, SpilledLabels):
+        unmatched = labels.unmatched()
     return _windows(merged, windowing, schema), unmatched
 
 

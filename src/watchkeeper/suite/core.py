@@ -448,7 +448,9 @@ class Suite:
         is the one :meth:`check` gives on the same rows, whatever ``jobs``.
 
         ``memory`` (``"2GB"``) bounds the batches in flight; one batch over it is an error.
-        Labels (``labels``, held in memory) are joined by id batch by batch. The result
+        Labels (``labels``) are joined by id batch by batch; a labels file that outgrows a
+        quarter of ``memory`` is spilled to a temporary SQLite file
+        (:mod:`watchkeeper.run.label_spill`), with the same result. The result
         keeps no prediction ids: :meth:`CheckResult.add_labels` needs :meth:`check`."""
         from watchkeeper.run import stream
         from watchkeeper.run.stream import (
@@ -474,21 +476,33 @@ class Suite:
         task = self.schema.task
         by_id = None
         if labels is not None:
-            from watchkeeper.run.label_join import last_labels
+            from watchkeeper.io.tables import missing_as_null
+            from watchkeeper.run.label_spill import read_labels
 
-            by_id = last_labels(labels, assert_task(task))
+            label_batches = None
+            if isinstance(labels, (str, os.PathLike)) and stream.streamable(labels):
+                label_batches = (missing_as_null(b.table) for b in batches(
+                    inputs(labels), batch_rows=stream.BATCH_ROWS, layout=layout,
+                    memory=budget))
+            by_id = read_labels(labels, assert_task(task), budget, label_batches)
         files = inputs(source)
         reading = batches(files, batch_rows=stream.BATCH_ROWS, layout=layout, notes=notes,
                           memory=budget,
                           names_if_headerless=tuple(c.name for c in self.schema))
-        with tqdm(total=files.bytes, desc="checking", unit="B", unit_scale=True,
-                  disable=_quiet(progress), leave=False) as bar:
-            def advance(done: int) -> None:
-                bar.update(max(done - bar.n, 0))
+        try:
+            with tqdm(total=files.bytes, desc="checking", unit="B", unit_scale=True,
+                      disable=_quiet(progress), leave=False) as bar:
+                def advance(done: int) -> None:
+                    bar.update(max(done - bar.n, 0))
 
-            windows, unmatched = stream_profiles(
-                reading, windowing, self.schema, jobs=jobs or _cores(), memory=budget,
-                labels=by_id, task=task, progress=advance)
+                windows, unmatched = stream_profiles(
+                    reading, windowing, self.schema, jobs=jobs or _cores(), memory=budget,
+                    labels=by_id, task=task, progress=advance)
+        finally:
+            from watchkeeper.run.label_spill import SpilledLabels
+
+            if isinstance(by_id, SpilledLabels):
+                by_id.close()
         if not windows:
             raise DataError(f"{source}: no rows to check")
         result = CheckResult(suite=self.path or self.name, evaluator=self,
@@ -782,6 +796,11 @@ def init(
     seed: int = 0,
     progress: bool | None = None,
     positive: str | None = None,
+    memory: int | str | None = None,
+    stream: bool | None = None,
+    jobs: int | None = None,
+    layout: CsvLayout | None = None,
+    notes: Callable[[Path, str], None] | None = None,
 ) -> Suite:
     """Infer the schema of reference data, generate every monitor that applies, and
     calibrate each threshold so the whole suite stays within ``budget`` false alerts per
@@ -800,15 +819,44 @@ def init(
     rate is calibrated against the reference's own. ``monitors`` adds monitors of your own
     (instances, or registered type names such as ``"too_many_zeros:amount"``): they are
     calibrated and share the alert budget like the generated ones.
+
+    A big Parquet or CSV reference (a file, directory or glob of more than
+    :data:`~watchkeeper.suite.streamed.STREAM_ROWS` rows, or one an in-memory init would
+    not fit in ``memory``, e.g. ``"2GB"``) is read batch by batch and never whole: bins
+    from a quantile sketch, exact categories and reference profile, models and calibration
+    on a seeded sample (see :mod:`watchkeeper.suite.streamed`). ``stream=True`` or
+    ``False`` forces the choice; ``jobs`` reads its batches on that many cores (default
+    all); ``layout`` says how to read CSV files and ``notes`` hears what was guessed.
     """
     if not 0.0 < budget < 1.0:
         raise SuiteError("budget", f"must be in (0, 1), got {budget!r}")
     weights = family_weights(budget_weights)
     source = str(reference) if isinstance(reference, (str, os.PathLike)) else None
-    table: pa.Table = to_table(reference, "reference")
+    from watchkeeper.run.stream import inputs as stream_inputs
+    from watchkeeper.run.stream import parse_memory
+    from watchkeeper.suite import streamed
+
+    limit = parse_memory(memory)
+    if stream is None:
+        stream = streamed.should_stream(reference, limit)
+    found: streamed.Scan | None = None
+    if stream:
+        if source is None:
+            raise DataError("stream: only a Parquet or CSV file, directory or glob streams")
+        with tqdm(desc="reading reference", unit="B", unit_scale=True,
+                  disable=_quiet(progress), leave=False) as bar:
+            found = streamed.scan(stream_inputs(source), seed=seed, layout=layout,
+                                  memory=limit, notes=notes, jobs=jobs or _cores(),
+                                  progress=lambda done: bar.update(max(done - bar.n, 0)))
+        assert found.sample is not None
+        table: pa.Table = found.sample
+    else:
+        table = to_table(reference, "reference")
     schema = infer_schema(table, target=target, prediction=prediction, proba=proba, id=id,
                           timestamp=timestamp, client=client, sensitive=sensitive,
                           ignore=ignore, pii=pii, not_pii=not_pii, bins=bins)
+    if found is not None:
+        found.replan(schema, bins)
     first = {r: next((c.name for c in schema.by_role(r)), None)
              for r in (Role.TARGET, Role.PREDICTION, Role.PROBA, Role.ID)}
     schema.task = infer_task(
@@ -838,8 +886,11 @@ def init(
         proba=task.proba if task is not None and task.type == TaskType.BINARY else None,
         prediction=task.prediction if task is not None else None)
     ref_profile = profile(table, schema)
-    generated = generate_monitors(schema) + added
     context = ReferenceData(table, schema, ref_profile, seed)
+    if found is not None:  # exact, from every row; calibration keeps the sample's
+        ref_profile = streamed.reference_profile(found, schema, jobs=jobs or _cores(),
+                                                 layout=layout, memory=limit)
+    generated = generate_monitors(schema) + added
     for m in generated:
         m.bind(schema)
     for m in tqdm(generated, desc="calibrating", unit="monitor", disable=_quiet(progress),
