@@ -29,6 +29,15 @@ labels are in, :func:`history_band` widens a window's band by their errors (a ba
 applies it in window order, see :meth:`~watchkeeper.run.check.CheckResult.refresh`). The
 monitor alerts only when the whole band is worse than the threshold. Once labels arrive
 the estimate is reported beside the realised value.
+
+A regressor's MAE, RMSE and (where the loss model estimates it: labels of one sign) MAPE
+are the window's sums of per-row expected errors from the loss model
+(:class:`~watchkeeper.baseline.estimators.LossModel`), and get a band by the same method in
+relative terms: the sampling sd of a window's realised metric is ``sampling_cv`` (the
+reference's per-row sd of the metric over its value) × estimate / √rows, widened by
+``shift_sd``, the loss model's own error as a fraction of the estimate, measured out of fold
+(:func:`~watchkeeper.baseline.estimators.out_of_fold_loss`) on the same shifted chunks;
+:func:`history_band` then widens it by earlier labelled windows' errors, as for a classifier.
 """
 
 from __future__ import annotations

@@ -378,14 +378,17 @@ def _grow_by_node(ranks: np.ndarray, sizes: list[int], g: np.ndarray, h: np.ndar
     nodes = 2 ** depth - 1
     feats = np.zeros(nodes, dtype=np.int64)
     cuts = np.full(nodes, np.iinfo(np.int16).max, dtype=np.int64)
+    unit = bool(np.all(h == 1.0))  # squared loss: the hessians are row counts
     gg = np.repeat(g, ranks.shape[1])
-    hh = np.repeat(h, ranks.shape[1])
+    hh = None if unit else np.repeat(h, ranks.shape[1])
     rows = np.arange(n)
     for level in range(depth):
         cells = 1 << level
         index = (binned + (cell * total)[:, None]).ravel()
         gs = np.bincount(index, weights=gg, minlength=cells * total).reshape(cells, total)
-        hs = np.bincount(index, weights=hh, minlength=cells * total).reshape(cells, total)
+        hs = (np.bincount(index, minlength=cells * total) if unit
+              else np.bincount(index, weights=hh, minlength=cells * total)
+              ).reshape(cells, total).astype(float)
         best_gain = np.zeros(cells)
         best_j = np.full(cells, -1)
         best_cut = np.zeros(cells, dtype=np.int64)
