@@ -16,6 +16,10 @@ the levels into the two groups that differ most. Rounds stop when the log-loss o
 held-out part of the reference stops improving: with nothing to learn, no tree is kept and
 the base probability is returned unchanged.
 
+The same booster fits a regressor's loss model (``loss="squared"``: the leaves fit a mean,
+e.g. of the absolute error) with depth-wise trees (``oblivious=False``: each node of a
+level has its own split, for errors that depend on interactions of inputs).
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> group = rng.integers(0, 2, 20_000)
