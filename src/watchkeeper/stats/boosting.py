@@ -239,6 +239,8 @@ class ObliviousBoosting:
         xt, yt, mt = ranks[train], y[train], base[train].copy()
         xv, yv, mv = ranks[valid], y[valid], base[valid].copy()
         inputs, thresholds, leaves = [], [], []
+        # the bin index of each (row, input) among all inputs' bins, for the histograms
+        binned = None if oblivious else xt + np.concatenate([[0], np.cumsum(sizes)])[:-1]
         best, best_trees = (mean_loss(yv, mv) if stop_early else 0.0), 0
         for _ in range(max_trees):
             if squared:
@@ -247,7 +249,7 @@ class ObliviousBoosting:
                 p = sigmoid(mt)
                 g, h = p - yt, p * (1.0 - p)
             tree = (_grow(xt, sizes, g, h, depth, min_child, penalty) if oblivious
-                    else _grow_by_node(xt, sizes, g, h, depth, min_child, penalty))
+                    else _grow_by_node(xt, sizes, g, h, depth, min_child, penalty, binned))
             if tree is None:
                 break
             feats, cuts, leaf_t, value = tree
@@ -369,7 +371,8 @@ def _leaf_by_node(ranks: np.ndarray, feats: np.ndarray, cuts: np.ndarray) -> np.
 
 
 def _grow_by_node(ranks: np.ndarray, sizes: list[int], g: np.ndarray, h: np.ndarray,
-                  depth: int, min_child: float, penalty: float
+                  depth: int, min_child: float, penalty: float,
+                  binned: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """One depth-wise tree by greedy Newton gain: each cell of a level takes its own best
     split (a cell with none sends every row left: threshold past its ranks); None if no
@@ -377,7 +380,8 @@ def _grow_by_node(ranks: np.ndarray, sizes: list[int], g: np.ndarray, h: np.ndar
     n = ranks.shape[0]
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     total = int(offsets[-1])
-    binned = ranks + offsets[:-1]
+    if binned is None:
+        binned = ranks + offsets[:-1]
     cell = np.zeros(n, dtype=np.int64)
     nodes = 2 ** depth - 1
     feats = np.zeros(nodes, dtype=np.int64)
