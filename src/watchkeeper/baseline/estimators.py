@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from watchkeeper.baseline.task import RowCodes, Task
 
 #: Labeled reference rows the loss model learns from (a systematic sample beyond this).
-LOSS_MODEL_ROWS = 50_000
+LOSS_MODEL_ROWS = 100_000
 #: Depth of the loss model's oblivious trees.
 LOSS_MODEL_DEPTH = 6
 #: Numeric inputs (and the prediction) enter the loss model in this many quantile bins of
