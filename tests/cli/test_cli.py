@@ -153,3 +153,32 @@ def test_init_takes_rules_inline_and_from_a_file(tmp_path: Path) -> None:
     bad = run("init", "ref.parquet", "-o", "bad.yaml", "--monitor", "nope", cwd=tmp_path)
     assert bad.returncode == 2 and "unknown monitor type 'nope' (installed: built-in: " in \
         bad.stderr
+
+
+def test_a_regressor_gets_estimated_errors_with_a_band(tmp_path: Path) -> None:
+    """init and check on a regression CSV: the JSON has the estimated MAE, RMSE and MAPE
+    (labels all positive) with their 95% bands, and the realised ones beside them."""
+    rng = np.random.default_rng(3)
+
+    def write(name: str, n: int, shift: float, labels: bool = True) -> None:
+        x = rng.normal(shift, 1, n)
+        y = 100 + 5 * x + rng.normal(0, 1, n) * (1 + np.abs(x))
+        columns = {"x": x, "kind": rng.choice(["a", "b"], n), "prediction": 100 + 5 * x}
+        if labels:
+            columns["price"] = y
+        lines = [",".join(columns)] + [",".join(str(v[i]) for v in columns.values())
+                                       for i in range(n)]
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+
+    write("ref.csv", 5_000, 0.0)
+    write("cur.csv", 2_000, 1.0)
+    result = run("init", "ref.csv", "--target", "price", "--prediction", "prediction",
+                 "-o", "reg.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = run("check", "cur.csv", "--suite", "reg.yaml", "--format", "json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)["windows"][0]["metrics"]
+    for k in ("mae", "rmse", "mape"):
+        lo, hi = metrics["estimated_band"][k]
+        assert lo < metrics["estimated"][k] < hi
+        assert metrics["realised"][k] == pytest.approx(metrics["estimated"][k], rel=0.15)

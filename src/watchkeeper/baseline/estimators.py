@@ -28,9 +28,23 @@ from watchkeeper.stats.metrics import calibrate_bins, calibration_test, score_me
 if TYPE_CHECKING:
     from watchkeeper.baseline.task import RowCodes, Task
 
-#: Ridge penalty of the loss model, in rows: enough to keep sparse bins near the mean.
-LOSS_MODEL_RIDGE = 10.0
-LOSS_MODEL_ROWS = 50_000
+#: Labeled reference rows the loss model learns from (a systematic sample beyond this).
+LOSS_MODEL_ROWS = 100_000
+#: Depth of the loss model's oblivious trees.
+LOSS_MODEL_DEPTH = 6
+#: Numeric inputs (and the prediction) enter the loss model in this many quantile bins of
+#: the reference (finer than the schema's: the error can change within a drift bin).
+LOSS_MODEL_BINS = 255
+#: A split leaves at least this many rows, and this share of the rows, on either side.
+LOSS_MODEL_MIN_LEAF = 20
+LOSS_MODEL_LEAVES = 300
+#: Boosting rounds per error, on every reference row (LightGBM's default number).
+LOSS_MODEL_TREES = 100
+#: L2 penalty on a leaf's value, in rows.
+LOSS_MODEL_PENALTY = 5.0
+#: What the loss model estimates per row, in the order of its columns: absolute error,
+#: squared error, absolute percentage error (|error| / |label|, see ``LossModel``).
+LOSS_OUTPUTS = ("abs", "sq", "ape")
 #: Reference rows the label model learns from (a systematic sample beyond this).
 LABEL_MODEL_ROWS = 100_000
 #: Fewer labeled reference rows than this: no label model (the calibrated score alone).
@@ -93,6 +107,12 @@ class BinnedInputs:
             return np.full(n, len(levels) + 1)
         return label_codes(table.column(name), levels)  # unseen/missing: len(levels)
 
+    def inputs(self) -> dict[str, Any]:
+        """The model's inputs in the form a model's ``fit`` takes (edges as a list with outer
+        edges, levels as a tuple), to fit a model again on other rows."""
+        return {**{k: [-np.inf, *v, np.inf] for k, v in self.edges.items()},
+                **{k: tuple(v) for k, v in self.levels.items()}}
+
     @staticmethod
     def split_inputs(inputs: dict[str, Any]) -> tuple[dict[str, list[float]],
                                                       dict[str, list[str]]]:
@@ -106,27 +126,69 @@ class BinnedInputs:
 
 @dataclass
 class LossModel(BinnedInputs):
-    """Additive model of a regressor's absolute and squared error from binned inputs.
+    """A regressor's expected absolute, squared and (where defined) absolute percentage
+    error per row, from its binned inputs and prediction.
 
-    Fitted on the labeled reference (ridge regression on one-hot bins of each feature and
-    of the prediction); applied to every row of a window, its mean is the window's
-    expected MAE (and, from the squared error, RMSE) before any label arrives.
+    Each error is boosted on its own (oblivious trees, squared loss, see
+    :class:`~watchkeeper.stats.boosting.ObliviousBoosting`) from the reference's mean,
+    on the labeled reference rows; applied to every row of a window, the sums give the
+    window's expected MAE, RMSE (from the squared error) and MAPE before any label arrives.
+    Each target is divided by its reference mean before boosting, so the leaves' grid and
+    penalty mean the same whatever the label's unit.
+
+    MAPE is estimated only where it is defined for every row of the reference: all its
+    labels non-zero and of one sign (a price, a count, a duration). Labels that cross zero
+    (a temperature in °C, a standardised value) make |error| / |label| unbounded near zero,
+    so ``outputs`` is then ``["abs", "sq"]`` (the realised MAPE still leaves out rows whose
+    label is 0).
+
+    A suite written before the boosted model (ridge coefficients per bin, ``coef``) still
+    loads and scores rows as it did then (absolute and squared error only).
     """
 
-    intercept: list[float]  # [absolute error, squared error]
-    coef: dict[str, list[list[float]]]  # per input, per bin (missing last): [abs, sq]
+    intercept: list[float]  # per output: the reference's mean
+    trees: list[ObliviousBoosting] = field(default_factory=list)  # per output
+    scale: list[float] = field(default_factory=list)  # per output: targets ÷ this to fit
+    outputs: list[str] = field(default_factory=lambda: list(LOSS_OUTPUTS))
+    #: a ridge model of an earlier version: per input, per bin (missing last): [abs, sq]
+    coef: dict[str, list[list[float]]] | None = None
+
+    @property
+    def mape(self) -> bool:
+        """Whether the model estimates MAPE (see the class docstring for the rule)."""
+        return "ape" in self.outputs
+
+    @property
+    def width(self) -> int:
+        """Columns of :meth:`predict`: abs and sq, plus ape for a boosted model (0 where
+        MAPE is not defined)."""
+        return 2 if self.coef is not None else 3
+
+    def _input_codes(self, table: pa.Table) -> list[np.ndarray]:
+        return [self._codes(table, name) for name in self.names]
 
     def predict(self, table: pa.Table) -> np.ndarray:
-        """(rows, 2) expected absolute and squared error, floored at zero."""
-        out = np.tile(np.asarray(self.intercept, dtype=float), (table.num_rows, 1))
-        for name, coef in self.coef.items():
-            out += np.asarray(coef)[self._codes(table, name)]
+        """(rows, :attr:`width`) expected absolute, squared and absolute percentage error,
+        floored at zero."""
+        n = table.num_rows
+        if self.coef is not None:
+            out = np.tile(np.asarray(self.intercept[:2], dtype=float), (n, 1))
+            for name, coef in self.coef.items():
+                out += np.asarray(coef)[self._codes(table, name)]
+            return np.maximum(out, 0.0)
+        out = np.zeros((n, 3))
+        codes = self._input_codes(table)
+        for i, name in enumerate(self.outputs):
+            column = LOSS_OUTPUTS.index(name)
+            out[:, column] = self.scale[i] * (
+                self.intercept[i] / self.scale[i] + self.trees[i].margin(codes))
         return np.maximum(out, 0.0)
 
     @classmethod
-    def fit(cls, table: pa.Table, task: Task, inputs: dict[str, Any]) -> LossModel | None:
+    def fit(cls, table: pa.Table, task: Task, inputs: dict[str, Any], *,
+            seed: int = 0) -> LossModel | None:
         """``inputs`` maps column → numeric bin edges (a list) or category levels (a tuple);
-        the task has a target and a prediction."""
+        the task has a target and a prediction. None with fewer than 50 labeled rows."""
         target, prediction = task.target, task.prediction
         assert target is not None and prediction is not None  # the caller checks both
         y = numbers_with_nan(table.column(target))
@@ -134,44 +196,117 @@ class LossModel(BinnedInputs):
         ok = np.flatnonzero(np.isfinite(y) & np.isfinite(pred))
         if ok.size < 50:
             return None
-        ok = ok[:: max(1, ok.size // LOSS_MODEL_ROWS)]
-
+        mape = bool((y[ok] > 0).all() or (y[ok] < 0).all())
+        ok = ok[:: max(1, -(-ok.size // LOSS_MODEL_ROWS))]
         edges, levels = cls.split_inputs(inputs)
-        edges[prediction] = plan_numeric(pred[np.isfinite(pred)], 10)[1:-1]
-        model = cls(edges, levels, [0.0, 0.0], {})
-        sub = table.take(pa.array(ok))
-        names = model.names
-        sizes = [model.size(n) for n in names]
-        offsets = np.cumsum([0, *sizes])
-        x = np.zeros((ok.size, offsets[-1]))
-        for j, name in enumerate(names):
-            x[np.arange(ok.size), offsets[j] + model._codes(sub, name)] = 1.0
+        for name in [*edges, prediction]:  # the loss model's own, finer bins
+            values = pred[ok] if name == prediction else (
+                numbers_with_nan(table.column(name).take(pa.array(ok)))
+                if name in table.column_names else np.zeros(0))
+            edges[name] = plan_numeric(values[np.isfinite(values)], LOSS_MODEL_BINS)[1:-1]
+        outputs = [*LOSS_OUTPUTS] if mape else list(LOSS_OUTPUTS[:2])
+        model = cls(edges, levels, [], outputs=outputs)
+        x = np.column_stack(model._input_codes(table.take(pa.array(ok))))
+        sizes = [model.size(n) for n in model.names]
         err = pred[ok] - y[ok]
-        targets = np.column_stack([np.abs(err), np.square(err)])
-        mean = targets.mean(axis=0)
-        gram = x.T @ x + LOSS_MODEL_RIDGE * np.eye(x.shape[1])
-        beta = np.linalg.solve(gram, x.T @ (targets - mean))
-        model.intercept = [float(v) for v in mean]
-        model.coef = {name: [[float(a), float(b)] for a, b in beta[offsets[j]:offsets[j + 1]]]
-                      for j, name in enumerate(names)}
+        targets = {"abs": np.abs(err), "sq": np.square(err),
+                   "ape": np.abs(err) / np.maximum(np.abs(y[ok]), 1e-300)}
+        for i, name in enumerate(outputs):
+            value = targets[name]
+            mean = float(value.mean())
+            scale = mean if mean > 0 else 1.0
+            model.intercept.append(mean)
+            model.scale.append(scale)
+            settings: dict[str, Any] = {
+                "loss": "squared", "seed": seed + i, "depth": LOSS_MODEL_DEPTH,
+                "ordered": [n in model.edges for n in model.names], "oblivious": False,
+                "min_child": max(LOSS_MODEL_MIN_LEAF, ok.size / LOSS_MODEL_LEAVES),
+                "penalty": LOSS_MODEL_PENALTY}
+            # every row, a fixed number of trees (a held-out part to stop early cost rows
+            # and did not help: the best round was about 100 either way)
+            model.trees.append(ObliviousBoosting.fit(
+                x, sizes, np.full(ok.size, mean / scale), value / scale,
+                max_trees=LOSS_MODEL_TREES, holdout=0.0, **settings))
         return model
 
     def to_dict(self) -> dict[str, Any]:
-        return {"edges": self.edges, "levels": self.levels, "intercept": self.intercept,
-                "coef": {k: {"abs": [c[0] for c in v], "sq": [c[1] for c in v]}
-                         for k, v in self.coef.items()}}
+        out: dict[str, Any] = {"edges": self.edges, "levels": self.levels,
+                               "intercept": self.intercept}
+        if self.coef is not None:
+            out["coef"] = {k: {"abs": [c[0] for c in v], "sq": [c[1] for c in v]}
+                           for k, v in self.coef.items()}
+            return out
+        out.update(outputs=self.outputs, scale=self.scale,
+                   trees=[t.to_dict() for t in self.trees])
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LossModel:
-        return cls(
-            edges={str(k): [float(x) for x in v] for k, v in d["edges"].items()},
-            levels={str(k): [str(x) for x in v] for k, v in d["levels"].items()},
-            intercept=[float(x) for x in d["intercept"]],
-            coef={str(k): [[float(a), float(b)] for a, b in zip(v["abs"], v["sq"], strict=True)]
-                  for k, v in d["coef"].items()},
-        )
+        edges = {str(k): [float(x) for x in v] for k, v in d["edges"].items()}
+        levels = {str(k): [str(x) for x in v] for k, v in d["levels"].items()}
+        intercept = [float(x) for x in d["intercept"]]
+        if "trees" not in d:  # the ridge model of an earlier version
+            coef = {str(k): [[float(a), float(b)] for a, b in zip(v["abs"], v["sq"],
+                                                                   strict=True)]
+                    for k, v in d["coef"].items()}
+            model = cls(edges, levels, intercept, outputs=list(LOSS_OUTPUTS[:2]), coef=coef)
+        else:
+            model = cls(edges, levels, intercept,
+                        [ObliviousBoosting.from_dict(t) for t in d["trees"]],
+                        [float(x) for x in d["scale"]], [str(x) for x in d["outputs"]])
+        model._validate()
+        return model
+
+    def _validate(self) -> None:
+        """Refuse a model that could not score rows (a hand-edited or truncated file)."""
+        if self.outputs not in (list(LOSS_OUTPUTS[:2]), list(LOSS_OUTPUTS)):
+            raise ValueError(f"outputs must be {list(LOSS_OUTPUTS[:2])} or "
+                             f"{list(LOSS_OUTPUTS)}")
+        if len(self.intercept) < len(self.outputs) or not np.isfinite(self.intercept).all():
+            raise ValueError("intercept must hold one finite mean per output")
+        sizes = [self.size(n) for n in self.names]
+        if self.coef is not None:
+            for name, coef in self.coef.items():
+                if name not in self.edges and name not in self.levels:
+                    raise ValueError(f"coef names an input without bins: {name!r}")
+                if len(coef) != self.size(name):
+                    raise ValueError(f"coef[{name!r}] needs {self.size(name)} bins")
+            return
+        if len(self.trees) != len(self.outputs) or len(self.scale) != len(self.outputs):
+            raise ValueError("trees and scale need one entry per output")
+        if not all(np.isfinite(s) and s > 0 for s in self.scale):
+            raise ValueError("scale must be positive")
+        for trees in self.trees:
+            if len(trees.order) != len(sizes) or any(
+                    len(o) != k for o, k in zip(trees.order, sizes, strict=True)):
+                raise ValueError(f"trees.order must hold one rank per code of each input "
+                                 f"({sizes})")
+            if trees.trees and (trees.inputs.min() < 0 or trees.inputs.max() >= len(sizes)):
+                raise ValueError(f"trees.inputs must name inputs 0–{len(sizes) - 1}")
+            if not np.isfinite(trees.leaves).all():
+                raise ValueError("trees.leaves must be finite")
 
 
+def out_of_fold_loss(table: pa.Table, task: Task, folds: int = 2) -> np.ndarray:
+    """(rows, 3) expected errors per reference row from a loss model fitted without it.
+
+    As :func:`out_of_fold_positive`: the labeled rows are cut into ``folds`` runs in file
+    order and each run is scored by a model fitted on the others, so the estimator's error
+    is measured on rows it did not learn from (including the drift between runs). NaN for
+    rows without a label and a prediction, or when a fold has too few rows to fit."""
+    assert task.target is not None and task.prediction is not None and task.loss_model
+    y = numbers_with_nan(table.column(task.target))
+    pred = numbers_with_nan(table.column(task.prediction))
+    labeled = np.flatnonzero(np.isfinite(y) & np.isfinite(pred))
+    out = np.full((table.num_rows, 3), np.nan)
+    inputs = task.loss_model.inputs()
+    inputs.pop(task.prediction, None)
+    for part in np.array_split(labeled, folds):
+        model = LossModel.fit(table.take(pa.array(np.setdiff1d(labeled, part))), task, inputs)
+        if model is not None:
+            found = model.predict(table.take(pa.array(part)))
+            out[part, :found.shape[1]] = found
+    return out
 
 
 def base_calibration(codes: RowCodes, n_score_bins: int) -> BaseCalibration:
@@ -313,12 +448,6 @@ class LabelModel(BinnedInputs):
         )
         model._validate()
         return model
-
-    def inputs(self) -> dict[str, Any]:
-        """The model's inputs in the form :meth:`fit` takes (edges as a list with outer
-        edges, levels as a tuple), to fit it again on other rows."""
-        return {**{k: [-np.inf, *v, np.inf] for k, v in self.edges.items()},
-                **{k: tuple(v) for k, v in self.levels.items()}}
 
     def _validate(self) -> None:
         """Refuse a model that could not score rows (a hand-edited or truncated file)."""

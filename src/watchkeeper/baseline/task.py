@@ -203,7 +203,7 @@ class RowCodes:
     pred: np.ndarray  # class index (len(classes) = other/missing) or the predicted value
     label: np.ndarray  # class index, len(classes) other, len(classes)+1 unlabeled; or y
     groups: dict[str, np.ndarray]
-    expected_error: np.ndarray | None = None  # regression: (rows, 2) from the loss model
+    expected_error: np.ndarray | None = None  # regression: (rows, 2 or 3), the loss model's
     expected_positive: np.ndarray | None = None  # binary: P(positive) from the label model
 
     def take(self, rows: np.ndarray) -> RowCodes:

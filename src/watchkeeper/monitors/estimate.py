@@ -29,12 +29,21 @@ labels are in, :func:`history_band` widens a window's band by their errors (a ba
 applies it in window order, see :meth:`~watchkeeper.run.check.CheckResult.refresh`). The
 monitor alerts only when the whole band is worse than the threshold. Once labels arrive
 the estimate is reported beside the realised value.
+
+A regressor's MAE, RMSE and (where the loss model estimates it: labels of one sign) MAPE
+are the window's sums of per-row expected errors from the loss model
+(:class:`~watchkeeper.baseline.estimators.LossModel`), and get a band by the same method in
+relative terms: the sampling sd of a window's realised metric is ``sampling_cv`` (the
+reference's per-row sd of the metric over its value) × estimate / √rows, widened by
+``shift_sd``, the loss model's own error as a fraction of the estimate, measured out of fold
+(:func:`~watchkeeper.baseline.estimators.out_of_fold_loss`) on the same shifted chunks;
+:func:`history_band` then widens it by earlier labelled windows' errors, as for a classifier.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -43,6 +52,7 @@ from watchkeeper.baseline.estimators import (
     BaseCalibration,
     BinnedInputs,
     base_calibration,
+    out_of_fold_loss,
     out_of_fold_positive,
 )
 from watchkeeper.baseline.schema import Role
@@ -101,10 +111,7 @@ class EstimatedPerformance(DropMonitor):
 
     def _estimate(self, joint: dict[str, np.ndarray]) -> dict[str, float]:
         if self.task.type == TaskType.REGRESSION:
-            sums = joint.get(REGRESSION_ESTIMATE)
-            if sums is None or sums[0] <= 0:
-                return {}
-            return {"mae": float(sums[1] / sums[0]), "rmse": float(np.sqrt(sums[2] / sums[0]))}
+            return expected_regression(joint.get(REGRESSION_ESTIMATE), self.task)
         t = joint.get(PERFORMANCE)
         if t is None or "calibration" not in self.calibration:
             return {}
@@ -200,30 +207,93 @@ class EstimatedPerformance(DropMonitor):
         return {k: float(sd[k]) if np.isfinite(sd.get(k, np.nan)) else 0.0 for k in names}
 
     def _calibrate_regression(self, reference: ReferenceData) -> None:
+        """A regressor's band is the classifier's (sampling, widened by ``shift_sd``) in
+        relative terms: an error metric's spread grows with its level, so the sampling sd
+        of a window's realised metric is ``sampling_cv`` × estimate / √rows and
+        ``shift_sd`` is the estimator's own error as a fraction of the estimate."""
+        task = self.task
         estimate = self._estimate(reference.profile.joint)
         if not estimate:
             self.calibration = {"skipped": "no loss model (needs a labeled reference)"}
             return
         names = list(estimate)
         rows = np.arange(reference.table.num_rows)
+        codes = row_codes(reference.table, task)
+        labeled = np.flatnonzero(np.isfinite(codes.label) & np.isfinite(codes.pred))
+        realised = realised_metrics(reference.profile.joint, task)
+        unit = metric_unit_sd(reference, lambda j: realised_metrics(j, task), labeled, names)
+        cv = {k: unit[k] / realised[k] if realised.get(k, 0) > 0 else 0.0 for k in names}
         self.calibration = {
-            "method": "loss model (ridge on binned features and prediction) fitted to the "
-                      "reference's absolute and squared errors; per-row sd from resampling",
+            "method": "loss model (boosted oblivious trees on the binned inputs and the "
+                      "prediction) fitted to the reference's absolute, squared (and "
+                      "percentage) errors; per-row sd from resampling",
             "reference_rows": int(rows.size),
             "reference": estimate,
             "unit_sd": metric_unit_sd(reference, self._estimate, rows, names),
+            "sampling_cv": {k: round(v, 6) for k, v in cv.items()},
         }
+        self._calibrate_regression_shift(reference, codes, names, labeled.size)
+
+    def _calibrate_regression_shift(self, reference: ReferenceData, codes: RowCodes,
+                                    names: list[str], labeled: int) -> None:
+        """``shift_sd`` of a regressor, relative to the estimate: the loss model's error on
+        shifted reference chunks scored out of fold, beyond their sampling noise, and at
+        least the relative sampling sd of the reference's own errors (what the model was
+        fitted to)."""
+        task = self.task
+        cv = self.calibration["sampling_cv"]
+        found = {k: cv[k] / np.sqrt(max(labeled, 1)) for k in names}
+        oof = out_of_fold_loss(reference.table, task)
+        width = task.loss_model.width if task.loss_model is not None else 2
+        scored = replace(codes, expected_error=oof[:, :width])
+        kinds = shifted_chunks(reference, np.flatnonzero(np.isfinite(oof[:, 0])
+                                                          & np.isfinite(codes.label)))
+        for chunks in kinds.values():
+            errors: dict[str, list[float]] = {k: [] for k in names}
+            sampling: dict[str, list[float]] = {k: [] for k in names}
+            for chunk in chunks:
+                joint = tally(scored.take(chunk), task)
+                estimate = self._estimate(joint)
+                realised = realised_metrics(joint, task)
+                for k in names:
+                    e = estimate.get(k, np.nan)
+                    errors[k].append((e - realised.get(k, np.nan)) / e if e > 0 else np.nan)
+                    sampling[k].append(cv[k] / np.sqrt(chunk.size))
+            for k in names:  # the band must cover either kind of shift
+                found[k] = max(found[k], shift_sd(np.asarray(errors[k]),
+                                                  np.asarray(sampling[k])))
+        self.calibration["method"] += (
+            "; band: sampling sd (sampling_cv × estimate / √rows) widened by the loss "
+            "model's own error relative to the estimate (shift_sd), out of fold on "
+            f"{sum(len(c) for c in kinds.values())} shifted reference chunks")
+        self.calibration["shift_sd"] = {k: round(float(v), 6) for k, v in found.items()}
+
+    def _regression_bands(self, window: Profile, estimate: dict[str, float]
+                          ) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+        """A regressor's 95% bands and sampling sds (see :meth:`_calibrate_regression`);
+        a suite calibrated before regression bands (no ``sampling_cv``) has none."""
+        cv = self.calibration.get("sampling_cv")
+        sums = window.joint.get(REGRESSION_ESTIMATE)
+        if not cv or sums is None or sums[0] <= 0:
+            return {}, {}
+        extra = self.calibration.get("shift_sd", {})
+        bands, sampling = {}, {}
+        for k, value in estimate.items():
+            sd = float(cv.get(k, 0.0)) * value / float(np.sqrt(sums[0]))
+            lo, hi = widen_band(value, (value - Z95 * sd, value + Z95 * sd),
+                                float(extra.get(k, 0.0)) * value)
+            bands[k], sampling[k] = (max(lo, 0.0), hi), sd
+        return bands, sampling
 
     def measure(self, window: Profile) -> dict[str, Any]:
         estimate = self._estimate(window.joint)
         if not estimate:
             return {}
-        if self.task.type == TaskType.REGRESSION:
-            return self._with_error({"estimated": estimate}, window, estimate)
         bands, sampling = self._bands(window, estimate)
-        out: dict[str, Any] = {"estimated": estimate, "estimated_band": bands,
-                               "estimated_band_method": BAND_AT_INIT,
-                               "estimated_sampling_sd": sampling}
+        out: dict[str, Any] = {"estimated": estimate}
+        if bands:
+            out.update(estimated_band=bands, estimated_band_method=BAND_AT_INIT,
+                       estimated_sampling_sd=sampling)
         return self._with_error(out, window, estimate)
 
     def _bands(self, window: Profile, estimate: dict[str, float]
@@ -231,6 +301,8 @@ class EstimatedPerformance(DropMonitor):
         """95% band of each estimated metric: the sampling band widened by ``shift_sd``
         (a suite calibrated before it existed has none: the sampling band alone); and the
         sampling sd of each metric (the sampling band's half-width / 1.96)."""
+        if self.task.type == TaskType.REGRESSION:
+            return self._regression_bands(window, estimate)
         counts = window.joint[PERFORMANCE].sum(axis=2)[:, :2]
         rng = np.random.default_rng([int(counts.sum()), 17])
         bands = bootstrap_expected_binary(counts, self._table(window.joint, counts),
@@ -255,9 +327,10 @@ class EstimatedPerformance(DropMonitor):
         estimate = self._estimate(window.joint)
         if not estimate or "reference" not in self.calibration:
             return []
-        if self.task.type == TaskType.REGRESSION:
+        bands = self._bands(window, estimate)[0]
+        if not bands:  # a regressor's suite from before the band: the estimate alone
             return self.compare(estimate, window.rows, "estimated")
-        return self.judge(window, estimate, self._bands(window, estimate)[0])
+        return self.judge(window, estimate, bands)
 
     def judge(self, window: Profile, estimate: dict[str, float],
               bands: dict[str, tuple[float, float]]) -> list[Finding]:
@@ -293,6 +366,18 @@ def shifted_chunks(reference: ReferenceData, rows: np.ndarray) -> dict[str, list
     if by_input:
         kinds["inputs"] = by_input
     return kinds
+
+
+def expected_regression(sums: np.ndarray | None, task: Task) -> dict[str, float]:
+    """A regressor's expected MAE, RMSE and (where the loss model estimates it) MAPE from a
+    window's ``regression_estimate`` tally: rows with a prediction, then the sums of the
+    rows' expected absolute, squared and absolute percentage errors; {} without rows."""
+    if sums is None or sums[0] <= 0:
+        return {}
+    out = {"mae": float(sums[1] / sums[0]), "rmse": float(np.sqrt(sums[2] / sums[0]))}
+    if task.loss_model is not None and task.loss_model.mape and len(sums) > 3:
+        out["mape"] = float(sums[3] / sums[0])
+    return out
 
 
 def _joint(codes: RowCodes, positive: np.ndarray, task: Task) -> dict[str, np.ndarray]:
@@ -357,7 +442,9 @@ def history_band(metrics: dict[str, Any], earlier: Sequence[LabelledError]) -> d
                                np.array([_number(h.sampling_sd.get(k)) for h in history]))
         if np.isfinite([*predicted, lo, hi]).all():
             lo = max(min(lo, predicted[0], value), 0.0)
-            hi = min(max(hi, predicted[1], value), 1.0)
+            hi = max(hi, predicted[1], value)
+            if k in ESTIMATED:  # a classifier's metrics are shares; a regressor's errors
+                hi = min(hi, 1.0)
             mean_error[k] = float(np.nanmean(errors))
         bands[k] = (lo, hi)
     return {"estimated_band": bands, "estimated_band_init": init,

@@ -42,7 +42,9 @@ def tally_shapes(task: Task) -> dict[str, tuple[int, ...]]:
     if task.type == TaskType.REGRESSION:
         shapes[REGRESSION] = (len(REGRESSION_FIELDS),)
         if task.loss_model is not None:
-            shapes[REGRESSION_ESTIMATE] = (3,)  # rows with a prediction, Σ|ê|, Σê²
+            # rows with a prediction, Σ|ê|, Σê² (and Σ expected |e|/|y|, 0 where MAPE is
+            # not estimated; a ridge loss model of an earlier version has no such column)
+            shapes[REGRESSION_ESTIMATE] = (1 + task.loss_model.width,)
     return shapes
 
 

@@ -212,7 +212,8 @@ def codes_layout(task: Task) -> tuple[list[str], int, bool]:
     group codes (by name), the expected-error columns, whether P(positive)."""
     groups = (sorted(fairness_key(g) for g in task.groupings())
               if task.type == TaskType.BINARY else [])
-    return groups, 2 if task.loss_model is not None else 0, task.label_model is not None
+    return (groups, task.loss_model.width if task.loss_model is not None else 0,
+            task.label_model is not None)
 
 
 def pack_codes(codes: RowCodes, task: Task) -> list[bytes]:

@@ -16,6 +16,10 @@ the levels into the two groups that differ most. Rounds stop when the log-loss o
 held-out part of the reference stops improving: with nothing to learn, no tree is kept and
 the base probability is returned unchanged.
 
+The same booster fits a regressor's loss model (``loss="squared"``: the leaves fit a mean,
+e.g. of the absolute error) with depth-wise trees (``oblivious=False``: each node of a
+level has its own split, for errors that depend on interactions of inputs).
+
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> group = rng.integers(0, 2, 20_000)
@@ -59,15 +63,31 @@ def _logloss(y: np.ndarray, m: np.ndarray) -> float:
     return float(np.mean(np.logaddexp(0.0, m) - y * m))
 
 
+def _squared(y: np.ndarray, m: np.ndarray) -> float:
+    return float(np.mean(np.square(y - m)))
+
+
+#: The losses :meth:`ObliviousBoosting.fit` minimises: ``logistic`` (``y`` 0/1, the margin
+#: in log-odds) and ``squared`` (``y`` any number, the margin in its units).
+LOSSES = ("logistic", "squared")
+
+
 @dataclass
 class ObliviousBoosting:
     """Trees as (input, threshold) per level plus leaf values; a row goes right when its
     (reordered) code is greater than the threshold."""
 
     order: list[np.ndarray]  # per input: code → rank (identity for ordered inputs)
-    inputs: np.ndarray  # (trees, depth) int
-    thresholds: np.ndarray  # (trees, depth) int
+    inputs: np.ndarray  # (trees, depth) int; not oblivious: (trees, 2**depth − 1) per node
+    thresholds: np.ndarray  # as inputs
     leaves: np.ndarray  # (trees, 2**depth) float, already shrunk
+    #: False: each node of a level has its own split (depth-wise trees, nodes numbered
+    #: level by level: node 2**level − 1 + cell), for errors that depend on interactions
+    oblivious: bool = True
+
+    @property
+    def depth(self) -> int:
+        return int(self.leaves.shape[1]).bit_length() - 1 if self.leaves.ndim == 2 else 0
 
     @property
     def trees(self) -> int:
@@ -84,6 +104,8 @@ class ObliviousBoosting:
         out = np.zeros(n)
         if self.trees == 0 or n == 0:
             return out
+        if not self.oblivious:
+            return self._margin_by_node(columns, out)
         ranks = {int(j): self.order[j].astype(np.int16)[np.asarray(columns[j])]
                  for j in np.unique(self.inputs)}  # only the inputs some tree splits on
         splits = [list(zip(self.inputs[t].tolist(), self.thresholds[t].tolist(), strict=True))
@@ -104,6 +126,27 @@ class ObliviousBoosting:
                 total += self.leaves[t].take(leaf)
         return out
 
+    def _margin_by_node(self, columns: list[np.ndarray], out: np.ndarray) -> np.ndarray:
+        used = np.unique(self.inputs)
+        where = np.zeros(len(self.order), dtype=np.int64)
+        where[used] = np.arange(used.size)
+        inputs = where[self.inputs]  # an input's column among the used ones
+        n, depth = out.size, self.depth
+        for start in range(0, n, _CHUNK):
+            stop = min(start + _CHUNK, n)
+            ranks = np.column_stack([self.order[j].astype(np.int16)[
+                np.asarray(columns[j][start:stop])] for j in used])
+            rows = np.arange(stop - start)
+            total = out[start:stop]
+            for t in range(self.trees):
+                cell = np.zeros(stop - start, dtype=np.int64)
+                for level in range(depth):
+                    node = (1 << level) - 1 + cell
+                    cell |= (ranks[rows, inputs[t][node]] > self.thresholds[t][node]
+                             ).astype(np.int64) << level
+                total += self.leaves[t].take(cell)
+        return out
+
     def predict(self, codes: np.ndarray | list[np.ndarray],
                 base_margin: np.ndarray) -> np.ndarray:
         """P(label = 1) per row: the sigmoid of the base margin plus the trees."""
@@ -116,33 +159,55 @@ class ObliviousBoosting:
                    np.zeros((0, depth), np.int64), np.zeros((0, 2 ** depth)))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "order": [[int(v) for v in o] for o in self.order],
             "inputs": self.inputs.tolist(),
             "thresholds": self.thresholds.tolist(),
             "leaves": base64.b64encode(self.leaves.astype("<f4").tobytes()).decode(),
         }
+        if not self.oblivious:
+            out["oblivious"] = False
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ObliviousBoosting:
         inputs = np.asarray(d["inputs"], dtype=np.int64)
-        depth = inputs.shape[1] if inputs.ndim == 2 and inputs.size else 4
+        oblivious = bool(d.get("oblivious", True))
+        width = inputs.shape[1] if inputs.ndim == 2 and inputs.size else (4 if oblivious
+                                                                           else 15)
+        depth = width if oblivious else (width + 1).bit_length() - 1
+        if not oblivious and width != 2 ** depth - 1:
+            raise ValueError("a depth-wise tree needs 2**depth − 1 splits")
         raw = base64.b64decode(d["leaves"])
         if len(raw) != 4 * inputs.shape[0] * 2 ** depth:
             raise ValueError("leaves do not match the number and depth of the trees")
         leaves = np.frombuffer(raw, dtype="<f4").astype(float)
         return cls([np.asarray(o, dtype=np.int64) for o in d["order"]],
-                   inputs.reshape(-1, depth),
-                   np.asarray(d["thresholds"], dtype=np.int64).reshape(-1, depth),
-                   leaves.reshape(-1, 2 ** depth))
+                   inputs.reshape(-1, width),
+                   np.asarray(d["thresholds"], dtype=np.int64).reshape(-1, width),
+                   leaves.reshape(-1, 2 ** depth), oblivious)
 
     @classmethod
     def fit(cls, codes: np.ndarray, sizes: list[int], base_margin: np.ndarray, y: np.ndarray,
             *, depth: int = 4, max_trees: int = 200, holdout: float = 0.25,
-            seed: int = 0, on_tree: Callable[[], Any] | None = None) -> ObliviousBoosting:
+            seed: int = 0, on_tree: Callable[[], Any] | None = None,
+            loss: str = "logistic", ordered: list[bool] | None = None,
+            oblivious: bool = True, min_child: float = MIN_CHILD_HESSIAN,
+            penalty: float = LEAF_PENALTY) -> ObliviousBoosting:
         """Fit on integer ``codes`` (rows × inputs, input ``j`` in ``[0, sizes[j])``),
         a base margin per row (log-odds) and 0/1 labels ``y``; ``on_tree`` is called after
-        each round (a progress bar's update)."""
+        each round (a progress bar's update). With ``loss="squared"`` ``y`` is any number
+        and the model's value is the base margin plus :meth:`margin` (least squares: the
+        leaves fit the mean of ``y`` in each cell, as for a loss model of a regressor).
+        ``ordered[j]`` keeps input ``j``'s codes in their own order (numeric bins: with many
+        fine bins, an order by each bin's noisy mean residual would split on noise).
+        ``oblivious=False`` grows depth-wise trees (each node its own split; see
+        ``oblivious``); ``min_child`` is the least hessian (rows, for squared loss) a split
+        leaves on either side; ``penalty`` the L2 penalty on a leaf's value."""
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        squared = loss == "squared"
+        mean_loss = _squared if squared else _logloss
         codes = np.asarray(codes, dtype=np.int64)
         y = np.asarray(y, dtype=float)
         base = np.asarray(base_margin, dtype=float)
@@ -154,12 +219,16 @@ class ObliviousBoosting:
         rng = np.random.default_rng(seed)
         valid = rng.random(n) < holdout
         train = ~valid
+        stop_early = bool(np.any(valid))  # without held-out rows: all ``max_trees`` trees
         # categorical or not, order every input's codes by the base model's mean residual
         # on the training rows: for an ordered input whose residual is monotone this keeps
         # the order, and for levels it groups the similar ones
-        residual = y - sigmoid(base)
+        residual = y - (base if squared else sigmoid(base))
         order = []
         for j in range(k):
+            if ordered is not None and ordered[j]:
+                order.append(np.arange(sizes[j]))
+                continue
             s = np.bincount(codes[train, j], weights=residual[train], minlength=sizes[j])
             c = np.bincount(codes[train, j], minlength=sizes[j])
             mean = s / np.maximum(c, 1.0)
@@ -170,11 +239,17 @@ class ObliviousBoosting:
         xt, yt, mt = ranks[train], y[train], base[train].copy()
         xv, yv, mv = ranks[valid], y[valid], base[valid].copy()
         inputs, thresholds, leaves = [], [], []
-        best, best_trees = _logloss(yv, mv), 0
+        # the bin index of each (row, input) among all inputs' bins, for the histograms
+        binned = None if oblivious else xt + np.concatenate([[0], np.cumsum(sizes)])[:-1]
+        best, best_trees = (mean_loss(yv, mv) if stop_early else 0.0), 0
         for _ in range(max_trees):
-            p = sigmoid(mt)
-            g, h = p - yt, p * (1.0 - p)
-            tree = _grow(xt, sizes, g, h, depth)
+            if squared:
+                g, h = mt - yt, np.ones_like(mt)
+            else:
+                p = sigmoid(mt)
+                g, h = p - yt, p * (1.0 - p)
+            tree = (_grow(xt, sizes, g, h, depth, min_child, penalty) if oblivious
+                    else _grow_by_node(xt, sizes, g, h, depth, min_child, penalty, binned))
             if tree is None:
                 break
             feats, cuts, leaf_t, value = tree
@@ -182,19 +257,20 @@ class ObliviousBoosting:
             thresholds.append(cuts)
             leaves.append(value)
             mt += value[leaf_t]
-            mv += value[_leaf(xv, feats, cuts)]
-            loss = _logloss(yv, mv)
+            mv += value[_leaf(xv, feats, cuts) if oblivious else _leaf_by_node(xv, feats, cuts)]
+            held_out = mean_loss(yv, mv) if stop_early else -float(len(leaves))
             if on_tree is not None:
                 on_tree()
-            if loss < best - 1e-12:
-                best, best_trees = loss, len(leaves)
+            if held_out < best - 1e-12:
+                best, best_trees = held_out, len(leaves)
             elif len(leaves) - best_trees >= PATIENCE:
                 break
         inputs, thresholds, leaves = (inputs[:best_trees], thresholds[:best_trees],
                                       leaves[:best_trees])
-        return cls(order, np.asarray(inputs, dtype=np.int64).reshape(-1, depth),
-                   np.asarray(thresholds, dtype=np.int64).reshape(-1, depth),
-                   np.asarray(leaves, dtype=float).reshape(-1, 2 ** depth))
+        width = depth if oblivious else 2 ** depth - 1
+        return cls(order, np.asarray(inputs, dtype=np.int64).reshape(-1, width),
+                   np.asarray(thresholds, dtype=np.int64).reshape(-1, width),
+                   np.asarray(leaves, dtype=float).reshape(-1, 2 ** depth), oblivious)
 
 
 def intercept(margin: np.ndarray, y: np.ndarray, iterations: int = 50) -> float:
@@ -232,7 +308,8 @@ def _leaf(ranks: np.ndarray, feats: np.ndarray, cuts: np.ndarray) -> np.ndarray:
 
 
 def _grow(ranks: np.ndarray, sizes: list[int], g: np.ndarray, h: np.ndarray,
-          depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+          depth: int, min_child: float = MIN_CHILD_HESSIAN, penalty: float = LEAF_PENALTY
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """One oblivious tree by greedy Newton gain, level by level; None if no split helps.
 
     A level's histograms of every input come from one bincount over (row, input): the
@@ -259,11 +336,11 @@ def _grow(ranks: np.ndarray, sizes: list[int], g: np.ndarray, h: np.ndarray,
             gl, hl = np.cumsum(gj, axis=1)[:, :-1], np.cumsum(hj, axis=1)[:, :-1]
             gt, ht = gj.sum(axis=1, keepdims=True), hj.sum(axis=1, keepdims=True)
             gr, hr = gt - gl, ht - hl
-            gain = (gl ** 2 / (hl + LEAF_PENALTY) + gr ** 2 / (hr + LEAF_PENALTY)
-                    - gt ** 2 / (ht + LEAF_PENALTY)).sum(axis=0)
+            gain = (gl ** 2 / (hl + penalty) + gr ** 2 / (hr + penalty)
+                    - gt ** 2 / (ht + penalty)).sum(axis=0)
             # a cut that leaves (almost) nothing on one side overall only adds noise
             left = hl.sum(axis=0)
-            gain[(left < MIN_CHILD_HESSIAN) | (ht.sum() - left < MIN_CHILD_HESSIAN)] = 0.0
+            gain[(left < min_child) | (ht.sum() - left < min_child)] = 0.0
             cut = int(np.argmax(gain))
             if gain[cut] > best_gain:
                 best_gain, best = float(gain[cut]), (j, cut)
@@ -277,5 +354,75 @@ def _grow(ranks: np.ndarray, sizes: list[int], g: np.ndarray, h: np.ndarray,
     leaf = _leaf(ranks, feats, cuts)
     gs = np.bincount(leaf, weights=g, minlength=1 << depth)
     hs = np.bincount(leaf, weights=h, minlength=1 << depth)
-    value = np.round(-LEARNING_RATE * gs / (hs + LEAF_PENALTY) / LEAF_STEP) * LEAF_STEP
+    value = np.round(-LEARNING_RATE * gs / (hs + penalty) / LEAF_STEP) * LEAF_STEP
     return feats, cuts, leaf, value
+
+
+def _leaf_by_node(ranks: np.ndarray, feats: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Leaf per row of a depth-wise tree (node ``2**level − 1 + cell`` splits a level's
+    cell; the leaf's bits are the turns taken, level 0 lowest, as in :func:`_leaf`)."""
+    depth = (feats.size + 1).bit_length() - 1
+    rows = np.arange(ranks.shape[0])
+    cell = np.zeros(ranks.shape[0], dtype=np.int64)
+    for level in range(depth):
+        node = (1 << level) - 1 + cell
+        cell |= (ranks[rows, feats[node]] > cuts[node]).astype(np.int64) << level
+    return cell
+
+
+def _grow_by_node(ranks: np.ndarray, sizes: list[int], g: np.ndarray, h: np.ndarray,
+                  depth: int, min_child: float, penalty: float,
+                  binned: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """One depth-wise tree by greedy Newton gain: each cell of a level takes its own best
+    split (a cell with none sends every row left: threshold past its ranks); None if no
+    cell of the first level can split. Histograms as in :func:`_grow`."""
+    n = ranks.shape[0]
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    total = int(offsets[-1])
+    if binned is None:
+        binned = ranks + offsets[:-1]
+    cell = np.zeros(n, dtype=np.int64)
+    nodes = 2 ** depth - 1
+    feats = np.zeros(nodes, dtype=np.int64)
+    cuts = np.full(nodes, np.iinfo(np.int16).max, dtype=np.int64)
+    unit = bool(np.all(h == 1.0))  # squared loss: the hessians are row counts
+    gg = np.repeat(g, ranks.shape[1])
+    hh = None if unit else np.repeat(h, ranks.shape[1])
+    rows = np.arange(n)
+    for level in range(depth):
+        cells = 1 << level
+        index = (binned + (cell * total)[:, None]).ravel()
+        gs = np.bincount(index, weights=gg, minlength=cells * total).reshape(cells, total)
+        hs = (np.bincount(index, minlength=cells * total) if unit
+              else np.bincount(index, weights=hh, minlength=cells * total)
+              ).reshape(cells, total).astype(float)
+        best_gain = np.zeros(cells)
+        best_j = np.full(cells, -1)
+        best_cut = np.zeros(cells, dtype=np.int64)
+        for j in range(len(sizes)):
+            if sizes[j] < 2:
+                continue
+            gj, hj = gs[:, offsets[j]:offsets[j + 1]], hs[:, offsets[j]:offsets[j + 1]]
+            gl, hl = np.cumsum(gj, axis=1)[:, :-1], np.cumsum(hj, axis=1)[:, :-1]
+            gt, ht = gj.sum(axis=1, keepdims=True), hj.sum(axis=1, keepdims=True)
+            gr, hr = gt - gl, ht - hl
+            gain = (gl ** 2 / (hl + penalty) + gr ** 2 / (hr + penalty)
+                    - gt ** 2 / (ht + penalty))
+            gain[(hl < min_child) | (hr < min_child)] = 0.0
+            cut = np.argmax(gain, axis=1)
+            value = gain[np.arange(cells), cut]
+            better = value > best_gain
+            best_gain[better], best_j[better], best_cut[better] = (value[better], j,
+                                                                   cut[better])
+        if level == 0 and best_j[0] < 0:
+            return None
+        split = best_j >= 0
+        at = (1 << level) - 1 + np.arange(cells)
+        feats[at[split]], cuts[at[split]] = best_j[split], best_cut[split]
+        node = (1 << level) - 1 + cell
+        cell |= (ranks[rows, feats[node]] > cuts[node]).astype(np.int64) << level
+    gs = np.bincount(cell, weights=g, minlength=1 << depth)
+    hs = np.bincount(cell, weights=h, minlength=1 << depth)
+    value = np.round(-LEARNING_RATE * gs / (hs + penalty) / LEAF_STEP) * LEAF_STEP
+    return feats, cuts, cell, value
