@@ -332,12 +332,9 @@ def _grow(ranks: np.ndarray, sizes: list[int], g: np.ndarray, h: np.ndarray,
         for j in range(len(sizes)):
             if sizes[j] < 2:
                 continue
-            gj, hj = gs[:, offsets[j]:offsets[j + 1]], hs[:, offsets[j]:offsets[j + 1]]
-            gl, hl = np.cumsum(gj, axis=1)[:, :-1], np.cumsum(hj, axis=1)[:, :-1]
-            gt, ht = gj.sum(axis=1, keepdims=True), hj.sum(axis=1, keepdims=True)
-            gr, hr = gt - gl, ht - hl
-            gain = (gl ** 2 / (hl + penalty) + gr ** 2 / (hr + penalty)
-                    - gt ** 2 / (ht + penalty)).sum(axis=0)
+            gain, hl, ht = _cut_gains(gs[:, offsets[j]:offsets[j + 1]],
+                                      hs[:, offsets[j]:offsets[j + 1]], penalty)
+            gain = gain.sum(axis=0)
             # a cut that leaves (almost) nothing on one side overall only adds noise
             left = hl.sum(axis=0)
             gain[(left < min_child) | (ht.sum() - left < min_child)] = 0.0
@@ -403,12 +400,9 @@ def _grow_by_node(ranks: np.ndarray, sizes: list[int], g: np.ndarray, h: np.ndar
         for j in range(len(sizes)):
             if sizes[j] < 2:
                 continue
-            gj, hj = gs[:, offsets[j]:offsets[j + 1]], hs[:, offsets[j]:offsets[j + 1]]
-            gl, hl = np.cumsum(gj, axis=1)[:, :-1], np.cumsum(hj, axis=1)[:, :-1]
-            gt, ht = gj.sum(axis=1, keepdims=True), hj.sum(axis=1, keepdims=True)
-            gr, hr = gt - gl, ht - hl
-            gain = (gl ** 2 / (hl + penalty) + gr ** 2 / (hr + penalty)
-                    - gt ** 2 / (ht + penalty))
+            gain, hl, ht = _cut_gains(gs[:, offsets[j]:offsets[j + 1]],
+                                      hs[:, offsets[j]:offsets[j + 1]], penalty)
+            hr = ht - hl
             gain[(hl < min_child) | (hr < min_child)] = 0.0
             cut = np.argmax(gain, axis=1)
             value = gain[np.arange(cells), cut]
@@ -426,3 +420,15 @@ def _grow_by_node(ranks: np.ndarray, sizes: list[int], g: np.ndarray, h: np.ndar
     hs = np.bincount(cell, weights=h, minlength=1 << depth)
     value = np.round(-LEARNING_RATE * gs / (hs + penalty) / LEAF_STEP) * LEAF_STEP
     return feats, cuts, cell, value
+
+
+def _cut_gains(g: np.ndarray, h: np.ndarray,
+               penalty: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gain of each cut between a feature's consecutive bins, per cell (rows: cells,
+    columns: cuts), from the gradient and hessian sums ``g``, ``h`` of each cell's bins;
+    with the hessian sums left of each cut and in all."""
+    gl, hl = np.cumsum(g, axis=1)[:, :-1], np.cumsum(h, axis=1)[:, :-1]
+    gt, ht = g.sum(axis=1, keepdims=True), h.sum(axis=1, keepdims=True)
+    gr, hr = gt - gl, ht - hl
+    gain = gl ** 2 / (hl + penalty) + gr ** 2 / (hr + penalty) - gt ** 2 / (ht + penalty)
+    return gain, hl, ht

@@ -147,3 +147,26 @@ secret itself)
     if not value:
         raise ConfigError(f"{what}: {name} is empty")
     return value
+
+
+class ChatWebhook:
+    """A chat service's incoming webhook (its URL is the secret): POSTs ``message()`` of
+    each notification as JSON, acknowledgements too."""
+
+    acknowledges = True
+
+    def __init__(self, webhook_url: str, timeout: float = 10.0) -> None:
+        self.webhook_url = webhook_url
+        self.timeout = timeout
+
+    def message(self, notification: Notification) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def send(self, notification: Notification) -> None:
+        post_json(self.webhook_url, self.message(notification), timeout=self.timeout)
+
+    def secrets(self) -> list[str]:
+        return url_secrets(self.webhook_url)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({mask_url(self.webhook_url)!r})"

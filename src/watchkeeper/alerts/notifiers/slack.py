@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from watchkeeper.alerts.notifiers.base import mask_url, post_json, url_secrets
+from watchkeeper.alerts.notifiers.base import ChatWebhook
 
 if TYPE_CHECKING:
     from watchkeeper.alerts.notification import Notification
@@ -14,27 +14,15 @@ _ICON = {"critical": ":red_circle:", "warning": ":large_orange_circle:",
 MAX_ALERTS = 10  # listed in the message; the rest are counted
 
 
-class SlackNotifier:
+class SlackNotifier(ChatWebhook):
     """Posts a short incident message to a Slack incoming webhook.
 
     >>> SlackNotifier("https://hooks.slack.com/services/T0/B0/XXXXXXXXXXXXXXXXXXXXXXXX")
     SlackNotifier('https://hooks.slack.com/services/***')
     """
 
-    acknowledges = True  # "[ACKNOWLEDGED] …" tells the channel someone is on it
-
-    def __init__(self, webhook_url: str, timeout: float = 10.0) -> None:
-        self.webhook_url = webhook_url
-        self.timeout = timeout
-
-    def send(self, notification: Notification) -> None:
-        post_json(self.webhook_url, slack_message(notification), timeout=self.timeout)
-
-    def secrets(self) -> list[str]:
-        return url_secrets(self.webhook_url)
-
-    def __repr__(self) -> str:
-        return f"SlackNotifier({mask_url(self.webhook_url)!r})"
+    def message(self, notification: Notification) -> dict[str, Any]:
+        return slack_message(notification)
 
 
 def slack_message(n: Notification) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from watchkeeper.alerts.notifiers.base import mask_url, post_json, url_secrets
+from watchkeeper.alerts.notifiers.base import ChatWebhook
 
 if TYPE_CHECKING:
     from watchkeeper.alerts.notification import Notification
@@ -51,7 +51,7 @@ def teams_message(n: Notification) -> dict[str, Any]:
         "content": card}]}
 
 
-class TeamsNotifier:
+class TeamsNotifier(ChatWebhook):
     """Posts an Adaptive Card to a Microsoft Teams Workflows webhook URL (its signature is
     a secret: masked when printed, never logged).
 
@@ -60,17 +60,5 @@ class TeamsNotifier:
     TeamsNotifier('https://prod-01.westus.logic.azure.com/workflows/***/triggers/manual/paths/invoke?***')
     """
 
-    acknowledges = True
-
-    def __init__(self, webhook_url: str, timeout: float = 10.0) -> None:
-        self.webhook_url = webhook_url
-        self.timeout = timeout
-
-    def send(self, notification: Notification) -> None:
-        post_json(self.webhook_url, teams_message(notification), timeout=self.timeout)
-
-    def secrets(self) -> list[str]:
-        return url_secrets(self.webhook_url)
-
-    def __repr__(self) -> str:
-        return f"TeamsNotifier({mask_url(self.webhook_url)!r})"
+    def message(self, notification: Notification) -> dict[str, Any]:
+        return teams_message(notification)
