@@ -71,9 +71,7 @@ class Incident:
         columns = {a.column for a in alerts}
         if len(alerts) == 1:
             a = alerts[0]
-            where = a.segment or a.column
-            what = f"{a.monitor}:{a.metric}" if a.metric else a.monitor
-            return f"{what} on {where}" if where else what
+            return f"{a.what} on {a.where}" if a.where else a.what
         if _OUTCOME & set(monitors):
             return "model degradation: " + ", ".join(monitors)
         if set(monitors) <= _BREAK and len(columns) > 1:

@@ -63,6 +63,16 @@ class Alert:
                    severity=Severity(f.severity), first_seen=window, first_seen_at=as_utc(at))
 
     @property
+    def what(self) -> str:
+        """The monitor, and its metric when it has one (``monitor:metric``)."""
+        return f"{self.monitor}:{self.metric}" if self.metric else self.monitor
+
+    @property
+    def where(self) -> str | None:
+        """The segment, else the column, the alert is about (None: the whole model)."""
+        return self.segment or self.column
+
+    @property
     def labels(self) -> dict[str, str]:
         """Labels for matching (silences, grouping); absent ones are ""."""
         return {"model": self.model, "alertname": self.monitor, "monitor": self.monitor,
@@ -116,9 +126,8 @@ class Alert:
 
     def describe(self) -> str:
         """One line a person can read."""
-        what = f"{self.monitor}:{self.metric}" if self.metric else self.monitor
-        where = self.segment or self.column
-        return (f"{self.severity.value} {what}" + (f" {where}" if where else "")
+        where = self.where
+        return (f"{self.severity.value} {self.what}" + (f" {where}" if where else "")
                 + f": {self.message} (value {self.value:.4g}, threshold {self.threshold:.4g}"
                 + f", since {self.fired or self.first_seen})")
 

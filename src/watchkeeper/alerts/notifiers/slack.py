@@ -30,11 +30,9 @@ def slack_message(n: Notification) -> dict[str, Any]:
     icon = _ICON["resolved" if n.status == "resolved" else n.severity.value]
     lines = []
     for a in n.alerts[:MAX_ALERTS]:
-        what = f"{a.monitor}:{a.metric}" if a.metric else a.monitor
-        where = a.segment or a.column
         state = "~resolved~ " if a.state == "resolved" else ""
-        lines.append(f"• {state}*{a.severity.value}* `{what}`" + (f" {where}" if where else "")
-                     + f": {a.message}")
+        where = f" {a.where}" if a.where else ""
+        lines.append(f"• {state}*{a.severity.value}* `{a.what}`{where}: {a.message}")
     if len(n.alerts) > MAX_ALERTS:
         lines.append(f"… and {len(n.alerts) - MAX_ALERTS} more")
     context = f"incident `{n.incident}` · opened {n.opened} · window {n.window}"

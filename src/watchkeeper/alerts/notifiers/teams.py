@@ -22,11 +22,9 @@ def teams_message(n: Notification) -> dict[str, Any]:
         color = "Accent"
     lines = []
     for a in n.alerts[:MAX_ALERTS]:
-        what = f"{a.monitor}:{a.metric}" if a.metric else a.monitor
-        where = a.segment or a.column
         state = "(resolved) " if a.state == "resolved" else ""
-        lines.append(f"- {state}**{a.severity.value}** {what}" + (f" {where}" if where else "")
-                     + f": {a.message}")
+        where = f" {a.where}" if a.where else ""
+        lines.append(f"- {state}**{a.severity.value}** {a.what}{where}: {a.message}")
     if len(n.alerts) > MAX_ALERTS:
         lines.append(f"- … and {len(n.alerts) - MAX_ALERTS} more")
     facts = [{"title": "Model", "value": n.model}, {"title": "Incident", "value": n.incident},
