@@ -107,6 +107,30 @@ def _stat(title: str, expr: str, *, unit: str = "short", description: str = "",
                         "colorMode": "background", "graphMode": "none", "textMode": "auto"}}
 
 
+def _table(title: str, columns: dict[str, str], *, sort_by: str,
+           overrides: list[dict[str, Any]] | None = None,
+           description: str | None = None) -> dict[str, Any]:
+    """A table of instant queries merged on their labels, one value column per query
+    (``columns``: column name → PromQL), sorted by ``sort_by``, highest first."""
+    refs = [chr(ord("A") + i) for i in range(len(columns))]
+    panel: dict[str, Any] = {
+        "type": "table", "title": title,
+        "targets": [_target(expr, "", ref, instant=True, format="table")
+                    for ref, expr in zip(refs, columns.values(), strict=True)],
+        "transformations": [
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {
+                "excludeByName": {"Time": True, "__name__": True, "model": True,
+                                  "instance": True, "job": True},
+                "renameByName": {f"Value #{ref}": name
+                                 for ref, name in zip(refs, columns, strict=True)}}}],
+        "fieldConfig": {"defaults": {"decimals": 4}, "overrides": overrides or []},
+        "options": {"showHeader": True, "sortBy": [{"displayName": sort_by, "desc": True}]}}
+    if description is not None:
+        panel["description"] = description
+    return panel
+
+
 def _by_name(name: str, **properties: Any) -> dict[str, Any]:
     return {"matcher": {"id": "byName", "options": name},
             "properties": [{"id": k, "value": v} for k, v in properties.items()]}
@@ -135,21 +159,10 @@ def _panels() -> Iterator[tuple[str, dict[str, Any], int, int]]:
         unit="none", line_at=1.0, minimum=0,
         description="Jensen-Shannon distance of each column from the reference divided by "
                     "its calibrated threshold: above 1 (the red line) the column drifted"), 16, 9
-    yield "Drift", {
-        "type": "table", "title": "Drift now: distance and threshold",
-        "targets": [_target(f"watchkeeper_drift_distance{{{_M}}}", "", "A", instant=True,
-                            format="table"),
-                    _target(f"watchkeeper_drift_threshold{{{_M}}}", "", "B", instant=True,
-                            format="table")],
-        "transformations": [
-            {"id": "merge", "options": {}},
-            {"id": "organize", "options": {
-                "excludeByName": {"Time": True, "__name__": True, "model": True,
-                                  "instance": True, "job": True},
-                "renameByName": {"Value #A": "distance", "Value #B": "threshold"}}}],
-        "fieldConfig": {"defaults": {"decimals": 4}, "overrides": []},
-        "options": {"showHeader": True, "sortBy": [{"displayName": "distance",
-                                                    "desc": True}]}}, 8, 9
+    yield "Drift", _table(
+        "Drift now: distance and threshold",
+        {"distance": f"watchkeeper_drift_distance{{{_M}}}",
+         "threshold": f"watchkeeper_drift_threshold{{{_M}}}"}, sort_by="distance"), 8, 9
 
     metric = 'metric="$metric"'
     yield "Performance", _timeseries(
@@ -231,26 +244,15 @@ def _panels() -> Iterator[tuple[str, dict[str, Any], int, int]]:
                  "{{metric}} threshold (when alerting)", "B")],
         unit="percentunit", minimum=0), 24, 7
 
-    yield "Findings", {
-        "type": "table", "title": "Findings in the latest closed window",
-        "targets": [_target(f"watchkeeper_finding_value{{{_M}}}", "", "A", instant=True,
-                            format="table"),
-                    _target(f"watchkeeper_finding_threshold{{{_M}}}", "", "B", instant=True,
-                            format="table"),
-                    _target(f"watchkeeper_alert_state{{{_M}}}", "", "C", instant=True,
-                            format="table")],
-        "transformations": [
-            {"id": "merge", "options": {}},
-            {"id": "organize", "options": {
-                "excludeByName": {"Time": True, "__name__": True, "model": True,
-                                  "instance": True, "job": True},
-                "renameByName": {"Value #A": "value", "Value #B": "threshold",
-                                 "Value #C": "state"}}}],
-        "fieldConfig": {"defaults": {"decimals": 4}, "overrides": [_by_name(
+    yield "Findings", _table(
+        "Findings in the latest closed window",
+        {"value": f"watchkeeper_finding_value{{{_M}}}",
+         "threshold": f"watchkeeper_finding_threshold{{{_M}}}",
+         "state": f"watchkeeper_alert_state{{{_M}}}"}, sort_by="state",
+        overrides=[_by_name(
             "state", decimals=0, **{"custom.cellOptions": {"type": "color-background"}},
-            thresholds=_thresholds((None, "green"), (1, "orange"), (2, "red")))]},
-        "options": {"showHeader": True, "sortBy": [{"displayName": "state", "desc": True}]},
-        "description": "0 ok/info, 1 warning, 2 critical"}, 24, 9
+            thresholds=_thresholds((None, "green"), (1, "orange"), (2, "red")))],
+        description="0 ok/info, 1 warning, 2 critical"), 24, 9
 
 
 def dashboard(model: str, *, uid: str | None = None) -> dict[str, Any]:
