@@ -11,7 +11,7 @@ import threading
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pyarrow as pa
@@ -65,7 +65,26 @@ def window(start: datetime, *, rows: int = 10, state: str = "closed", **profile)
     )
 
 
-class Receiver:
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 (a free port) in a thread, for ``with`` blocks."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
+                                       daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+class Receiver(LoopbackServer):
     """A JSON-recording HTTP server on 127.0.0.1 (notifier tests); answers with scripted
     status codes."""
 
@@ -88,22 +107,10 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
-                                       daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+        super().__init__(Handler)
 
 
-class OtlpReceiver:
+class OtlpReceiver(LoopbackServer):
     """A real OTLP/HTTP receiver on 127.0.0.1: decodes each POST to /v1/metrics and /v1/logs
     with the opentelemetry-proto classes and answers as a collector does (200, the export
     response in protobuf). ``hold`` (a threading.Event) makes it wait before answering."""
@@ -142,10 +149,7 @@ class OtlpReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,),
-                                       daemon=True)
+        super().__init__(Handler)
 
     def points(self) -> list[tuple[str, dict[str, Any], float]]:
         """Every data point received (gauges and sums): (metric name, attributes, value)."""
@@ -159,14 +163,6 @@ class OtlpReceiver:
         return [r for request in self.logs for rl in request.resource_logs
                 for sl in rl.scope_logs for r in sl.log_records]
 
-    def __enter__(self) -> OtlpReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 def otlp_attributes(kvs: Any) -> dict[str, Any]:
