@@ -197,3 +197,35 @@ def test_error_band_predicts_from_the_errors_mean_and_spread() -> None:
     lo, hi = error_band(0.8, 0.01, errors[:-1], np.full(29, 0.005))
     assert lo < 0.75 < hi < 0.8
     assert np.isnan(error_band(0.8, 0.01, errors[:1], np.full(1, 0.005))).all()
+
+
+def test_a_server_folding_the_windows_widens_the_band_as_a_batch_check(
+        suite: wk.Suite, drifted: pa.Table) -> None:
+    """The online monitor (what ``watchkeeper serve`` folds with) gives each window the band
+    and estimated-performance findings of the batch check, labels at once or later."""
+    from datetime import timedelta
+
+    from watchkeeper.online.monitor import OnlineMonitor
+
+    batch = check(suite, drifted)
+    minute = 60.0
+    ts = pa.array(np.repeat(np.arange(len(batch.windows)) * minute + 1.0, WINDOW))
+    events = drifted.drop_columns(["label"]).append_column("_ts", ts)
+    for labels_first in (True, False):
+        live = OnlineMonitor(suite, window=timedelta(minutes=1), grace=timedelta(0),
+                             clock=lambda: 0.0)
+        live.ingest(events)
+        if labels_first:
+            live.ingest_labels(drifted.select(["id", "label"]))
+            live.tick(now=600.0)
+        else:  # windows judged without labels, then labels in two parts, oldest last
+            live.tick(now=600.0)
+            live.ingest_labels(drifted.select(["id", "label"]).slice(3 * WINDOW))
+            live.ingest_labels(drifted.select(["id", "label"]).slice(0, 3 * WINDOW))
+        results = [live.windows[k].result for k in sorted(live.windows)]
+        for a, b in zip(batch.windows, results, strict=True):
+            assert b is not None
+            assert a.metrics["estimated_band_method"] == b.metrics["estimated_band_method"]
+            assert a.metrics["estimated_band"] == b.metrics["estimated_band"]
+            assert estimated_findings(a.findings) == [
+                {**f, "window": a.label} for f in estimated_findings(b.findings)]

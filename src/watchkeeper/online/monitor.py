@@ -197,10 +197,11 @@ class OnlineMonitor:
             keys = [self._join_keys[e] for e in entries]
         else:
             return to_table(data).num_rows
-        for key in keys:
+        for key in sorted(set(keys)):
             self._dirty.add(key)
             if self.windows[key].state == "closed":
                 self._evaluate(self.windows[key])
+        self._reband(min(keys, default=None), set(keys))
         self.counters["labels"] += to_table(data).num_rows
         self.counters["unmatched_labels"] += unmatched
         return unmatched
@@ -219,8 +220,11 @@ class OnlineMonitor:
         closed = sorted((x for x in self.windows.values() if x.state == "closed"),
                         key=lambda x: x.key)
         result = CheckResult(suite=self.model, evaluator=self.suite)
-        result.windows = [WindowResult(x.label, x.profile.rows, [], x.profile, x.start, x.end)
-                          for x in closed[-self.history:] if x.key <= w.key]
+        # earlier windows with their metrics: their labelled errors widen this window's
+        # estimated band, as in a batch check (monitors.estimate.history_band)
+        result.windows = [WindowResult(x.label, x.profile.rows, [], x.profile, x.start, x.end,
+                                       metrics=x.result.metrics if x.result else {})
+                          for x in closed[-self.history:] if x.key < w.key]
         if not result.windows or result.windows[-1].profile is not w.profile:
             result.windows.append(WindowResult(w.label, w.profile.rows, [], w.profile,
                                                w.start, w.end))
@@ -229,6 +233,17 @@ class OnlineMonitor:
         w.result = result.windows[-1]
         if w.late_rows:
             w.result.metrics["late_rows"] = w.late_rows
+
+    def _reband(self, after: int | None, changed: set[int]) -> None:
+        """Evaluate again the closed windows after ``after`` whose estimated band earlier
+        windows' new labels may widen (their own labels did not change)."""
+        if after is None:
+            return
+        for key in sorted(k for k, x in self.windows.items() if k > after and k not in changed
+                          and x.state == "closed" and x.result is not None
+                          and "estimated_band" in x.result.metrics):
+            self._evaluate(self.windows[key])
+            self._dirty.add(key)
 
     def tick(self, now: float | None = None) -> list[WindowResult]:
         """Close the windows whose end plus grace has passed, evaluate and persist them;
