@@ -31,6 +31,20 @@ def test_save_load_save_is_byte_identical(suite_path: Path, tmp_path: Path) -> N
     assert again.read_bytes() == suite_path.read_bytes()
 
 
+def test_editing_the_suites_document_leaves_the_suite_as_it_was(suite_path: Path) -> None:
+    suite = wk.load(suite_path)
+    before = suitefile.dump(suite.to_dict())
+    doc = suite.to_dict()
+    for monitor in doc["monitors"]:
+        for value in monitor.get("calibration", {}).values():
+            if isinstance(value, dict):
+                value.clear()
+            elif isinstance(value, list):
+                value.append(-1)
+    assert any(m.get("calibration") for m in doc["monitors"])
+    assert suitefile.dump(suite.to_dict()) == before
+
+
 def test_the_file_is_readable_and_records_how_thresholds_were_obtained(suite_path: Path) -> None:
     doc = suitefile.parse(suite_path.read_text(), "suite")
     assert doc["name"] == "synthetic"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 import zlib
@@ -261,9 +262,9 @@ class Monitor:
         if self.calibrated:
             out["alpha"] = self.alpha
         for key, default in self.params.items():
-            out[key] = self.settings.get(key, default)
-        if self.calibration:
-            out["calibration"] = self.calibration
+            out[key] = copy.deepcopy(self.settings.get(key, default))
+        if self.calibration:  # a copy: editing the document must not edit the monitor
+            out["calibration"] = copy.deepcopy(self.calibration)
         return out
 
     def __repr__(self) -> str:
