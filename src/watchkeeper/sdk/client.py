@@ -15,39 +15,24 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
-import inspect
 import logging
 import math
 import os
-import random
 import threading
 import time
-import uuid
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from watchkeeper.errors import SinkUnavailable
 from watchkeeper.sdk import context, shutdown
-from watchkeeper.sdk.rows import (
-    Columns,
-    Tally,
-    as_list,
-    batch_rows,
-    batch_table,
-    events_table,
-    is_batch,
-    labels_table,
-    unify,
-)
-from watchkeeper.sdk.sinks import Sink, batch_id, with_batch_id
+from watchkeeper.sdk.delivery import Delivery, Parcel
+from watchkeeper.sdk.rows import Columns, batch_rows
+from watchkeeper.sdk.sinks import Sink
 from watchkeeper.sdk.spool import Spool
+from watchkeeper.sdk.timed import wrap
 from watchkeeper.wire import CLIENT, ERROR, LATENCY, TS
 
 __all__ = ["Client"]
@@ -56,32 +41,14 @@ logger = logging.getLogger("watchkeeper.sdk")
 
 #: Seconds between two warnings about dropped rows or sink errors.
 WARN_EVERY = 60.0
-#: Longest wait (seconds) between two tries of a batch the sink could not take.
-MAX_BACKOFF = 30.0
-#: Rows converted in one go by the background thread (it holds the GIL meanwhile).
-CONVERT_ROWS = 1_000
 
 _time = time.time
-_perf = time.perf_counter
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass
-class Parcel:
-    """A converted batch waiting for the sink; its table carries its batch id."""
-
-    kind: str  # "events" or "labels"
-    table: pa.Table
-    spooled: Path | None = None  # the spool file it was read from, if any
-
-    @property
-    def rows(self) -> int:
-        return self.table.num_rows
-
-
-class Client:
+class Client(Delivery):
     """Logs model events from a serving process to a sink, without slowing or breaking it.
 
     ``features`` is a dict of name → value, or a sequence aligned with ``feature_names``.
@@ -198,10 +165,6 @@ class Client:
         self._last_bad: str | None = None
         self._warned_at = -math.inf
         self._warned = (0, 0)
-
-    @property
-    def _dropped(self) -> int:
-        return self._dropped_full + self._dropped_shutdown + self._rejected
 
     # -- the caller's side -----------------------------------------------------------------
     def log(
@@ -330,62 +293,7 @@ class Client:
         1
         >>> wk.close()
         """
-
-        def decorate(func: F) -> F:
-            index, name = _argument(func, features_arg)
-            scores = getattr(func, "__name__", "") in ("predict_proba", "predict_log_proba")
-
-            def pick(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-                if index is not None and index < len(args):
-                    return args[index]
-                return kwargs.get(name) if name is not None else None
-
-            def record(args: tuple[Any, ...], kwargs: dict[str, Any], result: Any,
-                       failed: bool, start: float) -> None:
-                latency_ms = (_perf() - start) * 1e3
-                features = pick(args, kwargs)
-                try:
-                    batch = is_batch(features)
-                except Exception:
-                    batch = False
-                if not batch:
-                    self.log(features, result, error=failed, latency_ms=latency_ms)
-                elif scores or (not failed and getattr(result, "ndim", 1) == 2
-                                and result.shape[1] > 1):
-                    self.log_batch(features, probas=result, error=failed,
-                                   latency_ms=latency_ms)
-                else:
-                    self.log_batch(features, result, error=failed, latency_ms=latency_ms)
-
-            if inspect.iscoroutinefunction(func):
-
-                @functools.wraps(func)
-                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                    start = _perf()
-                    try:
-                        result = await func(*args, **kwargs)
-                    except Exception:
-                        record(args, kwargs, None, True, start)
-                        raise
-                    record(args, kwargs, result, False, start)
-                    return result
-
-                return cast(F, async_wrapper)  # functools.wraps keeps func's signature
-
-            @functools.wraps(func)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                start = _perf()
-                try:
-                    result = func(*args, **kwargs)
-                except Exception:
-                    record(args, kwargs, None, True, start)
-                    raise
-                record(args, kwargs, result, False, start)
-                return result
-
-            return cast(F, wrapper)  # functools.wraps keeps func's signature
-
-        return decorate(fn) if fn is not None else decorate
+        return wrap(self, fn, features_arg)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Hand everything logged so far to the sink now (batches waiting after a failed
@@ -532,18 +440,9 @@ class Client:
             self._bad += n
             self._last_bad = what
 
-    def _note_error(self, what: str) -> None:
-        with self._side:
-            self._last_error = what[:500]
-
     def _count_shutdown(self, rows: int, what: str) -> None:
         with self._side:
             self._dropped_shutdown += rows
-            self._last_error = what[:500]
-
-    def _count_rejected(self, rows: int, what: str) -> None:
-        with self._side:
-            self._rejected += rows
             self._last_error = what[:500]
 
     def _run(self) -> None:
@@ -643,190 +542,6 @@ class Client:
                 self._note_error(f"sink tick: {type(exc).__name__}: {exc}")
         self._maybe_warn()
 
-    def _convert(self, rows: list[tuple[Any, ...]], tally: Tally) -> tuple[pa.Table | None, int]:
-        """The rows as one table, and how many rows could not be converted at all.
-
-        Converted in parts of CONVERT_ROWS: the thread holds the GIL while it converts, and
-        a short part keeps each stretch (what a logging thread may wait) short."""
-        tables = []
-        lost = 0
-        for i in range(0, len(rows), CONVERT_ROWS):
-            part = rows[i:i + CONVERT_ROWS]
-            counted = Tally()
-            try:
-                tables.append(events_table(part, self.columns, counted))
-                tally.merge(counted)
-                continue
-            except Exception:  # should not happen; rescue the rows one by one
-                pass
-            for row in part:
-                counted = Tally()
-                try:
-                    tables.append(events_table([row], self.columns, counted))
-                    tally.merge(counted)
-                except Exception:
-                    lost += 1
-        if not tables:
-            return None, lost
-        try:
-            return unify(tables), lost
-        except Exception:
-            return None, len(rows)
-
-    def _post(self, tables: list[tuple[str, pa.Table]]) -> None:
-        """Converted tables join the outbox, consecutive ones of a kind together up to
-        ``flush_rows`` rows (many small ``log_batch`` calls make one request), each batch
-        under a new id that it keeps on every retry."""
-        group: list[pa.Table] = []
-        kind = ""
-        for next_kind, table in [*tables, ("", None)]:
-            if group and (next_kind != kind or table is None or sum(
-                    t.num_rows for t in group) + table.num_rows > self.flush_rows):
-                try:
-                    parts = [unify(group)]
-                except Exception:  # columns of types that do not unify: one by one
-                    parts = group
-                for part in parts:
-                    parcel = Parcel(kind, with_batch_id(part, uuid.uuid4().hex))
-                    with self._side:
-                        self._outbox.append(parcel)
-                        self._held += parcel.rows
-                group = []
-            if table is not None and table.num_rows:
-                group.append(table)
-                kind = next_kind
-
-    def _unhold(self, rows: int) -> None:
-        with self._side:
-            self._held -= rows
-
-    def _convert_rows(self, rows: list[tuple[Any, ...]]) -> list[tuple[str, pa.Table]]:
-        tally = Tally()
-        table, lost = self._convert(rows, tally)
-        self._count_bad(tally)
-        if lost:
-            self._count_rejected(lost, f"{lost} rows could not be converted")
-        return [] if table is None else [("events", table)]
-
-    def _convert_batch(self, kind: str, first: Any, second: Any, rows: int,
-                       at: float) -> list[tuple[str, pa.Table]]:
-        tally = Tally()
-        try:
-            if kind == "events":
-                table = batch_table(first, second or {}, self.columns, at, tally)
-            else:
-                ids, labels = as_list(first), as_list(second)
-                n = min(len(ids), len(labels))
-                tally.add(abs(len(ids) - len(labels)), "log_labels: ids and labels differ "
-                                                       "in length")
-                table = labels_table(ids[:n], labels[:n], self.columns.id_name, self.target,
-                                     tally)
-        except Exception as exc:
-            self._count_bad(tally)
-            self._count_rejected(rows, f"{kind} batch of {rows} rows unreadable: "
-                                       f"{type(exc).__name__}: {exc}")
-            return []
-        self._count_bad(tally)
-        return [(kind, table)]
-
-    def _count_bad(self, tally: Tally) -> None:
-        if tally.bad:
-            with self._side:
-                self._bad += tally.bad
-                self._last_bad = tally.summary()
-
-    def _deliver_all(self) -> None:
-        """Send the spooled batches (oldest first), then the outbox, until one fails."""
-        if self.spool is not None:
-            while (taken := self.spool.take()) is not None:
-                try:
-                    kind, table = self.spool.read(taken)
-                except Exception as exc:  # a damaged file: nothing to do but say so
-                    self.spool.done(taken)
-                    self._note_error(f"spool: {taken.name} unreadable: {exc}")
-                    continue
-                if not self._send(Parcel(kind, table, taken)):
-                    return
-        while True:
-            with self._side:
-                if not self._outbox:
-                    return
-                parcel = self._outbox[0]
-            sent = self._send(parcel)
-            if sent is False:
-                if self.spool is not None:
-                    self._spool_outbox()
-                return
-            with self._side:
-                if self._outbox and self._outbox[0] is parcel:  # not taken by close()
-                    self._outbox.popleft()
-                    self._held -= parcel.rows
-
-    def _send(self, parcel: Parcel) -> bool | None:
-        """True when the sink took the batch, None when it refused it for good (counted),
-        False when it may take it later (the client backs off)."""
-        if self.sink is not None and hasattr(self.sink, "dropped"):
-            self.sink.dropped = self._dropped  # a sink that reports drops to its server
-        send = self.sink.send_events if parcel.kind == "events" else self.sink.send_labels
-        try:
-            send(parcel.table)
-        except (SinkUnavailable, OSError) as exc:
-            with self._side:
-                self._sink_errors += 1
-                self._retried += 1
-                self._failures += 1
-                self._last_error = f"{type(exc).__name__}: {exc}"[:500]
-                delay = min(MAX_BACKOFF, self.backoff * 2 ** min(self._failures - 1, 16))
-                self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
-            if parcel.spooled is not None and self.spool is not None:
-                self.spool.give_back(parcel.spooled)
-            return False
-        except Exception as exc:
-            with self._side:
-                self._sink_errors += 1
-                self._rejected += parcel.rows
-                self._last_error = f"{type(exc).__name__}: {exc}"[:500]
-            if parcel.spooled is not None and self.spool is not None:
-                self.spool.done(parcel.spooled)
-            return None
-        with self._side:
-            self._flushed += parcel.rows
-            self._failures = 0
-            self._retry_at = 0.0
-        if parcel.spooled is not None and self.spool is not None:
-            self.spool.done(parcel.spooled)
-        return True
-
-    def _to_spool(self, parcel: Parcel) -> bool:
-        """Write a batch to the spool (True), or say it could not be (no spool, or full)."""
-        if self.spool is None:
-            return False
-        try:
-            ok = self.spool.put(parcel.kind, batch_id(parcel.table) or uuid.uuid4().hex,
-                                parcel.table)
-        except Exception as exc:
-            self._note_error(f"spool: {type(exc).__name__}: {exc}")
-            return False
-        if ok:
-            with self._side:
-                self._spooled += parcel.rows
-        return ok
-
-    def _spool_outbox(self) -> None:
-        """While the sink is away, batches wait on disk rather than in memory (those the
-        spool has no room for stay in memory, within ``capacity``)."""
-        while True:
-            with self._side:
-                if not self._outbox:
-                    return
-                parcel = self._outbox[0]
-            if not self._to_spool(parcel):
-                return
-            with self._side:
-                if self._outbox and self._outbox[0] is parcel:
-                    self._outbox.popleft()
-                    self._held -= parcel.rows
-
     def _maybe_warn(self) -> None:
         now = time.monotonic()
         if now - self._warned_at < WARN_EVERY:
@@ -847,24 +562,6 @@ class Client:
         if callable(reset):
             with contextlib.suppress(Exception):
                 reset()
-
-
-def _argument(func: Callable[..., Any], which: int | str) -> tuple[int | None, str | None]:
-    """Position and name of the features argument of ``func``."""
-    try:
-        params = list(inspect.signature(func).parameters.values())
-    except (TypeError, ValueError):
-        params = []
-    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if isinstance(which, int):
-        if which == 0 and positional and positional[0].name in ("self", "cls"):
-            which = 1  # a method: its features come after self
-        name = None
-        if which < len(positional) and positional[which].kind != positional[which].POSITIONAL_ONLY:
-            name = positional[which].name
-        return which, name
-    index = next((i for i, p in enumerate(positional) if p.name == which), None)
-    return index, which
 
 
 def release_request(request: context.Request, caller: str | None, latency_ms: float,
