@@ -210,11 +210,13 @@ def test_parameters_out_of_range_are_refused_not_server_errors(server: Server) -
 
 
 # -- request bodies that stall or stop short ---------------------------------------------------
-def stall(server: Server, declared: int, sent: bytes) -> socket.socket:
+def stall(server: Server, declared: int, sent: bytes, path: str = EVENTS,
+          content_type: str = ARROW) -> socket.socket:
     """A request declaring ``declared`` bytes of body that sends ``sent`` and then nothing."""
     conn = socket.create_connection((server.host, server.port))
-    conn.sendall(f"POST {EVENTS} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITE}\r\n"
-                 f"Content-Type: {ARROW}\r\nContent-Length: {declared}\r\n\r\n".encode() + sent)
+    conn.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {WRITE}\r\n"
+                 f"Content-Type: {content_type}\r\nContent-Length: {declared}\r\n\r\n"
+                 .encode() + sent)
     return conn
 
 
@@ -262,6 +264,12 @@ def test_a_body_cut_short_is_refused_in_one_log_line(server: Server) -> None:
     assert "the connection closed after 100 bytes of the body; answered 400" in log
     assert "no byte of the body for 1 s after 2 bytes; answered 408" in log
     assert "Traceback" not in log and len(log.strip().splitlines()) == 2
+
+
+def test_a_stalled_silence_is_answered_408_like_a_stalled_upload(server: Server) -> None:
+    conn = stall(server, 1000, b'{"matchers": {', "/v1/models/m/silences", "application/json")
+    assert answer_of(conn).startswith(b"HTTP/1.1 408 ")
+    assert "no byte of the body for 1 s after 14 bytes; answered 408" in server.logs()
 
 
 # -- batches too wide, or that the fold could not take -------------------------------------------

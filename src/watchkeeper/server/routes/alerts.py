@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from watchkeeper.alerts.advice import incident_view, incident_views
 from watchkeeper.errors import DataError, NotFound
 from watchkeeper.server.hub import AlertView, Hub
+from watchkeeper.server.routes.body import read_body
 from watchkeeper.server.routes.deps import AUTH_ERRORS, NOT_FOUND, Problem, ServerDep, authorize
 
 router = APIRouter(tags=["alerts"], dependencies=[Depends(authorize)],
@@ -134,8 +135,9 @@ async def silence(model: str, request: Request, server: ServerDep) -> dict[str, 
     """Body: {"matchers": {"column": "SCHL", "monitor": "=~.*drift"}, "hours": 2,
     "comment": "..."}; silenced alerts are tracked but not notified until it expires."""
     hub = server.hub
+    raw = await read_body(server, request)  # 408/400 for a body that stalls or stops short
     try:
-        body = json.loads(await request.body() or b"{}")
+        body = json.loads(raw or b"{}")
         until = datetime.now(UTC) + timedelta(hours=float(body.get("hours", 2)))
         shown(hub, model)
         made = hub.silence(model, dict(body["matchers"]), until,
