@@ -141,7 +141,9 @@ class ClassCalibration:
         total = raw.sum(axis=1, keepdims=True)
         k = raw.shape[1]
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > 0, raw / np.where(total > 0, total, 1.0), 1.0 / k)
+            out = np.where(total > 0, raw / np.where(total > 0, total, 1.0), 1.0 / k)
+        out[~np.isfinite(raw).all(axis=1)] = np.nan
+        return out
 
     @classmethod
     def fit(cls, scores: np.ndarray, labels: np.ndarray) -> ClassCalibration:
