@@ -231,3 +231,15 @@ def test_calibrated_scores_are_kept_as_they_are() -> None:
     assert abs(q[np.arange(5_000), y].mean() - (q ** 2).sum(axis=1).mean()) < 0.01
     with pytest.raises(ValueError, match="edges"):
         ClassCalibration.from_dict({"method": "as_is", "edges": [[0.3, 0.2]]})
+
+
+def test_class_score_columns_are_matched_by_a_shared_prefix() -> None:
+    from watchkeeper.baseline.multiclass import match_class_scores
+
+    table = pa.table({f"proba_{c}": [0.3, 0.4] for c in
+                      ("never_married", "married", "formerly_married")} | {"score": [1, 2]})
+    found, how = match_class_scores(table, table.column_names,
+                                    ["formerly_married", "married", "never_married"])
+    assert found == ["proba_formerly_married", "proba_married", "proba_never_married"], how
+    found, how = match_class_scores(table, table.column_names, ["married", "single"])
+    assert found is None and "'single'" in how and "'married'" not in how

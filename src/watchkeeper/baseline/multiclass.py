@@ -49,22 +49,21 @@ def match_class_scores(table: pa.Table, candidates: list[str],
             return lists, f"list column {lists[0]!r}: one score per class, in class order"
         return None, (f"list column {lists[0]!r} must hold {len(classes)} scores per row "
                       f"(one per class {classes}), found lengths {seen[:5]}")
-    numeric = [c for c in candidates if type_class(table.column(c).type) == "numeric"]
-    found: list[str] = []
-    missing: list[str] = []
-    for cls in classes:
-        hits = [c for c in numeric if c.lower().endswith(f"_{cls.lower()}")
-                or c.lower() == f"proba{cls.lower()}"]
-        if len(hits) == 1:
-            found.append(hits[0])
-        else:
-            missing.append(cls)
-    if missing:
-        return None, ("no score column per class for " + ", ".join(map(repr, missing))
-                      + "; name them proba_<class> (or give one list column of scores in "
-                        "class order) to estimate performance without labels")
-    return found, "one score column per class: " + ", ".join(
-        f"{c} → {n}" for c, n in zip(classes, found, strict=True))
+    numeric = {c.lower(): c for c in candidates if type_class(table.column(c).type) == "numeric"}
+    # a prefix that names every class: proba_ + each class (never_married must not be taken
+    # for married: the prefix is shared by all of them)
+    prefixes = sorted({name[:-len(cls)] for name in numeric for cls in classes
+                       if name.endswith(cls.lower()) and len(name) > len(cls)}, key=len)
+    for prefix in prefixes:
+        found = [numeric.get(prefix + cls.lower()) for cls in classes]
+        if all(found):
+            return [str(c) for c in found], "one score column per class: " + ", ".join(
+                f"{c} → {n}" for c, n in zip(classes, found, strict=True))
+    covered = {cls for cls in classes if any(n.endswith(cls.lower()) for n in numeric)}
+    missing = [c for c in classes if c not in covered] or classes
+    return None, ("no score column per class for " + ", ".join(map(repr, missing))
+                  + "; name them proba_<class> (or give one list column of scores in "
+                    "class order) to estimate performance without labels")
 
 
 def class_scores(table: pa.Table, columns: list[str], k: int) -> np.ndarray:
