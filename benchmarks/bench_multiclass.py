@@ -178,8 +178,13 @@ def acs() -> tuple[Scenario, Scenario]:
 
 
 def truth(s: Scenario) -> list[dict[str, float]]:
-    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import (
+        accuracy_score,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
 
     data = pd.read_parquet(s.analysis)
     classes = list(s.probas)
@@ -343,7 +348,7 @@ def report(runs: list[tuple[Scenario, list[dict[str, float]], dict[str, Any],
         "watchkeeper's is a 95% band that adds the estimator's own error measured on "
         "shifted reference chunks (shift_sd). Neither band sees a change in P(label | "
         "inputs) (concept drift); watchkeeper widens its band from earlier windows' errors "
-        "once labels arrive (not used here).",
+        "once labels arrive (the last column of each table).",
         "- Data: `benchmarks/data/` (not committed): NannyML's synthetic set exported from "
         "the nannyml package (Apache-2.0); the ACS files are built from "
         "`data/acs_employment_ma` (public domain) by this script.",
