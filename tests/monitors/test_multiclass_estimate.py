@@ -243,3 +243,30 @@ def test_class_score_columns_are_matched_by_a_shared_prefix() -> None:
     assert found == ["proba_formerly_married", "proba_married", "proba_never_married"], how
     found, how = match_class_scores(table, table.column_names, ["married", "single"])
     assert found is None and "'single'" in how and "'married'" not in how
+
+
+def test_realised_roc_auc_from_the_binned_tally_is_close_to_the_exact_one(
+        suite: wk.Suite) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    data = stream(6, seed=11, shift=0.7)
+    w = suite.check(data, window_rows=data.num_rows).windows[0]
+    classes = suite.schema.task.classes
+    scores = np.column_stack([data.column(f"proba_{c}").to_numpy() for c in classes])
+    exact = roc_auc_score(data.column("label").to_pylist(), scores, multi_class="ovr",
+                          average="macro", labels=classes)
+    assert w.metrics["realised"]["roc_auc"] == pytest.approx(exact, abs=0.003)
+
+
+def test_a_malformed_calibration_in_the_suite_file_is_an_error_naming_it(
+        suite: wk.Suite) -> None:
+    from watchkeeper.baseline.task import Task
+    from watchkeeper.errors import SuiteError
+
+    d = suite.schema.task.to_dict()
+    assert Task.from_dict(d).class_calibration == suite.schema.task.class_calibration
+    broken = {**d, "class_calibration": {**d["class_calibration"], "values": [[0.5]]}}
+    with pytest.raises(SuiteError, match="task.class_calibration"):
+        Task.from_dict(broken)
+    with pytest.raises(SuiteError, match="task.class_probas"):
+        Task.from_dict({**d, "class_probas": ["a", "b"]})
