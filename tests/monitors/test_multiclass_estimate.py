@@ -266,7 +266,7 @@ def test_a_malformed_calibration_in_the_suite_file_is_an_error_naming_it(
     d = suite.schema.task.to_dict()
     assert Task.from_dict(d).class_calibration == suite.schema.task.class_calibration
     broken = {**d, "class_calibration": {**d["class_calibration"], "values": [[0.5]]}}
-    with pytest.raises(SuiteError, match="task.class_calibration"):
+    with pytest.raises(SuiteError, match=r"task\.class_calibration"):
         Task.from_dict(broken)
-    with pytest.raises(SuiteError, match="task.class_probas"):
+    with pytest.raises(SuiteError, match=r"task\.class_probas"):
         Task.from_dict({**d, "class_probas": ["a", "b"]})
