@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-dle bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream bench-stream-init bench-spark clean
+.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-multiclass bench-dle bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream bench-stream-init bench-spark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,11 @@ bench-drift: $(VENV)/.installed-dev
 bench-cbpe: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_cbpe.py
 	$(BIN)/python benchmarks/cbpe_label_model.py
+
+## Multiclass label-free estimation vs NannyML's multiclass CBPE on the same windows (its
+## synthetic set, ACS marital status; ~3 min; NannyML in its own venv, as bench-cbpe).
+bench-multiclass: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_multiclass.py
 
 ## A regressor's MAE/RMSE/MAPE estimated without labels vs NannyML's DLE on the same windows
 ## (NannyML's car-price data, NOAA weather by season), band coverage, and the loss model's

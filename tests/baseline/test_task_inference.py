@@ -115,7 +115,9 @@ def test_init_names_the_task_monitors_it_left_out_and_why() -> None:
     suite = wk.init(data, target="credit", sensitive="sex", progress=False)
     left_out = not_generated(suite.schema)
     assert left_out == {
-        "estimated_performance": "the task is multiclass: estimation needs a binary classifier",
+        "estimated_performance": "no score column per class for 'bad', 'fair', 'good'; name "
+                                 "them proba_<class> (or give one list column of scores in "
+                                 "class order) to estimate performance without labels",
         "fairness": "the task is multiclass: fairness needs a binary classifier"}
     assert not_generated(wk.init(credit().drop(columns="score"), target="credit",
                                  progress=False).schema)["estimated_performance"] == \

@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from watchkeeper.baseline.binning import MAX_CODE_LEVELS, plan_numeric
 from watchkeeper.baseline.estimators import LabelModel, LossModel
+from watchkeeper.baseline.multiclass import ClassCalibration, match_class_scores
 from watchkeeper.errors import SuiteError
 from watchkeeper.io.values import (
     category_counts,
@@ -90,6 +91,11 @@ class Task:
     intersections: list[list[str]] = field(default_factory=list)
     loss_model: LossModel | None = None  # regression: expected error without labels
     label_model: LabelModel | None = None  # binary with scores: P(positive) per row
+    #: Multiclass: the score column per class (parallel to ``classes``), or one list
+    #: column holding every class's score in class order.
+    class_probas: list[str] | None = None
+    #: Multiclass with scores and labels: P(class | score), one-vs-rest on the reference.
+    class_calibration: ClassCalibration | None = None
     #: How init read the task (positive class, encodings), for its summary; not saved.
     notes: list[str] = field(default_factory=list, compare=False, repr=False)
 
@@ -143,6 +149,10 @@ class Task:
             out["loss_model"] = self.loss_model.to_dict()
         if self.label_model is not None:
             out["label_model"] = self.label_model.to_dict()
+        if self.class_probas is not None:
+            out["class_probas"] = self.class_probas
+        if self.class_calibration is not None:
+            out["class_calibration"] = self.class_calibration.to_dict()
         return out
 
     @classmethod
@@ -170,6 +180,9 @@ class Task:
             intersections=[list(map(str, pair)) for pair in d.get("intersections") or []],
             loss_model=_model(LossModel, d, "loss_model", where),
             label_model=_model(LabelModel, d, "label_model", where),
+            class_probas=([str(c) for c in d["class_probas"]]
+                          if d.get("class_probas") is not None else None),
+            class_calibration=_model(ClassCalibration, d, "class_calibration", where),
         )
         if task.type == TaskType.BINARY and len(task.classes) != 2:
             raise SuiteError(f"{where}.classes", "a binary task needs exactly two classes")
@@ -178,6 +191,15 @@ class Task:
                 or len(set(task.prediction_labels)) != len(task.classes)):
             raise SuiteError(f"{where}.prediction_labels",
                              "needs one distinct prediction value per class")
+        if task.class_probas is not None and len(task.class_probas) not in (
+                1, len(task.classes)):
+            raise SuiteError(f"{where}.class_probas", "needs one score column per class, or "
+                             "one list column")
+        if task.class_calibration is not None and (
+                len(task.class_calibration.edges) != len(task.classes)
+                or task.class_probas is None):
+            raise SuiteError(f"{where}.class_calibration",
+                             "needs class_probas and one calibration per class")
         known = {a.column for a in attributes}
         for i, pair in enumerate(task.intersections):
             if not set(pair) <= known:
@@ -205,12 +227,16 @@ class RowCodes:
     groups: dict[str, np.ndarray]
     expected_error: np.ndarray | None = None  # regression: (rows, 2 or 3), the loss model's
     expected_positive: np.ndarray | None = None  # binary: P(positive) from the label model
+    class_bin: np.ndarray | None = None  # multiclass: (rows, k) score bin per class, -1 none
+    class_p: np.ndarray | None = None  # multiclass: (rows, k) calibrated P(class), NaN none
 
     def take(self, rows: np.ndarray) -> RowCodes:
         return RowCodes(self.score_bin[rows], self.score[rows], self.pred[rows],
                         self.label[rows], {k: v[rows] for k, v in self.groups.items()},
                         None if self.expected_error is None else self.expected_error[rows],
-                        None if self.expected_positive is None else self.expected_positive[rows])
+                        None if self.expected_positive is None else self.expected_positive[rows],
+                        None if self.class_bin is None else self.class_bin[rows],
+                        None if self.class_p is None else self.class_p[rows])
 
 
 def infer_task(
@@ -223,6 +249,7 @@ def infer_task(
     sensitive: list[str],
     positive: str | None = None,
     allow_inverted_score: bool = False,
+    probas: list[str] | None = None,
 ) -> Task | None:
     """Infer the task from the target (or prediction) column; None without either.
 
@@ -230,7 +257,10 @@ def infer_task(
     differently from the target (0/1 for good/bad) is mapped to the target's labels when
     the score or the agreement with the target says which is which, else it is an error;
     a binary task's positive class is the one the score ranks highest (see
-    :func:`choose_positive`). What was decided, and why, is in ``Task.notes``."""
+    :func:`choose_positive`); a multiclass task's per-class scores are the ``probas``
+    columns (every score column by default) named for its classes, or one list column
+    (see :func:`~watchkeeper.baseline.multiclass.match_class_scores`). What was decided,
+    and why, is in ``Task.notes``."""
     basis = target or prediction
     if basis is None:
         return None
@@ -273,6 +303,11 @@ def infer_task(
         finite = numbers(table.column(proba)).finite
         if finite.size:
             task.score_edges = plan_numeric(finite, SCORE_BINS)
+    candidates = [c for c in (probas if probas is not None else [proba] if proba else [])
+                  if c in table.column_names]
+    if task_type == TaskType.MULTICLASS and candidates:
+        task.class_probas, how = match_class_scores(table, candidates, classes)
+        notes.append(f"class scores: {how}")
     if task_type == TaskType.BINARY:
         task.attributes = [_attribute(table.column(c), c) for c in sensitive]
         task.intersections = [list(p) for p in itertools.combinations(sensitive, 2)]

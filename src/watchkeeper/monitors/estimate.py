@@ -57,6 +57,7 @@ from watchkeeper.baseline.estimators import (
 )
 from watchkeeper.baseline.schema import Role
 from watchkeeper.baseline.task import RowCodes, Task, TaskType
+from watchkeeper.monitors import estimate_multiclass as multiclass
 from watchkeeper.monitors.base import Family, Finding, Monitor, ReferenceData
 from watchkeeper.monitors.performance import (
     LOWER_IS_BETTER,
@@ -82,6 +83,8 @@ from watchkeeper.stats.metrics import (
 )
 
 ESTIMATED = ("accuracy", "precision", "recall", "f1", "roc_auc")
+#: A classifier's shares reported beside them (multiclass: micro averages).
+SHARES = (*ESTIMATED, "micro_precision", "micro_recall", "micro_f1")
 #: Each input's bins cut the labeled reference into this many chunks of equal rows...
 SHIFT_CHUNKS = 4
 #: ... and file order into this many runs: the chunks the estimator's error is measured on.
@@ -112,6 +115,8 @@ class EstimatedPerformance(DropMonitor):
     def _estimate(self, joint: dict[str, np.ndarray]) -> dict[str, float]:
         if self.task.type == TaskType.REGRESSION:
             return expected_regression(joint.get(REGRESSION_ESTIMATE), self.task)
+        if self.task.type == TaskType.MULTICLASS:
+            return multiclass.estimate(joint) if "reference" in self.calibration else {}
         t = joint.get(PERFORMANCE)
         if t is None or "calibration" not in self.calibration:
             return {}
@@ -133,6 +138,9 @@ class EstimatedPerformance(DropMonitor):
         task = self.task
         if task.type == TaskType.REGRESSION:
             self._calibrate_regression(reference)
+            return
+        if task.type == TaskType.MULTICLASS:
+            self.calibration = multiclass.calibrate(task, reference, shifted_chunks)
             return
         t = reference.profile.joint.get(PERFORMANCE)
         if task.type != TaskType.BINARY or t is None or not task.score_edges:
@@ -303,6 +311,8 @@ class EstimatedPerformance(DropMonitor):
         sampling sd of each metric (the sampling band's half-width / 1.96)."""
         if self.task.type == TaskType.REGRESSION:
             return self._regression_bands(window, estimate)
+        if self.task.type == TaskType.MULTICLASS:
+            return multiclass.bands(window.joint, estimate, self.calibration.get("shift_sd", {}))
         counts = window.joint[PERFORMANCE].sum(axis=2)[:, :2]
         rng = np.random.default_rng([int(counts.sum()), 17])
         bands = bootstrap_expected_binary(counts, self._table(window.joint, counts),
@@ -443,7 +453,7 @@ def history_band(metrics: dict[str, Any], earlier: Sequence[LabelledError]) -> d
         if np.isfinite([*predicted, lo, hi]).all():
             lo = max(min(lo, predicted[0], value), 0.0)
             hi = max(hi, predicted[1], value)
-            if k in ESTIMATED:  # a classifier's metrics are shares; a regressor's errors
+            if k in SHARES:  # a classifier's metrics are shares; a regressor's errors
                 hi = min(hi, 1.0)
             mean_error[k] = float(np.nanmean(errors))
         bands[k] = (lo, hi)

@@ -24,6 +24,7 @@ from watchkeeper.monitors.base import (
 )
 from watchkeeper.profiles.core import Profile
 from watchkeeper.profiles.task import (
+    MULTICLASS_SCORES,
     PERFORMANCE,
     REGRESSION,
     REGRESSION_FIELDS,
@@ -38,11 +39,15 @@ from watchkeeper.stats.metrics import (
     multiclass_metrics,
     regression_metrics,
 )
+from watchkeeper.stats.multiclass import MICRO, macro_auc, multiclass_report
 
 #: Metrics where lower is better; the rest are better when higher.
 LOWER_IS_BETTER = {"mae", "rmse", "mape", "log_loss", "brier"}
 #: Row counts among a window's realised measures (not metrics).
 COUNTS = ("rows", "labeled", "scored")
+#: Reported but not judged: micro averages repeat accuracy when every row has a prediction
+#: (judging them too would split the budget over one metric thrice).
+REPORTED_ONLY = (*COUNTS, *MICRO)
 #: Rows drawn per resampled window when measuring a metric's sampling noise.
 RESAMPLE_ROWS = 2_000
 
@@ -73,6 +78,12 @@ def realised_metrics(joint: dict[str, np.ndarray], task: Task) -> dict[str, floa
             full = labeled.sum(axis=0)[:, :].T  # true × predicted incl. "other" prediction
             m = multiclass_metrics(np.pad(full, ((0, 1), (0, 0))))
             out.update(m)
+            out.update({name: v for name, v in multiclass_report(full).items()
+                        if name in MICRO})
+        if task.type == TaskType.MULTICLASS and MULTICLASS_SCORES in joint:
+            auc = macro_auc(joint[MULTICLASS_SCORES], realised=True)
+            if np.isfinite(auc):
+                out["roc_auc"] = auc
         return out
     if task.type == TaskType.REGRESSION and REGRESSION in joint:
         sums = dict(zip(REGRESSION_FIELDS, joint[REGRESSION].tolist(), strict=True))
@@ -176,7 +187,7 @@ class RealisedPerformance(DropMonitor):
     def calibrate(self, reference: ReferenceData) -> None:
         task = self.task
         metrics = realised_metrics(reference.profile.joint, task)
-        names = [k for k in metrics if k not in COUNTS and np.isfinite(metrics[k])]
+        names = [k for k in metrics if k not in REPORTED_ONLY and np.isfinite(metrics[k])]
         codes = row_codes(reference.table, task)
         if task.classification:
             labeled = np.flatnonzero(codes.label < len(task.classes))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from watchkeeper.baseline.multiclass import class_scores
 from watchkeeper.baseline.task import RowCodes, Task, TaskType
 from watchkeeper.io.values import label_codes, numbers_with_nan
 
@@ -20,6 +21,13 @@ REGRESSION = "regression"
 REGRESSION_ESTIMATE = "regression_estimate"
 PERFORMANCE_ESTIMATE = "performance_estimate"
 SCORES = "scores"
+#: Multiclass, per predicted class (and "other"): rows with scores, Σ P(class) (k) and
+#: Σ P(class)·P(class') (k × k) of the calibrated probabilities: the expected confusion
+#: matrix and its sampling covariance.
+MULTICLASS_ESTIMATE = "multiclass_estimate"
+#: Multiclass, per class and bin of its score: rows, Σ P(class), labeled rows, labeled
+#: rows of the class (one-vs-rest ROC-AUC, expected and realised).
+MULTICLASS_SCORES = "multiclass_scores"
 
 
 def fairness_key(grouping: list[str]) -> str:
@@ -39,6 +47,10 @@ def tally_shapes(task: Task) -> dict[str, tuple[int, ...]]:
         shapes[SCORES] = (3,)  # labeled rows with a score, sum of log-loss, sum of Brier
         for grouping in task.groupings():
             shapes[fairness_key(grouping)] = (len(task.group_labels(grouping)), 2, 3)
+    if task.class_calibration is not None:
+        k = len(task.classes)
+        shapes[MULTICLASS_ESTIMATE] = (k + 1, 1 + k + k * k)
+        shapes[MULTICLASS_SCORES] = (k, task.class_calibration.n_bins, 4)
     if task.type == TaskType.REGRESSION:
         shapes[REGRESSION] = (len(REGRESSION_FIELDS),)
         if task.loss_model is not None:
@@ -88,7 +100,12 @@ def row_codes(table: pa.Table, task: Task) -> RowCodes:
     score_bin = score_bin.astype(np.int64)
     positive = (task.label_model.predict(table, score_bin, pred)
                 if task.label_model is not None else None)
-    return RowCodes(score_bin, score, pred, label, groups, expected, positive)
+    class_bin = class_p = None
+    if task.class_calibration is not None and task.class_probas:
+        raw = class_scores(table, task.class_probas, k)
+        class_bin, class_p = task.class_calibration.bins(raw), task.class_calibration.predict(raw)
+    return RowCodes(score_bin, score, pred, label, groups, expected, positive, class_bin,
+                    class_p)
 
 
 def tally(codes: RowCodes, task: Task) -> dict[str, np.ndarray]:
@@ -119,6 +136,8 @@ def tally(codes: RowCodes, task: Task) -> dict[str, np.ndarray]:
             label = np.where(codes.label == positive, 1, np.where(codes.label == 0, 0, 2))
             flat = np.ravel_multi_index((codes.groups[key], pred, label), shape)
             out[key] = np.bincount(flat, minlength=int(np.prod(shape))).reshape(shape)
+    if MULTICLASS_ESTIMATE in shapes and codes.class_p is not None:
+        out.update(_multiclass_tallies(codes, shapes))
     if REGRESSION in shapes:
         ok = np.isfinite(codes.pred) & np.isfinite(codes.label)
         y, e = codes.label[ok], codes.pred[ok] - codes.label[ok]
@@ -133,6 +152,30 @@ def tally(codes: RowCodes, task: Task) -> dict[str, np.ndarray]:
         expected = codes.expected_error[ok]
         out[REGRESSION_ESTIMATE] = np.array([ok.sum(), *expected.sum(axis=0)], dtype=float)
     return out
+
+
+def _multiclass_tallies(codes: RowCodes, shapes: dict[str, tuple[int, ...]]
+                        ) -> dict[str, np.ndarray]:
+    """The :data:`MULTICLASS_ESTIMATE` and :data:`MULTICLASS_SCORES` tallies of the rows
+    with scores."""
+    assert codes.class_p is not None and codes.class_bin is not None
+    k1, width = shapes[MULTICLASS_ESTIMATE]
+    k = k1 - 1
+    ok = np.isfinite(codes.class_p).all(axis=1)
+    p, pred = codes.class_p[ok], np.minimum(codes.pred[ok], k)
+    per_row = np.concatenate([np.ones((p.shape[0], 1)), p,
+                              (p[:, :, None] * p[:, None, :]).reshape(-1, k * k)], axis=1)
+    estimate = np.zeros((k1, width))
+    np.add.at(estimate, pred, per_row)
+    _, bins, _ = shapes[MULTICLASS_SCORES]
+    label = codes.label[ok]
+    labeled = (label < k).astype(float)
+    scores = np.zeros((k, bins, 4))
+    for c in range(k):
+        at = codes.class_bin[ok, c]
+        for j, w in enumerate((None, p[:, c], labeled, labeled * (label == c))):
+            scores[c, :, j] = np.bincount(at, weights=w, minlength=bins)
+    return {MULTICLASS_ESTIMATE: estimate, MULTICLASS_SCORES: scores}
 
 
 #: The regression tally: rows with a label and a prediction (``n``) and their error sums,

@@ -226,6 +226,10 @@ def pack_codes(codes: RowCodes, task: Task) -> list[bytes]:
     if positive:
         assert codes.expected_positive is not None
         columns.append(codes.expected_positive)
+    classes = _class_columns(task)
+    if classes:
+        assert codes.class_bin is not None and codes.class_p is not None
+        columns += [*codes.class_bin.T, *codes.class_p.T]
     packed = np.column_stack([np.asarray(c, dtype="<f8") for c in columns]).tobytes()
     width = 8 * len(columns)  # one buffer cut into rows: far cheaper than a row at a time
     return [packed[at:at + width] for at in range(0, len(packed), width)]
@@ -234,15 +238,24 @@ def pack_codes(codes: RowCodes, task: Task) -> list[bytes]:
 def unpack_codes(packed: list[bytes], label: np.ndarray, task: Task) -> RowCodes:
     """The prediction records of :func:`pack_codes` with their labels."""
     groups, errors, positive = codes_layout(task)
-    width = 3 + len(groups) + errors + int(positive)
+    classes = _class_columns(task)
+    width = 3 + len(groups) + errors + int(positive) + 2 * classes
     flat = np.frombuffer(b"".join(packed), dtype="<f8").reshape(len(packed), width)
     kind = np.int64 if task.classification else np.float64
     at = 3 + len(groups)
+    tail = at + errors + int(positive)
     return RowCodes(flat[:, 0].astype(np.int64), flat[:, 1].copy(), flat[:, 2].astype(kind),
                     label.astype(kind), {g: flat[:, 3 + i].astype(np.int64)
                                          for i, g in enumerate(groups)},
                     flat[:, at:at + errors].copy() if errors else None,
-                    flat[:, at + errors].copy() if positive else None)
+                    flat[:, at + errors].copy() if positive else None,
+                    flat[:, tail:tail + classes].astype(np.int64) if classes else None,
+                    flat[:, tail + classes:tail + 2 * classes].copy() if classes else None)
+
+
+def _class_columns(task: Task) -> int:
+    """Classes whose score bin and calibrated probability a multiclass record keeps."""
+    return len(task.classes) if task.class_calibration is not None else 0
 
 
 @dataclass

@@ -22,6 +22,7 @@ from watchkeeper.baseline.binning import DEFAULT_BINS
 from watchkeeper.baseline.estimators import LabelModel, LossModel
 from watchkeeper.baseline.expressions import Rule, parse_rules
 from watchkeeper.baseline.importance import importance
+from watchkeeper.baseline.multiclass import fit_class_calibration, multiclass_left_out
 from watchkeeper.baseline.ood import SecurityModel
 from watchkeeper.baseline.ood import fit as fit_security
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
@@ -104,7 +105,8 @@ def generate_monitors(schema: Schema) -> list[Monitor]:
     if task is not None:
         if task.target is not None:
             monitors += [RealisedPerformance(), LabelCoverage()]
-        if (task.type == TaskType.BINARY and task.score_edges) or task.loss_model is not None:
+        if ((task.type == TaskType.BINARY and task.score_edges) or task.loss_model is not None
+                or task.class_calibration is not None):
             monitors.append(EstimatedPerformance())
         if task.type == TaskType.BINARY and task.attributes:
             monitors.append(Fairness())
@@ -175,10 +177,11 @@ def not_generated(schema: Schema) -> dict[str, str]:
     out: dict[str, str] = {}
     if task.target is None:
         out["performance"] = "no target column (target=)"
-    if not ((task.type == TaskType.BINARY and task.score_edges) or task.loss_model is not None):
+    if not ((task.type == TaskType.BINARY and task.score_edges) or task.loss_model is not None
+            or task.class_calibration is not None):
         out["estimated_performance"] = (
-            f"the task is {task.type}: estimation needs a binary classifier" if
-            task.type == TaskType.MULTICLASS else "no score column (proba=)"
+            multiclass_left_out(task) if task.type == TaskType.MULTICLASS
+            else "no score column (proba=)"
             if task.type == TaskType.BINARY else "needs a labeled reference with predictions")
     if task.type != TaskType.BINARY:
         out["fairness"] = f"the task is {task.type}: fairness needs a binary classifier"
@@ -864,6 +867,7 @@ def init(
         proba=first[Role.PROBA], id=first[Role.ID], positive=positive_class or positive,
         allow_inverted_score=allow_inverted_score,
         sensitive=[c.name for c in schema if c.sensitive and c.role == Role.FEATURE],
+        probas=[c.name for c in schema.by_role(Role.PROBA)],
     )
     schema.rules = parse_rules(rules if rules is not None else [])
     check_rules(schema.rules, schema)
@@ -876,6 +880,10 @@ def init(
     if task is not None and task.type == TaskType.BINARY and task.target and task.score_edges:
         task.label_model = LabelModel.fit(table, row_codes(table, task), task, inputs,
                                           progress=progress)
+    if task is not None and task.type == TaskType.MULTICLASS and task.target and \
+            task.class_probas:
+        task.class_calibration = fit_class_calibration(table, task.target, task.classes,
+                                                       task.class_probas)
     clients = schema.by_role(Role.CLIENT)
     features = [c for c in schema if c.role == Role.FEATURE and c.n_bins]
     schema.security = fit_security(
