@@ -25,6 +25,7 @@ from watchkeeper.baseline.importance import importance
 from watchkeeper.baseline.ood import SecurityModel
 from watchkeeper.baseline.ood import fit as fit_security
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
+from watchkeeper.baseline.segments import fit_segments, segment_names
 from watchkeeper.baseline.task import Task, TaskType, infer_task
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.display import html_of
@@ -75,6 +76,7 @@ from watchkeeper.run.check import (
 )
 from watchkeeper.run.label_join import LabelJoin, join_labels
 from watchkeeper.suite import file as suitefile
+from watchkeeper.suite.segments import Segments, assess_segments, segments_from_fields
 from watchkeeper.wire import CLIENT, ERROR
 
 #: Default alert budget: expected false alerts per window, for the whole suite.
@@ -294,6 +296,8 @@ class Suite:
     #: Serving inputs (``_error``, clients, time) count as present although the reference
     #: lacks them: the suite is meant for the server or SDK (see :func:`idle_reason`).
     serving: bool = False
+    #: Slices of rows judged on their own, with their share of the budget (segments.py).
+    segments: Segments | None = None
 
     def __post_init__(self) -> None:
         for m in self.monitors:
@@ -357,6 +361,11 @@ class Suite:
                 else:
                     measures[key] = dict(value) if isinstance(value, dict) else value
         _expected_from_inputs(found, measures.get("estimated") or {})
+        if self.segments is not None:
+            more, measured = assess_segments(self.segments, self.monitors, self.schema, window,
+                                             self.reference)
+            found += more
+            measures.update(measured)
         return found, measures
 
     def evaluate_sequence(self, result: CheckResult) -> None:
@@ -538,6 +547,7 @@ class Suite:
             **({"task": self.schema.task.to_dict()} if self.schema.task else {}),
             **({"security": self.schema.security.to_dict()} if self.schema.security else {}),
             **({"rules": [r.to_dict() for r in self.schema.rules]} if self.schema.rules else {}),
+            **({"segments": self.segments.to_dict()} if self.segments else {}),
             "monitors": [m.to_dict() for m in self.monitors],
             **({"importance": self.importance} if self.importance else {}),
             "alerts": self.rules.to_dict(),
@@ -583,6 +593,7 @@ class Suite:
             except SuiteError as exc:
                 raise SuiteError(exc.field, exc.problem, source) from None
             check_rules(schema.rules, schema, source=source)
+        segments = segments_from_fields(top, schema) if "segments" in top.data else None
         monitors = []
         for i, raw in enumerate(top.items("monitors")):
             monitors.append(_monitor_from_fields(suitefile.Fields(raw, f"monitors[{i}]", source),
@@ -601,6 +612,7 @@ class Suite:
             rules=_rules_from_fields(top),
             weights=_weights_from_fields(top),
             serving=top.flag("serving", False),
+            segments=segments,
         )
 
 
@@ -791,6 +803,7 @@ def init(
     serving: bool = False,
     rules: Any = None,
     monitors: Iterable[Monitor | str] | None = None,
+    segments: str | Iterable[str | Iterable[str]] | None = None,
     bins: int = DEFAULT_BINS,
     name: str | None = None,
     seed: int = 0,
@@ -818,7 +831,9 @@ def init(
     ``{"name", "expr"}`` (see :mod:`watchkeeper.baseline.expressions`); their violation
     rate is calibrated against the reference's own. ``monitors`` adds monitors of your own
     (instances, or registered type names such as ``"too_many_zeros:amount"``): they are
-    calibrated and share the alert budget like the generated ones.
+    calibrated and share the alert budget like the generated ones. ``segments`` names
+    columns, or pairs ``"region,plan"``, whose values are monitored as slices of their own
+    (drift, quality and performance per segment; see :mod:`watchkeeper.suite.segments`).
 
     A big Parquet or CSV reference (a file, directory or glob of more than
     :data:`~watchkeeper.suite.streamed.STREAM_ROWS` rows, or one an in-memory init would
@@ -867,6 +882,7 @@ def init(
     )
     schema.rules = parse_rules(rules if rules is not None else [])
     check_rules(schema.rules, schema)
+    schema.segments = fit_segments(table, segment_names(segments))
     added = extra_monitors(monitors)
     task = schema.task
     inputs = {c.name: (c.edges if c.edges else tuple(c.categories or ()))
@@ -899,8 +915,11 @@ def init(
     label = name or (Path(source).stem if source else "watchkeeper")
 
     suite = Suite(schema, generated, ref_profile, budget, label, source=source, seed=seed,
-                  importance=importance(table, schema), weights=weights, serving=serving)
+                  importance=importance(table, schema), weights=weights, serving=serving,
+                  segments=Segments(schema.segments) if schema.segments else None)
     split_budget(generated, budget, weights, suite.idle())
+    if suite.segments is not None:
+        suite.segments.split(generated)
     return suite
 
 
