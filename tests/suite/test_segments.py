@@ -147,7 +147,7 @@ def test_clean_windows_stay_within_the_segments_budget() -> None:
     windows = 120
     rng = np.random.default_rng(3)
     alerting = 0
-    for i in range(windows):
+    for _ in range(windows):
         window = reference.take(pa.array(rng.integers(0, reference.num_rows, 3_000)))
         found, _ = suite.assess(suite.profile(window))
         alerting += any(f.segment and f.severity != wk.Severity.INFO for f in found)
@@ -182,7 +182,7 @@ def test_suite_file_round_trip(suite: wk.Suite, tmp_path: Path) -> None:
     text = (tmp_path / "s.yaml").read_text()
     broken = text.replace("segments:\n  share: 0.5", "segments:\n  share: 2")
     (tmp_path / "bad.yaml").write_text(broken)
-    with pytest.raises(SuiteError, match="segments.share"):
+    with pytest.raises(SuiteError, match=r"segments\.share"):
         wk.Suite.load(tmp_path / "bad.yaml")
 
 
