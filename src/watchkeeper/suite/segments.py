@@ -16,8 +16,10 @@ with the segment's α and the segment's reference values (see :func:`segment_mon
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from watchkeeper.baseline.schema import Schema
 from watchkeeper.baseline.segments import MIN_ROWS, SHARE, Segment
@@ -32,9 +34,12 @@ from watchkeeper.monitors import (
     RealisedPerformance,
     UnseenCategory,
 )
+from watchkeeper.monitors.drift import CALIBRATION_ROWS
+from watchkeeper.monitors.fairness import overlap
 from watchkeeper.monitors.performance import realised_metrics
 from watchkeeper.profiles.core import Profile
 from watchkeeper.profiles.segments import plain_schema
+from watchkeeper.stats.calibration import fit_binned_null
 from watchkeeper.suite import file as suitefile
 
 #: Monitor classes that run per segment (their subclasses too: prediction and target drift).
@@ -60,6 +65,10 @@ class Segments:
     by: list[Segment]
     share: float = SHARE
     min_rows: int = MIN_ROWS
+    #: Drift nulls fitted to a segment's reference bins, by (segment value, column): the
+    #: same grid of window sizes as a whole-population monitor's, fitted on first use.
+    nulls: dict[tuple[str, str], list[dict[str, float]]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"share": self.share, "min_rows": self.min_rows,
@@ -85,14 +94,15 @@ class Segments:
         return m.alpha * self.share / (1.0 - self.share) / n
 
 
-def segment_monitor(m: Monitor, alpha: float, reference: Profile, schema: Schema) -> Monitor:
+def segment_monitor(m: Monitor, alpha: float, reference: Profile, schema: Schema,
+                    nulls: list[dict[str, float]] | None = None) -> Monitor:
     """A copy of monitor ``m`` for one segment: α ``alpha``; a drift monitor's null fitted
-    to the segment's reference bins at the segment's window size (the whole population's
-    fits do not apply); a performance monitor compared with the segment's reference
-    metrics."""
+    to the segment's reference bins (``nulls``, from :func:`segment_nulls`; the whole
+    population's fits do not apply); a performance monitor compared with the segment's
+    reference metrics."""
     calibration = dict(m.calibration)
     if isinstance(m, FeatureDrift) and "null" in calibration:
-        calibration["null"] = []  # fitted on the segment's reference bins when evaluated
+        calibration["null"] = nulls or []  # [] : fitted at the window's size when judged
     if isinstance(m, (RealisedPerformance, EstimatedPerformance)) and "reference" in calibration:
         task = m.bound_task()
         metrics = realised_metrics(reference.joint, task) if reference.joint else {}
@@ -102,6 +112,16 @@ def segment_monitor(m: Monitor, alpha: float, reference: Profile, schema: Schema
     copy = type(m)(m.column, alpha=alpha, calibration=calibration, **m.settings)
     copy.bind(schema)
     return copy
+
+
+def segment_nulls(m: FeatureDrift, reference: Profile) -> list[dict[str, float]]:
+    """The null fits of drift monitor ``m`` on a segment's reference bins at the window
+    sizes a whole-population monitor is calibrated at (seeded: the same in every
+    process)."""
+    p, n_ref = m._null_proportions(reference)
+    fits = [fit_binned_null(p, n_ref, n, rng=np.random.default_rng([n, len(p), n_ref]))
+            for n in CALIBRATION_ROWS]
+    return [{"rows": f.rows, "scale": f.scale, "df": f.df} for f in fits]
 
 
 def assess_segments(segments: Segments, monitors: list[Monitor], schema: Schema,
@@ -134,11 +154,20 @@ def assess_segments(segments: Segments, monitors: list[Monitor], schema: Schema,
             for m in runs:
                 if m.column is not None and m.column in own:
                     continue  # a segment's own column is constant in it
-                copy = segment_monitor(m, segments.segment_alpha(m, reference), ref, inner)
+                nulls = None
+                if isinstance(m, FeatureDrift) and m.column is not None:
+                    key = (label, m.column)
+                    if key not in segments.nulls:
+                        probe = segment_monitor(m, m.alpha, ref, inner)
+                        assert isinstance(probe, FeatureDrift)
+                        segments.nulls[key] = segment_nulls(probe, ref)
+                    nulls = segments.nulls[key]
+                copy = segment_monitor(m, segments.segment_alpha(m, reference), ref, inner,
+                                       nulls)
                 findings, measured = copy.assess(current, ref)
-                for key in ("realised", "estimated"):
-                    if isinstance(measured.get(key), dict):
-                        entry[key] = {k: v for k, v in measured[key].items()
+                for kind in ("realised", "estimated"):
+                    if isinstance(measured.get(kind), dict):
+                        entry[kind] = {k: v for k, v in measured[kind].items()
                                       if k in copy.calibration.get("reference", {})}
                 for column, d in (measured.get("drift") or {}).items():
                     worst = entry.get("drift")
@@ -152,7 +181,32 @@ def assess_segments(segments: Segments, monitors: list[Monitor], schema: Schema,
                 f.evidence["segment_rows"] = current.rows
             entry["status"] = "alert" if here else "ok"
             found += here
-    return found, ({"segments": measures} if measures else {})
+    return most_concentrated(found), ({"segments": measures} if measures else {})
+
+
+def most_concentrated(found: list[Finding]) -> list[Finding]:
+    """One change seen in overlapping segments of different segmentations (the rows of
+    ``CIT=5`` are also in ``MIL=0``…) is reported where it is most concentrated (the
+    largest value over threshold), the others listed with it as ``also_affected``; as
+    fairness does for overlapping groups."""
+    kept: list[Finding] = []
+    for f in sorted(found, key=lambda f: -_excess(f)):
+        owner = next((k for k in kept if (k.monitor, k.column, k.metric)
+                      == (f.monitor, f.column, f.metric)
+                      and overlap(k.segment or "", f.segment or "")), None)
+        if owner is None:
+            kept.append(f)
+        else:
+            owner.evidence.setdefault("also_affected", []).append(f.segment)
+    for f in kept:
+        if "also_affected" in f.evidence:
+            f.evidence["also_affected"] = ", ".join(f.evidence["also_affected"])
+    return [f for f in found if f in kept]
+
+
+def _excess(f: Finding) -> float:
+    """How far past its threshold a finding is, relative to it."""
+    return abs(f.value - f.threshold) / max(abs(f.threshold), 1e-12)
 
 
 def _ratio(drift: dict[str, Any]) -> float:
