@@ -5,7 +5,6 @@ segment reported as not evaluated."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
