@@ -216,3 +216,13 @@ def test_fairness_is_unchanged_by_segments() -> None:
                 if f.family == "fairness"]
 
     assert fairness(plain) and fairness(plain) == fairness(segmented)
+
+
+def test_report_has_a_segments_section(suite: wk.Suite) -> None:
+    from watchkeeper.report import render
+
+    html = render(suite.check(rows(8_000, 14, shift=1.0), progress=False).to_dict())
+    section = html[html.index('id="wk-segments"'):]
+    section = section[:section.index("</section>")]
+    assert "region=north" in section and "alert" in section
+    assert "region=tiny" in section and "not evaluated" in section and "n &lt; 200" in section
