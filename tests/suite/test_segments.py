@@ -226,3 +226,21 @@ def test_report_has_a_segments_section(suite: wk.Suite) -> None:
     section = section[:section.index("</section>")]
     assert "region=north" in section and "alert" in section
     assert "region=tiny" in section and "not evaluated" in section and "n &lt; 200" in section
+
+
+def test_late_labels_reach_the_segments(suite: wk.Suite) -> None:
+    data = rows(12_000, 15, flip=0.5)
+    labels = data.select(["id", "label"])
+    joined = suite.check(data, window_rows=6_000, labels=labels, progress=False)
+    late = suite.check(data.drop_columns(["label"]), window_rows=6_000, progress=False)
+    before = late.windows[0].metrics["segments"]["region=north"]
+    assert "accuracy" not in before.get("realised", {})
+    late.add_labels(labels.slice(0, 7_000))
+    late.add_labels(labels.slice(7_000))  # in two parts, any order
+    # the same to the six digits of the JSON result (sums taken in another order)
+    for a, b in zip(joined.to_dict()["windows"], late.to_dict()["windows"], strict=True):
+        assert a["metrics"]["segments"] == b["metrics"]["segments"]
+        assert [(f["monitor"], f["segment"], f["metric"], f["severity"]) for f in a["findings"]] \
+            == [(f["monitor"], f["segment"], f["metric"], f["severity"]) for f in b["findings"]]
+    assert any(f.segment == "region=north" and f.monitor == "performance"
+               for f in late.findings)

@@ -28,6 +28,21 @@ def plain_schema(schema: Schema) -> Schema:
     return dataclasses.replace(schema, segments=[], security=None)
 
 
+#: Prefix of a segmentation's per-row codes among a batch's row codes (``RowCodes.groups``,
+#: beside fairness groups), which a late label needs to find the segment of its row.
+SEGMENT_KEY = "segment:"
+
+
+def segment_labels(schema: Schema) -> dict[str, list[str]]:
+    """Each segmentation's key in ``RowCodes.groups`` and its labels, by code."""
+    return {SEGMENT_KEY + s.name: s.labels for s in schema.segments}
+
+
+def segment_codes(table: pa.Table, schema: Schema) -> dict[str, np.ndarray]:
+    """Each row's segment value (code) per segmentation, keyed as :func:`segment_labels`."""
+    return {SEGMENT_KEY + s.name: s.codes(table) for s in schema.segments}
+
+
 def segment_profiles(table: pa.Table, schema: Schema,
                      profile: Callable[[pa.Table, Schema], Profile]) -> dict[str, Profile]:
     """Sub-profile of every segment value with rows in ``table``, by label

@@ -64,6 +64,7 @@ from watchkeeper.monitors import (
 )
 from watchkeeper.monitors.security import ClientMonitor
 from watchkeeper.profiles.core import ColumnProfile, Profile, profile
+from watchkeeper.profiles.segments import segment_codes, segment_labels
 from watchkeeper.profiles.service import SERVICE_TALLY
 from watchkeeper.profiles.task import row_codes
 from watchkeeper.run.check import (
@@ -417,7 +418,7 @@ class Suite:
         else:
             windows = row_windows(table, window_rows)
         if task is not None and task.id is not None and task.id in table.column_names:
-            result.label_join = LabelJoin(task)
+            result.label_join = LabelJoin(task, segments=segment_labels(self.schema))
         total = (table.num_rows // window_rows + 1) if window_rows else None
         # A batch column named by the user is how windows are cut, not an unknown column.
         drop = [window_by] if window_by and window_by not in self.schema.columns else []
@@ -427,9 +428,10 @@ class Suite:
             p.start, p.end = w.start, w.end
             if result.label_join is not None:
                 assert task is not None
+                codes = row_codes(w.table, task)
+                codes.groups.update(segment_codes(w.table, self.schema))
                 result.label_join.add_window(
-                    w.table.column(task.id).to_numpy(zero_copy_only=False),
-                    row_codes(w.table, task))
+                    w.table.column(task.id).to_numpy(zero_copy_only=False), codes)
             result.windows.append(WindowResult(w.label, p.rows, [], p, w.start, w.end))
             result.refresh(len(result.windows) - 1)
         self.evaluate_sequence(result)

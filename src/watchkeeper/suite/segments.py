@@ -16,6 +16,7 @@ with the segment's α and the segment's reference values (see :func:`segment_mon
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,7 +169,8 @@ def assess_segments(segments: Segments, monitors: list[Monitor], schema: Schema,
                 for kind in ("realised", "estimated"):
                     if isinstance(measured.get(kind), dict):
                         entry[kind] = {k: v for k, v in measured[kind].items()
-                                      if k in copy.calibration.get("reference", {})}
+                                      if k in copy.calibration.get("reference", {})
+                                      and isinstance(v, (int, float)) and math.isfinite(v)}
                 for column, d in (measured.get("drift") or {}).items():
                     worst = entry.get("drift")
                     if worst is None or _ratio(d) > _ratio(worst):
