@@ -210,25 +210,29 @@ def main() -> None:
     print("\n".join(lines))
 
 
-PEERS = """## What the peers offer (from their documentation; not run)
+PEERS = """## What the peers offer (from their documentation and installed source; not run)
 
-- **Evidently** (0.7): no segment concept in a report or a monitoring project; the
-  documented way is to filter the current and reference data per segment yourself and run
-  one Report per slice (one snapshot per slice and time window). Each slice's report is a
-  separate test with its own thresholds: nothing splits the alert budget across slices, and
-  drift tests use a fixed p-value or distance threshold per column. The issue this work
-  answers also cites a reported bug where drift inside a group could not see the group's
-  reference rows.
-- **NannyML** (open-source 0.13): its calculators take a `chunker` (time/size/number of
-  rows) but no segment; per-segment monitoring ("segmentation") is a feature of NannyML
-  Cloud (paid), not of the library. Doing it with the library means one calculator fitted
-  per segment on that segment's reference rows, with thresholds per calculator (standard
-  deviations of the reference chunks), again without a shared budget.
-- **watchkeeper**: `--segment COL` / `--segment A,B` at init; per-window sub-profiles
-  per segment value (mergeable, so batch check, streamed check and the server give the
-  same); each segment judged against its own reference rows, at its own window size, with
-  a split share of the family's α; small or unseen segment values reported as not
-  evaluated."""
+- **Evidently** (0.7.23): `GroupBy(metric, column_name)` (`evidently.metrics.group_by`)
+  repeats one metric per value of one categorical column: the values are those of the
+  current data's column (`labels()`: its unique values), and each group's current and
+  reference rows are the rows equal to that value (`subdataset`). Exact values only: no
+  pooling of rare values, no bands for a numeric column, no pairs of columns; a value
+  absent from the reference gets an empty reference. Each group's test keeps the metric's
+  own fixed threshold (p-value or distance), so adding groups adds false alerts: nothing
+  splits a budget across groups, and nothing marks a group too small to judge. Evidently's
+  users reported drift inside a group that could not see the reference (the issue cites
+  it); in 0.7.23 the reference is filtered too.
+- **NannyML** (open-source 0.13.1): calculators and estimators take a `chunker` (by time,
+  size or number of chunks), no segment; the installed library has no segmentation at all
+  (only its usage-analytics code mentions "segment"). Segmentation is a feature of NannyML
+  Cloud (paid). With the library one would fit one calculator per segment on that
+  segment's reference rows, each with its own thresholds (reference chunks' standard
+  deviations), again without a shared budget.
+- **watchkeeper**: `--segment COL` / `--segment A,B` at init (top values, others pooled,
+  unseen counted; numeric columns in quantile bands); per-window sub-profiles per segment
+  value (mergeable: batch check, streamed check and the server give the same); each
+  segment judged against its own reference rows, at its own window size, with a split
+  share of the family's α; small or unseen segment values reported as not evaluated."""
 
 
 if __name__ == "__main__":
