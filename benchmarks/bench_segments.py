@@ -13,7 +13,7 @@ The segment is ``CIT=5`` (not a US citizen: 6.4% of the rows, about 320 of a 5,0
 window). Kinds of change, each injected in ``--windows`` windows into that segment's rows
 only:
 
-- ``age``: AGEP + 15 years;
+- ``age +15``, ``age +8``: AGEP + 15 (resp. 8) years;
 - ``schooling``: half of the segment's SCHL values set to 21 (a bachelor's degree);
 - ``predictions``: 25% of the segment's predictions flipped (performance, realised and
   estimated, falls in that segment).
@@ -49,7 +49,8 @@ ACS = ROOT / "data" / "acs_employment_ma" / "employment_MA_reference.pq"
 RESULTS = ROOT / "benchmarks" / "results" / "segments.md"
 WINDOW = 5_000
 SEGMENT = "CIT=5"
-FAMILIES = {"age": "drift", "schooling": "drift", "predictions": "performance"}
+FAMILIES = {"age +15": "drift", "age +8": "drift", "schooling": "drift",
+            "predictions": "performance"}
 
 
 def _plain(table: pa.Table) -> pa.Table:
@@ -69,11 +70,13 @@ def _segment_rows(table: pa.Table) -> np.ndarray:
     return np.asarray(table.column("CIT").to_pylist(), dtype=object) == "5"
 
 
-def age(table: pa.Table, rng: np.random.Generator) -> pa.Table:
-    mask = _segment_rows(table)
-    values = table.column("AGEP").to_numpy().copy()
-    values[mask] += 15
-    return table.set_column(table.column_names.index("AGEP"), "AGEP", pa.array(values))
+def older(years: float) -> Callable[[pa.Table, np.random.Generator], pa.Table]:
+    def age(table: pa.Table, rng: np.random.Generator) -> pa.Table:
+        mask = _segment_rows(table)
+        values = table.column("AGEP").to_numpy().copy()
+        values[mask] += years
+        return table.set_column(table.column_names.index("AGEP"), "AGEP", pa.array(values))
+    return age
 
 
 def schooling(table: pa.Table, rng: np.random.Generator) -> pa.Table:
@@ -93,7 +96,8 @@ def predictions(table: pa.Table, rng: np.random.Generator) -> pa.Table:
 
 
 KINDS: dict[str, Callable[[pa.Table, np.random.Generator], pa.Table]] = {
-    "age": age, "schooling": schooling, "predictions": predictions}
+    "age +15": older(15), "age +8": older(8), "schooling": schooling,
+    "predictions": predictions}
 
 
 def alerts(findings: list[wk.Finding]) -> list[wk.Finding]:
@@ -186,9 +190,10 @@ def main() -> None:
         *[f"| {kind} | {n} | {found} | {pop} | {other} | {named} |"
           for kind, n, found, pop, other, named in rows],
         "",
-        "Changes: `age` AGEP + 15 years; `schooling` half of the segment's SCHL set to 21 "
-        "(bachelor's); `predictions` 25% of the segment's predictions flipped (labels in "
-        "the rows, so realised performance is measured; the estimate sees it too).",
+        "Changes: `age +15`, `age +8` AGEP + 15 (8) years; `schooling` half of the "
+        "segment's SCHL set to 21 (bachelor's); `predictions` 25% of the segment's "
+        "predictions flipped (labels in the rows, so realised performance is measured; the "
+        "estimate sees it too).",
         "",
         "## Clean windows (drawn from the reference distribution)",
         "",

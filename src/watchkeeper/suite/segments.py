@@ -188,13 +188,13 @@ def assess_segments(segments: Segments, monitors: list[Monitor], schema: Schema,
 
 def most_concentrated(found: list[Finding]) -> list[Finding]:
     """One change seen in overlapping segments of different segmentations (the rows of
-    ``CIT=5`` are also in ``MIL=0``…) is reported where it is most concentrated (the
-    largest value over threshold), the others listed with it as ``also_affected``; as
-    fairness does for overlapping groups."""
+    ``CIT=5`` are also in ``MIL=0``…) by the same monitor (of the same column; for
+    performance, whichever metric) is reported where it is most concentrated (the largest
+    value over threshold), the others listed with it as ``also_affected``; as fairness
+    does for overlapping groups."""
     kept: list[Finding] = []
     for f in sorted(found, key=lambda f: -_excess(f)):
-        owner = next((k for k in kept if (k.monitor, k.column, k.metric)
-                      == (f.monitor, f.column, f.metric)
+        owner = next((k for k in kept if (k.monitor, k.column) == (f.monitor, f.column)
                       and overlap(k.segment or "", f.segment or "")), None)
         if owner is None:
             kept.append(f)
