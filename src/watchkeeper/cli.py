@@ -585,6 +585,12 @@ def _summary(suite: Suite, output: Path) -> str:
                            for family, (alpha, n) in suite.family_alpha().items())
         lines.append(f"  thresholds  calibrated from the reference; alert budget {suite.budget:g} "
                      f"false alerts per window, α per family: {shares}")
+    if suite.segments is not None:
+        judged = suite.segments.judged(suite.reference)
+        lines.append(f"  segments    {', '.join(s.name for s in suite.segments.by)}: "
+                     f"{len(judged)} values with ≥ {suite.segments.min_rows} reference rows "
+                     f"judged on their own, {suite.segments.share:.0%} of the α of drift, "
+                     "quality and performance monitors split over them")
     idle = suite.idle()
     if idle:
         lines.append(f"  no share    {len(idle)} monitors cannot run on the reference's columns "

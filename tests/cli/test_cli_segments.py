@@ -28,6 +28,7 @@ def test_segment_flag_writes_segments_and_check_attributes(tmp_path: Path) -> No
     done = run("init", "ref.parquet", "--segment", "region", "--segment", "plan,region",
                cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    assert "segments    region, plan*region: " in done.stdout
     doc = yaml.safe_load((tmp_path / "watchkeeper.yaml").read_text())
     by = doc["segments"]["by"]
     assert [list(s) for s in by] == [["region"], ["plan", "region"]]
