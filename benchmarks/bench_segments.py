@@ -195,6 +195,8 @@ def main() -> None:
         "predictions flipped (labels in the rows, so realised performance is measured; the "
         "estimate sees it too).",
         "",
+        NOTES,
+        "",
         "## Clean windows (drawn from the reference distribution)",
         "",
         "| windows | with any alert | with a segment alert | with a whole-population alert "
@@ -213,6 +215,19 @@ def main() -> None:
     ]
     RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
+
+
+NOTES = """Reading the table: a whole-population finding means the change is big enough to
+show in the whole population too: AGEP + 15 years on 6.4% of the rows moves the
+population's age distribution past its threshold in some 5,000-row windows (it is a
+population change then, and reported as one besides the segment); at + 8 years the segment
+alone sees it. "Another segment" counts overlapping segments of the other segmentation
+(MIL) that really changed too: flipping a quarter of the non-citizens' predictions flips
+predictions of the children among them, and MIL=0 (under 17) has almost only negative
+predictions, so its prediction distribution moves (`prediction_drift` on MIL=0), while
+in CIT=5 flips both ways cancel in the distribution and show as performance instead. The
+same monitor seeing one change in overlapping segments reports it once, on the segment
+where it is most concentrated, with the others in `also_affected`."""
 
 
 PEERS = """## What the peers offer (from their documentation and installed source; not run)
