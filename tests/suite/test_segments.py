@@ -244,3 +244,41 @@ def test_late_labels_reach_the_segments(suite: wk.Suite) -> None:
             == [(f["monitor"], f["segment"], f["metric"], f["severity"]) for f in b["findings"]]
     assert any(f.segment == "region=north" and f.monitor == "performance"
                for f in late.findings)
+
+
+@pytest.mark.slow
+def test_segment_monitors_keep_the_monitor_contract() -> None:
+    """Each monitor as a segment judges it (its segment α, the segment's reference rows and
+    drift nulls) keeps every property of the per-monitor contract, the budget included,
+    on windows drawn from the segment's own reference rows."""
+    from watchkeeper.monitors import FeatureDrift
+    from watchkeeper.monitors.contract import PROPERTIES, Case
+    from watchkeeper.profiles.segments import plain_schema
+    from watchkeeper.suite.segments import segment_monitor, segment_nulls
+
+    reference = rows(20_000, 16)
+    suite = wk.init(reference, target="label", segments="region", budget=0.2, progress=False)
+    seg = suite.segments
+    assert seg is not None
+    label = "region=south"
+    inner = plain_schema(suite.schema)
+    ref = suite.reference.segments[label]
+    south = np.asarray(reference.column("region").to_pylist(), dtype=object) == "south"
+    pool = reference.filter(pa.array(south))
+    rng = np.random.default_rng(17)
+    windows = [wk.profile(pool.take(pa.array(rng.integers(0, pool.num_rows, 800))), inner)
+               for _ in range(40)]
+    fresh = rows(6_000, 18)
+    data = fresh.filter(pa.array(np.asarray(fresh.column("region").to_pylist()) == "south"))
+    case = Case(inner, ref, data, windows)
+    checked = 0
+    for m in suite.monitors:
+        if not runs_per_segment(m) or m.column == "region":
+            continue
+        probe = segment_monitor(m, m.alpha, ref, inner)
+        nulls = segment_nulls(probe, ref) if isinstance(m, FeatureDrift) else None
+        copy = segment_monitor(m, seg.segment_alpha(m, suite.reference), ref, inner, nulls)
+        for prop in PROPERTIES.values():
+            prop(copy, case)
+        checked += 1
+    assert checked >= 10
