@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-multiclass bench-dle bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream bench-stream-init bench-spark clean
+.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-multiclass bench-dle bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream bench-stream-init bench-spark bench-segments clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -106,6 +106,11 @@ bench-dle: $(VENV)/.installed-dev
 ## by year and 10k rows, NOAA rainfall by year and season): sampling, init and reported band (~3 min).
 bench-band: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_band.py
+
+## A drift confined to one segment of ~5% of ACS rows: found, attributed, no population
+## finding; clean windows within budget (a few minutes).
+bench-segments: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_segments.py
 
 ## SDK log() overhead next to whylogs (its own venv; a few minutes).
 bench-sdk: $(VENV)/.installed-dev

@@ -180,6 +180,9 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
 @click.option("--timestamp", help="Event time column (enables time windows and volume).")
 @click.option("--client", help="Caller/client id column.")
 @click.option("--sensitive", help="Sensitive attribute columns, comma-separated.")
+@click.option("--segment", "segments", multiple=True, metavar="COL[,COL]",
+              help="A column, or a pair A,B, whose values are monitored as segments of their "
+                   "own: drift, quality and performance per value (repeatable).")
 @click.option("--ignore", help="Columns to leave unmonitored, comma-separated.")
 @click.option("--pii", "pii", multiple=True,
               help="A column holding personal data, whatever its values (repeatable).")
@@ -225,8 +228,8 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
 @_csv_options
 def init_command(reference: Path, output: Path, target: str | None, prediction: str | None,
                  proba: str | None, id_: str | None, timestamp: str | None, client: str | None,
-                 sensitive: str | None, ignore: str | None, pii: tuple[str, ...],
-                 not_pii: tuple[str, ...], positive: str | None,
+                 sensitive: str | None, segments: tuple[str, ...], ignore: str | None,
+                 pii: tuple[str, ...], not_pii: tuple[str, ...], positive: str | None,
                  allow_inverted_score: bool, budget: float, weights_text: str | None,
                  serving: bool, rule_texts: tuple[str, ...], rules_file: Path | None,
                  monitor_names: tuple[str, ...], name: str | None,
@@ -258,7 +261,8 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  positive_class=positive, allow_inverted_score=allow_inverted_score,
                  budget=budget, budget_weights=_weights(weights_text), serving=serving,
                  rules=_rules(rule_texts, rules_file), monitors=list(monitor_names),
-                 name=name or reference.stem, progress=progress, memory=memory,
+                 segments=list(segments), name=name or reference.stem, progress=progress,
+                 memory=memory,
                  stream=stream, jobs=jobs, layout=layout if stream else None,
                  notes=lambda path, text: click.echo(f"{path}: {cli_text(text)}"))
     suite.source = str(reference)
@@ -581,6 +585,12 @@ def _summary(suite: Suite, output: Path) -> str:
                            for family, (alpha, n) in suite.family_alpha().items())
         lines.append(f"  thresholds  calibrated from the reference; alert budget {suite.budget:g} "
                      f"false alerts per window, α per family: {shares}")
+    if suite.segments is not None:
+        judged = suite.segments.judged(suite.reference)
+        lines.append(f"  segments    {', '.join(s.name for s in suite.segments.by)}: "
+                     f"{len(judged)} values with ≥ {suite.segments.min_rows} reference rows "
+                     f"judged on their own, {suite.segments.share:.0%} of the α of drift, "
+                     "quality and performance monitors split over them")
     idle = suite.idle()
     if idle:
         lines.append(f"  no share    {len(idle)} monitors cannot run on the reference's columns "

@@ -142,7 +142,12 @@ def _actions(diagnosis: str, alerts: list[Alert], causes: list[Cause]) -> list[s
 
     out: list[str] = []
     for a in sorted(alerts, key=lambda a: -(abs(a.value / a.threshold) if a.threshold else 0)):
-        if diagnosis == "upstream data break" and a.family == Family.QUALITY:
+        if "segment_rows" in a.evidence and a.segment:  # a segment's own finding
+            out.append(f"{a.message} {since(a)}: the change is confined to {a.segment} "
+                       f"({int(a.evidence['segment_rows'])} rows); compare its rows with its "
+                       "reference rows and look for what differs in that segment only "
+                       "(its upstream source, a local change, a new sub-population)")
+        elif diagnosis == "upstream data break" and a.family == Family.QUALITY:
             out.append(f"{a.message} {since(a)}: check the upstream producer of "
                        f"{a.column}; do not retrain on this data")
         elif diagnosis == "abuse" and a.family == Family.SECURITY and a.segment:

@@ -93,6 +93,8 @@ class Incident:
         segments = {a.segment for a in alerts}
         if all(a.family == Family.SECURITY for a in alerts) and len(segments) == 1:
             return f"security on {segments.pop()}: " + ", ".join(monitors)
+        if len(segments) == 1 and None not in segments:
+            return f"segment {segments.pop()}: " + ", ".join(monitors)
         return ", ".join(monitors)
 
     def add(self, alert: Alert) -> bool:

@@ -32,6 +32,7 @@ _OUTCOME = "=~prediction_drift|performance|estimated_performance|fairness"
 _STATISTICS = "=~drift|performance|estimated_performance|fairness"
 _BREAK = "=~missing_column|type_change"
 _OUTCOME_FAMILIES = "=~performance|estimated_performance|fairness"
+_SEGMENTED = "=~quality|drift|performance|estimated_performance"
 #: Roles of the columns the outcome monitors are computed from.
 _MODEL_OUTPUT = "=~prediction|proba|target"
 
@@ -169,8 +170,8 @@ def default_inhibit() -> list[InhibitRule]:
 
 def default_group() -> list[GroupRule]:
     """Same column; drift with outcome changes (model degradation); outcome changes with
-    each other; service alerts together, with volume; security by segment; security with
-    the drift it causes."""
+    each other; service alerts together, with volume; security by segment; drift, quality
+    and performance of the same segment; security with the drift it causes."""
     return [
         GroupRule("column", {}, None, ["column"]),
         GroupRule("model degradation", {"monitor": _DRIFT}, {"monitor": _OUTCOME}),
@@ -182,6 +183,8 @@ def default_group() -> list[GroupRule]:
         GroupRule("service", {"family": "service"}),
         GroupRule("traffic", {"monitor": "volume"}, {"family": "service"}),
         GroupRule("security", {"family": "security"}, None, ["segment"]),
+        # drift, quality and performance of one segment (region=north): one slice changed
+        GroupRule("segment", {"family": _SEGMENTED}, None, ["segment"]),
         # abusive or out-of-distribution traffic distorts the input distributions it joins
         GroupRule("distorted inputs", {"family": "security"}, {"monitor": _DRIFT}),
     ]

@@ -22,6 +22,7 @@ from watchkeeper.baseline.binning import (
     selection_drift,
 )
 from watchkeeper.baseline.expressions import Rule
+from watchkeeper.baseline.segments import Segment
 from watchkeeper.baseline.task import Task
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.pii import Guess, assess, named_kind
@@ -110,6 +111,9 @@ class Schema:
     security: SecurityModel | None = None  # normal inputs, for OOD rows and client abuse
     #: Declarative rules every row should meet, tallied by the profile (see expressions.py).
     rules: list[Rule] = field(default_factory=list)
+    #: Slices of rows monitored on their own (see segments.py); each window profile keeps
+    #: a sub-profile per segment value.
+    segments: list[Segment] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[Column]:
         return iter(self.columns.values())

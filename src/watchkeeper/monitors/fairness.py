@@ -59,7 +59,7 @@ def _parts(segment: str) -> dict[str, str]:
     return dict(p.split("=", 1) for p in segment.split(" & "))
 
 
-def _overlap(a: str, b: str) -> bool:
+def overlap(a: str, b: str) -> bool:
     """Two groups share rows unless they fix one attribute to different values."""
     pa, pb = _parts(a), _parts(b)
     return all(pa[k] == pb[k] for k in pa.keys() & pb.keys())
@@ -261,7 +261,7 @@ class Fairness(Monitor):
         kept: list[Finding] = []
         for _, f in sorted(candidates, key=lambda c: -c[0]):
             owner = next((k for k in kept if k.metric == f.metric
-                          and _overlap(k.segment or "", f.segment or "")), None)
+                          and overlap(k.segment or "", f.segment or "")), None)
             if owner is None:
                 kept.append(f)
             else:

@@ -25,6 +25,7 @@ from watchkeeper.io.tables import to_table
 from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.profiles.core import Profile
+from watchkeeper.profiles.segments import segment_codes, segment_labels
 from watchkeeper.profiles.task import row_codes
 from watchkeeper.run.check import CheckResult, WindowResult
 from watchkeeper.run.label_join import LabelJoin, StoredLabelJoin
@@ -105,7 +106,7 @@ class OnlineMonitor:
         task = self.suite.schema.task
         if task is not None and task.id is not None:
             if self.store is None:
-                self._join = LabelJoin(task)
+                self._join = LabelJoin(task, segments=segment_labels(self.suite.schema))
             else:
                 self._stored = StoredLabelJoin(task, self.store, self.model,
                                                self.suite_version or 0)
@@ -182,7 +183,9 @@ class OnlineMonitor:
                                     row_codes(chunk, task))
             return
         assert self._join is not None
-        self._join.add_window(ids, row_codes(chunk, task))
+        codes = row_codes(chunk, task)
+        codes.groups.update(segment_codes(chunk, self.suite.schema))
+        self._join.add_window(ids, codes)
         self._join_keys.append(key)
 
     def ingest_labels(self, data: Any) -> int:

@@ -22,6 +22,7 @@ from watchkeeper.errors import SuiteError
 from watchkeeper.io.tables import to_table
 from watchkeeper.io.values import category_counts, category_label, numbers, type_class
 from watchkeeper.profiles.clients import ClientStats, client_stats, merge_clients
+from watchkeeper.profiles.segments import segment_profiles
 from watchkeeper.profiles.service import service_tallies
 from watchkeeper.profiles.task import row_codes, tally, upgrade_tally
 from watchkeeper.stats.moments import Moments
@@ -126,6 +127,8 @@ class Profile:
     joint: dict[str, np.ndarray] = field(default_factory=dict)
     #: Per-client activity (bounded; see security.py).
     clients: dict[str, ClientStats] = field(default_factory=dict)
+    #: Sub-profile per segment value with rows (``region=north``); see segments.py.
+    segments: dict[str, Profile] = field(default_factory=dict)
 
     def merge(self, other: Profile) -> Profile:
         names = list(dict.fromkeys([*self.columns, *other.columns]))
@@ -140,6 +143,7 @@ class Profile:
             end=_pick(max, self.end, other.end),
             joint=add_tallies(self.joint, other.joint),
             clients=merge_clients(self.clients, other.clients),
+            segments=_merge_segments(self.segments, other.segments),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,6 +159,8 @@ class Profile:
             out["joint"] = {k: _tally_to_dict(v) for k, v in self.joint.items()}
         if self.clients:
             out["clients"] = {k: v.to_dict() for k, v in self.clients.items()}
+        if self.segments:
+            out["segments"] = {k: v.to_dict() for k, v in self.segments.items()}
         return out
 
     @classmethod
@@ -169,7 +175,18 @@ class Profile:
                    for k, v in (d.get("joint") or {}).items()},
             clients={str(k): ClientStats.from_dict(v)
                      for k, v in (d.get("clients") or {}).items()},
+            segments={str(k): Profile.from_dict(v)
+                      for k, v in (d.get("segments") or {}).items()},
         )
+
+
+def _merge_segments(a: dict[str, Profile], b: dict[str, Profile]) -> dict[str, Profile]:
+    if not b:
+        return dict(a)
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out[k].merge(v) if k in out else v
+    return out
 
 
 def add_tallies(
@@ -327,6 +344,8 @@ def profile(data: Any, schema: Schema) -> Profile:
         scores = schema.security.score(table, aligned, unseen)
         out.joint.update(schema.security.tallies(scores))
         out.clients = client_stats(schema.security, table, scores.ood, aligned)
+    if schema.segments:
+        out.segments = segment_profiles(table, schema, profile)
     return out
 
 

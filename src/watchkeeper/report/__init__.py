@@ -47,6 +47,7 @@ def render(result: Mapping[str, Any], *, title: str = "watchkeeper report",
         ("performance", "Performance", sections.performance.render(windows)),
         ("drift", "Drift", sections.drift.render(windows)),
         ("fairness", "Fairness", sections.fairness.render(windows)),
+        ("segments", "Segments", sections.segments.render(windows)),
         ("security", "Security", sections.security.render(windows)),
     ]
     nav = [(anchor, text) for anchor, text, html in parts if html]

@@ -275,11 +275,22 @@ class Unjudged:
     monitor: str
     column: str | None
     reason: str
+    segment: str | None = None  # a segment value too small to judge (monitor "segment")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"monitor": self.monitor, "column": self.column,
-                "status": WindowStatus.NOT_EVALUATED.value,
-                "reason": self.reason}
+        out = {"monitor": self.monitor, "column": self.column,
+               "status": WindowStatus.NOT_EVALUATED.value,
+               "reason": self.reason}
+        if self.segment is not None:
+            out["segment"] = self.segment
+        return out
+
+
+def unjudged_segments(metrics: dict[str, Any]) -> list[Unjudged]:
+    """The segment values a window's measures say were not evaluated (too few rows)."""
+    return [Unjudged("segment", None, f"{label}: {e.get('reason', '')}", label)
+            for label, e in (metrics.get("segments") or {}).items()
+            if e.get("status") == WindowStatus.NOT_EVALUATED.value]
 
 
 #: Families whose monitors judge a window statistically, and so need enough rows.
@@ -473,6 +484,7 @@ class CheckResult:
         w = self.windows[index]
         w.findings, w.metrics = self.evaluator.assess(w.profile)
         w.not_evaluated, w.unevaluated = unjudged(self.evaluator.monitors, w.profile)
+        w.not_evaluated += unjudged_segments(w.metrics)
         if w.profile.joint:
             w.metrics["label_coverage"] = _coverage(w)
         self._band_from_history(index)

@@ -95,6 +95,9 @@ class LabelJoin:
     ids: list[np.ndarray] = field(default_factory=list)
     codes: list[RowCodes] = field(default_factory=list)
     _index: pd.Series | None = None
+    #: Segmentations whose codes the records carry (``segment_labels``): a late label also
+    #: moves its row in the sub-profile of its segment values.
+    segments: dict[str, list[str]] = field(default_factory=dict)
 
     def add_window(self, ids: np.ndarray, codes: RowCodes) -> None:
         self.ids.append(ids)
@@ -147,7 +150,7 @@ class LabelJoin:
             mine = matched & (window == w)
             codes = self.codes[w]
             move_labels(codes, row[mine], new[mine], self.task,
-                        None if profiles is None else profiles[w])
+                        None if profiles is None else profiles[w], self.segments)
             changed.add(int(w))
         return changed, matched
 
@@ -165,17 +168,29 @@ def label_values(by_id: pd.Series, task: Task) -> np.ndarray:
 
 
 def move_labels(codes: RowCodes, rows: np.ndarray, new: np.ndarray, task: Task,
-                profile: Profile | None) -> None:
+                profile: Profile | None,
+                segments: dict[str, list[str]] | None = None) -> None:
     """The one label join: rows ``rows`` of one window's prediction records ``codes`` get
     the label codes ``new``; the window's tallies (``profile``, unless None: labels it
     counts already) move each row from its previous label to the new one, so a corrected
-    label replaces the first."""
+    label replaces the first. With ``segments`` (records that carry segment codes), the
+    sub-profile of each row's segment values moves it too."""
     if profile is not None:
         before = codes.take(rows)
         after = codes.take(rows)
         after.label = new
         delta = add_tallies(tally(after, task), tally(before, task), sign=-1)
         profile.joint = add_tallies(profile.joint, delta)
+        for key, labels in (segments or {}).items():
+            if key not in before.groups:
+                continue
+            for code in np.unique(before.groups[key]):
+                sub = profile.segments.get(labels[int(code)])
+                if sub is None:
+                    continue
+                at = np.flatnonzero(before.groups[key] == code)
+                sub.joint = add_tallies(sub.joint, add_tallies(
+                    tally(after.take(at), task), tally(before.take(at), task), sign=-1))
     codes.label[rows] = new
 
 

@@ -26,6 +26,7 @@ from watchkeeper.baseline.multiclass import fit_class_calibration, multiclass_le
 from watchkeeper.baseline.ood import SecurityModel
 from watchkeeper.baseline.ood import fit as fit_security
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
+from watchkeeper.baseline.segments import fit_segments, segment_names
 from watchkeeper.baseline.task import Task, TaskType, infer_task
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.display import html_of
@@ -64,6 +65,7 @@ from watchkeeper.monitors import (
 )
 from watchkeeper.monitors.security import ClientMonitor
 from watchkeeper.profiles.core import ColumnProfile, Profile, profile
+from watchkeeper.profiles.segments import segment_codes, segment_labels
 from watchkeeper.profiles.service import SERVICE_TALLY
 from watchkeeper.profiles.task import row_codes
 from watchkeeper.run.check import (
@@ -76,6 +78,7 @@ from watchkeeper.run.check import (
 )
 from watchkeeper.run.label_join import LabelJoin, join_labels
 from watchkeeper.suite import file as suitefile
+from watchkeeper.suite.segments import Segments, assess_segments, segments_from_fields
 from watchkeeper.wire import CLIENT, ERROR
 
 #: Default alert budget: expected false alerts per window, for the whole suite.
@@ -297,6 +300,8 @@ class Suite:
     #: Serving inputs (``_error``, clients, time) count as present although the reference
     #: lacks them: the suite is meant for the server or SDK (see :func:`idle_reason`).
     serving: bool = False
+    #: Slices of rows judged on their own, with their share of the budget (segments.py).
+    segments: Segments | None = None
 
     def __post_init__(self) -> None:
         for m in self.monitors:
@@ -360,6 +365,11 @@ class Suite:
                 else:
                     measures[key] = dict(value) if isinstance(value, dict) else value
         _expected_from_inputs(found, measures.get("estimated") or {})
+        if self.segments is not None:
+            more, measured = assess_segments(self.segments, self.monitors, self.schema, window,
+                                             self.reference)
+            found += more
+            measures.update(measured)
         return found, measures
 
     def evaluate_sequence(self, result: CheckResult) -> None:
@@ -411,7 +421,7 @@ class Suite:
         else:
             windows = row_windows(table, window_rows)
         if task is not None and task.id is not None and task.id in table.column_names:
-            result.label_join = LabelJoin(task)
+            result.label_join = LabelJoin(task, segments=segment_labels(self.schema))
         total = (table.num_rows // window_rows + 1) if window_rows else None
         # A batch column named by the user is how windows are cut, not an unknown column.
         drop = [window_by] if window_by and window_by not in self.schema.columns else []
@@ -421,9 +431,10 @@ class Suite:
             p.start, p.end = w.start, w.end
             if result.label_join is not None:
                 assert task is not None
+                codes = row_codes(w.table, task)
+                codes.groups.update(segment_codes(w.table, self.schema))
                 result.label_join.add_window(
-                    w.table.column(task.id).to_numpy(zero_copy_only=False),
-                    row_codes(w.table, task))
+                    w.table.column(task.id).to_numpy(zero_copy_only=False), codes)
             result.windows.append(WindowResult(w.label, p.rows, [], p, w.start, w.end))
             result.refresh(len(result.windows) - 1)
         self.evaluate_sequence(result)
@@ -541,6 +552,7 @@ class Suite:
             **({"task": self.schema.task.to_dict()} if self.schema.task else {}),
             **({"security": self.schema.security.to_dict()} if self.schema.security else {}),
             **({"rules": [r.to_dict() for r in self.schema.rules]} if self.schema.rules else {}),
+            **({"segments": self.segments.to_dict()} if self.segments else {}),
             "monitors": [m.to_dict() for m in self.monitors],
             **({"importance": self.importance} if self.importance else {}),
             "alerts": self.rules.to_dict(),
@@ -586,6 +598,7 @@ class Suite:
             except SuiteError as exc:
                 raise SuiteError(exc.field, exc.problem, source) from None
             check_rules(schema.rules, schema, source=source)
+        segments = segments_from_fields(top, schema) if "segments" in top.data else None
         monitors = []
         for i, raw in enumerate(top.items("monitors")):
             monitors.append(_monitor_from_fields(suitefile.Fields(raw, f"monitors[{i}]", source),
@@ -604,6 +617,7 @@ class Suite:
             rules=_rules_from_fields(top),
             weights=_weights_from_fields(top),
             serving=top.flag("serving", False),
+            segments=segments,
         )
 
 
@@ -794,6 +808,7 @@ def init(
     serving: bool = False,
     rules: Any = None,
     monitors: Iterable[Monitor | str] | None = None,
+    segments: str | Iterable[str | Iterable[str]] | None = None,
     bins: int = DEFAULT_BINS,
     name: str | None = None,
     seed: int = 0,
@@ -821,7 +836,9 @@ def init(
     ``{"name", "expr"}`` (see :mod:`watchkeeper.baseline.expressions`); their violation
     rate is calibrated against the reference's own. ``monitors`` adds monitors of your own
     (instances, or registered type names such as ``"too_many_zeros:amount"``): they are
-    calibrated and share the alert budget like the generated ones.
+    calibrated and share the alert budget like the generated ones. ``segments`` names
+    columns, or pairs ``"region,plan"``, whose values are monitored as slices of their own
+    (drift, quality and performance per segment; see :mod:`watchkeeper.suite.segments`).
 
     A big Parquet or CSV reference (a file, directory or glob of more than
     :data:`~watchkeeper.suite.streamed.STREAM_ROWS` rows, or one an in-memory init would
@@ -871,6 +888,7 @@ def init(
     )
     schema.rules = parse_rules(rules if rules is not None else [])
     check_rules(schema.rules, schema)
+    schema.segments = fit_segments(table, segment_names(segments))
     added = extra_monitors(monitors)
     task = schema.task
     inputs = {c.name: (c.edges if c.edges else tuple(c.categories or ()))
@@ -907,8 +925,11 @@ def init(
     label = name or (Path(source).stem if source else "watchkeeper")
 
     suite = Suite(schema, generated, ref_profile, budget, label, source=source, seed=seed,
-                  importance=importance(table, schema), weights=weights, serving=serving)
+                  importance=importance(table, schema), weights=weights, serving=serving,
+                  segments=Segments(schema.segments) if schema.segments else None)
     split_budget(generated, budget, weights, suite.idle())
+    if suite.segments is not None:
+        suite.segments.split(generated)
     return suite
 
 

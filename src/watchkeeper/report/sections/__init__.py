@@ -11,6 +11,7 @@ show; ``watchkeeper.report.render`` puts them in order under the header.
 - ``drift``: each column's distance from the reference against its threshold
 - ``fairness``: parity measures per sensitive attribute, the groups
 - ``security``: out-of-distribution rows, features to blame, traffic per client
+- ``segments``: per segment value its alerts, not-evaluated windows and latest metrics
 - ``suite``: a suite's task, budget per family, monitors, rules and columns (it reads a
   ``Suite``: the notebook display of :mod:`watchkeeper.report.notebook`)
 - ``common``: ``WindowView``, ``windows_of`` and the lenient accessors they all use
@@ -26,10 +27,12 @@ from watchkeeper.report.sections import (
     incidents,
     performance,
     security,
+    segments,
     summary,
 )
 from watchkeeper.report.sections.common import WindowView, windows_of
 from watchkeeper.report.sections.security import score_bins
 
 __all__ = ["WindowView", "drift", "fairness", "findings", "header", "incidents",
-           "performance", "score_bins", "security", "summary", "windows_of"]
+           "performance", "score_bins", "security", "segments", "summary",
+           "windows_of"]

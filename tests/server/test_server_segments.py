@@ -1,0 +1,60 @@
+"""Segments through the real server over HTTP: a window whose drift is confined to one
+segment gets a finding on that segment, the window's segment metrics, and a too small
+segment reported as not evaluated."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import watchkeeper as wk
+from tests.server_helpers import READ, Server, arrow, post, request, wait_for
+
+
+def events(n: int, seed: int, start: int = 0, ts: float | None = None,
+           shift: float = 0.0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    region = rng.choice(["north", "south", "east", "tiny"], n, p=[0.3, 0.4, 0.29, 0.01])
+    x = rng.normal(size=n) + shift * (region == "north")
+    return pa.table({
+        "id": np.arange(start, start + n),
+        "region": region,
+        "x": x,
+        "colour": rng.choice(["red", "green", "blue"], n),
+        "_ts": np.full(n, time.time() if ts is None else ts),
+    })
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    d = tmp_path_factory.mktemp("segments")
+    wk.init(events(20_000, 0).drop_columns(["_ts"]), segments="region",
+            progress=False).save(d / "suite.yaml")
+    s = Server(d, "--store", f"sqlite:///{d / 'wk.db'}", "--suite",
+               f"m={d / 'suite.yaml'}", "--window", "1s", "--grace", "1s").start()
+    yield s
+    s.stop()
+
+
+def test_a_segment_drift_is_found_by_the_server(server: Server) -> None:
+    t0 = time.time() - 30  # a whole window in the past: it closes at once
+    batch = events(3_000, 1, start=100_000, ts=t0, shift=1.5)
+    assert post(server, "/v1/models/m/events", arrow(batch),
+                content_type="application/vnd.apache.arrow.stream")[0] == 200
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(t0)))
+
+    def evaluated():
+        _, doc = request(server.url + f"/v1/models/m/findings?since={start}Z", token=READ)
+        return [f for f in doc["findings"] if f["segment"]]
+
+    found = wait_for(evaluated)
+    assert {(f["monitor"], f["column"], f["segment"]) for f in found} == {
+        ("feature_drift", "x", "region=north")}
+    _, doc = request(server.url + f"/v1/models/m/windows?since={start}Z", token=READ)
+    metrics = doc["windows"][0]["metrics"]["segments"]
+    assert metrics["region=north"]["status"] == "alert"
+    assert metrics["region=south"]["status"] == "ok"
+    assert metrics["region=tiny"]["status"] == "not_evaluated"
