@@ -1,6 +1,7 @@
 """Run a suite on Apache Spark (extra ``spark``: ``pip install 'watchkeeper[spark]'``).
 
-:func:`check` profiles a Spark DataFrame where its rows are (per partition, with the local
+:func:`init` makes a suite from a Spark DataFrame (the passes of a streamed init, on
+Spark). :func:`check` profiles a Spark DataFrame where its rows are (per partition, with the local
 engine's profile function on Arrow record batches), merges the partial profiles exactly on
 the executors, and judges the windows on the driver: the same
 :class:`~watchkeeper.run.check.CheckResult` as :meth:`Suite.check
@@ -18,11 +19,12 @@ from typing import TYPE_CHECKING
 
 from watchkeeper.errors import DataError
 from watchkeeper.spark.engine import check, read
+from watchkeeper.spark.init import SparkReference, init
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["check", "read", "session"]
+__all__ = ["SparkReference", "check", "init", "read", "session"]
 
 
 def session(master: str = "local[*]", conf: Iterable[tuple[str, str]] = (),

@@ -23,7 +23,7 @@ from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.jsonable import RESULT_DIGITS, plain
 from watchkeeper.io.times import from_epoch
 from watchkeeper.profiles.core import Profile
-from watchkeeper.run.check import WindowLength, _Calendar
+from watchkeeper.run.check import Calendar, WindowLength
 from watchkeeper.spark.engine import _EMPTY, _MISSING, KEY, _merged, _Plan
 from watchkeeper.store import Store, WindowRecord
 from watchkeeper.suite.core import Suite
@@ -72,7 +72,7 @@ class StoreSink:
             return  # written before a failure or restart: Spark replays it, we do not
         merged = _merged(df, self.plan)
         merged.pop(_EMPTY, None)
-        calendar = _Calendar(self.length, None)
+        calendar = Calendar(self.length, None)
         if _MISSING in merged:  # no timestamp: the window of now
             now = int(calendar.keys(np.array([time.time()]))[0])
             p = merged.pop(_MISSING)[0]
