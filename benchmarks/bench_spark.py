@@ -1,12 +1,15 @@
 """Benchmark: the same check with the local engine and with Spark (``watchkeeper.spark``).
 
-On the synthetic pair of ``watchkeeper.io.datasets.synthetic_drift_pair`` (20 columns, 4
-drifted; seed 0), the current rows written once to ``benchmarks/data/spark_cur_<rows>.parquet``
-in row groups of 100k rows (so Spark reads them as several partitions), a suite from
-``wk.init`` of the reference (not timed):
+On the synthetic data of ``watchkeeper.io.datasets.synthetic_drift_pair`` (20 columns, 4
+drifted): the current rows written once as Parquet parts of 1M rows each
+(``benchmarks/data/spark_parts/part-<k>.parquet``, the current half of the pair of seed
+100 + k, row groups of 100k rows); a run of N rows reads a directory of the first N/1M
+parts (hard links, ``benchmarks/data/spark_cur_<rows>/``); the suite is ``wk.init`` of a
+200k-row reference (seed 0), the same for every size (not timed).
 
-* ``local`` – ``suite.check(path)``: read the file into memory, profile, judge;
-* ``spark`` – ``watchkeeper.spark.check(spark.read.parquet(path), suite)`` with
+* ``local`` – ``suite.check_stream(dir)``: the local engine's streamed check (batches of
+  the files, profiled on every core, merged; memory flat in rows);
+* ``spark`` – ``watchkeeper.spark.check(spark.read.parquet(dir), suite)`` with
   ``--master`` (``local[2]`` by default), ``spark.sql.shuffle.partitions=2``; the session's
   start is timed apart ("session") and kept out of the wall time.
 
@@ -18,8 +21,8 @@ and to ``benchmarks/results/spark.md``.
 
 Run from the repository root (``make bench-spark``)::
 
-    .venv/bin/python benchmarks/bench_spark.py                     # 1M rows, local[2]
-    .venv/bin/python benchmarks/bench_spark.py --rows 100000,1000000
+    .venv/bin/python benchmarks/bench_spark.py                     # 5M, 10M, 20M rows
+    .venv/bin/python benchmarks/bench_spark.py --rows 1000000 --master 'local[2]'
 """
 
 from __future__ import annotations
@@ -38,23 +41,39 @@ DATA = ROOT / "benchmarks" / "data"
 RESULT = ROOT / "benchmarks" / "results" / "spark.md"
 
 
+PART_ROWS = 1_000_000
+
+
 def _paths(rows: int) -> tuple[Path, Path]:
-    return DATA / f"spark_cur_{rows}.parquet", DATA / f"spark_suite_{rows}.yaml"
+    return DATA / f"spark_cur_{rows}", DATA / "spark_suite.yaml"
 
 
 def prepare(rows: int) -> None:
+    """The parts the run needs (written once), linked into the run's directory."""
+    import os
+
     import pyarrow.parquet as pq
 
     import watchkeeper as wk
     from watchkeeper.io.datasets import synthetic_drift_pair
 
-    cur_path, suite_path = _paths(rows)
-    if cur_path.exists() and suite_path.exists():
-        return
-    DATA.mkdir(parents=True, exist_ok=True)
-    reference, current = synthetic_drift_pair(rows, seed=0)
-    pq.write_table(current, cur_path, row_group_size=100_000)
-    wk.init(reference, progress=False).save(suite_path)
+    if rows % PART_ROWS:
+        raise SystemExit(f"--rows: multiples of {PART_ROWS:,} only, got {rows:,}")
+    cur_dir, suite_path = _paths(rows)
+    parts = DATA / "spark_parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    if not suite_path.exists():
+        reference, _ = synthetic_drift_pair(200_000, seed=0)
+        wk.init(reference, progress=False).save(suite_path)
+    cur_dir.mkdir(exist_ok=True)
+    for k in range(rows // PART_ROWS):
+        part = parts / f"part-{k:05d}.parquet"
+        if not part.exists():
+            _, current = synthetic_drift_pair(PART_ROWS, seed=100 + k)
+            pq.write_table(current, part.with_suffix(".tmp"), row_group_size=100_000)
+            part.with_suffix(".tmp").rename(part)
+        if not (cur_dir / part.name).exists():
+            os.link(part, cur_dir / part.name)
 
 
 def _own_peak_mib() -> float:
@@ -98,7 +117,7 @@ def worker(engine: str, rows: int, master: str) -> dict[str, object]:
     out: dict[str, object] = {"engine": engine, "rows": rows}
     if engine == "local":
         start = time.perf_counter()
-        result = suite.check(cur_path, progress=False)
+        result = suite.check_stream(cur_path, progress=False)
         out["seconds"] = time.perf_counter() - start
     else:
         import watchkeeper.spark as wks
@@ -123,7 +142,8 @@ def worker(engine: str, rows: int, master: str) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default="1000000", help="comma-separated sizes")
+    parser.add_argument("--rows", default="5000000,10000000,20000000",
+                        help="comma-separated sizes (multiples of 1M)")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -145,8 +165,10 @@ def main() -> None:
         f"`python benchmarks/bench_spark.py --rows {args.rows} --master {args.master}` "
         f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, shared 2-core machine, "
         "one run each: absolute times vary).",
-        "Synthetic pair, 20 columns (15 numeric, 5 categorical), 4 drifted; one window of "
-        "all rows. Spark's wall time excludes its session start (column *session*).",
+        "Synthetic data, 20 columns (15 numeric, 5 categorical), 4 drifted, as Parquet "
+        "parts of 1M rows; one window of all rows. Local: the streamed check "
+        "(`check_stream`, every core). Spark's wall time excludes its session start "
+        "(column *session*).",
         "",
         "| rows | engine | partitions | wall s | rows/s | spark/local | session s | "
         "driver peak MiB | children peak MiB | drifted found |",

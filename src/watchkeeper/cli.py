@@ -169,6 +169,39 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
     return [n.strip() for v in values for n in v.split(",") if n.strip()]
 
 
+_ENGINE_OPTIONS = (
+    click.option("--engine", type=click.Choice(["local", "spark"]), default="local",
+                 show_default=True,
+                 help="Where rows are profiled: in this process, or on Apache Spark (extra "
+                      "spark; the data are then Parquet or CSV files or directories, read "
+                      "by Spark; see docs/spark.md)."),
+    click.option("--spark-master", default="local[*]", show_default=True,
+                 help="Spark master URL for --engine spark (local[4], spark://host:7077, "
+                      "yarn...)."),
+    click.option("--spark-conf", multiple=True, metavar="KEY=VALUE",
+                 help="A Spark setting for --engine spark (repeatable), e.g. "
+                      "spark.executor.memory=4g."),
+)
+
+
+def _spark_session(master: str, items: tuple[str, ...]) -> Any:
+    """The Spark session of ``--spark-master`` and ``--spark-conf``."""
+    conf = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise WatchkeeperError(f"--spark-conf: expected KEY=VALUE, got {item!r}")
+        conf.append((key.strip(), value))
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise WatchkeeperError("--engine spark needs pyspark (and Java 17 or later): "
+                               "pip install 'watchkeeper[spark]'") from None
+    from watchkeeper import spark
+
+    return spark.session(master, conf)
+
+
 @main.command("init")
 @click.argument("reference", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), default="watchkeeper.yaml",
@@ -225,6 +258,9 @@ def _split_names(values: tuple[str, ...]) -> list[str]:
                    "on a 200,000-row sample), or whole (default: by size and --memory).")
 @click.option("--jobs", type=click.IntRange(min=1),
               help="Batches profiled at once by a streamed init (default: every core).")
+@_ENGINE_OPTIONS[0]
+@_ENGINE_OPTIONS[1]
+@_ENGINE_OPTIONS[2]
 @_csv_options
 def init_command(reference: Path, output: Path, target: str | None, prediction: str | None,
                  proba: str | None, id_: str | None, timestamp: str | None, client: str | None,
@@ -235,11 +271,12 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  monitor_names: tuple[str, ...], name: str | None,
                  force: bool, progress: bool | None, deploy_to: bool, model: str | None,
                  server: str | None, memory: str | None, stream: bool | None,
-                 jobs: int | None, layout: CsvLayout) -> None:
+                 jobs: int | None, engine: str, spark_master: str,
+                 spark_conf: tuple[str, ...], layout: CsvLayout) -> None:
     """Infer the schema of REFERENCE, generate and calibrate every monitor, write the suite.
 
     REFERENCE is a file, or a directory or glob of Parquet/CSV files; a big one is read
-    batch by batch (see --memory)."""
+    batch by batch (see --memory), or by Spark (--engine spark)."""
     if output.exists() and not force:
         raise WatchkeeperError(f"{output} exists; pass --force to overwrite it")
     if deploy_to and not (model and server):
@@ -247,14 +284,24 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
     from watchkeeper.run.stream import parse_memory
     from watchkeeper.suite.streamed import should_stream
 
-    if stream is None:
-        stream = should_stream(reference, parse_memory(memory))
-    if stream:  # read batch by batch, by init itself
-        data: Any = reference
+    data: Any = reference
+    if engine == "spark":
+        if memory is not None or jobs is not None or stream is not None \
+                or layout != CsvLayout():
+            raise WatchkeeperError("--memory, --jobs, --stream and the CSV layout options "
+                                   "apply to the local engine; size Spark with --spark-conf")
+        from watchkeeper import spark
+
+        session = _spark_session(spark_master, spark_conf)
+        data = spark.SparkReference(spark.read(session, reference, "reference"),
+                                    source=str(reference))
     else:
-        data, read_notes = _read_input(reference, layout)
-        for note in read_notes:
-            click.echo(f"{reference}: {cli_text(note)}")
+        if stream is None:
+            stream = should_stream(reference, parse_memory(memory))
+        if not stream:  # read whole here; a streamed reference is read by init itself
+            data, read_notes = _read_input(reference, layout)
+            for note in read_notes:
+                click.echo(f"{reference}: {cli_text(note)}")
     suite = init(data, target=target, prediction=prediction, proba=proba, id=id_,
                  timestamp=timestamp, client=client, sensitive=sensitive, ignore=ignore,
                  pii=_split_names(pii), not_pii=_split_names(not_pii),
@@ -817,20 +864,9 @@ class _Checking:
         if self.layout != CsvLayout():
             raise WatchkeeperError("--engine spark reads CSV files with a header row and "
                                    "their inferred types; drop the CSV layout options")
-        conf = []
-        for item in self.spark_conf:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                raise WatchkeeperError(f"--spark-conf: expected KEY=VALUE, got {item!r}")
-            conf.append((key.strip(), value))
-        try:
-            import pyspark  # noqa: F401
-        except ImportError:
-            raise WatchkeeperError("--engine spark needs pyspark (and Java 17 or later): "
-                                   "pip install 'watchkeeper[spark]'") from None
         from watchkeeper import spark
 
-        session = spark.session(self.spark_master, conf)
+        session = _spark_session(self.spark_master, self.spark_conf)
         labels = (spark.read(session, self.labels_path, "labels")
                   if self.labels_path is not None else None)
         return spark.check(spark.read(session, current), suite, window_rows=self.window_rows,
@@ -858,17 +894,7 @@ _CHECK_OPTIONS = (
                       "same for any number."),
     click.option("--memory", help="Memory budget of the batches in flight, e.g. 2GB or "
                                   "800MiB (default: none beyond 2 per job)."),
-    click.option("--engine", type=click.Choice(["local", "spark"]), default="local",
-                 show_default=True,
-                 help="Where rows are profiled: in this process, or on Apache Spark (extra "
-                      "spark; CURRENT and --labels are then Parquet or CSV files or "
-                      "directories, read by Spark; see docs/spark.md)."),
-    click.option("--spark-master", default="local[*]", show_default=True,
-                 help="Spark master URL for --engine spark (local[4], spark://host:7077, "
-                      "yarn...)."),
-    click.option("--spark-conf", multiple=True, metavar="KEY=VALUE",
-                 help="A Spark setting for --engine spark (repeatable), e.g. "
-                      "spark.executor.memory=4g."),
+    *_ENGINE_OPTIONS,
 )
 
 

@@ -3,8 +3,10 @@ also when the query fails after a write and restarts from its checkpoint."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -75,3 +77,83 @@ def test_a_restarted_query_counts_every_micro_batch_once(spark: SparkSession,
         assert got.columns["x"].moments.mean == pytest.approx(
             window.profile.columns["x"].moments.mean, rel=1e-12)
         assert "drift" in record.metrics
+
+
+def _events(n: int, seed: int, first: float, shift: float) -> pa.Table:
+    """``n`` events over the 5 one-second windows from ``first`` (Unix seconds)."""
+    rng = np.random.default_rng(seed)
+    return pa.table({"_ts": first + rng.integers(0, 5, n) + rng.random(n) * 0.99,
+                     "x": rng.normal(size=n) + shift, "c": rng.choice(["a", "b", "c"], n)})
+
+
+@pytest.mark.slow
+def test_a_running_server_judges_the_micro_batches_once(spark: SparkSession,
+                                                         tmp_path: Path) -> None:
+    """A real ``watchkeeper serve`` and a file-source query fed through ServerSink, which
+    fails once right after a write and restarts from its checkpoint: the server's windows
+    count every row once, and its findings and incidents are served by the API."""
+    import time
+
+    from tests.server_helpers import READ, Server, request, wait_for
+    from watchkeeper.spark.stream import ServerSink
+
+    rng = np.random.default_rng(0)
+    wk.init(pa.table({"x": rng.normal(size=3_000), "c": rng.choice(["a", "b", "c"], 3_000)})
+            ).save(tmp_path / "suite.yaml")
+    url = f"sqlite:///{tmp_path / 'wk.db'}"
+    server = Server(tmp_path, "--store", url, "--suite", f"m={tmp_path / 'suite.yaml'}",
+                    "--window", "1s", "--grace", "1s", "--lease-ttl", "0").start(timeout=180)
+    try:
+        source = tmp_path / "in"
+        source.mkdir()
+        first = float(int(time.time())) - 600  # past windows: closed as soon as folded
+        parts = [_events(300, 20 + i, first + 5 * i, 4.0) for i in range(3)]
+        for i, part in enumerate(parts):
+            pq.write_table(part, source / f"part-{i}.parquet")
+        sink = ServerSink(url, "m", window="1s")
+        calls: list[int] = []
+
+        def crash_once(df: DataFrame, batch_id: int) -> None:
+            calls.append(batch_id)
+            sink(df, batch_id)
+            if batch_id == 1 and calls.count(1) == 1:
+                raise RuntimeError("the driver dies after the write, before Spark commits")
+
+        def run() -> None:
+            stream = (spark.readStream.schema("_ts double, x double, c string")
+                      .option("maxFilesPerTrigger", 1).parquet(str(source)))
+            query = (stream.writeStream.foreachBatch(crash_once)
+                     .option("checkpointLocation", str(tmp_path / "chk"))
+                     .trigger(availableNow=True).start())
+            query.awaitTermination()
+
+        with pytest.raises(StreamingQueryException, match="the driver dies"):
+            run()
+        run()  # from the checkpoint: Spark replays batch 1 (logged already), then batch 2
+        assert calls == [0, 1, 1, 2]
+        logged = sink.store.events_after("m", 0, limit=100, max_bytes=1 << 30)
+        assert len(logged) == 3  # the replayed micro-batch was not logged again
+
+        def windows() -> list[dict[str, Any]]:
+            found = request(server.url + "/v1/models/m/windows", token=READ)[1]
+            rows = sum(w["rows"] for w in found["windows"])
+            return found["windows"] if rows == 900 else []
+
+        served = wait_for(windows, timeout=120)
+        everything = pa.concat_tables(parts)
+        seconds = np.floor(everything.column("_ts").to_numpy()).astype(int)
+        want = dict(zip(*np.unique(seconds, return_counts=True), strict=True))
+        got = {int(datetime.fromisoformat(w["start"]).timestamp()): w["rows"] for w in served
+               if w["rows"]}
+        assert got == {int(k): int(v) for k, v in want.items()}  # every row once, in its window
+
+        def incidents() -> list[dict[str, Any]]:
+            return request(server.url + "/v1/models/m/incidents?status=open",
+                           token=READ)[1]["incidents"]
+
+        opened = wait_for(incidents, timeout=120)
+        assert any("x" in json.dumps(i) for i in opened)
+        findings = request(server.url + "/v1/models/m/findings", token=READ)[1]
+        assert any(f.get("column") == "x" for f in findings["findings"])
+    finally:
+        server.stop()

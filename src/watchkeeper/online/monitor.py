@@ -173,6 +173,24 @@ class OnlineMonitor:
         self.counters["batches"] += 1
         return table.num_rows
 
+    def ingest_profile(self, key: int, p: Profile) -> int:
+        """Fold the profile of rows of window ``key`` made elsewhere (on Spark, with this
+        suite) as :meth:`ingest` folds rows; returns its rows. Without their ids, late
+        labels cannot be joined to these rows."""
+        if not p.rows:
+            return 0
+        w = self._window(key)
+        p.start, p.end = w.start, w.end
+        w.profile = w.profile.merge(p)
+        if w.state == "closed":
+            w.late_rows += p.rows
+            self.counters["late_rows"] += p.rows
+            self._evaluate(w)
+        self._dirty.add(key)
+        self.counters["rows"] += p.rows
+        self.counters["batches"] += 1
+        return p.rows
+
     def _record(self, key: int, chunk: pa.Table) -> None:
         task = self.suite.schema.task
         if not self.joins_labels or task is None or task.id not in chunk.column_names:

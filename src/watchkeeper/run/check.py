@@ -160,7 +160,7 @@ def time_windows(table: pa.Table, column: str, length: WindowLength | timedelta,
                         f"{did_you_mean(column, table.column_names)}")
     if isinstance(length, timedelta):
         length = WindowLength(length.total_seconds(), "s")
-    calendar = _Calendar(length, tz)
+    calendar = Calendar(length, tz)
     seconds = epoch_seconds(table.column(column))
     known = np.isfinite(seconds)
     if known.any():
@@ -186,7 +186,7 @@ def time_windows(table: pa.Table, column: str, length: WindowLength | timedelta,
         yield Window("missing timestamp", rows_of(table, table.filter(pa.array(~known))))
 
 
-class _Calendar:
+class Calendar:
     """Window keys of timestamps and the start of each key's window, in a time zone."""
 
     def __init__(self, length: WindowLength, tz: str | None) -> None:

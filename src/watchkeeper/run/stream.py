@@ -319,10 +319,10 @@ class Windowing:
         return out, None
 
     def _calendar(self) -> Any:
-        from watchkeeper.run.check import _Calendar
+        from watchkeeper.run.check import Calendar
 
         assert self.length is not None
-        return _Calendar(self.length, self.tz)
+        return Calendar(self.length, self.tz)
 
 
 def _by_value(table: pa.Table, column: str) -> list[tuple[Any, pa.Table]]:

@@ -1,12 +1,15 @@
 """Run a suite on Apache Spark (extra ``spark``: ``pip install 'watchkeeper[spark]'``).
 
-:func:`check` profiles a Spark DataFrame where its rows are (per partition, with the local
-engine's profile function on Arrow record batches), merges the partial profiles exactly on
-the executors, and judges the windows on the driver: the same
+:func:`init` makes a suite from a Spark DataFrame (the passes of a streamed init, run on
+the partitions). :func:`check` profiles a Spark DataFrame where its rows are (per
+partition, with the local engine's profile function on Arrow record batches), merges the
+partial profiles exactly on the executors, and judges the windows on the driver: the same
 :class:`~watchkeeper.run.check.CheckResult` as :meth:`Suite.check
-<watchkeeper.suite.core.Suite.check>` on the same rows. :class:`~watchkeeper.spark.stream.
-StoreSink` writes a Structured Streaming query's window profiles into the store, exactly
-once per micro-batch. See docs/spark.md.
+<watchkeeper.suite.core.Suite.check>` on the same rows.
+:class:`~watchkeeper.spark.stream.ServerSink` feeds a running ``watchkeeper serve`` from
+a Structured Streaming query (window profiles in its event log, exactly once per
+micro-batch); :class:`~watchkeeper.spark.stream.StoreSink` writes a query's window
+profiles into the store of a model no server folds. See docs/spark.md.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from typing import TYPE_CHECKING
 
 from watchkeeper.errors import DataError
 from watchkeeper.spark.engine import check, read
+from watchkeeper.spark.init import SparkReference, init
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["check", "read", "session"]
+__all__ = ["SparkReference", "check", "init", "read", "session"]
 
 
 def session(master: str = "local[*]", conf: Iterable[tuple[str, str]] = (),

@@ -31,10 +31,10 @@ from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.profiles.core import Profile, profile
 from watchkeeper.run.check import (
+    Calendar,
     CheckResult,
     WindowLength,
     WindowResult,
-    _Calendar,
 )
 from watchkeeper.run.label_join import LabelJoin
 from watchkeeper.suite.core import Suite, assert_task
@@ -104,7 +104,7 @@ class _Plan:
             known = np.isfinite(seconds)
             if known.any():
                 rows = np.flatnonzero(known)
-                keys = _Calendar(self.length, self.tz).keys(seconds[known])
+                keys = Calendar(self.length, self.tz).keys(seconds[known])
                 for key, part in _groups(table.take(pa.array(rows)), keys):
                     at = seconds[rows[keys == key]]
                     yield ("time", int(key)), part, float(at.min()), float(at.max())
@@ -228,7 +228,7 @@ def check(
         if not stamps:
             raise SuiteError("window", "time windows need a timestamp column; re-run init() "
                                        "with timestamp=COLUMN, or use window_rows=")
-        _Calendar(length, tz)  # an unknown time zone is refused here, not on an executor
+        Calendar(length, tz)  # an unknown time zone is refused here, not on an executor
         _need_column(df, stamps[0].name, "timestamp column")
         plan = _Plan(schema, "time", stamps[0].name, length, tz, tuple(drop))
     elif window_rows is not None:
@@ -285,7 +285,7 @@ def _time_windows(result: CheckResult, plan: _Plan, merged: dict[Any, Any],
     """Every calendar window from the first timestamp's to the last's, empty ones too
     (as :func:`watchkeeper.run.check.time_windows` cuts them), then the rows without one."""
     assert plan.length is not None
-    calendar = _Calendar(plan.length, plan.tz)
+    calendar = Calendar(plan.length, plan.tz)
     keys = sorted(k[1] for k in merged if k != _MISSING)
     if keys:
         first_key, last_key = keys[0], keys[-1]
@@ -320,18 +320,28 @@ def _with_row_windows(df: DataFrame, window_rows: int | None) -> tuple[DataFrame
     by ``window_rows``) in column :data:`KEY`; and the number of rows."""
     from pyspark.sql import functions as F
 
-    counted = (df.select(F.spark_partition_id().alias("p")).groupBy("p").count().collect())
-    sizes = dict((int(r["p"]), int(r["count"])) for r in counted)
-    total = sum(sizes.values())
+    offsets, total = partition_offsets(df)
     if total == 0:
         return df, 0
-    offsets = np.concatenate([[0], np.cumsum([sizes.get(i, 0)
-                                               for i in range(max(sizes) + 1)])])[:-1]
     start = F.element_at(F.array(*[F.lit(int(o)) for o in offsets]),
                          F.spark_partition_id() + 1)
     within = F.monotonically_increasing_id().bitwiseAND((1 << _ROW_BITS) - 1)
     size = window_rows or total
     return df.withColumn(KEY, F.floor((start + within) / F.lit(size)).cast("long")), total
+
+
+def partition_offsets(df: DataFrame) -> tuple[list[int], int]:
+    """The input position of each partition's first row (partitions in order, rows in
+    order within each: the order of a file scan), and the number of rows."""
+    from pyspark.sql import functions as F
+
+    counted = (df.select(F.spark_partition_id().alias("p")).groupBy("p").count().collect())
+    sizes = dict((int(r["p"]), int(r["count"])) for r in counted)
+    if not sizes:
+        return [], 0
+    offsets = np.concatenate([[0], np.cumsum([sizes.get(i, 0)
+                                               for i in range(max(sizes) + 1)])])[:-1]
+    return [int(o) for o in offsets], int(sum(sizes.values()))
 
 
 def _join_labels(df: DataFrame, labels: Any, suite: Suite) -> tuple[DataFrame, int]:

@@ -1,4 +1,11 @@
-"""A Structured Streaming sink: each micro-batch profiled on Spark into the store's windows.
+"""Structured Streaming sinks: each micro-batch profiled on Spark into the store.
+
+:class:`ServerSink` feeds a running ``watchkeeper serve``: each micro-batch's window
+profiles are logged in the store's event log, once per idempotency key
+``spark:<query id>:<batch id>``, and the server's fold merges them into its windows, judges,
+alerts and shows them as the events it ingests over HTTP.
+
+:class:`StoreSink` is the sink of a model no server folds: it writes the windows itself.
 
 ``df.writeStream.foreachBatch(StoreSink(...))`` profiles every micro-batch as
 :func:`watchkeeper.spark.check` profiles a DataFrame (per partition, merged on the
@@ -23,10 +30,12 @@ from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.jsonable import RESULT_DIGITS, plain
 from watchkeeper.io.times import from_epoch
 from watchkeeper.profiles.core import Profile
-from watchkeeper.run.check import WindowLength, _Calendar
+from watchkeeper.run.check import Calendar, WindowLength
+from watchkeeper.server.hub.profiled import profiled_batch
 from watchkeeper.spark.engine import _EMPTY, _MISSING, KEY, _merged, _Plan
 from watchkeeper.store import Store, WindowRecord
 from watchkeeper.suite.core import Suite
+from watchkeeper.wire import TS, to_ipc
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -72,7 +81,7 @@ class StoreSink:
             return  # written before a failure or restart: Spark replays it, we do not
         merged = _merged(df, self.plan)
         merged.pop(_EMPTY, None)
-        calendar = _Calendar(self.length, None)
+        calendar = Calendar(self.length, None)
         if _MISSING in merged:  # no timestamp: the window of now
             now = int(calendar.keys(np.array([time.time()]))[0])
             p = merged.pop(_MISSING)[0]
@@ -102,3 +111,92 @@ class StoreSink:
     def windows(self) -> list[Any]:
         """The model's stored windows, oldest first (records with their profiles)."""
         return self.store.load_windows(self.model)
+
+
+class ServerSink:
+    """A ``foreachBatch`` function that feeds a running ``watchkeeper serve`` through its
+    store: each micro-batch is profiled on Spark (per partition, merged on the executors)
+    with the suite version the server has in service for ``model``, cut into windows of
+    the server's length (``window``: its ``serve --window``) on the ``_ts`` column (or
+    ``time``: another timestamp column), and logged in the store's event log as one batch
+    of window profiles (:mod:`watchkeeper.server.hub.profiled`) with the idempotency key
+    ``spark:<query id>:<batch id>``. The server folds it like the events posted over HTTP
+    (windows, findings, alerts, incidents, the dashboard); a micro-batch Spark runs again
+    (after a failure, or a restart from the checkpoint) has the same key and is not
+    logged twice. Rows without a time count in the window of the time their micro-batch
+    is logged, as rows posted without one.
+
+    Rows are profiled, never sent: late labels posted to the server cannot be joined to
+    them (no ids are kept), and a suite with personal-data columns (``pii``) is refused
+    (the server hashes those with its own key). ``query``: the stream's name in the keys
+    (default: the query's id, which a restart from the same checkpoint keeps).
+
+    Example (see docs/spark.md)::
+
+        sink = ServerSink("postgresql://wk@db/wk", "churn", window="5m")
+        events.writeStream.foreachBatch(sink).option("checkpointLocation", "/chk").start()
+    """
+
+    def __init__(self, store: Store | str, model: str, *, window: str = "5m",
+                 time: str | None = None, query: str | None = None) -> None:
+        self.length = WindowLength.parse(window)
+        if self.length.fixed is None:
+            raise DataError(f"window: the server's windows have a fixed length, got {window!r}")
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.model, self.time, self.query = model, time, query
+        self._suites: dict[int, Suite] = {}
+
+    def suite(self) -> tuple[int, Suite]:
+        """The version in service for the model, and its suite."""
+        from watchkeeper.suite import file as suitefile
+
+        active = self.store.active_suite(self.model)
+        if active is None:
+            raise DataError(f"model {self.model!r}: no suite deployed in this store; deploy "
+                            "one (watchkeeper deploy) before starting the stream")
+        if active.version not in self._suites:
+            suite = Suite.from_dict(suitefile.parse(active.text, f"{self.model} "
+                                                                  f"v{active.version}"))
+            if suite.schema.pii:
+                raise DataError(f"model {self.model!r}: the suite has personal-data columns "
+                                f"({', '.join(sorted(suite.schema.pii))}), which the server "
+                                "hashes with its own key; drop or hash them upstream and "
+                                "deploy a suite without them, or post the rows over HTTP")
+            self._suites[active.version] = suite
+        return active.version, self._suites[active.version]
+
+    def __call__(self, df: DataFrame, batch_id: int) -> None:
+        """Log micro-batch ``batch_id`` (Spark calls this once per micro-batch, and again
+        with the same id when it replays one)."""
+        key = f"spark:{self.query or _query_id(df)}:{batch_id}"
+        version, suite = self.suite()
+        column = self.time or (TS if TS in df.columns else None)
+        if column is not None and column not in df.columns:
+            raise DataError(f"time: column {column!r} is not in the stream's columns")
+        if column is None:
+            plan = _Plan(suite.schema, "all", drop=(KEY,))
+        else:
+            plan = _Plan(suite.schema, "time", column, self.length, None, (KEY,))
+        merged = _merged(df, plan)
+        merged.pop(_EMPTY, None)
+        step = self.length.fixed
+        assert step is not None
+        windows: list[tuple[float | None, Profile]] = []
+        calendar = Calendar(self.length, None)
+        for k, (p, *_rest) in merged.items():
+            start = calendar.start(k[1]) if isinstance(k, tuple) and k[0] == "time" else None
+            windows.append((start, p))
+        windows.sort(key=lambda w: -1.0 if w[0] is None else w[0])
+        rows = sum(p.rows for _, p in windows)
+        self.store.append_batch(self.model, to_ipc(profiled_batch(
+            version, step.total_seconds(), windows)), rows, "events", key=key)
+
+
+def _query_id(df: DataFrame) -> str:
+    """The id of the streaming query running this micro-batch (kept across restarts from
+    its checkpoint)."""
+    found = df.sparkSession.sparkContext.getLocalProperty("sql.streaming.queryId")
+    if not found:
+        raise DataError("query: the streaming query's id cannot be read here; give "
+                        "ServerSink(..., query=NAME), a name unique to the stream")
+    return str(found)

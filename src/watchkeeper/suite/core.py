@@ -846,7 +846,9 @@ def init(
     from a quantile sketch, exact categories and reference profile, models and calibration
     on a seeded sample (see :mod:`watchkeeper.suite.streamed`). ``stream=True`` or
     ``False`` forces the choice; ``jobs`` reads its batches on that many cores (default
-    all); ``layout`` says how to read CSV files and ``notes`` hears what was guessed.
+    all); ``layout`` says how to read CSV files and ``notes`` hears what was guessed. A
+    :class:`~watchkeeper.suite.streamed.TwoPass` reference (a Spark DataFrame from
+    :func:`watchkeeper.spark.init`) is read the same way, by its own passes.
     """
     if not 0.0 < budget < 1.0:
         raise SuiteError("budget", f"must be in (0, 1), got {budget!r}")
@@ -857,16 +859,21 @@ def init(
     from watchkeeper.suite import streamed
 
     limit = parse_memory(memory)
-    if stream is None:
+    if stream is None and not isinstance(reference, streamed.TwoPass):
         stream = streamed.should_stream(reference, limit)
     found: streamed.Scan | None = None
-    if stream:
+    two_pass: streamed.TwoPass | None = None
+    if isinstance(reference, streamed.TwoPass):  # read in two passes elsewhere (Spark)
+        two_pass, source = reference, reference.source
+    elif stream:
         if source is None:
             raise DataError("stream: only a Parquet or CSV file, directory or glob streams")
+        two_pass = streamed.Files(stream_inputs(source), source, layout, limit,
+                                  jobs or _cores(), notes)
+    if two_pass is not None:
         with tqdm(desc="reading reference", unit="B", unit_scale=True,
                   disable=_quiet(progress), leave=False) as bar:
-            found = streamed.scan(stream_inputs(source), seed=seed, layout=layout,
-                                  memory=limit, notes=notes, jobs=jobs or _cores(),
+            found = two_pass.scan(seed=seed,
                                   progress=lambda done: bar.update(max(done - bar.n, 0)))
         assert found.sample is not None
         table: pa.Table = found.sample
@@ -913,9 +920,8 @@ def init(
         prediction=task.prediction if task is not None else None)
     ref_profile = profile(table, schema)
     context = ReferenceData(table, schema, ref_profile, seed)
-    if found is not None:  # exact, from every row; calibration keeps the sample's
-        ref_profile = streamed.reference_profile(found, schema, jobs=jobs or _cores(),
-                                                 layout=layout, memory=limit)
+    if two_pass is not None:  # exact, from every row; calibration keeps the sample's
+        ref_profile = two_pass.profile(schema)
     generated = generate_monitors(schema) + added
     for m in generated:
         m.bind(schema)

@@ -2,9 +2,9 @@
 
 Pass 1 (:func:`scan`) keeps, in memory bounded whatever the number of rows:
 
-- a uniform random sample of :data:`SAMPLE_ROWS` rows (a reservoir: every row gets a
-  random key from a generator seeded by the suite seed, the rows with the smallest keys are
-  kept), in input order;
+- a uniform random sample of :data:`SAMPLE_ROWS` rows (a reservoir: the row at input
+  position i gets draw i of a generator seeded by the suite seed as its key (:func:`row_keys`),
+  the rows with the smallest keys are kept), in input order;
 - for every numeric column a :class:`~watchkeeper.stats.quantiles.QuantileSketch` of its
   finite values (rank error at most ``levels / k``: 0.29 % of the rows at 10 million);
 - for every column exact counts of each category label, given up past
@@ -21,13 +21,20 @@ null resamples the reference too it allows for the noise of 200,000 reference ro
 than of all of them (thresholds a little wider on that account). Pass 2 profiles every row
 with that schema through :func:`~watchkeeper.run.stream.stream_profiles`: the reference
 profile the suite keeps, and windows are compared with, is exact.
+
+The passes are the same for every reader (:class:`TwoPass`): local files (:class:`Files`)
+scan their batches in order; Spark (``watchkeeper.spark.init``) scans each partition as a
+slice that starts at its input position (:func:`scan_slice`) and merges the slices'
+scans (:meth:`Scan.merge`): the same sample and counts, and sketches within the same
+rank bound (a merge keeps it, in any order).
 """
 
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,17 +99,62 @@ def should_stream(reference: object, memory: int | None) -> bool:
     return big or (memory is not None and decoded * INIT_OVERHEAD > memory)
 
 
+def row_keys(seed: int, offset: int, n: int) -> np.ndarray:
+    """The sampling keys of the rows at input positions ``offset`` to ``offset + n - 1``:
+    draws of one generator seeded by the suite seed, the row at position i taking draw i,
+    so a reader of any slice of the input (a batch, a Spark partition) draws the keys a
+    reader of the whole would."""
+    bits = np.random.PCG64([seed, 0x5EED])
+    if offset:
+        bits.advance(offset)
+    return np.random.Generator(bits).random(n)
+
+
 @dataclass
 class Scan:
-    """What pass 1 kept of a reference (see the module)."""
+    """What pass 1 kept of a reference, or of a slice of it (see the module). Scans of
+    slices merge (:meth:`merge`) into the scan of their union: counts exactly, sketches
+    within their rank error, the sample the rows of smallest key."""
 
-    source: stream.Inputs
+    sample_rows: int = SAMPLE_ROWS
     rows: int = 0
     sample: pa.Table | None = None
     sketches: dict[str, QuantileSketch] = field(default_factory=dict)
     counts: dict[str, Counter[str] | None] = field(default_factory=dict)
+    keys: np.ndarray = field(default_factory=lambda: np.empty(0))
+    at: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
-    def absorb(self, tally: _Tally) -> None:
+    def add(self, table: pa.Table, tally: Tally, seed: int, offset: int) -> None:
+        """Add a batch that starts at input position ``offset``, and its tally."""
+        self.absorb(tally)
+        self._keep(table, row_keys(seed, offset, table.num_rows),
+                   np.arange(offset, offset + table.num_rows, dtype=np.int64))
+        self.rows += table.num_rows
+
+    def merge(self, other: Scan) -> Scan:
+        """Add the scan of another slice of the input (in place; returns self)."""
+        self.absorb(Tally(other.sketches, other.counts))
+        if other.sample is not None:
+            self._keep(other.sample, other.keys, other.at)
+        self.rows += other.rows
+        return self
+
+    def _keep(self, table: pa.Table, keys: np.ndarray, at: np.ndarray) -> None:
+        if self.sample is None:
+            kept, self.keys, self.at = table, keys, at
+        else:
+            kept = pa.concat_tables([self.sample, table], promote_options="permissive")
+            self.keys, self.at = np.concatenate([self.keys, keys]), np.concatenate([self.at, at])
+        if kept.num_rows > self.sample_rows:
+            best = np.argpartition(self.keys, self.sample_rows - 1)[: self.sample_rows]
+            kept, self.keys, self.at = kept.take(pa.array(best)), self.keys[best], self.at[best]
+        if kept.num_rows and np.any(np.diff(self.at) < 0):  # the kept rows in input order
+            order = np.argsort(self.at, kind="stable")
+            kept, self.keys, self.at = kept.take(pa.array(order)), self.keys[order], \
+                self.at[order]
+        self.sample = kept
+
+    def absorb(self, tally: Tally) -> None:
         """Add one batch's sketches and counts."""
         for name, sketch in tally.sketches.items():
             if name in self.sketches:
@@ -137,34 +189,31 @@ class Scan:
                     c.categories = levels
 
 
-def scan(source: stream.Inputs, *, seed: int = 0, sample_rows: int = SAMPLE_ROWS,
+def scan_slice(tables: Iterable[pa.Table], *, seed: int, offset: int,
+               sample_rows: int | None = None) -> Scan:
+    """Pass 1 over the batches of one slice of the input that starts at input position
+    ``offset`` (a Spark partition; the whole input is the slice at 0)."""
+    out = Scan(sample_rows or SAMPLE_ROWS)
+    for table in tables:
+        table = missing_as_null(table)
+        out.add(table, tally(table), seed, offset + out.rows)
+    return out
+
+
+def scan(source: stream.Inputs, *, seed: int = 0, sample_rows: int | None = None,
          layout: CsvLayout | None = None, notes: Callable[[Path, str], None] | None = None,
          memory: int | None = None, jobs: int = 1,
          progress: Callable[[int], None] | None = None) -> Scan:
-    """Pass 1: the sample, sketches and counts of every batch (see the module). Batches
-    are sketched and counted ``jobs`` at a time and merged in input order, so the result
-    is the same for any ``jobs``."""
-    out = Scan(source)
-    rng = np.random.default_rng([seed, 0x5EED])
-    kept: pa.Table | None = None
-    keys = np.empty(0)
+    """Pass 1 over local files: the sample, sketches and counts of every batch (see the
+    module). Batches are sketched and counted ``jobs`` at a time and merged in input order,
+    so the result is the same for any ``jobs``."""
+    out = Scan(sample_rows or SAMPLE_ROWS)
     executor = ThreadPoolExecutor(jobs) if jobs > 1 else None
-    pending: deque[tuple[Future[_Tally] | _Tally, pa.Table, int]] = deque()
+    pending: deque[tuple[Future[Tally] | Tally, pa.Table, int]] = deque()
 
     def settle() -> None:
-        nonlocal kept, keys
         job, table, done = pending.popleft()
-        out.absorb(job.result() if isinstance(job, Future) else job)
-        batch_keys = rng.random(table.num_rows)
-        out.rows += table.num_rows
-        if kept is None:
-            kept, keys = table, batch_keys
-        else:
-            kept = pa.concat_tables([kept, table], promote_options="permissive")
-            keys = np.concatenate([keys, batch_keys])
-        if kept.num_rows > sample_rows:  # sorted: the kept rows stay in input order
-            best = np.sort(np.argpartition(keys, sample_rows - 1)[:sample_rows])
-            kept, keys = kept.take(pa.array(best)), keys[best]
+        out.add(table, job.result() if isinstance(job, Future) else job, seed, out.rows)
         if progress is not None:
             progress(done)
 
@@ -174,8 +223,8 @@ def scan(source: stream.Inputs, *, seed: int = 0, sample_rows: int = SAMPLE_ROWS
             table = missing_as_null(batch.table)
             while len(pending) >= 2 * jobs:
                 settle()
-            job: Future[_Tally] | _Tally = (executor.submit(_tally, table) if executor
-                                            else _tally(table))
+            job: Future[Tally] | Tally = (executor.submit(tally, table) if executor
+                                          else tally(table))
             pending.append((job, table, batch.bytes_done))
             if executor is None:
                 settle()  # one batch held at a time
@@ -184,22 +233,28 @@ def scan(source: stream.Inputs, *, seed: int = 0, sample_rows: int = SAMPLE_ROWS
     finally:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
-    if kept is None or not out.rows:
+    return finish(out)
+
+
+def finish(found: Scan) -> Scan:
+    """The scan of a whole input, checked to have rows, its sample in one chunk."""
+    if found.sample is None or not found.rows:
         raise DataError("the reference data has no rows")
-    out.sample = kept.combine_chunks()
-    return out
+    found.sample = found.sample.combine_chunks()
+    return found
 
 
 @dataclass
-class _Tally:
+class Tally:
     """One batch's sketches and counts (None: a count given up)."""
 
     sketches: dict[str, QuantileSketch] = field(default_factory=dict)
     counts: dict[str, Counter[str] | None] = field(default_factory=dict)
 
 
-def _tally(table: pa.Table) -> _Tally:
-    out = _Tally()
+def tally(table: pa.Table) -> Tally:
+    """The sketch of every numeric column of a batch and the counts of each label."""
+    out = Tally()
     for name in table.column_names:
         column = table.column(name)
         cls = type_class(column.type)
@@ -210,24 +265,57 @@ def _tally(table: pa.Table) -> _Tally:
             if finite.size and not np.all(np.mod(finite, 1.0) == 0.0):
                 out.counts[name] = None  # not integer codes
                 continue
-            values, tally = np.unique(finite, return_counts=True)
+            values, counted = np.unique(finite, return_counts=True)
             if values.size > MAX_COUNTED_LEVELS:
                 out.counts[name] = None
                 continue
             out.counts[name] = Counter({category_label(float(v)): k for v, k in
-                                        zip(values.tolist(), tally.tolist(), strict=True)})
+                                        zip(values.tolist(), counted.tolist(), strict=True)})
         elif cls in ("string", "boolean"):
             counts = category_counts(column)[0]
             out.counts[name] = counts if len(counts) <= MAX_COUNTED_LEVELS else None
     return out
 
 
-def reference_profile(found: Scan, schema: Schema, *, jobs: int, layout: CsvLayout | None,
-                      memory: int | None,
-                      progress: Callable[[int], None] | None = None) -> Profile:
-    """Pass 2: the exact profile of every reference row under ``schema``."""
-    windows, _ = stream.stream_profiles(
-        stream.batches(found.source, batch_rows=stream.BATCH_ROWS, layout=layout,
-                       memory=memory),
-        stream.Windowing(), schema, jobs=jobs, memory=memory, progress=progress)
-    return windows[0].profile
+class TwoPass(ABC):
+    """A reference ``init`` reads twice, never whole: :meth:`scan` (pass 1) and
+    :meth:`profile` (pass 2). :class:`Files` reads local files; ``watchkeeper.spark``
+    reads a Spark DataFrame with the same pass functions (:func:`scan_slice` per
+    partition, :meth:`Scan.merge`)."""
+
+    #: What the suite records as its source (a path), if anything.
+    source: str | None = None
+
+    @abstractmethod
+    def scan(self, *, seed: int, progress: Callable[[int], None] | None = None) -> Scan:
+        """Pass 1: the sample, sketches and counts of every row."""
+
+    @abstractmethod
+    def profile(self, schema: Schema) -> Profile:
+        """Pass 2: the exact profile of every row under ``schema``."""
+
+
+@dataclass
+class Files(TwoPass):
+    """Local Parquet or CSV files (a file, directory or glob), read batch by batch."""
+
+    inputs: stream.Inputs
+    source: str | None = None
+    layout: CsvLayout | None = None
+    memory: int | None = None
+    jobs: int = 1
+    notes: Callable[[Path, str], None] | None = None
+    sample_rows: int | None = None
+
+    def scan(self, *, seed: int, progress: Callable[[int], None] | None = None) -> Scan:
+        return scan(self.inputs, seed=seed, sample_rows=self.sample_rows, layout=self.layout,
+                    notes=self.notes, memory=self.memory, jobs=self.jobs, progress=progress)
+
+    def profile(self, schema: Schema) -> Profile:
+        windows, _ = stream.stream_profiles(
+            stream.batches(self.inputs, batch_rows=stream.BATCH_ROWS, layout=self.layout,
+                           memory=self.memory),
+            stream.Windowing(), schema, jobs=self.jobs, memory=self.memory)
+        return windows[0].profile
+
+

@@ -36,8 +36,10 @@ from watchkeeper.errors import BatchFailed, StoreError
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.monitors.security import REJECTED
 from watchkeeper.online.monitor import save, usable_times
+from watchkeeper.profiles.core import Profile
 from watchkeeper.server.hub.intake import rejected_counts
 from watchkeeper.server.hub.lease import Fenced
+from watchkeeper.server.hub.profiled import profiled_windows
 from watchkeeper.server.hub.state import FIRST, ModelState
 from watchkeeper.store import LabelRecords, Lease, Store
 from watchkeeper.wire import TS, from_ipc
@@ -178,6 +180,10 @@ class Fold:
                 unmatched = [g.live.ingest_labels(table) for g in state.generations]
                 matched = sum(table.num_rows - u for u in unmatched)
                 self.counters[f"unmatched_labels:{model}"] += table.num_rows - matched
+            elif (profiled := profiled_windows(table)) is not None:  # profiled on Spark
+                state.broken = True
+                _ingest(state, pending)
+                self._merge_profiles(state, *profiled, event.received_at.timestamp())
             elif table.num_rows:  # rows without a time: when the batch arrived, not now
                 timed, bad = _arrived(table, event.received_at.timestamp())
                 state.current.counters["bad_timestamps"] += bad
@@ -189,6 +195,27 @@ class Fold:
         state.broken = True
         _ingest(state, pending)
         return last
+
+    def _merge_profiles(self, state: ModelState, version: int, seconds: float,
+                        windows: list[tuple[float | None, Profile]], at: float) -> None:
+        """Merge window profiles made elsewhere into the windows of their starts (those
+        without one: the window of ``at``, when their batch was logged), each into the
+        suite version serving it, which must be the one they were profiled with."""
+        step = self.window.total_seconds()
+        if seconds != step:
+            raise ValueError(f"profiled in windows of {seconds:g} s; this server's are "
+                             f"{step:g} s (serve --window)")
+        for start, p in windows:
+            key = int(np.floor((at if start is None else start) / step))
+            if start is not None and key * step != start:
+                raise ValueError(f"a window profile starts at {start}, not at the start of "
+                                 f"a {step:g} s window")
+            serving = next((g for g in state.generations if g.first <= key < g.last), None)
+            if serving is None or serving.version != version:
+                raise ValueError(f"profiled with suite version {version}; the window "
+                                 f"starting at {key * step:g} is served by version "
+                                 f"{serving.version if serving else 'none'}")
+            serving.live.ingest_profile(key, p)
 
     def _failed(self, model: str, event: Any, exc: BaseException) -> bool:
         """Count a failure to fold a batch; at the FOLD_ATTEMPTS-th in a row, set it aside in
