@@ -16,10 +16,14 @@ from watchkeeper.baseline.text import DESCRIPTORS, TextPlan, plan_text
 from watchkeeper.errors import SuiteError
 from watchkeeper.profiles.core import merge
 
-WORDS = ("the service was fast and the staff friendly but the price too high for what we "
-         "got delivery late again please call me back about my order refund thanks great "
-         "product works well broken after two days would buy again never").split()
-NEW = "zebra quantum violin glacier orbit saffron".split()
+WORDS = [
+    "the", "service", "was", "fast", "and", "the", "staff", "friendly", "but", "the",
+    "price", "too", "high", "for", "what", "we", "got", "delivery", "late", "again",
+    "please", "call", "me", "back", "about", "my", "order", "refund", "thanks", "great",
+    "product", "works", "well", "broken", "after", "two", "days", "would", "buy",
+    "again", "never",
+]
+NEW = ["zebra", "quantum", "violin", "glacier", "orbit", "saffron"]
 
 
 def reviews(n: int, seed: int, words: list[str] = WORDS, longest: int = 15) -> list[str]:

@@ -6,8 +6,9 @@ monitored through descriptors computed per row, each binned and watched like a n
 column: its length in characters, its token count, its share of non-ASCII characters, its
 out-of-vocabulary rate against the reference vocabulary (the most frequent reference tokens,
 kept in the suite) and whether it is empty (no word at all: punctuation, symbols; blank
-text is a missing value, as everywhere in watchkeeper, reported by ``missing_rate``). Tokens are runs of letters, digits and ``_``,
-lower-cased; everything is computed with Arrow kernels, with no Python loop over rows.
+text is a missing value, as everywhere in watchkeeper, reported by ``missing_rate``).
+Tokens are runs of letters, digits and ``_``, lower-cased; everything is computed with
+Arrow kernels, with no Python loop over rows.
 """
 
 from __future__ import annotations
