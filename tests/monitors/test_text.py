@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 import watchkeeper as wk
 from watchkeeper.baseline.text import DESCRIPTORS, TextPlan, plan_text
@@ -133,9 +134,9 @@ def test_the_suite_file_keeps_the_vocabulary_and_edges(suite: wk.Suite, tmp_path
     data = table(5_000, 8, words=WORDS + NEW)
     assert [f.to_dict() for f in loaded.check(data).findings] == \
         [f.to_dict() for f in suite.check(data).findings]
-    broken = path.read_text().replace("      edges:\n        length:", "      edges:\n"
-                                      "        colour:", 1)
-    path.write_text(broken)
+    document = yaml.safe_load(path.read_text())  # an inline entry wins over the fitted one
+    document["columns"]["review"]["text"] = {"vocabulary": ["a"], "edges": {"colour": [0, 1]}}
+    path.write_text(yaml.safe_dump(document))
     with pytest.raises(SuiteError, match=r"columns\.review\.text.*unknown descriptor 'colour'"):
         wk.load(path)
 
