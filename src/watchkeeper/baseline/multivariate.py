@@ -72,65 +72,104 @@ class JointModel:
     error_edges: list[float]
     pairs: list[list[int]] = field(default_factory=list)  # column indices (numeric first)
     kept: int = 0  # principal components kept (reported)
+    _cache: tuple[np.ndarray, np.ndarray, list[np.ndarray]] | None = field(
+        default=None, init=False, compare=False, repr=False)
 
     @property
     def columns(self) -> list[str]:
         return [*self.numeric, *self.categorical]
 
     # -- rows ------------------------------------------------------------------------------
-    def _raw(self, table: pa.Table,
-             aligned: dict[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-        """Encoded rows (n × dimensions, before standardising) and coarse codes (n ×
-        columns, -1 where missing)."""
+    def _read(self, table: pa.Table, aligned: dict[str, np.ndarray] | None
+              ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+        """Per numeric feature its normal scores (NaN where missing), per categorical one
+        its level codes (len(levels) for other levels) and missing flags, and the coarse
+        code of every column (n × columns, -1 where missing). Unreadable columns are
+        missing, never raised."""
         n = table.num_rows
-        dims, coarse = [], np.full((n, len(self.columns)), -1, dtype=np.int8)
+        coarse = np.full((n, len(self.columns)), -1, dtype=np.int8)
         present = set(table.column_names)
+        scores = []
         for j, name in enumerate(self.numeric):
             x = np.full(n, np.nan)
             if aligned is not None and name in aligned:
                 x = aligned[name]
             elif name in present:
                 with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
-                    x = numbers_with_nan(table.column(name))  # else unreadable: missing
+                    x = numbers_with_nan(table.column(name))
             z = normal_scores(x, self.knots[j], self.levels_cdf[j])
             ok = np.isfinite(z)
             coarse[ok, j] = np.searchsorted(_QUARTILES, z[ok])
-            dims.append(np.where(ok, z, 0.0)[:, None])
+            scores.append(z)
+        levels_of = []
         for j, (name, levels) in enumerate(zip(self.categorical, self.levels, strict=True)):
-            k = len(self.numeric) + j
             codes, missing = np.full(n, len(levels)), np.ones(n, dtype=bool)
             if name in present:
                 column = table.column(name)
                 with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
-                    codes = label_codes(column, levels)  # else unreadable: missing
+                    codes = label_codes(column, levels)
                     missing = np.asarray(column.is_null(nan_is_null=True).to_numpy(
                         zero_copy_only=False), dtype=bool)
-            hot = (codes[:, None] == np.arange(len(levels))[None, :]).astype(float)
+            k = len(self.numeric) + j
             coarse[~missing, k] = np.minimum(codes[~missing], COARSE - 1)
-            start = sum(d.shape[1] for d in dims)
-            mean = np.asarray(self.mean[start:start + len(levels)])
-            hot[missing] = mean  # missing: the reference centre (0 once standardised)
+            levels_of.append((codes, missing))
+        return scores, levels_of, coarse
+
+    def _raw(self, table: pa.Table,
+             aligned: dict[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded rows (n × dimensions, before standardising: missing numbers at 0, the
+        reference median; missing levels at the reference shares) and coarse codes."""
+        scores, levels_of, coarse = self._read(table, aligned)
+        dims = [np.where(np.isfinite(z), z, 0.0)[:, None] for z in scores]
+        at = len(scores)
+        for (codes, missing), levels in zip(levels_of, self.levels, strict=True):
+            hot = (codes[:, None] == np.arange(len(levels))[None, :]).astype(float)
+            hot[missing] = self.mean[at:at + len(levels)]
             dims.append(hot)
-        x = np.hstack(dims) if dims else np.zeros((n, 0))
+            at += len(levels)
+        x = np.hstack(dims) if dims else np.zeros((table.num_rows, 0))
         return x, coarse
 
-    def _block(self, table: pa.Table,
-               aligned: dict[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-        """Encoded rows, standardised, and coarse codes."""
-        x, coarse = self._raw(table, aligned)
-        return (x - np.asarray(self.mean)) / np.asarray(self.scale), coarse
+    def _lookups(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """The residual projection as a sum over columns: per numeric feature its direction
+        (scaled) and offset, per categorical one a table of each level's projection (a
+        row for other levels, and a zero row for missing: the reference centre)."""
+        if self._cache is None:
+            dims = len(self.mean)
+            r = np.asarray(self.components, dtype=float).reshape(-1, dims)
+            mean, scale = np.asarray(self.mean), np.asarray(self.scale)
+            m = len(self.numeric)
+            slopes = (r[:, :m] / scale[:m]).T  # numeric: z ↦ z × slope − offset
+            offsets = (r[:, :m] * (mean[:m] / scale[:m])).T
+            tables, at = [], m
+            for levels in self.levels:
+                block = slice(at, at + len(levels))
+                hot = np.vstack([np.eye(len(levels)), np.zeros((1, len(levels)))])
+                rows = ((hot - mean[block]) / scale[block]) @ r[:, block].T
+                tables.append(np.vstack([rows, np.zeros((1, r.shape[0]))]))
+                at += len(levels)
+            self._cache = (slopes, offsets, tables)
+        return self._cache
 
     def scores(self, table: pa.Table,
                aligned: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per row: the whitened reconstruction error, and the coarse code of each column."""
+        """Per row: the whitened reconstruction error, and the coarse code of each column.
+        Computed column by column from :meth:`_lookups`, by row blocks: no rows ×
+        encoded-dimensions matrix is built."""
+        slopes, offsets, tables = self._lookups()
         out, codes = [], []
-        residual = np.asarray(self.components, dtype=float).reshape(-1, len(self.mean))
         for start in range(0, max(table.num_rows, 1), BLOCK_ROWS):
             block = table.slice(start, BLOCK_ROWS)
             part = {k: v[start:start + BLOCK_ROWS] for k, v in aligned.items()} \
                 if aligned is not None else None
-            z, coarse = self._block(block, part)
-            out.append(np.square(z @ residual.T).sum(axis=1))
+            scores, levels_of, coarse = self._read(block, part)
+            proj = np.zeros((block.num_rows, slopes.shape[1] if slopes.size else
+                             (tables[0].shape[1] if tables else 0)))
+            for j, z in enumerate(scores):
+                proj += np.outer(np.where(np.isfinite(z), z, 0.0), slopes[j]) - offsets[j]
+            for (level, missing), lookup in zip(levels_of, tables, strict=True):
+                proj += lookup[np.where(missing, len(lookup) - 1, level)]
+            out.append(np.square(proj).sum(axis=1))
             codes.append(coarse)
         return np.concatenate(out), np.concatenate(codes)
 
@@ -264,10 +303,10 @@ def fit(table: pa.Table, numeric: list[str], categorical: list[tuple[str, list[s
     kept = int(np.searchsorted(np.cumsum(values) / total, VARIANCE) + 1)
     ridge = RIDGE * total / dims
     components = (vectors[:, kept:] / np.sqrt(np.maximum(values[kept:], 0.0) + ridge)).T
-    error = np.square(z @ components.T).sum(axis=1)
     model.mean, model.scale = [float(v) for v in mean], [float(v) for v in scale]
     model.components = [[float(v) for v in row] for row in components]
     model.kept = kept
+    error, _ = model.scores(table)  # as every window will score them
     model.error_edges = plan_numeric(error, ERROR_BINS) or [0.0, 1.0]
     if len(model.error_edges) < 2:
         model.error_edges = [model.error_edges[0], model.error_edges[0]]
