@@ -27,7 +27,7 @@ DEFAULT_FOR: dict[str, int] = {
 #: For a monitor whose type and family are both absent from ``for_windows``.
 FALLBACK_FOR = 2
 
-_DRIFT = "=~feature_drift|prediction_drift|target_drift"
+_DRIFT = "=~feature_drift|prediction_drift|target_drift|text_drift|multivariate_drift"
 _OUTCOME = "=~prediction_drift|performance|estimated_performance|fairness"
 _STATISTICS = "=~drift|performance|estimated_performance|fairness"
 _BREAK = "=~missing_column|type_change"
