@@ -156,3 +156,18 @@ def test_a_plan_without_tokens_watches_what_it_can() -> None:
     assert plan.vocabulary == [] and "oov_rate" not in plan.edges
     assert plan.edges["empty"] == [0.0, 0.5, 1.0]
     assert TextPlan.from_dict(plan.to_dict()) == plan
+
+
+def test_a_streamed_init_plans_text_and_the_joint_model(tmp_path: Path) -> None:
+    reference = table(8_000, 9)
+    rng = np.random.default_rng(9)
+    reference = reference.append_column("y2", pa.array(
+        reference.column("x").to_numpy() + rng.normal(0, 0.3, 8_000)))
+    pq.write_table(reference, tmp_path / "ref.parquet", row_group_size=3_000)
+    suite = wk.init(tmp_path / "ref.parquet", stream=True, progress=False)
+    assert suite.schema["review"].text is not None and suite.schema.multivariate is not None
+    assert suite.reference.columns["review"].descriptors["oov_rate"].count == 8_000
+    drifted = table(5_000, 10, words=WORDS + NEW)
+    drifted = drifted.append_column("y2", pa.array(rng.normal(size=5_000)))  # tie broken
+    found = {(f.monitor, f.metric) for f in suite.check(drifted).findings}
+    assert {("text_drift", "oov_rate"), ("multivariate_drift", "reconstruction_error")} <= found
