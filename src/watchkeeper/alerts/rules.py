@@ -179,6 +179,10 @@ def default_group() -> list[GroupRule]:
         # upstream
         GroupRule("drift together", {"monitor": _DRIFT}, None, [], same_window=True),
         GroupRule("break together", {"monitor": _BREAK}, None, [], same_window=True),
+        # a change in how the inputs move together comes with whatever changed them: a
+        # column that broke, went missing or drifted in the same window
+        GroupRule("joint change", {"monitor": "multivariate_drift"},
+                  {"family": "=~quality|drift"}, [], same_window=True),
         GroupRule("service", {"family": "service"}),
         GroupRule("traffic", {"monitor": "volume"}, {"family": "service"}),
         GroupRule("security", {"family": "security"}, None, ["segment"]),
