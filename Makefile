@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-multiclass bench-dle bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream bench-stream-init bench-spark bench-segments clean
+.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-multiclass bench-dle bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream bench-stream-init bench-spark bench-segments bench-multivariate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,12 @@ bench: bench-drift bench-cbpe bench-dle bench-band bench-sdk bench-ingest
 ## watchkeeper check vs the load floor, Evidently and a scipy loop at 1M rows (~6 min).
 bench-drift: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_drift.py
+
+## Multivariate drift: a correlation break no single column shows (one column permuted within
+## 5k-row windows of Adult and ACS) and clean windows, vs NannyML's data-reconstruction drift
+## in its own venv (~10 min): benchmarks/results/multivariate.md.
+bench-multivariate: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/bench_multivariate.py
 
 ## watchkeeper's label-free performance estimate vs NannyML CBPE on the ACS windows, then
 ## what the label model adds to standard CBPE (~2 min; the first run installs NannyML in its

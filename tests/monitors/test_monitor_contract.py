@@ -39,6 +39,10 @@ def stream(hours: float, seed: int, rate_per_hour: int = 2_000) -> pa.Table:
     x[rng.random(n) < 0.02] = np.nan
     proba = 1 / (1 + np.exp(-(np.nan_to_num(x, nan=5.0) - 5.0)))
     levels = np.array(["red", "green", "blue", "grey"], dtype=object)
+    words = np.array(WORDS.split(), dtype=object)
+    length = rng.integers(0, 12, n)
+    picked = words[rng.integers(0, len(words), int(length.sum()))]
+    comment = [" ".join(w) for w in np.split(picked, np.cumsum(length)[:-1])]
     return pa.table({
         "id": np.arange(n) + seed * 10_000_000,
         "ts": pa.array((ts * 1e6).astype("int64"), type=pa.timestamp("us", tz="UTC")),
@@ -48,7 +52,14 @@ def stream(hours: float, seed: int, rate_per_hour: int = 2_000) -> pa.Table:
         "proba": proba,
         "prediction": (proba > 0.5).astype(int),
         "label": (rng.random(n) < proba).astype(int),
+        "comment": comment,  # free text: text descriptors
     })
+
+
+#: A customer comment's words (free text for the text monitors).
+WORDS = ("the service was fast and the staff friendly but the price too high for what "
+         "we got delivery late again please call me back about my order refund thanks "
+         "great product works well broken after two days would buy again never")
 
 
 @pytest.fixture(scope="module")

@@ -209,7 +209,10 @@ def test_check_groups_findings_into_incidents_with_advice() -> None:
     result = wk.init(reference).check(current, window_rows=1000)
     (incident,) = result.incidents()
     assert incident["title"] == "6 columns drifted together from window rows 1000-1999"
-    assert sorted(a["column"] for a in incident["alerts"]) == columns
+    assert sorted(a["column"] for a in incident["alerts"] if a["column"]) == columns
+    # the joint distribution moved with them: one change, one incident
+    assert [a["monitor"] for a in incident["alerts"] if not a["column"]] == \
+        ["multivariate_drift"]
     assert incident["advice"]["diagnosis"] == "covariate drift"
     assert incident["advice"]["actions"]
     assert {c["name"] for c in incident["advice"]["causes"]} == set(columns)

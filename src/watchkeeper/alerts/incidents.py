@@ -16,7 +16,7 @@ from watchkeeper.monitors.base import Family, Severity
 
 Status = Literal["open", "updated", "resolved"]
 _OUTCOME = {"prediction_drift", "performance", "estimated_performance", "fairness"}
-_DRIFT = {"feature_drift", "prediction_drift", "target_drift"}
+_DRIFT = {"feature_drift", "prediction_drift", "target_drift", "text_drift"}
 _BREAK = {"missing_column", "type_change"}
 
 
@@ -83,7 +83,7 @@ class Incident:
             began = min((a.first_seen_at, a.first_seen) for a in alerts
                         if a.first_seen_at)[1] \
                 if any(a.first_seen_at for a in alerts) else self.opened
-            others = sorted(set(monitors) - _DRIFT)
+            others = sorted(set(monitors) - _DRIFT - {"multivariate_drift"})  # joins them
             return (f"{len(drifted)} columns drifted together from window {began}"
                     + (f" (with {', '.join(others)})" if others else ""))
         if all(a.family == Family.SERVICE or a.monitor == "volume" for a in alerts):

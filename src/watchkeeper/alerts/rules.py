@@ -27,7 +27,7 @@ DEFAULT_FOR: dict[str, int] = {
 #: For a monitor whose type and family are both absent from ``for_windows``.
 FALLBACK_FOR = 2
 
-_DRIFT = "=~feature_drift|prediction_drift|target_drift"
+_DRIFT = "=~feature_drift|prediction_drift|target_drift|text_drift|multivariate_drift"
 _OUTCOME = "=~prediction_drift|performance|estimated_performance|fairness"
 _STATISTICS = "=~drift|performance|estimated_performance|fairness"
 _BREAK = "=~missing_column|type_change"
@@ -180,6 +180,10 @@ def default_group() -> list[GroupRule]:
         # upstream
         GroupRule("drift together", {"monitor": _DRIFT}, None, [], same_window=True),
         GroupRule("break together", {"monitor": _BREAK}, None, [], same_window=True),
+        # a change in how the inputs move together comes with whatever changed them: a
+        # column that broke, went missing or drifted in the same window
+        GroupRule("joint change", {"monitor": "multivariate_drift"},
+                  {"family": "=~quality|drift"}, [], same_window=True),
         GroupRule("service", {"family": "service"}),
         GroupRule("traffic", {"monitor": "volume"}, {"family": "service"}),
         GroupRule("security", {"family": "security"}, None, ["segment"]),

@@ -24,6 +24,7 @@ from watchkeeper.baseline.binning import (
 from watchkeeper.baseline.expressions import Rule
 from watchkeeper.baseline.segments import Segment
 from watchkeeper.baseline.task import Task
+from watchkeeper.baseline.text import TextPlan, plan_text
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.pii import Guess, assess, named_kind
 from watchkeeper.io.tables import to_table, unknown_column
@@ -31,6 +32,7 @@ from watchkeeper.io.values import category_counts, numbers, type_class, whole_le
 from watchkeeper.wire import RESERVED
 
 if TYPE_CHECKING:
+    from watchkeeper.baseline.multivariate import JointModel
     from watchkeeper.baseline.ood import SecurityModel
 
 #: A string column with more distinct values than this share of its rows is an
@@ -89,6 +91,7 @@ class Column:
     truncated: bool = False  # categories hold only the MAX_CATEGORIES most frequent levels
     note: str | None = None  # why the kind or role was chosen, when not obvious
     pii: str | None = None  # personal data: "hash" or "drop" before storage (see pii.py)
+    text: TextPlan | None = None  # free text: its descriptors' plan (see text.py)
 
     @property
     def n_bins(self) -> int:
@@ -114,6 +117,8 @@ class Schema:
     #: Slices of rows monitored on their own (see segments.py); each window profile keeps
     #: a sub-profile per segment value.
     segments: list[Segment] = field(default_factory=list)
+    #: How the features move together, for multivariate drift (see multivariate.py).
+    multivariate: JointModel | None = None
 
     def __iter__(self) -> Iterator[Column]:
         return iter(self.columns.values())
@@ -330,6 +335,11 @@ def _plan(spec: Column, column: pa.ChunkedArray, bins: int) -> None:
         spec.categories, spec.truncated = plan_categories(counts)
         if spec.truncated:
             _keep_frequent_levels(spec, column, counts)
+    if spec.kind == Kind.TEXT and spec.dtype == "string" and spec.pii is None and \
+            spec.role in (Role.FEATURE, Role.PREDICTION):
+        spec.text = plan_text(column, bins)
+        spec.note = "; ".join(n for n in (spec.note, "monitored by its descriptors (length, "
+                              "tokens, non-ASCII share, out-of-vocabulary rate, empty)") if n)
 
 
 def _keep_frequent_levels(spec: Column, column: pa.ChunkedArray, counts: dict[str, int]) -> None:

@@ -16,6 +16,7 @@ from watchkeeper.monitors.base import (
 from watchkeeper.monitors.drift import FeatureDrift, PredictionDrift, TargetDrift
 from watchkeeper.monitors.estimate import EstimatedPerformance
 from watchkeeper.monitors.fairness import Fairness
+from watchkeeper.monitors.multivariate import MultivariateDrift
 from watchkeeper.monitors.performance import LabelCoverage, RealisedPerformance
 from watchkeeper.monitors.quality import (
     InvalidRate,
@@ -35,6 +36,7 @@ from watchkeeper.monitors.security import (
     RejectedRequests,
 )
 from watchkeeper.monitors.service import ErrorRate, Latency, Throughput
+from watchkeeper.monitors.text import TextDrift, TextRange
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -53,6 +55,7 @@ __all__ = [
     "Latency",
     "MissingRate",
     "Monitor",
+    "MultivariateDrift",
     "NearDuplicates",
     "OODShare",
     "OutOfRange",
@@ -64,6 +67,8 @@ __all__ = [
     "SchemaChange",
     "Severity",
     "TargetDrift",
+    "TextDrift",
+    "TextRange",
     "Throughput",
     "UnseenCategory",
     "Volume",

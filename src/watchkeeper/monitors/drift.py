@@ -144,7 +144,8 @@ class FeatureDrift(Monitor):
         if severity is None:
             return [], measures
         evidence: dict[str, Any] = {"psi": stability, "rows": n}
-        if self.spec.kind == Kind.NUMERIC and ref.moments.n > 1 and current.moments.n:
+        if self.spec.kind == Kind.NUMERIC and ref.moments.n > 1 and current.moments.n \
+                and ref.moments.std > 0:  # a constant reference has no scale to shift by
             sd = ref.moments.std
             edges = np.asarray(self.spec.edges, dtype=float)
             positions = np.concatenate([[edges[0]], (edges[:-1] + edges[1:]) / 2, [edges[-1]]])
@@ -154,7 +155,7 @@ class FeatureDrift(Monitor):
             evidence["mean_shift_sd"] = (current.moments.mean - ref.moments.mean) / sd
             if current.moments.n > 1:
                 evidence["sd_ratio"] = current.moments.std / sd
-        else:
+        elif self.spec.kind != Kind.NUMERIC:
             evidence.update(self._top_level_changes(ref.bins, current.bins))
         finding = self.finding(
             value,

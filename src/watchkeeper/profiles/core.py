@@ -44,6 +44,8 @@ class ColumnProfile:
     max: float | None = None
     bins: np.ndarray | None = None
     types: Counter[str] = field(default_factory=Counter)  # type class → rows seen with it
+    #: A text column's descriptors (length, tokens…), each profiled as a numeric column.
+    descriptors: dict[str, ColumnProfile] = field(default_factory=dict)
 
     @property
     def valid(self) -> int:
@@ -65,6 +67,7 @@ class ColumnProfile:
             max=_pick(max, self.max, other.max),
             bins=bins,
             types=self.types + other.types,
+            descriptors=_merge_parts(self.descriptors, other.descriptors),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,6 +80,8 @@ class ColumnProfile:
         if self.bins is not None:
             out["bins"] = [int(b) for b in self.bins]
         out["types"] = dict(sorted(self.types.items()))
+        if self.descriptors:
+            out["descriptors"] = {k: v.to_dict() for k, v in self.descriptors.items()}
         return out
 
     @classmethod
@@ -91,7 +96,15 @@ class ColumnProfile:
             max=None if d.get("max") is None else float(d["max"]),
             bins=None if d.get("bins") is None else np.asarray(d["bins"], dtype=np.int64),
             types=Counter({str(k): int(v) for k, v in (d.get("types") or {}).items()}),
+            descriptors={str(k): cls.from_dict(v)
+                         for k, v in (d.get("descriptors") or {}).items()},
         )
+
+
+def _merge_parts(a: dict[str, ColumnProfile],
+                 b: dict[str, ColumnProfile]) -> dict[str, ColumnProfile]:
+    empty = ColumnProfile()
+    return {k: a.get(k, empty).merge(b.get(k, empty)) for k in dict.fromkeys([*a, *b])}
 
 
 _Bound = TypeVar("_Bound", float, datetime)
@@ -283,6 +296,10 @@ def profile_column(column: pa.ChunkedArray | pa.Array, spec: Column,
             counts, cp.missing = category_counts(column)
             if spec.categories is not None:
                 cp.bins = category_bins(counts, spec)
+        elif spec.text is not None:
+            from watchkeeper.profiles.text import describe_into  # it builds on this module
+
+            describe_into(cp, column, spec.text)
         else:
             cp.missing = column.null_count
     except (pa.ArrowException, TypeError, ValueError):
@@ -338,6 +355,8 @@ def profile(data: Any, schema: Schema) -> Profile:
     out.joint.update(service_tallies(everything))
     for rule in schema.rules:  # counted on the rows profiled (service-only rows are not)
         out.joint[rule.key] = rule.tally(table)
+    if schema.multivariate is not None:
+        out.joint.update(schema.multivariate.tallies(table, aligned))
     if schema.security is not None:
         unseen = {n for n, c in out.columns.items() if c.bins is not None and c.bins[-1] > 0
                   and schema.columns[n].categories is not None}

@@ -23,11 +23,14 @@ from watchkeeper.baseline.estimators import LabelModel, LossModel
 from watchkeeper.baseline.expressions import Rule, parse_rules
 from watchkeeper.baseline.importance import importance
 from watchkeeper.baseline.multiclass import fit_class_calibration, multiclass_left_out
+from watchkeeper.baseline.multivariate import JointModel
+from watchkeeper.baseline.multivariate import fit as fit_joint
 from watchkeeper.baseline.ood import SecurityModel
 from watchkeeper.baseline.ood import fit as fit_security
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema, infer_schema
 from watchkeeper.baseline.segments import fit_segments, segment_names
 from watchkeeper.baseline.task import Task, TaskType, infer_task
+from watchkeeper.baseline.text import TextPlan
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.display import html_of
 from watchkeeper.io.files import write_atomic
@@ -48,6 +51,7 @@ from watchkeeper.monitors import (
     Latency,
     MissingRate,
     Monitor,
+    MultivariateDrift,
     NearDuplicates,
     OODShare,
     OutOfRange,
@@ -58,6 +62,8 @@ from watchkeeper.monitors import (
     RuleViolations,
     SchemaChange,
     TargetDrift,
+    TextDrift,
+    TextRange,
     Throughput,
     UnseenCategory,
     Volume,
@@ -134,8 +140,12 @@ def generate_monitors(schema: Schema) -> list[Monitor]:
             monitors.append(drift(col.name))
         if col.role == Role.TIMESTAMP:
             monitors.append(Volume(col.name))
+        if col.text is not None:
+            monitors += [InvalidRate(col.name), TextDrift(col.name), TextRange(col.name)]
     if schema.rules:
         monitors.append(RuleViolations())
+    if schema.multivariate is not None:
+        monitors.append(MultivariateDrift())
     return monitors
 
 
@@ -553,6 +563,8 @@ class Suite:
             **({"security": self.schema.security.to_dict()} if self.schema.security else {}),
             **({"rules": [r.to_dict() for r in self.schema.rules]} if self.schema.rules else {}),
             **({"segments": self.segments.to_dict()} if self.segments else {}),
+            **({"multivariate": self.schema.multivariate.to_dict()}
+               if self.schema.multivariate else {}),
             "monitors": [m.to_dict() for m in self.monitors],
             **({"importance": self.importance} if self.importance else {}),
             "alerts": self.rules.to_dict(),
@@ -592,6 +604,11 @@ class Suite:
                 schema.security = SecurityModel.from_dict(top.mapping("security").data)
             except (TypeError, KeyError) as exc:
                 raise top.error("security", f"malformed ({exc})") from None
+        if "multivariate" in top.data:
+            try:
+                schema.multivariate = JointModel.from_dict(top.mapping("multivariate").data)
+            except (TypeError, KeyError, ValueError) as exc:
+                raise top.error("multivariate", f"malformed ({exc})") from None
         if "rules" in top.data:
             try:
                 schema.rules = parse_rules(top.items("rules"))
@@ -676,6 +693,8 @@ def _column_to_dict(c: Column) -> dict[str, Any]:
             out["truncated"] = True
     if c.pii:
         out["pii"] = c.pii
+    if c.text is not None:
+        out["text"] = c.text.to_dict()
     if c.note:
         out["note"] = c.note
     return out
@@ -699,6 +718,11 @@ def _column_from_fields(f: suitefile.Fields, name: str) -> Column:
             raise f.error("edges", "needs at least the reference min and max")
         if any(b < a for a, b in zip(column.edges, column.edges[1:], strict=False)):
             raise f.error("edges", "must be in increasing order")
+    if "text" in f.data:
+        try:
+            column.text = TextPlan.from_dict(f.mapping("text").data)
+        except (ValueError, TypeError) as exc:
+            raise f.error("text", str(exc)) from None
     cats = f.items("categories", None)
     if cats is not None:
         column.categories = [str(c) for c in cats]
@@ -918,6 +942,10 @@ def init(
         client=clients[0].name if clients else CLIENT,
         proba=task.proba if task is not None and task.type == TaskType.BINARY else None,
         prediction=task.prediction if task is not None else None)
+    schema.multivariate = fit_joint(
+        table, [c.name for c in features if c.kind == Kind.NUMERIC and c.edges],
+        [(c.name, c.categories or []) for c in features
+         if c.categories is not None and not c.truncated], seed=seed)
     ref_profile = profile(table, schema)
     context = ReferenceData(table, schema, ref_profile, seed)
     if two_pass is not None:  # exact, from every row; calibration keeps the sample's

@@ -2,7 +2,8 @@
 
 The file holds what a person reads and edits first (columns, roles, task, monitors and
 their settings, budget, alert rules), then a ``fitted:`` section with what init fitted to
-the reference — bin edges, score edges, label and loss models, the security model,
+the reference — bin edges, text plans, score edges, label and loss models, the security
+and multivariate models,
 monitors' calibration and the reference profile — one compressed line per artefact
 (zlib-compressed JSON in base64), so the suite stays one text (deploy, diff and the store
 keep it whole). Format 1 files, with everything inline, still load, and an artefact
@@ -121,9 +122,10 @@ def pack(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     fitted: dict[str, Any] = {}
     columns = {}
     for name, spec in (doc.get("columns") or {}).items():
-        if isinstance(spec, dict) and "edges" in spec:
+        if isinstance(spec, dict) and ("edges" in spec or "text" in spec):
             spec = dict(spec)
-            fitted.setdefault("columns", {})[name] = {"edges": encode(spec.pop("edges"))}
+            fitted.setdefault("columns", {})[name] = {
+                key: encode(spec.pop(key)) for key in ("edges", "text") if key in spec}
         columns[name] = spec
     if "columns" in doc:
         doc["columns"] = columns
@@ -142,7 +144,7 @@ def pack(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         monitors.append(m)
     if "monitors" in doc:
         doc["monitors"] = monitors
-    for key in ("security", "reference_profile"):
+    for key in ("security", "multivariate", "reference_profile"):
         if key in doc:
             fitted[key] = encode(doc.pop(key))
     return doc, fitted
@@ -174,7 +176,7 @@ def unpack(document: dict[str, Any], source: str | None) -> dict[str, Any]:
         if key in calibrations:
             m.setdefault("calibration", decode(calibrations.pop(key),
                                                f"{FITTED}.monitors.{key}", source))
-    for key in ("security", "reference_profile"):
+    for key in ("security", "multivariate", "reference_profile"):
         if key in fitted.data and key not in doc:
             doc[key] = decode(fitted.data[key], f"{FITTED}.{key}", source)
     return doc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from watchkeeper.report.html import badge, escape, number, section, table
 from watchkeeper.report.sections.common import (
@@ -50,6 +51,20 @@ class ColumnDrift:
         return sum(s is not None for s in self.severity)
 
 
+def _measured_as(f: dict[str, Any], measured: dict[str, Any]) -> str:
+    """The key of a drift finding's measures in ``metrics.drift``: a text descriptor's is
+    ``column.metric`` (``review.oov_rate``); a finding of no column (``multivariate_drift``)
+    is measured under the key its monitor tags; any other under its column."""
+    column, metric, monitor = f.get("column"), f.get("metric"), str(f.get("monitor"))
+    if column and metric and f"{column}.{metric}" in measured:
+        return f"{column}.{metric}"
+    if not column:
+        for key, entry in measured.items():
+            if as_dict(entry).get("monitor") == monitor:
+                return str(key)
+    return place_of(f) or monitor
+
+
 def drift_by_column(windows: list[WindowView]) -> dict[str, ColumnDrift]:
     """Per column, the drift measured in every window (``metrics.drift``), with the
     severity of its findings; results without those measures fall back on the findings."""
@@ -72,7 +87,7 @@ def drift_by_column(windows: list[WindowView]) -> dict[str, ColumnDrift]:
             value = as_float(f.get("value"))
             if value is None:
                 continue
-            column = place_of(f) or str(f.get("monitor"))
+            column = _measured_as(f, as_dict(w.metrics.get("drift")))
             c = columns.setdefault(column, ColumnDrift.empty(str(f.get("monitor")), n))
             if c.values[i] is None:
                 c.values[i], c.limits[i] = value, as_float(f.get("threshold"))

@@ -1,0 +1,99 @@
+"""Multivariate drift: a broken correlation that no single column shows is found by
+``multivariate_drift``, which names the pair that moved; clean windows stay quiet; the
+model round-trips through the suite file and its tallies merge exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+
+import watchkeeper as wk
+from watchkeeper.baseline.multivariate import MV_ERRORS, MV_PAIRS, JointModel, fit
+from watchkeeper.errors import SuiteError
+from watchkeeper.monitors.multivariate import JOINT
+from watchkeeper.profiles.core import merge
+
+
+def rows(n: int, seed: int, rho: float = 0.8) -> pa.Table:
+    """Five features: ``a`` and ``b`` correlated (``rho``), ``c`` follows ``a``, ``d`` and
+    ``e`` independent. Every marginal is the same whatever ``rho``."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=n)
+    b = rho * a + np.sqrt(1 - rho ** 2) * rng.normal(size=n)
+    return pa.table({
+        "a": a, "b": b,
+        "c": np.where(a + rng.normal(size=n) > 0, "high", "low"),
+        "d": rng.gamma(2.0, size=n),
+        "e": rng.choice(["x", "y", "z"], n, p=[0.5, 0.3, 0.2]),
+    })
+
+
+@pytest.fixture(scope="module")
+def suite() -> wk.Suite:
+    return wk.init(rows(30_000, 0))
+
+
+def test_a_broken_correlation_is_found_and_the_pair_named(suite: wk.Suite) -> None:
+    result = suite.check(rows(5_000, 1, rho=0.0))
+    drift = [f for f in result.findings if f.family == "drift"]
+    assert [f.monitor for f in drift] == ["multivariate_drift"]  # no column moved alone
+    (f,) = drift
+    assert f.column is None and f.metric == "reconstruction_error"
+    assert f.value > f.threshold
+    assert f.evidence["top_pair"] == "a × b"
+    assert "a × b" in f.message
+    assert result.windows[0].metrics["drift"][JOINT]["monitor"] == "multivariate_drift"
+
+
+def test_clean_windows_stay_quiet(suite: wk.Suite) -> None:
+    result = suite.check(rows(100_000, 2), window_rows=5_000)
+    assert len(result.windows) == 20
+    assert not [f for f in result.findings if f.monitor == "multivariate_drift"]
+
+
+def test_tallies_merge_like_the_union(suite: wk.Suite) -> None:
+    data = rows(4_000, 3, rho=0.3)
+    whole = suite.profile(data)
+    parts = merge(suite.profile(data.slice(0, 1_111)), suite.profile(data.slice(1_111)))
+    for key in (MV_ERRORS, MV_PAIRS):
+        assert parts.joint[key].tolist() == whole.joint[key].tolist()
+    assert whole.joint[MV_ERRORS].sum() == 4_000
+
+
+def test_bad_and_missing_values_are_imputed_not_raised(suite: wk.Suite) -> None:
+    bad = [{"a": "not a number", "b": float("inf"), "c": 7, "d": None, "e": [1, 2]}] * 40
+    window = suite.profile(bad)
+    assert window.joint[MV_ERRORS].sum() == 40
+    only_a = suite.profile(rows(500, 4).select(["a"]))
+    assert only_a.joint[MV_ERRORS].sum() == 500
+    suite.evaluate(window)  # judged without error
+
+
+def test_the_model_round_trips_through_the_suite_file(suite: wk.Suite, tmp_path: Path) -> None:
+    path = tmp_path / "suite.yaml"
+    suite.save(path)
+    loaded = wk.load(path)
+    assert loaded.schema.multivariate == suite.schema.multivariate
+    data = rows(5_000, 5, rho=0.2)
+    assert [f.to_dict() for f in loaded.check(data).findings] == \
+        [f.to_dict() for f in suite.check(data).findings]
+    document = yaml.safe_load(path.read_text())  # an inline entry wins over the fitted one
+    broken = suite.schema.multivariate.to_dict()
+    broken["mean"] = broken["mean"][:-1]
+    document["multivariate"] = broken
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(SuiteError, match=r"multivariate.*malformed"):
+        wk.load(path)
+
+
+def test_too_few_rows_or_features_fit_no_model() -> None:
+    assert fit(rows(100, 0), ["a", "b", "d"], [("e", ["x", "y", "z"])]) is None
+    assert fit(rows(5_000, 0), ["a"], []) is None
+    model = fit(rows(5_000, 0), ["a", "b", "d"], [("c", ["high", "low"])])
+    assert isinstance(model, JointModel)
+    assert JointModel.from_dict(model.to_dict()) == model
+    assert wk.init(rows(5_000, 0).select(["a"])).schema.multivariate is None
