@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from watchkeeper.alerts import Rules
 from watchkeeper.baseline.binning import DEFAULT_BINS
+from watchkeeper.baseline.embedding import plan_embeddings
 from watchkeeper.baseline.estimators import LabelModel, LossModel
 from watchkeeper.baseline.expressions import Rule, parse_rules
 from watchkeeper.baseline.importance import importance
@@ -35,6 +36,7 @@ from watchkeeper.monitors import (
     FAMILIES,
     BoundaryProbing,
     ClientVolume,
+    EmbeddingDrift,
     ErrorRate,
     EstimatedPerformance,
     ExtractionCoverage,
@@ -75,6 +77,12 @@ from watchkeeper.run.check import (
 )
 from watchkeeper.run.label_join import LabelJoin, join_labels
 from watchkeeper.suite import file as suitefile
+from watchkeeper.suite.embeddings import (
+    bins_of,
+    codebook_from_fields,
+    embedding_groups,
+    set_embedding_groups,
+)
 from watchkeeper.wire import CLIENT, ERROR
 
 #: Default alert budget: expected false alerts per window, for the whole suite.
@@ -124,6 +132,8 @@ def generate_monitors(schema: Schema) -> list[Monitor]:
             monitors += [InvalidRate(col.name), OutOfRange(col.name)]
         if col.categories is not None and not col.truncated:
             monitors.append(UnseenCategory(col.name))
+        if col.codebook is not None:  # an embedding, or embedded text
+            monitors += [InvalidRate(col.name), EmbeddingDrift(col.name)]
         drift = _DRIFT_BY_ROLE.get(col.role)
         if drift is not None and col.n_bins:
             monitors.append(drift(col.name))
@@ -538,6 +548,7 @@ class Suite:
             **({"task": self.schema.task.to_dict()} if self.schema.task else {}),
             **({"security": self.schema.security.to_dict()} if self.schema.security else {}),
             **({"rules": [r.to_dict() for r in self.schema.rules]} if self.schema.rules else {}),
+            **({"embeddings": groups} if (groups := embedding_groups(self.schema)) else {}),
             "monitors": [m.to_dict() for m in self.monitors],
             **({"importance": self.importance} if self.importance else {}),
             "alerts": self.rules.to_dict(),
@@ -570,6 +581,7 @@ class Suite:
         columns = top.mapping("columns")
         for name in columns.data:
             schema.columns[str(name)] = _column_from_fields(columns.mapping(name), str(name))
+        set_embedding_groups(schema, top)
         if "task" in top.data:
             schema.task = _task_from_fields(top.mapping("task"), schema)
         if "security" in top.data:
@@ -659,6 +671,8 @@ def _column_to_dict(c: Column) -> dict[str, Any]:
             out["truncated"] = True
     if c.pii:
         out["pii"] = c.pii
+    if c.codebook is not None:
+        out["codebook"] = c.codebook.to_dict()
     if c.note:
         out["note"] = c.note
     return out
@@ -682,6 +696,8 @@ def _column_from_fields(f: suitefile.Fields, name: str) -> Column:
             raise f.error("edges", "needs at least the reference min and max")
         if any(b < a for a, b in zip(column.edges, column.edges[1:], strict=False)):
             raise f.error("edges", "must be in increasing order")
+    if f.data.get("codebook") is not None:
+        column.codebook = codebook_from_fields(f)
     cats = f.items("categories", None)
     if cats is not None:
         column.categories = [str(c) for c in cats]
@@ -762,9 +778,9 @@ def _profile_from_fields(f: suitefile.Fields, schema: Schema) -> Profile:
         spec = schema.columns.get(name)
         if spec is None:
             raise f.error(f"columns.{name}", "column is not in the suite's columns")
-        if cp.bins is not None and len(cp.bins) != spec.n_bins:
+        if cp.bins is not None and len(cp.bins) != bins_of(spec):
             raise f.error(f"columns.{name}.bins",
-                          f"has {len(cp.bins)} bins, the column's plan has {spec.n_bins}")
+                          f"has {len(cp.bins)} bins, the column's plan has {bins_of(spec)}")
     for spec in schema:
         if spec.role != Role.IGNORE and spec.name not in reference.columns:
             reference.columns[spec.name] = ColumnProfile()
@@ -801,6 +817,8 @@ def init(
     jobs: int | None = None,
     layout: CsvLayout | None = None,
     notes: Callable[[Path, str], None] | None = None,
+    embeddings: dict[str, str | Iterable[str]] | None = None,
+    embed_text: str | Iterable[str] | None = None,
 ) -> Suite:
     """Infer the schema of reference data, generate every monitor that applies, and
     calibrate each threshold so the whole suite stays within ``budget`` false alerts per
@@ -827,6 +845,11 @@ def init(
     on a seeded sample (see :mod:`watchkeeper.suite.streamed`). ``stream=True`` or
     ``False`` forces the choice; ``jobs`` reads its batches on that many cores (default
     all); ``layout`` says how to read CSV files and ``notes`` hears what was guessed.
+
+    ``embeddings`` declares groups of numeric columns that are one vector each (name →
+    columns, "c1,c2,…" or a prefix such as "emb_"); list columns of numbers are vectors
+    by themselves. ``embed_text`` names the text columns to embed (default: text features
+    of four words or more; ``[]`` for none). See :mod:`watchkeeper.baseline.embedding`.
     """
     if not 0.0 < budget < 1.0:
         raise SuiteError("budget", f"must be in (0, 1), got {budget!r}")
@@ -857,6 +880,8 @@ def init(
                           ignore=ignore, pii=pii, not_pii=not_pii, bins=bins)
     if found is not None:
         found.replan(schema, bins)
+    plan_embeddings(schema, table, seed=seed, embeddings=embeddings, text=embed_text,
+                    id_column=next((c.name for c in schema.by_role(Role.ID)), None))
     first = {r: next((c.name for c in schema.by_role(r)), None)
              for r in (Role.TARGET, Role.PREDICTION, Role.PROBA, Role.ID)}
     schema.task = infer_task(

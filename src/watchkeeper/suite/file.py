@@ -121,9 +121,11 @@ def pack(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     fitted: dict[str, Any] = {}
     columns = {}
     for name, spec in (doc.get("columns") or {}).items():
-        if isinstance(spec, dict) and "edges" in spec:
-            spec = dict(spec)
-            fitted.setdefault("columns", {})[name] = {"edges": encode(spec.pop("edges"))}
+        for key in ("edges", "codebook"):  # fitted to the reference
+            if isinstance(spec, dict) and key in spec:
+                spec = dict(spec)
+                fitted.setdefault("columns", {}).setdefault(name, {})[key] = encode(
+                    spec.pop(key))
         columns[name] = spec
     if "columns" in doc:
         doc["columns"] = columns
