@@ -33,6 +33,8 @@ BUCKETS = 1 << 20
 MAX_FEATURES, DIMENSIONS = 1024, 32
 #: Reference texts the encoder is fitted on at most (a seeded sample beyond).
 SAMPLE_TEXTS = 20_000
+#: Words in more than this share of texts (function words) are left out.
+MAX_DF = 0.05
 _WORD = re.compile(r"\w\w+")
 
 
@@ -135,7 +137,7 @@ class TextEncoder:
             return None
         counts = _counts(texts, None, BUCKETS)
         df = np.bincount(counts.indices, minlength=BUCKETS)
-        usable = np.flatnonzero((df >= 2) & (df <= max(0.5 * n, 2)))
+        usable = np.flatnonzero((df >= 2) & (df <= max(MAX_DF * n, 2)))
         if usable.size < 2:
             return None
         top = usable[np.argsort(-df[usable], kind="stable")[:max_features]]
