@@ -50,9 +50,8 @@ SHIFTS = (0.05, 0.10, 0.20)
 EVIDENTLY_METHODS = ("model", "model_bootstrap", "mmd", "ratio", "distance")
 
 sys.path.insert(0, str(BENCH_DIR))
-from bench_drift import ensure_evidently_venv  # noqa: E402
-
 import watchkeeper as wk  # noqa: E402
+from bench_drift import ensure_evidently_venv  # noqa: E402
 
 
 def windows(texts: np.ndarray, topics: np.ndarray, *, n_windows: int, size: int,
@@ -66,7 +65,7 @@ def windows(texts: np.ndarray, topics: np.ndarray, *, n_windows: int, size: int,
     for shift in SHIFTS:
         for i in range(n_windows):
             topic = big[i % len(big)]
-            k = int(round(shift * size))
+            k = round(shift * size)
             of_topic = rng.choice(np.flatnonzero(topics == topic), k, replace=False)
             rest = rng.choice(texts.size, size - k, replace=False)
             out.append(("shift", shift, topic, np.concatenate([rest, of_topic])))

@@ -106,7 +106,7 @@ def test_a_topic_shift_is_found_and_named_with_an_example_row(list_suite: wk.Sui
     gained = int(evidence["gained_codes"][0].split()[1])
     assert np.argmin(np.linalg.norm(CENTRES - book.centroids[gained], axis=1)) == 0
     example = int(evidence["gained_examples"][0].split()[1])
-    ref_x, ref_topic = vectors(4_000, seed=1)
+    _, ref_topic = vectors(4_000, seed=1)
     assert ref_topic[example] == 0
     assert evidence["window_share"] > evidence["reference_share"]
     same = list_table(2_000, seed=6)
@@ -172,7 +172,7 @@ def test_the_suite_file_keeps_groups_and_codebooks(tmp_path) -> None:
     assert loaded.profile(data).to_dict() == suite.profile(data).to_dict()
     broken = text.replace("emb: [e0, e1, e2, e3, e4, e5]", "emb: [e0, e1]")
     path.write_text(broken)
-    with pytest.raises(SuiteError, match="embeddings.emb.*codebook has 6 dimensions"):
+    with pytest.raises(SuiteError, match=r"embeddings\.emb.*codebook has 6 dimensions"):
         wk.load(path)
 
 
@@ -185,7 +185,7 @@ def test_a_group_missing_a_member_counts_rows_invalid() -> None:
 
 
 def test_declared_groups_are_checked() -> None:
-    with pytest.raises(SuiteError, match="embeddings.emb"):
+    with pytest.raises(SuiteError, match=r"embeddings\.emb"):
         wk.init(group_table(500, seed=1), embeddings={"emb": "zz_"})
     with pytest.raises(SuiteError, match="at least 2"):
         wk.init(group_table(500, seed=1), embeddings={"emb": ["e0"]})
