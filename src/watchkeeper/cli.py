@@ -236,7 +236,8 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  allow_inverted_score: bool, budget: float, weights_text: str | None,
                  serving: bool, rule_texts: tuple[str, ...], rules_file: Path | None,
                  monitor_names: tuple[str, ...], embedding_texts: tuple[str, ...],
-                 embed_text: str | None, name: str | None, force: bool, progress: bool | None, deploy_to: bool, model: str | None,
+                 embed_text: str | None, name: str | None, force: bool,
+                 progress: bool | None, deploy_to: bool, model: str | None,
                  server: str | None, memory: str | None, stream: bool | None,
                  jobs: int | None, layout: CsvLayout) -> None:
     """Infer the schema of REFERENCE, generate and calibrate every monitor, write the suite.
