@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -817,7 +817,7 @@ def init(
     jobs: int | None = None,
     layout: CsvLayout | None = None,
     notes: Callable[[Path, str], None] | None = None,
-    embeddings: dict[str, str | Iterable[str]] | None = None,
+    embeddings: Mapping[str, str | Iterable[str]] | None = None,
     embed_text: str | Iterable[str] | None = None,
 ) -> Suite:
     """Infer the schema of reference data, generate every monitor that applies, and
