@@ -33,8 +33,9 @@ BUCKETS = 1 << 20
 MAX_FEATURES, DIMENSIONS = 1024, 32
 #: Reference texts the encoder is fitted on at most (a seeded sample beyond).
 SAMPLE_TEXTS = 20_000
-#: Words in more than this share of texts (function words) are left out.
-MAX_DF = 0.05
+#: Words in more than this share of texts (function words) are left out, unless fewer
+#: than MIN_FEATURES buckets remain (then only those in more than half of the texts).
+MAX_DF, MIN_FEATURES = 0.05, 64
 _WORD = re.compile(r"\w\w+")
 
 
@@ -83,10 +84,10 @@ class TextEncoder:
 
     >>> texts = ["the cat sat on the mat", "a dog sat on a log", "stocks fell on monday",
     ...          "markets rose as stocks rallied", "the cat chased the dog"] * 20
-    >>> enc = TextEncoder.fit(pa.array(texts), dim=3)
-    >>> v = enc.vectors(pa.array(["the cat sat", None, 3]))
-    >>> v.matrix.shape, v.missing, v.invalid
-    ((1, 3), 1, 1)
+    >>> enc = TextEncoder.fit(pa.array(texts), dim=3)  # words in >5% of texts kept: few words
+    >>> v = enc.vectors(pa.array(["the cat sat", None]))
+    >>> v.matrix.shape, v.missing, v.invalid, enc.vectors(pa.array([1, 2])).invalid
+    ((1, 3), 1, 0, 2)
     """
 
     buckets: np.ndarray  # kept hash buckets, increasing
@@ -138,6 +139,8 @@ class TextEncoder:
         counts = _counts(texts, None, BUCKETS)
         df = np.bincount(counts.indices, minlength=BUCKETS)
         usable = np.flatnonzero((df >= 2) & (df <= max(MAX_DF * n, 2)))
+        if usable.size < MIN_FEATURES:  # a small vocabulary: keep its common words too
+            usable = np.flatnonzero((df >= 2) & (df <= max(0.5 * n, 2)))
         if usable.size < 2:
             return None
         top = usable[np.argsort(-df[usable], kind="stable")[:max_features]]
