@@ -213,3 +213,22 @@ def test_codebook_fit_is_deterministic_and_bounded() -> None:
     assert (n_codes(100), n_codes(10_000), n_codes(10**7)) == (8, 14, 64)
     same = np.ones((50, 3))
     assert Codebook.fit(same).k == 1
+
+
+def test_a_lasting_shift_is_advised_as_covariate_drift_naming_the_regions(
+        list_suite: wk.Suite) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from watchkeeper.online.replay import replay
+
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    windows = [(f"day {i:02d}", t0 + timedelta(days=i),
+                list_table(2_000, seed=40 + i, mix=[0.6, 0.1, 0.1, 0.1, 0.1] if i >= 3
+                           else None)) for i in range(7)]
+    run = replay(list_suite, windows)
+    incidents = [i for i in run.manager.incidents.values()
+                 if any(a.monitor == "embedding_drift" for a in i.alerts.values())]
+    assert len(incidents) == 1
+    advice = run.advice()[incidents[0].id]
+    assert advice.diagnosis == "covariate drift", advice.to_text()
+    assert any("more of code" in a and "e.g. row" in a for a in advice.actions), advice.actions
