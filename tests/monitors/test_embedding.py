@@ -232,3 +232,39 @@ def test_a_lasting_shift_is_advised_as_covariate_drift_naming_the_regions(
     advice = run.advice()[incidents[0].id]
     assert advice.diagnosis == "covariate drift", advice.to_text()
     assert any("more of code" in a and "e.g. row" in a for a in advice.actions), advice.actions
+
+
+def test_reference_code_counts_come_from_rows_the_fit_never_saw(tmp_path) -> None:
+    table = texts(2_000, seed=1)
+    suite = wk.init(table)
+    book = suite.schema["review"].codebook
+    assert book is not None and book.fitted_on is not None
+    fitted = book.fitted_on
+    assert int(fitted.sum()) == 1_000  # a seeded half fits the encoder and the codebook
+    unseen = suite.profile(table.filter(pa.array(~fitted))).columns["review"]
+    ref = suite.reference.columns["review"]
+    assert np.array_equal(ref.bins, unseen.bins) and int(ref.bins.sum()) == 1_000
+    whole = suite.profile(table).columns["review"]
+    assert not np.array_equal(ref.bins, whole.bins)
+    drift = next(m for m in suite.monitors if m.type == "embedding_drift")
+    assert drift.calibration["reference_rows"] == 1_000
+    again = wk.init(table)
+    assert again.schema["review"].codebook.fitted_on is not None
+    assert np.array_equal(again.schema["review"].codebook.fitted_on, fitted)
+    path, copy = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    suite.save(path)
+    again.save(copy)
+    def body(p) -> list[str]:  # the file without its creation time
+        return [line for line in p.read_text().splitlines() if not line.startswith("created:")]
+
+    assert body(path) == body(copy)  # deterministic
+    loaded = wk.load(path)
+    assert loaded.schema["review"].codebook.fitted_on is None  # never saved
+    assert loaded.reference.to_dict() == suite.reference.to_dict()
+    data = texts(300, seed=4)
+    assert loaded.profile(data).to_dict() == suite.profile(data).to_dict()
+    # too few rows to spare half: fitted on every row, counted on every row
+    small = wk.init(texts(150, seed=1), embed_text=["review"])
+    small_book = small.schema["review"].codebook
+    assert small_book is not None and small_book.fitted_on is None
+    assert int(small.reference.columns["review"].bins.sum()) == 150

@@ -6,11 +6,14 @@ arrays, a polars list), a group of numeric columns declared as one embedding
 (``embeddings={"emb": ["e0", "e1", ...]}``), or a free-text column turned into vectors by
 a reference-fitted text encoder (:mod:`watchkeeper.baseline.text_vectors`).
 
-``init`` fits k-means (k from the reference size, a seeded k-means++ start, on a bounded
-sample) and records, per code, its centroid, its radius (the 99th percentile of the
-reference's distances to it) and a reference example row. A window's vector falls in
-its nearest code, or in the last, "outside" code when it is farther from that centroid
-than the radius: new content that the reference has no region for.
+``init`` fits k-means (k from the reference size, a seeded k-means++ start) and, for text,
+the encoder on a seeded half of the reference (at most :data:`SAMPLE_ROWS`), and records,
+per code, its centroid, its radius (the 99th percentile of the fitted rows' distances to
+it) and a reference example row. A window's vector falls in its nearest code, or in the
+last, "outside" code when it is farther from that centroid
+than the radius: new content that the reference has no region for. The reference's code
+counts come from the other half (cross-fitting): rows the fit has seen sit nearer their
+centroids and in a slightly different mix than fresh rows from the same source do.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import base64
 import fnmatch
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -44,6 +47,9 @@ RADIUS_QUANTILE = 0.99
 MAX_ITER, TOLERANCE = 60, 1e-5
 #: A text column is embedded when its median value has at least this many words.
 TEXT_MIN_WORDS = 4
+#: Valid reference rows below which the encoder and codebook are fitted on every row
+#: (no cross-fitting: too few rows to spare half).
+MIN_CROSS_FIT_ROWS = 200
 
 
 def n_codes(rows: int) -> int:
@@ -95,6 +101,9 @@ class Codebook:
     radii: np.ndarray  # (k,)
     examples: list[str]  # a reference row (id or index) near each centroid
     encoder: Any = None  # a TextEncoder for a text column, else None
+    #: At ``init`` only (never saved): which reference rows the encoder and codebook were
+    #: fitted on; the reference's code counts come from the other rows (cross-fitting).
+    fitted_on: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def k(self) -> int:
@@ -356,8 +365,11 @@ def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
                                                   "reference: not monitored as a distribution")
                                       if n)
                 continue
-            spec.codebook = Codebook.fit(found.matrix, seed=seed,
-                                         ids=_valid_ids(ids, found.kept))
+            fit = fit_rows(found.kept, seed)
+            spec.codebook = Codebook.fit(found.matrix[fit[found.kept]], seed=seed,
+                                         k=n_codes(found.matrix.shape[0]),
+                                         ids=_valid_ids(ids, fit))
+            spec.codebook.fitted_on = _cross_fitted(fit, found.kept)
             spec.note = "; ".join(n for n in (spec.note, f"{found.matrix.shape[1]}-dimensional "
                                               f"vectors, {spec.codebook.k} codes") if n)
         elif spec.kind == Kind.TEXT and not spec.pii and spec.dtype == "string" and (
@@ -365,13 +377,18 @@ def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
                                        and median_words(table.column(spec.name))
                                        >= TEXT_MIN_WORDS)):
             texts = table.column(spec.name)
-            encoder = TextEncoder.fit(texts, seed=seed)
+            present = np.asarray(texts.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            fit = fit_rows(present, seed)
+            fit_texts = texts.take(pa.array(np.flatnonzero(fit)))
+            encoder = TextEncoder.fit(fit_texts, seed=seed)
             if encoder is None:
                 continue
-            found = encoder.vectors(texts)
+            found = encoder.vectors(fit_texts)  # every fitted text is a string: all kept
             spec.codebook = Codebook.fit(found.matrix, seed=seed,
-                                         ids=_valid_ids(ids, found.kept))
+                                         k=n_codes(int(present.sum())),
+                                         ids=_valid_ids(ids, fit))
             spec.codebook.encoder = encoder
+            spec.codebook.fitted_on = _cross_fitted(fit, present)
             spec.note = "; ".join(n for n in (spec.note, f"free text, embedded "
                                               f"({encoder.dim} dimensions, "
                                               f"{spec.codebook.k} codes)") if n)
@@ -383,6 +400,31 @@ def _text_names(text: str | Iterable[str] | None) -> list[str]:
     if isinstance(text, str):
         return [t.strip() for t in text.split(",") if t.strip()]
     return [str(t) for t in text]
+
+
+def fit_rows(valid: np.ndarray, seed: int) -> np.ndarray:
+    """Which reference rows to fit an encoder and codebook on: a seeded half of the valid
+    rows (at most :data:`SAMPLE_ROWS`), so that the other valid rows, which the fit never
+    saw, give the reference's code counts as fresh data from the same source would fall;
+    every valid row when there are fewer than :data:`MIN_CROSS_FIT_ROWS`.
+
+    >>> fit = fit_rows(np.ones(1_000, dtype=bool), seed=0)
+    >>> int(fit.sum()), bool((fit == fit_rows(np.ones(1_000, dtype=bool), seed=0)).all())
+    (500, True)
+    """
+    valid = np.asarray(valid, dtype=bool)
+    at = np.flatnonzero(valid)
+    if at.size < MIN_CROSS_FIT_ROWS:
+        return valid.copy()
+    rng = np.random.default_rng([seed, 17])
+    out = np.zeros(valid.size, dtype=bool)
+    out[rng.choice(at, min(at.size // 2, SAMPLE_ROWS), replace=False)] = True
+    return out
+
+
+def _cross_fitted(fit: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+    """The fitted rows when some valid rows were held out, else None (fitted on all)."""
+    return fit if bool((valid & ~fit).any()) else None
 
 
 def _valid_ids(ids: list[str] | None, kept: np.ndarray) -> list[str]:

@@ -19,7 +19,7 @@ import numpy as np
 from watchkeeper.monitors.base import ReferenceData
 from watchkeeper.monitors.drift import FeatureDrift
 from watchkeeper.profiles.core import Profile
-from watchkeeper.profiles.embedding import DISTANCE_TALLY, codes
+from watchkeeper.profiles.embedding import DISTANCE_TALLY, codes, held_out
 
 #: Codes named in a finding's evidence on each side (gained, lost).
 NAMED_CODES = 3
@@ -45,7 +45,8 @@ class EmbeddingDrift(FeatureDrift):
         return np.maximum(p, 0.5 / max(n_ref, 1)), n_ref
 
     def reference_codes(self, reference: ReferenceData) -> np.ndarray:
-        return codes(reference.table, self.spec)
+        """Codes of the reference rows the codebook was not fitted on (all, once loaded)."""
+        return codes(held_out(reference.table, self.spec), self.spec)
 
     def _top_level_changes(self, ref: np.ndarray, cur: np.ndarray) -> dict[str, Any]:
         book = self.spec.codebook

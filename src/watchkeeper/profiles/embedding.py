@@ -15,14 +15,24 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.baseline.embedding import Codebook, vectors
-from watchkeeper.baseline.schema import Column
+from watchkeeper.baseline.schema import Column, Schema
 from watchkeeper.stats.moments import Moments
 
 if TYPE_CHECKING:
-    from watchkeeper.profiles.core import ColumnProfile
+    from watchkeeper.profiles.core import ColumnProfile, Profile
 
 #: The joint tally of a column's distances to the nearest centroid: rows, sum, sum of squares.
 DISTANCE_TALLY = "embedding_distance:{}"
+
+
+def held_out(table: pa.Table, spec: Column) -> pa.Table:
+    """The reference rows the column's codebook (and text encoder) were not fitted on, when
+    ``table`` is the reference ``init`` fitted them on; else ``table`` itself."""
+    book = spec.codebook
+    fitted = None if book is None else book.fitted_on
+    if fitted is None or fitted.size != table.num_rows or fitted.all():
+        return table
+    return table.filter(pa.array(~fitted))
 
 
 def codes(table: pa.Table, spec: Column) -> np.ndarray:
@@ -32,6 +42,30 @@ def codes(table: pa.Table, spec: Column) -> np.ndarray:
     if found is None or found.matrix.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
     return spec.codebook.assign(found.matrix)[0]
+
+
+def cross_fit(reference: Profile, table: pa.Table, schema: Schema) -> Profile:
+    """``reference`` (the profile of ``table``, the reference ``init`` fitted the codebooks
+    on) with each embedding column profiled on the rows its codebook was not fitted on: the
+    fitted rows sit nearer their centroids, and in a code mix slightly apart from fresh
+    data's, so counting them would bias the reference (cross-fitting)."""
+    from watchkeeper.profiles.core import service_only
+
+    service = service_only(table)
+    for spec in schema:
+        book = spec.codebook
+        if book is None or book.fitted_on is None or book.fitted_on.size != table.num_rows \
+                or spec.name not in reference.columns:
+            continue
+        keep = ~book.fitted_on if service is None else ~book.fitted_on & ~service
+        if not keep.any():
+            continue
+        joint: dict[str, np.ndarray] = {}
+        reference.columns[spec.name] = profile_embedding(table.filter(pa.array(keep)), spec,
+                                                         joint)
+        reference.joint.pop(DISTANCE_TALLY.format(spec.name), None)
+        reference.joint.update(joint)
+    return reference
 
 
 def profile_embedding(table: pa.Table, spec: Column, joint: dict[str, np.ndarray]) -> ColumnProfile:

@@ -65,6 +65,7 @@ from watchkeeper.monitors import (
 )
 from watchkeeper.monitors.security import ClientMonitor
 from watchkeeper.profiles.core import ColumnProfile, Profile, profile
+from watchkeeper.profiles.embedding import cross_fit
 from watchkeeper.profiles.service import SERVICE_TALLY
 from watchkeeper.profiles.task import row_codes
 from watchkeeper.run.check import (
@@ -910,7 +911,7 @@ def init(
         client=clients[0].name if clients else CLIENT,
         proba=task.proba if task is not None and task.type == TaskType.BINARY else None,
         prediction=task.prediction if task is not None else None)
-    ref_profile = profile(table, schema)
+    ref_profile = cross_fit(profile(table, schema), table, schema)
     context = ReferenceData(table, schema, ref_profile, seed)
     if found is not None:  # exact, from every row; calibration keeps the sample's
         ref_profile = streamed.reference_profile(found, schema, jobs=jobs or _cores(),
