@@ -50,6 +50,8 @@ TEXT_MIN_WORDS = 4
 #: Valid reference rows below which the encoder and codebook are fitted on every row
 #: (no cross-fitting: too few rows to spare half).
 MIN_CROSS_FIT_ROWS = 200
+#: Share of the valid reference rows the encoder and codebook are fitted on (cross-fitting).
+FIT_SHARE = 0.5
 
 
 def n_codes(rows: int) -> int:
@@ -418,7 +420,7 @@ def fit_rows(valid: np.ndarray, seed: int) -> np.ndarray:
         return valid.copy()
     rng = np.random.default_rng([seed, 17])
     out = np.zeros(valid.size, dtype=bool)
-    out[rng.choice(at, min(at.size // 2, SAMPLE_ROWS), replace=False)] = True
+    out[rng.choice(at, min(int(at.size * FIT_SHARE), SAMPLE_ROWS), replace=False)] = True
     return out
 
 
