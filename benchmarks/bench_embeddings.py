@@ -52,6 +52,7 @@ EVIDENTLY_METHODS = ("model", "model_bootstrap", "mmd", "ratio", "distance")
 sys.path.insert(0, str(BENCH_DIR))
 import watchkeeper as wk  # noqa: E402
 from bench_drift import ensure_evidently_venv  # noqa: E402
+from watchkeeper.baseline import embedding  # noqa: E402
 from watchkeeper.baseline.text_vectors import TextEncoder  # noqa: E402
 
 
@@ -181,7 +182,10 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=12, help="held-out topic clusters")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-evidently", action="store_true")
+    parser.add_argument("--fit-share", type=float, default=embedding.FIT_SHARE,
+                        help="share of the reference the encoder and codebook are fitted on")
     args = parser.parse_args()
+    embedding.FIT_SHARE = args.fit_share
 
     data = pq.read_table(DATA)
     rng = np.random.default_rng(args.seed)
