@@ -242,6 +242,12 @@ def _spark_session(master: str, items: tuple[str, ...]) -> Any:
 @click.option("--monitor", "monitor_names", multiple=True, metavar="TYPE[:COLUMN]",
               help="A monitor of your own, registered by an installed package "
                    "(entry point group watchkeeper.monitors; repeatable).")
+@click.option("--embedding", "embedding_texts", multiple=True, metavar="NAME=C1,C2,...",
+              help="Numeric columns that are one vector, monitored as an embedding: "
+                   "NAME=c1,c2,... or NAME=PREFIX (e.g. emb=emb_; repeatable).")
+@click.option("--embed-text", "embed_text", metavar="COLUMNS",
+              help="Text columns to embed and monitor by topic mix, comma-separated "
+                   "(default: text features of four words or more; '' for none).")
 @click.option("--name", help="Suite name (default: the reference file name).")
 @click.option("--force", is_flag=True, help="Overwrite an existing suite file.")
 @click.option("--progress/--no-progress", default=None,
@@ -268,8 +274,9 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  pii: tuple[str, ...], not_pii: tuple[str, ...], positive: str | None,
                  allow_inverted_score: bool, budget: float, weights_text: str | None,
                  serving: bool, rule_texts: tuple[str, ...], rules_file: Path | None,
-                 monitor_names: tuple[str, ...], name: str | None,
-                 force: bool, progress: bool | None, deploy_to: bool, model: str | None,
+                 monitor_names: tuple[str, ...], embedding_texts: tuple[str, ...],
+                 embed_text: str | None, name: str | None, force: bool,
+                 progress: bool | None, deploy_to: bool, model: str | None,
                  server: str | None, memory: str | None, stream: bool | None,
                  jobs: int | None, engine: str, spark_master: str,
                  spark_conf: tuple[str, ...], layout: CsvLayout) -> None:
@@ -311,13 +318,26 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  segments=list(segments), name=name or reference.stem, progress=progress,
                  memory=memory,
                  stream=stream, jobs=jobs, layout=layout if stream else None,
-                 notes=lambda path, text: click.echo(f"{path}: {cli_text(text)}"))
+                 notes=lambda path, text: click.echo(f"{path}: {cli_text(text)}"),
+                 embeddings=_embeddings(embedding_texts), embed_text=embed_text)
     suite.source = str(reference)
     suite.save(output)
     click.echo(_summary(suite, output))
     if deploy_to:
         assert model and server
         _print_deployed(deploy(suite, model=model, server=server, note=f"init {reference}"))
+
+
+def _embeddings(texts: tuple[str, ...]) -> dict[str, str] | None:
+    """``--embedding NAME=C1,C2,…`` (or ``NAME=PREFIX``) as a mapping (checked by init)."""
+    out: dict[str, str] = {}
+    for text in texts:
+        name, sep, columns = text.partition("=")
+        if not sep or not name.strip() or not columns.strip():
+            raise SuiteError("--embedding", f"expected NAME=C1,C2,... or NAME=PREFIX, "
+                                            f"got {text!r}")
+        out[name.strip()] = columns.strip()
+    return out or None
 
 
 def _rules(texts: tuple[str, ...], path: Path | None) -> list[dict[str, Any]]:

@@ -28,6 +28,8 @@ from watchkeeper.profiles.core import merge
 from watchkeeper.run.check import WindowResult
 
 START = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+#: Centres of the embedding's four topics (8 dimensions).
+TOPICS = np.random.default_rng(42).normal(0.0, 2.0, (4, 8))
 
 
 def stream(hours: float, seed: int, rate_per_hour: int = 2_000) -> pa.Table:
@@ -43,6 +45,8 @@ def stream(hours: float, seed: int, rate_per_hour: int = 2_000) -> pa.Table:
     length = rng.integers(0, 12, n)
     picked = words[rng.integers(0, len(words), int(length.sum()))]
     comment = [" ".join(w) for w in np.split(picked, np.cumsum(length)[:-1])]
+    topics = rng.choice(len(TOPICS), n, p=[0.4, 0.3, 0.2, 0.1])
+    emb = TOPICS[topics] + rng.normal(0.0, 1.0, (n, TOPICS.shape[1]))
     return pa.table({
         "id": np.arange(n) + seed * 10_000_000,
         "ts": pa.array((ts * 1e6).astype("int64"), type=pa.timestamp("us", tz="UTC")),
@@ -53,6 +57,7 @@ def stream(hours: float, seed: int, rate_per_hour: int = 2_000) -> pa.Table:
         "prediction": (proba > 0.5).astype(int),
         "label": (rng.random(n) < proba).astype(int),
         "comment": comment,  # free text: text descriptors
+        "emb": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), TOPICS.shape[1]),
     })
 
 
@@ -101,10 +106,10 @@ def corrupted() -> pa.Table:
 
 BAD_ROWS = [
     {"ts": "2026-01-01T00:00:01Z", "x": "not a number", "colour": 7, "proba": None,
-     "prediction": "1", "label": 1},
+     "prediction": "1", "label": 1, "emb": [1.0, 2.0]},
     {"ts": None, "x": float("inf"), "colour": None, "proba": float("nan"),
-     "prediction": None, "surprise": [1, 2]},
-    {"x": -1e300, "colour": "purple", "proba": 2.0, "prediction": 0},
+     "prediction": None, "surprise": [1, 2], "emb": [float("nan")] * 8},
+    {"x": -1e300, "colour": "purple", "proba": 2.0, "prediction": 0, "emb": "a vector"},
 ] * 50
 
 

@@ -59,7 +59,7 @@ def _diagnosis(alerts: list[Alert]) -> str:
         return "out-of-distribution inputs"
     if Family.SERVICE in families:
         return "capacity/latency"
-    if "feature_drift" in monitors:  # inputs moved: group gaps and metrics follow from it
+    if monitors & {"feature_drift", "embedding_drift"}:  # inputs moved: the rest follows
         return "covariate drift"
     if Family.FAIRNESS in families and _concentrated(alerts):
         return "fairness regression"
@@ -183,6 +183,11 @@ def _actions(diagnosis: str, alerts: list[Alert], causes: list[Cause]) -> list[s
             out.append(f"{a.message} {since(a)} ({extra}): confirm with the upstream owner of "
                        f"{a.column}; if the population really changed and (estimated) "
                        "performance drops, retrain on recent data")
+        elif diagnosis == "covariate drift" and a.monitor == "embedding_drift":
+            out.append(f"{a.message} {since(a)}: more of {a.evidence.get('gained') or '?'}; "
+                       f"less of {a.evidence.get('lost') or '?'}; read those reference rows to "
+                       "see what the regions hold, and retrain with such inputs if the new "
+                       "mix is here to stay")
         elif diagnosis == "prediction/calibration shift":
             out.append(f"{a.message}: the outputs moved without input drift: check the "
                        "model version and recalibrate its scores")

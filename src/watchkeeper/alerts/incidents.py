@@ -16,7 +16,7 @@ from watchkeeper.monitors.base import Family, Severity
 
 Status = Literal["open", "updated", "resolved"]
 _OUTCOME = {"prediction_drift", "performance", "estimated_performance", "fairness"}
-_DRIFT = {"feature_drift", "prediction_drift", "target_drift", "text_drift"}
+_DRIFT = {"feature_drift", "prediction_drift", "target_drift", "text_drift", "embedding_drift"}
 _BREAK = {"missing_column", "type_change"}
 
 

@@ -32,6 +32,7 @@ from watchkeeper.io.values import category_counts, numbers, type_class, whole_le
 from watchkeeper.wire import RESERVED
 
 if TYPE_CHECKING:
+    from watchkeeper.baseline.embedding import Codebook
     from watchkeeper.baseline.multivariate import JointModel
     from watchkeeper.baseline.ood import SecurityModel
 
@@ -46,6 +47,7 @@ class Kind(StrEnum):
     BOOLEAN = "boolean"
     DATETIME = "datetime"
     TEXT = "text"  # identifier or free text: not monitored as a distribution
+    EMBEDDING = "embedding"  # fixed-length vectors, monitored by a codebook (embedding.py)
 
 
 class Role(StrEnum):
@@ -92,6 +94,9 @@ class Column:
     note: str | None = None  # why the kind or role was chosen, when not obvious
     pii: str | None = None  # personal data: "hash" or "drop" before storage (see pii.py)
     text: TextPlan | None = None  # free text: its descriptors' plan (see text.py)
+    #: Embedding (or embedded text): the reference codebook; its code counts are the bins.
+    codebook: Codebook | None = None
+    members: list[str] | None = None  # an embedding made of these numeric columns
 
     @property
     def n_bins(self) -> int:
@@ -151,6 +156,8 @@ def _infer_kind(name: str, column: pa.ChunkedArray, rows: int) -> tuple[Kind, st
         return Kind.DATETIME, None
     if cls == "null":
         return Kind.NUMERIC, "all values missing in the reference"
+    if _numeric_lists(column.type):
+        return Kind.EMBEDDING, None
     if cls == "numeric":
         values = numbers(column).finite
         if values.size == 0:
@@ -174,6 +181,13 @@ def _infer_kind(name: str, column: pa.ChunkedArray, rows: int) -> tuple[Kind, st
     return Kind.TEXT, f"unsupported type {column.type}: only missing values are monitored"
 
 
+def _numeric_lists(t: pa.DataType) -> bool:
+    """Lists (or fixed-size lists) of numbers: vectors."""
+    if not (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+        return False
+    return pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type)
+
+
 def _looks_like_dates(column: pa.ChunkedArray) -> bool:
     import pandas as pd
 
@@ -191,6 +205,8 @@ def _infer_role(name: str, kind: Kind, column: pa.ChunkedArray) -> tuple[Role, s
     lower = name.lower()
     if kind == Kind.DATETIME:
         return Role.TIMESTAMP, None
+    if kind == Kind.EMBEDDING:
+        return Role.FEATURE, None
     for role, pattern in _ROLE_NAMES.items():
         if not pattern.search(lower):
             continue

@@ -14,6 +14,7 @@ from watchkeeper.monitors.base import (
     severity_for,
 )
 from watchkeeper.monitors.drift import FeatureDrift, PredictionDrift, TargetDrift
+from watchkeeper.monitors.embedding import EmbeddingDrift
 from watchkeeper.monitors.estimate import EstimatedPerformance
 from watchkeeper.monitors.fairness import Fairness
 from watchkeeper.monitors.multivariate import MultivariateDrift
@@ -43,6 +44,7 @@ __all__ = [
     "FAMILIES",
     "BoundaryProbing",
     "ClientVolume",
+    "EmbeddingDrift",
     "ErrorRate",
     "EstimatedPerformance",
     "ExtractionCoverage",

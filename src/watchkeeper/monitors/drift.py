@@ -63,15 +63,15 @@ class FeatureDrift(Monitor):
         p, n_ref = self._null_proportions(reference.profile)
         rng = reference.rng(self.id)
         fits = [fit_binned_null(p, n_ref, n, rng=rng) for n in CALIBRATION_ROWS]
-        codes = bin_codes(reference.table.column(self.column), self.spec)
+        codes = self.reference_codes(reference)
         ratios = []
         for chunks in CHUNKINGS:
             size = codes.size // chunks
             if size < 100:
                 continue
             used = codes[: size * chunks].reshape(chunks, size)
-            offsets = (np.arange(chunks) * self.spec.n_bins)[:, None]
-            counts = np.bincount((used + offsets).ravel(), minlength=chunks * self.spec.n_bins)
+            offsets = (np.arange(chunks) * p.size)[:, None]
+            counts = np.bincount((used + offsets).ravel(), minlength=chunks * p.size)
             ratios.append(chunk_overdispersion(counts.reshape(chunks, -1), p, rng=rng))
         self.calibration = {
             "method": (
@@ -83,6 +83,10 @@ class FeatureDrift(Monitor):
             "overdispersion": round(float(np.median(ratios)), 4) if ratios else 1.0,
             "null": [{"rows": f.rows, "scale": f.scale, "df": f.df} for f in fits],
         }
+
+    def reference_codes(self, reference: ReferenceData) -> np.ndarray:
+        """The bin of every valid reference value, in row order (for the chunk variation)."""
+        return bin_codes(reference.table.column(self.column_name), self.spec)
 
     def null_fit(self, n: int, reference: Profile) -> NullFit:
         """Null fit at window size ``n``: interpolated from the calibration, else fitted now."""

@@ -32,6 +32,7 @@ COMPATIBLE = {
     Kind.BOOLEAN: {"boolean", "numeric", "null"},
     Kind.DATETIME: {"datetime", "string", "null"},
     Kind.TEXT: {"string", "numeric", "null"},
+    Kind.EMBEDDING: {"vector", "numeric", "null"},
 }
 
 

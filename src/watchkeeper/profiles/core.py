@@ -22,6 +22,7 @@ from watchkeeper.errors import SuiteError
 from watchkeeper.io.tables import to_table
 from watchkeeper.io.values import category_counts, category_label, numbers, type_class
 from watchkeeper.profiles.clients import ClientStats, client_stats, merge_clients
+from watchkeeper.profiles.embedding import profile_embedding
 from watchkeeper.profiles.segments import segment_profiles
 from watchkeeper.profiles.service import service_tallies
 from watchkeeper.profiles.task import row_codes, tally, upgrade_tally
@@ -340,10 +341,13 @@ def profile(data: Any, schema: Schema) -> Profile:
     out = Profile(rows=table.num_rows)
     present = set(table.column_names)
     aligned: dict[str, np.ndarray] = {}
+    embedded: dict[str, np.ndarray] = {}
     for spec in schema:
         if spec.role == Role.IGNORE:
             continue
-        if spec.name in present:
+        if spec.codebook is not None:  # vectors, a group of columns, or embedded text
+            out.columns[spec.name] = profile_embedding(table, spec, embedded)
+        elif spec.name in present:
             out.columns[spec.name] = profile_column(table.column(spec.name), spec, aligned)
         else:
             out.columns[spec.name] = ColumnProfile()
@@ -352,6 +356,7 @@ def profile(data: Any, schema: Schema) -> Profile:
             out.unexpected[name] = table.num_rows
     if schema.task is not None:
         out.joint = tally(row_codes(table, schema.task), schema.task)
+    out.joint.update(embedded)
     out.joint.update(service_tallies(everything))
     for rule in schema.rules:  # counted on the rows profiled (service-only rows are not)
         out.joint[rule.key] = rule.tally(table)

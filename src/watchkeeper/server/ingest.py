@@ -94,17 +94,22 @@ class IngestBudget:
             self.in_use = max(0, self.in_use - size)
 
 
-def check_batch(table: pa.Table, kind: str, label_columns: list[str]) -> None:
+def check_batch(table: pa.Table, kind: str, label_columns: list[str],
+                vectors: frozenset[str] = frozenset()) -> None:
     """What the fold needs of a batch, checked before it is acknowledged (DataError, 422,
     naming the column): one scalar value per column and row (nested lists, objects or maps
-    cannot be profiled, joined or windowed), and labels with the suite's id and target
+    cannot be profiled, joined or windowed) except a list of values in the suite's vector
+    columns (``vectors``: embeddings), and labels with the suite's id and target
     columns (``label_columns``). Values of the wrong scalar type are not refused: the fold
-    counts them as invalid."""
-    nested = [f"{f.name!r} ({f.type})" for f in table.schema if _nested(f.type)]
+    counts them as invalid (a vector of the wrong length too)."""
+    nested = [f"{f.name!r} ({f.type})" for f in table.schema if _nested(f.type)
+              and not (f.name in vectors and _flat_list(f.type))]
     if nested:
+        hint = (f"; the suite's vector columns ({', '.join(map(repr, sorted(vectors)))}) take "
+                "one list of numbers a row") if vectors else ""
         raise DataError(f"column {', '.join(nested)} holds nested values (lists or objects): "
                         "send one number, string, boolean or time per column and row "
-                        "(e.g. the value as a JSON string)")
+                        f"(e.g. the value as a JSON string){hint}")
     for f in table.schema:
         if pa.types.is_float16(f.type):
             raise DataError(f"column {f.name!r} holds half-precision floats: send them as "
@@ -118,6 +123,13 @@ def check_batch(table: pa.Table, kind: str, label_columns: list[str]) -> None:
             raise DataError(f"labels need the columns {', '.join(map(repr, label_columns))} "
                             f"of the model's suite (the prediction id and the label); "
                             f"missing {', '.join(map(repr, missing))}")
+
+
+def _flat_list(kind: pa.DataType) -> bool:
+    """A list of scalars: a vector, or what the fold counts as an invalid one."""
+    listed = pa.types.is_list(kind) or pa.types.is_large_list(kind) or \
+        pa.types.is_fixed_size_list(kind)
+    return listed and not _nested(kind.value_type)
 
 
 def _nested(kind: pa.DataType) -> bool:

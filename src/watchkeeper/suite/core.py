@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from watchkeeper.alerts import Rules
 from watchkeeper.baseline.binning import DEFAULT_BINS
+from watchkeeper.baseline.embedding import plan_embeddings
 from watchkeeper.baseline.estimators import LabelModel, LossModel
 from watchkeeper.baseline.expressions import Rule, parse_rules
 from watchkeeper.baseline.importance import importance
@@ -40,6 +41,7 @@ from watchkeeper.monitors import (
     FAMILIES,
     BoundaryProbing,
     ClientVolume,
+    EmbeddingDrift,
     ErrorRate,
     EstimatedPerformance,
     ExtractionCoverage,
@@ -71,6 +73,7 @@ from watchkeeper.monitors import (
 )
 from watchkeeper.monitors.security import ClientMonitor
 from watchkeeper.profiles.core import ColumnProfile, Profile, profile
+from watchkeeper.profiles.embedding import cross_fit
 from watchkeeper.profiles.segments import segment_codes, segment_labels
 from watchkeeper.profiles.service import SERVICE_TALLY
 from watchkeeper.profiles.task import row_codes
@@ -84,6 +87,12 @@ from watchkeeper.run.check import (
 )
 from watchkeeper.run.label_join import LabelJoin, join_labels
 from watchkeeper.suite import file as suitefile
+from watchkeeper.suite.embeddings import (
+    bins_of,
+    codebook_from_fields,
+    embedding_groups,
+    set_embedding_groups,
+)
 from watchkeeper.suite.segments import Segments, assess_segments, segments_from_fields
 from watchkeeper.wire import CLIENT, ERROR
 
@@ -135,6 +144,8 @@ def generate_monitors(schema: Schema) -> list[Monitor]:
             monitors += [InvalidRate(col.name), OutOfRange(col.name)]
         if col.categories is not None and not col.truncated:
             monitors.append(UnseenCategory(col.name))
+        if col.codebook is not None:  # an embedding, or embedded text
+            monitors += [InvalidRate(col.name), EmbeddingDrift(col.name)]
         drift = _DRIFT_BY_ROLE.get(col.role)
         if drift is not None and col.n_bins:
             monitors.append(drift(col.name))
@@ -565,6 +576,7 @@ class Suite:
             **({"segments": self.segments.to_dict()} if self.segments else {}),
             **({"multivariate": self.schema.multivariate.to_dict()}
                if self.schema.multivariate else {}),
+            **({"embeddings": groups} if (groups := embedding_groups(self.schema)) else {}),
             "monitors": [m.to_dict() for m in self.monitors],
             **({"importance": self.importance} if self.importance else {}),
             "alerts": self.rules.to_dict(),
@@ -597,6 +609,7 @@ class Suite:
         columns = top.mapping("columns")
         for name in columns.data:
             schema.columns[str(name)] = _column_from_fields(columns.mapping(name), str(name))
+        set_embedding_groups(schema, top)
         if "task" in top.data:
             schema.task = _task_from_fields(top.mapping("task"), schema)
         if "security" in top.data:
@@ -695,6 +708,8 @@ def _column_to_dict(c: Column) -> dict[str, Any]:
         out["pii"] = c.pii
     if c.text is not None:
         out["text"] = c.text.to_dict()
+    if c.codebook is not None:
+        out["codebook"] = c.codebook.to_dict()
     if c.note:
         out["note"] = c.note
     return out
@@ -723,6 +738,8 @@ def _column_from_fields(f: suitefile.Fields, name: str) -> Column:
             column.text = TextPlan.from_dict(f.mapping("text").data)
         except (ValueError, TypeError) as exc:
             raise f.error("text", str(exc)) from None
+    if f.data.get("codebook") is not None:
+        column.codebook = codebook_from_fields(f)
     cats = f.items("categories", None)
     if cats is not None:
         column.categories = [str(c) for c in cats]
@@ -803,9 +820,9 @@ def _profile_from_fields(f: suitefile.Fields, schema: Schema) -> Profile:
         spec = schema.columns.get(name)
         if spec is None:
             raise f.error(f"columns.{name}", "column is not in the suite's columns")
-        if cp.bins is not None and len(cp.bins) != spec.n_bins:
+        if cp.bins is not None and len(cp.bins) != bins_of(spec):
             raise f.error(f"columns.{name}.bins",
-                          f"has {len(cp.bins)} bins, the column's plan has {spec.n_bins}")
+                          f"has {len(cp.bins)} bins, the column's plan has {bins_of(spec)}")
     for spec in schema:
         if spec.role != Role.IGNORE and spec.name not in reference.columns:
             reference.columns[spec.name] = ColumnProfile()
@@ -843,6 +860,8 @@ def init(
     jobs: int | None = None,
     layout: CsvLayout | None = None,
     notes: Callable[[Path, str], None] | None = None,
+    embeddings: Mapping[str, str | Iterable[str]] | None = None,
+    embed_text: str | Iterable[str] | None = None,
 ) -> Suite:
     """Infer the schema of reference data, generate every monitor that applies, and
     calibrate each threshold so the whole suite stays within ``budget`` false alerts per
@@ -873,6 +892,11 @@ def init(
     all); ``layout`` says how to read CSV files and ``notes`` hears what was guessed. A
     :class:`~watchkeeper.suite.streamed.TwoPass` reference (a Spark DataFrame from
     :func:`watchkeeper.spark.init`) is read the same way, by its own passes.
+
+    ``embeddings`` declares groups of numeric columns that are one vector each (name →
+    columns, "c1,c2,…" or a prefix such as "emb_"); list columns of numbers are vectors
+    by themselves. ``embed_text`` names the text columns to embed (default: text features
+    of four words or more; ``[]`` for none). See :mod:`watchkeeper.baseline.embedding`.
     """
     if not 0.0 < budget < 1.0:
         raise SuiteError("budget", f"must be in (0, 1), got {budget!r}")
@@ -908,6 +932,8 @@ def init(
                           ignore=ignore, pii=pii, not_pii=not_pii, bins=bins)
     if found is not None:
         found.replan(schema, bins)
+    plan_embeddings(schema, table, seed=seed, embeddings=embeddings, text=embed_text,
+                    id_column=next((c.name for c in schema.by_role(Role.ID)), None))
     first = {r: next((c.name for c in schema.by_role(r)), None)
              for r in (Role.TARGET, Role.PREDICTION, Role.PROBA, Role.ID)}
     schema.task = infer_task(
@@ -946,7 +972,7 @@ def init(
         table, [c.name for c in features if c.kind == Kind.NUMERIC and c.edges],
         [(c.name, c.categories or []) for c in features
          if c.categories is not None and not c.truncated], seed=seed)
-    ref_profile = profile(table, schema)
+    ref_profile = cross_fit(profile(table, schema), table, schema)
     context = ReferenceData(table, schema, ref_profile, seed)
     if two_pass is not None:  # exact, from every row; calibration keeps the sample's
         ref_profile = two_pass.profile(schema)

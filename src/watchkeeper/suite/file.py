@@ -122,10 +122,11 @@ def pack(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     fitted: dict[str, Any] = {}
     columns = {}
     for name, spec in (doc.get("columns") or {}).items():
-        if isinstance(spec, dict) and ("edges" in spec or "text" in spec):
-            spec = dict(spec)
-            fitted.setdefault("columns", {})[name] = {
-                key: encode(spec.pop(key)) for key in ("edges", "text") if key in spec}
+        for key in ("edges", "text", "codebook"):  # fitted to the reference
+            if isinstance(spec, dict) and key in spec:
+                spec = dict(spec)
+                fitted.setdefault("columns", {}).setdefault(name, {})[key] = encode(
+                    spec.pop(key))
         columns[name] = spec
     if "columns" in doc:
         doc["columns"] = columns

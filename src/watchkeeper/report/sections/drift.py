@@ -15,7 +15,7 @@ from watchkeeper.report.sections.common import (
 )
 from watchkeeper.report.svg import Bar, bar_chart, sparkline
 
-DRIFT_MONITORS = ("feature_drift", "prediction_drift", "target_drift")
+DRIFT_MONITORS = ("feature_drift", "prediction_drift", "target_drift", "embedding_drift")
 DRIFT_BARS = 40  # columns drawn in the drift chart (the table lists every column)
 DRIFT_WINDOWS = 12  # latest windows in the table of drift per column and window
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from watchkeeper.baseline.schema import Kind
 from watchkeeper.errors import DataError, NotFound, RequestError
 from watchkeeper.server.ingest import check_batch, idempotency_key, parse_body
 from watchkeeper.server.routes.body import busy, read_body
@@ -96,7 +97,7 @@ async def parse_and_append(server: Server, model: str, request: Request, kind: s
     def parse() -> Any:
         table = parse_body(body, request.headers.get("content-type", ""),
                            width_limit(server, model))
-        check_batch(table, kind, label_columns(server, model))
+        check_batch(table, kind, label_columns(server, model), vector_columns(server, model))
         return table
 
     try:
@@ -129,6 +130,13 @@ def width_limit(server: Server, model: str) -> int:
     widest = max(len(g.live.suite.schema.columns)
                  for g in server.hub.models[model].generations)
     return widest + len(RESERVED) + server.max_columns
+
+
+def vector_columns(server: Server, model: str) -> frozenset[str]:
+    """The columns that hold one vector a row (embeddings), in any suite version in
+    service: a list a row is theirs to take."""
+    return frozenset(c.name for g in server.hub.models[model].generations
+                     for c in g.live.suite.schema if c.kind == Kind.EMBEDDING and not c.members)
 
 
 def label_columns(server: Server, model: str) -> list[str]:
