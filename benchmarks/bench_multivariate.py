@@ -129,7 +129,8 @@ def run_watchkeeper(reference: pd.DataFrame, analysis: pd.DataFrame,
     import watchkeeper as wk
 
     started = time.perf_counter()
-    suite = wk.init(pa.Table.from_pandas(reference, preserve_index=False), progress=False)
+    suite = wk.init(pa.Table.from_pandas(reference, preserve_index=False), progress=False,
+                    multivariate=True)
     fitted = time.perf_counter()
     result = suite.check(pa.Table.from_pandas(analysis, preserve_index=False),
                          window_rows=rows, progress=False)

@@ -247,7 +247,10 @@ def _spark_session(master: str, items: tuple[str, ...]) -> Any:
                    "NAME=c1,c2,... or NAME=PREFIX (e.g. emb=emb_; repeatable).")
 @click.option("--embed-text", "embed_text", metavar="COLUMNS",
               help="Text columns to embed and monitor by topic mix, comma-separated "
-                   "(default: text features of four words or more; '' for none).")
+                   "(default: none; other text columns are watched through their descriptors).")
+@click.option("--multivariate", is_flag=True,
+              help="Add multivariate_drift: a broken correlation no single column shows "
+                   "(profiling several times slower).")
 @click.option("--name", help="Suite name (default: the reference file name).")
 @click.option("--force", is_flag=True, help="Overwrite an existing suite file.")
 @click.option("--progress/--no-progress", default=None,
@@ -275,7 +278,8 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  allow_inverted_score: bool, budget: float, weights_text: str | None,
                  serving: bool, rule_texts: tuple[str, ...], rules_file: Path | None,
                  monitor_names: tuple[str, ...], embedding_texts: tuple[str, ...],
-                 embed_text: str | None, name: str | None, force: bool,
+                 embed_text: str | None, multivariate: bool, name: str | None,
+                 force: bool,
                  progress: bool | None, deploy_to: bool, model: str | None,
                  server: str | None, memory: str | None, stream: bool | None,
                  jobs: int | None, engine: str, spark_master: str,
@@ -319,7 +323,8 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  memory=memory,
                  stream=stream, jobs=jobs, layout=layout if stream else None,
                  notes=lambda path, text: click.echo(f"{path}: {cli_text(text)}"),
-                 embeddings=_embeddings(embedding_texts), embed_text=embed_text)
+                 embeddings=_embeddings(embedding_texts), embed_text=embed_text,
+                 multivariate=multivariate)
     suite.source = str(reference)
     suite.save(output)
     click.echo(_summary(suite, output))

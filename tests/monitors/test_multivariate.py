@@ -34,7 +34,7 @@ def rows(n: int, seed: int, rho: float = 0.8) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def suite() -> wk.Suite:
-    return wk.init(rows(30_000, 0))
+    return wk.init(rows(30_000, 0), multivariate=True)
 
 
 def test_a_broken_correlation_is_found_and_the_pair_named(suite: wk.Suite) -> None:
@@ -96,4 +96,11 @@ def test_too_few_rows_or_features_fit_no_model() -> None:
     model = fit(rows(5_000, 0), ["a", "b", "d"], [("c", ["high", "low"])])
     assert isinstance(model, JointModel)
     assert JointModel.from_dict(model.to_dict()) == model
-    assert wk.init(rows(5_000, 0).select(["a"])).schema.multivariate is None
+    assert wk.init(rows(5_000, 0).select(["a"]), multivariate=True).schema.multivariate is None
+
+
+def test_it_is_added_only_when_asked_for() -> None:
+    """Scoring every row costs several times a profile without it: not a default."""
+    suite = wk.init(rows(5_000, 0))
+    assert suite.schema.multivariate is None
+    assert "multivariate_drift" not in {m.type for m in suite.monitors}

@@ -164,7 +164,8 @@ def test_a_streamed_init_plans_text_and_the_joint_model(tmp_path: Path) -> None:
     reference = reference.append_column("y2", pa.array(
         reference.column("x").to_numpy() + rng.normal(0, 0.3, 8_000)))
     pq.write_table(reference, tmp_path / "ref.parquet", row_group_size=3_000)
-    suite = wk.init(tmp_path / "ref.parquet", stream=True, progress=False)
+    suite = wk.init(tmp_path / "ref.parquet", stream=True, progress=False,
+                    multivariate=True)
     assert suite.schema["review"].text is not None and suite.schema.multivariate is not None
     assert suite.reference.columns["review"].descriptors["oov_rate"].count == 8_000
     drifted = table(5_000, 10, words=WORDS + NEW)

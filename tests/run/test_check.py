@@ -206,7 +206,7 @@ def test_check_groups_findings_into_incidents_with_advice() -> None:
     reference = pa.table({c: rng.normal(size=5000) for c in columns})
     shift = np.repeat([0.0, 0.6], [1000, 4000])  # every column moves from the second window
     current = pa.table({c: rng.normal(size=5000) + shift for c in columns})
-    result = wk.init(reference).check(current, window_rows=1000)
+    result = wk.init(reference, multivariate=True).check(current, window_rows=1000)
     (incident,) = result.incidents()
     assert incident["title"] == "6 columns drifted together from window rows 1000-1999"
     assert sorted(a["column"] for a in incident["alerts"] if a["column"]) == columns

@@ -33,7 +33,7 @@ def rows(n: int, seed: int, words: list[str] = WORDS, rho: float = 0.9) -> pa.Ta
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     d = tmp_path_factory.mktemp("text")
-    wk.init(rows(20_000, 0)).save(d / "suite.yaml")
+    wk.init(rows(20_000, 0), multivariate=True).save(d / "suite.yaml")
     s = Server(d, "--store", f"sqlite:///{d / 'wk.db'}", "--suite", f"m={d / 'suite.yaml'}",
                "--window", "1s", "--grace", "1s").start()
     yield s

@@ -45,8 +45,6 @@ ROWS_PER_CODE_SQ = 50
 RADIUS_QUANTILE = 0.99
 #: Lloyd iterations at most, and the relative change of inertia that stops them.
 MAX_ITER, TOLERANCE = 60, 1e-5
-#: A text column is embedded when its median value has at least this many words.
-TEXT_MIN_WORDS = 4
 #: Valid reference rows below which the encoder and codebook are fitted on every row
 #: (no cross-fitting: too few rows to spare half).
 MIN_CROSS_FIT_ROWS = 200
@@ -329,10 +327,11 @@ def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
                     id_column: str | None = None) -> None:
     """Fit the codebook of every vector column, of every declared group of columns
     (``embeddings``: name → columns; the members are then not monitored one by one) and of
-    free-text columns: those named in ``text`` or, when ``text`` is None, the text
-    features whose median value has :data:`TEXT_MIN_WORDS` words or more."""
+    the free-text columns named in ``text`` (embedding text costs ~0.15 ms a value, so it
+    is asked for; an embedded text column is judged by its topic mix instead of its
+    descriptors)."""
     from watchkeeper.baseline.schema import Column, Kind, Role
-    from watchkeeper.baseline.text_vectors import TextEncoder, median_words
+    from watchkeeper.baseline.text_vectors import TextEncoder
 
     ids = None
     if id_column is not None and id_column in table.column_names:
@@ -374,10 +373,8 @@ def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
             spec.codebook.fitted_on = _cross_fitted(fit, found.kept)
             spec.note = "; ".join(n for n in (spec.note, f"{found.matrix.shape[1]}-dimensional "
                                               f"vectors, {spec.codebook.k} codes") if n)
-        elif spec.kind == Kind.TEXT and not spec.pii and spec.dtype == "string" and (
-                spec.name in named or (text is None and spec.role == Role.FEATURE
-                                       and median_words(table.column(spec.name))
-                                       >= TEXT_MIN_WORDS)):
+        elif spec.kind == Kind.TEXT and not spec.pii and spec.dtype == "string" and \
+                spec.name in named:
             texts = table.column(spec.name)
             present = np.asarray(texts.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
             fit = fit_rows(present, seed)
@@ -390,6 +387,7 @@ def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
                                          k=n_codes(int(present.sum())),
                                          ids=_valid_ids(ids, fit))
             spec.codebook.encoder = encoder
+            spec.text = None  # judged by its topic mix, not by its descriptors
             spec.codebook.fitted_on = _cross_fitted(fit, present)
             spec.note = "; ".join(n for n in (spec.note, f"free text, embedded "
                                               f"({encoder.dim} dimensions, "

@@ -165,8 +165,9 @@ class JointModel:
             scores, levels_of, coarse = self._read(block, part)
             proj = np.zeros((block.num_rows, slopes.shape[1] if slopes.size else
                              (tables[0].shape[1] if tables else 0)))
-            for j, z in enumerate(scores):
-                proj += np.outer(np.where(np.isfinite(z), z, 0.0), slopes[j]) - offsets[j]
+            if scores:  # one matrix product for the numeric features (missing: 0)
+                z = np.column_stack(scores)
+                proj += np.where(np.isfinite(z), z, 0.0) @ slopes - offsets.sum(axis=0)
             for (level, missing), lookup in zip(levels_of, tables, strict=True):
                 proj += lookup[np.where(missing, len(lookup) - 1, level)]
             out.append(np.square(proj).sum(axis=1))

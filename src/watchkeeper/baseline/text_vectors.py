@@ -39,14 +39,6 @@ MAX_DF, MIN_FEATURES = 0.05, 64
 _WORD = re.compile(r"\w\w+")
 
 
-def median_words(column: pa.ChunkedArray | pa.Array, sample: int = 500) -> float:
-    """Median number of words of a text column's first ``sample`` present values."""
-    values = [v for v in column.slice(0, sample * 2).to_pylist() if isinstance(v, str)][:sample]
-    if not values:
-        return 0.0
-    return float(np.median([len(_WORD.findall(v)) for v in values]))
-
-
 def _features(text: str, cache: dict[str, int]) -> list[int]:
     words = _WORD.findall(text.lower())
     grams = words + [f"{a} {b}" for a, b in itertools.pairwise(words)]

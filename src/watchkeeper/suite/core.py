@@ -862,6 +862,7 @@ def init(
     notes: Callable[[Path, str], None] | None = None,
     embeddings: Mapping[str, str | Iterable[str]] | None = None,
     embed_text: str | Iterable[str] | None = None,
+    multivariate: bool = False,
 ) -> Suite:
     """Infer the schema of reference data, generate every monitor that applies, and
     calibrate each threshold so the whole suite stays within ``budget`` false alerts per
@@ -895,8 +896,14 @@ def init(
 
     ``embeddings`` declares groups of numeric columns that are one vector each (name →
     columns, "c1,c2,…" or a prefix such as "emb_"); list columns of numbers are vectors
-    by themselves. ``embed_text`` names the text columns to embed (default: text features
-    of four words or more; ``[]`` for none). See :mod:`watchkeeper.baseline.embedding`.
+    by themselves. ``embed_text`` names the text columns to embed (none by default: other
+    text columns are monitored through their descriptors). See
+    :mod:`watchkeeper.baseline.embedding`.
+
+    ``multivariate=True`` adds ``multivariate_drift`` (a reference-fitted PCA of the
+    features, see :mod:`watchkeeper.baseline.multivariate`): it sees a broken correlation
+    no single column shows, at the price of profiling several times slower (each row is
+    scored), so it is not added by default.
     """
     if not 0.0 < budget < 1.0:
         raise SuiteError("budget", f"must be in (0, 1), got {budget!r}")
@@ -968,10 +975,11 @@ def init(
         client=clients[0].name if clients else CLIENT,
         proba=task.proba if task is not None and task.type == TaskType.BINARY else None,
         prediction=task.prediction if task is not None else None)
-    schema.multivariate = fit_joint(
-        table, [c.name for c in features if c.kind == Kind.NUMERIC and c.edges],
-        [(c.name, c.categories or []) for c in features
-         if c.categories is not None and not c.truncated], seed=seed)
+    if multivariate:
+        schema.multivariate = fit_joint(
+            table, [c.name for c in features if c.kind == Kind.NUMERIC and c.edges],
+            [(c.name, c.categories or []) for c in features
+             if c.categories is not None and not c.truncated], seed=seed)
     ref_profile = cross_fit(profile(table, schema), table, schema)
     context = ReferenceData(table, schema, ref_profile, seed)
     if two_pass is not None:  # exact, from every row; calibration keeps the sample's
