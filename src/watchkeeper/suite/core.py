@@ -452,7 +452,7 @@ class Suite:
         quarter of ``memory`` is spilled to a temporary SQLite file
         (:mod:`watchkeeper.run.label_spill`), with the same result. The result
         keeps no prediction ids: :meth:`CheckResult.add_labels` needs :meth:`check`."""
-        from watchkeeper.run import stream
+        from watchkeeper.run import stream, stream_pool
         from watchkeeper.run.stream import (
             Windowing,
             batches,
@@ -495,9 +495,15 @@ class Suite:
                 def advance(done: int) -> None:
                     bar.update(max(done - bar.n, 0))
 
-                windows, unmatched = stream_profiles(
-                    reading, windowing, self.schema, jobs=jobs or _cores(), memory=budget,
-                    labels=by_id, task=task, progress=advance)
+                jobs = jobs or _cores()
+                if stream_pool.usable(files, jobs, by_id):  # Parquet: worker processes
+                    windows, unmatched = stream_pool.stream_pool_profiles(
+                        files, windowing, self.schema, jobs=jobs, batch_rows=stream.BATCH_ROWS,
+                        memory=budget, labels=by_id, task=task, progress=advance)
+                else:
+                    windows, unmatched = stream_profiles(
+                        reading, windowing, self.schema, jobs=jobs, memory=budget,
+                        labels=by_id, task=task, progress=advance)
         finally:
             from watchkeeper.run.label_spill import SpilledLabels
 
