@@ -408,7 +408,8 @@ def _profile_parts(table: pa.Table, offset: int, windowing: Windowing, schema: S
     else:
         table_parts, bounds = windowing.parts(table, offset)
     return _Parts([(key, profile(part, schema)) for key, part in table_parts], bounds,
-                  None if matched is None else np.flatnonzero(matched), table.slice(0, 0))
+                  None if matched is None else np.flatnonzero(matched),
+                  table.schema.empty_table())  # not slice(0, 0): that pickles every row
 
 
 def batch_error(path: Path, first_row: int, rows: int, exc: DataError) -> DataError:
