@@ -108,6 +108,27 @@ def streamable(spec: str | os.PathLike[str]) -> bool:
     return p.is_dir() or any(c in str(spec) for c in "*?[")
 
 
+def streamable_file(spec: object, keep: str | None = None) -> bool:
+    """Whether :meth:`Suite.check <watchkeeper.Suite.check>` streams ``spec``: a Parquet or
+    CSV file without the column ``keep`` (the prediction id, whose values an in-memory check
+    keeps for labels that come later). CSV columns are read from its first block."""
+    if not isinstance(spec, (str, os.PathLike)) or not Path(spec).is_file():
+        return False
+    kind = _kind(Path(spec))
+    if kind is None or keep is None:
+        return kind is not None
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(spec).names
+        else:
+            names = next(batches(Inputs([Path(spec)], "csv"))).table.column_names
+    except (pa.ArrowException, OSError, DataError, StopIteration):
+        return False  # read in memory, which reports what is wrong
+    return keep not in names
+
+
 def inputs(spec: str | os.PathLike[str]) -> Inputs:
     """The files a path, directory or glob names, sorted by path."""
     p = Path(spec)
@@ -185,6 +206,24 @@ def batches(source: Inputs, *, batch_rows: int = BATCH_ROWS, layout: CsvLayout |
         if pending:
             yield Batch(_concat(pending), path, first, done + size)
         done += size
+
+
+def label_batches(labels: Any, layout: CsvLayout | None, memory: int | None
+                  ) -> Iterator[pa.Table] | None:
+    """Labels batch by batch, for :func:`~watchkeeper.run.label_spill.read_labels` to
+    spill past their share of ``memory``: a labels file (or directory, glob) read as the
+    predictions are, a table in slices; None without a budget (held as they are)."""
+    if memory is None:
+        return None
+    if isinstance(labels, (str, os.PathLike)):
+        if not streamable(labels):
+            return None
+        return (missing_as_null(b.table) for b in batches(
+            inputs(labels), batch_rows=BATCH_ROWS, layout=layout, memory=memory))
+    from watchkeeper.io.tables import to_table
+
+    held = to_table(labels, "labels")
+    return (held.slice(at, BATCH_ROWS) for at in range(0, max(held.num_rows, 1), BATCH_ROWS))
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
