@@ -26,7 +26,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,44 +160,52 @@ def _start(work: _Work) -> None:
 def _profile_piece(piece: Piece) -> list[tuple[_Parts, int, int]]:
     """In a worker: each batch of the piece profiled, with its rows and the input's bytes
     read once it is."""
-    global _OPEN
-    import pyarrow.parquet as pq
-
     work = _WORK
     assert work is not None
     file = work.files[piece.file]
-    row, offset = piece.row, piece.offset
     out: list[tuple[_Parts, int, int]] = []
+    for table, row, offset in _read_piece(work, piece):
+        n = table.num_rows
+        size = table.nbytes * stream.PROFILE_OVERHEAD
+        if work.memory is not None and size > work.memory:
+            raise stream.over_budget(file.path, row, n, size, work.memory)
+        try:
+            parts = stream._profile_parts(table, offset, work.windowing, work.profile_schema,
+                                          work.labels, work.task)
+        except DataError as exc:
+            raise stream.batch_error(file.path, row, n, exc) from exc
+        seen = min(file.size, file.size * (row + n) // max(file.rows, 1))
+        out.append((parts, n, file.done + seen))
+    return out
+
+
+def _read_piece(work: _Work, piece: Piece) -> Iterator[tuple[pa.Table, int, int]]:
+    """The piece's batches (cast to a directory's schema), each with its first row in the
+    file and in the input; the batches before them in the row group decoded and dropped."""
+    global _OPEN
+    import pyarrow.parquet as pq
+
+    file = work.files[piece.file]
+    row, offset = piece.row, piece.offset
+    end = None if piece.count is None else piece.first + piece.count
     try:
         if _OPEN is None or _OPEN[0] != file.path:
             _OPEN = (file.path, pq.ParquetFile(file.path, pre_buffer=False))
-        reader = _OPEN[1]
-        for i, batch in enumerate(stream.group_batches(reader, piece.group, work.batch_rows,
-                                                       threads=False)):
-            n = batch.num_rows
-            if i >= piece.first and (piece.count is None or i < piece.first + piece.count):
+        batches = stream.group_batches(_OPEN[1], piece.group, work.batch_rows, threads=False)
+        for i, batch in enumerate(batches):
+            if end is not None and i >= end:
+                return
+            if i >= piece.first:
                 table = pa.Table.from_batches([batch])
                 if work.schema is not None:
                     table = stream._conform(table, work.schema, file.keys)
-                size = table.nbytes * stream.PROFILE_OVERHEAD
-                if work.memory is not None and size > work.memory:
-                    raise stream.over_budget(file.path, row, n, size, work.memory)
-                try:
-                    parts = stream._profile_parts(table, offset, work.windowing,
-                                                  work.profile_schema, work.labels, work.task)
-                except DataError as exc:
-                    raise stream.batch_error(file.path, row, n, exc) from exc
-                seen = min(file.size, file.size * (row + n) // max(file.rows, 1))
-                out.append((parts, n, file.done + seen))
-            elif piece.count is not None and i >= piece.first + piece.count:
-                break
-            row += n
-            offset += n
+                yield table, row, offset
+            row += batch.num_rows
+            offset += batch.num_rows
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
             OSError) as exc:
         raise DataError(f"{file.path}: rows from {row}: cannot read as parquet like the "
                         f"files before it: {stream._first_line(exc)}") from exc
-    return out
 
 
 def stream_pool_profiles(source: Inputs, windowing: Windowing, schema: Schema, *, jobs: int,
