@@ -143,3 +143,16 @@ def test_the_memory_budget_bounds_the_workers(labelled: tuple[wk.Suite, pa.Table
     with pytest.raises(DataError, match=r"groups\.parquet: rows 0-999: one batch of 1000 rows "
                                         r"takes about .* MB to profile, more than the memory"):
         suite.check_stream(path, jobs=2, memory=int(batch * 0.5), progress=False)
+
+
+def test_threads_on_request(labelled: tuple[wk.Suite, pa.Table, Path],
+                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    suite, current, _ = labelled
+    pq.write_table(current, tmp_path / "cur.parquet")
+    assert stream_pool.usable(inputs(tmp_path / "cur.parquet"), 2, None)
+    assert not stream_pool.usable(inputs(tmp_path / "cur.parquet"), 1, None)
+    processes = _json(suite.check_stream(tmp_path / "cur.parquet", jobs=2, progress=False))
+    monkeypatch.setenv(stream_pool.WORKERS_ENV, "threads")
+    assert not stream_pool.usable(inputs(tmp_path / "cur.parquet"), 2, None)
+    assert _json(suite.check_stream(tmp_path / "cur.parquet", jobs=2,
+                                    progress=False)) == processes

@@ -24,6 +24,7 @@ batches fit in it.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -89,11 +90,19 @@ class _Work:
     memory: int | None
 
 
+#: Environment variable that, set to ``threads``, keeps Parquet on threads too (to compare
+#: the two on one machine, or where forking is unwelcome).
+WORKERS_ENV = "WATCHKEEPER_STREAM_WORKERS"
+
+
 def usable(source: Inputs, jobs: int, labels: object) -> bool:
     """Whether worker processes profile this input: Parquet, more than one job, labels
-    absent or in memory, and processes started by ``fork``."""
+    absent or in memory, processes started by ``fork``, and ``WATCHKEEPER_STREAM_WORKERS``
+    not ``threads``."""
     from watchkeeper.run.label_spill import SpilledLabels
 
+    if os.environ.get(WORKERS_ENV, "").strip().lower() == "threads":
+        return False
     return (source.format == "parquet" and jobs > 1 and not isinstance(labels, SpilledLabels)
             and sys.platform.startswith("linux")
             and "fork" in multiprocessing.get_all_start_methods())
