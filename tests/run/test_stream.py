@@ -210,7 +210,8 @@ def test_check_of_a_file_path_streams_unless_it_holds_the_prediction_ids(
         timed: tuple[wk.Suite, pa.Table, Path], small_batches: None, tmp_path: Path) -> None:
     """Suite.check(path) of a Parquet or CSV file reads it batch by batch (the result keeps
     no prediction ids), with the in-memory check's JSON; a file with the suite's id column
-    is read whole, so that labels can be added to the result later."""
+    (and a CSV file when the suite has one) is read whole, so that labels can be added to
+    the result later."""
     suite, current, _ = timed
     pq.write_table(current, tmp_path / "cur.parquet", row_group_size=2000)
     pacsv.write_csv(current, tmp_path / "cur.csv")
@@ -220,8 +221,8 @@ def test_check_of_a_file_path_streams_unless_it_holds_the_prediction_ids(
         assert streamed.label_join is None  # the streamed check's result
         assert _json(streamed) == memory
     assert stream.streamable_file(tmp_path / "cur.parquet", keep="ts") is False
-    assert stream.streamable_file(tmp_path / "cur.csv", keep="ts") is False
-    assert stream.streamable_file(tmp_path / "cur.csv", keep="id") is True
+    assert stream.streamable_file(tmp_path / "cur.parquet", keep="id") is True
+    assert stream.streamable_file(tmp_path / "cur.csv", keep="id") is False  # not parsed yet
     assert stream.streamable_file(tmp_path, keep=None) is False  # a directory: in memory
 
 

@@ -29,7 +29,13 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.errors import DataError
-from watchkeeper.io.tables import CsvLayout, csv_blocks, did_you_mean, missing_as_null
+from watchkeeper.io.tables import (
+    CsvLayout,
+    csv_blocks,
+    did_you_mean,
+    missing_as_null,
+    rows_of,
+)
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.profiles.core import Profile, profile
 from watchkeeper.run.stream_merge import _MISSING, Merger, StreamedWindow
@@ -111,22 +117,21 @@ def streamable(spec: str | os.PathLike[str]) -> bool:
 def streamable_file(spec: object, keep: str | None = None) -> bool:
     """Whether :meth:`Suite.check <watchkeeper.Suite.check>` streams ``spec``: a Parquet or
     CSV file without the column ``keep`` (the prediction id, whose values an in-memory check
-    keeps for labels that come later). CSV columns are read from its first block."""
+    keeps for labels that come later). A CSV file's columns are not known before it is
+    parsed: with ``keep`` given, it is read in memory."""
     if not isinstance(spec, (str, os.PathLike)) or not Path(spec).is_file():
         return False
     kind = _kind(Path(spec))
     if kind is None or keep is None:
         return kind is not None
-    try:
-        if kind == "parquet":
-            import pyarrow.parquet as pq
+    if kind == "csv":
+        return False
+    import pyarrow.parquet as pq
 
-            names = pq.read_schema(spec).names
-        else:
-            names = next(batches(Inputs([Path(spec)], "csv"))).table.column_names
-    except (pa.ArrowException, OSError, DataError, StopIteration):
+    try:
+        return keep not in pq.read_schema(spec).names
+    except (pa.ArrowException, OSError):
         return False  # read in memory, which reports what is wrong
-    return keep not in names
 
 
 def inputs(spec: str | os.PathLike[str]) -> Inputs:
@@ -440,12 +445,13 @@ def _profile_parts(table: pa.Table, offset: int, windowing: Windowing, schema: S
 
         assert task is not None
         table, matched = join_by_id(table, by_id, task)
+    source = table
+    table_parts, bounds = windowing.parts(source, offset)
     if windowing.drop:
-        table_parts, bounds = windowing.parts(table, offset)
         table_parts = [(k, t.drop_columns(list(windowing.drop))) for k, t in table_parts]
         table = table.drop_columns(list(windowing.drop))
-    else:
-        table_parts, bounds = windowing.parts(table, offset)
+    # a window's rows of a cleaned batch need no second pass of missing_as_null
+    table_parts = [(k, rows_of(source, t)) for k, t in table_parts]
     return _Parts([(key, profile(part, schema)) for key, part in table_parts], bounds,
                   None if matched is None else np.flatnonzero(matched),
                   table.schema.empty_table())  # not slice(0, 0): that pickles every row

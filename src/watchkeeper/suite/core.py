@@ -393,8 +393,9 @@ class Suite:
         added to the result with :meth:`CheckResult.add_labels`.
 
         A Parquet or CSV file given by its path is read batch by batch
-        (:meth:`check_stream`, the same result) unless it holds the prediction ids, which
-        :meth:`CheckResult.add_labels` needs and only this in-memory check keeps."""
+        (:meth:`check_stream`, the same result) unless it may hold the prediction ids, which
+        :meth:`CheckResult.add_labels` needs and only this in-memory check keeps (a Parquet
+        file with the suite's id column; a CSV file when the suite has an id)."""
         from watchkeeper.run.stream import streamable_file
 
         task = self.schema.task
