@@ -5,14 +5,18 @@ The current files are ``synthetic_drift_pair`` current frames (20 columns: 15 fl
 string), written once per size as one Parquet file (row groups of 1M rows) under
 ``--dir`` (default ``benchmarks/data/stream``, git-ignored) and reused. The suite is
 ``init`` of a 100,000-row reference. Every measured command runs in its own process;
-its peak RSS is the child's ``ru_maxrss`` (read by a small wrapper process, so each figure
+its peak RSS is the largest ``ru_maxrss`` of it and its worker processes, its PSS the peak
+of their summed proportional set sizes (read by a small wrapper process, so each figure
 is that run's alone). ``load`` is the 1-minute load average just before the run: the
-machine may be shared.
+machine may be shared, so the checks run ``--repeat`` rounds, versions and ``--jobs`` in
+turn, and medians are reported.
 
     .venv/bin/python benchmarks/bench_stream.py                        # 1M and 10M rows
     .venv/bin/python benchmarks/bench_stream.py --sizes 1m,10m,50m     # 50M: ~5 GB of disk
     .venv/bin/python benchmarks/bench_stream.py --sizes 200k --jobs 1  # a quick look
     .venv/bin/python benchmarks/bench_stream.py --init --sizes 1m,10m  # streamed init
+    .venv/bin/python benchmarks/bench_stream.py --watchkeeper \\
+        before=../main/.venv/bin/watchkeeper,after=.venv/bin/watchkeeper  # side by side
 
 Writes ``benchmarks/results/stream.md``; ``--init`` measures ``watchkeeper init FILE
 --stream`` on the same files instead (beside the in-memory ``--no-stream`` init up to
@@ -34,14 +38,47 @@ BIN = Path(sys.executable).parent
 CHUNK = 1_000_000
 
 _WRAP = """
-import json, resource, subprocess, sys, time
+import json, os, resource, subprocess, sys, threading, time
+
+def tree(pid):
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+def pss(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return sum(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+    except OSError:
+        return 0
+
 t = time.perf_counter()
-done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+peak = [0]
+def watch():
+    while child.poll() is None:
+        peak[0] = max(peak[0], sum(pss(p) for p in tree(child.pid)))
+        time.sleep(0.05)
+watcher = threading.Thread(target=watch, daemon=True)
+watcher.start()
+err = child.stderr.read()
+child.wait()
 wall = time.perf_counter() - t
-if done.returncode not in (0, 1):
-    sys.exit(done.stderr)
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-print(json.dumps({"wall": wall, "rss": rss}))
+watcher.join()
+if child.returncode not in (0, 1):
+    sys.exit(err)
+use = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall": wall, "rss": use.ru_maxrss * 1024, "pss": peak[0],
+                  "cpu": use.ru_utime + use.ru_stime}))
 """
 
 _READ = """
@@ -113,10 +150,22 @@ def measure(command: list[str]) -> dict[str, float]:
     return figures
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1m,10m", help="rows per file (default 1m,10m)")
     parser.add_argument("--jobs", default="1,2", help="--jobs values (default 1,2)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of the check runs, every version and --jobs in turn in "
+                             "each round; medians reported (default 3)")
+    parser.add_argument("--watchkeeper", default=f"this={BIN / 'watchkeeper'}",
+                        help="LABEL=PATH[,LABEL=PATH]: the watchkeeper commands to measure "
+                             "side by side (another checkout's venv for a before/after)")
     parser.add_argument("--dir", type=Path, default=HERE / "data" / "stream")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "stream.md")
     parser.add_argument("--whole-read-max", default="10m",
@@ -129,10 +178,10 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [_rows(s) for s in args.sizes.split(",")]
     jobs = [int(j) for j in args.jobs.split(",")]
+    versions = dict(v.split("=", 1) for v in args.watchkeeper.split(","))
     suite = prepare(args.dir, sizes)
-    watchkeeper = str(BIN / "watchkeeper")
     if args.init:
-        bench_init(args, sizes, jobs, watchkeeper)
+        bench_init(args, sizes, jobs, next(iter(versions.values())))
         return
     rows_out = []
     for rows in sizes:
@@ -141,63 +190,84 @@ def main() -> None:
                 if rows <= _rows(args.whole_read_max) else None)
         scan = measure([sys.executable, "-c", _SCAN, str(path)])
         _log(f"{_name(rows)} read: {read} scan: {scan}")
-        line = {"rows": rows, "mb": path.stat().st_size / 1e6, "read": read, "scan": scan,
-                "check": {}}
-        for n in jobs:
-            figures = measure([watchkeeper, "check", str(path), "--suite", str(suite),
-                               "--format", "json", "--no-progress", "--jobs", str(n)])
-            _log(f"{_name(rows)} jobs {n}: {figures}")
-            line["check"][n] = figures
-        rows_out.append(line)
-    report = render(rows_out, jobs, args)
+        runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+        for _ in range(args.repeat):
+            for label, watchkeeper in versions.items():
+                for n in jobs:
+                    figures = measure([watchkeeper, "check", str(path), "--suite", str(suite),
+                                       "--format", "json", "--no-progress", "--jobs", str(n)])
+                    _log(f"{_name(rows)} {label} jobs {n}: {figures}")
+                    runs.setdefault((label, n), []).append(figures)
+        for label in versions:
+            rows_out.append({"rows": rows, "mb": path.stat().st_size / 1e6, "read": read,
+                             "scan": scan, "version": label,
+                             "check": {n: runs[label, n] for n in jobs}})
+    report = render(rows_out, jobs, versions, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report, encoding="utf-8")
+    old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
+    kept = old[old.index(INIT_HEADING):] if INIT_HEADING in old else ""
+    args.out.write_text(report + ("\n" + kept if kept else ""), encoding="utf-8")
     print(report)
 
 
-def render(lines: list[dict], jobs: list[int], args: argparse.Namespace) -> str:
+def render(lines: list[dict], jobs: list[int], versions: dict[str, str],
+           args: argparse.Namespace) -> str:
     command = " ".join(["python", "benchmarks/bench_stream.py", "--sizes", args.sizes,
-                        "--jobs", args.jobs])
+                        "--jobs", args.jobs, "--repeat", str(args.repeat)]
+                       + ([f"--watchkeeper {args.watchkeeper}"] if len(versions) > 1 else []))
+    both = 1 in jobs and 2 in jobs
+    loads = [r["load"] for line in lines for runs in line["check"].values() for r in runs]
     out = [
         "# Streaming check: memory and time by file size",
         "",
         f"`{command}` (or `make bench-stream`), "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())},",
-        f"{os.cpu_count()} cores. Current files: `synthetic_drift_pair` frames, 20 columns, one",
-        "Parquet file each (row groups of 1M rows); suite from a 100k-row reference;",
-        "`watchkeeper check FILE --format json --jobs N` (one window of all rows). Peak RSS is",
-        "the process's `ru_maxrss`; *read* is `pq.read_table(FILE)` in a fresh process",
-        "(whole file in memory; skipped above `--whole-read-max`), *scan* reads the file",
-        "batch by batch as the check does (`ParquetFile.iter_batches`), and */ read* divides",
-        "the check's time by the read's (else the scan's). *load*: 1-minute load average",
-        "before the run (the machine may be shared). Every time includes the process start",
-        "(Python and imports, ~0.5 s for the check).",
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
+        f"1-minute load average {min(loads):.1f}–{max(loads):.1f} during the checks.",
+        "Current files: `synthetic_drift_pair` frames, 20 columns, one Parquet file each (row",
+        "groups of 1M rows); suite from a 100k-row reference; `watchkeeper check FILE --format",
+        "json --jobs N` (one window of all rows). Each check ran "
+        f"{args.repeat} time(s), every version and `--jobs` in turn in each round: times are",
+        "medians, *j1 / j2* the median of the rounds' ratios. *RSS*: the largest single",
+        "process's `ru_maxrss`; *PSS*: the peak of the summed proportional set size of the",
+        "check and its worker processes (sampled every 50 ms; shared pages counted once);",
+        "*cpu*: user + system seconds of all of them. *read* is `pq.read_table(FILE)` in a",
+        "fresh process (whole file in memory; skipped above `--whole-read-max`), *scan* reads",
+        "the file batch by batch (`ParquetFile.iter_batches`); */ read* divides the check's",
+        "time by the read's (else the scan's). Every time includes the process start (Python",
+        "and imports, ~0.5 s for the check).",
         "",
-        "| rows | file MB | read s | read RSS MB | scan s | scan RSS MB | "
-        + " | ".join(f"check j{n} s | j{n} RSS MB | j{n} / read | load j{n}" for n in jobs)
-        + (" | j1 / j2 |" if 1 in jobs and 2 in jobs else " |"),
-        "|---:|---:|---:|---:|---:|---:|" + "---:|---:|---:|---:|" * len(jobs)
-        + ("---:|" if 1 in jobs and 2 in jobs else ""),
+        "| rows | version | read s | scan s | "
+        + " | ".join(f"j{n} s | j{n} / read | j{n} RSS MB | j{n} PSS MB | j{n} cpu s"
+                     for n in jobs)
+        + (" | j1 / j2 |" if both else " |"),
+        "|---:|---|---:|---:|" + "---:|---:|---:|---:|---:|" * len(jobs)
+        + ("---:|" if both else ""),
     ]
     for line in lines:
         read, scan = line["read"], line["scan"]
         base = read or scan
-        cells = [f"{line['rows']:,}", f"{line['mb']:.0f}",
-                 f"{read['wall']:.2f}" if read else "–",
-                 f"{read['rss'] / 1e6:.0f}" if read else "–",
-                 f"{scan['wall']:.2f}", f"{scan['rss'] / 1e6:.0f}"]
+        cells = [f"{line['rows']:,}", line["version"],
+                 f"{read['wall']:.2f}" if read else "–", f"{scan['wall']:.2f}"]
         for n in jobs:
-            c = line["check"][n]
-            cells += [f"{c['wall']:.2f}", f"{c['rss'] / 1e6:.0f}",
-                      f"{c['wall'] / base['wall']:.2f}×", f"{c['load']:.1f}"]
-        if 1 in jobs and 2 in jobs:
-            cells.append(f"{line['check'][1]['wall'] / line['check'][2]['wall']:.2f}×")
+            runs = line["check"][n]
+            wall = _median([r["wall"] for r in runs])
+            cells += [f"{wall:.2f}", f"{wall / base['wall']:.2f}×",
+                      f"{max(r['rss'] for r in runs) / 1e6:.0f}",
+                      f"{max(r['pss'] for r in runs) / 1e6:.0f}",
+                      f"{_median([r['cpu'] for r in runs]):.2f}"]
+        if both:
+            ratios = [a["wall"] / b["wall"]
+                      for a, b in zip(line["check"][1], line["check"][2], strict=True)]
+            cells.append(f"{_median(ratios):.2f}×")
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
-    for n in jobs:
-        rss = [line["check"][n]["rss"] / 1e6 for line in lines]
-        out.append(f"- `--jobs {n}`: peak RSS from {min(rss):.0f} to {max(rss):.0f} MB over "
-                   f"the sizes, a spread of {max(rss) - min(rss):.0f} MB (target: within 150 MB).")
+    for label in versions:
+        for n in jobs:
+            rss = [max(r["pss"] for r in line["check"][n]) / 1e6 for line in lines
+                   if line["version"] == label]
+            out.append(f"- {label}, `--jobs {n}`: peak PSS from {min(rss):.0f} to "
+                       f"{max(rss):.0f} MB over the sizes, a spread of "
+                       f"{max(rss) - min(rss):.0f} MB (target: within 150 MB).")
     out.append("")
     return "\n".join(out)
 

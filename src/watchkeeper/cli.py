@@ -915,8 +915,8 @@ _CHECK_OPTIONS = (
     click.option("--progress/--no-progress", default=None,
                  help="Progress bars (default: when stderr is a terminal)."),
     click.option("--jobs", type=click.IntRange(min=1),
-                 help="Batches profiled at once (default: every core); the result is the "
-                      "same for any number."),
+                 help="Batches profiled at once (default: every core; Parquet by worker "
+                      "processes, CSV by threads); the result is the same for any number."),
     click.option("--memory", help="Memory budget of the batches in flight, e.g. 2GB or "
                                   "800MiB (default: none beyond 2 per job)."),
     *_ENGINE_OPTIONS,

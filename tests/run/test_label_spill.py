@@ -74,8 +74,8 @@ def test_acs_check_with_spilled_labels_gives_the_in_memory_json(
     step = labels.num_rows // 5 + 1
     for i in range(5):
         pq.write_table(labels.slice(i * step, step), tmp_path / "labels" / f"{i}.parquet")
-    memory = acs_suite.check(acs_analysis_path, labels=labels, window_rows=20_000,
-                             progress=False)
+    memory = acs_suite.check(pq.read_table(acs_analysis_path), labels=labels,
+                             window_rows=20_000, progress=False)
     streamed = acs_suite.check_stream(acs_analysis_path, labels=tmp_path / "labels",
                                       window_rows=20_000, progress=False, jobs=2,
                                       memory="2GB")

@@ -18,6 +18,7 @@ import watchkeeper as wk
 from tests.helpers import ACS, run
 from watchkeeper.errors import DataError
 from watchkeeper.io.datasets import synthetic_drift_pair
+from watchkeeper.io.tables import read_table
 from watchkeeper.run import stream
 from watchkeeper.run.stream import parse_memory
 
@@ -64,7 +65,8 @@ def timed(tmp_path_factory: pytest.TempPathFactory) -> tuple[wk.Suite, pa.Table,
 def test_acs_streamed_gives_the_in_memory_json(acs_suite: wk.Suite, acs_analysis_path: Path,
                                                windows: dict[str, Any]) -> None:
     labels = ACS / "employment_MA_analysis_target.pq"
-    memory = acs_suite.check(acs_analysis_path, labels=labels, progress=False, **windows)
+    memory = acs_suite.check(pq.read_table(acs_analysis_path), labels=labels, progress=False,
+                             **windows)
     streamed = acs_suite.check_stream(acs_analysis_path, labels=labels, progress=False,
                                       jobs=2, **windows)  # windows cross 131,072-row batches
     assert _json(streamed) == _json(memory)
@@ -127,7 +129,7 @@ def test_csv_read_in_blocks_matches_the_whole_file(timed: tuple[wk.Suite, pa.Tab
     suite, current, _ = timed
     pacsv.write_csv(current, tmp_path / "cur.csv")
     assert (tmp_path / "cur.csv").stat().st_size > 10 * stream.CSV_BLOCK
-    memory = suite.check(tmp_path / "cur.csv", window="1d", progress=False)
+    memory = suite.check(read_table(tmp_path / "cur.csv"), window="1d", progress=False)
     streamed = suite.check_stream(tmp_path / "cur.csv", window="1d", progress=False, jobs=2)
     assert _json(streamed) == _json(memory)
     with gzip.open(tmp_path / "cur.csv.gz", "wb") as packed:  # compressed: the same rows
@@ -202,3 +204,50 @@ def test_cli_check_streams_with_jobs_and_memory(timed: tuple[wk.Suite, pa.Table,
                      cwd=tmp_path)
     assert unreadable.returncode == 2
     assert unreadable.stderr.startswith("error: --memory: expected a size like 2GB")
+
+
+def test_check_of_a_file_path_streams_unless_it_holds_the_prediction_ids(
+        timed: tuple[wk.Suite, pa.Table, Path], small_batches: None, tmp_path: Path) -> None:
+    """Suite.check(path) of a Parquet or CSV file reads it batch by batch (the result keeps
+    no prediction ids), with the in-memory check's JSON; a file with the suite's id column
+    (and a CSV file when the suite has one) is read whole, so that labels can be added to
+    the result later."""
+    suite, current, _ = timed
+    pq.write_table(current, tmp_path / "cur.parquet", row_group_size=2000)
+    pacsv.write_csv(current, tmp_path / "cur.csv")
+    memory = _json(suite.check(current, window="1d", progress=False))
+    for name in ("cur.parquet", "cur.csv"):
+        streamed = suite.check(tmp_path / name, window="1d", progress=False)
+        assert streamed.label_join is None  # the streamed check's result
+        assert _json(streamed) == memory
+    assert stream.streamable_file(tmp_path / "cur.parquet", keep="ts") is False
+    assert stream.streamable_file(tmp_path / "cur.parquet", keep="id") is True
+    assert stream.streamable_file(tmp_path / "cur.csv", keep="id") is False  # not parsed yet
+    assert stream.streamable_file(tmp_path, keep=None) is False  # a directory: in memory
+
+
+def test_labels_given_as_a_table_spill_past_the_budget(acs_suite: wk.Suite,
+                                                       acs_analysis_path: Path,
+                                                       acs_labels: pa.Table,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Labels handed over as a table are spilled like a labels file once they pass their
+    share of ``memory``, with the JSON of labels held in memory."""
+    from watchkeeper.run import label_spill
+
+    task = acs_suite.schema.task
+    assert task is not None
+    budget = parse_memory("4GB")
+    held = label_spill.read_labels(acs_labels, task, budget,
+                                   stream.label_batches(acs_labels, None, budget))
+    assert not isinstance(held, label_spill.SpilledLabels)  # a quarter of 4 GB: room
+    assert stream.label_batches(acs_labels, None, None) is None  # no budget: as they are
+    memory = acs_suite.check_stream(acs_analysis_path, labels=acs_labels, window_rows=50_000,
+                                    progress=False)
+    monkeypatch.setattr(label_spill, "LABELS_SHARE", 0.0)
+    spilled = label_spill.read_labels(acs_labels, task, budget,
+                                      stream.label_batches(acs_labels, None, budget))
+    assert isinstance(spilled, label_spill.SpilledLabels)
+    spilled.close()
+    out = acs_suite.check_stream(acs_analysis_path, labels=acs_labels, window_rows=50_000,
+                                 memory="4GB", progress=False)
+    assert _json(out) == _json(memory) and out.unmatched_labels == memory.unmatched_labels

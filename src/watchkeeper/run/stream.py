@@ -21,7 +21,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +29,16 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.errors import DataError
-from watchkeeper.io.tables import CsvLayout, csv_blocks, did_you_mean, missing_as_null
-from watchkeeper.io.times import from_epoch
+from watchkeeper.io.tables import (
+    CsvLayout,
+    csv_blocks,
+    did_you_mean,
+    missing_as_null,
+    rows_of,
+)
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.profiles.core import Profile, profile
+from watchkeeper.run.stream_merge import _MISSING, Merger, StreamedWindow
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,10 +55,7 @@ CSV_BLOCK = 1 << 20
 #: Memory taken, per byte of a batch in Arrow, while it is profiled (copies of its columns
 #: as floats, masks, codes): measured on the 20-column benchmark, rounded up.
 PROFILE_OVERHEAD = 3
-#: Time windows a check may make (as the in-memory check).
-MAX_TIME_WINDOWS = 100_000
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv"}
-_MISSING = object()
 
 
 def parse_memory(text: str | int | None) -> int | None:
@@ -109,6 +112,26 @@ def streamable(spec: str | os.PathLike[str]) -> bool:
     if p.is_file():
         return _kind(p) is not None
     return p.is_dir() or any(c in str(spec) for c in "*?[")
+
+
+def streamable_file(spec: object, keep: str | None = None) -> bool:
+    """Whether :meth:`Suite.check <watchkeeper.Suite.check>` streams ``spec``: a Parquet or
+    CSV file without the column ``keep`` (the prediction id, whose values an in-memory check
+    keeps for labels that come later). A CSV file's columns are not known before it is
+    parsed: with ``keep`` given, it is read in memory."""
+    if not isinstance(spec, (str, os.PathLike)) or not Path(spec).is_file():
+        return False
+    kind = _kind(Path(spec))
+    if kind is None or keep is None:
+        return kind is not None
+    if kind == "csv":
+        return False
+    import pyarrow.parquet as pq
+
+    try:
+        return keep not in pq.read_schema(spec).names
+    except (pa.ArrowException, OSError):
+        return False  # read in memory, which reports what is wrong
 
 
 def inputs(spec: str | os.PathLike[str]) -> Inputs:
@@ -190,32 +213,55 @@ def batches(source: Inputs, *, batch_rows: int = BATCH_ROWS, layout: CsvLayout |
         done += size
 
 
+def label_batches(labels: Any, layout: CsvLayout | None, memory: int | None
+                  ) -> Iterator[pa.Table] | None:
+    """Labels batch by batch, for :func:`~watchkeeper.run.label_spill.read_labels` to
+    spill past their share of ``memory``: a labels file (or directory, glob) read as the
+    predictions are, a table in slices; None without a budget (held as they are)."""
+    if memory is None:
+        return None
+    if isinstance(labels, (str, os.PathLike)):
+        if not streamable(labels):
+            return None
+        return (missing_as_null(b.table) for b in batches(
+            inputs(labels), batch_rows=BATCH_ROWS, layout=layout, memory=memory))
+    from watchkeeper.io.tables import to_table
+
+    held = to_table(labels, "labels")
+    return (held.slice(at, BATCH_ROWS) for at in range(0, max(held.num_rows, 1), BATCH_ROWS))
+
+
 def _concat(tables: list[pa.Table]) -> pa.Table:
     return tables[0] if len(tables) == 1 else missing_as_null(pa.concat_tables(tables))
+
+
+def _fragments(source: Inputs) -> tuple[list[tuple[Path, dict[str, Any]]], pa.Schema | None]:
+    """Parquet files with their hive partition values, and a directory's schema (None for
+    files and globs: each read as it is)."""
+    import pyarrow.dataset as ds
+
+    files = [str(f) for f in source.files]
+    if source.root is None:
+        return [(Path(f), {}) for f in files], None
+    try:  # as pq.read_table(directory) reads it
+        dataset = ds.dataset(files, format="parquet", partition_base_dir=str(source.root),
+                             partitioning=ds.HivePartitioning.discover(infer_dictionary=True))
+        return ([(Path(f.path), ds.get_partition_keys(f.partition_expression))
+                 for f in dataset.get_fragments()], dataset.schema)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{source.root}: cannot read as parquet: {_first_line(exc)}") from exc
 
 
 def _parquet_batches(source: Inputs, batch_rows: int, memory: int | None) -> Iterator[Batch]:
     """Each file's row groups in turn through ``ParquetFile.iter_batches`` (one row group
     decoded at a time, without pre-buffering: the dataset scanner read row groups ahead,
     +660 MB at 10M rows). A directory's columns and hive partitions are discovered as
-    ``pq.read_table`` discovers them, and every file is cast to that schema."""
-    import pyarrow.dataset as ds
+    ``pq.read_table`` discovers them, and every file is cast to that schema. Batches never
+    cross a row group (:func:`group_batches`), so worker processes that read row groups
+    themselves (:mod:`watchkeeper.run.stream_pool`) profile the very same batches."""
     import pyarrow.parquet as pq
 
-    files = [str(f) for f in source.files]
-    try:
-        if source.root is not None:  # as pq.read_table(directory) reads it
-            dataset = ds.dataset(files, format="parquet", partition_base_dir=str(source.root),
-                                 partitioning=ds.HivePartitioning.discover(
-                                     infer_dictionary=True))
-            fragments = [(Path(f.path), ds.get_partition_keys(f.partition_expression))
-                         for f in dataset.get_fragments()]
-            schema = dataset.schema
-        else:
-            fragments, schema = [(Path(f), {}) for f in files], None
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{source.root or files[0]}: cannot read as parquet: "
-                        f"{_first_line(exc)}") from exc
+    fragments, schema = _fragments(source)
     done = 0
     for path, keys in fragments:
         size, row = path.stat().st_size, 0
@@ -224,21 +270,30 @@ def _parquet_batches(source: Inputs, batch_rows: int, memory: int | None) -> Ite
             total = max(file.metadata.num_rows, 1)
             if memory is not None:
                 _check_row_groups(file, path, memory)
-            for batch in file.iter_batches(batch_size=batch_rows, use_threads=True):
-                if not batch.num_rows:
-                    continue
-                table = pa.Table.from_batches([batch])
-                if schema is not None:
-                    table = _conform(table, schema, keys)
-                seen = min(size, size * (row + batch.num_rows) // total)
-                # cleaned (missing_as_null) by the worker that profiles it
-                yield Batch(table, path, row, done + seen)
-                row += batch.num_rows
+            for group in range(file.metadata.num_row_groups):
+                for batch in group_batches(file, group, batch_rows, threads=True):
+                    table = pa.Table.from_batches([batch])
+                    if schema is not None:
+                        table = _conform(table, schema, keys)
+                    seen = min(size, size * (row + batch.num_rows) // total)
+                    # cleaned (missing_as_null) by the worker that profiles it
+                    yield Batch(table, path, row, done + seen)
+                    row += batch.num_rows
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
                 OSError) as exc:
             raise DataError(f"{path}: rows from {row}: cannot read as parquet like the "
                             f"files before it: {_first_line(exc)}") from exc
         done += size
+
+
+def group_batches(file: Any, group: int, batch_rows: int, *, threads: bool
+                  ) -> Iterator[pa.RecordBatch]:
+    """The non-empty batches of one row group of a ``pq.ParquetFile``: ``batch_rows`` rows
+    each but the last."""
+    for batch in file.iter_batches(batch_size=batch_rows, row_groups=[group],
+                                   use_threads=threads):
+        if batch.num_rows:
+            yield batch
 
 
 def _check_row_groups(file: Any, path: Path, memory: int) -> None:
@@ -367,38 +422,13 @@ def _by_time(table: pa.Table, column: str, calendar: Any
 
 
 @dataclass
-class StreamedWindow:
-    """A window of a streamed check: its label, profile and time span."""
-
-    label: str
-    profile: Profile
-
-
-@dataclass
-class _Merged:
-    """Window profiles built so far, by key."""
-
-    profiles: dict[Any, Profile] = field(default_factory=dict)
-    lo: float | None = None
-    hi: float | None = None
-    rows: int = 0
-    empty: pa.Table | None = None  # no rows, the input's columns (time windows with none)
-
-    def add(self, key: Any, p: Profile) -> None:
-        if key in self.profiles:
-            self.profiles[key] = self.profiles[key].merge(p)
-        else:
-            self.profiles[key] = p
-
-
-@dataclass
 class _Parts:
     """What one batch adds (computed in the pool): profiles by window key, the first and
     last timestamp, which labels found their row, the batch's columns with no rows."""
 
     profiles: list[tuple[Any, Profile]]
     bounds: tuple[float, float] | None
-    matched: np.ndarray | None
+    matched: np.ndarray | None  # positions of the labels that found their row
     empty: pa.Table
 
 
@@ -415,14 +445,28 @@ def _profile_parts(table: pa.Table, offset: int, windowing: Windowing, schema: S
 
         assert task is not None
         table, matched = join_by_id(table, by_id, task)
+    source = table
+    table_parts, bounds = windowing.parts(source, offset)
     if windowing.drop:
-        table_parts, bounds = windowing.parts(table, offset)
         table_parts = [(k, t.drop_columns(list(windowing.drop))) for k, t in table_parts]
         table = table.drop_columns(list(windowing.drop))
-    else:
-        table_parts, bounds = windowing.parts(table, offset)
+    # a window's rows of a cleaned batch need no second pass of missing_as_null
+    table_parts = [(k, rows_of(source, t)) for k, t in table_parts]
     return _Parts([(key, profile(part, schema)) for key, part in table_parts], bounds,
-                  matched, table.slice(0, 0))
+                  None if matched is None else np.flatnonzero(matched),
+                  table.schema.empty_table())  # not slice(0, 0): that pickles every row
+
+
+def batch_error(path: Path, first_row: int, rows: int, exc: DataError) -> DataError:
+    """A batch's error, with where the batch comes from."""
+    return DataError(f"{path}: rows {first_row}-{first_row + rows - 1}: {exc}")
+
+
+def over_budget(path: Path, first_row: int, rows: int, size: int, memory: int) -> DataError:
+    return DataError(
+        f"{path}: rows {first_row}-{first_row + rows - 1}: one batch of {rows} rows takes "
+        f"about {_mb(size)} to profile, more than the memory budget ({_mb(memory)}); give "
+        "more memory")
 
 
 def stream_profiles(batches_: Iterator[Batch], windowing: Windowing, schema: Schema, *,
@@ -430,63 +474,42 @@ def stream_profiles(batches_: Iterator[Batch], windowing: Windowing, schema: Sch
                     labels: pd.Series | SpilledLabels | None = None,
                     task: Task | None = None, progress: Callable[[int], None] | None = None
                     ) -> tuple[list[StreamedWindow], int]:
-    """Profile batches (``jobs`` at a time) into window profiles; returns the windows in
-    order and the number of labels whose id matched no row. ``labels`` are the last label
-    of each id, in memory or spilled (:mod:`watchkeeper.run.label_spill`).
+    """Profile batches (``jobs`` threads at a time) into window profiles; returns the
+    windows in order and the number of labels whose id matched no row. ``labels`` are the
+    last label of each id, in memory or spilled (:mod:`watchkeeper.run.label_spill`).
 
     At most ``2 × jobs`` batches are read ahead of the one being merged, fewer when their
-    bytes would pass ``memory``; a single batch that alone would is an error."""
-    from watchkeeper.run.label_spill import SpilledLabels
-
-    merged = _Merged()
-    matched_any = (None if labels is None or isinstance(labels, SpilledLabels)
-                   else np.zeros(len(labels), dtype=bool))
-    # threads: Arrow and NumPy release the GIL for most of the work, and a batch needs no
-    # copy to reach a worker (a process pool measured 10× slower: every batch pickled)
+    bytes would pass ``memory``; a single batch that alone would is an error. (Parquet on
+    several cores goes to worker processes instead: :mod:`watchkeeper.run.stream_pool`.)"""
+    merger = Merger(windowing, labels, progress)
+    # threads: a batch needs no copy to reach a worker, but the GIL is held for about a
+    # quarter of the profiling (measured with py-spy), so two threads gain ~1.2-1.4x
     executor = ThreadPoolExecutor(jobs) if jobs > 1 else None
     pending: deque[tuple[Future[_Parts] | _Parts, Batch, int]] = deque()
     in_flight = 0
     offset = 0
 
     def settle() -> None:
-        nonlocal in_flight, matched_any
+        nonlocal in_flight
         job, batch, size = pending.popleft()
         in_flight -= size
+        rows = batch.table.num_rows
         try:
             parts: _Parts = job.result() if isinstance(job, Future) else job
         except DataError as exc:
-            raise DataError(f"{batch.path}: rows {batch.first_row}-"
-                            f"{batch.first_row + batch.table.num_rows - 1}: {exc}") from exc
-        for key, p in parts.profiles:
-            merged.add(key, p)
-        if parts.bounds is not None:
-            lo, hi = parts.bounds
-            merged.lo = lo if merged.lo is None else min(merged.lo, lo)
-            merged.hi = hi if merged.hi is None else max(merged.hi, hi)
-        if merged.empty is None:
-            merged.empty = parts.empty
-        if parts.matched is not None and matched_any is not None:
-            matched_any |= parts.matched
-        if progress is not None:
-            progress(batch.bytes_done)
-        if windowing.time is not None:
-            _check_span(merged, windowing)
+            raise batch_error(batch.path, batch.first_row, rows, exc) from exc
+        merger.add(parts, rows, batch.bytes_done)
 
     try:
         needed = windowing.by or windowing.time
         for batch in batches_:
             if needed and needed not in batch.table.column_names:
-                what = "window_by: column" if windowing.by else "timestamp column"
-                where = f"{batch.path}: " if offset else ""
-                raise DataError(f"{where}{what} {needed!r} is not in the data"
-                                f"{did_you_mean(needed, batch.table.column_names)}")
+                raise missing_column(windowing, batch.path if offset else None,
+                                     batch.table.column_names)
             size = batch.table.nbytes * PROFILE_OVERHEAD
             if memory is not None and size > memory:
-                raise DataError(
-                    f"{batch.path}: rows {batch.first_row}-"
-                    f"{batch.first_row + batch.table.num_rows - 1}: one batch of "
-                    f"{batch.table.num_rows} rows takes about {_mb(size)} to profile, more "
-                    f"than the memory budget ({_mb(memory)}); give more memory")
+                raise over_budget(batch.path, batch.first_row, batch.table.num_rows, size,
+                                  memory)
             while pending and (len(pending) >= 2 * max(jobs, 1)
                                or (memory is not None and in_flight + size > memory)):
                 settle()
@@ -498,7 +521,6 @@ def stream_profiles(batches_: Iterator[Batch], windowing: Windowing, schema: Sch
                 job = _profile_parts(batch.table, offset, windowing, schema, labels, task)
             pending.append((job, batch, size))
             in_flight += size
-            merged.rows += batch.table.num_rows
             offset += batch.table.num_rows
             if executor is None:
                 settle()
@@ -510,51 +532,17 @@ def stream_profiles(batches_: Iterator[Batch], windowing: Windowing, schema: Sch
                 job.cancel()
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
-    unmatched = 0 if matched_any is None else int((~matched_any).sum())
-    if isinstance(labels, SpilledLabels):
-        unmatched = labels.unmatched()
-    return _windows(merged, windowing, schema), unmatched
+    return merger.result(schema)
+
+
+def missing_column(windowing: Windowing, path: Path | None, names: list[str]) -> DataError:
+    """The error for input without the column windows are cut by."""
+    needed = windowing.by or windowing.time
+    what = "window_by: column" if windowing.by else "timestamp column"
+    where = f"{path}: " if path is not None else ""
+    return DataError(f"{where}{what} {needed!r} is not in the data"
+                     f"{did_you_mean(str(needed), names)}")
 
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:,.0f} MB"
-
-
-def _check_span(merged: _Merged, windowing: Windowing) -> None:
-    keys = [k for k in merged.profiles if k is not _MISSING]
-    if keys and max(keys) - min(keys) > MAX_TIME_WINDOWS:
-        raise DataError(f"window: {windowing.length} over this data's time span makes "
-                        f"{max(keys) - min(keys) + 1} windows; choose a longer window")
-
-
-def _windows(merged: _Merged, windowing: Windowing, schema: Schema) -> list[StreamedWindow]:
-    profiles = merged.profiles
-    out: list[StreamedWindow] = []
-    if windowing.by is not None:
-        for key in sorted(k for k in profiles if k is not _MISSING):
-            out.append(StreamedWindow(f"{windowing.by}={key}", profiles[key]))
-        if _MISSING in profiles:
-            out.append(StreamedWindow(f"{windowing.by} missing", profiles[_MISSING]))
-        return out
-    if windowing.time is not None:
-        calendar = windowing._calendar()
-        keys = [k for k in profiles if k is not _MISSING]
-        if keys:
-            assert merged.lo is not None and merged.hi is not None and merged.empty is not None
-            first, last = min(keys), max(keys)
-            for key in range(first, last + 1):
-                begin, finish = calendar.start(key), calendar.start(key + 1)
-                start = max(begin, merged.lo)
-                end = min(finish, merged.hi) if key == last else finish
-                p = profiles.get(key) or profile(merged.empty, schema)
-                p.start, p.end = from_epoch(start), from_epoch(end)
-                out.append(StreamedWindow(calendar.label(begin, finish), p))
-        if _MISSING in profiles:
-            out.append(StreamedWindow("missing timestamp", profiles[_MISSING]))
-        return out
-    size = windowing.rows or max(merged.rows, 1)
-    for key in sorted(profiles):
-        first = key * size
-        last = min(first + size, merged.rows)
-        out.append(StreamedWindow(f"rows {first}-{max(last - 1, first)}", profiles[key]))
-    return out

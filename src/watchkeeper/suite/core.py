@@ -424,13 +424,24 @@ class Suite:
 
         ``labels`` (a table with the id and target columns) are joined to the rows by id, so
         they count toward the window of the prediction; labels that come later can be
-        added to the result with :meth:`CheckResult.add_labels`."""
+        added to the result with :meth:`CheckResult.add_labels`.
+
+        A Parquet or CSV file given by its path is read batch by batch
+        (:meth:`check_stream`, the same result) unless it may hold the prediction ids, which
+        :meth:`CheckResult.add_labels` needs and only this in-memory check keeps (a Parquet
+        file with the suite's id column; a CSV file when the suite has an id)."""
+        from watchkeeper.run.stream import streamable_file
+
+        task = self.schema.task
+        if streamable_file(data, task.id if task is not None else None):
+            return self.check_stream(data, window_rows=window_rows, window=window,
+                                     window_by=window_by, labels=labels, progress=progress,
+                                     tz=tz)
         table = to_table(data)
         if table.num_rows == 0:
             where = f"{data}: " if isinstance(data, (str, os.PathLike)) else ""
             raise DataError(f"{where}no rows to check")
         result = CheckResult(suite=self.path or self.name, evaluator=self)
-        task = self.schema.task
         if labels is not None:
             table, result.unmatched_labels = join_labels(table, labels, assert_task(task))
         _check_windowing(window_rows, window, window_by, tz)
@@ -483,11 +494,11 @@ class Suite:
         is the one :meth:`check` gives on the same rows, whatever ``jobs``.
 
         ``memory`` (``"2GB"``) bounds the batches in flight; one batch over it is an error.
-        Labels (``labels``) are joined by id batch by batch; a labels file that outgrows a
-        quarter of ``memory`` is spilled to a temporary SQLite file
+        Labels (``labels``) are joined by id batch by batch; labels (a file or a table) that
+        outgrow a quarter of ``memory`` are spilled to a temporary SQLite file
         (:mod:`watchkeeper.run.label_spill`), with the same result. The result
         keeps no prediction ids: :meth:`CheckResult.add_labels` needs :meth:`check`."""
-        from watchkeeper.run import stream
+        from watchkeeper.run import stream, stream_pool
         from watchkeeper.run.stream import (
             Windowing,
             batches,
@@ -511,15 +522,10 @@ class Suite:
         task = self.schema.task
         by_id = None
         if labels is not None:
-            from watchkeeper.io.tables import missing_as_null
             from watchkeeper.run.label_spill import read_labels
 
-            label_batches = None
-            if isinstance(labels, (str, os.PathLike)) and stream.streamable(labels):
-                label_batches = (missing_as_null(b.table) for b in batches(
-                    inputs(labels), batch_rows=stream.BATCH_ROWS, layout=layout,
-                    memory=budget))
-            by_id = read_labels(labels, assert_task(task), budget, label_batches)
+            by_id = read_labels(labels, assert_task(task), budget,
+                                stream.label_batches(labels, layout, budget))
         files = inputs(source)
         reading = batches(files, batch_rows=stream.BATCH_ROWS, layout=layout, notes=notes,
                           memory=budget,
@@ -530,9 +536,15 @@ class Suite:
                 def advance(done: int) -> None:
                     bar.update(max(done - bar.n, 0))
 
-                windows, unmatched = stream_profiles(
-                    reading, windowing, self.schema, jobs=jobs or _cores(), memory=budget,
-                    labels=by_id, task=task, progress=advance)
+                jobs = jobs or _cores()
+                if stream_pool.usable(files, jobs, by_id):  # Parquet: worker processes
+                    windows, unmatched = stream_pool.stream_pool_profiles(
+                        files, windowing, self.schema, jobs=jobs, batch_rows=stream.BATCH_ROWS,
+                        memory=budget, labels=by_id, task=task, progress=advance)
+                else:
+                    windows, unmatched = stream_profiles(
+                        reading, windowing, self.schema, jobs=jobs, memory=budget,
+                        labels=by_id, task=task, progress=advance)
         finally:
             from watchkeeper.run.label_spill import SpilledLabels
 

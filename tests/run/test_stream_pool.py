@@ -1,0 +1,158 @@
+"""Parquet profiled by worker processes that read their own row groups
+(watchkeeper.run.stream_pool): the JSON of one job, whatever the pieces."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import watchkeeper as wk
+from watchkeeper.errors import DataError
+from watchkeeper.io.datasets import synthetic_drift_pair
+from watchkeeper.run import stream, stream_pool
+from watchkeeper.run.label_join import last_labels
+from watchkeeper.run.stream import Windowing, inputs
+
+pytestmark = pytest.mark.skipif(not stream_pool.usable(
+    stream.Inputs([], "parquet"), 2, None), reason="worker processes need fork (Linux)")
+
+
+def _json(result: wk.CheckResult) -> str:
+    return json.dumps(result.to_dict(), sort_keys=True)
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stream, "BATCH_ROWS", 1000)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory: pytest.TempPathFactory) -> tuple[wk.Suite, pa.Table, Path]:
+    """A classifier's suite with ids, and 12,000 current rows with a prediction."""
+    d = tmp_path_factory.mktemp("pool")
+    reference, current = synthetic_drift_pair(6_000, seed=3)
+    rng = np.random.default_rng(3)
+
+    def scored(t: pa.Table, start: int) -> pa.Table:
+        n = t.num_rows
+        x = np.asarray(t.column("num_00"), dtype=float)
+        score = 1 / (1 + np.exp(-(x - np.nanmean(x)) / np.nanstd(x)))
+        return (t.append_column("id", pa.array(np.arange(start, start + n)))
+                 .append_column("pred", pa.array((score > 0.5).astype(int)))
+                 .append_column("y", pa.array((rng.random(n) < score).astype(int))))
+
+    reference = scored(reference, 0)
+    current = pa.concat_tables([scored(current, 10_000), scored(current, 20_000)])
+    suite = wk.init(reference, target="y", prediction="pred", id="id", progress=False)
+    suite.save(d / "suite.yaml")
+    return wk.load(d / "suite.yaml"), current, d
+
+
+def test_one_row_group_split_between_workers_gives_one_jobs_json(
+        labelled: tuple[wk.Suite, pa.Table, Path], small_batches: None,
+        tmp_path: Path) -> None:
+    suite, current, _ = labelled
+    path = tmp_path / "one-group.parquet"
+    pq.write_table(current.drop_columns(["y"]), path, row_group_size=current.num_rows)
+    # 12 batches of one row group: three workers start mid-group, at batches 4 and 8
+    _, _, pieces, _ = stream_pool.plan(inputs(path), 3, stream.BATCH_ROWS, Windowing(), None)
+    assert [(p.group, p.first, p.count) for p in pieces] == [(0, 0, 4), (0, 4, 4), (0, 8, None)]
+    # labels held in memory for one row in five; 50 ids (30,000+) match no row
+    ids = np.concatenate([np.arange(10_000, 16_000, 5), np.arange(20_000, 26_000, 5),
+                          np.arange(30_000, 30_050)])
+    labels = pa.table({"id": ids, "y": pa.array((ids % 3 == 0).astype(int))})
+    for windows in ({"window_rows": 1500}, {"window_by": "cat_00"}, {}):
+        one = suite.check_stream(path, jobs=1, labels=labels, progress=False, **windows)
+        assert one.unmatched_labels == 50
+        for jobs in (2, 3):
+            assert stream_pool.usable(inputs(path), jobs, last_labels(labels, suite.schema.task))
+            many = suite.check_stream(path, jobs=jobs, labels=labels, progress=False, **windows)
+            assert _json(many) == _json(one), (windows, jobs)
+    assert one.windows[0].metrics  # labels joined: realised metrics
+
+
+def test_workers_are_processes_that_read_the_rows_themselves(
+        labelled: tuple[wk.Suite, pa.Table, Path], small_batches: None,
+        tmp_path: Path) -> None:
+    """Each piece is profiled in a worker process (not the parent), which reads its batches
+    from the file: the parent sends it the piece's numbers only."""
+    suite, current, _ = labelled
+    path = tmp_path / "groups.parquet"
+    pq.write_table(current, path, row_group_size=2500)
+    files, _, pieces, _ = stream_pool.plan(inputs(path), 2, stream.BATCH_ROWS, Windowing(),
+                                           None)
+    assert [p.group for p in pieces] == [0, 1, 2, 3, 4]  # enough row groups: one piece each
+    work = stream_pool._Work(files, None, Windowing(rows=2000), suite.schema, None, None,
+                             stream.BATCH_ROWS, None)
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(2, mp_context=get_context("fork"), initializer=stream_pool._start,
+                             initargs=(work,)) as pool:
+        pids = set(pool.map(_pid, range(4)))
+        done = list(pool.map(stream_pool._profile_piece, pieces))
+    assert os.getpid() not in pids
+    # every row once, in order, each batch its window's rows (2,000 rows a window)
+    rows = [n for piece in done for _, n, _ in piece]
+    assert sum(rows) == current.num_rows and max(rows) == 1000
+    keys = [key for piece in done for parts, _, _ in piece for key, _ in parts.profiles]
+    assert keys == sorted(keys) and keys[-1] == current.num_rows // 2000 - 1
+    assert done[-1][-1][2] == path.stat().st_size  # progress reaches the file's bytes
+
+
+def _pid(_: int) -> int:
+    return os.getpid()
+
+
+def test_errors_in_workers_name_the_file_and_rows(labelled: tuple[wk.Suite, pa.Table, Path],
+                                                  small_batches: None,
+                                                  tmp_path: Path) -> None:
+    suite, current, _ = labelled
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    pq.write_table(current.slice(0, 3000), parts / "a.parquet")
+    pq.write_table(current.slice(3000, 3000).set_column(
+        1, "num_01", pa.array(["x"] * 3000)), parts / "b.parquet")
+    with pytest.raises(DataError, match=r"b\.parquet: rows from 0: cannot read as parquet"):
+        suite.check_stream(parts, jobs=2, progress=False)
+    (parts / "b.parquet").unlink()
+    pq.write_table(current.slice(3000, 3000).drop_columns(["cat_00"]), parts / "c.parquet")
+    with pytest.raises(DataError, match=r"c\.parquet: window_by: column 'cat_00' is not in "
+                                        r"the data"):
+        suite.check_stream(str(parts / "*.parquet"), window_by="cat_00", jobs=2,
+                           progress=False)
+
+
+def test_the_memory_budget_bounds_the_workers(labelled: tuple[wk.Suite, pa.Table, Path],
+                                              small_batches: None, tmp_path: Path) -> None:
+    suite, current, _ = labelled
+    path = tmp_path / "groups.parquet"
+    pq.write_table(current, path, row_group_size=1000)
+    _, _, _, batch = stream_pool.plan(inputs(path), 4, stream.BATCH_ROWS, Windowing(), None)
+    assert batch >= current.slice(0, 1000).nbytes  # a batch's bytes, times the overhead
+    # room for one batch: one worker at a time, the same result
+    one = suite.check_stream(path, jobs=1, progress=False)
+    assert _json(suite.check_stream(path, jobs=4, memory=int(batch * 1.5),
+                                    progress=False)) == _json(one)
+    with pytest.raises(DataError, match=r"groups\.parquet: rows 0-999: one batch of 1000 rows "
+                                        r"takes about .* MB to profile, more than the memory"):
+        suite.check_stream(path, jobs=2, memory=int(batch * 0.5), progress=False)
+
+
+def test_threads_on_request(labelled: tuple[wk.Suite, pa.Table, Path],
+                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    suite, current, _ = labelled
+    pq.write_table(current, tmp_path / "cur.parquet")
+    assert stream_pool.usable(inputs(tmp_path / "cur.parquet"), 2, None)
+    assert not stream_pool.usable(inputs(tmp_path / "cur.parquet"), 1, None)
+    processes = _json(suite.check_stream(tmp_path / "cur.parquet", jobs=2, progress=False))
+    monkeypatch.setenv(stream_pool.WORKERS_ENV, "threads")
+    assert not stream_pool.usable(inputs(tmp_path / "cur.parquet"), 2, None)
+    assert _json(suite.check_stream(tmp_path / "cur.parquet", jobs=2,
+                                    progress=False)) == processes
