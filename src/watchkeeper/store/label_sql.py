@@ -23,6 +23,7 @@ _SQLITE_LABEL_UPSERT = (
     "INSERT INTO label_records (model, id, start, version, codes, label) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, id) DO UPDATE SET start = excluded.start, "
     "version = excluded.version, codes = excluded.codes, label = excluded.label")
+_SQLITE_RELABEL = "UPDATE label_records SET label = ? WHERE model = ? AND id = ?"
 #: PostgreSQL: ids looked up, and labels written, per statement (one array parameter each).
 PG_CHUNK = 50_000
 #: PostgreSQL: prediction records by id, and labels joined to them, one statement per
@@ -70,7 +71,6 @@ def write(conn: Connection, dialect: str, model: str, records: LabelRecords) -> 
     """A fold step's changes to the prediction records: labels joined to stored ones
     first, then the new records (an id logged again replaces its record, the last one
     of the step if it was logged twice in it)."""
-    table = db.label_records
     # the last label of an id wins; in key order, so the index is walked forwards
     labels = sorted(dict(records.labels).items())
     if labels and dialect == "postgresql":  # one join per PG_CHUNK labels
@@ -79,12 +79,12 @@ def write(conn: Connection, dialect: str, model: str, records: LabelRecords) -> 
             part = labels[i:i + PG_CHUNK]
             conn.execute(_PG_RELABEL, {"m": model, "ids": [k for k, _ in part],
                                        "labels": [v for _, v in part]})
-    elif labels:
-        conn.execute(
-            sa.update(table)
-            .where(table.c.model == sa.bindparam("m"), table.c.id == sa.bindparam("i"))
-            .values(label=sa.bindparam("l")),
-            [{"m": model, "i": i, "l": label} for i, label in labels])
+    elif labels:  # plain tuples through the driver, WRITE_CHUNK at a time: a 100,000-label
+        # batch as one executemany of dicts held ~50 MiB of parameters at once, which the
+        # process did not give back to the system afterwards
+        for i in range(0, len(labels), WRITE_CHUNK):
+            conn.exec_driver_sql(_SQLITE_RELABEL, [(label, model, key) for key, label
+                                                   in labels[i:i + WRITE_CHUNK]])
     if dialect == "postgresql":
         _copy(conn, model, itertools.chain.from_iterable(records.rows))
         return
