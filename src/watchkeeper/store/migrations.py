@@ -103,6 +103,33 @@ def _label_records(conn: Connection) -> None:
     conn.execute(sa.text("DROP TABLE IF EXISTS join_checkpoints"))
 
 
+def _label_backfill(conn: Connection) -> None:
+    # As tables.label_backfill was when added; copy the definition here if it ever changes.
+    # Each model gets a row saying up to which batch its prediction records are to be
+    # rebuilt from the retained event log (server/hub/backfill.py does it, before folding
+    # on): the batches folded before label_records was added. Upgraded in one go from
+    # before label_records, that is the watermark; a store that got label_records by an
+    # earlier upgrade has folded with records since: up to the last batch received before
+    # that upgrade (batches received before it but folded after it have their records:
+    # rebuilding them again changes nothing).
+    tables.label_backfill.create(conn, checkfirst=True)
+    added = conn.execute(sa.select(tables.schema_version.c.applied_at).where(
+        tables.schema_version.c.version == 8,
+        tables.schema_version.c.description.like("label_records%"))).scalar()
+    if added is None:  # created with label_records (or never had the table)
+        return
+    events, models = tables.events, tables.models
+    received = (sa.select(sa.func.max(events.c.seq))
+                .where(events.c.model == models.c.name, events.c.received_at <= added)
+                .scalar_subquery())
+    through = sa.func.min(models.c.watermark, received) if conn.dialect.name == "sqlite" \
+        else sa.func.least(models.c.watermark, received)
+    found = conn.execute(sa.select(models.c.name, through)).all()
+    rows = [{"model": m, "through": int(t), "done": 0} for m, t in found if t]
+    if rows:
+        conn.execute(sa.insert(tables.label_backfill), rows)
+
+
 #: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("models, suites, events, windows, findings", _initial),
@@ -115,6 +142,8 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("join_checkpoints: late-label join records as of a watermark", _join_checkpoints),
     ("label_records: prediction records for late labels; join_checkpoints dropped",
      _label_records),
+    ("label_backfill: prediction records to rebuild from the retained event log",
+     _label_backfill),
 ]
 LATEST = len(MIGRATIONS)
 
