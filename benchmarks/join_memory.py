@@ -51,6 +51,21 @@ def status_mb(pid: int, field: str) -> float:
     raise RuntimeError(f"no {field}")
 
 
+def settled(pid: int, timeout: float = 30.0) -> float:
+    """VmRSS once it has stopped moving (within 1 MiB over 3 s): the step that folded the
+    last batch hands its memory back after its commit, which /healthz reports first (on a
+    loaded machine, seconds later)."""
+    seen = [status_mb(pid, "VmRSS")]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        seen.append(status_mb(pid, "VmRSS"))
+        last = seen[-7:]
+        if len(last) == 7 and max(last) - min(last) <= 1.0:
+            break
+    return seen[-1]
+
+
 def rows(n: int, start: int, seed: int, t0: float, span: float) -> pa.Table:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n)
@@ -124,16 +139,14 @@ def run(url: str, n: int, batch: int, labels: int, workdir: Path, env: dict[str,
         if "PYTHONPATH" not in env:  # be migrated past it by the Store opened here
             with Store(url) as store:
                 out["records"] = store.label_record_count(MODEL)
-        time.sleep(1)  # the step that folded the last batch hands memory back after its commit
-        out["after rows MiB"] = status_mb(server.proc.pid, "VmRSS")
+        out["after rows MiB"] = settled(server.proc.pid)
         ids = np.random.default_rng(5).choice(n, size=min(labels, n), replace=False)
         label_values = (np.random.default_rng(6).random(len(ids)) < 0.5).astype(np.int64)
         started = time.monotonic()
         post(server, "labels", pa.table({"id": ids, "label": label_values}))
         wait_for(lambda: caught_up(server), timeout=600, every=0.2)
         out["labels fold s"] = time.monotonic() - started
-        time.sleep(1)
-        out["after labels MiB"] = status_mb(server.proc.pid, "VmRSS")
+        out["after labels MiB"] = settled(server.proc.pid)
         if detail:  # which part of the RSS: the heap (anonymous) or mapped files
             out["anon MiB"] = status_mb(server.proc.pid, "RssAnon")
             out["file MiB"] = status_mb(server.proc.pid, "RssFile")

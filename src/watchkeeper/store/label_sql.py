@@ -71,8 +71,11 @@ def write(conn: Connection, dialect: str, model: str, records: LabelRecords) -> 
     """A fold step's changes to the prediction records: labels joined to stored ones
     first, then the new records (an id logged again replaces its record, the last one
     of the step if it was logged twice in it)."""
-    # the last label of an id wins; in key order, so the index is walked forwards
-    labels = sorted(dict(records.labels).items())
+    # the last label of an id wins; in key order, so the index is walked forwards (one
+    # join's labels come so already: not copied again, a 100,000-label step is large)
+    labels = records.labels
+    if not _unique_and_sorted(labels):
+        labels = sorted(dict(labels).items())
     if labels and dialect == "postgresql":  # one join per PG_CHUNK labels
         _by_key(conn)
         for i in range(0, len(labels), PG_CHUNK):
@@ -95,6 +98,10 @@ def write(conn: Connection, dialect: str, model: str, records: LabelRecords) -> 
     while chunk := [(model, r["id"], r["start"], r["version"], r["codes"], r["label"])
                     for r in itertools.islice(rows, WRITE_CHUNK)]:
         conn.exec_driver_sql(_SQLITE_LABEL_UPSERT, chunk)
+
+
+def _unique_and_sorted(labels: list[tuple[str, float | None]]) -> bool:
+    return all(a[0] < b[0] for a, b in itertools.pairwise(labels))
 
 
 def _copy(conn: Connection, model: str, rows: Iterator[dict[str, Any]]) -> None:
