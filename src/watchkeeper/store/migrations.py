@@ -98,36 +98,27 @@ def _join_checkpoints(conn: Connection) -> None:
 def _label_records(conn: Connection) -> None:
     # As tables.label_records was when added; copy the definition here if it ever changes.
     # The prediction records live in the store now, so the checkpoints of them go. Records
-    # of batches folded before this upgrade are not rebuilt: labels for them are unmatched.
+    # of the batches folded before this upgrade are rebuilt from the retained event log by
+    # the folding server before it folds on (server/hub/backfill.py): each model with a
+    # watermark gets a label_backfill row up to it (the table made here for that, as
+    # _label_backfill makes it).
     tables.label_records.create(conn, checkfirst=True)
     conn.execute(sa.text("DROP TABLE IF EXISTS join_checkpoints"))
+    tables.label_backfill.create(conn, checkfirst=True)
+    models = tables.models
+    rows = [{"model": m, "through": int(w), "done": 0} for m, w in conn.execute(
+        sa.select(models.c.name, models.c.watermark).where(models.c.watermark > 0))]
+    if rows:
+        conn.execute(sa.insert(tables.label_backfill), rows)
 
 
 def _label_backfill(conn: Connection) -> None:
     # As tables.label_backfill was when added; copy the definition here if it ever changes.
-    # Each model gets a row saying up to which batch its prediction records are to be
-    # rebuilt from the retained event log (server/hub/backfill.py does it, before folding
-    # on): the batches folded before label_records was added. Upgraded in one go from
-    # before label_records, that is the watermark; a store that got label_records by an
-    # earlier upgrade has folded with records since: up to the last batch received before
-    # that upgrade (batches received before it but folded after it have their records:
-    # rebuilding them again changes nothing).
+    # The rows are written by _label_records, when a store gets label_records by this
+    # upgrade; a store that got it from an earlier release (version 8) has folded with
+    # records since, and its batches folded before that are not rebuilt: replaying their
+    # labels could undo corrections folded since.
     tables.label_backfill.create(conn, checkfirst=True)
-    added = conn.execute(sa.select(tables.schema_version.c.applied_at).where(
-        tables.schema_version.c.version == 8,
-        tables.schema_version.c.description.like("label_records%"))).scalar()
-    if added is None:  # created with label_records (or never had the table)
-        return
-    events, models = tables.events, tables.models
-    received = (sa.select(sa.func.max(events.c.seq))
-                .where(events.c.model == models.c.name, events.c.received_at <= added)
-                .scalar_subquery())
-    through = sa.func.min(models.c.watermark, received) if conn.dialect.name == "sqlite" \
-        else sa.func.least(models.c.watermark, received)
-    found = conn.execute(sa.select(models.c.name, through)).all()
-    rows = [{"model": m, "through": int(t), "done": 0} for m, t in found if t]
-    if rows:
-        conn.execute(sa.insert(tables.label_backfill), rows)
 
 
 #: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].

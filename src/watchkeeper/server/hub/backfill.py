@@ -7,10 +7,12 @@ the folding server replays the model's retained event log up to it before foldin
 new for that model: prediction batches give records (an id logged again replaces its
 record, as in the fold), label batches give those records their labels (the windows
 counted them already: no window changes). A bounded step at a time (FOLD_BATCHES batches,
-``fold_bytes``, LABEL rows as in the fold), each written with its progress in one
+``fold_bytes``, FOLD_RECORDS rows as in the fold), each written with its progress in one
 transaction fenced by the fold lease, so that a crash or a takeover goes on where the last
 step ended, and a step done twice writes the same records. Batches past the retention are
 gone: their records are not rebuilt (their labels are unmatched, as they would be anyway).
+A store that reached version 8 with an earlier release is not backfilled (see
+store/migrations.py: its fold has written records since, which a replay could undo).
 """
 
 from __future__ import annotations
