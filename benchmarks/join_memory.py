@@ -51,6 +51,21 @@ def status_mb(pid: int, field: str) -> float:
     raise RuntimeError(f"no {field}")
 
 
+def settled(pid: int, timeout: float = 30.0) -> float:
+    """VmRSS once it has stopped moving (within 1 MiB over 3 s): the step that folded the
+    last batch hands its memory back after its commit, which /healthz reports first (on a
+    loaded machine, seconds later)."""
+    seen = [status_mb(pid, "VmRSS")]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        seen.append(status_mb(pid, "VmRSS"))
+        last = seen[-7:]
+        if len(last) == 7 and max(last) - min(last) <= 1.0:
+            break
+    return seen[-1]
+
+
 def rows(n: int, start: int, seed: int, t0: float, span: float) -> pa.Table:
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n)
@@ -98,7 +113,7 @@ def folding(server: Server) -> bool:
 
 
 def run(url: str, n: int, batch: int, labels: int, workdir: Path, env: dict[str, str],
-        minutes: float) -> dict[str, float]:
+        minutes: float, detail: bool = False) -> dict[str, float]:
     suite = suite_file(workdir)
     args = ("--store", url, "--suite", f"{MODEL}={suite}", "--window", "1m", "--grace", "10s",
             "--retention", "7d")
@@ -121,17 +136,20 @@ def run(url: str, n: int, batch: int, labels: int, workdir: Path, env: dict[str,
         wait_for(lambda: caught_up(server), timeout=3600, every=0.5)
         out["ingest+fold s"] = time.monotonic() - started
         out["records"] = float("nan")  # not counted for an older server: its store would
-        if not env:  # be migrated past it by the Store opened here
+        if "PYTHONPATH" not in env:  # be migrated past it by the Store opened here
             with Store(url) as store:
                 out["records"] = store.label_record_count(MODEL)
-        out["after rows MiB"] = status_mb(server.proc.pid, "VmRSS")
+        out["after rows MiB"] = settled(server.proc.pid)
         ids = np.random.default_rng(5).choice(n, size=min(labels, n), replace=False)
         label_values = (np.random.default_rng(6).random(len(ids)) < 0.5).astype(np.int64)
         started = time.monotonic()
         post(server, "labels", pa.table({"id": ids, "label": label_values}))
         wait_for(lambda: caught_up(server), timeout=600, every=0.2)
         out["labels fold s"] = time.monotonic() - started
-        out["after labels MiB"] = status_mb(server.proc.pid, "VmRSS")
+        out["after labels MiB"] = settled(server.proc.pid)
+        if detail:  # which part of the RSS: the heap (anonymous) or mapped files
+            out["anon MiB"] = status_mb(server.proc.pid, "RssAnon")
+            out["file MiB"] = status_mb(server.proc.pid, "RssFile")
         out["peak MiB"] = status_mb(server.proc.pid, "VmHWM")
         server.stop()
         started = time.monotonic()
@@ -168,6 +186,11 @@ def main() -> None:
     parser.add_argument("--server-src", type=Path, default=None,
                         help="run the server from this src/ (e.g. an older version's, for a "
                         "comparison): it goes first on the server's PYTHONPATH")
+    parser.add_argument("--server-env", nargs="*", default=[], metavar="NAME=VALUE",
+                        help="environment of the server, e.g. MALLOC_ARENA_MAX=8")
+    parser.add_argument("--detail", action="store_true",
+                        help="also report the RSS after the labels split into anonymous "
+                        "memory (heap) and mapped files")
     parser.add_argument("--out", type=Path, default=None,
                         help="also append the rows to this file")
     args = parser.parse_args()
@@ -175,8 +198,9 @@ def main() -> None:
     for n in args.rows:
         with tempfile.TemporaryDirectory() as tmp, store_url(args.store, tmp) as url:
             env = {"PYTHONPATH": str(args.server_src)} if args.server_src else {}
+            env.update(dict(e.split("=", 1) for e in args.server_env))
             result = run(url, n, args.batch, args.labels, Path(tmp), env,
-                         args.minutes)
+                         args.minutes, args.detail)
         backend = url.split(":", 1)[0]
         line = f"| {backend} | " + " | ".join(
             f"{v:,.0f}" if k in ("rows", "records", "unmatched after restart") else f"{v:.1f}"

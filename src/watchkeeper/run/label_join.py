@@ -297,25 +297,28 @@ class StoredLabelJoin:
         self.starts.append(start)
 
     def apply(self, labels: Any, profile_at: Any) -> tuple[set[float], int]:
-        """Join a label batch (one store query per label_sql.LOOKUP_CHUNK ids) and move the labeled
-        rows in the tallies of ``profile_at(window start)`` (None: that window is gone, the
-        label is unmatched); returns the starts of the windows changed and how many labels
-        matched no prediction."""
+        """Join a label batch and move the labeled rows in the tallies of
+        ``profile_at(window start)`` (None: that window is gone, the label is unmatched);
+        returns the starts of the windows changed and how many labels matched no
+        prediction. LOOKUP_IDS labels at a time (one store lookup each), so that the
+        working set of a large batch stays small: the process keeps the heap it grows
+        to (#19: +138 MiB after a 100,000-label batch against 10M records)."""
         by_id = last_labels(labels, self.task)
         new = label_values(by_id, self.task)
         profiles = [profile_at(s) for s in self.starts]
-        entries, matched = self.pending.relabel(by_id.index, new, profiles)
-        changed = {self.starts[e] for e in entries}
-        keys = id_keys(by_id.index[~matched].to_numpy())
-        rest = new[~matched]
-        where = {k: i for i, k in enumerate(keys.tolist()) if k is not None}
-        wanted = list(where)
-        joined = 0
-        for at in range(0, len(wanted), LOOKUP_IDS):  # a part at a time: memory stays flat
-            found = self.store.label_records(self.model, self.version,
-                                             wanted[at:at + LOOKUP_IDS])
-            joined += self._join_found(found, where, rest, profile_at, changed)
-        return changed, int((~matched).sum()) - joined
+        changed: set[float] = set()
+        unmatched = 0
+        for at in range(0, len(by_id), LOOKUP_IDS):
+            ids, values = by_id.index[at:at + LOOKUP_IDS], new[at:at + LOOKUP_IDS]
+            entries, matched = self.pending.relabel(ids, values, profiles)
+            changed.update(self.starts[e] for e in entries)
+            keys = id_keys(ids[~matched].to_numpy()).tolist()
+            where = {k: i for i, k in enumerate(keys) if k is not None}
+            found = self.store.label_records(self.model, self.version, list(where))
+            unmatched += int((~matched).sum()) - self._join_found(
+                found, where, values[~matched], profile_at, changed)
+            del found, where, keys
+        return changed, unmatched
 
     def _join_found(self, found: list[tuple[str, float, bytes, float | None]],
                     where: dict[str, int], new: np.ndarray, profile_at: Any,
@@ -347,8 +350,10 @@ class StoredLabelJoin:
         parts: list[Iterable[dict[str, Any]]] = [
             self._rows(start, ids, codes) for start, ids, codes
                  in zip(self.starts, self.pending.ids, self.pending.codes, strict=True)]
-        labels = [(k, _stored(v)) for k, v in self.joined.items()]
-        self.pending, self.starts, self.joined = LabelJoin(self.task), [], {}
+        joined, self.joined = self.joined, {}
+        labels = sorted((k, _stored(v)) for k, v in joined.items())  # as the store takes them
+        del joined
+        self.pending, self.starts = LabelJoin(self.task), []
         return parts, labels
 
     def _rows(self, start: float, ids: np.ndarray, codes: RowCodes

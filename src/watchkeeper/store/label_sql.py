@@ -23,6 +23,7 @@ _SQLITE_LABEL_UPSERT = (
     "INSERT INTO label_records (model, id, start, version, codes, label) "
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (model, id) DO UPDATE SET start = excluded.start, "
     "version = excluded.version, codes = excluded.codes, label = excluded.label")
+_SQLITE_RELABEL = "UPDATE label_records SET label = ? WHERE model = ? AND id = ?"
 #: PostgreSQL: ids looked up, and labels written, per statement (one array parameter each).
 PG_CHUNK = 50_000
 #: PostgreSQL: prediction records by id, and labels joined to them, one statement per
@@ -70,21 +71,23 @@ def write(conn: Connection, dialect: str, model: str, records: LabelRecords) -> 
     """A fold step's changes to the prediction records: labels joined to stored ones
     first, then the new records (an id logged again replaces its record, the last one
     of the step if it was logged twice in it)."""
-    table = db.label_records
-    # the last label of an id wins; in key order, so the index is walked forwards
-    labels = sorted(dict(records.labels).items())
+    # the last label of an id wins; in key order, so the index is walked forwards (one
+    # join's labels come so already: not copied again, a 100,000-label step is large)
+    labels = records.labels
+    if not _unique_and_sorted(labels):
+        labels = sorted(dict(labels).items())
     if labels and dialect == "postgresql":  # one join per PG_CHUNK labels
         _by_key(conn)
         for i in range(0, len(labels), PG_CHUNK):
             part = labels[i:i + PG_CHUNK]
             conn.execute(_PG_RELABEL, {"m": model, "ids": [k for k, _ in part],
                                        "labels": [v for _, v in part]})
-    elif labels:
-        conn.execute(
-            sa.update(table)
-            .where(table.c.model == sa.bindparam("m"), table.c.id == sa.bindparam("i"))
-            .values(label=sa.bindparam("l")),
-            [{"m": model, "i": i, "l": label} for i, label in labels])
+    elif labels:  # plain tuples through the driver, WRITE_CHUNK at a time: a 100,000-label
+        # batch as one executemany of dicts held ~50 MiB of parameters at once, which the
+        # process did not give back to the system afterwards
+        for i in range(0, len(labels), WRITE_CHUNK):
+            conn.exec_driver_sql(_SQLITE_RELABEL, [(label, model, key) for key, label
+                                                   in labels[i:i + WRITE_CHUNK]])
     if dialect == "postgresql":
         _copy(conn, model, itertools.chain.from_iterable(records.rows))
         return
@@ -95,6 +98,10 @@ def write(conn: Connection, dialect: str, model: str, records: LabelRecords) -> 
     while chunk := [(model, r["id"], r["start"], r["version"], r["codes"], r["label"])
                     for r in itertools.islice(rows, WRITE_CHUNK)]:
         conn.exec_driver_sql(_SQLITE_LABEL_UPSERT, chunk)
+
+
+def _unique_and_sorted(labels: list[tuple[str, float | None]]) -> bool:
+    return all(a[0] < b[0] for a, b in itertools.pairwise(labels))
 
 
 def _copy(conn: Connection, model: str, rows: Iterator[dict[str, Any]]) -> None:

@@ -98,9 +98,27 @@ def _join_checkpoints(conn: Connection) -> None:
 def _label_records(conn: Connection) -> None:
     # As tables.label_records was when added; copy the definition here if it ever changes.
     # The prediction records live in the store now, so the checkpoints of them go. Records
-    # of batches folded before this upgrade are not rebuilt: labels for them are unmatched.
+    # of the batches folded before this upgrade are rebuilt from the retained event log by
+    # the folding server before it folds on (server/hub/backfill.py): each model with a
+    # watermark gets a label_backfill row up to it (the table made here for that, as
+    # _label_backfill makes it).
     tables.label_records.create(conn, checkfirst=True)
     conn.execute(sa.text("DROP TABLE IF EXISTS join_checkpoints"))
+    tables.label_backfill.create(conn, checkfirst=True)
+    models = tables.models
+    rows = [{"model": m, "through": int(w), "done": 0} for m, w in conn.execute(
+        sa.select(models.c.name, models.c.watermark).where(models.c.watermark > 0))]
+    if rows:
+        conn.execute(sa.insert(tables.label_backfill), rows)
+
+
+def _label_backfill(conn: Connection) -> None:
+    # As tables.label_backfill was when added; copy the definition here if it ever changes.
+    # The rows are written by _label_records, when a store gets label_records by this
+    # upgrade; a store that got it from an earlier release (version 8) has folded with
+    # records since, and its batches folded before that are not rebuilt: replaying their
+    # labels could undo corrections folded since.
+    tables.label_backfill.create(conn, checkfirst=True)
 
 
 #: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].
@@ -115,6 +133,8 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("join_checkpoints: late-label join records as of a watermark", _join_checkpoints),
     ("label_records: prediction records for late labels; join_checkpoints dropped",
      _label_records),
+    ("label_backfill: prediction records to rebuild from the retained event log",
+     _label_backfill),
 ]
 LATEST = len(MIGRATIONS)
 

@@ -584,6 +584,27 @@ class Store:
         with self._transaction(write=True, lease=lease) as conn:
             return int(conn.execute(query).rowcount)
 
+    def label_backfills(self) -> dict[str, tuple[int, int]]:
+        """Models whose prediction records are still to be rebuilt from their event log
+        (batches folded before the store kept them): model → (last seq to rebuild, seq
+        rebuilt so far)."""
+        table = db.label_backfill
+        with self._transaction() as conn:
+            return {m: (int(t), int(d)) for m, t, d in conn.execute(
+                sa.select(table.c.model, table.c.through, table.c.done))}
+
+    def backfill_label_records(self, model: str, records: LabelRecords, done: int, *,
+                               lease: Lease | None = None) -> None:
+        """Write prediction records rebuilt from the model's batches up to seq ``done``, and
+        that progress, in one transaction (fenced by ``lease`` when given); the model's
+        backfill row goes once ``done`` reaches its last seq."""
+        table = db.label_backfill
+        with self._transaction(write=True, lease=lease) as conn:
+            if records:
+                label_sql.write(conn, self._dialect, model, records)
+            conn.execute(sa.update(table).where(_of(table, model)).values(done=done))
+            conn.execute(sa.delete(table).where(_of(table, model), table.c.through <= done))
+
     # -- the fold lease --------------------------------------------------------------------
     def acquire_lease(self, scope: str, owner: str, ttl: float, *,
                       dead: str | None = None) -> Lease:

@@ -168,6 +168,17 @@ label_records = sa.Table(  # added by the migration "label_records"
     sa.Index("label_records_start", "model", "start"),  # retention
 )
 
+label_backfill = sa.Table(  # added by the migration "label_backfill"
+    "label_backfill",
+    metadata,
+    # a model whose prediction records for late labels are still to be rebuilt from its
+    # retained event log: batches folded before label_records existed (the row goes once
+    # the backfill has caught up)
+    _model_key(primary_key=True),
+    sa.Column("through", sa.BigInteger, nullable=False),  # last seq to rebuild records of
+    sa.Column("done", sa.BigInteger, nullable=False),  # seq rebuilt so far (in seq order)
+)
+
 fold_leases = sa.Table(  # since schema version 3
     "fold_leases",
     metadata,

@@ -19,10 +19,12 @@ from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.errors import LeaseLost, StoreError, WatchkeeperError
 from watchkeeper.io.pii import key_from_env
 from watchkeeper.server.hub.alert_state import AlertStates
+from watchkeeper.server.hub.backfill import Backfill
 from watchkeeper.server.hub.fold import Fold
 from watchkeeper.server.hub.follower import View
 from watchkeeper.server.hub.intake import Intake
 from watchkeeper.server.hub.lease import Fenced, FoldLease, owner_id
+from watchkeeper.server.hub.memory import limit_arenas
 from watchkeeper.server.hub.registry import Registry
 from watchkeeper.server.hub.state import AlertView, ModelState
 from watchkeeper.server.hub.workers import Workers
@@ -82,6 +84,7 @@ class Hub:
     alert_states: AlertStates = field(init=False, repr=False)
     intake: Intake = field(init=False, repr=False)
     fold: Fold = field(init=False, repr=False)
+    backfill: Backfill = field(init=False, repr=False)
     view: View = field(init=False, repr=False)
     workers: Workers = field(init=False, repr=False)
 
@@ -105,6 +108,7 @@ class Hub:
                          window=self.window, retention=self.retention,
                          fold_bytes=self.fold_bytes, expire_seconds=self.expire_seconds,
                          clock=self.clock, monotonic=self.monotonic)
+        self.backfill = Backfill(self.store, fence, fold_bytes=self.fold_bytes)
         self.view = View(self.store, self.registry, self.alert_states, window=self.window,
                          follow_seconds=self.follow_seconds, monotonic=self.monotonic)
         self.workers = Workers(self.counters, self._wake, self._stop)
@@ -338,6 +342,8 @@ class Hub:
         self._sync_version(model, state)
         if revision != state.revision:  # changed by another server or a person
             self.alert_states.merge(model, state, *self.store.load_alert_state(model))
+        if self.backfill.step(model, state):  # records of batches folded before an upgrade
+            return  # come first: labels folded meanwhile would not find them
         self.fold.advance(model, state)
         pending = self.intake.take_rejected(model)
         if pending:
@@ -357,6 +363,7 @@ class Hub:
         self.fold_lease.epoch = lease.epoch  # fences what judging the resumed windows saves
         try:
             self.fold.reset()
+            self.backfill.reset()
             self.fold.count_quarantined()
             self._looked = self.monotonic()
             for state in self.states().values():
@@ -413,6 +420,7 @@ class Hub:
     def start(self) -> None:
         """Load, then fold in a thread of its own (with leases: take the lease if it is
         free, and keep it in another thread, renewing it while the models load)."""
+        limit_arenas()  # before the hub's threads allocate (see memory.py)
         if self.lease_ttl is not None:
             wait = self.fold_lease.renew()
             self._keeper = threading.Thread(target=self.fold_lease.keep,

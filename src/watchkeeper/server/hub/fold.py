@@ -19,7 +19,6 @@ past it, so that only the one to blame is set aside. Other models fold on meanwh
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 import time
@@ -39,6 +38,7 @@ from watchkeeper.online.monitor import save, usable_times
 from watchkeeper.profiles.core import Profile
 from watchkeeper.server.hub.intake import rejected_counts
 from watchkeeper.server.hub.lease import Fenced
+from watchkeeper.server.hub.memory import give_back
 from watchkeeper.server.hub.profiled import profiled_windows
 from watchkeeper.server.hub.state import FIRST, ModelState
 from watchkeeper.store import LabelRecords, Lease, Store
@@ -51,6 +51,9 @@ FOLD_BATCHES = 50
 #: labels: their prediction records are written in the step's transaction, which must stay
 #: short (it holds the store's write lock, and the lease row, while it runs)
 FOLD_RECORDS = 100_000
+#: a fold step of at least this many rows (events or labels) runs the cycle collector
+#: before handing memory back (see memory.give_back)
+COLLECT_ROWS = 10_000
 #: Failed attempts at folding an event batch before it is set aside (quarantined).
 FOLD_ATTEMPTS = 3
 
@@ -130,6 +133,7 @@ class Fold:
                         raise BatchFailed(f"model {model}: batch {event.seq} cannot be read "
                                           f"({why(exc)}); tried again") from None
                     tables.append(None)  # set aside: skipped
+            rows = sum(e.rows for e in events)
             events = [replaced(e, payload=b"") for e in events]  # the bytes are not needed
             del event
             try:
@@ -162,7 +166,8 @@ class Fold:
             failing = self.failing.get(model)
             if failing is not None and failing[0] <= last:  # folded after all
                 del self.failing[model]
-            _give_back_memory()
+            del records, findings, labels  # before the memory they held is given back
+            give_back(collect=rows >= COLLECT_ROWS)
 
     def _step(self, model: str, state: ModelState, events: list[Any],
               tables: list[pa.Table | None]) -> int:
@@ -284,23 +289,6 @@ def _ingest(state: ModelState, tables: list[pa.Table]) -> None:
         for live, part in state.route(table):
             live.ingest(part)
         del table
-
-
-def _give_back_memory() -> None:
-    """Hand the heap pages freed by a fold step (decoded batches, prediction records, label
-    look-ups) back to the system (glibc's malloc_trim; elsewhere nothing), so that the
-    server's RSS follows what it holds, not the largest step it has folded."""
-    global _TRIM
-    if _TRIM is None:
-        try:
-            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
-
-
-_TRIM: Any = None  # libc's malloc_trim once looked up; False where there is none
 
 
 def _at_most(events: list[Any], rows: int) -> list[Any]:
