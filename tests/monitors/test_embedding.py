@@ -236,7 +236,7 @@ def test_a_lasting_shift_is_advised_as_covariate_drift_naming_the_regions(
 
 def test_reference_code_counts_come_from_rows_the_fit_never_saw(tmp_path) -> None:
     table = texts(2_000, seed=1)
-    suite = wk.init(table)
+    suite = wk.init(table, embed_text=["review"])
     book = suite.schema["review"].codebook
     assert book is not None and book.fitted_on is not None
     fitted = book.fitted_on
@@ -248,7 +248,7 @@ def test_reference_code_counts_come_from_rows_the_fit_never_saw(tmp_path) -> Non
     assert not np.array_equal(ref.bins, whole.bins)
     drift = next(m for m in suite.monitors if m.type == "embedding_drift")
     assert drift.calibration["reference_rows"] == 1_000
-    again = wk.init(table)
+    again = wk.init(table, embed_text=["review"])
     assert again.schema["review"].codebook.fitted_on is not None
     assert np.array_equal(again.schema["review"].codebook.fitted_on, fitted)
     path, copy = tmp_path / "a.yaml", tmp_path / "b.yaml"
