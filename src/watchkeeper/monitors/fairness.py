@@ -19,6 +19,7 @@ reported, not alerted on every window; a new break is alerted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -63,6 +64,26 @@ def overlap(a: str, b: str) -> bool:
     """Two groups share rows unless they fix one attribute to different values."""
     pa, pb = _parts(a), _parts(b)
     return all(pa[k] == pb[k] for k in pa.keys() & pb.keys())
+
+
+def concentrated(ordered: list[Finding], same: Callable[[Finding, Finding], bool]
+                 ) -> list[Finding]:
+    """Of findings strongest first, those that no stronger finding of the ``same`` change
+    in an overlapping segment covers; each kept one lists the segments it covers in its
+    evidence (``also_affected``). Fairness groups and segments both report a change once,
+    where it is most concentrated."""
+    kept: list[Finding] = []
+    for f in ordered:
+        owner = next((k for k in kept if same(k, f)
+                      and overlap(k.segment or "", f.segment or "")), None)
+        if owner is None:
+            kept.append(f)
+        else:
+            owner.evidence.setdefault("also_affected", []).append(f.segment)
+    for f in kept:
+        if "also_affected" in f.evidence:
+            f.evidence["also_affected"] = ", ".join(f.evidence["also_affected"])
+    return kept
 
 
 class Fairness(Monitor):
@@ -258,18 +279,8 @@ class Fairness(Monitor):
 
     @staticmethod
     def _most_concentrated(candidates: list[tuple[float, Finding]]) -> list[Finding]:
-        kept: list[Finding] = []
-        for _, f in sorted(candidates, key=lambda c: -c[0]):
-            owner = next((k for k in kept if k.metric == f.metric
-                          and overlap(k.segment or "", f.segment or "")), None)
-            if owner is None:
-                kept.append(f)
-            else:
-                owner.evidence.setdefault("also_affected", []).append(f.segment)
-        for f in kept:
-            if "also_affected" in f.evidence:
-                f.evidence["also_affected"] = ", ".join(f.evidence["also_affected"])
-        return kept
+        return concentrated([f for _, f in sorted(candidates, key=lambda c: -c[0])],
+                            lambda k, f: k.metric == f.metric)
 
     def _policy(self, window: Profile) -> list[Finding]:
         floor = self.settings["min_di_ratio"]

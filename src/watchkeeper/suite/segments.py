@@ -36,7 +36,7 @@ from watchkeeper.monitors import (
     UnseenCategory,
 )
 from watchkeeper.monitors.drift import CALIBRATION_ROWS
-from watchkeeper.monitors.fairness import overlap
+from watchkeeper.monitors.fairness import concentrated
 from watchkeeper.monitors.performance import realised_metrics
 from watchkeeper.profiles.core import Profile
 from watchkeeper.profiles.segments import plain_schema
@@ -192,17 +192,8 @@ def most_concentrated(found: list[Finding]) -> list[Finding]:
     performance, whichever metric) is reported where it is most concentrated (the largest
     value over threshold), the others listed with it as ``also_affected``; as fairness
     does for overlapping groups."""
-    kept: list[Finding] = []
-    for f in sorted(found, key=lambda f: -_excess(f)):
-        owner = next((k for k in kept if (k.monitor, k.column) == (f.monitor, f.column)
-                      and overlap(k.segment or "", f.segment or "")), None)
-        if owner is None:
-            kept.append(f)
-        else:
-            owner.evidence.setdefault("also_affected", []).append(f.segment)
-    for f in kept:
-        if "also_affected" in f.evidence:
-            f.evidence["also_affected"] = ", ".join(f.evidence["also_affected"])
+    kept = concentrated(sorted(found, key=lambda f: -_excess(f)),
+                        lambda k, f: (k.monitor, k.column) == (f.monitor, f.column))
     return [f for f in found if f in kept]
 
 
