@@ -24,7 +24,7 @@ from watchkeeper.baseline.binning import (
 from watchkeeper.baseline.expressions import Rule
 from watchkeeper.baseline.segments import Segment
 from watchkeeper.baseline.task import Task
-from watchkeeper.baseline.text import TextPlan, plan_text
+from watchkeeper.baseline.text import TextPlan, free_text, plan_text
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.pii import Guess, assess, named_kind
 from watchkeeper.io.tables import to_table, unknown_column
@@ -352,7 +352,7 @@ def _plan(spec: Column, column: pa.ChunkedArray, bins: int) -> None:
         if spec.truncated:
             _keep_frequent_levels(spec, column, counts)
     if spec.kind == Kind.TEXT and spec.dtype == "string" and spec.pii is None and \
-            spec.role in (Role.FEATURE, Role.PREDICTION):
+            spec.role in (Role.FEATURE, Role.PREDICTION) and free_text(column):
         spec.text = plan_text(column, bins)
         spec.note = "; ".join(n for n in (spec.note, "monitored by its descriptors (length, "
                               "tokens, non-ASCII share, out-of-vocabulary rate, empty)") if n)

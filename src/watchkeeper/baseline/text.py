@@ -51,6 +51,11 @@ class Descriptors:
     invalid: int = 0
 
 
+#: Words a value of a text column has on average, at least, for its descriptors to be
+#: monitored (an identifier or a code has one).
+MIN_MEAN_WORDS = 2.0
+
+
 def _chunks(column: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
     return column.chunks if isinstance(column, pa.ChunkedArray) else [column]
 
@@ -165,6 +170,21 @@ class TextPlan:
 
 def _floats(array: pa.Array) -> np.ndarray:
     return np.asarray(array.to_numpy(zero_copy_only=False), dtype=float)
+
+
+def free_text(column: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether a reference text column is free text: :data:`MIN_MEAN_WORDS` words a value
+    or more on average (not identifiers or codes, whose length and vocabulary say little).
+
+    >>> free_text(pa.array(["u1", "u2", None])), free_text(pa.array(["too slow", "ok"]))
+    (False, False)
+    >>> free_text(pa.array(["too slow", "fine thanks", "broken"]))
+    False
+    >>> free_text(pa.array(["too slow to load", "fine thanks", "broken"]))
+    True
+    """
+    present = len(column) - column.null_count
+    return present > 0 and len(tokens(column)[0]) >= MIN_MEAN_WORDS * present
 
 
 def plan_text(column: pa.ChunkedArray | pa.Array, bins: int = DEFAULT_BINS) -> TextPlan:
