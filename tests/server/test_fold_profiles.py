@@ -12,8 +12,8 @@ import pyarrow as pa
 
 import watchkeeper as wk
 from tests.server_helpers import _batch, _suite_text
+from watchkeeper.profiles.shipped import profiled_batch, profiled_windows
 from watchkeeper.server.hub import FOLD_ATTEMPTS, Hub
-from watchkeeper.server.hub.profiled import profiled_batch, profiled_windows
 from watchkeeper.store import Store
 from watchkeeper.suite import file as suitefile
 from watchkeeper.wire import to_ipc

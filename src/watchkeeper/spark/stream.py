@@ -30,8 +30,8 @@ from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.jsonable import RESULT_DIGITS, plain
 from watchkeeper.io.times import from_epoch
 from watchkeeper.profiles.core import Profile
+from watchkeeper.profiles.shipped import profiled_batch
 from watchkeeper.run.check import Calendar, WindowLength
-from watchkeeper.server.hub.profiled import profiled_batch
 from watchkeeper.spark.engine import _EMPTY, _MISSING, KEY, _merged, _Plan
 from watchkeeper.store import Store, WindowRecord
 from watchkeeper.suite.core import Suite
@@ -119,7 +119,7 @@ class ServerSink:
     with the suite version the server has in service for ``model``, cut into windows of
     the server's length (``window``: its ``serve --window``) on the ``_ts`` column (or
     ``time``: another timestamp column), and logged in the store's event log as one batch
-    of window profiles (:mod:`watchkeeper.server.hub.profiled`) with the idempotency key
+    of window profiles (:mod:`watchkeeper.profiles.shipped`) with the idempotency key
     ``spark:<query id>:<batch id>``. The server folds it like the events posted over HTTP
     (windows, findings, alerts, incidents, the dashboard); a micro-batch Spark runs again
     (after a failure, or a restart from the checkpoint) has the same key and is not

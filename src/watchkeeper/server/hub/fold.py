@@ -36,10 +36,10 @@ from watchkeeper.io.values import epoch_seconds
 from watchkeeper.monitors.security import REJECTED
 from watchkeeper.online.monitor import save, usable_times
 from watchkeeper.profiles.core import Profile
+from watchkeeper.profiles.shipped import profiled_windows
 from watchkeeper.server.hub.intake import rejected_counts
 from watchkeeper.server.hub.lease import Fenced
 from watchkeeper.server.hub.memory import give_back
-from watchkeeper.server.hub.profiled import profiled_windows
 from watchkeeper.server.hub.state import FIRST, ModelState
 from watchkeeper.store import LabelRecords, Lease, Store
 from watchkeeper.wire import TS, from_ipc
