@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from watchkeeper.baseline.text_vectors import TextEncoder, Vectors
 from watchkeeper.errors import SuiteError
 from watchkeeper.io.tables import unknown_column
 from watchkeeper.io.values import numbers, type_class
@@ -70,19 +71,6 @@ def _b64(array: np.ndarray) -> str:
 def _from_b64(text: str, shape: tuple[int, ...]) -> np.ndarray:
     raw = np.frombuffer(base64.b64decode(text), dtype="<f4")
     return raw.astype(np.float64).reshape(shape)
-
-
-@dataclass
-class Vectors:
-    """The valid vectors of a column (one row each, in row order) and the counts of rows
-    that are missing (null) or invalid (wrong length, NaN/inf, not numbers)."""
-
-    matrix: np.ndarray
-    rows: int
-    missing: int
-    invalid: int
-    types: dict[str, int]
-    kept: np.ndarray  # which rows hold a valid vector (boolean, one per row)
 
 
 @dataclass
@@ -174,7 +162,6 @@ class Codebook:
             raise ValueError(f"{k} codes but {radii.size} radii and {len(examples)} examples")
         encoder = None
         if d.get("text") is not None:
-            from watchkeeper.baseline.text_vectors import TextEncoder
 
             encoder = TextEncoder.from_dict(d["text"])
         return cls(_from_b64(str(d["centroids"]), (k, dim)), radii, examples, encoder)
@@ -331,7 +318,6 @@ def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
     is asked for; an embedded text column is judged by its topic mix instead of its
     descriptors)."""
     from watchkeeper.baseline.schema import Column, Kind, Role
-    from watchkeeper.baseline.text_vectors import TextEncoder
 
     ids = None
     if id_column is not None and id_column in table.column_names:

@@ -16,7 +16,7 @@ import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,8 +24,19 @@ from scipy import sparse
 
 from watchkeeper.io.values import type_class
 
-if TYPE_CHECKING:
-    from watchkeeper.baseline.embedding import Vectors
+
+@dataclass
+class Vectors:
+    """The valid vectors of a column (one row each, in row order) and the counts of rows
+    that are missing (null) or invalid (wrong length, NaN/inf, not numbers)."""
+
+    matrix: np.ndarray
+    rows: int
+    missing: int
+    invalid: int
+    types: dict[str, int]
+    kept: np.ndarray  # which rows hold a valid vector (boolean, one per row)
+
 
 #: Hash space of word n-grams.
 BUCKETS = 1 << 20
@@ -105,7 +116,6 @@ class TextEncoder:
 
     def vectors(self, column: pa.ChunkedArray | pa.Array) -> Vectors:
         """The vectors of a text column; values that are not text are invalid."""
-        from watchkeeper.baseline.embedding import Vectors
 
         values = column.to_pylist()
         kept = np.array([isinstance(v, str) for v in values], dtype=bool)
