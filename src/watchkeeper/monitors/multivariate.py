@@ -20,7 +20,8 @@ from watchkeeper.baseline.schema import Column, Kind, Role, Schema
 from watchkeeper.errors import SuiteError
 from watchkeeper.monitors.base import Family, Finding, Monitor, ReferenceData
 from watchkeeper.monitors.drift import FeatureDrift
-from watchkeeper.profiles.core import ColumnProfile, Profile
+from watchkeeper.profiles.column import ColumnProfile
+from watchkeeper.profiles.core import Profile
 from watchkeeper.stats.distance import js_distance
 
 #: The name the per-row score goes by when judged as a column (and in ``metrics.drift``).

@@ -18,7 +18,8 @@ from watchkeeper.monitors.base import (
     Severity,
     severity_for,
 )
-from watchkeeper.profiles.core import ColumnProfile, Profile
+from watchkeeper.profiles.column import ColumnProfile
+from watchkeeper.profiles.core import Profile
 from watchkeeper.stats.calibration import count_interval
 
 #: Roles whose columns must be present in every window (labels and ids may come later).

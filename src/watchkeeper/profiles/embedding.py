@@ -16,10 +16,12 @@ import pyarrow as pa
 
 from watchkeeper.baseline.embedding import Codebook, vectors
 from watchkeeper.baseline.schema import Column, Schema
+from watchkeeper.profiles.column import ColumnProfile
+from watchkeeper.profiles.service import service_only
 from watchkeeper.stats.moments import Moments
 
 if TYPE_CHECKING:
-    from watchkeeper.profiles.core import ColumnProfile, Profile
+    from watchkeeper.profiles.core import Profile
 
 #: The joint tally of a column's distances to the nearest centroid: rows, sum, sum of squares.
 DISTANCE_TALLY = "embedding_distance:{}"
@@ -49,8 +51,6 @@ def cross_fit(reference: Profile, table: pa.Table, schema: Schema) -> Profile:
     on) with each embedding column profiled on the rows its codebook was not fitted on: the
     fitted rows sit nearer their centroids, and in a code mix slightly apart from fresh
     data's, so counting them would bias the reference (cross-fitting)."""
-    from watchkeeper.profiles.core import service_only
-
     service = service_only(table)
     for spec in schema:
         book = spec.codebook
@@ -70,8 +70,6 @@ def cross_fit(reference: Profile, table: pa.Table, schema: Schema) -> Profile:
 
 def profile_embedding(table: pa.Table, spec: Column, joint: dict[str, np.ndarray]) -> ColumnProfile:
     """Column profile of an embedding; its distance tally is added to ``joint``."""
-    from watchkeeper.profiles.core import ColumnProfile
-
     book: Codebook | None = spec.codebook
     assert book is not None
     try:

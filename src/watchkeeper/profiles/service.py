@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.io.values import numbers_with_nan
-from watchkeeper.wire import ERROR, LATENCY
+from watchkeeper.wire import ERROR, LATENCY, RESERVED
 
 #: Log buckets: bucket i holds [LOW·γ^i, LOW·γ^(i+1)); its geometric midpoint is within
 #: √γ − 1 ≈ 1% of any value in it. Range 1 µs … 10⁷ ms; values outside land in the ends.
@@ -62,3 +62,21 @@ def service_tallies(table: pa.Table) -> dict[str, np.ndarray]:
         out[SERVICE_TALLY] = np.array([table.num_rows, int(_truthy(table.column(ERROR)).sum())],
                                       dtype=np.int64)
     return out
+
+
+def service_only(table: pa.Table) -> np.ndarray | None:
+    """Rows that carry nothing but service columns (``_latency_ms``, ``_error``…), as the
+    ASGI middleware logs them; None when there are none. They count for latency and errors
+    only: not as rows (with every feature missing), nor as a client's inputs."""
+    if not any(name in RESERVED for name in table.column_names):
+        return None
+    others = [table.column(name) for name in table.column_names if name not in RESERVED]
+    if not others:
+        return np.ones(table.num_rows, dtype=bool) if table.num_rows else None
+    if any(column.null_count == 0 for column in others):
+        return None  # the usual case, answered without looking at a value
+    empty = np.ones(table.num_rows, dtype=bool)
+    for column in others:
+        empty &= np.asarray(column.is_null(nan_is_null=True).to_numpy(zero_copy_only=False),
+                            dtype=bool)
+    return empty if empty.any() else None

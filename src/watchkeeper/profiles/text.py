@@ -9,31 +9,10 @@ that view of a suite's schema and of a window.
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema
-from watchkeeper.baseline.text import TextPlan
-from watchkeeper.profiles.core import ColumnProfile, Profile, numeric_histogram
-from watchkeeper.stats.moments import Moments
-
-
-def describe_into(cp: ColumnProfile, column: pa.ChunkedArray | pa.Array, plan: TextPlan) -> None:
-    """Count a text column's missing and invalid (non-string) values into ``cp`` and profile
-    each of its descriptors into ``cp.descriptors``."""
-    rows = len(column)
-    described = plan.describe(column)
-    cp.missing, cp.invalid = described.missing, described.invalid
-    for name, edges in plan.edges.items():
-        values = described.values[name]
-        finite = values[np.isfinite(values)]
-        d = ColumnProfile(count=rows, invalid=described.invalid,
-                          missing=rows - described.invalid - finite.size,
-                          bins=numeric_histogram(finite, edges))
-        if finite.size:
-            d.moments = Moments.of(finite)
-            d.min, d.max = float(finite.min()), float(finite.max())
-        cp.descriptors[name] = d
+from watchkeeper.profiles.core import Profile
 
 
 def descriptor_name(column: str, descriptor: str) -> str:

@@ -72,7 +72,8 @@ from watchkeeper.monitors import (
     monitor_class,
 )
 from watchkeeper.monitors.security import ClientMonitor
-from watchkeeper.profiles.core import ColumnProfile, Profile, profile
+from watchkeeper.profiles.column import ColumnProfile
+from watchkeeper.profiles.core import Profile, profile
 from watchkeeper.profiles.embedding import cross_fit
 from watchkeeper.profiles.segments import segment_codes, segment_labels
 from watchkeeper.profiles.service import SERVICE_TALLY
