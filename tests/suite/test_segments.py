@@ -282,3 +282,28 @@ def test_segment_monitors_keep_the_monitor_contract() -> None:
             prop(copy, case)
         checked += 1
     assert checked >= 10
+
+
+def test_stored_records_keep_segment_codes_and_older_records_still_join(
+        suite: wk.Suite) -> None:
+    """The server's prediction records carry each row's segment codes; a record stored
+    before they were kept reads back with code -1, and its label moves the window only."""
+    from watchkeeper.profiles.segments import record_codes, segment_labels
+    from watchkeeper.run.label_join import move_labels, pack_codes, unpack_codes
+
+    data = rows(500, 22)
+    task = suite.schema.task
+    assert task is not None
+    keys = segment_labels(suite.schema)
+    codes = record_codes(data, suite.schema)
+    back = unpack_codes(pack_codes(codes, task, keys), codes.label, task, keys)
+    for key in keys:
+        assert back.groups[key].tolist() == codes.groups[key].tolist()
+    old = unpack_codes(pack_codes(codes, task), codes.label, task, keys)
+    assert all((old.groups[k] == -1).all() for k in keys)
+    before = suite.profile(data.drop_columns(["label"])).to_dict()
+    window = suite.profile(data.drop_columns(["label"]))
+    old.label[:] = len(task.classes) + 1  # unlabelled, as the window counts them
+    move_labels(old, np.arange(500), codes.label, task, window, keys)
+    after = window.to_dict()
+    assert after["segments"] == before["segments"] and after != before
