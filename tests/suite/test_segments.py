@@ -307,3 +307,42 @@ def test_stored_records_keep_segment_codes_and_older_records_still_join(
     move_labels(old, np.arange(500), codes.label, task, window, keys)
     after = window.to_dict()
     assert after["segments"] == before["segments"] and after != before
+
+
+def test_segment_drift_nulls_are_fitted_at_init_and_kept_in_the_suite_file(
+        suite: wk.Suite, tmp_path: Path) -> None:
+    """A check fits no null: init fitted one per judged segment value and drift column, the
+    suite file keeps them (in ``fitted:``), and a suite file without them (written before
+    they were kept) still judges the same, fitting them then."""
+    seg = suite.segments
+    assert seg is not None
+    judged = seg.judged(suite.reference)
+    assert {label for label, _ in seg.nulls} == set(judged)
+    assert ("region=north", "x") in seg.nulls and ("region=north", "region") not in seg.nulls
+    suite.save(tmp_path / "s.yaml")
+    text = (tmp_path / "s.yaml").read_text()
+    assert "nulls" not in text.split("fitted:")[0]  # compressed with the fitted artefacts
+    loaded = wk.Suite.load(tmp_path / "s.yaml")
+    assert loaded.segments is not None and loaded.segments.nulls == seg.nulls
+    data = rows(10_000, 23, shift=1.0)
+    found = [f.to_dict() for f in loaded.check(data, progress=False).findings]
+    assert loaded.segments.fitted_now == {}
+    assert any(f["segment"] == "region=north" for f in found)
+    doc = suite.to_dict()
+    del doc["segments"]["nulls"]
+    (tmp_path / "old.yaml").write_text(wk_dump(doc))
+    old = wk.Suite.load(tmp_path / "old.yaml")
+    assert old.segments is not None and old.segments.nulls == {}
+    assert [f.to_dict() for f in old.check(data, progress=False).findings] == found
+    assert old.segments.fitted_now.keys() <= seg.nulls.keys() and old.segments.fitted_now
+    doc = suite.to_dict()
+    doc["segments"]["nulls"]["region=north"]["x"][2] = [300, "wide", 1.0]
+    (tmp_path / "bad.yaml").write_text(wk_dump(doc))
+    with pytest.raises(SuiteError, match=r"segments\.nulls\.region=north\.x\[2\]"):
+        wk.Suite.load(tmp_path / "bad.yaml")
+
+
+def wk_dump(doc: dict) -> str:
+    from watchkeeper.suite import file as suitefile
+
+    return suitefile.dump(doc)

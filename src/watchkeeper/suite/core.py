@@ -1009,6 +1009,7 @@ def init(
     split_budget(generated, budget, weights, suite.idle())
     if suite.segments is not None:
         suite.segments.split(generated)
+        suite.segments.fit_nulls(generated, schema, ref_profile)
     return suite
 
 
