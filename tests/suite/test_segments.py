@@ -346,3 +346,33 @@ def wk_dump(doc: dict) -> str:
     from watchkeeper.suite import file as suitefile
 
     return suitefile.dump(doc)
+
+
+def test_suite_diff_reports_segments_and_their_calibration() -> None:
+    """``watchkeeper diff`` names segmentations and values added or removed, the budget
+    split's settings, values judged in one suite only and segment thresholds that moved."""
+    ignore = ["id", "label", "prediction", "proba"]
+    old = wk.init(rows(20_000, 0), segments="region", ignore=ignore, progress=False)
+    assert wk.diff(old, old).empty
+    more = wk.init(rows(20_000, 0), segments=["region", "plan"], ignore=ignore,
+                   progress=False)
+    d = wk.diff(old, more)
+    assert d.segments_added == ["plan"] and not d.segments_removed
+    assert "segments added (1): plan" in d.to_text()
+    assert wk.diff(more, old).segments_removed == ["plan"]
+    # twice the reference: region=tiny (0.5%) now has 200+ rows, every threshold tightens
+    bigger = wk.init(rows(60_000, 0), segments="region", ignore=ignore, progress=False)
+    assert bigger.segments is not None
+    bigger.segments.share = 0.4
+    d = wk.diff(old, bigger)
+    assert {"monitor": "segments", "setting": "share", "old": 0.5, "new": 0.4} in \
+        d.settings_changed
+    assert [(j["segment"], j["judged"]) for j in d.segments_judged] == [("region=tiny", True)]
+    moved = {(t["segment"], t["monitor"]): t for t in d.segment_thresholds_moved}
+    north = moved[("region=north", "feature_drift:x")]
+    assert north["new"] < north["old"]
+    assert any(w.startswith("segment reference rows") for w in north["why"])
+    assert ("region=north", "feature_drift:region") not in moved  # its own column
+    assert "region=north: feature_drift:x" in d.to_text()
+    assert "region=tiny: reference rows" in d.to_text() and "now judged" in d.to_text()
+    assert d.to_dict()["segment_thresholds_moved"]
