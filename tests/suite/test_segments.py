@@ -282,3 +282,97 @@ def test_segment_monitors_keep_the_monitor_contract() -> None:
             prop(copy, case)
         checked += 1
     assert checked >= 10
+
+
+def test_stored_records_keep_segment_codes_and_older_records_still_join(
+        suite: wk.Suite) -> None:
+    """The server's prediction records carry each row's segment codes; a record stored
+    before they were kept reads back with code -1, and its label moves the window only."""
+    from watchkeeper.profiles.segments import record_codes, segment_labels
+    from watchkeeper.run.label_join import move_labels, pack_codes, unpack_codes
+
+    data = rows(500, 22)
+    task = suite.schema.task
+    assert task is not None
+    keys = segment_labels(suite.schema)
+    codes = record_codes(data, suite.schema)
+    back = unpack_codes(pack_codes(codes, task, keys), codes.label, task, keys)
+    for key in keys:
+        assert back.groups[key].tolist() == codes.groups[key].tolist()
+    old = unpack_codes(pack_codes(codes, task), codes.label, task, keys)
+    assert all((old.groups[k] == -1).all() for k in keys)
+    before = suite.profile(data.drop_columns(["label"])).to_dict()
+    window = suite.profile(data.drop_columns(["label"]))
+    old.label[:] = len(task.classes) + 1  # unlabelled, as the window counts them
+    move_labels(old, np.arange(500), codes.label, task, window, keys)
+    after = window.to_dict()
+    assert after["segments"] == before["segments"] and after != before
+
+
+def test_segment_drift_nulls_are_fitted_at_init_and_kept_in_the_suite_file(
+        suite: wk.Suite, tmp_path: Path) -> None:
+    """A check fits no null: init fitted one per judged segment value and drift column, the
+    suite file keeps them (in ``fitted:``), and a suite file without them (written before
+    they were kept) still judges the same, fitting them then."""
+    seg = suite.segments
+    assert seg is not None
+    judged = seg.judged(suite.reference)
+    assert {label for label, _ in seg.nulls} == set(judged)
+    assert ("region=north", "x") in seg.nulls and ("region=north", "region") not in seg.nulls
+    suite.save(tmp_path / "s.yaml")
+    text = (tmp_path / "s.yaml").read_text()
+    assert "nulls" not in text.split("fitted:")[0]  # compressed with the fitted artefacts
+    loaded = wk.Suite.load(tmp_path / "s.yaml")
+    assert loaded.segments is not None and loaded.segments.nulls == seg.nulls
+    data = rows(10_000, 23, shift=1.0)
+    found = [f.to_dict() for f in loaded.check(data, progress=False).findings]
+    assert loaded.segments.fitted_now == {}
+    assert any(f["segment"] == "region=north" for f in found)
+    doc = suite.to_dict()
+    del doc["segments"]["nulls"]
+    (tmp_path / "old.yaml").write_text(wk_dump(doc))
+    old = wk.Suite.load(tmp_path / "old.yaml")
+    assert old.segments is not None and old.segments.nulls == {}
+    assert [f.to_dict() for f in old.check(data, progress=False).findings] == found
+    assert old.segments.fitted_now.keys() <= seg.nulls.keys() and old.segments.fitted_now
+    doc = suite.to_dict()
+    doc["segments"]["nulls"]["region=north"]["x"][2] = [300, "wide", 1.0]
+    (tmp_path / "bad.yaml").write_text(wk_dump(doc))
+    with pytest.raises(SuiteError, match=r"segments\.nulls\.region=north\.x\[2\]"):
+        wk.Suite.load(tmp_path / "bad.yaml")
+
+
+def wk_dump(doc: dict) -> str:
+    from watchkeeper.suite import file as suitefile
+
+    return suitefile.dump(doc)
+
+
+def test_suite_diff_reports_segments_and_their_calibration() -> None:
+    """``watchkeeper diff`` names segmentations and values added or removed, the budget
+    split's settings, values judged in one suite only and segment thresholds that moved."""
+    ignore = ["id", "label", "prediction", "proba"]
+    old = wk.init(rows(20_000, 0), segments="region", ignore=ignore, progress=False)
+    assert wk.diff(old, old).empty
+    more = wk.init(rows(20_000, 0), segments=["region", "plan"], ignore=ignore,
+                   progress=False)
+    d = wk.diff(old, more)
+    assert d.segments_added == ["plan"] and not d.segments_removed
+    assert "segments added (1): plan" in d.to_text()
+    assert wk.diff(more, old).segments_removed == ["plan"]
+    # twice the reference: region=tiny (0.5%) now has 200+ rows, every threshold tightens
+    bigger = wk.init(rows(60_000, 0), segments="region", ignore=ignore, progress=False)
+    assert bigger.segments is not None
+    bigger.segments.share = 0.4
+    d = wk.diff(old, bigger)
+    assert {"monitor": "segments", "setting": "share", "old": 0.5, "new": 0.4} in \
+        d.settings_changed
+    assert [(j["segment"], j["judged"]) for j in d.segments_judged] == [("region=tiny", True)]
+    moved = {(t["segment"], t["monitor"]): t for t in d.segment_thresholds_moved}
+    north = moved[("region=north", "feature_drift:x")]
+    assert north["new"] < north["old"]
+    assert any(w.startswith("segment reference rows") for w in north["why"])
+    assert ("region=north", "feature_drift:region") not in moved  # its own column
+    assert "region=north: feature_drift:x" in d.to_text()
+    assert "region=tiny: reference rows" in d.to_text() and "now judged" in d.to_text()
+    assert d.to_dict()["segment_thresholds_moved"]

@@ -25,8 +25,7 @@ from watchkeeper.io.tables import to_table
 from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.profiles.core import Profile
-from watchkeeper.profiles.segments import segment_codes, segment_labels
-from watchkeeper.profiles.task import row_codes
+from watchkeeper.profiles.segments import record_codes, segment_labels
 from watchkeeper.run.check import CheckResult, WindowResult
 from watchkeeper.run.label_join import LabelJoin, StoredLabelJoin
 from watchkeeper.wire import TS
@@ -109,7 +108,8 @@ class OnlineMonitor:
                 self._join = LabelJoin(task, segments=segment_labels(self.suite.schema))
             else:
                 self._stored = StoredLabelJoin(task, self.store, self.model,
-                                               self.suite_version or 0)
+                                               self.suite_version or 0,
+                                               segments=segment_labels(self.suite.schema))
 
     @property
     def joins_labels(self) -> bool:
@@ -196,13 +196,11 @@ class OnlineMonitor:
         if not self.joins_labels or task is None or task.id not in chunk.column_names:
             return
         ids = chunk.column(task.id).to_numpy(zero_copy_only=False)
+        codes = record_codes(chunk, self.suite.schema)
         if self._stored is not None:
-            self._stored.add_window(self.windows[key].start.timestamp(), ids,
-                                    row_codes(chunk, task))
+            self._stored.add_window(self.windows[key].start.timestamp(), ids, codes)
             return
         assert self._join is not None
-        codes = row_codes(chunk, task)
-        codes.groups.update(segment_codes(chunk, self.suite.schema))
         self._join.add_window(ids, codes)
         self._join_keys.append(key)
 

@@ -17,8 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.baseline.schema import Schema
+from watchkeeper.profiles.task import row_codes
 
 if TYPE_CHECKING:
+    from watchkeeper.baseline.task import RowCodes
     from watchkeeper.profiles.core import Profile
 
 
@@ -41,6 +43,16 @@ def segment_labels(schema: Schema) -> dict[str, list[str]]:
 def segment_codes(table: pa.Table, schema: Schema) -> dict[str, np.ndarray]:
     """Each row's segment value (code) per segmentation, keyed as :func:`segment_labels`."""
     return {SEGMENT_KEY + s.name: s.codes(table) for s in schema.segments}
+
+
+def record_codes(table: pa.Table, schema: Schema) -> RowCodes:
+    """A batch's prediction records for late labels: its row codes (see
+    :func:`~watchkeeper.profiles.task.row_codes`) and its rows' segment codes, so that a
+    late label moves its row in its segments' sub-profiles too."""
+    assert schema.task is not None
+    codes = row_codes(table, schema.task)
+    codes.groups.update(segment_codes(table, schema))
+    return codes
 
 
 def segment_profiles(table: pa.Table, schema: Schema,

@@ -185,6 +185,8 @@ def move_labels(codes: RowCodes, rows: np.ndarray, new: np.ndarray, task: Task,
             if key not in before.groups:
                 continue
             for code in np.unique(before.groups[key]):
+                if code < 0:
+                    continue  # a record stored by an earlier version: no segment code
                 sub = profile.segments.get(labels[int(code)])
                 if sub is None:
                     continue
@@ -231,8 +233,9 @@ def codes_layout(task: Task) -> tuple[list[str], int, bool]:
             task.label_model is not None)
 
 
-def pack_codes(codes: RowCodes, task: Task) -> list[bytes]:
-    """Each row's codes but its label as little-endian float64s (stored per record)."""
+def pack_codes(codes: RowCodes, task: Task, segments: Iterable[str] = ()) -> list[bytes]:
+    """Each row's codes but its label as little-endian float64s (stored per record), then
+    the codes of the segmentations ``segments`` (keys of ``RowCodes.groups``)."""
     groups, errors, positive = codes_layout(task)
     columns = [codes.score_bin, codes.score, codes.pred, *(codes.groups[g] for g in groups)]
     if errors:
@@ -245,23 +248,33 @@ def pack_codes(codes: RowCodes, task: Task) -> list[bytes]:
     if classes:
         assert codes.class_bin is not None and codes.class_p is not None
         columns += [*codes.class_bin.T, *codes.class_p.T]
+    columns += [codes.groups[key] for key in sorted(segments)]
     packed = np.column_stack([np.asarray(c, dtype="<f8") for c in columns]).tobytes()
     width = 8 * len(columns)  # one buffer cut into rows: far cheaper than a row at a time
     return [packed[at:at + width] for at in range(0, len(packed), width)]
 
 
-def unpack_codes(packed: list[bytes], label: np.ndarray, task: Task) -> RowCodes:
-    """The prediction records of :func:`pack_codes` with their labels."""
+def unpack_codes(packed: list[bytes], label: np.ndarray, task: Task,
+                 segments: Iterable[str] = ()) -> RowCodes:
+    """The prediction records of :func:`pack_codes` with their labels. A record stored
+    without segment codes (by a version before they were kept) gets segment code -1: its
+    label moves the window, not its segments."""
     groups, errors, positive = codes_layout(task)
     classes = _class_columns(task)
+    keys = sorted(segments)
     width = 3 + len(groups) + errors + int(positive) + 2 * classes
-    flat = np.frombuffer(b"".join(packed), dtype="<f8").reshape(len(packed), width)
+    full = width + len(keys)
+    if keys and any(len(p) != 8 * full for p in packed):
+        packed = [p if len(p) == 8 * full else p + np.full(len(keys), -1.0, "<f8").tobytes()
+                  for p in packed]
+    flat = np.frombuffer(b"".join(packed), dtype="<f8").reshape(len(packed), full)
+    segment_groups = {k: flat[:, width + i].astype(np.int64) for i, k in enumerate(keys)}
     kind = np.int64 if task.classification else np.float64
     at = 3 + len(groups)
     tail = at + errors + int(positive)
     return RowCodes(flat[:, 0].astype(np.int64), flat[:, 1].copy(), flat[:, 2].astype(kind),
-                    label.astype(kind), {g: flat[:, 3 + i].astype(np.int64)
-                                         for i, g in enumerate(groups)},
+                    label.astype(kind), {**{g: flat[:, 3 + i].astype(np.int64)
+                                            for i, g in enumerate(groups)}, **segment_groups},
                     flat[:, at:at + errors].copy() if errors else None,
                     flat[:, at + errors].copy() if positive else None,
                     flat[:, tail:tail + classes].astype(np.int64) if classes else None,
@@ -285,12 +298,15 @@ class StoredLabelJoin:
     store: Any  # a watchkeeper.store.Store (or the hub's fenced view of one)
     model: str
     version: int
+    #: Segmentations whose codes the records carry (``segment_labels``): a late label also
+    #: moves its row in the sub-profile of its segment values, as :class:`LabelJoin` does.
+    segments: dict[str, list[str]] = field(default_factory=dict)
     pending: LabelJoin = field(init=False)
     starts: list[float] = field(default_factory=list)  # window start of each pending entry
     joined: dict[str, float] = field(default_factory=dict)  # id → label code, not written
 
     def __post_init__(self) -> None:
-        self.pending = LabelJoin(self.task)
+        self.pending = LabelJoin(self.task, segments=self.segments)
 
     def add_window(self, start: float, ids: np.ndarray, codes: RowCodes) -> None:
         self.pending.add_window(ids, codes)
@@ -335,9 +351,9 @@ class StoredLabelJoin:
             ids = [r[0] for r in records]
             stored = np.array([self.joined.get(i, np.nan if r[2] is None else r[2])
                                for i, r in zip(ids, records, strict=True)], dtype=float)
-            codes = unpack_codes([r[1] for r in records], stored, self.task)
+            codes = unpack_codes([r[1] for r in records], stored, self.task, self.segments)
             move_labels(codes, np.arange(len(ids)), new[[where[i] for i in ids]], self.task,
-                        profile)
+                        profile, self.segments)
             self.joined.update(zip(ids, codes.label.astype(float).tolist(), strict=True))
             changed.add(start)
             joined += len(ids)
@@ -353,7 +369,7 @@ class StoredLabelJoin:
         joined, self.joined = self.joined, {}
         labels = sorted((k, _stored(v)) for k, v in joined.items())  # as the store takes them
         del joined
-        self.pending, self.starts = LabelJoin(self.task), []
+        self.pending, self.starts = LabelJoin(self.task, segments=self.segments), []
         return parts, labels
 
     def _rows(self, start: float, ids: np.ndarray, codes: RowCodes
@@ -363,7 +379,7 @@ class StoredLabelJoin:
             part = np.arange(at, min(at + PACK_ROWS, len(ids)))
             sliced = codes.take(part)
             for key, packed, label in zip(id_keys(ids[part]).tolist(),
-                                          pack_codes(sliced, self.task),
+                                          pack_codes(sliced, self.task, self.segments),
                                           _stored_all(sliced.label), strict=True):
                 if key is not None:
                     yield {"id": key, "start": start, "version": version, "codes": packed,

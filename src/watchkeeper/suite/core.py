@@ -75,7 +75,7 @@ from watchkeeper.monitors.security import ClientMonitor
 from watchkeeper.profiles.column import ColumnProfile
 from watchkeeper.profiles.core import Profile, profile
 from watchkeeper.profiles.embedding import cross_fit
-from watchkeeper.profiles.segments import segment_codes, segment_labels
+from watchkeeper.profiles.segments import record_codes, segment_labels
 from watchkeeper.profiles.service import SERVICE_TALLY
 from watchkeeper.profiles.task import row_codes
 from watchkeeper.run.check import (
@@ -464,10 +464,9 @@ class Suite:
             p.start, p.end = w.start, w.end
             if result.label_join is not None:
                 assert task is not None
-                codes = row_codes(w.table, task)
-                codes.groups.update(segment_codes(w.table, self.schema))
                 result.label_join.add_window(
-                    w.table.column(task.id).to_numpy(zero_copy_only=False), codes)
+                    w.table.column(task.id).to_numpy(zero_copy_only=False),
+                    record_codes(w.table, self.schema))
             result.windows.append(WindowResult(w.label, p.rows, [], p, w.start, w.end))
             result.refresh(len(result.windows) - 1)
         self.evaluate_sequence(result)
@@ -1011,6 +1010,7 @@ def init(
     split_budget(generated, budget, weights, suite.idle())
     if suite.segments is not None:
         suite.segments.split(generated)
+        suite.segments.fit_nulls(generated, schema, ref_profile)
     return suite
 
 

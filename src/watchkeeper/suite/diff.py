@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from watchkeeper.monitors.drift import FeatureDrift
+from watchkeeper.profiles.segments import plain_schema
 from watchkeeper.suite.core import Suite
+from watchkeeper.suite.segments import runs_per_segment, segment_monitor
 
 #: Window size at which thresholds of the two suites are compared.
 COMPARE_ROWS = 10_000
@@ -25,12 +27,23 @@ class SuiteDiff:
     thresholds_moved: list[dict[str, Any]] = field(default_factory=list)
     settings_changed: list[dict[str, Any]] = field(default_factory=list)
     reference_rows: tuple[int, int] = (0, 0)
+    #: Segmentations (``region``, ``plan*age``) and segment values (``region=west``).
+    segments_added: list[str] = field(default_factory=list)
+    segments_removed: list[str] = field(default_factory=list)
+    segment_values_added: list[str] = field(default_factory=list)
+    segment_values_removed: list[str] = field(default_factory=list)
+    #: Segment values judged in one suite only (reference rows crossed ``min_rows``).
+    segments_judged: list[dict[str, Any]] = field(default_factory=list)
+    #: Segment drift thresholds that moved, as ``thresholds_moved`` plus ``segment``.
+    segment_thresholds_moved: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
         return not any((self.columns_added, self.columns_removed, self.roles_changed,
                         self.monitors_added, self.monitors_removed, self.thresholds_moved,
-                        self.settings_changed))
+                        self.settings_changed, self.segments_added, self.segments_removed,
+                        self.segment_values_added, self.segment_values_removed,
+                        self.segments_judged, self.segment_thresholds_moved))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +53,11 @@ class SuiteDiff:
             "monitors_removed": self.monitors_removed,
             "thresholds_moved": self.thresholds_moved,
             "settings_changed": self.settings_changed,
+            "segments_added": self.segments_added, "segments_removed": self.segments_removed,
+            "segment_values_added": self.segment_values_added,
+            "segment_values_removed": self.segment_values_removed,
+            "segments_judged": self.segments_judged,
+            "segment_thresholds_moved": self.segment_thresholds_moved,
         }
 
     def to_text(self) -> str:
@@ -50,7 +68,11 @@ class SuiteDiff:
         for title, items in (("columns added", self.columns_added),
                              ("columns removed", self.columns_removed),
                              ("monitors added", self.monitors_added),
-                             ("monitors removed", self.monitors_removed)):
+                             ("monitors removed", self.monitors_removed),
+                             ("segments added", self.segments_added),
+                             ("segments removed", self.segments_removed),
+                             ("segment values added", self.segment_values_added),
+                             ("segment values removed", self.segment_values_removed)):
             if items:
                 lines.append(f"{title} ({len(items)}): {', '.join(items)}")
         for r in self.roles_changed:
@@ -64,6 +86,15 @@ class SuiteDiff:
                 lines.append(f"  {t['monitor']}: {t['old']:.4g} → {t['new']:.4g}, effective "
                              f"{t['effective_old']:.4g} → {t['effective_new']:.4g} "
                              f"({'; '.join(t['why'])})")
+        for j in self.segments_judged:
+            lines.append(f"segment {j['segment']}: reference rows {j['old']} → {j['new']}, "
+                         f"{'now judged' if j['judged'] else 'no longer judged'} "
+                         f"(min_rows {j['min_rows']})")
+        if self.segment_thresholds_moved:
+            lines.append(f"segment drift thresholds moved (at {COMPARE_ROWS} rows per window):")
+            for t in self.segment_thresholds_moved:
+                lines.append(f"  {t['segment']}: {t['monitor']}: {t['old']:.4g} → "
+                             f"{t['new']:.4g} ({'; '.join(t['why'])})")
         return "\n".join(lines)
 
 
@@ -112,7 +143,85 @@ def diff(old: Suite, new: Suite) -> SuiteDiff:
             moved = _drift_threshold_move(key, a, b, old, new)
             if moved:
                 out.thresholds_moved.append(moved)
+    _diff_segments(out, old, new)
     return out
+
+
+def _diff_segments(out: SuiteDiff, old: Suite, new: Suite) -> None:
+    """Segmentations and values added or removed, the split of their budget, the values
+    judged in one suite only and the segment drift thresholds that moved."""
+    a, b = old.segments, new.segments
+    old_by = {s.name: s for s in (a.by if a else [])}
+    new_by = {s.name: s for s in (b.by if b else [])}
+    out.segments_added = [k for k in new_by if k not in old_by]
+    out.segments_removed = [k for k in old_by if k not in new_by]
+    for name in (k for k in new_by if k in old_by):
+        was, now = old_by[name].labels, new_by[name].labels
+        out.segment_values_added += [v for v in now if v not in was]
+        out.segment_values_removed += [v for v in was if v not in now]
+    if a is None or b is None:
+        return
+    for setting in ("share", "min_rows"):
+        if getattr(a, setting) != getattr(b, setting):
+            out.settings_changed.append({"monitor": "segments", "setting": setting,
+                                         "old": getattr(a, setting),
+                                         "new": getattr(b, setting)})
+    old_judged, new_judged = set(a.judged(old.reference)), set(b.judged(new.reference))
+    labels = [v for name in new_by if name in old_by for v in new_by[name].labels
+              if v in old_by[name].labels]
+    for label in labels:
+        if (label in old_judged) != (label in new_judged):
+            out.segments_judged.append({
+                "segment": label, "judged": label in new_judged, "min_rows": b.min_rows,
+                "old": _rows(old, label), "new": _rows(new, label)})
+    old_mon = {m.id: m for m in old.monitors}
+    drift: list[tuple[FeatureDrift, FeatureDrift]] = []
+    for m in new.monitors:
+        before = old_mon.get(m.id)
+        if (isinstance(m, FeatureDrift) and runs_per_segment(m) and m.enabled
+                and isinstance(before, FeatureDrift) and before.enabled):
+            drift.append((m, before))
+    both = [(v, set(new_by[name].columns)) for name in new_by if name in old_by
+            for v in new_by[name].labels if v in old_judged and v in new_judged]
+    for label, own in both:
+        for m_new, m_old in drift:
+            if m_new.column is None or m_new.column in own:
+                continue
+            t_old = _segment_threshold(old, m_old, label)
+            t_new = _segment_threshold(new, m_new, label)
+            if abs(t_new - t_old) <= 1e-4 * max(t_old, 1e-12):
+                continue
+            why = []
+            if _rows(old, label) != _rows(new, label):
+                why.append(f"segment reference rows {_rows(old, label)} → {_rows(new, label)}")
+            if a.segment_alpha(m_old, old.reference) != b.segment_alpha(m_new, new.reference):
+                why.append(f"segment alpha {a.segment_alpha(m_old, old.reference):.3g} → "
+                           f"{b.segment_alpha(m_new, new.reference):.3g}")
+            if m_old.spec.edges != m_new.spec.edges or \
+                    m_old.spec.categories != m_new.spec.categories:
+                why.append("new reference quantiles/levels")
+            out.segment_thresholds_moved.append({
+                "segment": label, "monitor": m_new.id, "old": t_old, "new": t_new,
+                "why": why or ["recalibrated"]})
+
+
+def _rows(suite: Suite, label: str) -> int:
+    ref = suite.reference.segments.get(label)
+    return 0 if ref is None else ref.rows
+
+
+def _segment_threshold(suite: Suite, m: FeatureDrift, label: str) -> float:
+    """The calibrated drift threshold of monitor ``m`` on segment value ``label`` at
+    ``COMPARE_ROWS`` rows (before the min-effect floor), from the suite's segment null."""
+    segments = suite.segments
+    assert segments is not None
+    ref = suite.reference.segments[label]
+    inner = plain_schema(suite.schema)
+    alpha = segments.segment_alpha(m, suite.reference)
+    copy = segment_monitor(m, alpha, ref, inner, segments.null(m, label, ref, inner))
+    assert isinstance(copy, FeatureDrift)
+    return copy.null_fit(COMPARE_ROWS, ref).threshold(
+        alpha, float(copy.calibration.get("overdispersion", 1.0)))
 
 
 def _drift_threshold_move(key: str, a: FeatureDrift, b: FeatureDrift, old: Suite,

@@ -145,6 +145,10 @@ def pack(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         monitors.append(m)
     if "monitors" in doc:
         doc["monitors"] = monitors
+    if isinstance(doc.get("segments"), dict) and "nulls" in doc["segments"]:
+        segments = dict(doc["segments"])
+        fitted["segments"] = {"nulls": encode(segments.pop("nulls"))}
+        doc["segments"] = segments
     for key in ("security", "multivariate", "reference_profile"):
         if key in doc:
             fitted[key] = encode(doc.pop(key))
@@ -177,6 +181,12 @@ def unpack(document: dict[str, Any], source: str | None) -> dict[str, Any]:
         if key in calibrations:
             m.setdefault("calibration", decode(calibrations.pop(key),
                                                f"{FITTED}.monitors.{key}", source))
+    segment_artefacts = fitted.mapping("segments", {}).data
+    if segment_artefacts:
+        if not isinstance(doc.get("segments"), dict):
+            raise SuiteError(f"{FITTED}.segments", "the suite has no segments", source)
+        for key, text in segment_artefacts.items():
+            doc["segments"].setdefault(key, decode(text, f"{FITTED}.segments.{key}", source))
     for key in ("security", "multivariate", "reference_profile"):
         if key in fitted.data and key not in doc:
             doc[key] = decode(fitted.data[key], f"{FITTED}.{key}", source)

@@ -67,13 +67,54 @@ class Segments:
     share: float = SHARE
     min_rows: int = MIN_ROWS
     #: Drift nulls fitted to a segment's reference bins, by (segment value, column): the
-    #: same grid of window sizes as a whole-population monitor's, fitted on first use.
+    #: same grid of window sizes as a whole-population monitor's, fitted at init
+    #: (:meth:`fit_nulls`) and kept in the suite file, so that a check fits none.
     nulls: dict[tuple[str, str], list[dict[str, float]]] = field(
+        default_factory=dict, repr=False, compare=False)
+    #: Nulls a check had to fit (a suite file from before they were kept, a monitor
+    #: enabled since init): seeded, so the same in every process; not written.
+    fitted_now: dict[tuple[str, str], list[dict[str, float]]] = field(
         default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"share": self.share, "min_rows": self.min_rows,
-                "by": [s.to_dict() for s in self.by]}
+        out: dict[str, Any] = {"share": self.share, "min_rows": self.min_rows,
+                               "by": [s.to_dict() for s in self.by]}
+        if self.nulls:
+            nulls: dict[str, dict[str, list[list[float]]]] = {}
+            for (label, column), fits in sorted(self.nulls.items()):
+                nulls.setdefault(label, {})[column] = [
+                    [int(f["rows"]), float(f["scale"]), float(f["df"])] for f in fits]
+            out["nulls"] = nulls
+        return out
+
+    def fit_nulls(self, monitors: list[Monitor], schema: Schema, reference: Profile) -> None:
+        """Fit the drift null of every drift monitor that runs per segment on every segment
+        value the reference can judge (at init: the suite file keeps them)."""
+        inner = plain_schema(schema)
+        judged = set(self.judged(reference))
+        for segment in self.by:
+            own = set(segment.columns)
+            for label in segment.labels:
+                if label not in judged:
+                    continue
+                ref = reference.segments[label]
+                for m in monitors:
+                    if (isinstance(m, FeatureDrift) and runs_per_segment(m) and m.enabled
+                            and m.column is not None and m.column not in own):
+                        self.nulls[(label, m.column)] = segment_nulls(
+                            _probe(m, ref, inner), ref)
+
+    def null(self, m: FeatureDrift, label: str, ref: Profile, inner: Schema
+             ) -> list[dict[str, float]]:
+        """The drift null of monitor ``m`` on segment value ``label``: kept since init, or
+        fitted now (once per process)."""
+        assert m.column is not None
+        key = (label, m.column)
+        if key in self.nulls:
+            return self.nulls[key]
+        if key not in self.fitted_now:
+            self.fitted_now[key] = segment_nulls(_probe(m, ref, inner), ref)
+        return self.fitted_now[key]
 
     def split(self, monitors: list[Monitor]) -> None:
         """Give ``share`` of the α of every monitor that runs per segment to the segments
@@ -113,6 +154,12 @@ def segment_monitor(m: Monitor, alpha: float, reference: Profile, schema: Schema
     copy = type(m)(m.column, alpha=alpha, calibration=calibration, **m.settings)
     copy.bind(schema)
     return copy
+
+
+def _probe(m: FeatureDrift, ref: Profile, inner: Schema) -> FeatureDrift:
+    probe = segment_monitor(m, m.alpha, ref, inner)
+    assert isinstance(probe, FeatureDrift)
+    return probe
 
 
 def segment_nulls(m: FeatureDrift, reference: Profile) -> list[dict[str, float]]:
@@ -157,12 +204,7 @@ def assess_segments(segments: Segments, monitors: list[Monitor], schema: Schema,
                     continue  # a segment's own column is constant in it
                 nulls = None
                 if isinstance(m, FeatureDrift) and m.column is not None:
-                    key = (label, m.column)
-                    if key not in segments.nulls:
-                        probe = segment_monitor(m, m.alpha, ref, inner)
-                        assert isinstance(probe, FeatureDrift)
-                        segments.nulls[key] = segment_nulls(probe, ref)
-                    nulls = segments.nulls[key]
+                    nulls = segments.null(m, label, ref, inner)
                 copy = segment_monitor(m, segments.segment_alpha(m, reference), ref, inner,
                                        nulls)
                 findings, measured = copy.assess(current, ref)
@@ -233,4 +275,26 @@ def segments_from_fields(top: suitefile.Fields, schema: Schema) -> Segments:
         by.append(segment)
     schema.segments = by
     return Segments(by, share=f.number("share", SHARE, 0.0, 1.0, open_interval=True),
-                    min_rows=f.integer("min_rows", MIN_ROWS))
+                    min_rows=f.integer("min_rows", MIN_ROWS), nulls=_nulls(f))
+
+
+def _nulls(f: suitefile.Fields) -> dict[tuple[str, str], list[dict[str, float]]]:
+    """The suite file's ``segments.nulls``: per segment value and column, the drift null
+    fits ``[rows, scale, df]`` by window size."""
+    out: dict[tuple[str, str], list[dict[str, float]]] = {}
+    nulls = f.mapping("nulls", {})
+    for label in nulls.data:
+        columns = nulls.mapping(str(label))
+        for column in columns.data:
+            fits = columns.items(str(column))
+            rows = []
+            for i, fit in enumerate(fits):
+                if (not isinstance(fit, list) or len(fit) != 3
+                        or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                   and math.isfinite(v) for v in fit)):
+                    raise columns.error(f"{column}[{i}]", "expected [rows, scale, df], "
+                                                          f"got {fit!r}")
+                rows.append({"rows": int(fit[0]), "scale": float(fit[1]),
+                             "df": float(fit[2])})
+            out[(str(label), str(column))] = rows
+    return out

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.profiles.core import Profile
-from watchkeeper.profiles.task import row_codes
+from watchkeeper.profiles.segments import record_codes, segment_labels
 from watchkeeper.run.label_join import StoredLabelJoin
 from watchkeeper.server.hub.fold import FOLD_BATCHES, FOLD_RECORDS, _arrived, _at_most
 from watchkeeper.server.hub.memory import give_back
@@ -64,7 +64,8 @@ class Backfill:
             return False
         assert self._pending is not None
         through, done = self._pending[model]
-        joins = [(g, StoredLabelJoin(task, self.store, model, g.version))
+        joins = [(g, StoredLabelJoin(task, self.store, model, g.version,
+                                     segments=segment_labels(g.live.suite.schema)))
                  for g in state.generations
                  if (task := g.live.suite.schema.task) is not None and task.id is not None]
         if not joins:  # the suite joins no labels: nothing to rebuild
@@ -121,4 +122,5 @@ def _add(join: StoredLabelJoin, live: Any, table: pa.Table) -> None:
     for part in np.split(order, bounds):
         chunk = table.take(pa.array(part)) if len(part) != table.num_rows else table
         ids = chunk.column(task.id).to_numpy(zero_copy_only=False)
-        join.add_window(float(keys[part[0]]) * step, ids, row_codes(chunk, task))
+        join.add_window(float(keys[part[0]]) * step, ids,
+                        record_codes(chunk, live.suite.schema))
