@@ -157,3 +157,121 @@ def test_a_running_server_judges_the_micro_batches_once(spark: SparkSession,
         assert any(f.get("column") == "x" for f in findings["findings"])
     finally:
         server.stop()
+
+
+def _predictions(n: int, seed: int, first: float, start_id: int) -> pa.Table:
+    """``n`` predictions with ids over the 5 one-second windows from ``first``; every
+    tenth without an id (kept by neither path)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    proba = 1 / (1 + np.exp(-x))
+    ids = pa.array([None if i % 10 == 9 else start_id + i for i in range(n)], pa.int64())
+    return pa.table({"_ts": first + rng.integers(0, 5, n) + rng.random(n) * 0.99,
+                     "id": ids, "x": x, "proba": proba,
+                     "prediction": (proba > 0.5).astype(np.int64)})
+
+
+@pytest.mark.slow
+def test_late_labels_join_rows_streamed_as_rows_posted(spark: SparkSession,
+                                                       tmp_path: Path) -> None:
+    """The same predictions with ids, streamed through ServerSink (the query dies after a
+    write and restarts from its checkpoint) to one model and posted over HTTP to another of
+    the same suite; then the same labels posted to both: every label joins on both, and the
+    served windows have the same rows, label coverage and realised performance."""
+    import time
+
+    from tests.server_helpers import ARROW, READ, Server, arrow, metric, post, request, wait_for
+    from watchkeeper.spark.stream import ServerSink
+
+    rng = np.random.default_rng(0)
+    reference = _predictions(3_000, 1, 0.0, 0).drop_columns(["_ts"])
+    reference = reference.append_column("label", pa.array(
+        (rng.random(3_000) < reference.column("proba").to_numpy()).astype(np.int64)))
+    wk.init(reference, target="label").save(tmp_path / "suite.yaml")
+    url = f"sqlite:///{tmp_path / 'wk.db'}"
+    server = Server(tmp_path, "--store", url, "--suite", f"spark={tmp_path / 'suite.yaml'}",
+                    "--suite", f"http={tmp_path / 'suite.yaml'}", "--window", "1s",
+                    "--grace", "1s", "--lease-ttl", "0").start(timeout=180)
+    try:
+        first = float(int(time.time())) - 600  # past windows: closed as soon as folded
+        parts = [_predictions(300, 20 + i, first + 5 * i, 1_000 * i) for i in range(3)]
+        for part in parts:
+            assert post(server, "/v1/models/http/events", arrow(part),
+                        content_type=ARROW)[0] == 200
+        sink = ServerSink(url, "spark", window="1s")
+        calls = _crash_and_restart(spark, tmp_path, parts, sink,
+                                   "_ts double, id long, x double, proba double, "
+                                   "prediction long")
+        assert calls == [0, 1, 1, 2]
+        with_ids = sum(p.num_rows - p.column("id").null_count for p in parts)
+
+        def folded(model: str) -> list[dict[str, Any]]:
+            found = request(server.url + f"/v1/models/{model}/windows", token=READ)[1]
+            rows = sum(w["rows"] for w in found["windows"])
+            return found["windows"] if rows == 900 else []
+
+        for model in ("spark", "http"):
+            wait_for(lambda m=model: folded(m), timeout=120)
+            # the replayed micro-batch's records were not written twice
+            assert sink.store.label_record_count(model) == with_ids == 810
+        everything = pa.concat_tables(parts)
+        ids = everything.column("id").drop_null().to_numpy()
+        labelled = ids[rng.random(len(ids)) < 0.7]
+        values = (rng.random(len(labelled)) < 0.5).astype(np.int64)
+        labels = pa.table({"id": np.concatenate([labelled, [99_999]]),
+                           "label": np.concatenate([values, [1]])})  # one id never predicted
+        for model in ("spark", "http"):
+            assert post(server, f"/v1/models/{model}/labels", arrow(labels),
+                        content_type=ARROW)[0] == 200
+
+        def joined(model: str) -> list[dict[str, Any]]:
+            windows = folded(model)
+            covered = sum(w["rows"] * w["metrics"].get("label_coverage", 0.0) for w in windows)
+            return windows if round(covered) == len(labelled) else []
+
+        served = {m: wait_for(lambda m=m: joined(m), timeout=120) for m in ("spark", "http")}
+        assert [(w["start"], w["rows"]) for w in served["spark"]] == \
+            [(w["start"], w["rows"]) for w in served["http"]]
+        for a, b in zip(served["spark"], served["http"], strict=True):
+            assert a["metrics"]["label_coverage"] == pytest.approx(
+                b["metrics"]["label_coverage"], rel=1e-12)
+            assert a["metrics"]["realised"].keys() >= {"labeled", "accuracy", "roc_auc"}
+            assert a["metrics"]["realised"] == pytest.approx(b["metrics"]["realised"],
+                                                             rel=1e-9, nan_ok=True)
+        for model in ("spark", "http"):
+            assert metric(server, f'watchkeeper_unmatched_labels_total{{model="{model}"}}') \
+                == 1
+    finally:
+        server.stop()
+
+
+def _crash_and_restart(spark: SparkSession, tmp_path: Path, parts: list[pa.Table], sink: Any,
+                       schema: str) -> list[int]:
+    """Stream ``parts`` (one Parquet file, one micro-batch each) into ``sink`` with a query
+    that dies right after writing micro-batch 1, before Spark commits it, then restarts
+    from its checkpoint (Spark replays batch 1, then runs batch 2); returns the batch ids of
+    the sink's calls."""
+    source = tmp_path / "in"
+    source.mkdir()
+    for i, part in enumerate(parts):
+        pq.write_table(part, source / f"part-{i}.parquet")
+    calls: list[int] = []
+
+    def crash_once(df: DataFrame, batch_id: int) -> None:
+        calls.append(batch_id)
+        sink(df, batch_id)
+        if batch_id == 1 and calls.count(1) == 1:
+            raise RuntimeError("the driver dies after the write, before Spark commits")
+
+    def run() -> None:
+        stream = (spark.readStream.schema(schema).option("maxFilesPerTrigger", 1)
+                  .parquet(str(source)))
+        query = (stream.writeStream.foreachBatch(crash_once)
+                 .option("checkpointLocation", str(tmp_path / "chk"))
+                 .trigger(availableNow=True).start())
+        query.awaitTermination()
+
+    with pytest.raises(StreamingQueryException, match="the driver dies"):
+        run()
+    run()
+    return calls
