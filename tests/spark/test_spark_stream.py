@@ -4,6 +4,7 @@ also when the query fails after a write and restarts from its checkpoint."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,32 +37,16 @@ def _rows(n: int, seed: int, hours: list[int]) -> pa.Table:
 def test_a_restarted_query_counts_every_micro_batch_once(spark: SparkSession,
                                                           tmp_path: Path) -> None:
     suite = wk.init(_rows(2_000, 1, [0]), timestamp="ts")
-    source = tmp_path / "in"
-    source.mkdir()
     parts = [_rows(300, 10 + i, [i, i + 1]) for i in range(3)]
-    for i, part in enumerate(parts):
-        pq.write_table(part, source / f"part-{i}.parquet")
     sink = StoreSink(Store(f"sqlite:///{tmp_path / 'wk.db'}"), "m", suite, window="1h")
-    calls: list[int] = []
+    written: list[int] = []
 
-    def crash_once(df: DataFrame, batch_id: int) -> None:
-        calls.append(batch_id)
-        sink(df, batch_id)
-        if batch_id == 1 and calls.count(1) == 1:
-            raise RuntimeError("the driver dies after the write, before Spark commits")
+    def died() -> None:
+        written.append(sink.store.watermark("m"))  # batches 0 and 1 are in the store
 
-    def run() -> None:
-        stream = (spark.readStream.schema("ts timestamp, x double, c string")
-                  .option("maxFilesPerTrigger", 1).parquet(str(source)))
-        query = (stream.writeStream.foreachBatch(crash_once)
-                 .option("checkpointLocation", str(tmp_path / "chk"))
-                 .trigger(availableNow=True).start())
-        query.awaitTermination()
-
-    with pytest.raises(StreamingQueryException, match="the driver dies"):
-        run()
-    assert sink.store.watermark("m") == 2  # batches 0 and 1 are in the store
-    run()  # from the checkpoint: Spark replays batch 1, then runs batch 2
+    calls = _crash_and_restart(spark, tmp_path, parts, sink, "ts timestamp, x double, "
+                               "c string", died)
+    assert written == [2]
     assert calls == [0, 1, 1, 2]
     assert sink.store.watermark("m") == 3
     stored = sink.windows()
@@ -94,7 +79,7 @@ def test_a_running_server_judges_the_micro_batches_once(spark: SparkSession,
     count every row once, and its findings and incidents are served by the API."""
     import time
 
-    from tests.server_helpers import READ, Server, request, wait_for
+    from tests.server_helpers import READ, Server, metric, request, wait_for
     from watchkeeper.spark.stream import ServerSink
 
     rng = np.random.default_rng(0)
@@ -104,32 +89,17 @@ def test_a_running_server_judges_the_micro_batches_once(spark: SparkSession,
     server = Server(tmp_path, "--store", url, "--suite", f"m={tmp_path / 'suite.yaml'}",
                     "--window", "1s", "--grace", "1s", "--lease-ttl", "0").start(timeout=180)
     try:
-        source = tmp_path / "in"
-        source.mkdir()
         first = float(int(time.time())) - 600  # past windows: closed as soon as folded
         parts = [_events(300, 20 + i, first + 5 * i, 4.0) for i in range(3)]
-        for i, part in enumerate(parts):
-            pq.write_table(part, source / f"part-{i}.parquet")
+        # 5 rows of the last micro-batch over a day ahead: no window of theirs (they would
+        # open one that closes in two days), windowed when logged and counted, as the
+        # server does for such rows posted to it
+        ahead = parts[2].slice(0, 5)
+        ahead = ahead.set_column(0, "_ts", pa.array(np.full(5, time.time() + 2 * 86_400)))
+        parts[2] = pa.concat_tables([ahead, parts[2].slice(5)])
         sink = ServerSink(url, "m", window="1s")
-        calls: list[int] = []
-
-        def crash_once(df: DataFrame, batch_id: int) -> None:
-            calls.append(batch_id)
-            sink(df, batch_id)
-            if batch_id == 1 and calls.count(1) == 1:
-                raise RuntimeError("the driver dies after the write, before Spark commits")
-
-        def run() -> None:
-            stream = (spark.readStream.schema("_ts double, x double, c string")
-                      .option("maxFilesPerTrigger", 1).parquet(str(source)))
-            query = (stream.writeStream.foreachBatch(crash_once)
-                     .option("checkpointLocation", str(tmp_path / "chk"))
-                     .trigger(availableNow=True).start())
-            query.awaitTermination()
-
-        with pytest.raises(StreamingQueryException, match="the driver dies"):
-            run()
-        run()  # from the checkpoint: Spark replays batch 1 (logged already), then batch 2
+        calls = _crash_and_restart(spark, tmp_path, parts, sink,
+                                   "_ts double, x double, c string")
         assert calls == [0, 1, 1, 2]
         logged = sink.store.events_after("m", 0, limit=100, max_bytes=1 << 30)
         assert len(logged) == 3  # the replayed micro-batch was not logged again
@@ -140,12 +110,16 @@ def test_a_running_server_judges_the_micro_batches_once(spark: SparkSession,
             return found["windows"] if rows == 900 else []
 
         served = wait_for(windows, timeout=120)
-        everything = pa.concat_tables(parts)
+        everything = pa.concat_tables([*parts[:2], parts[2].slice(5)])  # a usable time
         seconds = np.floor(everything.column("_ts").to_numpy()).astype(int)
         want = dict(zip(*np.unique(seconds, return_counts=True), strict=True))
         got = {int(datetime.fromisoformat(w["start"]).timestamp()): w["rows"] for w in served
                if w["rows"]}
+        logged_at = [k for k in got if k > first + 60]  # the window the batch was logged in
+        assert len(logged_at) == 1 and time.time() - 600 < logged_at[0] <= time.time()
+        assert got.pop(logged_at[0]) == 5
         assert got == {int(k): int(v) for k, v in want.items()}  # every row once, in its window
+        assert metric(server, 'watchkeeper_bad_timestamp_rows_total{model="m"}') == 5
 
         def incidents() -> list[dict[str, Any]]:
             return request(server.url + "/v1/models/m/incidents?status=open",
@@ -246,11 +220,11 @@ def test_late_labels_join_rows_streamed_as_rows_posted(spark: SparkSession,
 
 
 def _crash_and_restart(spark: SparkSession, tmp_path: Path, parts: list[pa.Table], sink: Any,
-                       schema: str) -> list[int]:
+                       schema: str, died: Callable[[], None] | None = None) -> list[int]:
     """Stream ``parts`` (one Parquet file, one micro-batch each) into ``sink`` with a query
-    that dies right after writing micro-batch 1, before Spark commits it, then restarts
-    from its checkpoint (Spark replays batch 1, then runs batch 2); returns the batch ids of
-    the sink's calls."""
+    that dies right after writing micro-batch 1, before Spark commits it (``died`` is called
+    then), then restarts from its checkpoint (Spark replays batch 1, then runs batch 2);
+    returns the batch ids of the sink's calls."""
     source = tmp_path / "in"
     source.mkdir()
     for i, part in enumerate(parts):
@@ -273,5 +247,7 @@ def _crash_and_restart(spark: SparkSession, tmp_path: Path, parts: list[pa.Table
 
     with pytest.raises(StreamingQueryException, match="the driver dies"):
         run()
+    if died is not None:
+        died()
     run()
     return calls
