@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from watchkeeper.baseline.schema import Role, Schema
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.delta import is_delta, live_files
 from watchkeeper.io.tables import did_you_mean, to_table
 from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
@@ -433,14 +434,21 @@ def _join_labels(df: DataFrame, labels: Any, suite: Suite) -> tuple[DataFrame, i
 
 
 def read(spark: Any, path: Any, param: str = "data") -> DataFrame:
-    """A Parquet or CSV file or directory (Spark's own layout, say ``part-*.parquet``) as
-    a Spark DataFrame; the format from the file names' suffix. CSV files need a header
+    """A Parquet or CSV file or directory (Spark's own layout, say ``part-*.parquet``), or
+    a Delta table directory (its live files, from its ``_delta_log``: :mod:`watchkeeper.io.
+    delta`), as a Spark DataFrame; the format from the file names' suffix. CSV files need a header
     row; their types are inferred."""
     from pathlib import Path
 
     where = Path(path)
     if not where.exists():
         raise DataError(f"{param}: {path}: no such file or directory")
+    if where.is_dir() and is_delta(where):  # the live files of a Delta table, alone
+        files = live_files(where)
+        if not files:
+            raise DataError(f"{param}: {path}: the Delta table has no data files at its "
+                            "latest version")
+        return spark.read.option("basePath", str(where)).parquet(*map(str, files))
     names = [where] if where.is_file() else [p for p in where.rglob("*")
                                              if p.is_file() and not p.name.startswith(("_", "."))]
     suffixes = {p.suffix.lower() for p in names}
@@ -451,3 +459,4 @@ def read(spark: Any, path: Any, param: str = "data") -> DataFrame:
     found = ", ".join(sorted(s or "(none)" for s in suffixes)) or "no files"
     raise DataError(f"{param}: {path}: the Spark engine reads Parquet (.parquet, .pq) or CSV "
                     f"(.csv) files, one format per directory; found {found}")
+
