@@ -173,3 +173,59 @@ def otlp_attributes(kvs: Any) -> dict[str, Any]:
             return [value(x) for x in v.array_value.values]
         return getattr(v, kind)
     return {kv.key: value(kv.value) for kv in kvs}
+
+
+def write_delta(root: Path, parts: list[pa.Table]) -> list[pa.Table]:
+    """A Delta table written by hand as the protocol lays it out (no Delta library):
+    part ``i`` in ``part-i.parquet``; commit 0 adds parts 0 and 1, commit 1 adds part 2,
+    commit 2 removes part 1 and adds part 3, then a checkpoint at version 2
+    (``_last_checkpoint``) after which the commits up to it are cleaned away (only the
+    checkpoint knows them), commit 3 adds part 4 and removes part 0. Returns the parts
+    live at the end (2, 3, 4), whose rows alone are the table's; the removed files stay
+    on disk."""
+    import pyarrow.parquet as pq
+
+    log = root / "_delta_log"
+    log.mkdir(parents=True)
+    paths = [f"part-{i}.parquet" for i in range(len(parts))]
+    for path, part in zip(paths, parts, strict=True):
+        pq.write_table(part, root / path)
+
+    def add(i: int) -> dict[str, Any]:
+        return {"path": paths[i], "partitionValues": {}, "size": (root / paths[i]).stat().st_size,
+                "modificationTime": 1_700_000_000_000 + i, "dataChange": True}
+
+    def remove(i: int) -> dict[str, Any]:
+        return {"path": paths[i], "deletionTimestamp": 1_700_000_100_000, "dataChange": True}
+
+    schema = {"type": "struct", "fields": [
+        {"name": f.name, "type": {"double": "double", "string": "string",
+                                  "int64": "long"}[str(f.type)], "nullable": True,
+         "metadata": {}} for f in parts[0].schema]}
+    commits = [
+        [{"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}},
+         {"metaData": {"id": "t", "format": {"provider": "parquet", "options": {}},
+                       "schemaString": json.dumps(schema), "partitionColumns": [],
+                       "configuration": {}, "createdTime": 1_700_000_000_000}},
+         {"add": add(0)}, {"add": add(1)}],
+        [{"commitInfo": {"operation": "WRITE"}}, {"add": add(2)}],
+        [{"remove": remove(1)}, {"add": add(3)}],
+        [{"add": add(4)}, {"remove": remove(0)}],
+    ]
+    for version, actions in enumerate(commits):
+        text = "\n".join(json.dumps(a) for a in actions) + "\n"
+        (log / f"{version:020d}.json").write_text(text)
+    live2 = [add(2), add(3)]
+    checkpoint = pa.table({
+        "add": pa.array([*live2, None], pa.struct([("path", pa.string()),
+                                                   ("size", pa.int64()),
+                                                   ("dataChange", pa.bool_())])),
+        "remove": pa.array([None, None, {"path": paths[1], "deletionTimestamp": 1,
+                                         "dataChange": True}],
+                           pa.struct([("path", pa.string()), ("deletionTimestamp", pa.int64()),
+                                      ("dataChange", pa.bool_())]))})
+    pq.write_table(checkpoint, log / f"{2:020d}.checkpoint.parquet")
+    (log / "_last_checkpoint").write_text(json.dumps({"version": 2, "size": 3}))
+    for version in range(3):  # cleaned up: only the checkpoint has them now
+        (log / f"{version:020d}.json").unlink()
+    return [parts[2], parts[3], parts[4]]

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 import watchkeeper as wk
 from tests.server_helpers import _batch, _suite_text
-from watchkeeper.profiles.shipped import profiled_batch, profiled_windows
+from watchkeeper.profiles.shipped import PROFILES_KEY, profiled_batch, profiled_windows
 from watchkeeper.server.hub import FOLD_ATTEMPTS, Hub
 from watchkeeper.store import Store
 from watchkeeper.suite import file as suitefile
@@ -80,3 +80,16 @@ def test_profiles_of_other_windows_or_versions_are_set_aside(tmp_path: Path) -> 
     finally:
         hub.stop(timeout=5)
         store.close()
+
+
+def test_an_http_client_cannot_pose_as_a_sink() -> None:
+    """A batch posted as Arrow keeps its rows but not its schema metadata: one dressed as
+    a batch of window profiles is folded as the rows it is."""
+    from tests.server_helpers import ARROW, arrow
+    from watchkeeper.server.ingest import parse_body
+
+    rows = _batch(5, T0 + 1, 4)
+    dressed = rows.replace_schema_metadata(profiled_batch(1, 10.0, []).schema.metadata)
+    assert PROFILES_KEY in (dressed.schema.metadata or {})
+    parsed = parse_body(arrow(dressed), ARROW)
+    assert parsed.num_rows == 5 and profiled_windows(parsed) is None

@@ -4,6 +4,7 @@ also when the query fails after a write and restarts from its checkpoint."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,32 +37,16 @@ def _rows(n: int, seed: int, hours: list[int]) -> pa.Table:
 def test_a_restarted_query_counts_every_micro_batch_once(spark: SparkSession,
                                                           tmp_path: Path) -> None:
     suite = wk.init(_rows(2_000, 1, [0]), timestamp="ts")
-    source = tmp_path / "in"
-    source.mkdir()
     parts = [_rows(300, 10 + i, [i, i + 1]) for i in range(3)]
-    for i, part in enumerate(parts):
-        pq.write_table(part, source / f"part-{i}.parquet")
     sink = StoreSink(Store(f"sqlite:///{tmp_path / 'wk.db'}"), "m", suite, window="1h")
-    calls: list[int] = []
+    written: list[int] = []
 
-    def crash_once(df: DataFrame, batch_id: int) -> None:
-        calls.append(batch_id)
-        sink(df, batch_id)
-        if batch_id == 1 and calls.count(1) == 1:
-            raise RuntimeError("the driver dies after the write, before Spark commits")
+    def died() -> None:
+        written.append(sink.store.watermark("m"))  # batches 0 and 1 are in the store
 
-    def run() -> None:
-        stream = (spark.readStream.schema("ts timestamp, x double, c string")
-                  .option("maxFilesPerTrigger", 1).parquet(str(source)))
-        query = (stream.writeStream.foreachBatch(crash_once)
-                 .option("checkpointLocation", str(tmp_path / "chk"))
-                 .trigger(availableNow=True).start())
-        query.awaitTermination()
-
-    with pytest.raises(StreamingQueryException, match="the driver dies"):
-        run()
-    assert sink.store.watermark("m") == 2  # batches 0 and 1 are in the store
-    run()  # from the checkpoint: Spark replays batch 1, then runs batch 2
+    calls = _crash_and_restart(spark, tmp_path, parts, sink, "ts timestamp, x double, "
+                               "c string", died)
+    assert written == [2]
     assert calls == [0, 1, 1, 2]
     assert sink.store.watermark("m") == 3
     stored = sink.windows()
@@ -94,7 +79,7 @@ def test_a_running_server_judges_the_micro_batches_once(spark: SparkSession,
     count every row once, and its findings and incidents are served by the API."""
     import time
 
-    from tests.server_helpers import READ, Server, request, wait_for
+    from tests.server_helpers import READ, Server, metric, request, wait_for
     from watchkeeper.spark.stream import ServerSink
 
     rng = np.random.default_rng(0)
@@ -104,32 +89,17 @@ def test_a_running_server_judges_the_micro_batches_once(spark: SparkSession,
     server = Server(tmp_path, "--store", url, "--suite", f"m={tmp_path / 'suite.yaml'}",
                     "--window", "1s", "--grace", "1s", "--lease-ttl", "0").start(timeout=180)
     try:
-        source = tmp_path / "in"
-        source.mkdir()
         first = float(int(time.time())) - 600  # past windows: closed as soon as folded
         parts = [_events(300, 20 + i, first + 5 * i, 4.0) for i in range(3)]
-        for i, part in enumerate(parts):
-            pq.write_table(part, source / f"part-{i}.parquet")
+        # 5 rows of the last micro-batch over a day ahead: no window of theirs (they would
+        # open one that closes in two days), windowed when logged and counted, as the
+        # server does for such rows posted to it
+        ahead = parts[2].slice(0, 5)
+        ahead = ahead.set_column(0, "_ts", pa.array(np.full(5, time.time() + 2 * 86_400)))
+        parts[2] = pa.concat_tables([ahead, parts[2].slice(5)])
         sink = ServerSink(url, "m", window="1s")
-        calls: list[int] = []
-
-        def crash_once(df: DataFrame, batch_id: int) -> None:
-            calls.append(batch_id)
-            sink(df, batch_id)
-            if batch_id == 1 and calls.count(1) == 1:
-                raise RuntimeError("the driver dies after the write, before Spark commits")
-
-        def run() -> None:
-            stream = (spark.readStream.schema("_ts double, x double, c string")
-                      .option("maxFilesPerTrigger", 1).parquet(str(source)))
-            query = (stream.writeStream.foreachBatch(crash_once)
-                     .option("checkpointLocation", str(tmp_path / "chk"))
-                     .trigger(availableNow=True).start())
-            query.awaitTermination()
-
-        with pytest.raises(StreamingQueryException, match="the driver dies"):
-            run()
-        run()  # from the checkpoint: Spark replays batch 1 (logged already), then batch 2
+        calls = _crash_and_restart(spark, tmp_path, parts, sink,
+                                   "_ts double, x double, c string")
         assert calls == [0, 1, 1, 2]
         logged = sink.store.events_after("m", 0, limit=100, max_bytes=1 << 30)
         assert len(logged) == 3  # the replayed micro-batch was not logged again
@@ -140,12 +110,16 @@ def test_a_running_server_judges_the_micro_batches_once(spark: SparkSession,
             return found["windows"] if rows == 900 else []
 
         served = wait_for(windows, timeout=120)
-        everything = pa.concat_tables(parts)
+        everything = pa.concat_tables([*parts[:2], parts[2].slice(5)])  # a usable time
         seconds = np.floor(everything.column("_ts").to_numpy()).astype(int)
         want = dict(zip(*np.unique(seconds, return_counts=True), strict=True))
         got = {int(datetime.fromisoformat(w["start"]).timestamp()): w["rows"] for w in served
                if w["rows"]}
+        logged_at = [k for k in got if k > first + 60]  # the window the batch was logged in
+        assert len(logged_at) == 1 and time.time() - 600 < logged_at[0] <= time.time()
+        assert got.pop(logged_at[0]) == 5
         assert got == {int(k): int(v) for k, v in want.items()}  # every row once, in its window
+        assert metric(server, 'watchkeeper_bad_timestamp_rows_total{model="m"}') == 5
 
         def incidents() -> list[dict[str, Any]]:
             return request(server.url + "/v1/models/m/incidents?status=open",
@@ -157,3 +131,123 @@ def test_a_running_server_judges_the_micro_batches_once(spark: SparkSession,
         assert any(f.get("column") == "x" for f in findings["findings"])
     finally:
         server.stop()
+
+
+def _predictions(n: int, seed: int, first: float, start_id: int) -> pa.Table:
+    """``n`` predictions with ids over the 5 one-second windows from ``first``; every
+    tenth without an id (kept by neither path)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    proba = 1 / (1 + np.exp(-x))
+    ids = pa.array([None if i % 10 == 9 else start_id + i for i in range(n)], pa.int64())
+    return pa.table({"_ts": first + rng.integers(0, 5, n) + rng.random(n) * 0.99,
+                     "id": ids, "x": x, "proba": proba,
+                     "prediction": (proba > 0.5).astype(np.int64)})
+
+
+@pytest.mark.slow
+def test_late_labels_join_rows_streamed_as_rows_posted(spark: SparkSession,
+                                                       tmp_path: Path) -> None:
+    """The same predictions with ids, streamed through ServerSink (the query dies after a
+    write and restarts from its checkpoint) to one model and posted over HTTP to another of
+    the same suite; then the same labels posted to both: every label joins on both, and the
+    served windows have the same rows, label coverage and realised performance."""
+    import time
+
+    from tests.server_helpers import ARROW, READ, Server, arrow, metric, post, request, wait_for
+    from watchkeeper.spark.stream import ServerSink
+
+    rng = np.random.default_rng(0)
+    reference = _predictions(3_000, 1, 0.0, 0).drop_columns(["_ts"])
+    reference = reference.append_column("label", pa.array(
+        (rng.random(3_000) < reference.column("proba").to_numpy()).astype(np.int64)))
+    wk.init(reference, target="label").save(tmp_path / "suite.yaml")
+    url = f"sqlite:///{tmp_path / 'wk.db'}"
+    server = Server(tmp_path, "--store", url, "--suite", f"spark={tmp_path / 'suite.yaml'}",
+                    "--suite", f"http={tmp_path / 'suite.yaml'}", "--window", "1s",
+                    "--grace", "1s", "--lease-ttl", "0").start(timeout=180)
+    try:
+        first = float(int(time.time())) - 600  # past windows: closed as soon as folded
+        parts = [_predictions(300, 20 + i, first + 5 * i, 1_000 * i) for i in range(3)]
+        for part in parts:
+            assert post(server, "/v1/models/http/events", arrow(part),
+                        content_type=ARROW)[0] == 200
+        sink = ServerSink(url, "spark", window="1s")
+        calls = _crash_and_restart(spark, tmp_path, parts, sink,
+                                   "_ts double, id long, x double, proba double, "
+                                   "prediction long")
+        assert calls == [0, 1, 1, 2]
+        with_ids = sum(p.num_rows - p.column("id").null_count for p in parts)
+
+        def folded(model: str) -> list[dict[str, Any]]:
+            found = request(server.url + f"/v1/models/{model}/windows", token=READ)[1]
+            rows = sum(w["rows"] for w in found["windows"])
+            return found["windows"] if rows == 900 else []
+
+        for model in ("spark", "http"):
+            wait_for(lambda m=model: folded(m), timeout=120)
+            # the replayed micro-batch's records were not written twice
+            assert sink.store.label_record_count(model) == with_ids == 810
+        everything = pa.concat_tables(parts)
+        ids = everything.column("id").drop_null().to_numpy()
+        labelled = ids[rng.random(len(ids)) < 0.7]
+        values = (rng.random(len(labelled)) < 0.5).astype(np.int64)
+        labels = pa.table({"id": np.concatenate([labelled, [99_999]]),
+                           "label": np.concatenate([values, [1]])})  # one id never predicted
+        for model in ("spark", "http"):
+            assert post(server, f"/v1/models/{model}/labels", arrow(labels),
+                        content_type=ARROW)[0] == 200
+
+        def joined(model: str) -> list[dict[str, Any]]:
+            windows = folded(model)
+            covered = sum(w["rows"] * w["metrics"].get("label_coverage", 0.0) for w in windows)
+            return windows if round(covered) == len(labelled) else []
+
+        served = {m: wait_for(lambda m=m: joined(m), timeout=120) for m in ("spark", "http")}
+        assert [(w["start"], w["rows"]) for w in served["spark"]] == \
+            [(w["start"], w["rows"]) for w in served["http"]]
+        for a, b in zip(served["spark"], served["http"], strict=True):
+            assert a["metrics"]["label_coverage"] == pytest.approx(
+                b["metrics"]["label_coverage"], rel=1e-12)
+            assert a["metrics"]["realised"].keys() >= {"labeled", "accuracy", "roc_auc"}
+            assert a["metrics"]["realised"] == pytest.approx(b["metrics"]["realised"],
+                                                             rel=1e-9, nan_ok=True)
+        for model in ("spark", "http"):
+            assert metric(server, f'watchkeeper_unmatched_labels_total{{model="{model}"}}') \
+                == 1
+    finally:
+        server.stop()
+
+
+def _crash_and_restart(spark: SparkSession, tmp_path: Path, parts: list[pa.Table], sink: Any,
+                       schema: str, died: Callable[[], None] | None = None) -> list[int]:
+    """Stream ``parts`` (one Parquet file, one micro-batch each) into ``sink`` with a query
+    that dies right after writing micro-batch 1, before Spark commits it (``died`` is called
+    then), then restarts from its checkpoint (Spark replays batch 1, then runs batch 2);
+    returns the batch ids of the sink's calls."""
+    source = tmp_path / "in"
+    source.mkdir()
+    for i, part in enumerate(parts):
+        pq.write_table(part, source / f"part-{i}.parquet")
+    calls: list[int] = []
+
+    def crash_once(df: DataFrame, batch_id: int) -> None:
+        calls.append(batch_id)
+        sink(df, batch_id)
+        if batch_id == 1 and calls.count(1) == 1:
+            raise RuntimeError("the driver dies after the write, before Spark commits")
+
+    def run() -> None:
+        stream = (spark.readStream.schema(schema).option("maxFilesPerTrigger", 1)
+                  .parquet(str(source)))
+        query = (stream.writeStream.foreachBatch(crash_once)
+                 .option("checkpointLocation", str(tmp_path / "chk"))
+                 .trigger(availableNow=True).start())
+        query.awaitTermination()
+
+    with pytest.raises(StreamingQueryException, match="the driver dies"):
+        run()
+    if died is not None:
+        died()
+    run()
+    return calls

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from watchkeeper.errors import DataError
+from watchkeeper.io.delta import is_delta, live_files
 
 #: Text read as a missing value in every input (CSV cells, JSON, pandas/polars/Arrow
 #: strings), besides blank text: pandas' default NA spellings plus "?" (UCI data sets).
@@ -83,6 +84,8 @@ def read_table(path: str | os.PathLike[str], columns: list[str] | None = None,
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
+            if p.is_dir() and is_delta(p):  # the live files of a Delta table, alone
+                return _read_delta(p, columns)
             if p.is_dir():
                 return pq.read_table(p, columns=columns)
             # one file: ParquetFile skips the dataset layer, whose import (pandas with it)
@@ -107,6 +110,21 @@ def read_table(path: str | os.PathLike[str], columns: list[str] | None = None,
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, KeyError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{p}: cannot read as {fmt}: {first_line}") from exc
+
+
+def _read_delta(path: Path, columns: list[str] | None) -> pa.Table:
+    """The rows of a Delta table's live files (see :mod:`watchkeeper.io.delta`), with the
+    columns of its ``column=value`` directories."""
+    import pyarrow.dataset as ds
+
+    files = live_files(path)
+    if not files:
+        raise DataError(f"{path}: the Delta table has no data files at its latest version")
+    data = ds.dataset([str(f) for f in files], format="parquet", partitioning="hive",
+                      partition_base_dir=str(path))
+    if columns:
+        _check_columns(columns, data.schema.names, str(path))
+    return data.to_table(columns=columns)
 
 
 def _check_unique(names: list[str]) -> None:
@@ -644,3 +662,4 @@ def _cast_like(table: pa.Table, schema: pa.Schema, path: Path, first_row: int) -
                 f"{field_.name!r} holds values that are not {field_.type} as in the rows "
                 f"above ({str(exc).splitlines()[0]})") from exc
     return table
+

@@ -27,7 +27,7 @@ from watchkeeper.io.values import epoch_seconds
 from watchkeeper.profiles.core import Profile
 from watchkeeper.profiles.segments import record_codes, segment_labels
 from watchkeeper.run.check import CheckResult, WindowResult
-from watchkeeper.run.label_join import LabelJoin, StoredLabelJoin
+from watchkeeper.run.label_join import LabelJoin, StoredLabelJoin, unpack_codes
 from watchkeeper.wire import TS
 
 if TYPE_CHECKING:
@@ -173,15 +173,30 @@ class OnlineMonitor:
         self.counters["batches"] += 1
         return table.num_rows
 
-    def ingest_profile(self, key: int, p: Profile) -> int:
+    def ingest_profile(self, key: int, p: Profile,
+                       records: tuple[np.ndarray, list[bytes], np.ndarray] | None = None
+                       ) -> int:
         """Fold the profile of rows of window ``key`` made elsewhere (on Spark, with this
-        suite) as :meth:`ingest` folds rows; returns its rows. Without their ids, late
-        labels cannot be joined to these rows."""
+        suite) as :meth:`ingest` folds rows; returns its rows. ``records``: the prediction
+        records of its rows that have an id (ids, codes packed by
+        :func:`~watchkeeper.run.label_join.pack_codes`, label codes), kept for late labels
+        as those of the rows :meth:`ingest` folds (without them, late labels cannot be
+        joined to these rows)."""
         if not p.rows:
             return 0
         w = self._window(key)
         p.start, p.end = w.start, w.end
         w.profile = w.profile.merge(p)
+        task = self.suite.schema.task
+        if records is not None and self.joins_labels and task is not None:
+            ids, packed, labels = records
+            codes = unpack_codes(packed, labels, task)
+            if self._stored is not None:
+                self._stored.add_window(w.start.timestamp(), ids, codes)
+            else:
+                assert self._join is not None
+                self._join.add_window(ids, codes)
+                self._join_keys.append(key)
         if w.state == "closed":
             w.late_rows += p.rows
             self.counters["late_rows"] += p.rows

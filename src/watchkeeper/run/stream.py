@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.errors import DataError
+from watchkeeper.io.delta import is_delta, live_files
 from watchkeeper.io.tables import (
     CsvLayout,
     csv_blocks,
@@ -140,6 +141,11 @@ def inputs(spec: str | os.PathLike[str]) -> Inputs:
     root: Path | None = None
     if p.is_file():
         files = [p]
+    elif p.is_dir() and is_delta(p):  # a Delta table: its live files, not the removed
+        root = p
+        files = live_files(p)
+        if not files:
+            raise DataError(f"{p}: the Delta table has no data files at its latest version")
     elif p.is_dir():
         root = p
         files = sorted(f for f in p.rglob("*") if f.is_file() and not _hidden(f, p)

@@ -153,7 +153,9 @@ def parse_body(body: bytes, content_type: str, max_columns: int = MAX_COLUMNS) -
         if len(set(names)) != len(names):  # it could be stored, but never folded
             twice = sorted({n for n in names if names.count(n) > 1})
             raise DataError(f"duplicate column names: {', '.join(map(repr, twice))}")
-        return table
+        # schema metadata is not data, and a batch of window profiles (profiles.shipped) is
+        # a store sink's to log, not a client's to pose as
+        return table.replace_schema_metadata(None)
     if kind in NDJSON:
         table = _ndjson(body, max_columns)
     elif kind == JSON:

@@ -17,6 +17,7 @@ time windows on the suite's timestamp column with the empty ones included.
 from __future__ import annotations
 
 import pickle
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,17 +27,20 @@ import pyarrow as pa
 
 from watchkeeper.baseline.schema import Role, Schema
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.delta import is_delta, live_files
 from watchkeeper.io.tables import did_you_mean, to_table
 from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
+from watchkeeper.online.monitor import usable_times
 from watchkeeper.profiles.core import Profile, profile
+from watchkeeper.profiles.task import row_codes
 from watchkeeper.run.check import (
     Calendar,
     CheckResult,
     WindowLength,
     WindowResult,
 )
-from watchkeeper.run.label_join import LabelJoin
+from watchkeeper.run.label_join import LabelJoin, pack_codes
 from watchkeeper.suite.core import Suite, assert_task
 
 if TYPE_CHECKING:
@@ -54,6 +58,8 @@ _ROW_BITS = 33
 #: The zero-row profile of the data's columns: the profile of a time window with no rows.
 _EMPTY = ("empty",)
 _MISSING = ("missing",)
+#: A partition's own output that is not merged: its prediction records, bad times.
+_EXTRA = "extra"
 
 _OUT = pa.schema([("key", pa.binary()), ("value", pa.binary())])
 
@@ -77,10 +83,18 @@ class _Plan:
     length: WindowLength | None = None
     tz: str | None = None
     drop: tuple[str, ...] = ()  # columns that are not data (helpers, a window_by column)
+    #: a stream's: times over a day past this one (Unix seconds) name no window, as the
+    #: server rules (:func:`watchkeeper.online.monitor.usable_times`); None: any finite time
+    now: float | None = None
+    #: keep the prediction records of the rows with an id (a stream the server joins late
+    #: labels to): the suite's task has an id column
+    records: bool = False
 
-    def split(self, table: pa.Table) -> Iterator[tuple[Any, pa.Table, float | None,
-                                                       float | None]]:
-        """(window key, its rows, first and last timestamp) of each window in ``table``."""
+    def split(self, table: pa.Table, bad: list[int] | None = None
+              ) -> Iterator[tuple[Any, pa.Table, float | None, float | None]]:
+        """(window key, its rows, first and last timestamp) of each window in ``table``;
+        rows whose time names no window (see ``now``) are counted in ``bad``, and windowed
+        with those without a time."""
         if self.mode == "all":
             yield 0, table, None, None
         elif self.mode == "rows":
@@ -101,7 +115,12 @@ class _Plan:
         else:
             assert self.column is not None and self.length is not None
             seconds = epoch_seconds(table.column(self.column))
-            known = np.isfinite(seconds)
+            if self.now is None:
+                known = np.isfinite(seconds)
+            else:
+                known, unusable = usable_times(seconds, self.now)
+                if bad is not None:
+                    bad.append(unusable)
             if known.any():
                 rows = np.flatnonzero(known)
                 keys = Calendar(self.length, self.tz).keys(seconds[known])
@@ -113,19 +132,23 @@ class _Plan:
 
     def profiles(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """The partial window profiles of one partition, as (key, value) pickles."""
-        found: dict[Any, tuple[Profile, float | None, float | None, bool]] = {}
+        found: dict[Any, Any] = {}
         gathered: list[pa.RecordBatch] = []
         rows = 0
+        records: list[tuple[Any, pa.Table]] = []
+        bad: list[int] = []
 
         def fold() -> None:
             table = to_table(pa.Table.from_batches(gathered))  # blank text as missing
             if _EMPTY not in found:
                 found[_EMPTY] = (self._profile(table.slice(0, 0)), None, None, True)
-            for key, part, lo, hi in self.split(table):
+            for key, part, lo, hi in self.split(table, bad):
                 if part.num_rows == 0:
                     continue
                 value = (self._profile(part), lo, hi, False)
                 found[key] = _combine_values(found[key], value) if key in found else value
+                if self.records:
+                    records.append((key, _records(part, self.schema)))
 
         for batch in batches:
             gathered.append(batch)
@@ -135,6 +158,8 @@ class _Plan:
                 gathered, rows = [], 0
         if gathered:
             fold()
+        if records or sum(bad):  # this partition's alone: a key no other partition has
+            found[(_EXTRA, uuid.uuid4().hex)] = {"records": records, "bad": sum(bad)}
         if found:
             yield pa.RecordBatch.from_pydict(
                 {"key": [pickle.dumps(k) for k in found],
@@ -143,6 +168,35 @@ class _Plan:
     def _profile(self, table: pa.Table) -> Profile:
         drop = [c for c in self.drop if c in table.column_names]
         return profile(table.drop_columns(drop) if drop else table, self.schema)
+
+
+def _records(part: pa.Table, schema: Schema) -> pa.Table:
+    """The prediction records the server keeps for late labels (as it keeps those of the
+    rows posted to it: :meth:`watchkeeper.online.monitor.OnlineMonitor.ingest`) of the rows
+    of ``part`` that have an id: id, row codes packed, label code."""
+    import pyarrow.compute as pc
+
+    task = schema.task
+    assert task is not None and task.id is not None
+    if task.id not in part.column_names:
+        return pa.table({"id": pa.array([], pa.null()), "codes": pa.array([], pa.binary()),
+                         "label": pa.array([], pa.float64())})
+    part = part.filter(pc.is_valid(part.column(task.id)))
+    codes = row_codes(part, task)
+    return pa.table({"id": part.column(task.id),
+                     "codes": pa.array(pack_codes(codes, task), pa.binary()),
+                     "label": pa.array(codes.label.astype(float), from_pandas=True)})
+
+
+def records_of(extras: list[dict[str, Any]], windows: list[Any]) -> pa.Table | None:
+    """The prediction records of the partitions' ``extras`` as one table, each with the
+    index of its window's key in ``windows`` (column ``window``); None without any."""
+    at = {key: i for i, key in enumerate(windows)}
+    parts = [part.add_column(0, "window", pa.array(np.full(part.num_rows, at[key]), pa.int32()))
+             for extra in extras for key, part in extra["records"] if part.num_rows]
+    if not parts:
+        return None
+    return pa.concat_tables(parts, promote_options="default")
 
 
 def _groups(table: pa.Table, keys: np.ndarray) -> Iterator[tuple[Any, pa.Table]]:
@@ -380,14 +434,21 @@ def _join_labels(df: DataFrame, labels: Any, suite: Suite) -> tuple[DataFrame, i
 
 
 def read(spark: Any, path: Any, param: str = "data") -> DataFrame:
-    """A Parquet or CSV file or directory (Spark's own layout, say ``part-*.parquet``) as
-    a Spark DataFrame; the format from the file names' suffix. CSV files need a header
+    """A Parquet or CSV file or directory (Spark's own layout, say ``part-*.parquet``), or
+    a Delta table directory (its live files, from its ``_delta_log``: :mod:`watchkeeper.io.
+    delta`), as a Spark DataFrame; the format from the file names' suffix. CSV files need a header
     row; their types are inferred."""
     from pathlib import Path
 
     where = Path(path)
     if not where.exists():
         raise DataError(f"{param}: {path}: no such file or directory")
+    if where.is_dir() and is_delta(where):  # the live files of a Delta table, alone
+        files = live_files(where)
+        if not files:
+            raise DataError(f"{param}: {path}: the Delta table has no data files at its "
+                            "latest version")
+        return spark.read.option("basePath", str(where)).parquet(*map(str, files))
     names = [where] if where.is_file() else [p for p in where.rglob("*")
                                              if p.is_file() and not p.name.startswith(("_", "."))]
     suffixes = {p.suffix.lower() for p in names}
@@ -398,3 +459,4 @@ def read(spark: Any, path: Any, param: str = "data") -> DataFrame:
     found = ", ".join(sorted(s or "(none)" for s in suffixes)) or "no files"
     raise DataError(f"{param}: {path}: the Spark engine reads Parquet (.parquet, .pq) or CSV "
                     f"(.csv) files, one format per directory; found {found}")
+

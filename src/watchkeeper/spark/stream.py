@@ -32,7 +32,7 @@ from watchkeeper.io.times import from_epoch
 from watchkeeper.profiles.core import Profile
 from watchkeeper.profiles.shipped import profiled_batch
 from watchkeeper.run.check import Calendar, WindowLength
-from watchkeeper.spark.engine import _EMPTY, _MISSING, KEY, _merged, _Plan
+from watchkeeper.spark.engine import _EMPTY, _EXTRA, _MISSING, KEY, _merged, _Plan, records_of
 from watchkeeper.store import Store, WindowRecord
 from watchkeeper.suite.core import Suite
 from watchkeeper.wire import TS, to_ipc
@@ -126,10 +126,14 @@ class ServerSink:
     logged twice. Rows without a time count in the window of the time their micro-batch
     is logged, as rows posted without one.
 
-    Rows are profiled, never sent: late labels posted to the server cannot be joined to
-    them (no ids are kept), and a suite with personal-data columns (``pii``) is refused
-    (the server hashes those with its own key). ``query``: the stream's name in the keys
-    (default: the query's id, which a restart from the same checkpoint keeps).
+    Rows are profiled, never sent. When the suite joins late labels (its task has an id
+    column) and the stream has the id column, the batch also carries the prediction
+    records of the rows with an id (id, packed row codes, label code: made on the
+    executors, gathered on the driver), which the fold keeps as it keeps those of rows
+    posted over HTTP: labels posted later join them alike. A suite with personal-data
+    columns (``pii``) is refused (the server hashes those with its own key). ``query``:
+    the stream's name in the keys (default: the query's id, which a restart from the same
+    checkpoint keeps).
 
     Example (see docs/spark.md)::
 
@@ -173,23 +177,31 @@ class ServerSink:
         column = self.time or (TS if TS in df.columns else None)
         if column is not None and column not in df.columns:
             raise DataError(f"time: column {column!r} is not in the stream's columns")
+        task = suite.schema.task
+        records = task is not None and task.id is not None and task.id in df.columns
         if column is None:
-            plan = _Plan(suite.schema, "all", drop=(KEY,))
-        else:
-            plan = _Plan(suite.schema, "time", column, self.length, None, (KEY,))
+            plan = _Plan(suite.schema, "all", drop=(KEY,), records=records)
+        else:  # a time the server could not window is as none (counted), as over HTTP
+            plan = _Plan(suite.schema, "time", column, self.length, None, (KEY,),
+                         now=time.time(), records=records)
         merged = _merged(df, plan)
         merged.pop(_EMPTY, None)
+        extras: list[Any] = [merged.pop(k) for k in [k for k in merged if _kind(k) == _EXTRA]]
         step = self.length.fixed
         assert step is not None
-        windows: list[tuple[float | None, Profile]] = []
         calendar = Calendar(self.length, None)
-        for k, (p, *_rest) in merged.items():
-            start = calendar.start(k[1]) if isinstance(k, tuple) and k[0] == "time" else None
-            windows.append((start, p))
-        windows.sort(key=lambda w: -1.0 if w[0] is None else w[0])
+        keys = sorted(merged, key=lambda k: calendar.start(k[1]) if _kind(k) == "time" else -1.0)
+        windows = [(calendar.start(k[1]) if _kind(k) == "time" else None, merged[k][0])
+                   for k in keys]
         rows = sum(p.rows for _, p in windows)
         self.store.append_batch(self.model, to_ipc(profiled_batch(
-            version, step.total_seconds(), windows)), rows, "events", key=key)
+            version, step.total_seconds(), windows, records=records_of(extras, keys),
+            bad_times=sum(e["bad"] for e in extras))), rows, "events", key=key)
+
+
+def _kind(key: Any) -> Any:
+    """What a merged key is: "time" (a time window), "extra"... (0: all the rows)."""
+    return key[0] if isinstance(key, tuple) else key
 
 
 def _query_id(df: DataFrame) -> str:

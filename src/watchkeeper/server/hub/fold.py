@@ -35,8 +35,7 @@ from watchkeeper.errors import BatchFailed, StoreError
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.monitors.security import REJECTED
 from watchkeeper.online.monitor import save, usable_times
-from watchkeeper.profiles.core import Profile
-from watchkeeper.profiles.shipped import profiled_windows
+from watchkeeper.profiles.shipped import Shipped, profiled_windows
 from watchkeeper.server.hub.intake import rejected_counts
 from watchkeeper.server.hub.lease import Fenced
 from watchkeeper.server.hub.memory import give_back
@@ -188,7 +187,7 @@ class Fold:
             elif (profiled := profiled_windows(table)) is not None:  # profiled on Spark
                 state.broken = True
                 _ingest(state, pending)
-                self._merge_profiles(state, *profiled, event.received_at.timestamp())
+                self._merge_profiles(state, profiled, event.received_at.timestamp())
             elif table.num_rows:  # rows without a time: when the batch arrived, not now
                 timed, bad = _arrived(table, event.received_at.timestamp())
                 state.current.counters["bad_timestamps"] += bad
@@ -201,16 +200,18 @@ class Fold:
         _ingest(state, pending)
         return last
 
-    def _merge_profiles(self, state: ModelState, version: int, seconds: float,
-                        windows: list[tuple[float | None, Profile]], at: float) -> None:
+    def _merge_profiles(self, state: ModelState, shipped: Shipped, at: float) -> None:
         """Merge window profiles made elsewhere into the windows of their starts (those
         without one: the window of ``at``, when their batch was logged), each into the
-        suite version serving it, which must be the one they were profiled with."""
+        suite version serving it, which must be the one they were profiled with; keep the
+        prediction records shipped with them as those of the rows folded here."""
         step = self.window.total_seconds()
-        if seconds != step:
-            raise ValueError(f"profiled in windows of {seconds:g} s; this server's are "
-                             f"{step:g} s (serve --window)")
-        for start, p in windows:
+        if shipped.window != step:
+            raise ValueError(f"profiled in windows of {shipped.window:g} s; this server's "
+                             f"are {step:g} s (serve --window)")
+        version = shipped.version
+        merges = []
+        for start, p in shipped.windows:  # all checked before any window changes
             key = int(np.floor((at if start is None else start) / step))
             if start is not None and key * step != start:
                 raise ValueError(f"a window profile starts at {start}, not at the start of "
@@ -220,7 +221,11 @@ class Fold:
                 raise ValueError(f"profiled with suite version {version}; the window "
                                  f"starting at {key * step:g} is served by version "
                                  f"{serving.version if serving else 'none'}")
-            serving.live.ingest_profile(key, p)
+            merges.append((serving.live, key, p))
+        records = _records_by_window(shipped.records, len(merges))
+        for (live, key, p), shipped_records in zip(merges, records, strict=True):
+            live.ingest_profile(key, p, shipped_records)
+        state.current.counters["bad_timestamps"] += shipped.bad_times
 
     def _failed(self, model: str, event: Any, exc: BaseException) -> bool:
         """Count a failure to fold a batch; at the FOLD_ATTEMPTS-th in a row, set it aside in
@@ -289,6 +294,24 @@ def _ingest(state: ModelState, tables: list[pa.Table]) -> None:
         for live, part in state.route(table):
             live.ingest(part)
         del table
+
+
+def _records_by_window(records: pa.Table | None, windows: int
+                       ) -> list[tuple[np.ndarray, list[bytes], np.ndarray] | None]:
+    """The shipped prediction records of each window (ids, packed codes, label codes), None
+    for a window without any."""
+    out: list[tuple[np.ndarray, list[bytes], np.ndarray] | None] = [None] * windows
+    if records is None:
+        return out
+    index = records.column("window").to_numpy(zero_copy_only=False).astype(np.int64)
+    if len(index) and (index.min() < 0 or index.max() >= windows):
+        raise ValueError(f"prediction records of window {int(index.max())}, of {windows}")
+    for w in np.unique(index):
+        rows = records.filter(pa.array(index == w))
+        out[int(w)] = (rows.column("id").to_numpy(zero_copy_only=False),
+                       rows.column("codes").to_pylist(),
+                       rows.column("label").to_numpy(zero_copy_only=False).astype(float))
+    return out
 
 
 def _at_most(events: list[Any], rows: int) -> list[Any]:
