@@ -19,6 +19,7 @@ moved beyond what their marginals explain.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,15 @@ FIT_ROWS = 100_000
 #: Rows encoded at a time, so no rows × dimensions matrix grows with the batch.
 BLOCK_ROWS = 65_536
 _QUARTILES = np.array([-0.6745, 0.0, 0.6745])  # normal-score quartile cuts
+#: A declared column group's name: letters, digits, ``_`` and ``-``.
+GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
+def tally_keys(group: str | None = None) -> tuple[str, str]:
+    """The profile's keys of the score bins and pair tables: the suite-wide model's, or a
+    declared column group's (``mv_error:NAME``)."""
+    return (MV_ERRORS, MV_PAIRS) if group is None else (f"{MV_ERRORS}:{group}",
+                                                        f"{MV_PAIRS}:{group}")
 
 
 @dataclass
@@ -174,18 +184,20 @@ class JointModel:
             codes.append(coarse)
         return np.concatenate(out), np.concatenate(codes)
 
-    def tallies(self, table: pa.Table,
-                aligned: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """The window's mergeable summaries: score bins and pair co-occurrence counts."""
+    def tallies(self, table: pa.Table, aligned: dict[str, np.ndarray] | None = None,
+                group: str | None = None) -> dict[str, np.ndarray]:
+        """The window's mergeable summaries: score bins and pair co-occurrence counts
+        (under a declared group's keys when ``group`` is given, see :func:`tally_keys`)."""
+        errors_key, pairs_key = tally_keys(group)
         error, coarse = self.scores(table, aligned)
-        out = {MV_ERRORS: error_histogram(error, self.error_edges)}
+        out = {errors_key: error_histogram(error, self.error_edges)}
         pairs = np.zeros((len(self.pairs), COARSE, COARSE), dtype=np.int64)
         for i, (a, b) in enumerate(self.pairs):
             ok = (coarse[:, a] >= 0) & (coarse[:, b] >= 0)
             cell = coarse[ok, a].astype(np.int64) * COARSE + coarse[ok, b]
             pairs[i] = np.bincount(cell, minlength=COARSE * COARSE).reshape(COARSE, COARSE)
         if self.pairs:
-            out[MV_PAIRS] = pairs
+            out[pairs_key] = pairs
         return out
 
     # -- suite file ------------------------------------------------------------------------

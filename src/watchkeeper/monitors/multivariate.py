@@ -6,6 +6,11 @@ scores' bins. :class:`MultivariateDrift` judges those bins exactly as :class:`Fe
 judges a column's (the same resampled null, chunk overdispersion and share of the budget),
 seeing them as one numeric column, ``(joint)``. Its evidence names the column pairs whose
 joint distribution moved most beyond what their own marginals explain.
+
+A monitor of a declared column group (``init(multivariate_groups={"name": [...]})``) has
+the group's name as its ``column`` and judges the group's own model the same way; its
+findings carry the group (``evidence.group``, metric ``reconstruction_error:NAME``) and its
+measures go under ``(joint:NAME)``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.baseline.multivariate import MV_ERRORS, MV_PAIRS, JointModel
+from watchkeeper.baseline.multivariate import JointModel, tally_keys
 from watchkeeper.baseline.schema import Column, Kind, Role, Schema
 from watchkeeper.errors import SuiteError
 from watchkeeper.monitors.base import Family, Finding, Monitor, ReferenceData
@@ -29,20 +34,28 @@ JOINT = "(joint)"
 PAIRS_NAMED = 3
 
 
-def _view(window: Profile) -> Profile:
+def joint_name(group: str | None = None) -> str:
+    """The name the per-row score of the suite's model (or of a group's) is judged under."""
+    return JOINT if group is None else f"(joint:{group})"
+
+
+def _view(window: Profile, group: str | None = None) -> Profile:
     """A window as one numeric column: its rows per score bin."""
-    bins = window.joint.get(MV_ERRORS)
+    bins = window.joint.get(tally_keys(group)[0])
     columns = {} if bins is None else {
-        JOINT: ColumnProfile(count=window.rows, bins=np.asarray(bins, dtype=np.int64))}
+        joint_name(group): ColumnProfile(count=window.rows,
+                                         bins=np.asarray(bins, dtype=np.int64))}
     return Profile(rows=window.rows, start=window.start, end=window.end, columns=columns)
 
 
-def pair_changes(model: JointModel, window: Profile, reference: Profile) -> list[tuple[str, float]]:
+def pair_changes(model: JointModel, window: Profile, reference: Profile,
+                 group: str | None = None) -> list[tuple[str, float]]:
     """Tracked column pairs by how far the window's coarse co-occurrence is from the
     reference's, once the reference table is fitted to the window's own marginals (so a
     pair moves only when its joint distribution changed, not one of its columns): the
     Jensen–Shannon distance, largest first."""
-    cur, ref = window.joint.get(MV_PAIRS), reference.joint.get(MV_PAIRS)
+    key = tally_keys(group)[1]
+    cur, ref = window.joint.get(key), reference.joint.get(key)
     if cur is None or ref is None or len(cur) != len(model.pairs) or len(ref) != len(cur):
         return []
     names = model.columns
@@ -76,8 +89,19 @@ class MultivariateDrift(Monitor):
     params: ClassVar[dict[str, Any]] = {"min_effect": 0.03, "critical_effect": 0.1,
                                         "min_rows": 100}
 
+    @classmethod
+    def knows_column(cls, schema: Schema, name: str) -> bool:
+        return name in schema.multivariate_groups  # a declared group, not a column
+
+    @property
+    def group(self) -> str | None:
+        """The declared column group judged, or None for the suite's own model."""
+        return self.column
+
     def model(self) -> JointModel:
-        model = self.bound_schema().multivariate
+        schema = self.bound_schema()
+        model = schema.multivariate if self.group is None else \
+            schema.multivariate_groups.get(self.group)
         if model is None:
             raise SuiteError(self.id, "needs the suite's multivariate model, and the suite "
                                       "has none; remove the monitor, or re-run init()")
@@ -86,18 +110,20 @@ class MultivariateDrift(Monitor):
     def part(self) -> FeatureDrift:
         """The :class:`FeatureDrift` that judges the score bins, with this monitor's α and
         calibration."""
-        spec = Column(JOINT, Kind.NUMERIC, Role.FEATURE, edges=list(self.model().error_edges))
-        m = FeatureDrift(JOINT, alpha=self.alpha, calibration=self.calibration,
+        name = joint_name(self.group)
+        spec = Column(name, Kind.NUMERIC, Role.FEATURE, edges=list(self.model().error_edges))
+        m = FeatureDrift(name, alpha=self.alpha, calibration=self.calibration,
                          **self.settings)
-        m.bind(Schema({JOINT: spec}))
+        m.bind(Schema({name: spec}))
         return m
 
     def calibrate(self, reference: ReferenceData) -> None:
         model = self.model()
         error, _ = model.scores(reference.table)
         part = self.part()
-        part.calibrate(ReferenceData(pa.table({JOINT: error}), part.bound_schema(),
-                                     _view(reference.profile), reference.seed))
+        part.calibrate(ReferenceData(pa.table({joint_name(self.group): error}),
+                                     part.bound_schema(), _view(reference.profile, self.group),
+                                     reference.seed))
         self.calibration = {**part.calibration}
         if "null" in self.calibration:
             self.calibration["method"] = ("per-row reconstruction error of the suite's "
@@ -105,29 +131,37 @@ class MultivariateDrift(Monitor):
                                           + str(part.calibration["method"]))
 
     def not_evaluated(self, window: Profile) -> str | None:
-        if MV_ERRORS not in window.joint or "null" not in self.calibration:
+        if tally_keys(self.group)[0] not in window.joint or "null" not in self.calibration:
             return None
-        return self.part().not_evaluated(_view(window))
+        return self.part().not_evaluated(_view(window, self.group))
 
     def evaluate(self, window: Profile, reference: Profile) -> list[Finding]:
         return self.assess(window, reference)[0]
 
     def assess(self, window: Profile, reference: Profile) -> tuple[list[Finding], dict[str, Any]]:
-        if MV_ERRORS not in window.joint or MV_ERRORS not in reference.joint:
+        key = tally_keys(self.group)[0]
+        if key not in window.joint or key not in reference.joint:
             return [], {}
-        found, measures = self.part().assess(_view(window), _view(reference))
+        found, measures = self.part().assess(_view(window, self.group),
+                                             _view(reference, self.group))
         for entry in (measures.get("drift") or {}).values():
             entry["monitor"] = self.type
+            if self.group is not None:
+                entry["group"] = self.group
         for f in found:
             f.monitor, f.column, f.metric = self.type, None, "reconstruction_error"
-            bins = window.joint[MV_ERRORS]
+            bins = window.joint[key]
             f.evidence = {"psi": f.evidence.get("psi"), "rows": f.evidence.get("rows"),
                           "beyond_reference_max": float(bins[-1] / max(bins.sum(), 1))}
-            moved = pair_changes(self.model(), window, reference)[:PAIRS_NAMED]
+            moved = pair_changes(self.model(), window, reference, self.group)[:PAIRS_NAMED]
             if moved:
                 f.evidence["pairs"] = ", ".join(f"{p} ({d:.3f})" for p, d in moved)
                 f.evidence["top_pair"], f.evidence["top_pair_change"] = moved[0]
             named = f"; most moved: {moved[0][0]}" if moved else ""
-            f.message = (f"the features' joint distribution changed (reconstruction-error "
+            whose = "the features'" if self.group is None else f"group {self.group}:"
+            f.message = (f"{whose} joint distribution changed (reconstruction-error "
                          f"JS distance {f.value:.3f} > {f.threshold:.3f}){named}")
+            if self.group is not None:  # one alert per group (the fingerprint has metric)
+                f.metric = f"reconstruction_error:{self.group}"
+                f.evidence["group"] = self.group
         return found, measures

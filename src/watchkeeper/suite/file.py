@@ -145,7 +145,7 @@ def pack(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         monitors.append(m)
     if "monitors" in doc:
         doc["monitors"] = monitors
-    for key in ("security", "multivariate", "reference_profile"):
+    for key in ("security", "multivariate", "multivariate_groups", "reference_profile"):
         if key in doc:
             fitted[key] = encode(doc.pop(key))
     return doc, fitted
@@ -177,7 +177,7 @@ def unpack(document: dict[str, Any], source: str | None) -> dict[str, Any]:
         if key in calibrations:
             m.setdefault("calibration", decode(calibrations.pop(key),
                                                f"{FITTED}.monitors.{key}", source))
-    for key in ("security", "multivariate", "reference_profile"):
+    for key in ("security", "multivariate", "multivariate_groups", "reference_profile"):
         if key in fitted.data and key not in doc:
             doc[key] = decode(fitted.data[key], f"{FITTED}.{key}", source)
     return doc
