@@ -168,3 +168,34 @@ def test_the_cli_declares_groups(tmp_path: Path) -> None:
                                     "--multivariate-group", "ab=a,b", "--no-progress"])
     assert run.exit_code == 0, run.output
     assert list(wk.load(out).schema.multivariate_groups) == ["ab"]
+
+
+# -- a weak tie among strong ones ---------------------------------------------------------
+def weakly_tied(n: int, seed: int, broken: bool = False) -> pa.Table:
+    """Five columns tied strongly to one factor, and ``w`` tied weakly (ρ = 0.25) to ``s0``
+    only; ``broken`` permutes ``w`` (its marginal unchanged, its tie gone)."""
+    rng = np.random.default_rng(seed)
+    factor = rng.normal(size=n)
+    cols = {f"s{i}": 0.9 * factor + np.sqrt(0.19) * rng.normal(size=n) for i in range(5)}
+    w = 0.25 * cols["s0"] + np.sqrt(1 - 0.25 ** 2) * rng.normal(size=n)
+    cols["w"] = rng.permutation(w) if broken else w
+    return pa.table(cols)
+
+
+def test_a_weak_tie_that_breaks_is_found_by_its_pair() -> None:
+    """The per-row score barely moves when a weakly tied column breaks away (its JS distance
+    stays under the threshold here); the pair test sees the pair's dependence change."""
+    suite = wk.init(weakly_tied(30_000, 0), multivariate=True)
+    (monitor,) = [m for m in suite.monitors if m.type == "multivariate_drift"]
+    assert len(monitor.calibration["pairs"]["df"]) == 15  # every pair of six columns
+    for seed in (1, 2, 3):
+        result = suite.check(weakly_tied(5_000, seed, broken=True))
+        (f,) = [f for f in result.findings if f.family == "drift"]
+        assert f.metric == "pair_dependence" and f.severity.rank >= 1
+        assert f.evidence["top_pair"] == "s0 × w" and f.evidence["pair_p"] < 1e-20
+        assert "dependence of s0 × w" in f.message
+        measured = result.windows[0].metrics["drift"][JOINT]
+        assert measured["js"] < measured["threshold"]  # the score alone would miss it
+    clean = suite.check(weakly_tied(100_000, 9), window_rows=5_000)
+    assert not [f for f in clean.findings if f.monitor == "multivariate_drift"]
+    assert min(w.metrics["drift"][JOINT]["pair_p"] for w in clean.windows) > monitor.alpha

@@ -12,8 +12,10 @@ ones; see :data:`RIDGE`).
 Per window the profile keeps two mergeable tallies: rows per bin of that score (bin edges
 from reference quantiles, so windows compare and merge like any column's bins), and, for the
 column pairs most dependent in the reference, a small co-occurrence table of coarse bins
-(quartiles; top levels), from which the evidence names the pairs whose joint distribution
-moved beyond what their marginals explain.
+(quartiles; top levels), from which ``multivariate_drift`` tests each pair's dependence
+(so a column tied to the others only weakly, whose break barely moves the per-row score,
+is still seen) and names the pairs whose joint distribution moved beyond what their
+marginals explain.
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ VARIANCE = 0.65
 RIDGE = 0.1
 #: Bins of the per-row score.
 ERROR_BINS = 20
-#: Column pairs whose co-occurrence is kept, and coarse bins per column in them.
-MAX_PAIRS = 24
+#: Column pairs whose co-occurrence is kept (every pair of up to 16 columns), coarse bins
+#: per column in them, and the partners every column keeps at least (its most dependent).
+MAX_PAIRS = 120
 COARSE = 4
+PARTNERS = 3
 #: Reference rows the model is fitted on at most (a seeded sample beyond).
 FIT_ROWS = 100_000
 #: Rows encoded at a time, so no rows × dimensions matrix grows with the batch.
@@ -328,7 +332,10 @@ def fit(table: pa.Table, numeric: list[str], categorical: list[tuple[str, list[s
 
 
 def _dependent_pairs(coarse: np.ndarray) -> list[list[int]]:
-    """The column pairs with the most mutual information between their coarse bins."""
+    """The column pairs with the most mutual information between their coarse bins: every
+    column's :data:`PARTNERS` most dependent first (so a column tied to others only weakly
+    still has its ties tracked), then the most dependent of the rest, :data:`MAX_PAIRS` in
+    all."""
     c = coarse.shape[1]
     scored = []
     for a in range(c):
@@ -340,7 +347,15 @@ def _dependent_pairs(coarse: np.ndarray) -> list[list[int]]:
                                 minlength=COARSE * COARSE).reshape(COARSE, COARSE)
             scored.append((mutual_information(table), a, b))
     scored.sort(key=lambda t: (-t[0], t[1], t[2]))
-    return [[a, b] for _, a, b in scored[:MAX_PAIRS]]
+    first: dict[tuple[int, int], None] = {}
+    for column in range(c):
+        ties = [(a, b) for _, a, b in scored if column in (a, b)]
+        first.update(dict.fromkeys(ties[:PARTNERS]))
+    chosen = list(first)[:MAX_PAIRS]
+    rest = [(a, b) for _, a, b in scored if (a, b) not in first]
+    chosen += rest[:MAX_PAIRS - len(chosen)]
+    rank = {(a, b): i for i, (_, a, b) in enumerate(scored)}
+    return [[a, b] for a, b in sorted(chosen, key=rank.__getitem__)]
 
 
 def mutual_information(table: np.ndarray) -> float:
