@@ -251,6 +251,9 @@ def _spark_session(master: str, items: tuple[str, ...]) -> Any:
 @click.option("--multivariate", is_flag=True,
               help="Add multivariate_drift: a broken correlation no single column shows "
                    "(profiling several times slower).")
+@click.option("--multivariate-group", "group_texts", multiple=True, metavar="NAME=C1,C2,...",
+              help="Columns whose joint change is judged on its own by a multivariate_drift "
+                   "monitor of the group NAME (repeatable).")
 @click.option("--name", help="Suite name (default: the reference file name).")
 @click.option("--force", is_flag=True, help="Overwrite an existing suite file.")
 @click.option("--progress/--no-progress", default=None,
@@ -278,7 +281,8 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  allow_inverted_score: bool, budget: float, weights_text: str | None,
                  serving: bool, rule_texts: tuple[str, ...], rules_file: Path | None,
                  monitor_names: tuple[str, ...], embedding_texts: tuple[str, ...],
-                 embed_text: str | None, multivariate: bool, name: str | None,
+                 embed_text: str | None, multivariate: bool,
+                 group_texts: tuple[str, ...], name: str | None,
                  force: bool,
                  progress: bool | None, deploy_to: bool, model: str | None,
                  server: str | None, memory: str | None, stream: bool | None,
@@ -324,7 +328,8 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  stream=stream, jobs=jobs, layout=layout if stream else None,
                  notes=lambda path, text: click.echo(f"{path}: {cli_text(text)}"),
                  embeddings=_embeddings(embedding_texts), embed_text=embed_text,
-                 multivariate=multivariate)
+                 multivariate=multivariate,
+                 multivariate_groups=_named_columns(group_texts, "--multivariate-group"))
     suite.source = str(reference)
     suite.save(output)
     click.echo(_summary(suite, output))
@@ -335,12 +340,17 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
 
 def _embeddings(texts: tuple[str, ...]) -> dict[str, str] | None:
     """``--embedding NAME=C1,C2,…`` (or ``NAME=PREFIX``) as a mapping (checked by init)."""
+    return _named_columns(texts, "--embedding", " or NAME=PREFIX")
+
+
+def _named_columns(texts: tuple[str, ...], option: str,
+                   also: str = "") -> dict[str, str] | None:
+    """``NAME=C1,C2,…`` options as a mapping of name to columns (checked by init)."""
     out: dict[str, str] = {}
     for text in texts:
         name, sep, columns = text.partition("=")
         if not sep or not name.strip() or not columns.strip():
-            raise SuiteError("--embedding", f"expected NAME=C1,C2,... or NAME=PREFIX, "
-                                            f"got {text!r}")
+            raise SuiteError(option, f"expected NAME=C1,C2,...{also}, got {text!r}")
         out[name.strip()] = columns.strip()
     return out or None
 

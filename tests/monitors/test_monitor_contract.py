@@ -70,6 +70,7 @@ WORDS = ("the service was fast and the staff friendly but the price too high for
 @pytest.fixture(scope="module")
 def suite() -> wk.Suite:
     return wk.init(stream(48, seed=1), timestamp="ts", target="label", multivariate=True,
+                   multivariate_groups={"inputs": ["x", "colour", "sex"]},
                    rules={"x_near_five": "isnull(x) or abs(x - 5) < 10",
                           "prediction_follows_proba": "(prediction == 1) == (proba > 0.5)"})
 

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
+from click.testing import CliRunner
 
 import watchkeeper as wk
 from watchkeeper.baseline.multivariate import MV_ERRORS, MV_PAIRS, JointModel, fit
+from watchkeeper.cli import main
 from watchkeeper.errors import SuiteError
 from watchkeeper.monitors.multivariate import JOINT
 from watchkeeper.profiles.core import merge
@@ -104,3 +107,95 @@ def test_it_is_added_only_when_asked_for() -> None:
     suite = wk.init(rows(5_000, 0))
     assert suite.schema.multivariate is None
     assert "multivariate_drift" not in {m.type for m in suite.monitors}
+
+
+# -- declared column groups -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def grouped() -> wk.Suite:
+    return wk.init(rows(30_000, 0), multivariate_groups={"ab": ["a", "b"], "cde": "c,d,e"})
+
+
+def test_each_group_is_its_own_monitor_and_its_findings_name_it(grouped: wk.Suite) -> None:
+    groups = [m for m in grouped.monitors if m.type == "multivariate_drift"]
+    assert [m.id for m in groups] == ["multivariate_drift:ab", "multivariate_drift:cde"]
+    drift = [m for m in grouped.monitors if m.family == "drift"]  # the family's budget,
+    assert len(drift) == 7 and len({m.alpha for m in drift}) == 1  # one share each
+    result = grouped.check(rows(5_000, 1, rho=0.0))  # a and b no longer move together
+    (f,) = [f for f in result.findings if f.family == "drift"]
+    assert (f.monitor, f.column, f.metric) == ("multivariate_drift", None,
+                                               "reconstruction_error:ab")
+    assert f.evidence["group"] == "ab" and f.evidence["top_pair"] == "a × b"
+    assert f.message.startswith("group ab: joint distribution changed")
+    measured = result.windows[0].metrics["drift"]
+    assert measured["(joint:ab)"]["group"] == "ab" and "(joint:cde)" in measured
+
+
+def test_clean_windows_keep_groups_quiet(grouped: wk.Suite) -> None:
+    result = grouped.check(rows(100_000, 2), window_rows=5_000)
+    assert not [f for f in result.findings if f.monitor == "multivariate_drift"]
+
+
+def test_groups_round_trip_and_merge(grouped: wk.Suite, tmp_path: Path) -> None:
+    path = tmp_path / "suite.yaml"
+    grouped.save(path)
+    loaded = wk.load(path)
+    assert loaded.schema.multivariate_groups == grouped.schema.multivariate_groups
+    assert [m.to_dict() for m in loaded.monitors] == [m.to_dict() for m in grouped.monitors]
+    data = rows(5_000, 5, rho=0.2)
+    assert [f.to_dict() for f in loaded.check(data).findings] == \
+        [f.to_dict() for f in grouped.check(data).findings]
+    whole = grouped.profile(data)
+    parts = merge(grouped.profile(data.slice(0, 777)), grouped.profile(data.slice(777)))
+    for key in ("mv_error:ab", "mv_pairs:ab", "mv_error:cde", "mv_pairs:cde"):
+        assert parts.joint[key].tolist() == whole.joint[key].tolist()
+
+
+@pytest.mark.parametrize(("groups", "problem"), [
+    ({"ab": ["a", "zz"]}, "no column 'zz'"),
+    ({"ab": ["a"]}, "two columns or more"),
+    ({"a b": ["a", "b"]}, "group name"),
+])
+def test_a_bad_group_is_an_error_that_names_it(groups, problem: str) -> None:
+    with pytest.raises(SuiteError, match=problem):
+        wk.init(rows(5_000, 0), multivariate_groups=groups)
+
+
+def test_the_cli_declares_groups(tmp_path: Path) -> None:
+    reference = tmp_path / "ref.parquet"
+    pq.write_table(rows(5_000, 0), reference)
+    out = tmp_path / "suite.yaml"
+    run = CliRunner().invoke(main, ["init", str(reference), "-o", str(out),
+                                    "--multivariate-group", "ab=a,b", "--no-progress"])
+    assert run.exit_code == 0, run.output
+    assert list(wk.load(out).schema.multivariate_groups) == ["ab"]
+
+
+# -- a weak tie among strong ones ---------------------------------------------------------
+def weakly_tied(n: int, seed: int, broken: bool = False) -> pa.Table:
+    """Five columns tied strongly to one factor, and ``w`` tied weakly (ρ = 0.25) to ``s0``
+    only; ``broken`` permutes ``w`` (its marginal unchanged, its tie gone)."""
+    rng = np.random.default_rng(seed)
+    factor = rng.normal(size=n)
+    cols = {f"s{i}": 0.9 * factor + np.sqrt(0.19) * rng.normal(size=n) for i in range(5)}
+    w = 0.25 * cols["s0"] + np.sqrt(1 - 0.25 ** 2) * rng.normal(size=n)
+    cols["w"] = rng.permutation(w) if broken else w
+    return pa.table(cols)
+
+
+def test_a_weak_tie_that_breaks_is_found_by_its_pair() -> None:
+    """The per-row score barely moves when a weakly tied column breaks away (its JS distance
+    stays under the threshold here); the pair test sees the pair's dependence change."""
+    suite = wk.init(weakly_tied(30_000, 0), multivariate=True)
+    (monitor,) = [m for m in suite.monitors if m.type == "multivariate_drift"]
+    assert len(monitor.calibration["pairs"]["df"]) == 15  # every pair of six columns
+    for seed in (1, 2, 3):
+        result = suite.check(weakly_tied(5_000, seed, broken=True))
+        (f,) = [f for f in result.findings if f.family == "drift"]
+        assert f.metric == "pair_dependence" and f.severity.rank >= 1
+        assert f.evidence["top_pair"] == "s0 × w" and f.evidence["pair_p"] < 1e-20
+        assert "dependence of s0 × w" in f.message
+        measured = result.windows[0].metrics["drift"][JOINT]
+        assert measured["js"] < measured["threshold"]  # the score alone would miss it
+    clean = suite.check(weakly_tied(100_000, 9), window_rows=5_000)
+    assert not [f for f in clean.findings if f.monitor == "multivariate_drift"]
+    assert min(w.metrics["drift"][JOINT]["pair_p"] for w in clean.windows) > monitor.alpha

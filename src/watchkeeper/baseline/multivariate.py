@@ -12,13 +12,16 @@ ones; see :data:`RIDGE`).
 Per window the profile keeps two mergeable tallies: rows per bin of that score (bin edges
 from reference quantiles, so windows compare and merge like any column's bins), and, for the
 column pairs most dependent in the reference, a small co-occurrence table of coarse bins
-(quartiles; top levels), from which the evidence names the pairs whose joint distribution
-moved beyond what their marginals explain.
+(quartiles; top levels), from which ``multivariate_drift`` tests each pair's dependence
+(so a column tied to the others only weakly, whose break barely moves the per-row score,
+is still seen) and names the pairs whose joint distribution moved beyond what their
+marginals explain.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,14 +49,25 @@ VARIANCE = 0.65
 RIDGE = 0.1
 #: Bins of the per-row score.
 ERROR_BINS = 20
-#: Column pairs whose co-occurrence is kept, and coarse bins per column in them.
-MAX_PAIRS = 24
+#: Column pairs whose co-occurrence is kept (every pair of up to 16 columns), coarse bins
+#: per column in them, and the partners every column keeps at least (its most dependent).
+MAX_PAIRS = 120
 COARSE = 4
+PARTNERS = 3
 #: Reference rows the model is fitted on at most (a seeded sample beyond).
 FIT_ROWS = 100_000
 #: Rows encoded at a time, so no rows × dimensions matrix grows with the batch.
 BLOCK_ROWS = 65_536
 _QUARTILES = np.array([-0.6745, 0.0, 0.6745])  # normal-score quartile cuts
+#: A declared column group's name: letters, digits, ``_`` and ``-``.
+GROUP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
+def tally_keys(group: str | None = None) -> tuple[str, str]:
+    """The profile's keys of the score bins and pair tables: the suite-wide model's, or a
+    declared column group's (``mv_error:NAME``)."""
+    return (MV_ERRORS, MV_PAIRS) if group is None else (f"{MV_ERRORS}:{group}",
+                                                        f"{MV_PAIRS}:{group}")
 
 
 @dataclass
@@ -174,18 +188,20 @@ class JointModel:
             codes.append(coarse)
         return np.concatenate(out), np.concatenate(codes)
 
-    def tallies(self, table: pa.Table,
-                aligned: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-        """The window's mergeable summaries: score bins and pair co-occurrence counts."""
+    def tallies(self, table: pa.Table, aligned: dict[str, np.ndarray] | None = None,
+                group: str | None = None) -> dict[str, np.ndarray]:
+        """The window's mergeable summaries: score bins and pair co-occurrence counts
+        (under a declared group's keys when ``group`` is given, see :func:`tally_keys`)."""
+        errors_key, pairs_key = tally_keys(group)
         error, coarse = self.scores(table, aligned)
-        out = {MV_ERRORS: error_histogram(error, self.error_edges)}
+        out = {errors_key: error_histogram(error, self.error_edges)}
         pairs = np.zeros((len(self.pairs), COARSE, COARSE), dtype=np.int64)
         for i, (a, b) in enumerate(self.pairs):
             ok = (coarse[:, a] >= 0) & (coarse[:, b] >= 0)
             cell = coarse[ok, a].astype(np.int64) * COARSE + coarse[ok, b]
             pairs[i] = np.bincount(cell, minlength=COARSE * COARSE).reshape(COARSE, COARSE)
         if self.pairs:
-            out[MV_PAIRS] = pairs
+            out[pairs_key] = pairs
         return out
 
     # -- suite file ------------------------------------------------------------------------
@@ -316,7 +332,10 @@ def fit(table: pa.Table, numeric: list[str], categorical: list[tuple[str, list[s
 
 
 def _dependent_pairs(coarse: np.ndarray) -> list[list[int]]:
-    """The column pairs with the most mutual information between their coarse bins."""
+    """The column pairs with the most mutual information between their coarse bins: every
+    column's :data:`PARTNERS` most dependent first (so a column tied to others only weakly
+    still has its ties tracked), then the most dependent of the rest, :data:`MAX_PAIRS` in
+    all."""
     c = coarse.shape[1]
     scored = []
     for a in range(c):
@@ -328,7 +347,15 @@ def _dependent_pairs(coarse: np.ndarray) -> list[list[int]]:
                                 minlength=COARSE * COARSE).reshape(COARSE, COARSE)
             scored.append((mutual_information(table), a, b))
     scored.sort(key=lambda t: (-t[0], t[1], t[2]))
-    return [[a, b] for _, a, b in scored[:MAX_PAIRS]]
+    first: dict[tuple[int, int], None] = {}
+    for column in range(c):
+        ties = [(a, b) for _, a, b in scored if column in (a, b)]
+        first.update(dict.fromkeys(ties[:PARTNERS]))
+    chosen = list(first)[:MAX_PAIRS]
+    rest = [(a, b) for _, a, b in scored if (a, b) not in first]
+    chosen += rest[:MAX_PAIRS - len(chosen)]
+    rank = {(a, b): i for i, (_, a, b) in enumerate(scored)}
+    return [[a, b] for a, b in sorted(chosen, key=rank.__getitem__)]
 
 
 def mutual_information(table: np.ndarray) -> float:

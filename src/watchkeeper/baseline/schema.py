@@ -124,6 +124,9 @@ class Schema:
     segments: list[Segment] = field(default_factory=list)
     #: How the features move together, for multivariate drift (see multivariate.py).
     multivariate: JointModel | None = None
+    #: Declared column groups (name → their own model), each judged by its own
+    #: ``multivariate_drift`` monitor (see multivariate.py).
+    multivariate_groups: dict[str, JointModel] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[Column]:
         return iter(self.columns.values())

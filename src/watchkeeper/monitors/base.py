@@ -146,7 +146,7 @@ class Monitor:
     def bind(self, schema: Schema) -> None:
         """Attach the suite's schema; a monitor of a column the schema lacks, or of a task
         it does not have, is an error."""
-        if self.column is not None and self.column not in schema.columns:
+        if self.column is not None and not self.knows_column(schema, self.column):
             raise SuiteError(f"{self.id}.column", f"no column {self.column!r} in the schema"
                              f"{did_you_mean(self.column, schema.columns)}")
         if self.needs_task and schema.task is None:
@@ -154,6 +154,12 @@ class Monitor:
                                       "score columns), and the suite has none; remove the "
                                       "monitor, or re-run init() with target= or prediction=")
         self.schema = schema
+
+    @classmethod
+    def knows_column(cls, schema: Schema, name: str) -> bool:
+        """Whether ``name`` is something this type of monitor can watch in ``schema``: a
+        column (a monitor of a declared group of columns says so by overriding this)."""
+        return name in schema.columns
 
     def bound_schema(self) -> Schema:
         """The schema :meth:`bind` attached; an error on a monitor not bound yet."""

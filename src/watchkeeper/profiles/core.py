@@ -186,6 +186,8 @@ def profile(data: Any, schema: Schema) -> Profile:
         out.joint[rule.key] = rule.tally(table)
     if schema.multivariate is not None:
         out.joint.update(schema.multivariate.tallies(table, aligned))
+    for group, model in schema.multivariate_groups.items():
+        out.joint.update(model.tallies(table, aligned, group))
     if schema.security is not None:
         unseen = {n for n, c in out.columns.items() if c.bins is not None and c.bins[-1] > 0
                   and schema.columns[n].categories is not None}

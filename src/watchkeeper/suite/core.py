@@ -24,7 +24,7 @@ from watchkeeper.baseline.estimators import LabelModel, LossModel
 from watchkeeper.baseline.expressions import Rule, parse_rules
 from watchkeeper.baseline.importance import importance
 from watchkeeper.baseline.multiclass import fit_class_calibration, multiclass_left_out
-from watchkeeper.baseline.multivariate import JointModel
+from watchkeeper.baseline.multivariate import GROUP_NAME, JointModel
 from watchkeeper.baseline.multivariate import fit as fit_joint
 from watchkeeper.baseline.ood import SecurityModel
 from watchkeeper.baseline.ood import fit as fit_security
@@ -158,7 +158,43 @@ def generate_monitors(schema: Schema) -> list[Monitor]:
         monitors.append(RuleViolations())
     if schema.multivariate is not None:
         monitors.append(MultivariateDrift())
+    monitors += [MultivariateDrift(group) for group in schema.multivariate_groups]
     return monitors
+
+
+def fit_groups(table: pa.Table, schema: Schema,
+               groups: Mapping[str, str | Iterable[str]] | None, *,
+               seed: int = 0) -> dict[str, JointModel]:
+    """A joint model per declared column group (name → columns); an error names a bad
+    name, a column that is not a binned input, or a group too small or too short to fit."""
+    out: dict[str, JointModel] = {}
+    for name, given in (groups or {}).items():
+        where = f"multivariate_groups.{name}"
+        if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
+            raise SuiteError(where, "a group name is letters, digits, _ and -")
+        names = [c.strip() for c in (given.split(",") if isinstance(given, str) else given)]
+        names = list(dict.fromkeys(c for c in names if c))
+        numeric, categorical = [], []
+        for column in names:
+            col = schema.columns.get(column)
+            if col is None:
+                raise SuiteError(where, f"no column {column!r} in the reference"
+                                        f"{did_you_mean(column, schema.columns)}")
+            if col.kind == Kind.NUMERIC and col.edges:
+                numeric.append(column)
+            elif col.categories is not None and not col.truncated:
+                categorical.append((column, col.categories))
+            else:
+                raise SuiteError(where, f"column {column!r} is not a numeric or categorical "
+                                        "input with bins (ids, text and free labels are not)")
+        if len(names) < 2:
+            raise SuiteError(where, "a group needs two columns or more")
+        model = fit_joint(table, numeric, categorical, seed=seed)
+        if model is None:
+            raise SuiteError(where, f"too few reference rows ({table.num_rows}) to fit the "
+                                    "group's joint model (50 per encoded dimension)")
+        out[name] = model
+    return out
 
 
 def check_rules(rules: list[Rule], schema: Schema, where: str = "rules",
@@ -588,6 +624,9 @@ class Suite:
             **({"segments": self.segments.to_dict()} if self.segments else {}),
             **({"multivariate": self.schema.multivariate.to_dict()}
                if self.schema.multivariate else {}),
+            **({"multivariate_groups": {name: model.to_dict() for name, model
+                                        in self.schema.multivariate_groups.items()}}
+               if self.schema.multivariate_groups else {}),
             **({"embeddings": groups} if (groups := embedding_groups(self.schema)) else {}),
             "monitors": [m.to_dict() for m in self.monitors],
             **({"importance": self.importance} if self.importance else {}),
@@ -634,6 +673,12 @@ class Suite:
                 schema.multivariate = JointModel.from_dict(top.mapping("multivariate").data)
             except (TypeError, KeyError, ValueError) as exc:
                 raise top.error("multivariate", f"malformed ({exc})") from None
+        for group, entry in top.mapping("multivariate_groups", {}).data.items():
+            try:
+                schema.multivariate_groups[str(group)] = JointModel.from_dict(entry)
+            except (TypeError, KeyError, ValueError, AttributeError) as exc:
+                raise top.error(f"multivariate_groups.{group}",
+                                f"malformed ({exc})") from None
         if "rules" in top.data:
             try:
                 schema.rules = parse_rules(top.items("rules"))
@@ -800,7 +845,7 @@ def _monitor_from_fields(f: suitefile.Fields, schema: Schema) -> Monitor:
     except SuiteError as exc:
         raise f.error("type", exc.problem) from None
     column = f.text("column", None)
-    if column is not None and column not in schema.columns:
+    if column is not None and not cls.knows_column(schema, column):
         raise f.error("column", f"no column {column!r} in columns"
                                f"{did_you_mean(column, schema.columns)}")
     params = {}
@@ -875,6 +920,7 @@ def init(
     embeddings: Mapping[str, str | Iterable[str]] | None = None,
     embed_text: str | Iterable[str] | None = None,
     multivariate: bool = False,
+    multivariate_groups: Mapping[str, str | Iterable[str]] | None = None,
 ) -> Suite:
     """Infer the schema of reference data, generate every monitor that applies, and
     calibrate each threshold so the whole suite stays within ``budget`` false alerts per
@@ -915,7 +961,9 @@ def init(
     ``multivariate=True`` adds ``multivariate_drift`` (a reference-fitted PCA of the
     features, see :mod:`watchkeeper.baseline.multivariate`): it sees a broken correlation
     no single column shows, at the price of profiling several times slower (each row is
-    scored), so it is not added by default.
+    scored), so it is not added by default. ``multivariate_groups`` declares column groups
+    (name → columns, a list or "c1,c2,…"), each with a model and a ``multivariate_drift``
+    monitor of its own (its findings name the group), sharing the drift family's budget.
     """
     if not 0.0 < budget < 1.0:
         raise SuiteError("budget", f"must be in (0, 1), got {budget!r}")
@@ -992,6 +1040,7 @@ def init(
             table, [c.name for c in features if c.kind == Kind.NUMERIC and c.edges],
             [(c.name, c.categories or []) for c in features
              if c.categories is not None and not c.truncated], seed=seed)
+    schema.multivariate_groups = fit_groups(table, schema, multivariate_groups, seed=seed)
     ref_profile = cross_fit(profile(table, schema), table, schema)
     context = ReferenceData(table, schema, ref_profile, seed)
     if two_pass is not None:  # exact, from every row; calibration keeps the sample's

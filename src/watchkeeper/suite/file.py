@@ -149,7 +149,7 @@ def pack(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         segments = dict(doc["segments"])
         fitted["segments"] = {"nulls": encode(segments.pop("nulls"))}
         doc["segments"] = segments
-    for key in ("security", "multivariate", "reference_profile"):
+    for key in ("security", "multivariate", "multivariate_groups", "reference_profile"):
         if key in doc:
             fitted[key] = encode(doc.pop(key))
     return doc, fitted
@@ -187,7 +187,7 @@ def unpack(document: dict[str, Any], source: str | None) -> dict[str, Any]:
             raise SuiteError(f"{FITTED}.segments", "the suite has no segments", source)
         for key, text in segment_artefacts.items():
             doc["segments"].setdefault(key, decode(text, f"{FITTED}.segments.{key}", source))
-    for key in ("security", "multivariate", "reference_profile"):
+    for key in ("security", "multivariate", "multivariate_groups", "reference_profile"):
         if key in fitted.data and key not in doc:
             doc[key] = decode(fitted.data[key], f"{FITTED}.{key}", source)
     return doc

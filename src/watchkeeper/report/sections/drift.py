@@ -54,13 +54,14 @@ class ColumnDrift:
 def _measured_as(f: dict[str, Any], measured: dict[str, Any]) -> str:
     """The key of a drift finding's measures in ``metrics.drift``: a text descriptor's is
     ``column.metric`` (``review.oov_rate``); a finding of no column (``multivariate_drift``)
-    is measured under the key its monitor tags; any other under its column."""
+    is measured under the key its monitor (and group) tags; any other under its column."""
     column, metric, monitor = f.get("column"), f.get("metric"), str(f.get("monitor"))
     if column and metric and f"{column}.{metric}" in measured:
         return f"{column}.{metric}"
     if not column:
+        group = as_dict(f.get("evidence")).get("group")  # a declared multivariate group's
         for key, entry in measured.items():
-            if as_dict(entry).get("monitor") == monitor:
+            if as_dict(entry).get("monitor") == monitor and as_dict(entry).get("group") == group:
                 return str(key)
     return place_of(f) or monitor
 
