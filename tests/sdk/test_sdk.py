@@ -323,7 +323,8 @@ def test_log_batch_and_labels() -> None:
     client = Client(sink, id="rid", target="label", capacity=1_000)
     client.log_batch(pd.DataFrame({"x": [1.0, math.nan], "prediction": [0, 1]}))  # NaN: null
     client.log_batch(pl.DataFrame({"x": [3.0], "prediction": [1]}))
-    client.log_batch(pa.table({"x": [math.inf], "blob": [[1, 2]], "_ts": [5.0]}))
+    client.log_batch(pa.table({"x": [math.inf], "blob": [[[1, 2]]], "vec": [[1, 2]],
+                               "_ts": [5.0]}))
     client.log_batch([{"x": 5.0, "prediction": 0}, {"x": {"bad": 1}}])
     client.log_batch(pd.DataFrame({"x": np.zeros(2_000)}))  # over capacity: all dropped
     client.log_batch("not a frame")
@@ -332,12 +333,14 @@ def test_log_batch_and_labels() -> None:
     stats = client.stats
     assert stats["logged"] == 2 + 1 + 1 + 2 + 2
     assert stats["dropped"] == 2_000
-    # inf; the list in blob; the dict; the string frame; the unmatched id
+    # inf; the nested list in blob (vec's list of numbers is a vector); the dict; the string
+    # frame; the unmatched id
     assert stats["bad_values"] == 5, stats["last_bad_values"]
     events = sink.events_table()
     assert events.num_rows == 6
     assert events.column("x").to_pylist()[1:] == [None, 3.0, math.inf, 5.0, None]
     assert events.column("_ts").to_pylist()[3] == 5.0  # a batch's own event time is kept
+    assert events.column("vec").to_pylist()[3] == [1.0, 2.0]
     assert sink.labels_table().to_pydict() == {"rid": ["a", "b"], "label": [1, 0]}
     client.close()
 

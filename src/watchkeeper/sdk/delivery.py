@@ -25,6 +25,7 @@ from watchkeeper.sdk.rows import (
     as_list,
     batch_table,
     events_table,
+    is_list_type,
     labels_table,
     unify,
 )
@@ -48,6 +49,29 @@ class Parcel:
     @property
     def rows(self) -> int:
         return self.table.num_rows
+
+
+def _strip_vectors(parcel: Parcel, refusal: Exception, count: Any) -> bool:
+    """A batch refused for good naming one of its vector columns (a server whose suite has
+    no such embedding column refuses lists, naming them) goes again without its vectors:
+    its rows count more than its vectors. The vectors are nulled and counted as bad values;
+    False when the refusal names none (nothing to try)."""
+    table = parcel.table
+    listed = [i for i, f in enumerate(table.schema) if is_list_type(f.type)]
+    why = str(refusal)
+    if not any(repr(table.schema.field(i).name) in why for i in listed):
+        return False
+    tally = Tally()
+    for i in listed:
+        name, column = table.schema.field(i).name, table.column(i)
+        tally.add(table.num_rows - column.null_count,
+                  f"{name}: vectors refused by the sink, sent without them "
+                  f"({type(refusal).__name__}: {str(refusal)[:200]})")
+        table = table.set_column(i, name, pa.nulls(table.num_rows))
+    count(tally)
+    # a new id: the refused batch was not stored under the old one
+    parcel.table = with_batch_id(table, uuid.uuid4().hex)
+    return True
 
 
 class Delivery:
@@ -115,7 +139,7 @@ class Delivery:
         if not tables:
             return None, lost
         try:
-            return unify(tables), lost
+            return unify(tables, tally), lost
         except Exception:
             return None, len(rows)
 
@@ -128,10 +152,12 @@ class Delivery:
         for next_kind, table in [*tables, ("", None)]:
             if group and (next_kind != kind or table is None or sum(
                     t.num_rows for t in group) + table.num_rows > self.flush_rows):
+                tally = Tally()
                 try:
-                    parts = [unify(group)]
+                    parts = [unify(group, tally)]
                 except Exception:  # columns of types that do not unify: one by one
                     parts = group
+                self._count_bad(tally)
                 for part in parts:
                     parcel = Parcel(kind, with_batch_id(part, uuid.uuid4().hex))
                     with self._side:
@@ -228,6 +254,11 @@ class Delivery:
                 self.spool.give_back(parcel.spooled)
             return False
         except Exception as exc:
+            if _strip_vectors(parcel, exc, self._count_bad):
+                with self._side:
+                    self._sink_errors += 1
+                    self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+                return self._send(parcel)  # once more, without its vectors
             with self._side:
                 self._sink_errors += 1
                 self._rejected += parcel.rows

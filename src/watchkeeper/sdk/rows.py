@@ -7,8 +7,15 @@ Bad values, by construction:
 
 - a float that is NaN or ±inf (kept as is in a number column, where profiling counts it as
   missing or invalid; nulled in the reserved columns);
-- a value that is not a scalar (bytes, dict, list, tuple, set, arbitrary objects, complex)
-  or an integer outside int64 (nulled);
+- a value that is not a scalar (bytes, dict, set, arbitrary objects, complex) or an integer
+  outside int64 (nulled); a list, tuple or 1-D numpy array is a vector (below), nulled only
+  where it is not one;
+- in a vector column (one list, tuple or 1-D numpy array of numbers a row: an embedding,
+  sent as an Arrow list of float64 that the server's embedding monitor reads): a vector
+  of another length than the batch's most common one, or holding NaN or ±inf (kept: the
+  server's profile counts it as an invalid vector); a vector of non-numbers, or a scalar
+  among vectors (nulled); a scalar column's vector, or a vector column's scalar, when the
+  two meet in one batch (the fewer of the two are nulled);
 - a string longer than :data:`MAX_STRING` characters (truncated), or with lone surrogates
   (not valid UTF-8: replaced);
 - a ``features`` argument that is neither a mapping, nor a sequence aligned with the
@@ -162,7 +169,35 @@ def _label(kind: int, v: Any) -> Any:
     return category_label(v)
 
 
+def _is_vector(v: Any) -> bool:
+    """A list, tuple or 1-D numpy array: a vector (of numbers, when it is a good one)."""
+    if isinstance(v, (list, tuple)):
+        return True
+    return type(v).__module__ == "numpy" and getattr(v, "ndim", 0) == 1
+
+
+def _vector_value(v: Any, tally: Tally, column: str) -> list[float] | None:
+    """One row's vector as floats, None (counted) when it is not a vector of numbers."""
+    if v is None or _is_missing_marker(v):
+        return None
+    if _is_vector(v):
+        try:
+            x = np.asarray(v, dtype=np.float64)
+            if x.ndim == 1:
+                return x.tolist()
+        except (TypeError, ValueError, OverflowError):
+            pass
+        tally.add(1, f"{column}: not a vector of numbers")
+        return None
+    tally.add(1, f"{column}: {type(v).__name__} among vectors")
+    return None
+
+
 def _slow_column(values: list[Any], tally: Tally, column: str) -> pa.Array:
+    vectors = sum(1 for v in values if _is_vector(v))
+    if vectors and 2 * vectors >= sum(1 for v in values if v is not None):
+        out = [_vector_value(v, tally, column) for v in values]
+        return _check_vectors(pa.array(out, pa.list_(pa.float64())), tally, column)
     cleaned = [clean_scalar(v, tally, column) for v in values]
     kinds = {k for k, _ in cleaned}
     kinds.discard(_NULL)
@@ -185,6 +220,42 @@ def _check_floats(arr: pa.Array, tally: Tally, column: str) -> pa.Array:
     arr = arr.cast(pa.float64())
     non_finite = _count(pc.invert(pc.is_finite(arr)))
     tally.add(non_finite, f"{column}: NaN or inf")
+    return arr
+
+
+def is_list_type(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _numbers_within(t: pa.DataType) -> bool:
+    """A list type whose values are numbers (or all null): a vector column."""
+    v = t.value_type
+    return pa.types.is_integer(v) or pa.types.is_floating(v) or pa.types.is_boolean(v) or \
+        pa.types.is_null(v)
+
+
+def _check_vectors(arr: pa.Array, tally: Tally, column: str) -> pa.Array:
+    """A list column of numbers as list<float64>, counting the vectors of another length
+    than the batch's most common one (an empty one too) and those holding NaN or ±inf;
+    they are kept as they are, for the server's profile counts them as invalid vectors."""
+    if not _numbers_within(arr.type):
+        tally.add(len(arr) - arr.null_count, f"{column}: {arr.type} is not a vector of numbers")
+        return pa.nulls(len(arr), pa.list_(pa.float64()))
+    arr = arr.cast(pa.list_(pa.float64()))
+    if len(arr) == arr.null_count:
+        return arr
+    lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+    present = ~np.asarray(arr.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    seen = lengths[present].astype(np.int64)
+    common = int(np.bincount(seen).argmax())
+    other = int(np.count_nonzero(seen != common)) + (int(seen.size) if common == 0 else 0)
+    tally.add(other, f"{column}: vectors of a length other than {common}")
+    flat = pc.list_flatten(arr)
+    bad = pc.invert(pc.fill_null(pc.is_finite(flat), False))
+    if _count(bad):
+        parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+        where = np.asarray(bad.to_numpy(zero_copy_only=False), dtype=bool)
+        tally.add(int(np.unique(parents[where]).size), f"{column}: vectors with NaN or inf")
     return arr
 
 
@@ -218,6 +289,8 @@ def column_array(values: list[Any], tally: Tally, column: str) -> pa.Array:
         return arr
     if _is_text(t):
         return _check_strings(arr, tally, column)
+    if is_list_type(t):
+        return _check_vectors(arr, tally, column)
     return _slow_column(values, tally, column)
 
 
@@ -427,9 +500,11 @@ def events_table(rows: Sequence[tuple[Any, ...]], spec: Columns, tally: Tally) -
     return pa.table(arrays)
 
 
-def unify(tables: list[pa.Table]) -> pa.Table:
+def unify(tables: list[pa.Table], tally: Tally | None = None) -> pa.Table:
     """Tables of consecutive parts of a batch as one, their column types unified as within a
-    part: numbers and strings give strings, ints and floats give floats."""
+    part: numbers and strings give strings, ints and floats give floats; vectors and scalars
+    give vectors when more rows are vectors, else scalars (the others nulled, counted in
+    ``tally``)."""
     if len(tables) == 1:
         return tables[0]
     try:
@@ -441,12 +516,29 @@ def unify(tables: list[pa.Table]) -> pa.Table:
         for f in t.schema:
             types.setdefault(f.name, set()).add(f.type)
     target = {name: _common_type(found) for name, found in types.items()}
+    for name, found in types.items():
+        if any(is_list_type(t) for t in found) and not all(
+                is_list_type(t) or pa.types.is_null(t) for t in found):
+            listed = sum(t.num_rows - t.column(name).null_count for t in tables
+                         if name in t.column_names and is_list_type(t.schema.field(name).type))
+            values = sum(t.num_rows - t.column(name).null_count for t in tables
+                         if name in t.column_names)
+            target[name] = (pa.list_(pa.float64()) if 2 * listed >= values
+                            else _common_type({t for t in found if not is_list_type(t)}))
     fixed = []
     for t in tables:
         for i, f in enumerate(t.schema):
             want = target[f.name]
-            if f.type != want:
-                t = t.set_column(i, f.name, t.column(i).cast(want))
+            if f.type == want:
+                continue
+            if is_list_type(f.type) == is_list_type(want) or pa.types.is_null(f.type):
+                column = t.column(i).cast(want)
+            else:  # a vector among scalars or a scalar among vectors
+                if tally is not None:
+                    tally.add(t.num_rows - t.column(i).null_count,
+                              f"{f.name}: {f.type} among {want} in one batch")
+                column = pa.chunked_array([pa.nulls(t.num_rows, want)])
+            t = t.set_column(i, f.name, column)
         fixed.append(t)
     return pa.concat_tables(fixed, promote_options="permissive")
 
@@ -455,6 +547,8 @@ def _common_type(found: set[pa.DataType]) -> pa.DataType:
     kinds = {t for t in found if not pa.types.is_null(t)}
     if len(kinds) <= 1:
         return next(iter(kinds), pa.null())
+    if all(is_list_type(t) for t in kinds):
+        return pa.list_(pa.float64())
     if any(_is_text(t) for t in kinds):
         return pa.string()
     if any(pa.types.is_floating(t) for t in kinds):
@@ -482,8 +576,8 @@ def _is_text(t: pa.DataType) -> bool:
 
 
 def clean_frame(table: pa.Table, tally: Tally) -> pa.Table:
-    """A batch handed over whole: count NaN/inf, truncate long strings, null nested and
-    binary columns (counting their values)."""
+    """A batch handed over whole: count NaN/inf, truncate long strings, check vector columns
+    (lists of numbers), null other nested and binary columns (counting their values)."""
     for i, name in enumerate(table.column_names):
         column = table.column(i).combine_chunks() if table.num_rows else table.column(i)
         if isinstance(column, pa.ChunkedArray):
@@ -493,6 +587,11 @@ def clean_frame(table: pa.Table, tally: Tally) -> pa.Table:
             tally.add(_count(pc.invert(pc.is_finite(column))), f"{name}: NaN or inf")
         elif _is_text(t):
             table = table.set_column(i, name, _check_strings(column, tally, name))
+        elif is_list_type(t) and not _numbers_within(t):
+            tally.add(len(column) - column.null_count, f"{name}: {t} values are not scalars")
+            table = table.set_column(i, name, pa.nulls(len(column)))
+        elif is_list_type(t):
+            table = table.set_column(i, name, _check_vectors(column, tally, name))
         elif not any(check(t) for check in _KEEP_TYPES):
             tally.add(len(column) - column.null_count, f"{name}: {t} values are not scalars")
             table = table.set_column(i, name, pa.nulls(len(column)))
