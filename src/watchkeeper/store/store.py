@@ -593,6 +593,19 @@ class Store:
             return {m: (int(t), int(d)) for m, t, d in conn.execute(
                 sa.select(table.c.model, table.c.through, table.c.done))}
 
+    def label_backfill_progress(self) -> dict[str, tuple[int, int, int]]:
+        """Each model's backfill of prediction records under way (see
+        :meth:`label_backfills`): model → (last seq to rebuild, seq rebuilt so far, batches
+        of the event log still to read for it)."""
+        table, e = db.label_backfill, db.events
+        left = sa.and_(e.c.model == table.c.model, e.c.seq > table.c.done,
+                       e.c.seq <= table.c.through, e.c.quarantined_at.is_(None))
+        query = (sa.select(table.c.model, table.c.through, table.c.done, sa.func.count(e.c.seq))
+                 .select_from(table.outerjoin(e, left))
+                 .group_by(table.c.model, table.c.through, table.c.done))
+        with self._transaction() as conn:
+            return {m: (int(t), int(d), int(n)) for m, t, d, n in conn.execute(query)}
+
     def backfill_label_records(self, model: str, records: LabelRecords, done: int, *,
                                lease: Lease | None = None) -> None:
         """Write prediction records rebuilt from the model's batches up to seq ``done``, and
