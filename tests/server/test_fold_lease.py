@@ -218,6 +218,24 @@ def test_a_fold_step_reads_a_bounded_number_of_bytes(url: str) -> None:
             store.events_after("m", 0, max_bytes=0)
 
 
+def test_a_fold_step_reads_no_more_rows_than_it_folds(url: str) -> None:
+    """A suite that joins late labels folds at most FOLD_RECORDS rows a step: the store
+    reads no payload past them (before, a step read up to --fold-mib of payloads, 64 MiB,
+    to fold one batch of 100,000 rows and drop the rest)."""
+    with Store(url) as store:
+        seqs = [store.append_events("m", bytes(10), rows=rows) for rows in (60, 40, 70, 5)]
+        assert [e.seq for e in store.events_after("m", 0, max_rows=100)] == seqs[:2]
+        assert [e.seq for e in store.events_after("m", 0, max_rows=99)] == seqs[:1]
+        assert [e.seq for e in store.events_after("m", seqs[1], max_rows=1)] == [seqs[2]]
+        assert [e.seq for e in store.events_after("m", 0, max_rows=175,
+                                                  max_bytes=30)] == seqs[:3]
+        assert [e.seq for e in store.events_after("m", 0, max_rows=175,
+                                                  max_bytes=20)] == seqs[:2]
+        assert [e.seq for e in store.events_after("m", 0, max_rows=175)] == seqs
+        with pytest.raises(StoreError, match="max_rows"):
+            store.events_after("m", 0, max_rows=0)
+
+
 def test_a_reader_past_a_watermark_never_skips_an_event_appended_concurrently(
         url: str) -> None:
     """Events of one model become visible in seq order (on PostgreSQL, concurrent appends

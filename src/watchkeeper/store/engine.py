@@ -60,7 +60,8 @@ def _sqlite(url: URL, masked: str) -> tuple[Engine, str, bool]:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"{masked}: cannot create its directory: {e.strerror}") from e
-        kw = {"poolclass": pool.QueuePool, "pool_size": 5, "max_overflow": 10}
+        kw = {"poolclass": pool.QueuePool, "pool_size": 5, "max_overflow": 10,
+              "pool_use_lifo": True}
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
@@ -104,6 +105,7 @@ def _postgresql(url: URL, masked: str) -> Engine:
             url,
             pool_size=5,
             max_overflow=10,
+            pool_use_lifo=True,
             pool_pre_ping=True,
             connect_args=connect_args,
             json_serializer=dumps,

@@ -282,32 +282,39 @@ class Store:
         kinds: tuple[str, ...] = KINDS,
         limit: int = 100,
         max_bytes: int | None = None,
+        max_rows: int | None = None,
     ) -> list[Event]:
         """Up to ``limit`` logged batches of a model with seq > ``seq``, in seq order, and
-        with ``max_bytes`` at most that many bytes of payloads in all, but always at least
-        one batch (payload sizes are read first, so a large batch is never read in vain).
-        Batches set aside (:meth:`quarantine_event`) are left out."""
+        with ``max_bytes`` at most that many bytes of payloads in all, ``max_rows`` at most
+        that many rows, but always at least one batch (payload sizes and rows are read
+        first, so no batch is read in vain). Batches set aside (:meth:`quarantine_event`)
+        are left out."""
         for kind in kinds:
             _check_choice("kind", kind, KINDS)
         if limit < 1:
             raise StoreError(f"limit must be ≥ 1, got {limit!r}")
-        if max_bytes is not None and max_bytes < 1:
-            raise StoreError(f"max_bytes must be ≥ 1, got {max_bytes!r}")
+        for name, most in (("max_bytes", max_bytes), ("max_rows", max_rows)):
+            if most is not None and most < 1:
+                raise StoreError(f"{name} must be ≥ 1, got {most!r}")
         where = [_of(db.events, model), db.events.c.seq > seq, db.events.c.kind.in_(kinds),
                  db.events.c.quarantined_at.is_(None)]
         with self._transaction() as conn:
-            if max_bytes is not None:
+            if max_bytes is not None or max_rows is not None:
                 sizes = (
-                    sa.select(db.events.c.seq, sa.func.length(db.events.c.payload))
+                    sa.select(db.events.c.seq, sa.func.length(db.events.c.payload),
+                              db.events.c.rows)
                     .where(*where)
                     .order_by(db.events.c.seq)
                     .limit(limit)
                 )
-                total, last = 0, None
-                for n, size in conn.execute(sizes):
-                    if last is not None and total + size > max_bytes:
+                most_bytes = float("inf") if max_bytes is None else max_bytes
+                most_rows = float("inf") if max_rows is None else max_rows
+                total, counted, last = 0, 0, None
+                for n, size, count in conn.execute(sizes):
+                    if last is not None and (total + size > most_bytes
+                                             or counted + count > most_rows):
                         break
-                    total, last = total + size, n
+                    total, counted, last = total + size, counted + count, n
                 if last is None:
                     return []
                 where.append(db.events.c.seq <= last)

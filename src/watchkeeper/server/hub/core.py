@@ -24,7 +24,7 @@ from watchkeeper.server.hub.fold import Fold
 from watchkeeper.server.hub.follower import View
 from watchkeeper.server.hub.intake import Intake
 from watchkeeper.server.hub.lease import Fenced, FoldLease, owner_id
-from watchkeeper.server.hub.memory import limit_arenas
+from watchkeeper.server.hub.memory import fix_mmap_threshold, limit_arenas
 from watchkeeper.server.hub.registry import Registry
 from watchkeeper.server.hub.state import AlertView, ModelState
 from watchkeeper.server.hub.workers import Workers
@@ -429,6 +429,7 @@ class Hub:
         """Load, then fold in a thread of its own (with leases: take the lease if it is
         free, and keep it in another thread, renewing it while the models load)."""
         limit_arenas()  # before the hub's threads allocate (see memory.py)
+        fix_mmap_threshold()
         if self.lease_ttl is not None:
             wait = self.fold_lease.renew()
             self._keeper = threading.Thread(target=self.fold_lease.keep,
