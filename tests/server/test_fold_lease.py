@@ -38,6 +38,7 @@ from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.errors import Conflict, LeaseLost, StoreError
 from watchkeeper.server.hub import SCOPE, Hub
 from watchkeeper.store import Store, tables
+from watchkeeper.store.engine import SHED_BYTES
 
 ARROW = "application/vnd.apache.arrow.stream"
 
@@ -234,6 +235,30 @@ def test_a_fold_step_reads_no_more_rows_than_it_folds(url: str) -> None:
         assert [e.seq for e in store.events_after("m", 0, max_rows=175)] == seqs
         with pytest.raises(StoreError, match="max_rows"):
             store.events_after("m", 0, max_rows=0)
+
+
+def test_a_postgresql_connection_that_carried_a_large_batch_is_not_kept(url: str) -> None:
+    """The client library keeps a connection's buffers as large as the largest message it
+    carried: a connection that stored or read a batch of 1 MiB or more is closed when it
+    goes back to the pool, one that carried small ones is used again."""
+    if not url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's client library")
+
+    def backend(store: Store) -> int:
+        with store._engine.connect() as conn:
+            return int(conn.scalar(sa.text("SELECT pg_backend_pid()")))
+
+    with Store(url) as store:
+        first = backend(store)
+        store.append_events("m", bytes(1000), rows=1)
+        assert backend(store) == first  # (the pool hands out the last one used)
+        store.append_events("m", bytes(SHED_BYTES), rows=1)
+        after_append = backend(store)
+        assert after_append != first
+        assert len(store.events_after("m", 0, limit=1)) == 1  # 1000 bytes
+        assert backend(store) == after_append
+        assert len(store.events_after("m", 0)) == 2
+        assert backend(store) != after_append
 
 
 def test_a_reader_past_a_watermark_never_skips_an_event_appended_concurrently(

@@ -18,7 +18,14 @@ from watchkeeper.errors import Conflict, LeaseLost, RecordNotFound, StoreError
 from watchkeeper.monitors.base import Severity
 from watchkeeper.store import label_sql, migrations
 from watchkeeper.store import tables as db
-from watchkeeper.store.engine import BUSY_TIMEOUT_MS, WRITE, create_engine, one_line
+from watchkeeper.store.engine import (
+    BUSY_TIMEOUT_MS,
+    SHED,
+    SHED_BYTES,
+    WRITE,
+    create_engine,
+    one_line,
+)
 from watchkeeper.store.records import (
     Appended,
     Event,
@@ -37,6 +44,8 @@ FINDING_KEYS = (
 _REQUIRED = {"monitor", "family", "value", "threshold", "severity", "message"}
 #: SQLite: how many busy timeouts a writer of this process waits for its turn.
 WRITE_TURN_WAITS = 6
+#: Bytes a prediction record or a joined label takes on the wire, about (see Store._shed)
+RECORD_BYTES = 64
 #: First key of the PostgreSQL advisory lock that serialises one model's appends.
 _PG_APPEND_LOCK = 0x776B_6576  # "wkev"
 
@@ -230,6 +239,7 @@ class Store:
             "idempotency_key": key,
         }
         with self._transaction(write=True) as conn:
+            self._shed(conn, len(data))
             self._ensure_model(conn, model)
             self._append_turn(conn, model)
             if key is None:
@@ -320,6 +330,7 @@ class Store:
                 where.append(db.events.c.seq <= last)
             query = sa.select(db.events).where(*where).order_by(db.events.c.seq).limit(limit)
             rows = conn.execute(query).mappings().all()
+            self._shed(conn, sum(len(r["payload"]) for r in rows))
         return [Event(**{**r, "payload": bytes(r["payload"])}) for r in rows]
 
     def delete_events_before(self, model: str, seq: int) -> int:
@@ -425,7 +436,8 @@ class Store:
                 )
                 conn.execute(upsert, rows)
             if labels:
-                label_sql.write(conn, self._dialect, model, labels)
+                self._shed(conn, RECORD_BYTES * label_sql.write(conn, self._dialect, model,
+                                                                labels))
 
     def load_windows(
         self,
@@ -621,7 +633,8 @@ class Store:
         table = db.label_backfill
         with self._transaction(write=True, lease=lease) as conn:
             if records:
-                label_sql.write(conn, self._dialect, model, records)
+                self._shed(conn, RECORD_BYTES * label_sql.write(conn, self._dialect, model,
+                                                                records))
             conn.execute(sa.update(table).where(_of(table, model)).values(done=done))
             conn.execute(sa.delete(table).where(_of(table, model), table.c.through <= done))
 
@@ -700,6 +713,14 @@ class Store:
         return None if row is None else Lease(**row, now=now)
 
     # -- internals -------------------------------------------------------------------------
+    def _shed(self, conn: Connection, size: int) -> None:
+        """PostgreSQL: close the connection once it is back in the pool if it carries
+        ``size`` bytes or more in this transaction (engine.SHED: else the client library
+        keeps buffers that large for as long as the connection lives, one per pooled
+        connection)."""
+        if self._dialect == "postgresql" and size >= SHED_BYTES:
+            conn.info[SHED] = True
+
     @contextlib.contextmanager
     def _transaction(self, write: bool = False,
                      lease: Lease | None = None) -> Iterator[Connection]:
