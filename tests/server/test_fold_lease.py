@@ -38,6 +38,7 @@ from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.errors import Conflict, LeaseLost, StoreError
 from watchkeeper.server.hub import SCOPE, Hub
 from watchkeeper.store import Store, tables
+from watchkeeper.store.engine import SHED_BYTES
 
 ARROW = "application/vnd.apache.arrow.stream"
 
@@ -216,6 +217,48 @@ def test_a_fold_step_reads_a_bounded_number_of_bytes(url: str) -> None:
         assert store.events_after("m", seqs[-1], max_bytes=5) == []
         with pytest.raises(StoreError, match="max_bytes"):
             store.events_after("m", 0, max_bytes=0)
+
+
+def test_a_fold_step_reads_no_more_rows_than_it_folds(url: str) -> None:
+    """A suite that joins late labels folds at most FOLD_RECORDS rows a step: the store
+    reads no payload past them (before, a step read up to --fold-mib of payloads, 64 MiB,
+    to fold one batch of 100,000 rows and drop the rest)."""
+    with Store(url) as store:
+        seqs = [store.append_events("m", bytes(10), rows=rows) for rows in (60, 40, 70, 5)]
+        assert [e.seq for e in store.events_after("m", 0, max_rows=100)] == seqs[:2]
+        assert [e.seq for e in store.events_after("m", 0, max_rows=99)] == seqs[:1]
+        assert [e.seq for e in store.events_after("m", seqs[1], max_rows=1)] == [seqs[2]]
+        assert [e.seq for e in store.events_after("m", 0, max_rows=175,
+                                                  max_bytes=30)] == seqs[:3]
+        assert [e.seq for e in store.events_after("m", 0, max_rows=175,
+                                                  max_bytes=20)] == seqs[:2]
+        assert [e.seq for e in store.events_after("m", 0, max_rows=175)] == seqs
+        with pytest.raises(StoreError, match="max_rows"):
+            store.events_after("m", 0, max_rows=0)
+
+
+def test_a_postgresql_connection_that_carried_a_large_batch_is_not_kept(url: str) -> None:
+    """The client library keeps a connection's buffers as large as the largest message it
+    carried: a connection that stored or read a batch of 1 MiB or more is closed when it
+    goes back to the pool, one that carried small ones is used again."""
+    if not url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's client library")
+
+    def backend(store: Store) -> int:
+        with store._engine.connect() as conn:
+            return int(conn.scalar(sa.text("SELECT pg_backend_pid()")))
+
+    with Store(url) as store:
+        first = backend(store)
+        store.append_events("m", bytes(1000), rows=1)
+        assert backend(store) == first  # (the pool hands out the last one used)
+        store.append_events("m", bytes(SHED_BYTES), rows=1)
+        after_append = backend(store)
+        assert after_append != first
+        assert len(store.events_after("m", 0, limit=1)) == 1  # 1000 bytes
+        assert backend(store) == after_append
+        assert len(store.events_after("m", 0)) == 2
+        assert backend(store) != after_append
 
 
 def test_a_reader_past_a_watermark_never_skips_an_event_appended_concurrently(

@@ -5,6 +5,7 @@ so that labels and corrections after the upgrade join as if it had never happene
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -12,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.server.test_labels_restart import T0, _served, predictions
-from tests.server_helpers import assert_stored_like_batch
-from watchkeeper.server.hub import Hub, backfill
+from tests.server_helpers import Server, assert_stored_like_batch, request, wait_for
+from watchkeeper.server.hub import SCOPE, Hub, backfill
 from watchkeeper.store import Store, migrations
 from watchkeeper.store.migrations import LATEST
 
@@ -168,3 +169,39 @@ def test_only_an_upgrade_from_before_label_records_backfills(store_url: str) -> 
         assert store.migrate() == LATEST
         assert store.label_backfills() == {}
         assert store.watermark("m") == 1
+
+
+def test_healthz_says_a_backfill_runs_and_how_far_it_is(store_url: str, tmp_path: Path) -> None:
+    """Over HTTP: while a model's prediction records are being rebuilt after an upgrade
+    (its fold waits), /healthz lists the backfill with its progress and the server is not
+    caught up; once it is done, the list is empty and the server folds."""
+    text, _ = _served()
+    with Store(store_url) as store:
+        old = Hub(store, window=timedelta(seconds=10), grace=timedelta(0), clock=lambda: T0)
+        old.load()
+        old.register("m", text)
+        for i in range(3):
+            old.append("m", predictions(100, 2 + i, 100 * i, T0 + 1), "events")
+        old.append("m", pa.table({"id": [3, 4, 5], "label": [1, 0, 1]}), "labels")
+        old.step()
+        folded = store.watermark("m")
+    _as_before_label_records(store_url)
+    with Store(store_url) as store:
+        store.migrate()
+        other = store.acquire_lease(SCOPE, "another server", 600)  # holds the fold for now
+        assert other.owner == "another server"
+        server = Server(tmp_path, "--store", store_url, "--window", "10s", "--grace", "1s",
+                        "--lease-ttl", "2s").start(timeout=60)
+        try:
+            _, health = request(server.url + "/healthz")
+            assert health["backfill"] == {"m": {"through": folded, "done": 0,
+                                                "batches_left": 4}}
+            assert health["folding"] is False and health["leader"] is False
+            assert store.release_lease(SCOPE, "another server")  # this server takes over
+            wait_for(lambda: request(server.url + "/healthz")[1]["folding"], timeout=60)
+            _, health = request(server.url + "/healthz")
+            assert health["backfill"] == {} and health["leader"] is True
+            assert store.label_backfills() == {}
+            assert store.label_record_count("m") == 300
+        finally:
+            server.stop()

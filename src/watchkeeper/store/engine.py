@@ -27,6 +27,13 @@ BUSY_TIMEOUT_MS = 5_000
 LOCK_TIMEOUT_MS = 2_000
 IDLE_IN_TRANSACTION_MS = 2_000
 STATEMENT_TIMEOUT_MS = 120_000
+#: Connection.info key: close this connection when it goes back to the pool (see
+#: Store._shed): PostgreSQL's client library keeps each connection's input and output
+#: buffers at the largest message it has carried (a request's payload, a fold step's
+#: batches), for as long as the connection lives.
+SHED = "watchkeeper_shed"
+#: Bytes a connection carries in one transaction from which it is closed afterwards.
+SHED_BYTES = 1 << 20
 EXAMPLES = "e.g. sqlite:///watchkeeper.db or postgresql+psycopg://user:password@host/db"
 
 
@@ -60,7 +67,8 @@ def _sqlite(url: URL, masked: str) -> tuple[Engine, str, bool]:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"{masked}: cannot create its directory: {e.strerror}") from e
-        kw = {"poolclass": pool.QueuePool, "pool_size": 5, "max_overflow": 10}
+        kw = {"poolclass": pool.QueuePool, "pool_size": 5, "max_overflow": 10,
+              "pool_use_lifo": True}
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
@@ -100,10 +108,11 @@ def _postgresql(url: URL, masked: str) -> Engine:
         "connect_timeout": 10}
     connect_args["options"] = _session_options(url)
     try:
-        return sa.create_engine(
+        engine = sa.create_engine(
             url,
             pool_size=5,
             max_overflow=10,
+            pool_use_lifo=True,
             pool_pre_ping=True,
             connect_args=connect_args,
             json_serializer=dumps,
@@ -114,6 +123,15 @@ def _postgresql(url: URL, masked: str) -> Engine:
         ) from None
     except Exception as e:
         raise StoreError(f"unsupported store URL {masked!r}: {one_line(e)}") from None
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(dbapi_conn: Any, record: Any) -> None:
+        # a connection that carried a large message: its buffers go with it (the pool
+        # opens a new one when it needs one)
+        if record.info.pop(SHED, False) and dbapi_conn is not None:
+            record.invalidate()
+
+    return engine
 
 
 def _session_options(url: URL) -> str:

@@ -67,10 +67,10 @@ def find(conn: Connection, dialect: str, model: str, version: int, ids: Sequence
     return found
 
 
-def write(conn: Connection, dialect: str, model: str, records: LabelRecords) -> None:
+def write(conn: Connection, dialect: str, model: str, records: LabelRecords) -> int:
     """A fold step's changes to the prediction records: labels joined to stored ones
     first, then the new records (an id logged again replaces its record, the last one
-    of the step if it was logged twice in it)."""
+    of the step if it was logged twice in it). Returns how many labels and records."""
     # the last label of an id wins; in key order, so the index is walked forwards (one
     # join's labels come so already: not copied again, a 100,000-label step is large)
     labels = records.labels
@@ -89,25 +89,27 @@ def write(conn: Connection, dialect: str, model: str, records: LabelRecords) -> 
             conn.exec_driver_sql(_SQLITE_RELABEL, [(label, model, key) for key, label
                                                    in labels[i:i + WRITE_CHUNK]])
     if dialect == "postgresql":
-        _copy(conn, model, itertools.chain.from_iterable(records.rows))
-        return
+        return len(labels) + _copy(conn, model, itertools.chain.from_iterable(records.rows))
     # SQLite: plain tuples through the driver's executemany (SQLAlchemy's executemany of
     # dicts costs ~10 µs a row in parameter processing: 2/3 of the fold of id'd rows);
     # the upserts run in order, so the last record of an id logged twice wins
-    rows = itertools.chain.from_iterable(records.rows)
+    rows, written = itertools.chain.from_iterable(records.rows), len(labels)
     while chunk := [(model, r["id"], r["start"], r["version"], r["codes"], r["label"])
                     for r in itertools.islice(rows, WRITE_CHUNK)]:
         conn.exec_driver_sql(_SQLITE_LABEL_UPSERT, chunk)
+        written += len(chunk)
+    return written
 
 
 def _unique_and_sorted(labels: list[tuple[str, float | None]]) -> bool:
     return all(a[0] < b[0] for a, b in itertools.pairwise(labels))
 
 
-def _copy(conn: Connection, model: str, rows: Iterator[dict[str, Any]]) -> None:
+def _copy(conn: Connection, model: str, rows: Iterator[dict[str, Any]]) -> int:
     """PostgreSQL: new prediction records by COPY into a temporary table, then one
     upsert from it (the last record of an id wins): several times faster than inserts,
-    so the fold's transaction stays short."""
+    so the fold's transaction stays short. Returns how many."""
+    n = -1
     raw = conn.connection.driver_connection
     assert raw is not None  # an open connection has its driver's
     with raw.cursor() as cur:
@@ -127,6 +129,7 @@ def _copy(conn: Connection, model: str, rows: Iterator[dict[str, Any]]) -> None:
             "version = excluded.version, codes = excluded.codes, label = excluded.label",
             (model,))
         cur.execute("TRUNCATE label_records_in")
+    return n + 1
 
 
 def _by_key(conn: Connection) -> None:

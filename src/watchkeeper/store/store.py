@@ -18,7 +18,14 @@ from watchkeeper.errors import Conflict, LeaseLost, RecordNotFound, StoreError
 from watchkeeper.monitors.base import Severity
 from watchkeeper.store import label_sql, migrations
 from watchkeeper.store import tables as db
-from watchkeeper.store.engine import BUSY_TIMEOUT_MS, WRITE, create_engine, one_line
+from watchkeeper.store.engine import (
+    BUSY_TIMEOUT_MS,
+    SHED,
+    SHED_BYTES,
+    WRITE,
+    create_engine,
+    one_line,
+)
 from watchkeeper.store.records import (
     Appended,
     Event,
@@ -37,6 +44,8 @@ FINDING_KEYS = (
 _REQUIRED = {"monitor", "family", "value", "threshold", "severity", "message"}
 #: SQLite: how many busy timeouts a writer of this process waits for its turn.
 WRITE_TURN_WAITS = 6
+#: Bytes a prediction record or a joined label takes on the wire, about (see Store._shed)
+RECORD_BYTES = 64
 #: First key of the PostgreSQL advisory lock that serialises one model's appends.
 _PG_APPEND_LOCK = 0x776B_6576  # "wkev"
 
@@ -230,6 +239,7 @@ class Store:
             "idempotency_key": key,
         }
         with self._transaction(write=True) as conn:
+            self._shed(conn, len(data))
             self._ensure_model(conn, model)
             self._append_turn(conn, model)
             if key is None:
@@ -282,37 +292,45 @@ class Store:
         kinds: tuple[str, ...] = KINDS,
         limit: int = 100,
         max_bytes: int | None = None,
+        max_rows: int | None = None,
     ) -> list[Event]:
         """Up to ``limit`` logged batches of a model with seq > ``seq``, in seq order, and
-        with ``max_bytes`` at most that many bytes of payloads in all, but always at least
-        one batch (payload sizes are read first, so a large batch is never read in vain).
-        Batches set aside (:meth:`quarantine_event`) are left out."""
+        with ``max_bytes`` at most that many bytes of payloads in all, ``max_rows`` at most
+        that many rows, but always at least one batch (payload sizes and rows are read
+        first, so no batch is read in vain). Batches set aside (:meth:`quarantine_event`)
+        are left out."""
         for kind in kinds:
             _check_choice("kind", kind, KINDS)
         if limit < 1:
             raise StoreError(f"limit must be ≥ 1, got {limit!r}")
-        if max_bytes is not None and max_bytes < 1:
-            raise StoreError(f"max_bytes must be ≥ 1, got {max_bytes!r}")
+        for name, most in (("max_bytes", max_bytes), ("max_rows", max_rows)):
+            if most is not None and most < 1:
+                raise StoreError(f"{name} must be ≥ 1, got {most!r}")
         where = [_of(db.events, model), db.events.c.seq > seq, db.events.c.kind.in_(kinds),
                  db.events.c.quarantined_at.is_(None)]
         with self._transaction() as conn:
-            if max_bytes is not None:
+            if max_bytes is not None or max_rows is not None:
                 sizes = (
-                    sa.select(db.events.c.seq, sa.func.length(db.events.c.payload))
+                    sa.select(db.events.c.seq, sa.func.length(db.events.c.payload),
+                              db.events.c.rows)
                     .where(*where)
                     .order_by(db.events.c.seq)
                     .limit(limit)
                 )
-                total, last = 0, None
-                for n, size in conn.execute(sizes):
-                    if last is not None and total + size > max_bytes:
+                most_bytes = float("inf") if max_bytes is None else max_bytes
+                most_rows = float("inf") if max_rows is None else max_rows
+                total, counted, last = 0, 0, None
+                for n, size, count in conn.execute(sizes):
+                    if last is not None and (total + size > most_bytes
+                                             or counted + count > most_rows):
                         break
-                    total, last = total + size, n
+                    total, counted, last = total + size, counted + count, n
                 if last is None:
                     return []
                 where.append(db.events.c.seq <= last)
             query = sa.select(db.events).where(*where).order_by(db.events.c.seq).limit(limit)
             rows = conn.execute(query).mappings().all()
+            self._shed(conn, sum(len(r["payload"]) for r in rows))
         return [Event(**{**r, "payload": bytes(r["payload"])}) for r in rows]
 
     def delete_events_before(self, model: str, seq: int) -> int:
@@ -418,7 +436,8 @@ class Store:
                 )
                 conn.execute(upsert, rows)
             if labels:
-                label_sql.write(conn, self._dialect, model, labels)
+                self._shed(conn, RECORD_BYTES * label_sql.write(conn, self._dialect, model,
+                                                                labels))
 
     def load_windows(
         self,
@@ -593,6 +612,19 @@ class Store:
             return {m: (int(t), int(d)) for m, t, d in conn.execute(
                 sa.select(table.c.model, table.c.through, table.c.done))}
 
+    def label_backfill_progress(self) -> dict[str, tuple[int, int, int]]:
+        """Each model's backfill of prediction records under way (see
+        :meth:`label_backfills`): model → (last seq to rebuild, seq rebuilt so far, batches
+        of the event log still to read for it)."""
+        table, e = db.label_backfill, db.events
+        left = sa.and_(e.c.model == table.c.model, e.c.seq > table.c.done,
+                       e.c.seq <= table.c.through, e.c.quarantined_at.is_(None))
+        query = (sa.select(table.c.model, table.c.through, table.c.done, sa.func.count(e.c.seq))
+                 .select_from(table.outerjoin(e, left))
+                 .group_by(table.c.model, table.c.through, table.c.done))
+        with self._transaction() as conn:
+            return {m: (int(t), int(d), int(n)) for m, t, d, n in conn.execute(query)}
+
     def backfill_label_records(self, model: str, records: LabelRecords, done: int, *,
                                lease: Lease | None = None) -> None:
         """Write prediction records rebuilt from the model's batches up to seq ``done``, and
@@ -601,7 +633,8 @@ class Store:
         table = db.label_backfill
         with self._transaction(write=True, lease=lease) as conn:
             if records:
-                label_sql.write(conn, self._dialect, model, records)
+                self._shed(conn, RECORD_BYTES * label_sql.write(conn, self._dialect, model,
+                                                                records))
             conn.execute(sa.update(table).where(_of(table, model)).values(done=done))
             conn.execute(sa.delete(table).where(_of(table, model), table.c.through <= done))
 
@@ -680,6 +713,14 @@ class Store:
         return None if row is None else Lease(**row, now=now)
 
     # -- internals -------------------------------------------------------------------------
+    def _shed(self, conn: Connection, size: int) -> None:
+        """PostgreSQL: close the connection once it is back in the pool if it carries
+        ``size`` bytes or more in this transaction (engine.SHED: else the client library
+        keeps buffers that large for as long as the connection lives, one per pooled
+        connection)."""
+        if self._dialect == "postgresql" and size >= SHED_BYTES:
+            conn.info[SHED] = True
+
     @contextlib.contextmanager
     def _transaction(self, write: bool = False,
                      lease: Lease | None = None) -> Iterator[Connection]:

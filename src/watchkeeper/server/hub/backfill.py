@@ -27,7 +27,7 @@ import pyarrow as pa
 from watchkeeper.profiles.core import Profile
 from watchkeeper.profiles.segments import record_codes, segment_labels
 from watchkeeper.run.label_join import StoredLabelJoin
-from watchkeeper.server.hub.fold import FOLD_BATCHES, FOLD_RECORDS, _arrived, _at_most
+from watchkeeper.server.hub.fold import FOLD_BATCHES, FOLD_RECORDS, _arrived
 from watchkeeper.server.hub.memory import give_back
 from watchkeeper.server.hub.state import ModelState
 from watchkeeper.store import LabelRecords, Lease, Store
@@ -74,9 +74,9 @@ class Backfill:
             del self._pending[model]
             return False
         events = [e for e in self.store.events_after(model, done, limit=FOLD_BATCHES,
-                                                     max_bytes=self.fold_bytes)
+                                                     max_bytes=self.fold_bytes,
+                                                     max_rows=FOLD_RECORDS)
                   if e.seq <= through]
-        events = _at_most(events, FOLD_RECORDS)
         scratch = Profile()  # the windows counted these labels already: changes go here
         for event in events:
             try:

@@ -24,7 +24,7 @@ from watchkeeper.server.hub.fold import Fold
 from watchkeeper.server.hub.follower import View
 from watchkeeper.server.hub.intake import Intake
 from watchkeeper.server.hub.lease import Fenced, FoldLease, owner_id
-from watchkeeper.server.hub.memory import limit_arenas
+from watchkeeper.server.hub.memory import fix_mmap_threshold, limit_arenas
 from watchkeeper.server.hub.registry import Registry
 from watchkeeper.server.hub.state import AlertView, ModelState
 from watchkeeper.server.hub.workers import Workers
@@ -152,11 +152,16 @@ class Hub:
         rebuilt every model, and the oldest batch not folded yet arrived at most
         CAUGHT_UP_SECONDS ago), how far the fold lags (``lag_seconds``: age of the oldest
         batch not folded, 0 with none; ``backlog_batches``), and models still being rebuilt
-        (``loading``). The lag is the store's, the same on every server."""
+        (``loading``). The lag is the store's, the same on every server. ``backfill``:
+        models whose prediction records of batches folded before an upgrade are being
+        rebuilt (their fold waits meanwhile, see backfill.py), each with its progress
+        (``through``: the last batch to read, ``done``: read so far, ``batches_left``);
+        while one runs, the server is not caught up."""
         loading = sorted(m for m, state in self.states().items() if state.rebuilding)
         out: dict[str, Any] = {"leader": self.folding, "loading": loading}
         try:
             backlog = self.store.backlog()
+            backfill = self.store.label_backfill_progress()
         except StoreError as exc:
             return {**out, "folding": False, "lag_seconds": None, "backlog_batches": None,
                     "store": str(exc)}
@@ -165,7 +170,10 @@ class Hub:
                   default=0.0)
         out["lag_seconds"] = round(max(lag, 0.0), 3)
         out["backlog_batches"] = sum(n for n, _ in backlog.values())
-        out["folding"] = self.folding and not loading and lag <= CAUGHT_UP_SECONDS
+        out["backfill"] = {m: {"through": through, "done": done, "batches_left": left}
+                           for m, (through, done, left) in sorted(backfill.items())}
+        out["folding"] = (self.folding and not loading and not backfill
+                          and lag <= CAUGHT_UP_SECONDS)
         return out
 
     # -- models and suite versions -----------------------------------------------------------
@@ -421,6 +429,7 @@ class Hub:
         """Load, then fold in a thread of its own (with leases: take the lease if it is
         free, and keep it in another thread, renewing it while the models load)."""
         limit_arenas()  # before the hub's threads allocate (see memory.py)
+        fix_mmap_threshold()
         if self.lease_ttl is not None:
             wait = self.fold_lease.renew()
             self._keeper = threading.Thread(target=self.fold_lease.keep,

@@ -117,12 +117,14 @@ class Fold:
             alone = last < self.isolate.get(model, FIRST)
             if not alone:
                 self.isolate.pop(model, None)
+            # a suite that joins late labels: at most FOLD_RECORDS rows, counted before the
+            # payloads are read (reading more, to fold a part, would only cost memory)
+            joins = any(g.live.joins_labels for g in state.generations)
             events = self.store.events_after(model, last, limit=1 if alone else FOLD_BATCHES,
-                                             max_bytes=self.fold_bytes)
+                                             max_bytes=self.fold_bytes,
+                                             max_rows=FOLD_RECORDS if joins else None)
             if not events:
                 return
-            if any(g.live.joins_labels for g in state.generations):
-                events = _at_most(events, FOLD_RECORDS)
             tables: list[pa.Table | None] = []
             for event in events:  # decoded first: a corrupt one changes nothing in memory
                 try:
@@ -312,16 +314,6 @@ def _records_by_window(records: pa.Table | None, windows: int
                        rows.column("codes").to_pylist(),
                        rows.column("label").to_numpy(zero_copy_only=False).astype(float))
     return out
-
-
-def _at_most(events: list[Any], rows: int) -> list[Any]:
-    """The first events up to ``rows`` rows in all (the first one whatever its rows)."""
-    total = 0
-    for n, event in enumerate(events):
-        total += event.rows
-        if total > rows and n:
-            return events[:n]
-    return events
 
 
 def why(exc: BaseException) -> str:
