@@ -115,3 +115,16 @@ def test_only_a_sqlite_file_has_logs_of_its_own() -> None:
         with pytest.raises(StoreError, match="SQLite files"):
             memory.open_log("host:1:aa")
         assert memory.import_logs() == {} and memory.log_backlog() == {}
+
+
+def test_a_copy_reads_a_bounded_number_of_bytes_from_all_the_files(store: Store) -> None:
+    logs = [store.open_log(f"host:{n}:ff") for n in (6, 7)]
+    for n, log in enumerate(logs):
+        for i in range(3):
+            store.append_to_log(log, "m", bytes([n, i]) * 500, 1)
+    store.import_logs(max_bytes=2_500)  # 2 batches of the first file, 1 of the second
+    assert [len(e.payload) for e in store.events_after("m", 0)] == [1000, 1000, 1000]
+    store.import_logs(max_bytes=10_000)
+    assert len(store.events_after("m", 0)) == 6 and store.log_backlog() == {}
+    for log in logs:
+        log.close()

@@ -290,20 +290,22 @@ class Store:
                     gone: Callable[[str], bool] = lambda owner: False,
                     max_bytes: int = 64 * 2**20, limit: int = 1000) -> dict[str, int]:
         """Copy the servers' event-log files' new batches into the event log: up to
-        ``limit`` batches (and ``max_bytes`` of payloads) per file, each file's in one
-        transaction fenced by ``lease`` with how far it got, so each batch is copied once.
-        A batch with an idempotency key the model's log has already is dropped; returns how
-        many were per model. The file of a server that is ``gone`` (given its owner id) is
-        deleted once every batch of it is copied."""
+        ``limit`` batches per file and ``max_bytes`` of payloads in all (one batch per file
+        at least), each file's in one transaction fenced by ``lease`` with how far it got,
+        so each batch is copied once. A batch with an idempotency key the model's log has
+        already is dropped; returns how many were per model. The file of a server that is
+        ``gone`` (given its owner id) is deleted once every batch of it is copied."""
         directory = self.log_dir
         if directory is None or not directory.is_dir():
             return {}
         dropped: dict[str, int] = {}
+        budget = max_bytes  # for all the files: each gets one batch at least
         for path in sorted(directory.glob("*" + logs.SUFFIX)):
             name = path.name
             engine = self._log_engine(path)
             batches = logs.read(engine, path, self.log_cursor(name), limit=limit,
-                                max_bytes=max_bytes)
+                                max_bytes=max(1, budget))
+            budget -= sum(len(b["payload"]) for b in batches)
             if not batches:
                 if gone(logs.owner_of(name)):
                     self._drop_log(path, lease)
