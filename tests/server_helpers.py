@@ -281,6 +281,7 @@ def _holder(store: Store, servers: list[Server]) -> Server | None:
 
 def _caught_up(store: Store) -> int:
     """Wait until the leader folded every logged event; the rows in the windows."""
+    wait_for(lambda: not store.log_backlog(), timeout=60)  # servers' own logs copied
     last = 0
     while page := store.events_after("m", last, limit=10_000, max_bytes=1 << 30):
         last = page[-1].seq

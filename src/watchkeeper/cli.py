@@ -730,6 +730,12 @@ def _summary(suite: Suite, output: Path) -> str:
               help="Several servers may share a store: the one holding its fold lease folds "
                    "the events (renewed every third of this); another takes over within "
                    "this long when it dies. 0: fold without a lease (the only server).")
+@click.option("--own-event-log", is_flag=True,
+              help="SQLite: append ingested batches to an event-log file of this server's "
+                   "own next to the store's (STORE-logs/), which the folding server copies "
+                   "into the store, so that a server frozen inside a write (a VM pause, "
+                   "SIGSTOP) holds up no other server's ingest. For several servers on one "
+                   "SQLite file.")
 @click.option("--fold-mib", type=click.IntRange(min=1), default=64, show_default=True,
               help="Event bodies read per fold step, at most (at least one batch): bounds "
                    "the server's memory whatever the batch size.")
@@ -764,7 +770,7 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
                   pagerduty_keys: tuple[str, ...], pagerduty_url: str,
                   opsgenie_keys: tuple[str, ...], opsgenie_url: str, routes: tuple[str, ...],
                   otlp_url: str | None, otlp_interval_text: str, lease_text: str,
-                  fold_mib: int, ingest_mib: int,
+                  own_event_log: bool, fold_mib: int, ingest_mib: int,
                   login_failures: int, login_window_text: str, forwarded_allow_ips: str,
                   show_clients: bool, metrics_open: bool, body_timeout_text: str,
                   max_columns: int) -> None:
@@ -814,7 +820,8 @@ def serve_command(store_url: str, host: str, port: int, suite_paths: tuple[Path,
                      window=parse_duration(window_text),
                      grace=parse_duration(grace_text, "grace"),
                      retention=parse_duration(retention_text, "retention"), suites=suites,
-                     notifiers=notifiers, lease_ttl=lease_ttl, fold_bytes=fold_mib * 2**20,
+                     notifiers=notifiers, lease_ttl=lease_ttl, own_log=own_event_log,
+                     fold_bytes=fold_mib * 2**20,
                      ingest_bytes=ingest_mib * 2**20, login_failures=login_failures,
                      login_window=login_window.total_seconds(), show_clients=show_clients,
                      metrics_open=metrics_open,

@@ -45,6 +45,7 @@ def create_app(
     suites: dict[str, str] | None = None,
     notifiers: list[Any] | None = None,
     lease_ttl: float | None = 15.0,
+    own_log: bool = False,
     fold_bytes: int = 64 * 2**20,
     ingest_bytes: int = 256 * 2**20,
     login_failures: int = 5,
@@ -60,6 +61,8 @@ def create_app(
     has no active suite yet (``watchkeeper serve --suite``). Several servers may share a
     store: the one holding the fold lease (``lease_ttl`` seconds, renewed every third of
     that) folds the event log; None folds without a lease (this process must be alone).
+    ``own_log`` (SQLite files): ingested batches go to an event-log file of this server's
+    own, copied into the store by the folding server (store/logs.py).
 
     At most ``ingest_bytes`` of request bodies are ingested at once, taken as their bytes
     arrive (a request that runs out of it is answered 503 with Retry-After; a body larger
@@ -79,7 +82,8 @@ def create_app(
     store = Store(store_url)
     hub = Hub(store, window=window, grace=grace, retention=retention,
               dispatcher=Dispatcher(notifiers) if notifiers else None,
-              lease_ttl=lease_ttl, fold_bytes=fold_bytes, exporter=exporter)
+              lease_ttl=lease_ttl, own_log=own_log, fold_bytes=fold_bytes,
+              exporter=exporter)
     registry = CollectorRegistry(auto_describe=True)
     registry.register(HubCollector(hub, budget=budget, limiter=limiter))
     server = Server(hub=hub, store=store, tokens=tokens, limiter=limiter, budget=budget,

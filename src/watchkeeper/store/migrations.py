@@ -121,6 +121,11 @@ def _label_backfill(conn: Connection) -> None:
     tables.label_backfill.create(conn, checkfirst=True)
 
 
+def _log_cursors(conn: Connection) -> None:
+    # As tables.log_cursors was when added; copy the definition here if it ever changes.
+    tables.log_cursors.create(conn, checkfirst=True)
+
+
 #: (description, upgrade function); version n + 1 is reached by MIGRATIONS[n].
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("models, suites, events, windows, findings", _initial),
@@ -135,6 +140,8 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
      _label_records),
     ("label_backfill: prediction records to rebuild from the retained event log",
      _label_backfill),
+    ("log_cursors: how far each server's own event-log file is copied into events",
+     _log_cursors),
 ]
 LATEST = len(MIGRATIONS)
 

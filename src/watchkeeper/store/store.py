@@ -6,8 +6,9 @@ import contextlib
 import hashlib
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from watchkeeper.errors import Conflict, LeaseLost, RecordNotFound, StoreError
 from watchkeeper.monitors.base import Severity
-from watchkeeper.store import label_sql, migrations
+from watchkeeper.store import label_sql, logs, migrations
 from watchkeeper.store import tables as db
 from watchkeeper.store.engine import (
     BUSY_TIMEOUT_MS,
@@ -26,6 +27,7 @@ from watchkeeper.store.engine import (
     create_engine,
     one_line,
 )
+from watchkeeper.store.logs import EventLog
 from watchkeeper.store.records import (
     Appended,
     Event,
@@ -103,6 +105,8 @@ class Store:
         self._write_turn = (threading.RLock() if self._dialect == "sqlite" and not memory
                             else None)
         self._closed = False
+        self._log_engines: dict[Path, Any] = {}  # readers of the servers' own event logs
+        self._logs_lock = threading.Lock()
         try:
             self.migrate()
         except BaseException:
@@ -136,6 +140,10 @@ class Store:
         """Close every pooled connection; the store cannot be used afterwards."""
         self._closed = True
         self._engine.dispose()
+        with self._logs_lock:
+            engines, self._log_engines = list(self._log_engines.values()), {}
+        for engine in engines:
+            engine.dispose()
 
     # -- suites ----------------------------------------------------------------------------
     def add_suite(
@@ -220,26 +228,9 @@ class Store:
         or another server on the store), nothing is stored and the first one is returned,
         marked ``duplicate``. Atomic on both backends (a unique index decides). Committed
         when it returns, as :meth:`append_events`."""
-        _check_name(model)
-        _check_choice("kind", kind, KINDS)
-        try:
-            data = payload if isinstance(payload, bytes) else bytes(memoryview(payload))
-        except TypeError:
-            raise StoreError(f"payload must be bytes, got {type(payload).__name__}") from None
-        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
-            raise StoreError(f"rows must be a count ≥ 0, got {rows!r}")
-        if key is not None and (not isinstance(key, str) or not key):
-            raise StoreError(f"an idempotency key must be a non-empty string, got {key!r}")
-        values = {
-            "model": model,
-            "kind": kind,
-            "received_at": datetime.now(UTC),
-            "rows": rows,
-            "payload": data,
-            "idempotency_key": key,
-        }
+        values = _batch_values(model, payload, rows, kind, key)
         with self._transaction(write=True) as conn:
-            self._shed(conn, len(data))
+            self._shed(conn, len(values["payload"]))
             self._ensure_model(conn, model)
             self._append_turn(conn, model)
             if key is None:
@@ -264,6 +255,138 @@ class Store:
                 raise StoreError(f"model {model!r}: the batch with idempotency key {key!r} "
                                  "was just stored and deleted; send it again")
             return first
+
+    # -- each server's own event-log file (SQLite; see logs.py) ---------------------------
+    @property
+    def log_dir(self) -> Path | None:
+        """Where the servers' own event-log files are (None: not a SQLite file)."""
+        database = self._engine.url.database
+        if self._dialect != "sqlite" or database in (None, "", ":memory:"):
+            return None
+        return Path(str(database)).expanduser().with_name(Path(str(database)).name + "-logs")
+
+    def open_log(self, owner: str) -> EventLog:
+        """This server's own event-log file (created if missing), named after ``owner``
+        (its fold-lease owner id); StoreError unless the store is a SQLite file."""
+        _check_lease_args("event-log", owner)
+        directory = self.log_dir
+        if directory is None:
+            raise StoreError(f"{self.url}: an event log of its own per server is for SQLite "
+                             "files (on PostgreSQL every server appends to the store)")
+        return EventLog(directory, owner)
+
+    def append_to_log(self, log: EventLog, model: str, payload: bytes, rows: int,
+                      kind: str = "events", *, key: str | None = None) -> Appended:
+        """Log an ingested batch in ``log`` (this server's file), as :meth:`append_batch`
+        does in the store: a batch whose idempotency key the store or ``log`` has already is
+        not logged again (the first one is returned, marked ``duplicate``). A copy sent to
+        another server at once may be logged there too: the copy into the store keeps one
+        (:meth:`import_logs`). Committed when it returns; its seq is the file's."""
+        values = _batch_values(model, payload, rows, kind, key)
+        if key is not None:
+            with self._transaction() as conn:  # a read: never waits on the store's writer
+                first = self._keyed(conn, model, key)
+            if first is not None:
+                return first
+        return log.append(values)
+
+    def log_cursor(self, name: str) -> int:
+        """Seq of the last batch of the log file ``name`` copied into the store (0: none)."""
+        table = db.log_cursors
+        with self._transaction() as conn:
+            return int(conn.scalar(sa.select(table.c.seq).where(table.c.file == name)) or 0)
+
+    def import_logs(self, *, lease: Lease | None = None,
+                    gone: Callable[[str], bool] = lambda owner: False,
+                    max_bytes: int = 64 * 2**20, limit: int = 1000) -> dict[str, int]:
+        """Copy the servers' event-log files' new batches into the event log: up to
+        ``limit`` batches per file and ``max_bytes`` of payloads in all (one batch per file
+        at least), each file's in one transaction fenced by ``lease`` with how far it got,
+        so each batch is copied once. A batch with an idempotency key the model's log has
+        already is dropped; returns how many were per model. The file of a server that is
+        ``gone`` (given its owner id) is deleted once every batch of it is copied."""
+        directory = self.log_dir
+        if directory is None or not directory.is_dir():
+            return {}
+        dropped: dict[str, int] = {}
+        budget = max_bytes  # for all the files: each gets one batch at least
+        for path in sorted(directory.glob("*" + logs.SUFFIX)):
+            name = path.name
+            engine = self._log_engine(path)
+            batches = logs.read(engine, path, self.log_cursor(name), limit=limit,
+                                max_bytes=max(1, budget))
+            budget -= sum(len(b["payload"]) for b in batches)
+            if not batches:
+                if gone(logs.owner_of(name)):
+                    self._drop_log(path, lease)
+                continue
+            with self._transaction(write=True, lease=lease) as conn:
+                cursor = int(conn.scalar(sa.select(db.log_cursors.c.seq).where(
+                    db.log_cursors.c.file == name)) or 0)
+                for batch in batches:
+                    if batch["seq"] <= cursor:  # copied meanwhile (by an earlier leader)
+                        continue
+                    model, key = batch["model"], batch["idempotency_key"]
+                    self._ensure_model(conn, model)
+                    values = {k: v for k, v in batch.items() if k != "seq"}
+                    if key is None:
+                        conn.execute(sa.insert(db.events).values(**values))
+                        continue
+                    seq = conn.scalar(
+                        self._insert(db.events).values(**values)
+                        .on_conflict_do_nothing(index_elements=[db.events.c.model,
+                                                                db.events.c.idempotency_key],
+                                                index_where=db.KEYED)
+                        .returning(db.events.c.seq))
+                    if seq is None:
+                        dropped[model] = dropped.get(model, 0) + 1
+                insert = self._insert(db.log_cursors)
+                conn.execute(insert.values(file=name, seq=batches[-1]["seq"])
+                             .on_conflict_do_update(index_elements=[db.log_cursors.c.file],
+                                                    set_={"seq": insert.excluded.seq}))
+        return dropped
+
+    def log_backlog(self) -> dict[str, tuple[int, datetime]]:
+        """Per model with batches in the servers' event-log files not copied into the
+        store yet: how many, and when the oldest was received."""
+        directory = self.log_dir
+        out: dict[str, tuple[int, datetime]] = {}
+        if directory is None or not directory.is_dir():
+            return out
+        for path in sorted(directory.glob("*" + logs.SUFFIX)):
+            try:
+                found = logs.pending(self._log_engine(path), path, self.log_cursor(path.name))
+            except StoreError:
+                if path.exists():
+                    raise
+                continue
+            for model, n, oldest in found:
+                before = out.get(model)
+                out[model] = (n, oldest) if before is None else (
+                    before[0] + n, min(before[1], oldest))
+        return out
+
+    def _log_engine(self, path: Path) -> Any:
+        """An engine reading a server's event-log file (kept while the store is open)."""
+        with self._logs_lock:
+            engine = self._log_engines.get(path)
+            if engine is None:
+                engine = self._log_engines[path] = logs.open_engine(path)
+            return engine
+
+    def _drop_log(self, path: Path, lease: Lease | None) -> None:
+        """Delete the all-copied file of a server that is gone, then its cursor (in this
+        order: a cursor without its file is harmless, a file without its cursor would be
+        copied again)."""
+        with self._logs_lock:
+            engine = self._log_engines.pop(path, None)
+        if engine is not None:
+            engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(str(path) + suffix).unlink()
+        with self._transaction(write=True, lease=lease) as conn:
+            conn.execute(sa.delete(db.log_cursors).where(db.log_cursors.c.file == path.name))
 
     @staticmethod
     def _keyed(conn: Connection, model: str, key: str) -> Appended | None:
@@ -353,7 +476,8 @@ class Store:
 
     def backlog(self) -> dict[str, tuple[int, datetime]]:
         """Per model with batches logged but not folded yet (past its watermark, not set
-        aside): how many, and when the oldest of them was received (how far the fold lags)."""
+        aside, or in a server's event-log file not copied yet): how many, and when the
+        oldest of them was received (how far the fold lags)."""
         e, m = db.events, db.models
         query = (
             sa.select(e.c.model, sa.func.count(), sa.func.min(e.c.received_at))
@@ -362,7 +486,12 @@ class Store:
             .group_by(e.c.model)
         )
         with self._transaction() as conn:
-            return {model: (int(n), oldest) for model, n, oldest in conn.execute(query)}
+            out = {model: (int(n), oldest) for model, n, oldest in conn.execute(query)}
+        for model, (n, oldest) in self.log_backlog().items():  # not copied into it yet
+            before = out.get(model)
+            out[model] = (n, oldest) if before is None else (before[0] + n,
+                                                             min(before[1], oldest))
+        return out
 
     def quarantine_event(self, model: str, seq: int, error: str, *,
                          lease: Lease | None = None) -> bool:
@@ -846,6 +975,29 @@ def _span(
     if until is not None:
         out.append(column < until)
     return out
+
+
+def _batch_values(model: str, payload: bytes, rows: int, kind: str, key: str | None
+                  ) -> dict[str, Any]:
+    """A batch to log, checked, as the columns of its row."""
+    _check_name(model)
+    _check_choice("kind", kind, KINDS)
+    try:
+        data = payload if isinstance(payload, bytes) else bytes(memoryview(payload))
+    except TypeError:
+        raise StoreError(f"payload must be bytes, got {type(payload).__name__}") from None
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+        raise StoreError(f"rows must be a count ≥ 0, got {rows!r}")
+    if key is not None and (not isinstance(key, str) or not key):
+        raise StoreError(f"an idempotency key must be a non-empty string, got {key!r}")
+    return {
+        "model": model,
+        "kind": kind,
+        "received_at": datetime.now(UTC),
+        "rows": rows,
+        "payload": data,
+        "idempotency_key": key,
+    }
 
 
 def _check_name(model: str) -> None:

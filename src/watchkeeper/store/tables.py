@@ -214,3 +214,31 @@ server_keys = sa.Table(  # since the "sessions, server_keys" migration
     sa.Column("name", sa.String, primary_key=True),
     sa.Column("value", sa.LargeBinary, nullable=False),
 )
+
+log_cursors = sa.Table(  # added by the migration "log_cursors"
+    "log_cursors",
+    metadata,
+    # a server's own event-log file (SQLite stores, ``serve --own-event-log``; see logs.py),
+    # by its name in the log directory next to the store's file
+    sa.Column("file", sa.String, primary_key=True),
+    # seq of the last batch of that file copied into events (in the copy's transaction)
+    sa.Column("seq", sa.BigInteger, nullable=False),
+)
+
+# -- a server's own event-log file (not in the store's file: see logs.py) ---------------------
+log_metadata = sa.MetaData()
+
+log_events = sa.Table(
+    "log_events",
+    log_metadata,
+    sa.Column("seq", ID, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("idempotency_key", sa.String),
+    sqlite_autoincrement=True,  # never reuse a seq: the leader's cursor relies on it
+)
+sa.Index("log_events_idempotency", log_events.c.model, log_events.c.idempotency_key,
+         unique=True, sqlite_where=KEYED)

@@ -23,7 +23,7 @@ from watchkeeper.server.hub.backfill import Backfill
 from watchkeeper.server.hub.fold import Fold
 from watchkeeper.server.hub.follower import View
 from watchkeeper.server.hub.intake import Intake
-from watchkeeper.server.hub.lease import Fenced, FoldLease, owner_id
+from watchkeeper.server.hub.lease import Fenced, FoldLease, dead, owner_id
 from watchkeeper.server.hub.memory import fix_mmap_threshold, limit_arenas
 from watchkeeper.server.hub.registry import Registry
 from watchkeeper.server.hub.state import AlertView, ModelState
@@ -35,6 +35,8 @@ from watchkeeper.suite.core import Suite
 log = logging.getLogger("watchkeeper.server")
 #: /healthz says a folding server is caught up while no batch has waited longer than this.
 CAUGHT_UP_SECONDS = 5.0
+#: seconds between deletions of what of a server's own event log is in the store
+PRUNE_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -78,6 +80,10 @@ class Hub:
     #: seconds between looks for events past the retention (per model)
     expire_seconds: float = 30.0
     monotonic: Callable[[], float] = time.monotonic
+    #: append ingested batches to an event-log file of this server's own, which the leader
+    #: copies into the store (SQLite files: a server frozen inside a write then holds up
+    #: no other server's ingest; see store/logs.py)
+    own_log: bool = False
     # the pieces (built from the settings above)
     fold_lease: FoldLease = field(init=False, repr=False)
     registry: Registry = field(init=False, repr=False)
@@ -103,7 +109,9 @@ class Hub:
         self.alert_states = AlertStates(self.store, self.counters, self.registry.lock, fence,
                                         rules=self.rules, dispatcher=self.dispatcher,
                                         exporter=self.exporter)
-        self.intake = Intake(self.store, self.counters)
+        self.intake = Intake(self.store, self.counters,
+                             self.store.open_log(self.owner) if self.own_log else None)
+        self._pruned = float("-inf")  # monotonic() when the own log was last pruned
         self.fold = Fold(self.store, self.registry.writer, self.counters, fence,
                          window=self.window, retention=self.retention,
                          fold_bytes=self.fold_bytes, expire_seconds=self.expire_seconds,
@@ -317,6 +325,7 @@ class Hub:
         """Fold new events of every model, close due windows, persist (waiting up to
         ``wait`` seconds for the models' steps, see :class:`Workers`); a server that does
         not hold the fold lease refreshes its view instead."""
+        self._prune()
         if self.lease_ttl is None:
             self._fold_all(now, wait)
             return
@@ -333,9 +342,25 @@ class Hub:
         except LeaseLost as exc:
             self._demote(str(exc))
 
+    def _prune(self) -> None:
+        """Forget what of this server's own event log is in the store (every few
+        seconds); a failure is logged and tried again."""
+        if self.intake.log is None or self.monotonic() - self._pruned < PRUNE_SECONDS:
+            return
+        self._pruned = self.monotonic()
+        try:
+            self.intake.prune()
+        except StoreError as exc:
+            log.warning("cannot prune this server's event log: %s", exc)
+
     def _fold_all(self, now: float | None, wait: float) -> None:
-        """One step of every model, each in a thread of its own; raises what a step failed
-        with (LeaseLost first)."""
+        """Copy the servers' own event-log files into the store, then one step of every
+        model, each in a thread of its own; raises what a step failed with (LeaseLost
+        first)."""
+        dropped = self.store.import_logs(lease=self.fold_lease.fence(), gone=dead,
+                                         max_bytes=self.fold_bytes)
+        for model, n in dropped.items():  # copies of a batch sent to several servers
+            self.counters[f"duplicates:{model}"] += n
         self._discover()
         revisions = self.store.alert_revisions()
         steps = {model: partial(self._fold_model, model, state, revisions.get(model, 0), now)
@@ -456,6 +481,8 @@ class Hub:
                     self._save_at_stop(model, state, deadline)
         finally:
             self.fold_lease.release()
+            if self.intake.log is not None:
+                self.intake.log.close()
 
     def _save_at_stop(self, model: str, state: ModelState, deadline: float) -> None:
         lock = self.workers.lock(model)

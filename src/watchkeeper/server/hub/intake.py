@@ -1,4 +1,5 @@
-"""Ingest (request threads): batches are appended to the store's durable event log, and
+"""Ingest (request threads): batches are appended to the store's durable event log (or to
+this server's own event-log file, which the leader copies into it: store/logs.py), and
 answered once that commit is done; the fold takes them from there.
 
 Requests a server refuses (invalid payload, authentication) are counted against the
@@ -18,6 +19,7 @@ from watchkeeper.errors import StoreError
 from watchkeeper.io.pii import protect
 from watchkeeper.server.hub.state import ModelState
 from watchkeeper.store import Appended, Store
+from watchkeeper.store.logs import EventLog
 from watchkeeper.wire import to_ipc
 
 #: Schema metadata of an empty event batch that carries refused requests' counts.
@@ -27,9 +29,12 @@ REJECTED_KEY = b"watchkeeper.rejected"
 class Intake:
     """Stores what requests bring, and counts what they were refused, per model."""
 
-    def __init__(self, store: Store, counters: Counter[str]) -> None:
+    def __init__(self, store: Store, counters: Counter[str], log: EventLog | None = None
+                 ) -> None:
         self.store = store
         self.counters = counters
+        #: this server's own event-log file, where its batches go (None: into the store)
+        self.log = log
         self._rejected: dict[str, Counter[str]] = {}  # refused requests not folded yet
         self._lock = threading.Lock()
 
@@ -43,13 +48,25 @@ class Intake:
             modes.update(g.live.suite.schema.pii)
         if modes:
             table = protect(table, modes, pii_key)
-        done = self.store.append_batch(model, to_ipc(table), table.num_rows, kind, key=key)
+        done = self._append(model, to_ipc(table), table.num_rows, kind, key)
         if done.duplicate:
             self.counters[f"duplicates:{model}"] += 1
             return done
         self.counters[f"{kind}_rows:{model}"] += table.num_rows
         self.counters[f"{kind}_batches:{model}"] += 1
         return done
+
+    def _append(self, model: str, payload: bytes, rows: int, kind: str, key: str | None
+                ) -> Appended:
+        if self.log is None:
+            return self.store.append_batch(model, payload, rows, kind, key=key)
+        return self.store.append_to_log(self.log, model, payload, rows, kind, key=key)
+
+    def prune(self) -> int:
+        """Forget the batches of this server's own event-log file that are in the store."""
+        if self.log is None:
+            return 0
+        return self.log.prune(self.store.log_cursor(self.log.name))
 
     def reject(self, model: str, reason: str) -> None:
         """Count a refused request against the model (folded into its current window)."""
@@ -71,7 +88,7 @@ class Intake:
             return
         schema = pa.schema([]).with_metadata({REJECTED_KEY: json.dumps(dict(pending))})
         try:
-            self.store.append_events(model, to_ipc(pa.Table.from_batches([], schema)), 0)
+            self._append(model, to_ipc(pa.Table.from_batches([], schema)), 0, "events", None)
         except StoreError:
             with self._lock:
                 self._rejected.setdefault(model, Counter()).update(pending)
