@@ -129,6 +129,67 @@ def test_without_per_class_scores_init_says_what_to_name_them() -> None:
     assert "proba_<class>" in reason and "'high'" in reason
 
 
+def test_the_reason_for_skipping_estimation_survives_a_reload(tmp_path) -> None:
+    from watchkeeper.suite.core import not_generated
+
+    data = stream(4, seed=2).rename_columns(
+        ["id", "ts", "x", "z", "p1", "p2", "p3", "prediction", "label"])
+    suite = wk.init(data, target="label", proba=["p1", "p2", "p3"], progress=False)
+    reason = not_generated(suite.schema)["estimated_performance"]
+    suite.save(tmp_path / "s.yaml")
+    loaded = wk.load(tmp_path / "s.yaml")
+    assert loaded.schema.task.estimation_skipped == reason
+    assert not_generated(loaded.schema)["estimated_performance"] == reason
+    assert "'high'" in reason
+
+
+def _listed(data: pa.Table, name: str) -> pa.Table:
+    scores = np.column_stack([data.column(f"proba_{c}").to_numpy()
+                              for c in sorted(CLASSES)])  # in class order
+    return data.drop([f"proba_{c}" for c in CLASSES]).append_column(
+        name, pa.array(list(scores), type=pa.list_(pa.float64())))
+
+
+def test_an_unnamed_list_column_of_class_scores_is_inferred(suite: wk.Suite) -> None:
+    """A list column of floats summing to 1, as long as the classes, is taken as the
+    class scores when none is named (init says so): the same suite as naming it."""
+    from click.testing import CliRunner
+
+    from watchkeeper.cli import main
+
+    listed = _listed(stream(24, seed=1), "class_scores")
+    inferred = wk.init(listed, timestamp="ts", target="label", id="id", progress=False)
+    named = wk.init(listed, timestamp="ts", target="label", id="id", proba="class_scores",
+                    progress=False)
+    task = inferred.schema.task
+    assert task.class_probas == ["class_scores"] and task.proba == "class_scores"
+    assert any("'class_scores' inferred" in n for n in task.notes)
+    assert inferred.schema.columns["class_scores"].role == named.schema.columns[
+        "class_scores"].role
+    assert [m.id for m in inferred.monitors] == [m.id for m in named.monitors]
+    assert monitor(inferred).calibration == monitor(named).calibration
+    assert monitor(inferred).calibration["reference"] == pytest.approx(
+        monitor(suite).calibration["reference"], abs=1e-9)
+    # a vector that does not sum to one, or two that fit, are not taken
+    rng = np.random.default_rng(3)
+    emb = pa.array(list(rng.random((listed.num_rows, 3))), type=pa.list_(pa.float64()))
+    other = wk.init(listed.drop(["class_scores"]).append_column("emb", emb), target="label",
+                    progress=False)
+    assert other.schema.task.class_probas is None
+    two = listed.append_column("copy", listed.column("class_scores"))
+    both = wk.init(two, target="label", progress=False)
+    assert both.schema.task.class_probas is None
+    assert "name one with --proba" in both.schema.task.estimation_skipped
+    path = f"{__import__('tempfile').mkdtemp()}/ref.parquet"
+    import pyarrow.parquet as pq
+
+    pq.write_table(listed.drop(["ts"]), path)
+    out = CliRunner().invoke(main, ["init", path, "--target", "label", "-o",
+                                    path.replace(".parquet", ".yaml")])
+    assert out.exit_code == 0, out.output
+    assert "'class_scores' inferred" in out.output
+
+
 def test_the_suite_file_round_trips_the_calibration(suite: wk.Suite, tmp_path) -> None:
     suite.save(tmp_path / "s.yaml")
     loaded = wk.load(tmp_path / "s.yaml")

@@ -66,6 +66,48 @@ def match_class_scores(table: pa.Table, candidates: list[str],
                     "class order) to estimate performance without labels")
 
 
+#: An inferred list column of class scores: rows whose scores sum to 1 within this…
+SUM_TOLERANCE = 1e-3
+#: …at least this share of the rows with a list.
+SUM_SHARE = 0.99
+
+
+def infer_class_scores(table: pa.Table, candidates: list[str], k: int
+                       ) -> tuple[str | None, str]:
+    """The list column among ``candidates`` that holds a multiclass classifier's scores
+    when none is named: floats in [0, 1], ``k`` per row (as many as classes) summing to 1
+    (within ``SUM_TOLERANCE`` on ``SUM_SHARE`` of the rows). The column and how it was
+    found; None when no column, or more than one, fits (with the reason, or "")."""
+    fits = [c for c in candidates if _looks_like_class_scores(table.column(c), k)]
+    if len(fits) == 1:
+        return fits[0], (f"list column {fits[0]!r} inferred: {k} scores in [0, 1] summing to "
+                         "1 per row, one per class, taken in class order (name it with "
+                         "--proba to say so)")
+    if len(fits) > 1:
+        return None, (f"{len(fits)} list columns could hold the class scores "
+                      f"({', '.join(map(repr, fits))}): name one with --proba")
+    return None, ""
+
+
+def _looks_like_class_scores(column: pa.ChunkedArray, k: int) -> bool:
+    if not is_list_column(column) or not pa.types.is_floating(column.type.value_type):
+        return False
+    valid = column.drop_null()
+    if len(valid) == 0:
+        return False
+    lengths = pc.list_value_length(valid).to_numpy(zero_copy_only=False)
+    if not np.all(lengths == k):
+        return False
+    values = np.asarray(pc.list_flatten(valid).to_numpy(zero_copy_only=False), dtype=float)
+    if values.size != len(valid) * k:  # a missing score inside a list
+        return False
+    scores = values.reshape(-1, k)
+    finite = np.isfinite(scores).all(axis=1)
+    in_range = finite & (scores >= 0.0).all(axis=1) & (scores <= 1.0).all(axis=1)
+    sums_one = in_range & (np.abs(scores.sum(axis=1) - 1.0) <= SUM_TOLERANCE)
+    return bool(sums_one.mean() >= SUM_SHARE)
+
+
 def class_scores(table: pa.Table, columns: list[str], k: int) -> np.ndarray:
     """Scores (rows × k) from the task's score columns; a row with any score missing,
     non-finite or outside [0, 1] (or a list of the wrong length) is NaN throughout."""
@@ -231,7 +273,10 @@ def fit_class_calibration(table: pa.Table, target: str, classes: list[str],
 
 
 def multiclass_left_out(task: Any) -> str:
-    """Why a multiclass task has no estimated performance (for init's summary)."""
+    """Why a multiclass task has no estimated performance (for init's summary; kept in the
+    suite as the task's ``estimation_skipped``, so a reloaded suite says the same)."""
+    if task.estimation_skipped:
+        return str(task.estimation_skipped)
     if not task.class_probas:
         note = next((n for n in task.notes if n.startswith("class scores: ")), None)
         return (note.removeprefix("class scores: ") if note else

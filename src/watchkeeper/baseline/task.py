@@ -16,7 +16,11 @@ import pyarrow as pa
 
 from watchkeeper.baseline.binning import MAX_CODE_LEVELS, plan_numeric
 from watchkeeper.baseline.estimators import LabelModel, LossModel
-from watchkeeper.baseline.multiclass import ClassCalibration, match_class_scores
+from watchkeeper.baseline.multiclass import (
+    ClassCalibration,
+    infer_class_scores,
+    match_class_scores,
+)
 from watchkeeper.errors import SuiteError
 from watchkeeper.io.values import (
     category_counts,
@@ -98,6 +102,8 @@ class Task:
     class_calibration: ClassCalibration | None = None
     #: How init read the task (positive class, encodings), for its summary; not saved.
     notes: list[str] = field(default_factory=list, compare=False, repr=False)
+    #: Why init estimates no performance for this multiclass task (kept in the suite).
+    estimation_skipped: str | None = None
 
     def __post_init__(self) -> None:
         self.type = TaskType(self.type)  # also when given as its string ("binary")
@@ -153,6 +159,8 @@ class Task:
             out["class_probas"] = self.class_probas
         if self.class_calibration is not None:
             out["class_calibration"] = self.class_calibration.to_dict()
+        if self.estimation_skipped is not None:
+            out["estimation_skipped"] = self.estimation_skipped
         return out
 
     @classmethod
@@ -183,6 +191,8 @@ class Task:
             class_probas=([str(c) for c in d["class_probas"]]
                           if d.get("class_probas") is not None else None),
             class_calibration=_model(ClassCalibration, d, "class_calibration", where),
+            estimation_skipped=(str(d["estimation_skipped"])
+                                if d.get("estimation_skipped") is not None else None),
         )
         if task.type == TaskType.BINARY and len(task.classes) != 2:
             raise SuiteError(f"{where}.classes", "a binary task needs exactly two classes")
@@ -308,6 +318,13 @@ def infer_task(
     if task_type == TaskType.MULTICLASS and candidates:
         task.class_probas, how = match_class_scores(table, candidates, classes)
         notes.append(f"class scores: {how}")
+    elif task_type == TaskType.MULTICLASS:  # none named: one list column that fits
+        others = [c for c in table.column_names if c not in (target, prediction, id)]
+        inferred, how = infer_class_scores(table, others, len(classes))
+        if inferred is not None:
+            task.proba, task.class_probas = inferred, [inferred]
+        if how:
+            notes.append(f"class scores: {how}")
     if task_type == TaskType.BINARY:
         task.attributes = [_attribute(table.column(c), c) for c in sensitive]
         task.intersections = [list(p) for p in itertools.combinations(sensitive, 2)]

@@ -20,14 +20,23 @@ from watchkeeper.baseline.schema import Schema
 from watchkeeper.profiles.task import row_codes
 
 if TYPE_CHECKING:
-    from watchkeeper.baseline.task import RowCodes
+    from watchkeeper.baseline.task import RowCodes, Task
     from watchkeeper.profiles.core import Profile
 
 
 def plain_schema(schema: Schema) -> Schema:
     """The schema a segment is profiled with: no segments (no nesting), no security model
-    (client and OOD tallies are about the whole traffic)."""
-    return dataclasses.replace(schema, segments=[], security=None)
+    (client and OOD tallies are about the whole traffic), no fairness groupings (fairness
+    is judged on the whole population: see :func:`segment_task`)."""
+    task = None if schema.task is None else segment_task(schema.task)
+    return dataclasses.replace(schema, segments=[], security=None, task=task)
+
+
+def segment_task(task: Task) -> Task:
+    """The task of a segment's sub-profile: the suite's without sensitive attributes, so a
+    segment keeps no fairness tallies (no monitor reads them per segment; they were a
+    fifth of a segment's bytes on ACS)."""
+    return dataclasses.replace(task, attributes=[], intersections=[])
 
 
 #: Prefix of a segmentation's per-row codes among a batch's row codes (``RowCodes.groups``,

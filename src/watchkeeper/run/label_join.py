@@ -23,6 +23,7 @@ from watchkeeper.errors import DataError
 from watchkeeper.io.tables import did_you_mean, to_table
 from watchkeeper.io.values import label_codes, numbers_with_nan
 from watchkeeper.profiles.core import Profile, add_tallies
+from watchkeeper.profiles.segments import segment_task
 from watchkeeper.profiles.task import fairness_key, tally
 
 if TYPE_CHECKING:
@@ -181,6 +182,7 @@ def move_labels(codes: RowCodes, rows: np.ndarray, new: np.ndarray, task: Task,
         after.label = new
         delta = add_tallies(tally(after, task), tally(before, task), sign=-1)
         profile.joint = add_tallies(profile.joint, delta)
+        inner = segment_task(task) if segments else task
         for key, labels in (segments or {}).items():
             if key not in before.groups:
                 continue
@@ -192,7 +194,7 @@ def move_labels(codes: RowCodes, rows: np.ndarray, new: np.ndarray, task: Task,
                     continue
                 at = np.flatnonzero(before.groups[key] == code)
                 sub.joint = add_tallies(sub.joint, add_tallies(
-                    tally(after.take(at), task), tally(before.take(at), task), sign=-1))
+                    tally(after.take(at), inner), tally(before.take(at), inner), sign=-1))
     codes.label[rows] = new
 
 

@@ -1026,6 +1026,13 @@ def init(
             task.class_probas:
         task.class_calibration = fit_class_calibration(table, task.target, task.classes,
                                                        task.class_probas)
+    if task is not None and task.type == TaskType.MULTICLASS:
+        if task.class_probas and task.proba in schema.columns and \
+                schema.columns[task.proba].role != Role.PROBA:  # inferred: a list column
+            schema.columns[task.proba].role = Role.PROBA
+            schema.columns[task.proba].note = "class scores (inferred)"
+        if task.class_calibration is None:
+            task.estimation_skipped = multiclass_left_out(task)
     clients = schema.by_role(Role.CLIENT)
     features = [c for c in schema if c.role == Role.FEATURE and c.n_bins]
     schema.security = fit_security(
