@@ -43,6 +43,9 @@ def freeze(server: Server, url: str, tries: int = 500) -> None:
         server.proc.send_signal(signal.SIGSTOP)
         if path is None:
             return
+        # the signal is only queued: a thread inside a system call (taking the write lock)
+        # finishes it before it stops, so the locks are read once every thread has stopped
+        wait_for(lambda: stopped(pid), timeout=60, every=0.001)
         files = {os.stat(f).st_ino for f in (path, path + "-shm", path + "-wal")
                  if os.path.exists(f)}
         writing = False
@@ -61,6 +64,18 @@ def freeze(server: Server, url: str, tries: int = 500) -> None:
     raise TimeoutError(f"server {pid} was inside a write at each of {tries} tries")
 
 
+def stopped(pid: str) -> bool:
+    """Whether every thread of the process is stopped (SIGSTOP delivered)."""
+    tasks = Path(f"/proc/{pid}/task")
+    states = []
+    for task in tasks.iterdir():
+        try:  # state: the field after the command's closing parenthesis
+            states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            continue
+    return all(state in "tT" for state in states)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,7 +92,7 @@ class Server:
         self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 30.0) -> Server:
+    def start(self, timeout: float = 120.0) -> Server:  # a loaded machine starts slowly
         env = {**os.environ, "WATCHKEEPER_WRITE_TOKEN": WRITE, "WATCHKEEPER_READ_TOKEN": READ,
                **self.env}
         self.log = open(self.workdir / f"server-{self.port}.log", "ab")  # noqa: SIM115
