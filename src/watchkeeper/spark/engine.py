@@ -19,7 +19,7 @@ from __future__ import annotations
 import pickle
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +28,7 @@ import pyarrow as pa
 from watchkeeper.baseline.schema import Role, Schema
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.delta import is_delta, live_files
+from watchkeeper.io.pii import protect
 from watchkeeper.io.tables import csv_parse, did_you_mean, to_table
 from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
@@ -89,6 +90,10 @@ class _Plan:
     #: keep the prediction records of the rows with an id (a stream the server joins late
     #: labels to): the suite's task has an id column
     records: bool = False
+    #: personal-data columns hashed or dropped before profiling (column → hash|drop), with
+    #: ``key`` (None: dropped), as the server does (:func:`watchkeeper.io.pii.protect`)
+    pii: tuple[tuple[str, str], ...] = ()
+    key: bytes | None = field(default=None, repr=False)
 
     def split(self, table: pa.Table, bad: list[int] | None = None
               ) -> Iterator[tuple[Any, pa.Table, float | None, float | None]]:
@@ -140,6 +145,8 @@ class _Plan:
 
         def fold() -> None:
             table = to_table(pa.Table.from_batches(gathered))  # blank text as missing
+            if self.pii:
+                table = protect(table, dict(self.pii), self.key)
             if _EMPTY not in found:
                 found[_EMPTY] = (self._profile(table.slice(0, 0)), None, None, True)
             for key, part, lo, hi in self.split(table, bad):
