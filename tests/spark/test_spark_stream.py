@@ -251,3 +251,69 @@ def _crash_and_restart(spark: SparkSession, tmp_path: Path, parts: list[pa.Table
         died()
     run()
     return calls
+
+
+@pytest.mark.slow
+def test_personal_data_is_hashed_on_spark_with_the_servers_key(spark: SparkSession,
+                                                                tmp_path: Path) -> None:
+    """A suite with a personal-data column: ServerSink hashes it on the executors with the
+    server's key before profiling, so no raw value reaches the store and the windows equal
+    those of the same rows posted over HTTP; a sink with another key is set aside."""
+    import time
+
+    from tests.server_helpers import ARROW, READ, Server, arrow, post, request, wait_for
+    from watchkeeper.spark.stream import ServerSink
+
+    def rows(n: int, seed: int, first: float) -> pa.Table:
+        rng = np.random.default_rng(seed)
+        return pa.table({"_ts": first + rng.integers(0, 3, n) + rng.random(n) * 0.99,
+                         "x": rng.normal(size=n),
+                         "email": [None if i % 9 == 0 else f"user{int(k)}@example.com"
+                                   for i, k in enumerate(rng.integers(0, 500, n))]})
+
+    wk.init(rows(2_000, 1, 0.0).drop_columns(["_ts"]), pii="email").save(
+        tmp_path / "suite.yaml")
+    url = f"sqlite:///{tmp_path / 'wk.db'}"
+    server = Server(tmp_path, "--store", url, "--suite", f"spark={tmp_path / 'suite.yaml'}",
+                    "--suite", f"http={tmp_path / 'suite.yaml'}", "--suite",
+                    f"other={tmp_path / 'suite.yaml'}", "--window", "1s", "--grace", "1s",
+                    "--lease-ttl", "0", env={"WATCHKEEPER_PII_KEY": "the-servers-key"}
+                    ).start(timeout=180)
+    try:
+        first = float(int(time.time())) - 600
+        parts = [rows(200, 10 + i, first + 3 * i) for i in range(3)]
+        for part in parts:
+            assert post(server, "/v1/models/http/events", arrow(part),
+                        content_type=ARROW)[0] == 200
+        _crash_and_restart(spark, tmp_path, parts,
+                           ServerSink(url, "spark", window="1s", pii_key="the-servers-key"),
+                           "_ts double, x double, email string")
+        ServerSink(url, "other", window="1s", pii_key="another-key", query="by-hand")(
+            spark.createDataFrame(parts[0].to_pandas()), 0)
+
+        def folded(model: str) -> list[dict[str, Any]]:
+            found = request(server.url + f"/v1/models/{model}/windows", token=READ)[1]
+            rows = sum(w["rows"] for w in found["windows"])
+            return found["windows"] if rows == 600 else []
+
+        served = {m: wait_for(lambda m=m: folded(m), timeout=120) for m in ("spark", "http")}
+        assert [(w["start"], w["rows"]) for w in served["spark"]] == \
+            [(w["start"], w["rows"]) for w in served["http"]]
+        store = Store(url)
+        try:
+            mine, theirs = store.load_windows("spark"), store.load_windows("http")
+            for a, b in zip(mine, theirs, strict=True):
+                assert a.profile["columns"]["email"] == b.profile["columns"]["email"]
+
+            def set_aside() -> list[Any]:
+                return store.quarantined_events("other")
+
+            errors = [e.error or "" for e in wait_for(set_aside, timeout=120)]
+            assert "not hashed with this server's key" in errors[0]
+        finally:
+            store.close()
+        for name in ("wk.db", "wk.db-wal"):
+            if (tmp_path / name).exists():
+                assert b"@example.com" not in (tmp_path / name).read_bytes()
+    finally:
+        server.stop()

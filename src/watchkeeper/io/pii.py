@@ -209,6 +209,12 @@ def pseudonym(value: object, key: bytes) -> str:
     return _digest(key, str(value))
 
 
+def key_check(key: bytes | None) -> str | None:
+    """A short keyed digest that tells two keys apart without showing either (None: no
+    key), so a batch hashed elsewhere can be matched to the server's key."""
+    return None if key is None else _digest(key, "watchkeeper key check")[:16]
+
+
 def protect(table: pa.Table, modes: dict[str, str], key: bytes | None) -> pa.Table:
     """Hash or drop the personal-data columns of a batch (``modes``: column → hash|drop).
     Without a key, columns to hash are dropped: nothing personal is ever kept in clear."""

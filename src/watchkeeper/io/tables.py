@@ -663,3 +663,62 @@ def _cast_like(table: pa.Table, schema: pa.Schema, path: Path, first_row: int) -
                 f"above ({str(exc).splitlines()[0]})") from exc
     return table
 
+
+# --- delimited text parsed elsewhere (Spark) as here -----------------------------------
+
+
+@dataclass(frozen=True)
+class CsvParse:
+    """How :func:`csv_blocks` reads a delimited file, for lines read elsewhere (by Spark, a
+    split of the file at a time): the lines above the data to drop at the start of each
+    file (comments, the header), the column names and delimiter, whether values are
+    trimmed (``a, b``), and the column types of the file's first block. :meth:`parse` turns
+    lines into the table the local reader makes of them: the same parser, NA spellings and
+    types, so a check on Spark equals the local one."""
+
+    path: str
+    names: tuple[str, ...]
+    delimiter: str
+    skip: int  # non-blank lines above the data (comments, then the header)
+    spaced: bool
+    types: pa.Schema
+
+    def parse(self, lines: list[str], first_row: int = 0) -> pa.Table:
+        """The rows of ``lines`` (lines of data, without their line ends), cleaned as
+        :func:`csv_blocks` cleans a block; a value that does not fit its column's type is a
+        DataError naming the column (``first_row``: the first line's row, for errors)."""
+        from pyarrow import csv
+
+        if not lines:
+            return self.types.empty_table()
+        read = csv.ReadOptions(column_names=list(self.names), use_threads=False)
+        parse = csv.ParseOptions(delimiter=self.delimiter)
+        types = ({n: pa.string() for n in self.names} if self.spaced
+                 else {f.name: f.type for f in self.types})
+        convert = csv.ConvertOptions(null_values=list(NA_TEXTS), strings_can_be_null=True,
+                                     column_types=types)
+        layout = CsvLayout(delimiter=self.delimiter, names=self.names)
+        try:
+            table = csv.read_csv(pa.py_buffer("\n".join(lines).encode("utf-8")),
+                                 read_options=read, parse_options=parse,
+                                 convert_options=convert)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise _csv_error(Path(self.path), layout, exc, first_row) from exc
+        if self.spaced:
+            return _cast_like(_trimmed(table), self.types, Path(self.path), first_row)
+        return missing_as_null(table)
+
+
+def csv_parse(path: str | os.PathLike[str], layout: CsvLayout | None = None) -> CsvParse:
+    """How :func:`csv_blocks` reads ``path`` (layout guessed from its first lines, types
+    from its first block of rows), for :meth:`CsvParse.parse`."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    full, skip, spaced, _, _ = _layout_of(p, layout or CsvLayout(), _format_of(p) == "tsv")
+    blocks, _, _ = csv_blocks(p, full)
+    first = next(iter(blocks), None)
+    names = tuple(full.names or ())
+    types = (pa.schema([(n, pa.string()) for n in names]) if first is None
+             else first.table.schema.remove_metadata())
+    return CsvParse(str(p), names, full.delimiter or ",", skip, spaced, types)

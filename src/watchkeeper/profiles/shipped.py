@@ -40,16 +40,24 @@ class Shipped:
     windows: list[tuple[float | None, Profile]]
     bad_times: int = 0
     records: pa.Table | None = field(default=None, repr=False)
+    #: the suite's personal-data columns were hashed or dropped before profiling, with
+    #: the key of this check (:func:`watchkeeper.io.pii.key_check`; None: no key, dropped)
+    pii: bool = False
+    pii_key: str | None = None
 
 
 def profiled_batch(version: int, window_seconds: float,
                    windows: list[tuple[float | None, Profile]], *,
-                   records: pa.Table | None = None, bad_times: int = 0) -> pa.Table:
+                   records: pa.Table | None = None, bad_times: int = 0,
+                   pii: bool = False, pii_key: str | None = None) -> pa.Table:
     """The event batch that carries ``windows`` (start, profile), profiled with suite
     ``version`` in windows of ``window_seconds``; ``records``: the prediction records of
     their rows that have an id (columns :data:`RECORD_COLUMNS`); ``bad_times``: rows whose
-    time named no window (counted in the window of the time the batch is logged)."""
+    time named no window (counted in the window of the time the batch is logged); ``pii``:
+    personal-data columns were hashed (with the key of check ``pii_key``) or dropped
+    (without a key) before profiling, as the server does."""
     body = {"version": version, "window": window_seconds, "bad_times": bad_times,
+            "pii": pii, "pii_key": pii_key,
             "windows": [{"start": start, "profile": p.to_dict()} for start, p in windows]}
     metadata = {PROFILES_KEY: json.dumps(body)}
     if records is None or records.num_rows == 0:
@@ -78,6 +86,7 @@ def profiled_windows(table: pa.Table) -> Shipped | None:
                                  f"{tuple(table.column_names)}, not {RECORD_COLUMNS}")
             records = table.replace_schema_metadata(None)
         return Shipped(int(body["version"]), float(body["window"]), windows,
-                       int(body.get("bad_times", 0)), records)
+                       int(body.get("bad_times", 0)), records, bool(body.get("pii", False)),
+                       body.get("pii_key"))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ValueError(f"a batch of window profiles that cannot be read ({exc})") from None

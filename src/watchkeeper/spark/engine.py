@@ -19,7 +19,7 @@ from __future__ import annotations
 import pickle
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,7 +28,8 @@ import pyarrow as pa
 from watchkeeper.baseline.schema import Role, Schema
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.delta import is_delta, live_files
-from watchkeeper.io.tables import did_you_mean, to_table
+from watchkeeper.io.pii import protect
+from watchkeeper.io.tables import csv_parse, did_you_mean, to_table
 from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.online.monitor import usable_times
@@ -89,6 +90,10 @@ class _Plan:
     #: keep the prediction records of the rows with an id (a stream the server joins late
     #: labels to): the suite's task has an id column
     records: bool = False
+    #: personal-data columns hashed or dropped before profiling (column → hash|drop), with
+    #: ``key`` (None: dropped), as the server does (:func:`watchkeeper.io.pii.protect`)
+    pii: tuple[tuple[str, str], ...] = ()
+    key: bytes | None = field(default=None, repr=False)
 
     def split(self, table: pa.Table, bad: list[int] | None = None
               ) -> Iterator[tuple[Any, pa.Table, float | None, float | None]]:
@@ -140,6 +145,8 @@ class _Plan:
 
         def fold() -> None:
             table = to_table(pa.Table.from_batches(gathered))  # blank text as missing
+            if self.pii:
+                table = protect(table, dict(self.pii), self.key)
             if _EMPTY not in found:
                 found[_EMPTY] = (self._profile(table.slice(0, 0)), None, None, True)
             for key, part, lo, hi in self.split(table, bad):
@@ -455,8 +462,41 @@ def read(spark: Any, path: Any, param: str = "data") -> DataFrame:
     if suffixes and suffixes <= {".parquet", ".pq"}:
         return spark.read.parquet(str(where))
     if suffixes and suffixes <= {".csv"}:
-        return spark.read.csv(str(where), header=True, inferSchema=True)
+        return _read_csv(spark, where, sorted(p for p in names if p.suffix.lower() == ".csv"))
     found = ", ".join(sorted(s or "(none)" for s in suffixes)) or "no files"
     raise DataError(f"{param}: {path}: the Spark engine reads Parquet (.parquet, .pq) or CSV "
                     f"(.csv) files, one format per directory; found {found}")
 
+
+def _read_csv(spark: Any, where: Any, files: list[Any]) -> DataFrame:
+    """CSV files as the local reader reads them (:func:`watchkeeper.io.tables.csv_blocks`):
+    the layout (delimiter, lines above the header, stripped names) guessed from the first
+    file's first lines and its column types from its first block of rows, on this machine;
+    Spark reads the lines, and each split parses its own with Arrow's CSV parser, the same
+    NA spellings and those types, so a check on Spark equals the local one. Every file has
+    the first one's layout. A value quoted over several lines is not read (Spark splits
+    the files at line ends)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    plan = csv_parse(files[0])
+    lines = spark.read.text([str(f) for f in files]).select(
+        "value", "_metadata.file_path", "_metadata.file_block_start")
+    schema = from_arrow_schema(plan.types)
+
+    def parse(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        path, seen = None, 0
+        for batch in batches:
+            values = batch.column(0).to_pylist()
+            paths = batch.column(1).to_pylist()
+            starts = batch.column(2).to_pylist()
+            keep: list[str] = []
+            for value, file, start in zip(values, paths, starts, strict=True):
+                if file != path:  # a split's lines come in file order, a file at a time
+                    path, seen = file, 0
+                seen += 1
+                if start == 0 and seen <= plan.skip:
+                    continue  # the lines above the data, at the start of each file
+                keep.append(value)
+            yield from plan.parse(keep).to_batches()
+
+    return lines.mapInArrow(parse, schema)

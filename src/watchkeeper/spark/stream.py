@@ -28,6 +28,7 @@ import numpy as np
 from watchkeeper.baseline.schema import Role
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.jsonable import RESULT_DIGITS, plain
+from watchkeeper.io.pii import key_check, key_from_env
 from watchkeeper.io.times import from_epoch
 from watchkeeper.profiles.core import Profile
 from watchkeeper.profiles.shipped import profiled_batch
@@ -130,8 +131,12 @@ class ServerSink:
     column) and the stream has the id column, the batch also carries the prediction
     records of the rows with an id (id, packed row codes, label code: made on the
     executors, gathered on the driver), which the fold keeps as it keeps those of rows
-    posted over HTTP: labels posted later join them alike. A suite with personal-data
-    columns (``pii``) is refused (the server hashes those with its own key). ``query``:
+    posted over HTTP: labels posted later join them alike. The suite's personal-data
+    columns (``pii``) are hashed on the executors with ``pii_key`` (default: the
+    ``WATCHKEEPER_PII_KEY`` of the environment), or dropped without a key, before
+    profiling, as the server does: raw values never reach the store, and the fold refuses
+    a batch hashed with another key than its own (a digest of the key travels, never the
+    key). ``query``:
     the stream's name in the keys (default: the query's id, which a restart from the same
     checkpoint keeps).
 
@@ -142,12 +147,15 @@ class ServerSink:
     """
 
     def __init__(self, store: Store | str, model: str, *, window: str = "5m",
-                 time: str | None = None, query: str | None = None) -> None:
+                 time: str | None = None, query: str | None = None,
+                 pii_key: str | bytes | None = None) -> None:
         self.length = WindowLength.parse(window)
         if self.length.fixed is None:
             raise DataError(f"window: the server's windows have a fixed length, got {window!r}")
         self.store = store if isinstance(store, Store) else Store(store)
         self.model, self.time, self.query = model, time, query
+        key = key_from_env() if pii_key is None else pii_key
+        self.pii_key = key.encode("utf-8") if isinstance(key, str) else key
         self._suites: dict[int, Suite] = {}
 
     def suite(self) -> tuple[int, Suite]:
@@ -161,11 +169,6 @@ class ServerSink:
         if active.version not in self._suites:
             suite = Suite.from_dict(suitefile.parse(active.text, f"{self.model} "
                                                                   f"v{active.version}"))
-            if suite.schema.pii:
-                raise DataError(f"model {self.model!r}: the suite has personal-data columns "
-                                f"({', '.join(sorted(suite.schema.pii))}), which the server "
-                                "hashes with its own key; drop or hash them upstream and "
-                                "deploy a suite without them, or post the rows over HTTP")
             self._suites[active.version] = suite
         return active.version, self._suites[active.version]
 
@@ -179,11 +182,13 @@ class ServerSink:
             raise DataError(f"time: column {column!r} is not in the stream's columns")
         task = suite.schema.task
         records = task is not None and task.id is not None and task.id in df.columns
+        pii = tuple(sorted(suite.schema.pii.items()))  # hashed or dropped as the server does
         if column is None:
-            plan = _Plan(suite.schema, "all", drop=(KEY,), records=records)
+            plan = _Plan(suite.schema, "all", drop=(KEY,), records=records, pii=pii,
+                         key=self.pii_key)
         else:  # a time the server could not window is as none (counted), as over HTTP
             plan = _Plan(suite.schema, "time", column, self.length, None, (KEY,),
-                         now=time.time(), records=records)
+                         now=time.time(), records=records, pii=pii, key=self.pii_key)
         merged = _merged(df, plan)
         merged.pop(_EMPTY, None)
         extras: list[Any] = [merged.pop(k) for k in [k for k in merged if _kind(k) == _EXTRA]]
@@ -196,7 +201,8 @@ class ServerSink:
         rows = sum(p.rows for _, p in windows)
         self.store.append_batch(self.model, to_ipc(profiled_batch(
             version, step.total_seconds(), windows, records=records_of(extras, keys),
-            bad_times=sum(e["bad"] for e in extras))), rows, "events", key=key)
+            bad_times=sum(e["bad"] for e in extras), pii=bool(pii),
+            pii_key=key_check(self.pii_key))), rows, "events", key=key)
 
 
 def _kind(key: Any) -> Any:

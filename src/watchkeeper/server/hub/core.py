@@ -115,7 +115,8 @@ class Hub:
         self.fold = Fold(self.store, self.registry.writer, self.counters, fence,
                          window=self.window, retention=self.retention,
                          fold_bytes=self.fold_bytes, expire_seconds=self.expire_seconds,
-                         clock=self.clock, monotonic=self.monotonic)
+                         clock=self.clock, monotonic=self.monotonic,
+                         pii_key=self.pii_key)
         self.backfill = Backfill(self.store, fence, fold_bytes=self.fold_bytes)
         self.view = View(self.store, self.registry, self.alert_states, window=self.window,
                          follow_seconds=self.follow_seconds, monotonic=self.monotonic)

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.errors import BatchFailed, StoreError
+from watchkeeper.io.pii import key_check
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.monitors.security import REJECTED
 from watchkeeper.online.monitor import save, usable_times
@@ -66,8 +67,10 @@ class Fold:
                  fence: Callable[[], Lease | None], *, window: timedelta,
                  retention: timedelta, fold_bytes: int, expire_seconds: float,
                  clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 pii_key: bytes | None = None) -> None:
         self.store = store
+        self.pii_check = key_check(pii_key)  # of the key personal data is hashed with
         self.writer = writer
         self.counters = counters
         self.fence = fence
@@ -212,6 +215,12 @@ class Fold:
             raise ValueError(f"profiled in windows of {shipped.window:g} s; this server's "
                              f"are {step:g} s (serve --window)")
         version = shipped.version
+        if any(g.live.suite.schema.pii for g in state.generations) and (
+                not shipped.pii or shipped.pii_key != self.pii_check):
+            raise ValueError("the personal-data columns were not hashed with this server's "
+                             "key (WATCHKEEPER_PII_KEY: give the sink the same, or none to "
+                             "both)" if shipped.pii else "the personal-data columns were "
+                             "profiled as they came; this server hashes or drops them")
         merges = []
         for start, p in shipped.windows:  # all checked before any window changes
             key = int(np.floor((at if start is None else start) / step))
