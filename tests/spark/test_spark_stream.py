@@ -142,7 +142,8 @@ def _predictions(n: int, seed: int, first: float, start_id: int) -> pa.Table:
     ids = pa.array([None if i % 10 == 9 else start_id + i for i in range(n)], pa.int64())
     return pa.table({"_ts": first + rng.integers(0, 5, n) + rng.random(n) * 0.99,
                      "id": ids, "x": x, "proba": proba,
-                     "prediction": (proba > 0.5).astype(np.int64)})
+                     "prediction": (proba > 0.5).astype(np.int64),
+                     "region": rng.choice(["north", "south"], n)})
 
 
 @pytest.mark.slow
@@ -161,7 +162,10 @@ def test_late_labels_join_rows_streamed_as_rows_posted(spark: SparkSession,
     reference = _predictions(3_000, 1, 0.0, 0).drop_columns(["_ts"])
     reference = reference.append_column("label", pa.array(
         (rng.random(3_000) < reference.column("proba").to_numpy()).astype(np.int64)))
-    wk.init(reference, target="label").save(tmp_path / "suite.yaml")
+    suite = wk.init(reference, target="label", segments="region")
+    assert suite.segments is not None
+    suite.segments.min_rows = 20  # the test's windows hold ~90 rows of each region
+    suite.save(tmp_path / "suite.yaml")
     url = f"sqlite:///{tmp_path / 'wk.db'}"
     server = Server(tmp_path, "--store", url, "--suite", f"spark={tmp_path / 'suite.yaml'}",
                     "--suite", f"http={tmp_path / 'suite.yaml'}", "--window", "1s",
@@ -175,7 +179,7 @@ def test_late_labels_join_rows_streamed_as_rows_posted(spark: SparkSession,
         sink = ServerSink(url, "spark", window="1s")
         calls = _crash_and_restart(spark, tmp_path, parts, sink,
                                    "_ts double, id long, x double, proba double, "
-                                   "prediction long")
+                                   "prediction long, region string")
         assert calls == [0, 1, 1, 2]
         with_ids = sum(p.num_rows - p.column("id").null_count for p in parts)
 
@@ -206,12 +210,25 @@ def test_late_labels_join_rows_streamed_as_rows_posted(spark: SparkSession,
         served = {m: wait_for(lambda m=m: joined(m), timeout=120) for m in ("spark", "http")}
         assert [(w["start"], w["rows"]) for w in served["spark"]] == \
             [(w["start"], w["rows"]) for w in served["http"]]
+        judged = 0
         for a, b in zip(served["spark"], served["http"], strict=True):
             assert a["metrics"]["label_coverage"] == pytest.approx(
                 b["metrics"]["label_coverage"], rel=1e-12)
             assert a["metrics"]["realised"].keys() >= {"labeled", "accuracy", "roc_auc"}
             assert a["metrics"]["realised"] == pytest.approx(b["metrics"]["realised"],
                                                              rel=1e-9, nan_ok=True)
+            # late labels move the streamed rows in their segments too
+            segments = a["metrics"]["segments"]
+            assert segments.keys() == b["metrics"]["segments"].keys() \
+                == {"region=north", "region=south"}
+            for label, entry in segments.items():
+                mine = entry.get("realised")
+                theirs = b["metrics"]["segments"][label].get("realised")
+                assert (mine is None) == (theirs is None), label
+                if mine is not None:
+                    assert mine == pytest.approx(theirs, rel=1e-9, nan_ok=True)
+                    judged += "accuracy" in mine
+        assert judged >= 4  # segment windows with realised performance from late labels
         for model in ("spark", "http"):
             assert metric(server, f'watchkeeper_unmatched_labels_total{{model="{model}"}}') \
                 == 1

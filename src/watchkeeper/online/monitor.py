@@ -190,7 +190,7 @@ class OnlineMonitor:
         task = self.suite.schema.task
         if records is not None and self.joins_labels and task is not None:
             ids, packed, labels = records
-            codes = unpack_codes(packed, labels, task)
+            codes = unpack_codes(packed, labels, task, segment_labels(self.suite.schema))
             if self._stored is not None:
                 self._stored.add_window(w.start.timestamp(), ids, codes)
             else:

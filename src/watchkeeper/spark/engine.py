@@ -34,7 +34,7 @@ from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.online.monitor import usable_times
 from watchkeeper.profiles.core import Profile, profile
-from watchkeeper.profiles.task import row_codes
+from watchkeeper.profiles.segments import record_codes, segment_labels
 from watchkeeper.run.check import (
     Calendar,
     CheckResult,
@@ -189,9 +189,10 @@ def _records(part: pa.Table, schema: Schema) -> pa.Table:
         return pa.table({"id": pa.array([], pa.null()), "codes": pa.array([], pa.binary()),
                          "label": pa.array([], pa.float64())})
     part = part.filter(pc.is_valid(part.column(task.id)))
-    codes = row_codes(part, task)
+    codes = record_codes(part, schema)
     return pa.table({"id": part.column(task.id),
-                     "codes": pa.array(pack_codes(codes, task), pa.binary()),
+                     "codes": pa.array(pack_codes(codes, task, segment_labels(schema)),
+                                       pa.binary()),
                      "label": pa.array(codes.label.astype(float), from_pandas=True)})
 
 
