@@ -232,7 +232,7 @@ CHECK_HEADING = "## Check by file size and cores"
 def write_section(path: Path, heading: str, body: str) -> None:
     """Put ``body`` (which starts with ``heading``) in place of that section of the results
     file (up to the next ``## `` heading), keeping the others; a new section goes first."""
-    text = path.read_text(encoding="utf-8") if path.exists() else TITLE + "\n"
+    text = path.read_text(encoding="utf-8") if path.exists() else TITLE + "\n\n"
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
     if start is None:

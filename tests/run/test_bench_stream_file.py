@@ -21,7 +21,7 @@ def test_a_run_replaces_its_section_and_keeps_the_others(tmp_path: Path) -> None
     bench = _bench()
     out = tmp_path / "stream.md"
     bench.write_section(out, bench.CHECK_HEADING, f"{bench.CHECK_HEADING}\n\nfirst run\n")
-    assert out.read_text().startswith(bench.TITLE + "\n" + bench.CHECK_HEADING)
+    assert out.read_text().startswith(bench.TITLE + "\n\n" + bench.CHECK_HEADING)
     notes = "## Quiet run by the lead\n\nkept\n"
     out.write_text(out.read_text() + "\n" + notes)
     bench.write_section(out, bench.INIT_HEADING, f"{bench.INIT_HEADING}\n\ninit run\n")
