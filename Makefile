@@ -138,11 +138,12 @@ bench-ingest: $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/bench_ingest.py
 
-## Streaming check: peak RSS and wall time at 1M and 10M rows, --jobs 1 and 2, beside a
-## plain pyarrow read (~5 min; the files are written once to benchmarks/data/stream).
+## Streaming check: peak RSS/PSS and wall time at 1M, 10M and 50M rows, --jobs 1 and 2,
+## 3 rounds, beside a plain pyarrow read (~6 min on 2 idle cores; the files are written
+## once to benchmarks/data/stream: 6.3 GB and ~5 min more for the 50M one).
 bench-stream: $(VENV)/.installed-dev
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
-	$(BIN)/python benchmarks/bench_stream.py
+	$(BIN)/python benchmarks/bench_stream.py --sizes 1m,10m,50m
 
 ## The Spark engine (local[2]) vs the local streamed check at 5M, 10M and 20M rows x 20
 ## columns (~15-30 min; 20 Parquet parts of 1M rows, 2.9 GB, written once to benchmarks/data).

@@ -1,26 +1,29 @@
-"""Streaming check: peak RSS and wall time of ``watchkeeper check`` by file size and --jobs,
-beside the time pyarrow takes merely to read the same file.
+"""Streaming check: peak RSS/PSS and wall time of ``watchkeeper check`` by file size and
+--jobs, beside the time pyarrow takes merely to read the same file.
 
 The current files are ``synthetic_drift_pair`` current frames (20 columns: 15 float, 5
 string), written once per size as one Parquet file (row groups of 1M rows) under
-``--dir`` (default ``benchmarks/data/stream``, git-ignored) and reused. The suite is
-``init`` of a 100,000-row reference. Every measured command runs in its own process;
-its peak RSS is the largest ``ru_maxrss`` of it and its worker processes, its PSS the peak
-of their summed proportional set sizes (read by a small wrapper process, so each figure
-is that run's alone). ``load`` is the 1-minute load average just before the run: the
-machine may be shared, so the checks run ``--repeat`` rounds, versions and ``--jobs`` in
-turn, and medians are reported.
+``--dir`` (default ``benchmarks/data/stream``, git-ignored) and reused: a missing one is
+written only if the disk has room for it (~127 MB per million rows: 6.3 GB at 50M). The
+suite is ``init`` of a 100,000-row reference. Every measured command runs in its own
+process; its peak RSS is the largest ``ru_maxrss`` of it and its worker processes, its
+PSS the peak of their summed proportional set sizes (read by a small wrapper process, so
+each figure is that run's alone). ``load`` is the 1-minute load average just before the
+run: the machine may be shared, so the checks run ``--repeat`` rounds, versions and
+``--jobs`` in turn, and medians are reported.
 
+    make bench-stream       # 1M, 10M and 50M rows, --jobs 1 and 2, 3 rounds
     .venv/bin/python benchmarks/bench_stream.py                        # 1M and 10M rows
-    .venv/bin/python benchmarks/bench_stream.py --sizes 1m,10m,50m     # 50M: ~5 GB of disk
+    .venv/bin/python benchmarks/bench_stream.py --sizes 1m,10m,50m     # what make runs
     .venv/bin/python benchmarks/bench_stream.py --sizes 200k --jobs 1  # a quick look
     .venv/bin/python benchmarks/bench_stream.py --init --sizes 1m,10m  # streamed init
     .venv/bin/python benchmarks/bench_stream.py --watchkeeper \\
         before=../main/.venv/bin/watchkeeper,after=.venv/bin/watchkeeper  # side by side
 
-Writes ``benchmarks/results/stream.md``; ``--init`` measures ``watchkeeper init FILE
---stream`` on the same files instead (beside the in-memory ``--no-stream`` init up to
-``--whole-init-max`` rows) and rewrites only the "Streamed init" section of that file.
+Writes the section "Check by file size and cores" of ``benchmarks/results/stream.md``
+(``--init``: the section "Streamed init", measuring ``watchkeeper init FILE --stream``
+beside the in-memory ``--no-stream`` init up to ``--whole-init-max`` rows); the other
+sections of that file (earlier runs, notes) are kept.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -36,6 +40,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 CHUNK = 1_000_000
+#: Bytes a current file takes per row (126.7 MB per million rows, 20 columns), and what is
+#: left free on the disk besides.
+FILE_BYTES_PER_ROW = 127
+DISK_MARGIN = 2_000_000_000
 
 _WRAP = """
 import json, os, resource, subprocess, sys, threading, time
@@ -67,7 +75,7 @@ peak = [0]
 def watch():
     while child.poll() is None:
         peak[0] = max(peak[0], sum(pss(p) for p in tree(child.pid)))
-        time.sleep(0.05)
+        time.sleep(0.1)
 watcher = threading.Thread(target=watch, daemon=True)
 watcher.start()
 err = child.stderr.read()
@@ -117,6 +125,15 @@ def prepare(directory: Path, sizes: list[int]) -> Path:
     from watchkeeper.io.datasets import synthetic_drift_pair
 
     directory.mkdir(parents=True, exist_ok=True)
+    missing = [directory / f"current_{_name(rows)}.parquet" for rows in sizes]
+    need = sum(rows * FILE_BYTES_PER_ROW for rows, path in zip(sizes, missing, strict=True)
+               if not path.exists())
+    free = shutil.disk_usage(directory).free
+    if need and free < need + DISK_MARGIN:
+        raise SystemExit(f"{', '.join(p.name for p in missing if not p.exists())}: missing, "
+                         f"~{need / 1e9:.1f} GB to write; {free / 1e9:.1f} GB free on the "
+                         f"disk (keeping {DISK_MARGIN / 1e9:.0f} GB): free some, or give "
+                         "--dir elsewhere")
     suite = directory / "suite.yaml"
     if not suite.exists():
         reference, _ = synthetic_drift_pair(100_000, seed=0)
@@ -125,7 +142,7 @@ def prepare(directory: Path, sizes: list[int]) -> Path:
         path = directory / f"current_{_name(rows)}.parquet"
         if path.exists():
             continue
-        _log(f"writing {path} ...")
+        _log(f"writing {path} (~{rows * FILE_BYTES_PER_ROW / 1e9:.1f} GB) ...")
         writer = None
         part = path.with_suffix(".part")
         for i, at in enumerate(range(0, rows, CHUNK)):
@@ -179,6 +196,7 @@ def main() -> None:
     sizes = [_rows(s) for s in args.sizes.split(",")]
     jobs = [int(j) for j in args.jobs.split(",")]
     versions = dict(v.split("=", 1) for v in args.watchkeeper.split(","))
+    started = time.perf_counter()
     suite = prepare(args.dir, sizes)
     if args.init:
         bench_init(args, sizes, jobs, next(iter(versions.values())))
@@ -202,27 +220,46 @@ def main() -> None:
             rows_out.append({"rows": rows, "mb": path.stat().st_size / 1e6, "read": read,
                              "scan": scan, "version": label,
                              "check": {n: runs[label, n] for n in jobs}})
-    report = render(rows_out, jobs, versions, args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    old = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
-    kept = old[old.index(INIT_HEADING):] if INIT_HEADING in old else ""
-    args.out.write_text(report + ("\n" + kept if kept else ""), encoding="utf-8")
+    report = render(rows_out, jobs, versions, args, time.perf_counter() - started)
+    write_section(args.out, CHECK_HEADING, report)
     print(report)
 
 
+TITLE = "# Streaming check: memory and time by file size"
+CHECK_HEADING = "## Check by file size and cores"
+
+
+def write_section(path: Path, heading: str, body: str) -> None:
+    """Put ``body`` (which starts with ``heading``) in place of that section of the results
+    file (up to the next ``## `` heading), keeping the others; a new section goes first."""
+    text = path.read_text(encoding="utf-8") if path.exists() else TITLE + "\n\n"
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading)), None)
+    if start is None:
+        start = end = next((i for i, line in enumerate(lines) if line.startswith("## ")),
+                           len(lines))
+    else:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+                   len(lines))
+    new = lines[:start] + body.rstrip("\n").splitlines() + [""] + lines[end:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(new).rstrip("\n") + "\n", encoding="utf-8")
+
+
 def render(lines: list[dict], jobs: list[int], versions: dict[str, str],
-           args: argparse.Namespace) -> str:
+           args: argparse.Namespace, took: float) -> str:
     command = " ".join(["python", "benchmarks/bench_stream.py", "--sizes", args.sizes,
                         "--jobs", args.jobs, "--repeat", str(args.repeat)]
                        + ([f"--watchkeeper {args.watchkeeper}"] if len(versions) > 1 else []))
     both = 1 in jobs and 2 in jobs
     loads = [r["load"] for line in lines for runs in line["check"].values() for r in runs]
     out = [
-        "# Streaming check: memory and time by file size",
+        CHECK_HEADING,
         "",
-        f"`{command}` (or `make bench-stream`), "
+        f"`{command}` (`make bench-stream` runs `--sizes 1m,10m,50m`), "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
-        f"1-minute load average {min(loads):.1f}–{max(loads):.1f} during the checks.",
+        f"1-minute load average {min(loads):.1f}–{max(loads):.1f} during the checks; the "
+        f"run took {took / 60:.1f} min.",
         "Current files: `synthetic_drift_pair` frames, 20 columns, one Parquet file each (row",
         "groups of 1M rows); suite from a 100k-row reference; `watchkeeper check FILE --format",
         "json --jobs N` (one window of all rows). Each check ran "
@@ -327,11 +364,7 @@ def bench_init(args: argparse.Namespace, sizes: list[int], jobs: list[int],
         section.append(f"- streamed init `--jobs {n}`: peak RSS from {min(rss):.0f} to "
                        f"{max(rss):.0f} MB over the sizes ({max(rss) - min(rss):.0f} MB apart).")
     section.append("")
-    text = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
-    if INIT_HEADING in text:
-        text = text[: text.index(INIT_HEADING)]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text.rstrip("\n") + "\n\n" + "\n".join(section), encoding="utf-8")
+    write_section(args.out, INIT_HEADING, "\n".join(section))
     print("\n".join(section))
 
 

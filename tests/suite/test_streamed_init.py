@@ -21,6 +21,7 @@ from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.io.values import numbers
 from watchkeeper.run import stream
 from watchkeeper.stats.quantiles import QuantileSketch
+from watchkeeper.suite import file as suitefile
 from watchkeeper.suite import streamed
 
 
@@ -189,3 +190,34 @@ def test_streamed_init_of_a_hive_directory(tmp_path: Path,
     assert suite.reference.rows == 3_000
     result = suite.check_stream(tmp_path, window="1d", progress=False)
     assert [w.rows for w in result.windows] == [1_000] * 3
+
+
+def test_streamed_init_on_worker_processes_gives_the_suite_of_one_job(
+        reference_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both passes of a Parquet reference on worker processes (which return each batch's
+    tally and only its rows in the sample): the suite file of ``jobs=1``, to the byte."""
+    from watchkeeper.run import stream_pool
+
+    if not stream_pool.usable(stream.inputs(reference_file), 2, None):
+        pytest.skip("worker processes need fork (Linux)")
+    monkeypatch.setattr(stream, "BATCH_ROWS", 500)
+    monkeypatch.setattr(streamed, "SAMPLE_ROWS", 2_000)
+    # the sample is the rows whose key is at most the bound: the 2,000 smallest keys
+    keys = np.sort(streamed.row_keys(7, 0, 6_000))
+    assert streamed.key_bound(7, 6_000, 2_000) == keys[1_999]
+    assert streamed.key_bound(7, 1_500, 2_000) == np.inf
+    used = []
+    pool_batches = stream_pool.pool_batches
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        used.append(kwargs.get("job") is not None)
+        return pool_batches(*args, **kwargs)
+
+    monkeypatch.setattr(stream_pool, "pool_batches", counted)
+    one = wk.init(reference_file, target="y", proba="score", name="r", stream=True,
+                  progress=False, jobs=1)
+    assert used == []
+    two = wk.init(reference_file, target="y", proba="score", name="r", stream=True,
+                  progress=False, jobs=2)
+    assert used == [True, False]  # pass 1 (a job per batch), pass 2 (profiles)
+    assert suitefile.dump(_doc(two)) == suitefile.dump(_doc(one))

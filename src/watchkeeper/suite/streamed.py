@@ -131,6 +131,14 @@ class Scan:
                    np.arange(offset, offset + table.num_rows, dtype=np.int64))
         self.rows += table.num_rows
 
+    def add_kept(self, tally: Tally, kept: pa.Table, keys: np.ndarray, at: np.ndarray,
+                 rows: int) -> None:
+        """Add a batch of ``rows`` rows of which a worker kept only those that can be in
+        the sample (``kept``, their keys and input positions; :func:`_scan_batch`)."""
+        self.absorb(tally)
+        self._keep(kept, keys, at)
+        self.rows += rows
+
     def merge(self, other: Scan) -> Scan:
         """Add the scan of another slice of the input (in place; returns self)."""
         self.absorb(Tally(other.sketches, other.counts))
@@ -200,14 +208,61 @@ def scan_slice(tables: Iterable[pa.Table], *, seed: int, offset: int,
     return out
 
 
+def key_bound(seed: int, rows: int, k: int) -> float:
+    """The k-th smallest sampling key of an input of ``rows`` rows (:func:`row_keys`): the
+    sample is the rows whose key is at most this (every row when ``rows <= k``). Drawn a
+    million at a time, keeping the k smallest: ~0.1 s of CPU per 10 million rows."""
+    if rows <= k:
+        return np.inf
+    draws = np.random.Generator(np.random.PCG64([seed, 0x5EED]))
+    best = np.empty(0)
+    for at in range(0, rows, 1 << 20):
+        chunk = draws.random(min(1 << 20, rows - at))
+        if best.size >= k:
+            chunk = chunk[chunk <= best.max()]
+        best = np.concatenate([best, chunk])
+        if best.size > k:
+            best = np.partition(best, k - 1)[:k]
+    return float(best.max())
+
+
+def _scan_batch(table: pa.Table, offset: int, *, seed: int, bound: float
+                ) -> tuple[Tally, pa.Table, np.ndarray, np.ndarray]:
+    """In a worker process: a batch's tally, and its rows that are in the sample (key at
+    most ``bound``) with their keys and input positions: never the whole batch."""
+    table = missing_as_null(table)
+    keys = row_keys(seed, offset, table.num_rows)
+    keep = np.flatnonzero(keys <= bound)
+    return tally(table), table.take(pa.array(keep)), keys[keep], offset + keep
+
+
 def scan(source: stream.Inputs, *, seed: int = 0, sample_rows: int | None = None,
          layout: CsvLayout | None = None, notes: Callable[[Path, str], None] | None = None,
          memory: int | None = None, jobs: int = 1,
          progress: Callable[[int], None] | None = None) -> Scan:
     """Pass 1 over local files: the sample, sketches and counts of every batch (see the
     module). Batches are sketched and counted ``jobs`` at a time and merged in input order,
-    so the result is the same for any ``jobs``."""
+    so the result is the same for any ``jobs``: Parquet by worker processes
+    (:mod:`~watchkeeper.run.stream_pool`) that return each batch's tally and only its
+    rows in the sample (their keys at most :func:`key_bound`), CSV by threads."""
+    from watchkeeper.run import stream_pool
+
     out = Scan(sample_rows or SAMPLE_ROWS)
+    if stream_pool.usable(source, jobs, None):
+        import functools
+
+        import pyarrow.parquet as pq
+
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in source.files)
+        per_batch = functools.partial(_scan_batch, seed=seed,
+                                      bound=key_bound(seed, rows, out.sample_rows))
+        for (found, kept, keys, at), n, done in stream_pool.pool_batches(
+                source, jobs=jobs, batch_rows=stream.BATCH_ROWS, memory=memory,
+                job=per_batch):
+            out.add_kept(found, kept, keys, at, n)
+            if progress is not None:
+                progress(done)
+        return finish(out)
     executor = ThreadPoolExecutor(jobs) if jobs > 1 else None
     pending: deque[tuple[Future[Tally] | Tally, pa.Table, int]] = deque()
 
@@ -312,10 +367,17 @@ class Files(TwoPass):
                     notes=self.notes, memory=self.memory, jobs=self.jobs, progress=progress)
 
     def profile(self, schema: Schema) -> Profile:
-        windows, _ = stream.stream_profiles(
-            stream.batches(self.inputs, batch_rows=stream.BATCH_ROWS, layout=self.layout,
-                           memory=self.memory),
-            stream.Windowing(), schema, jobs=self.jobs, memory=self.memory)
+        from watchkeeper.run import stream_pool
+
+        if stream_pool.usable(self.inputs, self.jobs, None):  # Parquet: worker processes
+            windows, _ = stream_pool.stream_pool_profiles(
+                self.inputs, stream.Windowing(), schema, jobs=self.jobs,
+                batch_rows=stream.BATCH_ROWS, memory=self.memory)
+        else:
+            windows, _ = stream.stream_profiles(
+                stream.batches(self.inputs, batch_rows=stream.BATCH_ROWS, layout=self.layout,
+                               memory=self.memory),
+                stream.Windowing(), schema, jobs=self.jobs, memory=self.memory)
         return windows[0].profile
 
 

@@ -8,17 +8,17 @@ but release what pyarrow's memory pool keeps.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
-from typing import Any
 
 import pyarrow as pa
 
-#: mallopt's M_ARENA_MAX: at most this many glibc malloc arenas (default 8 per core; each
+from watchkeeper.io.malloc import M_ARENA_MAX
+from watchkeeper.io.malloc import libc as _libc
+
+#: At most this many glibc malloc arenas (mallopt's M_ARENA_MAX; default 8 per core: each
 #: thread that folds or answers requests may get one, and memory freed in one is not
 #: reused by the others)
-M_ARENA_MAX = -8
 ARENAS = 2
 #: mallopt's M_MMAP_THRESHOLD: blocks from this size up get pages of their own, handed back
 #: when freed. glibc raises its default (128 KiB) to the size of each large block freed, up
@@ -27,20 +27,6 @@ ARENAS = 2
 #: posted in batches of 100,000). Setting it keeps it fixed.
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 256 * 1024
-
-_LIBC: Any = None  # glibc once looked up; False where there is none
-
-
-def _libc() -> Any:
-    global _LIBC
-    if _LIBC is None:
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            _LIBC = libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") \
-                else False
-        except OSError:
-            _LIBC = False
-    return _LIBC
 
 
 def limit_arenas(arenas: int = ARENAS) -> bool:
