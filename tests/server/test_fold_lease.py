@@ -579,6 +579,34 @@ def test_a_notification_sent_just_before_the_lease_is_lost_is_not_sent_again(
             s.close()
 
 
+def test_a_notification_whose_record_failed_is_recorded_later_not_sent_again(
+        url: str) -> None:
+    """The store fails the record of a send: the next step records it without sending it
+    again."""
+    sent: list[tuple[str, str, str]] = []
+    old, _, stores = _about_to_open(url, sent)
+    try:
+        save = stores[0].save_alert_state
+        failed = []
+
+        def flaky(*args: object) -> int:
+            if args[3] is None and not failed:  # the record: not fenced
+                failed.append(True)
+                raise StoreError("the database went away")
+            return save(*args)  # type: ignore[arg-type]
+
+        stores[0].save_alert_state = flaky  # type: ignore[method-assign]
+        with pytest.raises(StoreError):
+            old.step()  # sends "open"; its record fails
+        assert failed and stores[0].alert_state("m")["outbox"] != []
+        old.step()
+        assert [(who, kind) for who, kind, _ in sent] == [("old", "open")]
+        assert stores[0].alert_state("m")["outbox"] == []
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_rows_without_a_time_are_windowed_by_arrival_however_late_the_fold(url: str) -> None:
     """A backlog folded an hour after it arrived (a restart, a takeover) keeps its rows in
     the windows of their arrival, not in the window of the fold."""

@@ -25,7 +25,7 @@ from contextlib import suppress
 from datetime import datetime
 from typing import Any, TypeVar
 
-from watchkeeper.alerts import AlertManager, Notification, Rules
+from watchkeeper.alerts import AlertManager, Rules
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.errors import Conflict, StoreError
 from watchkeeper.run.check import WindowResult
@@ -56,6 +56,9 @@ class AlertStates:
         #: telemetry of judged windows and incident transitions (run.otlp.OtlpExporter);
         #: it queues and never raises
         self.exporter = exporter
+        #: per model, the keys of notifications sent and not yet recorded as sent (the
+        #: record failed: it is made again at the next step, without sending them again)
+        self._unrecorded: dict[str, set[str]] = {}
 
     def rules_for(self, state: ModelState) -> Rules:
         """The rules in force: the server's, else the suite in service's."""
@@ -225,32 +228,40 @@ class AlertStates:
         it is sent); then take what was sent out of the stored outbox. Only a stop between
         a send and that record (a crash, or a freeze at that very moment) sends one again:
         its successor sends the saved outbox, with the same :attr:`Notification.key`."""
-        sent: list[Notification] = []
+        sent: set[str] = set()
+        unrecorded = self._unrecorded.setdefault(model, set())
         try:
             for n in manager.outbox:
+                sent.add(n.key)
+                if n.key in unrecorded:  # sent already; its record failed
+                    continue
                 if self.dispatcher is not None:
                     lease = self.fence()  # fenced as the fold's writes: a stale leader
                     if lease is not None:  # sends nothing (its successor sends it)
                         self.store.check_lease(lease)
                     self.dispatcher.send(n)
-                sent.append(n)
+                unrecorded.add(n.key)
                 self.counters[f"notifications:{model}"] += 1
                 if self.exporter is not None:
                     self.exporter.export_notifications([n])
+        except BaseException:
+            sent &= unrecorded  # (not the one it failed on)
+            raise
         finally:
-            if sent:
-                self._sent(model, state, {n.key for n in sent})
+            if sent and self._sent(model, state, sent):
+                unrecorded -= sent
 
-    def _sent(self, model: str, state: ModelState, keys: set[str]) -> None:
+    def _sent(self, model: str, state: ModelState, keys: set[str]) -> bool:
         """Record notifications as sent: take them out of the stored outbox, on top of the
-        latest revision (merged first if another was saved since). Not fenced by the lease:
-        it only records what happened, and changes nothing else of the state."""
+        latest revision (merged first if another was saved since); whether that is done.
+        Not fenced by the lease: it only records what happened, and changes nothing else
+        of the state."""
         for _ in range(SAVE_TRIES):
             if state.judged:  # (never right after a save) not to save them unfenced
-                return
+                return False
             shown = state.alerts  # the latest stored state known here
             if shown is None or not any(n.key in keys for n in shown.outbox):
-                return  # (recorded by whoever saved since, or replaced)
+                return True  # (recorded by whoever saved since, or replaced)
             manager = AlertManager.from_dict(shown.to_dict())
             manager.rules = shown.rules
             manager.outbox = [n for n in manager.outbox if n.key not in keys]
@@ -263,9 +274,10 @@ class AlertStates:
             if state.work is None:  # (else its next save merges this one)
                 state.revision = revision
             self.show(state, manager, revision)
-            return
+            return True
         log.warning("model %s: the alert state kept changing while recording notifications "
-                    "as sent; they may be sent again", model)
+                    "as sent; recorded at the next step", model)
+        return False
 
 
 def _by_start(windows: list[WindowResult]) -> list[tuple[datetime, WindowResult]]:
