@@ -480,6 +480,133 @@ def test_a_leader_that_lost_its_lease_after_saving_windows_sends_no_notification
             s.close()
 
 
+class _Keep:
+    """A notifier that keeps what it is sent, as (who, kind, key); ``then`` runs after."""
+
+    def __init__(self, who: str, sent: list[tuple[str, str, str]],
+                 then: object = None) -> None:
+        self.who, self.sent, self.then = who, sent, then
+
+    def send(self, n: object) -> None:
+        self.sent.append((self.who, n.kind, n.key))  # type: ignore[attr-defined]
+        if callable(self.then):
+            self.then()
+
+
+def _about_to_open(url: str, sent: list[tuple[str, str, str]], then: object = None
+                   ) -> tuple[Hub, Hub, list[Store]]:
+    """An old leader and a new follower, four windows folded: the next broken window
+    opens an incident."""
+    t0 = 1_700_000_000.0
+    now = [t0]
+    stores = [Store(url), Store(url)]
+
+    def hub(store: Store, who: str, then: object = None) -> Hub:
+        return Hub(store, window=timedelta(seconds=1), grace=timedelta(0),
+                   clock=lambda: now[0], lease_ttl=30,
+                   dispatcher=Dispatcher([_Keep(who, sent, then)], retries=0))
+
+    old, new = hub(stores[0], "old", then), hub(stores[1], "new")
+    _leader_and_follower(old, new)
+    for i in range(4):
+        old.append("m", _batch(400, t0 + i, i, broken=i >= 3), "events")
+        now[0] = t0 + i + 1
+        old.step()
+    old.append("m", _batch(400, t0 + 4, 4, broken=True), "events")
+    now[0] = t0 + 5
+    return old, new, stores
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_a_leader_that_loses_its_lease_around_saving_the_alert_state_sends_nothing(
+        url: str, when: str) -> None:
+    """The lease goes to another server while the leader saves what judging a window says
+    (a leader frozen inside that transaction: ``before`` its commit), or right after it
+    saved it and before it sends: the stale leader sends nothing, the new one sends the
+    notification once (judged again, or from the saved outbox)."""
+    sent: list[tuple[str, str, str]] = []
+    old, new, stores = _about_to_open(url, sent)
+    try:
+        save = stores[0].save_alert_state
+
+        def lose() -> None:
+            _run_out(stores[1])
+            new.fold_lease.renew()  # another server takes the lease
+
+        def losing(*args: object, **kwargs: object) -> int:
+            if when == "before":
+                lose()
+            revision = save(*args, **kwargs)  # type: ignore[arg-type]
+            if when == "after":
+                lose()
+            return revision
+
+        stores[0].save_alert_state = losing  # type: ignore[method-assign]
+        old.step()  # the incident opens here
+        del stores[0].save_alert_state
+        assert sent == [] and not old.folding
+        new.step()  # takes over: judges the window again or sends the saved outbox
+        new.step()
+        assert [(who, kind) for who, kind, _ in sent] == [("new", "open")]
+        assert stores[1].alert_state("m")["outbox"] == []  # recorded as sent
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_notification_sent_just_before_the_lease_is_lost_is_not_sent_again(
+        url: str) -> None:
+    """The leader sends, then loses its lease before it records the send: the record is
+    no fold write (it only takes what was sent out of the stored outbox, on top of the
+    latest revision), so it is made, and the new leader does not send it again."""
+    sent: list[tuple[str, str, str]] = []
+    holder: list[Hub] = []
+
+    def lose() -> None:
+        _run_out(stores[1])
+        holder[0].fold_lease.renew()
+
+    old, new, stores = _about_to_open(url, sent, then=lose)
+    holder.append(new)
+    try:
+        old.step()  # sends "open", then loses the lease
+        new.step()
+        new.step()
+        assert [(who, kind) for who, kind, _ in sent] == [("old", "open")]
+        assert new.folding and stores[1].alert_state("m")["outbox"] == []
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_notification_whose_record_failed_is_recorded_later_not_sent_again(
+        url: str) -> None:
+    """The store fails the record of a send: the next step records it without sending it
+    again."""
+    sent: list[tuple[str, str, str]] = []
+    old, _, stores = _about_to_open(url, sent)
+    try:
+        save = stores[0].save_alert_state
+        failed = []
+
+        def flaky(*args: object) -> int:
+            if args[3] is None and not failed:  # the record: not fenced
+                failed.append(True)
+                raise StoreError("the database went away")
+            return save(*args)  # type: ignore[arg-type]
+
+        stores[0].save_alert_state = flaky  # type: ignore[method-assign]
+        with pytest.raises(StoreError):
+            old.step()  # sends "open"; its record fails
+        assert failed and stores[0].alert_state("m")["outbox"] != []
+        old.step()
+        assert [(who, kind) for who, kind, _ in sent] == [("old", "open")]
+        assert stores[0].alert_state("m")["outbox"] == []
+    finally:
+        for s in stores:
+            s.close()
+
+
 def test_rows_without_a_time_are_windowed_by_arrival_however_late_the_fold(url: str) -> None:
     """A backlog folded an hour after it arrived (a restart, a takeover) keeps its rows in
     the windows of their arrival, not in the window of the fold."""

@@ -42,6 +42,13 @@ class Notification:
         return "resolved" if self.kind == "resolve" else "firing"
 
     @property
+    def key(self) -> str:
+        """What tells this notification from every other: its incident and its number in
+        it (a notification sent twice, after a crash between sending and recording it, has
+        the same key both times: a receiver that keeps keys can drop the second)."""
+        return f"{self.incident}/{self.number}"
+
+    @property
     def subject(self) -> str:
         """One line: ``[FIRING] churn: SCHL: missing_rate, out_of_range (critical)``."""
         return f"[{_TAG[self.kind]}] {self.model}: {self.title} ({self.severity.value})"

@@ -2,8 +2,11 @@
 
 It is saved after the windows that changed it, and after every acknowledgement or silence
 before it is answered. A restart resumes it and first judges the closed windows it had not
-judged yet: an incident stays open under its id and is not notified again; a notification
-is sent at least once (a crash between sending it and saving the state sends it again).
+judged yet: an incident stays open under its id and is not notified again. A notification is
+put in the state's outbox and saved (fenced by the lease) before it is sent, sent only while
+the lease is held (checked in the store just before), then taken out of the stored outbox:
+a leader frozen or cut off before the send sends nothing (its successor does); only a stop
+between a send and its record (a crash) sends it again, with the same key.
 
 Acknowledgements and silences are taken by any server: each is applied to the latest stored
 alert state and saved only if nobody saved another revision in between (else it is applied
@@ -22,7 +25,7 @@ from contextlib import suppress
 from datetime import datetime
 from typing import Any, TypeVar
 
-from watchkeeper.alerts import AlertManager, Notification, Rules
+from watchkeeper.alerts import AlertManager, Rules
 from watchkeeper.alerts.notifiers import Dispatcher
 from watchkeeper.errors import Conflict, StoreError
 from watchkeeper.run.check import WindowResult
@@ -53,6 +56,9 @@ class AlertStates:
         #: telemetry of judged windows and incident transitions (run.otlp.OtlpExporter);
         #: it queues and never raises
         self.exporter = exporter
+        #: per model, the keys of notifications sent and not yet recorded as sent (the
+        #: record failed: it is made again at the next step, without sending them again)
+        self._unrecorded: dict[str, set[str]] = {}
 
     def rules_for(self, state: ModelState) -> Rules:
         """The rules in force: the server's, else the suite in service's."""
@@ -93,7 +99,8 @@ class AlertStates:
               saved: dict[str, Any] | None, revision: int) -> AlertManager | None:
         """Adopt a newer stored alert state (saved by another server, or by a person), with
         the windows judged here since the last save replayed onto it (their notifications
-        were sent already); show it and return it."""
+        put in its outbox: none is sent before the state that has them is saved); show it
+        and return it."""
         manager = None
         if saved is not None:
             try:
@@ -105,7 +112,7 @@ class AlertStates:
                 manager.rules = self.rules_for(state)
                 for start, w in _by_start(state.judged):
                     if manager.last_start is None or start > manager.last_start:
-                        manager.process(w.label, start, w.findings)
+                        manager.outbox += manager.process(w.label, start, w.findings)
         if manager is None:
             manager = state.work or state.alerts
         else:  # with the windows judged here replayed onto it, if any: not saved yet
@@ -131,13 +138,15 @@ class AlertStates:
         manager.rules = self.rules_for(state)
         return manager
 
-    def save(self, model: str, state: ModelState, manager: AlertManager | None = None) -> None:
+    def save(self, model: str, state: ModelState,
+             manager: AlertManager | None = None) -> AlertManager | None:
         """Persist the fold's alert state (``manager``, else what it has) on top of the stored
         revision it builds on (merged first if someone saved another since), fenced by the
-        lease; if that fails it is tried again every step. Shown to readers once saved."""
+        lease; if that fails it is tried again every step. Shown to readers once saved;
+        returns what was saved."""
         manager = manager or state.work or state.alerts
         if manager is None:
-            return
+            return None
         state.alerts_unsaved = True
         state.work = manager
         lease = self.fence()
@@ -148,7 +157,7 @@ class AlertStates:
             except Conflict:
                 manager = self.merge(model, state, *self.store.load_alert_state(model))
                 if manager is None:
-                    return
+                    return None
                 state.work = manager
                 continue
             state.revision = revision
@@ -156,7 +165,7 @@ class AlertStates:
             state.judged.clear()
             state.work = None
             self.show(state, manager, revision)
-            return
+            return manager
         raise StoreError(f"model {model}: the alert state kept changing while being saved")
 
     def change(self, model: str, state: ModelState, shown: AlertManager,
@@ -185,9 +194,13 @@ class AlertStates:
         raise StoreError(f"model {model}: the alert state kept changing while being saved")
 
     def judge(self, model: str, state: ModelState, closed: list[WindowResult]) -> None:
-        """Closed windows' findings → alerts and incidents → notifications, in time order;
-        and the notifications waiting in the alert state's outbox (acknowledgements taken by
-        any server). Judged on a copy of the alert state, shown to readers once saved."""
+        """Closed windows' findings → alerts and incidents → notifications, in time order,
+        put in the alert state's outbox; the state is saved (fenced by the lease) before
+        any of them is sent, then :meth:`deliver` sends the outbox (with what was waiting
+        in it: acknowledgements taken by any server, or what a previous leader saved and
+        did not send). A leader that lost its lease before that save (frozen inside it)
+        sends nothing: its successor judges the windows again. Judged on a copy of the
+        alert state, shown to readers once saved."""
         base = state.work or state.alerts
         if base is None:
             return
@@ -195,33 +208,76 @@ class AlertStates:
                if base.last_start is None or start > base.last_start]  # else judged already
         if not new and not state.alerts_unsaved and not base.outbox:
             return
-        manager = self.copy(state) if new or base.outbox else base
+        manager = self.copy(state) if new else base
         if manager is None:
             return
-        waiting = manager.take_outbox()
-        if waiting:
-            state.alerts_unsaved = True
-            state.work = manager
-            self._send(model, waiting)
         for start, w in new:
-            notifications = manager.process(w.label, start, w.findings)
+            manager.outbox += manager.process(w.label, start, w.findings)
             state.judged.append(w)
             state.alerts_unsaved = True
             state.work = manager
-            self._send(model, notifications)
             if self.exporter is not None:
                 self.exporter.export_window(model, w)
-        self.save(model, state, manager)  # after sending: a crash sends it again
+        if state.alerts_unsaved:
+            manager = self.save(model, state, manager) or manager
+        self.deliver(model, state, manager)
 
-    def _send(self, model: str, notifications: list[Notification]) -> None:
-        self.counters[f"notifications:{model}"] += len(notifications)
-        if notifications and self.exporter is not None:
-            self.exporter.export_notifications(notifications)
-        if notifications and self.dispatcher is not None:
-            lease = self.fence()  # fenced as the fold's writes: a stale leader sends
-            if lease is not None:  # nothing (its successor judges the window again)
-                self.store.check_lease(lease)
-            self.dispatcher.send_all(notifications)
+    def deliver(self, model: str, state: ModelState, manager: AlertManager) -> None:
+        """Send the outbox of ``manager``, a saved alert state, one notification at a time,
+        each only while this server still holds the lease (checked in the store just before
+        it is sent); then take what was sent out of the stored outbox. Only a stop between
+        a send and that record (a crash, or a freeze at that very moment) sends one again:
+        its successor sends the saved outbox, with the same :attr:`Notification.key`."""
+        sent: set[str] = set()
+        unrecorded = self._unrecorded.setdefault(model, set())
+        try:
+            for n in manager.outbox:
+                sent.add(n.key)
+                if n.key in unrecorded:  # sent already; its record failed
+                    continue
+                if self.dispatcher is not None:
+                    lease = self.fence()  # fenced as the fold's writes: a stale leader
+                    if lease is not None:  # sends nothing (its successor sends it)
+                        self.store.check_lease(lease)
+                    self.dispatcher.send(n)
+                unrecorded.add(n.key)
+                self.counters[f"notifications:{model}"] += 1
+                if self.exporter is not None:
+                    self.exporter.export_notifications([n])
+        except BaseException:
+            sent &= unrecorded  # (not the one it failed on)
+            raise
+        finally:
+            if sent and self._sent(model, state, sent):
+                unrecorded -= sent
+
+    def _sent(self, model: str, state: ModelState, keys: set[str]) -> bool:
+        """Record notifications as sent: take them out of the stored outbox, on top of the
+        latest revision (merged first if another was saved since); whether that is done.
+        Not fenced by the lease: it only records what happened, and changes nothing else
+        of the state."""
+        for _ in range(SAVE_TRIES):
+            if state.judged:  # (never right after a save) not to save them unfenced
+                return False
+            shown = state.alerts  # the latest stored state known here
+            if shown is None or not any(n.key in keys for n in shown.outbox):
+                return True  # (recorded by whoever saved since, or replaced)
+            manager = AlertManager.from_dict(shown.to_dict())
+            manager.rules = shown.rules
+            manager.outbox = [n for n in manager.outbox if n.key not in keys]
+            try:  # positional: tests stand in for it with a plain function
+                revision = self.store.save_alert_state(model, manager.to_dict(),
+                                                       state.shown, None)
+            except Conflict:
+                self.merge(model, state, *self.store.load_alert_state(model))
+                continue
+            if state.work is None:  # (else its next save merges this one)
+                state.revision = revision
+            self.show(state, manager, revision)
+            return True
+        log.warning("model %s: the alert state kept changing while recording notifications "
+                    "as sent; recorded at the next step", model)
+        return False
 
 
 def _by_start(windows: list[WindowResult]) -> list[tuple[datetime, WindowResult]]:
