@@ -13,19 +13,18 @@ import os
 
 import pyarrow as pa
 
-from watchkeeper.io.malloc import M_ARENA_MAX
+from watchkeeper.io.malloc import M_ARENA_MAX, M_MMAP_THRESHOLD
 from watchkeeper.io.malloc import libc as _libc
 
 #: At most this many glibc malloc arenas (mallopt's M_ARENA_MAX; default 8 per core: each
 #: thread that folds or answers requests may get one, and memory freed in one is not
 #: reused by the others)
 ARENAS = 2
-#: mallopt's M_MMAP_THRESHOLD: blocks from this size up get pages of their own, handed back
+#: For mallopt's M_MMAP_THRESHOLD: blocks from this size up get pages of their own, handed back
 #: when freed. glibc raises its default (128 KiB) to the size of each large block freed, up
 #: to 32 MiB, after which the request bodies, payloads and Arrow buffers of a few MiB each
 #: come from the heap and leave it fragmented (issue #19: ~10 MiB more after 1M rows
 #: posted in batches of 100,000). Setting it keeps it fixed.
-M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 256 * 1024
 
 
