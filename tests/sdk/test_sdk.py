@@ -67,16 +67,15 @@ BAD = st.one_of(
     st.binary(max_size=8),
     st.dictionaries(st.text(max_size=3), st.integers() | st.lists(st.none(), max_size=2),
                     max_size=3),
-    st.lists(st.integers(), max_size=3),
-    st.tuples(st.integers(), st.text(max_size=2)),
     st.sets(st.integers(), max_size=2),
     st.builds(object),
     st.complex_numbers(allow_nan=False),
     st.integers(min_value=2**63, max_value=2**80) | st.integers(max_value=-(2**63) - 1),
     HUGE,
     st.just("lone \ud800 surrogate"),
-    st.just(np.array([1.0, 2.0])),
 )
+# Lists, tuples and 1-D arrays are left out: whether one is bad depends on its column (a
+# vector column's value, or a vector among scalars): tests/sdk/test_sdk_vectors.py.
 VALUE = st.one_of(GOOD.map(lambda v: (v, 0)), BAD.map(lambda v: (v, 1)))
 
 GOOD_KEY = st.sampled_from([*NAMES, "extra_a", "extra_b", "ünï"])

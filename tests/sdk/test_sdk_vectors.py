@@ -55,6 +55,12 @@ def test_what_is_not_a_vector_of_numbers_is_nulled_and_counted() -> None:
     assert table.column("w").null_count == 2 and strings.bad == 2
 
 
+def test_a_set_is_not_a_vector_though_arrow_takes_it_for_a_list() -> None:
+    tally = Tally()
+    table = events_table([_row({"e": None}), _row({"e": {0}})], SPEC, tally)
+    assert table.column("e").to_pylist() == [None, None] and tally.bad == 1
+
+
 def test_parts_of_a_batch_with_vectors_and_scalars_unify_counting_the_fewer() -> None:
     tally = Tally()
     listed = events_table([_row({"e": [1.0, 2.0]})] * 3, SPEC, tally)

@@ -289,8 +289,8 @@ def column_array(values: list[Any], tally: Tally, column: str) -> pa.Array:
         return arr
     if _is_text(t):
         return _check_strings(arr, tally, column)
-    if is_list_type(t):
-        return _check_vectors(arr, tally, column)
+    if is_list_type(t) and all(v is None or _is_vector(v) for v in values):
+        return _check_vectors(arr, tally, column)  # (Arrow takes a set for a list too)
     return _slow_column(values, tally, column)
 
 
