@@ -189,7 +189,8 @@ def peer(tool: str, rows: int, master: str, timeout: float) -> dict[str, object]
     except subprocess.TimeoutExpired:
         return {**out, "error": f"not finished in {timeout:.0f} s"}
     if done.returncode:
-        return {**out, "error": done.stderr.strip().splitlines()[-1][:300]}
+        last = (done.stderr.strip().splitlines() or [f"exited with code {done.returncode}"])[-1]
+        return {**out, "error": last[:300]}
     return {**out, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
@@ -228,13 +229,21 @@ def main() -> None:
         for tool in filter(None, args.peers.split(",")):
             runs.append(peer(tool, rows, args.master, args.peer_timeout))
             print(json.dumps(runs[-1]), file=sys.stderr)
+    text = render(runs, args, load, os.getloadavg())
+    print(text)
+    RESULT.write_text(text, encoding="utf-8")
+
+
+def render(runs: list[dict], args: argparse.Namespace, load: tuple[float, ...],
+           end: tuple[float, ...]) -> str:
+    """The markdown table of ``runs`` (the JSON lines the benchmark logs on stderr)."""
     lines = [
         "# Spark engine vs local engine",
         "",
         f"`python benchmarks/bench_spark.py --rows {args.rows} --master {args.master}"
         + (f" --peers {args.peers}`" if args.peers else "`")
         + f" ({time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, shared 2-core "
-        f"machine, load average {load[0]:.1f} at the start and {os.getloadavg()[0]:.1f} at "
+        f"machine, load average {load[0]:.1f} at the start and {end[0]:.1f} at "
         "the end; one run each: absolute times vary).",
         "Synthetic data, 20 columns (15 numeric, 5 categorical), 4 drifted, as Parquet "
         "parts of 1M rows; one window of all rows. Local: the streamed check "
@@ -266,9 +275,7 @@ def main() -> None:
             f"{rows / seconds:,.0f} | {ratios[0]} | {ratios[1]} | {session} | "
             f"{r['driver_mib']:.0f} | {children} | {drifted} (rows counted "
             f"{r['counted']:,}) | {WHAT[engine]} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    RESULT.write_text(text, encoding="utf-8")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
