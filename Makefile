@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-multiclass bench-dle bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream bench-stream-init bench-spark bench-segments bench-multivariate bench-embeddings clean
+.PHONY: run test test-dashboard grafana-schema-deps bench-rules test-fast test-packaging lint bench bench-drift bench-cbpe bench-multiclass bench-dle bench-band bench-sdk bench-sdk-outage bench-ingest bench-stream bench-stream-init bench-spark bench-segments bench-multivariate bench-embeddings bench-embeddings-offset clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -86,6 +86,11 @@ bench: bench-drift bench-cbpe bench-dle bench-band bench-sdk bench-ingest
 bench-embeddings: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_embeddings.py
 
+## The clean pool's code-mix offset from the reference in bench-embeddings' setup (JS
+## distance vs what sampling alone gives; ~1 min): the check that cross-fitting removed it.
+bench-embeddings-offset: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/embeddings_offset.py
+
 ## watchkeeper check vs the load floor, Evidently and a scipy loop at 1M rows (~6 min).
 bench-drift: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_drift.py
@@ -146,9 +151,11 @@ bench-stream: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/bench_stream.py --sizes 1m,10m,50m
 
 ## The Spark engine (local[2]) vs the local streamed check at 5M, 10M and 20M rows x 20
-## columns (~15-30 min; 20 Parquet parts of 1M rows, 2.9 GB, written once to benchmarks/data).
+## columns, with whylogs' Spark profiler and Evidently's legacy Spark engine side by side
+## (their venvs made on first use; ~1-3 h on 2 loaded cores; 20 Parquet parts of 1M rows,
+## 2.9 GB, written once to benchmarks/data).
 bench-spark: $(VENV)/.installed-dev
-	$(BIN)/python benchmarks/bench_spark.py
+	$(BIN)/python benchmarks/bench_spark.py --peers whylogs,evidently
 
 ## Streamed init: peak RSS and time of init --stream at 1M and 10M rows (and the in-memory
 ## init at 1M), written to the "Streamed init" section of benchmarks/results/stream.md.

@@ -13,6 +13,23 @@ parts (hard links, ``benchmarks/data/spark_cur_<rows>/``); the suite is ``wk.ini
   ``--master`` (``local[2]`` by default), ``spark.sql.shuffle.partitions=2``; the session's
   start is timed apart ("session") and kept out of the wall time.
 
+Peers, side by side on the same Parquet directory (``--peers whylogs,evidently``; each in
+its own venv, made on first use like the other peers' venvs, run by
+``benchmarks/spark_peer_worker.py`` with the same ``--master`` and session settings):
+
+* ``whylogs`` – whylogs 1.6.4's Spark profiler (``collect_dataset_profile_view``) in
+  ``benchmarks/.venv-whylogs-spark`` (``whylogs[spark]``, pyspark 3.5.6, which runs on
+  Java 17, numpy<2, pandas<3): approximate sketches per column of the current rows only,
+  no judgement (no reference, no test, no drifted columns);
+* ``evidently`` – Evidently 0.7.23's legacy Spark engine (``evidently.legacy.spark``,
+  ``SparkEngine``) running ``DataDriftTable`` on the reference and current Spark
+  DataFrames, in ``benchmarks/.venv-evidently-spark`` (with pyspark 3.5.6): per-column
+  drift tests, drifted columns reported.
+
+The reference for Evidently is the same 200k rows the suite was fitted on, written as
+``benchmarks/data/spark_reference.parquet``. A peer that fails or runs past ``--peer-timeout``
+seconds is reported as not finished.
+
 Each engine runs in a fresh process per size. Reported: wall time, rows/s, the Spark/local
 ratio, the drifted columns found (both must find the same), and peak memory: the driver's
 Python process (its VmHWM) and, for Spark, of its children (the JVM, which in local mode
@@ -23,12 +40,14 @@ Run from the repository root (``make bench-spark``)::
 
     .venv/bin/python benchmarks/bench_spark.py                     # 5M, 10M, 20M rows
     .venv/bin/python benchmarks/bench_spark.py --rows 1000000 --master 'local[2]'
+    .venv/bin/python benchmarks/bench_spark.py --rows 5000000 --peers whylogs,evidently
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -39,6 +58,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data"
 RESULT = ROOT / "benchmarks" / "results" / "spark.md"
+PEER_WORKER = ROOT / "benchmarks" / "spark_peer_worker.py"
+#: each peer's venv and what it installs (pyspark 3.5 runs on Java 17; whylogs needs numpy<2)
+PEERS = {
+    "whylogs": (ROOT / "benchmarks" / ".venv-whylogs-spark",
+                ["whylogs[spark]==1.6.4", "pyspark==3.5.6", "numpy<2", "pandas<3"],
+                "import whylogs.api.pyspark.experimental"),
+    "evidently": (ROOT / "benchmarks" / ".venv-evidently-spark",
+                  ["evidently==0.7.23", "pyspark==3.5.6", "numpy<2", "pandas<3", "pyarrow"],
+                  "import evidently.legacy.spark, pyspark"),
+}
 
 
 PART_ROWS = 1_000_000
@@ -62,9 +91,11 @@ def prepare(rows: int) -> None:
     cur_dir, suite_path = _paths(rows)
     parts = DATA / "spark_parts"
     parts.mkdir(parents=True, exist_ok=True)
-    if not suite_path.exists():
+    reference_path = DATA / "spark_reference.parquet"
+    if not suite_path.exists() or not reference_path.exists():
         reference, _ = synthetic_drift_pair(200_000, seed=0)
         wk.init(reference, progress=False).save(suite_path)
+        pq.write_table(reference, reference_path, row_group_size=100_000)
     cur_dir.mkdir(exist_ok=True)
     for k in range(rows // PART_ROWS):
         part = parts / f"part-{k:05d}.parquet"
@@ -140,17 +171,53 @@ def worker(engine: str, rows: int, master: str) -> dict[str, object]:
     return out
 
 
+def peer(tool: str, rows: int, master: str, timeout: float) -> dict[str, object]:
+    """One peer's run in its own venv (made on first use), or why it did not finish."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_drift import ensure_venv
+
+    venv, requirements, check = PEERS[tool]
+    python, why = ensure_venv(venv, requirements, check)
+    out: dict[str, object] = {"engine": tool, "rows": rows}
+    if python is None:
+        return {**out, "error": why}
+    cur_path, _ = _paths(rows)
+    try:
+        done = subprocess.run([str(python), str(PEER_WORKER), tool, str(cur_path),
+                               str(DATA / "spark_reference.parquet"), master],
+                              capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**out, "error": f"not finished in {timeout:.0f} s"}
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or [f"exited with code {done.returncode}"])[-1]
+        return {**out, "error": last[:300]}
+    return {**out, **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+WHAT = {
+    "local": "watchkeeper: exact counts, bins, drift tests and findings",
+    "spark": "watchkeeper: exact counts, bins, drift tests and findings",
+    "whylogs": "sketches only (KLL, HLL, frequent items) of the current rows; no judgement",
+    "evidently": "per-column drift tests (DataDriftTable) with its Spark stattests",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="5000000,10000000,20000000",
                         help="comma-separated sizes (multiples of 1M)")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument("--peers", default="",
+                        help="peers run side by side: whylogs, evidently (comma-separated)")
+    parser.add_argument("--peer-timeout", type=float, default=3600.0,
+                        help="seconds a peer's run may take before it counts as not finished")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, int(args.rows), args.master)))
         return
     runs = []
+    load = os.getloadavg()
     for rows in (int(r) for r in args.rows.split(",")):
         prepare(rows)
         for engine in ("local", "spark"):
@@ -159,36 +226,56 @@ def main() -> None:
                                   text=True, check=True, cwd=ROOT)
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(runs[-1]), file=sys.stderr)
+        for tool in filter(None, args.peers.split(",")):
+            runs.append(peer(tool, rows, args.master, args.peer_timeout))
+            print(json.dumps(runs[-1]), file=sys.stderr)
+    text = render(runs, args, load, os.getloadavg())
+    print(text)
+    RESULT.write_text(text, encoding="utf-8")
+
+
+def render(runs: list[dict], args: argparse.Namespace, load: tuple[float, ...],
+           end: tuple[float, ...]) -> str:
+    """The markdown table of ``runs`` (the JSON lines the benchmark logs on stderr)."""
     lines = [
         "# Spark engine vs local engine",
         "",
-        f"`python benchmarks/bench_spark.py --rows {args.rows} --master {args.master}` "
-        f"({time.strftime('%Y-%m-%d')}, {platform.machine()}, shared 2-core machine, "
-        "one run each: absolute times vary).",
+        f"`python benchmarks/bench_spark.py --rows {args.rows} --master {args.master}"
+        + (f" --peers {args.peers}`" if args.peers else "`")
+        + f" ({time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, shared 2-core "
+        f"machine, load average {load[0]:.1f} at the start and {end[0]:.1f} at "
+        "the end; one run each: absolute times vary).",
         "Synthetic data, 20 columns (15 numeric, 5 categorical), 4 drifted, as Parquet "
         "parts of 1M rows; one window of all rows. Local: the streamed check "
         "(`check_stream`, every core). Spark's wall time excludes its session start "
         "(column *session*).",
         "",
-        "| rows | engine | partitions | wall s | rows/s | spark/local | session s | "
-        "driver peak MiB | children peak MiB | drifted found |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| rows | engine | partitions | wall s | rows/s | ÷ local | ÷ spark | session s | "
+        "driver peak MiB | children peak MiB | drifted found | computes |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
-    by_rows: dict[int, float] = {}
+    wall: dict[tuple[int, str], float] = {}
     for r in runs:
-        rows, seconds = int(r["rows"]), float(r["seconds"])  # type: ignore[arg-type]
-        if r["engine"] == "local":
-            by_rows[rows] = seconds
-        ratio = seconds / by_rows[rows] if r["engine"] == "spark" else 1.0
+        if "seconds" in r:
+            wall[int(r["rows"]), str(r["engine"])] = float(r["seconds"])  # type: ignore[arg-type]
+    for r in runs:
+        rows, engine = int(r["rows"]), str(r["engine"])  # type: ignore[call-overload]
+        if "error" in r:
+            lines.append(f"| {rows:,} | {engine} | | not finished | | | | | | | | "
+                         f"{r['error']} |")
+            continue
+        seconds = wall[rows, engine]
+        ratios = [f"{seconds / wall[rows, base]:.2f}" if (rows, base) in wall else ""
+                  for base in ("local", "spark")]
         session = f"{r['session']:.1f}" if "session" in r else ""
-        children = f"{r['children_mib']:.0f}" if r["engine"] == "spark" else ""
+        children = f"{r['children_mib']:.0f}" if "children_mib" in r else ""
+        drifted = ", ".join(r["drifted"]) if "drifted" in r else "–"  # type: ignore[arg-type]
         lines.append(
-            f"| {rows:,} | {r['engine']} | {r.get('partitions', '')} | {seconds:.1f} | "
-            f"{rows / seconds:,.0f} | {ratio:.2f} | {session} | {r['driver_mib']:.0f} | "
-            f"{children} | {', '.join(r['drifted'])} (rows counted {r['counted']:,}) |")  # type: ignore[arg-type]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    RESULT.write_text(text, encoding="utf-8")
+            f"| {rows:,} | {engine} | {r.get('partitions', '')} | {seconds:.1f} | "
+            f"{rows / seconds:,.0f} | {ratios[0]} | {ratios[1]} | {session} | "
+            f"{r['driver_mib']:.0f} | {children} | {drifted} (rows counted "
+            f"{r['counted']:,}) | {WHAT[engine]} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

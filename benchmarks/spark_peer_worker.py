@@ -1,0 +1,126 @@
+"""The peers of bench_spark.py on Spark, each run in its own venv (imports no watchkeeper).
+
+Usage: python spark_peer_worker.py TOOL CURRENT_DIR REFERENCE.parquet MASTER
+
+* ``whylogs`` – whylogs' Spark profiler
+  (``whylogs.api.pyspark.experimental.collect_dataset_profile_view``): a profile of the
+  current rows made of approximate sketches per column (KLL quantiles, HLL distinct
+  counts, frequent items, counts), merged on the driver. It judges nothing: a drift
+  report would compare it with a reference profile afterwards, on the driver (not timed:
+  the profile is the part that scans the rows).
+* ``evidently`` – Evidently 0.7's legacy Spark engine (``evidently.legacy.spark``,
+  ``SparkEngine``) running ``DataDriftTable`` (per-column drift tests with its default
+  Spark stattests, on the reference and current Spark DataFrames) and reading the drifted
+  columns.
+
+One JSON line on stdout: seconds (after the session has started), session seconds,
+partitions, rows counted, drifted columns (Evidently only), the driver's peak RSS (this
+process's VmHWM) and the peak of the JVM and its Python workers (sum of their VmHWM).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _own_peak_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _tree_peak_mib(root: int) -> float:
+    """Sum of the peak RSS (VmHWM) of process ``root`` and its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, grew = {root}, True
+    while grew:
+        more = {p for p, pp in parents.items() if pp in tree} - tree
+        tree |= more
+        grew = bool(more)
+    total = 0.0
+    for pid in tree:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            continue
+    return total
+
+
+def _whylogs(spark, current: str, out: dict) -> None:
+    from whylogs.api.pyspark.experimental import collect_dataset_profile_view
+
+    df = spark.read.parquet(current)
+    out["partitions"] = df.rdd.getNumPartitions()
+    view = collect_dataset_profile_view(df)
+    columns = view.get_columns()
+    out["counted"] = int(columns["num_00"].get_metric("counts").n.value)
+    out["columns"] = len(columns)
+
+
+def _evidently(spark, current: str, reference: str, out: dict) -> None:
+    from evidently.legacy.metrics import DataDriftTable
+    from evidently.legacy.pipeline.column_mapping import ColumnMapping
+    from evidently.legacy.report import Report
+    from evidently.legacy.spark.engine import SparkEngine
+
+    cur = spark.read.parquet(current)
+    ref = spark.read.parquet(reference)
+    out["partitions"] = cur.rdd.getNumPartitions()
+    names = cur.columns
+    mapping = ColumnMapping(numerical_features=[c for c in names if c.startswith("num_")],
+                            categorical_features=[c for c in names if c.startswith("cat_")],
+                            target=None, prediction=None)
+    report = Report(metrics=[DataDriftTable()])
+    report.run(reference_data=ref, current_data=cur, column_mapping=mapping,
+               engine=SparkEngine)
+    result = report.as_dict()["metrics"][0]["result"]
+    by_column = result["drift_by_columns"]
+    out["drifted"] = sorted(c for c, r in by_column.items() if r["drift_detected"])
+    out["counted"] = int(cur.count())
+    out["tests"] = sorted({r["stattest_name"] for r in by_column.values()})
+
+
+def main() -> None:
+    tool, current, reference, master = sys.argv[1:5]
+    # the Python workers run in this venv too (else the system python, without the peer)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    out: dict[str, object] = {"engine": tool}
+    start = time.perf_counter()
+    spark = (SparkSession.builder.master(master).appName(f"bench-{tool}")
+             .config("spark.sql.shuffle.partitions", "2").config("spark.ui.enabled", "false")
+             .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    out["session"] = time.perf_counter() - start
+    start = time.perf_counter()
+    if tool == "whylogs":
+        _whylogs(spark, current, out)
+    elif tool == "evidently":
+        _evidently(spark, current, reference, out)
+    else:
+        raise SystemExit(f"unknown tool {tool!r}")
+    out["seconds"] = time.perf_counter() - start
+    jvm = spark.sparkContext._gateway.proc.pid
+    out["children_mib"] = _tree_peak_mib(jvm)
+    out["driver_mib"] = _own_peak_mib()
+    spark.stop()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
