@@ -14,6 +14,9 @@ Run in two steps (the reference needs torch, which watchkeeper never depends on)
 
        python benchmarks/minilm_reference.py compare /tmp/minilm_ref.npz [--fixture]
 
+``cost [N]`` (watchkeeper's venv) times the NumPy model on the first N (1,000) fortunes and
+prints the cost per 10k texts (say the machine's load with it).
+
 ``compare`` prints the least cosine similarity over the texts; ``--fixture`` also writes
 the FIXTURE_TEXTS texts' reference vectors (float32, base64) for the unit tests.
 """
@@ -119,8 +122,31 @@ def compare(path: str, write_fixture: bool) -> None:
         print(f"wrote {FIXTURE}")
 
 
+def cost(n: int) -> None:
+    import os
+    import time
+
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from watchkeeper.baseline.text_model import embed
+
+    column = pq.read_table(ROOT / "data" / "fortunes" / "fortunes.pq").column("text")
+    ts = [t for t in column.to_pylist()[:n] if isinstance(t, str)]
+    embed(ts[:4])  # loads the model
+    start = time.perf_counter()
+    embed(ts)
+    seconds = time.perf_counter() - start
+    print(
+        f"{len(ts)} fortunes: {seconds:.1f} s, {seconds / len(ts) * 10_000:.0f} s per 10k "
+        f"texts (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "reference":
+    if sys.argv[1] == "cost":
+        cost(int(sys.argv[2]) if len(sys.argv) > 2 else 1_000)
+    elif sys.argv[1] == "reference":
         reference(sys.argv[2])
     else:
         compare(sys.argv[2], "--fixture" in sys.argv[3:])
