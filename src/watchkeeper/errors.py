@@ -25,6 +25,7 @@ nothing, so every layer may use it (``import watchkeeper.sdk`` stays light).
     ├── DeployError          a server refused a deploy or could not be reached
     ├── DeliveryError        a notification that could not be delivered
     ├── ConfigError          a notifier, route or exporter that cannot be set up
+    ├── MissingExtra         a suite needs an optional package not installed here
     └── SinkError            a batch an SDK sink refused or could not deliver
         └── SinkUnavailable  … not now: the batch may be sent again later
 """
@@ -190,6 +191,11 @@ class DeliveryError(WatchkeeperError):
     def __init__(self, message: str, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class MissingExtra(WatchkeeperError):
+    """A suite (or argument) needs an optional extra this install lacks; the message says
+    what to install. Not a ValueError, so that no data path counts it as a bad value."""
 
 
 class ConfigError(WatchkeeperError, ValueError):

@@ -44,3 +44,14 @@ def test_init_refuses_a_malformed_embedding_option(tmp_path: Path) -> None:
     assert done.returncode != 0 and "--embedding" in done.stderr
     done = run("init", "ref.parquet", "--embedding", "emb=nothing_", cwd=tmp_path)
     assert done.returncode != 0 and "no column matches" in done.stderr
+
+
+def test_init_refuses_a_text_model_without_text_columns_or_of_an_unknown_name(
+        tmp_path: Path) -> None:
+    pq.write_table(vectors(500, seed=1), tmp_path / "ref.parquet")
+    done = run("init", "ref.parquet", "--text-model", "minilm", cwd=tmp_path)
+    assert done.returncode != 0 and "embed_text" in done.stderr
+    assert not (tmp_path / "watchkeeper.yaml").exists()
+    done = run("init", "ref.parquet", "--embed-text", "note", "--text-model", "bert",
+               cwd=tmp_path)
+    assert done.returncode != 0 and "'--text-model': 'bert'" in done.stderr

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from watchkeeper.baseline.text_model import PretrainedTextEncoder
 from watchkeeper.baseline.text_vectors import TextEncoder, Vectors
 from watchkeeper.errors import SuiteError
 from watchkeeper.io.tables import unknown_column
@@ -88,7 +89,7 @@ class Codebook:
     centroids: np.ndarray  # (k, dim), float32 values held as float64
     radii: np.ndarray  # (k,)
     examples: list[str]  # a reference row (id or index) near each centroid
-    encoder: Any = None  # a TextEncoder for a text column, else None
+    encoder: Any = None  # a (Pretrained)TextEncoder for a text column, else None
     #: At ``init`` only (never saved): which reference rows the encoder and codebook were
     #: fitted on; the reference's code counts come from the other rows (cross-fitting).
     fitted_on: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -162,8 +163,9 @@ class Codebook:
             raise ValueError(f"{k} codes but {radii.size} radii and {len(examples)} examples")
         encoder = None
         if d.get("text") is not None:
-
-            encoder = TextEncoder.from_dict(d["text"])
+            text = d["text"]
+            encoder = (PretrainedTextEncoder.from_dict(text) if text.get("model") is not None
+                       else TextEncoder.from_dict(text))
         return cls(_from_b64(str(d["centroids"]), (k, dim)), radii, examples, encoder)
 
 
@@ -311,13 +313,17 @@ def resolve_members(name: str, given: str | Iterable[str], columns: list[str]) -
 def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
                     embeddings: Mapping[str, str | Iterable[str]] | None = None,
                     text: str | Iterable[str] | None = None,
-                    id_column: str | None = None) -> None:
+                    id_column: str | None = None, text_model: str | None = None) -> None:
     """Fit the codebook of every vector column, of every declared group of columns
     (``embeddings``: name → columns; the members are then not monitored one by one) and of
     the free-text columns named in ``text`` (embedding text costs ~0.15 ms a value, so it
     is asked for; an embedded text column is judged by its topic mix instead of its
-    descriptors)."""
+    descriptors). ``text_model`` names a pretrained model to embed the text with (see
+    :mod:`watchkeeper.baseline.text_model`; ``"minilm"``, needs the ``text-model`` extra)
+    instead of fitting a word-count projection on the reference."""
     from watchkeeper.baseline.schema import Column, Kind, Role
+
+    pretrained = PretrainedTextEncoder(text_model) if text_model is not None else None
 
     ids = None
     if id_column is not None and id_column in table.column_names:
@@ -340,6 +346,9 @@ def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
                                       members=members,
                                       note=f"embedding of {len(members)} columns")
     named = set(_text_names(text))
+    if pretrained is not None and not named:
+        raise SuiteError("text_model", "a text model embeds the text columns named in "
+                                       "embed_text (--embed-text), and none is named")
     for n in sorted(named - set(schema.columns)):
         raise SuiteError("embed_text", unknown_column(n, list(schema.columns), "in the reference"))
     for spec in schema:
@@ -365,7 +374,8 @@ def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
             present = np.asarray(texts.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
             fit = fit_rows(present, seed)
             fit_texts = texts.take(pa.array(np.flatnonzero(fit)))
-            encoder = TextEncoder.fit(fit_texts, seed=seed)
+            encoder: TextEncoder | PretrainedTextEncoder | None = (
+                pretrained if pretrained is not None else TextEncoder.fit(fit_texts, seed=seed))
             if encoder is None:
                 continue
             found = encoder.vectors(fit_texts)  # every fitted text is a string: all kept

@@ -14,7 +14,7 @@ import base64
 import itertools
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,13 +117,7 @@ class TextEncoder:
     def vectors(self, column: pa.ChunkedArray | pa.Array) -> Vectors:
         """The vectors of a text column; values that are not text are invalid."""
 
-        values = column.to_pylist()
-        kept = np.array([isinstance(v, str) for v in values], dtype=bool)
-        missing = sum(v is None for v in values)
-        texts = [v for v in values if isinstance(v, str)]
-        kind = type_class(column.type)
-        return Vectors(self.transform(texts), len(values), missing,
-                       len(values) - missing - len(texts), {kind: len(values)}, kept)
+        return text_column_vectors(column, self.transform)
 
     @classmethod
     def fit(cls, column: pa.ChunkedArray | pa.Array, *, dim: int = DIMENSIONS,
@@ -177,6 +171,17 @@ class TextEncoder:
         if idf.size != buckets.size or comps.size != dim * buckets.size:
             raise ValueError("text encoder: buckets, idf and components disagree in size")
         return cls(buckets, idf, comps.reshape(dim, buckets.size))
+
+
+def text_column_vectors(column: pa.ChunkedArray | pa.Array,
+                        transform: Callable[[list[str]], np.ndarray]) -> Vectors:
+    """The vectors ``transform`` gives the strings of a column; other values are invalid."""
+    values = column.to_pylist()
+    kept = np.array([isinstance(v, str) for v in values], dtype=bool)
+    missing = sum(v is None for v in values)
+    texts = [v for v in values if isinstance(v, str)]
+    return Vectors(transform(texts), len(values), missing, len(values) - missing - len(texts),
+                   {type_class(column.type): len(values)}, kept)
 
 
 def _tfidf(counts: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:

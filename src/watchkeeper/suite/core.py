@@ -919,6 +919,7 @@ def init(
     notes: Callable[[Path, str], None] | None = None,
     embeddings: Mapping[str, str | Iterable[str]] | None = None,
     embed_text: str | Iterable[str] | None = None,
+    text_model: str | None = None,
     multivariate: bool = False,
     multivariate_groups: Mapping[str, str | Iterable[str]] | None = None,
 ) -> Suite:
@@ -955,8 +956,9 @@ def init(
     ``embeddings`` declares groups of numeric columns that are one vector each (name →
     columns, "c1,c2,…" or a prefix such as "emb_"); list columns of numbers are vectors
     by themselves. ``embed_text`` names the text columns to embed (none by default: other
-    text columns are monitored through their descriptors). See
-    :mod:`watchkeeper.baseline.embedding`.
+    text columns are monitored through their descriptors); ``text_model="minilm"`` embeds
+    them with a pretrained sentence model (the ``text-model`` extra) instead of a
+    projection fitted on the reference. See :mod:`watchkeeper.baseline.embedding`.
 
     ``multivariate=True`` adds ``multivariate_drift`` (a reference-fitted PCA of the
     features, see :mod:`watchkeeper.baseline.multivariate`): it sees a broken correlation
@@ -1000,7 +1002,8 @@ def init(
     if found is not None:
         found.replan(schema, bins)
     plan_embeddings(schema, table, seed=seed, embeddings=embeddings, text=embed_text,
-                    id_column=next((c.name for c in schema.by_role(Role.ID)), None))
+                    id_column=next((c.name for c in schema.by_role(Role.ID)), None),
+                    text_model=text_model)
     first = {r: next((c.name for c in schema.by_role(r)), None)
              for r in (Role.TARGET, Role.PREDICTION, Role.PROBA, Role.ID)}
     schema.task = infer_task(
