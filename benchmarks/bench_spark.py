@@ -49,11 +49,12 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from peak_memory import own_peak_mib, tree_peak_mib  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "benchmarks" / "data"
@@ -107,39 +108,6 @@ def prepare(rows: int) -> None:
             os.link(part, cur_dir / part.name)
 
 
-def _own_peak_mib() -> float:
-    """This process's peak RSS (VmHWM; ``ru_maxrss`` would carry the parent's over exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _tree_peak_mib(root: int) -> float:
-    """Sum of the peak RSS (VmHWM) of process ``root`` and its descendants, from /proc."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    tree, grew = {root}, True
-    while grew:
-        more = {p for p, pp in parents.items() if pp in tree} - tree
-        tree |= more
-        grew = bool(more)
-    total = 0.0
-    for pid in tree:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
-            continue
-    return total
-
-
 def worker(engine: str, rows: int, master: str) -> dict[str, object]:
     import watchkeeper as wk
 
@@ -163,11 +131,11 @@ def worker(engine: str, rows: int, master: str) -> dict[str, object]:
         result = wks.check(df, suite)
         out["seconds"] = time.perf_counter() - start
         jvm = spark.sparkContext._gateway.proc.pid  # type: ignore[union-attr]
-        out["children_mib"] = _tree_peak_mib(jvm)  # the JVM and its Python workers
+        out["children_mib"] = tree_peak_mib(jvm)  # the JVM and its Python workers
         spark.stop()
     out["drifted"] = sorted({f.column for f in result.findings if f.family == "drift"})
     out["counted"] = sum(w.rows for w in result.windows)
-    out["driver_mib"] = _own_peak_mib()
+    out["driver_mib"] = own_peak_mib()
     return out
 
 

@@ -24,39 +24,8 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-
-def _own_peak_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _tree_peak_mib(root: int) -> float:
-    """Sum of the peak RSS (VmHWM) of process ``root`` and its descendants, from /proc."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    tree, grew = {root}, True
-    while grew:
-        more = {p for p, pp in parents.items() if pp in tree} - tree
-        tree |= more
-        grew = bool(more)
-    total = 0.0
-    for pid in tree:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
-            continue
-    return total
+from peak_memory import own_peak_mib, tree_peak_mib  # beside this script
 
 
 def _whylogs(spark, current: str, out: dict) -> None:
@@ -116,8 +85,8 @@ def main() -> None:
         raise SystemExit(f"unknown tool {tool!r}")
     out["seconds"] = time.perf_counter() - start
     jvm = spark.sparkContext._gateway.proc.pid
-    out["children_mib"] = _tree_peak_mib(jvm)
-    out["driver_mib"] = _own_peak_mib()
+    out["children_mib"] = tree_peak_mib(jvm)
+    out["driver_mib"] = own_peak_mib()
     spark.stop()
     print(json.dumps(out))
 

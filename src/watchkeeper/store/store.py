@@ -242,12 +242,7 @@ class Store:
             if first is not None:
                 return first
             # the unique index decides between copies racing past the look above
-            seq = conn.scalar(
-                self._insert(db.events).values(**values)
-                .on_conflict_do_nothing(index_elements=[db.events.c.model,
-                                                        db.events.c.idempotency_key],
-                                        index_where=db.KEYED)
-                .returning(db.events.c.seq))
+            seq = self._insert_keyed(conn, values)
             if seq is not None:
                 return Appended(int(seq), kind, rows)
             first = self._keyed(conn, model, key)
@@ -332,12 +327,7 @@ class Store:
                     if key is None:
                         conn.execute(sa.insert(db.events).values(**values))
                         continue
-                    seq = conn.scalar(
-                        self._insert(db.events).values(**values)
-                        .on_conflict_do_nothing(index_elements=[db.events.c.model,
-                                                                db.events.c.idempotency_key],
-                                                index_where=db.KEYED)
-                        .returning(db.events.c.seq))
+                    seq = self._insert_keyed(conn, values)
                     if seq is None:
                         dropped[model] = dropped.get(model, 0) + 1
                 insert = self._insert(db.log_cursors)
@@ -842,6 +832,17 @@ class Store:
         return None if row is None else Lease(**row, now=now)
 
     # -- internals -------------------------------------------------------------------------
+    def _insert_keyed(self, conn: Connection, values: dict[str, Any]) -> int | None:
+        """Insert a batch that has an idempotency key; its seq, or None when the model has
+        a batch of that key already (the unique index decides between racing copies)."""
+        seq = conn.scalar(
+            self._insert(db.events).values(**values)
+            .on_conflict_do_nothing(index_elements=[db.events.c.model,
+                                                    db.events.c.idempotency_key],
+                                    index_where=db.KEYED)
+            .returning(db.events.c.seq))
+        return None if seq is None else int(seq)
+
     def _shed(self, conn: Connection, size: int) -> None:
         """PostgreSQL: close the connection once it is back in the pool if it carries
         ``size`` bytes or more in this transaction (engine.SHED: else the client library
