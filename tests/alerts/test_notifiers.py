@@ -67,6 +67,9 @@ def test_webhook_posts_alertmanager_json(receiver: Receiver, tmp_path: Path):
     first, last = (r["json"] for r in receiver.requests)
     assert receiver.requests[0]["headers"]["Authorization"] == BEARER
     assert receiver.requests[0]["path"] == "/alerts?token=abc123secret"
+    # a notification sent again after a crash carries the same key: receivers can drop it
+    keys = [r["headers"]["Idempotency-Key"] for r in receiver.requests]
+    assert keys == [n.key for n in notifications()] and len(set(keys)) == 2
     for body in (first, last):
         assert {"version", "groupKey", "status", "receiver", "groupLabels", "commonLabels",
                 "commonAnnotations", "externalURL", "alerts"} <= set(body)

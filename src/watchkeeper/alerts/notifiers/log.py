@@ -30,7 +30,7 @@ class LogNotifier:
             line = json.dumps(notification.to_alertmanager(), sort_keys=True, default=str)
         else:
             line = f"{notification.at.isoformat()} {notification.subject} " \
-                   f"[incident {notification.incident}]"
+                   f"[incident {notification.incident}, notification {notification.key}]"
         self.stream.write(line + "\n")
         self.stream.flush()
 

@@ -11,7 +11,10 @@ if TYPE_CHECKING:
 
 
 class WebhookNotifier:
-    """POSTs :meth:`Notification.to_alertmanager` to ``url``.
+    """POSTs :meth:`Notification.to_alertmanager` to ``url``, with the notification's
+    :attr:`~watchkeeper.alerts.notification.Notification.key` as ``Idempotency-Key``: the
+    same both times when one is sent again after a crash between sending it and recording
+    it, so a receiver that keeps keys can drop the second.
 
     >>> WebhookNotifier("https://am.example.com/hook?token=s3cret",
     ...                 headers={"Authorization": "Bearer s3cret"})
@@ -25,7 +28,8 @@ class WebhookNotifier:
         self.timeout = timeout
 
     def send(self, notification: Notification) -> None:
-        post_json(self.url, notification.to_alertmanager(), self.headers, self.timeout)
+        post_json(self.url, notification.to_alertmanager(),
+                  {"Idempotency-Key": notification.key, **self.headers}, self.timeout)
 
     def secrets(self) -> list[str]:
         """Strings never to print or log."""
