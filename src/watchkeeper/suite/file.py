@@ -168,12 +168,7 @@ def unpack(document: dict[str, Any], source: str | None) -> dict[str, Any]:
             raise SuiteError(where, "column is not in columns", source)
         for key, text in Fields(artefacts, where, source).data.items():
             spec.setdefault(key, decode(text, f"{where}.{key}", source))
-    task_artefacts = fitted.mapping("task", {}).data
-    if task_artefacts:
-        if not isinstance(doc.get("task"), dict):
-            raise SuiteError(f"{FITTED}.task", "the suite has no task", source)
-        for key, text in task_artefacts.items():
-            doc["task"].setdefault(key, decode(text, f"{FITTED}.task.{key}", source))
+    _restore(doc, fitted, "task", "the suite has no task", source)
     calibrations = dict(fitted.mapping("monitors", {}).data)
     listed = doc.get("monitors")
     monitors: list[Any] = listed if isinstance(listed, list) else []
@@ -181,12 +176,7 @@ def unpack(document: dict[str, Any], source: str | None) -> dict[str, Any]:
         if key in calibrations:
             m.setdefault("calibration", decode(calibrations.pop(key),
                                                f"{FITTED}.monitors.{key}", source))
-    segment_artefacts = fitted.mapping("segments", {}).data
-    if segment_artefacts:
-        if not isinstance(doc.get("segments"), dict):
-            raise SuiteError(f"{FITTED}.segments", "the suite has no segments", source)
-        for key, text in segment_artefacts.items():
-            doc["segments"].setdefault(key, decode(text, f"{FITTED}.segments.{key}", source))
+    _restore(doc, fitted, "segments", "the suite has no segments", source)
     for key in ("security", "multivariate", "multivariate_groups", "reference_profile"):
         if key in fitted.data and key not in doc:
             doc[key] = decode(fitted.data[key], f"{FITTED}.{key}", source)
@@ -292,3 +282,16 @@ def _is_number(v: Any) -> bool:
 
 def _kind(v: Any) -> str:
     return {list: "a list", str: "a string", type(None): "nothing"}.get(type(v), repr(v))
+
+
+def _restore(doc: dict[str, Any], fitted: Fields, section: str, missing: str,
+             source: str | None) -> None:
+    """Put the fitted artefacts of ``section`` (``task``, ``segments``) back in its mapping
+    of the document (what the document says itself wins)."""
+    artefacts = fitted.mapping(section, {}).data
+    if not artefacts:
+        return
+    if not isinstance(doc.get(section), dict):
+        raise SuiteError(f"{FITTED}.{section}", missing, source)
+    for key, text in artefacts.items():
+        doc[section].setdefault(key, decode(text, f"{FITTED}.{section}.{key}", source))
