@@ -31,6 +31,7 @@ from watchkeeper.run.label_join import LabelJoin, StoredLabelJoin, unpack_codes
 from watchkeeper.wire import TS
 
 if TYPE_CHECKING:
+    from watchkeeper.baseline.task import RowCodes
     from watchkeeper.store import LabelRecords, Store
     from watchkeeper.suite.core import Suite
 
@@ -190,13 +191,8 @@ class OnlineMonitor:
         task = self.suite.schema.task
         if records is not None and self.joins_labels and task is not None:
             ids, packed, labels = records
-            codes = unpack_codes(packed, labels, task, segment_labels(self.suite.schema))
-            if self._stored is not None:
-                self._stored.add_window(w.start.timestamp(), ids, codes)
-            else:
-                assert self._join is not None
-                self._join.add_window(ids, codes)
-                self._join_keys.append(key)
+            self._keep(key, ids, unpack_codes(packed, labels, task,
+                                              segment_labels(self.suite.schema)))
         if w.state == "closed":
             w.late_rows += p.rows
             self.counters["late_rows"] += p.rows
@@ -210,8 +206,12 @@ class OnlineMonitor:
         task = self.suite.schema.task
         if not self.joins_labels or task is None or task.id not in chunk.column_names:
             return
-        ids = chunk.column(task.id).to_numpy(zero_copy_only=False)
-        codes = record_codes(chunk, self.suite.schema)
+        self._keep(key, chunk.column(task.id).to_numpy(zero_copy_only=False),
+                   record_codes(chunk, self.suite.schema))
+
+    def _keep(self, key: int, ids: np.ndarray, codes: RowCodes) -> None:
+        """Keep the prediction records of window ``key``'s rows with an id for late labels:
+        in the store (a server's), else in memory."""
         if self._stored is not None:
             self._stored.add_window(self.windows[key].start.timestamp(), ids, codes)
             return
