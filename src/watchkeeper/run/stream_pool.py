@@ -246,6 +246,23 @@ def stream_pool_profiles(source: Inputs, windowing: Windowing, schema: Schema, *
     return merger.result(schema)
 
 
+def profiles(source: Inputs, reading: Iterator[stream.Batch], windowing: Windowing,
+             schema: Schema, *, jobs: int, memory: int | None = None,
+             labels: pd.Series | SpilledLabels | None = None, task: Task | None = None,
+             progress: Callable[[int], None] | None = None
+             ) -> tuple[list[StreamedWindow], int]:
+    """The window profiles of ``source`` and the labels that matched no row: on worker
+    processes where they can be used (:func:`usable`), else ``reading`` (the batches of
+    ``source``, read lazily) on threads (:func:`~watchkeeper.run.stream.stream_profiles`);
+    the same result either way."""
+    if usable(source, jobs, labels):
+        return stream_pool_profiles(source, windowing, schema, jobs=jobs,
+                                    batch_rows=stream.BATCH_ROWS, memory=memory,
+                                    labels=labels, task=task, progress=progress)
+    return stream.stream_profiles(reading, windowing, schema, jobs=jobs, memory=memory,
+                                  labels=labels, task=task, progress=progress)
+
+
 def pool_batches(source: Inputs, *, jobs: int, batch_rows: int, memory: int | None = None,
                  job: Callable[[pa.Table, int], Any] | None = None,
                  windowing: Windowing | None = None, schema: Schema | None = None,

@@ -540,7 +540,6 @@ class Suite:
             batches,
             inputs,
             parse_memory,
-            stream_profiles,
         )
 
         _check_windowing(window_rows, window, window_by, tz)
@@ -573,14 +572,9 @@ class Suite:
                     bar.update(max(done - bar.n, 0))
 
                 jobs = jobs or _cores()
-                if stream_pool.usable(files, jobs, by_id):  # Parquet: worker processes
-                    windows, unmatched = stream_pool.stream_pool_profiles(
-                        files, windowing, self.schema, jobs=jobs, batch_rows=stream.BATCH_ROWS,
-                        memory=budget, labels=by_id, task=task, progress=advance)
-                else:
-                    windows, unmatched = stream_profiles(
-                        reading, windowing, self.schema, jobs=jobs, memory=budget,
-                        labels=by_id, task=task, progress=advance)
+                windows, unmatched = stream_pool.profiles(
+                    files, reading, windowing, self.schema, jobs=jobs, memory=budget,
+                    labels=by_id, task=task, progress=advance)
         finally:
             from watchkeeper.run.label_spill import SpilledLabels
 

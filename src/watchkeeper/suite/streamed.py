@@ -369,15 +369,10 @@ class Files(TwoPass):
     def profile(self, schema: Schema) -> Profile:
         from watchkeeper.run import stream_pool
 
-        if stream_pool.usable(self.inputs, self.jobs, None):  # Parquet: worker processes
-            windows, _ = stream_pool.stream_pool_profiles(
-                self.inputs, stream.Windowing(), schema, jobs=self.jobs,
-                batch_rows=stream.BATCH_ROWS, memory=self.memory)
-        else:
-            windows, _ = stream.stream_profiles(
-                stream.batches(self.inputs, batch_rows=stream.BATCH_ROWS, layout=self.layout,
-                               memory=self.memory),
-                stream.Windowing(), schema, jobs=self.jobs, memory=self.memory)
+        windows, _ = stream_pool.profiles(
+            self.inputs, stream.batches(self.inputs, batch_rows=stream.BATCH_ROWS,
+                                        layout=self.layout, memory=self.memory),
+            stream.Windowing(), schema, jobs=self.jobs, memory=self.memory)
         return windows[0].profile
 
 
