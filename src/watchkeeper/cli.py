@@ -44,7 +44,8 @@ FLAGS = {
     "names": "--names", "grace": "--grace", "retention": "--retention",
     "lease_ttl": "--lease-ttl", "login_window": "--login-window",
     "body_timeout": "--body-timeout", "otlp_interval": "--otlp-interval",
-    "memory": "--memory", "jobs": "--jobs",
+    "memory": "--memory", "jobs": "--jobs", "embed_text": "--embed-text",
+    "text_model": "--text-model",
 }
 #: Parameters given as CLI arguments (a file): their messages already name the file.
 _ARGUMENTS = frozenset({"path", "reference", "data"})
