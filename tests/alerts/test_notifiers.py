@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
@@ -23,6 +24,7 @@ from watchkeeper.alerts.notifiers import (
     WebhookNotifier,
     mask_url,
 )
+from watchkeeper.alerts.notifiers.smtp import message_id
 from watchkeeper.errors import DeliveryError
 from watchkeeper.monitors.base import Finding, Severity
 
@@ -180,6 +182,11 @@ def test_slack_message_format(receiver: Receiver, tmp_path: Path):
     assert header["type"] == "header" and header["text"]["type"] == "plain_text"
     assert section["type"] == "section" and "`feature_drift` AGEP" in section["text"]["text"]
     assert context["type"] == "context" and "wk.example.com" in context["elements"][0]["text"]
+    # the notification's key, the same when sent again after a crash (#19)
+    keys = [n.key for n in notifications()]
+    assert [r["json"]["blocks"][2]["block_id"] for r in receiver.requests] == [
+        f"watchkeeper:{k}" for k in keys]
+    assert f"key `{keys[0]}`" in context["elements"][0]["text"]
     assert "RESOLVED" in receiver.requests[1]["json"]["text"]
     assert "SECRET" not in log.read_text() and "SECRET" not in repr(slack)
 
@@ -251,6 +258,25 @@ def test_email_is_received():
     body = msg.get_payload(decode=True).decode()
     assert "AGEP distribution changed" in body and "https://wk.example.com/incidents/" in body
     assert message_from_bytes(smtp.messages[1].content)["Subject"].startswith("[RESOLVED]")
+
+
+def test_email_message_id_is_the_same_for_the_same_notification():
+    """A notification sent again (after a crash between a send and its record) has the
+    same Message-ID, so mail systems drop the copy, and names its key (#19)."""
+    with SMTPServer() as smtp:
+        mail = EmailNotifier("127.0.0.1", smtp.port, "wk@example.com", ["a@example.com"],
+                             timeout=5)
+        Dispatcher([mail]).send_all(notifications())
+        Dispatcher([mail]).send_all(notifications())  # the same two, sent again
+    received = [message_from_bytes(m.content) for m in smtp.messages]
+    ids = [m["Message-ID"] for m in received]
+    keys = [n.key for n in notifications()]
+    assert [m["X-Watchkeeper-Key"] for m in received] == keys * 2
+    assert ids[:2] == ids[2:] and ids[0] != ids[1]
+    incident, number = keys[0].split("/")
+    assert ids[0] == f"<{incident}.{number}@watchkeeper>"
+    assert message_id("odd id/with spaces/3") == message_id("odd id/with spaces/3")
+    assert re.fullmatch(r"<[0-9a-f]{32}@watchkeeper>", message_id("odd id/with spaces/3"))
 
 
 def test_email_login_and_password_never_logged(tmp_path: Path):

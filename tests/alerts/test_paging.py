@@ -163,6 +163,7 @@ def test_teams_posts_an_adaptive_card():
         assert lines["type"] == "TextBlock" and "feature_drift AGEP" in lines["text"]
         assert facts["type"] == "FactSet"
         assert {"title": "Incident", "value": n.incident} in facts["facts"]
+        assert {"title": "Key", "value": n.key} in facts["facts"]  # the same sent again
         assert card["actions"] == [{"type": "Action.OpenUrl", "title": "Open incident",
                                     "url": f"https://wk.example.com/incidents/{n.incident}"}]
     assert [b["attachments"][0]["content"]["body"][0]["color"] for b in bodies] == [

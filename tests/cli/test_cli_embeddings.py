@@ -55,3 +55,26 @@ def test_init_refuses_a_text_model_without_text_columns_or_of_an_unknown_name(
     done = run("init", "ref.parquet", "--embed-text", "note", "--text-model", "bert",
                cwd=tmp_path)
     assert done.returncode != 0 and "'--text-model': 'bert'" in done.stderr
+
+
+def test_embed_text_embeds_a_column_judged_categorical_or_says_why_not(
+        tmp_path: Path) -> None:
+    """--embed-text COL is never silently ignored (#15): a column judged categorical is
+    embedded as asked; one that cannot be is refused with its name and why."""
+    from tests.monitors.test_embedding import answers
+
+    pq.write_table(answers(2_000, seed=1), tmp_path / "ref.parquet")
+    done = run("init", "ref.parquet", "--embed-text", "answer", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "answer: feature, judged categorical" in done.stdout
+    spec = wk.load(tmp_path / "watchkeeper.yaml").schema["answer"]
+    assert spec.kind == "text" and spec.codebook is not None
+    (tmp_path / "watchkeeper.yaml").unlink()
+    done = run("init", "ref.parquet", "--embed-text", "x", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--embed-text: 'x' holds numeric values, not text" in done.stderr
+    done = run("init", "ref.parquet", "--embed-text", "email", cwd=tmp_path)
+    assert done.returncode == 2 and "--not-pii" in done.stderr
+    done = run("init", "ref.parquet", "--embed-text", "few", cwd=tmp_path)
+    assert done.returncode == 2 and "(--text-model)" in done.stderr
+    assert not (tmp_path / "watchkeeper.yaml").exists()

@@ -19,7 +19,7 @@ from watchkeeper.baseline.binning import selection_drift
 from watchkeeper.baseline.schema import Kind, infer_schema
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.pii import assess, looks_like, personal_values, value_kind
-from watchkeeper.io.tables import CsvLayout, read_csv, to_table
+from watchkeeper.io.tables import CsvLayout, csv_blocks, read_csv, to_table
 from watchkeeper.io.values import category_counts
 
 ADULT_NAMES = ("age,workclass,fnlwgt,education,education-num,marital-status,occupation,"
@@ -285,6 +285,32 @@ def test_the_layout_can_be_given(tmp_path):
     assert reading.table.column("column_1").to_pylist() == [1.5, 2.5, 3.5]
     with pytest.raises(DataError, match="3 column names given, the file has 2 columns"):
         read_csv(path, layout=CsvLayout(names=("a", "b", "c")))
+
+
+BLANK_ABOVE = {
+    "title, blank line, header": "Sales export 2024-03\n\nid,amount,region\n",
+    "blank lines, header": "\n\nid,amount,region\n",
+    "title, blank lines with CRLF, header": "Sales export\r\n\r\n\r\nid,amount,region\r\n",
+    "two titles around a blank line": "Sales\n\nexport 2024\nid,amount,region\n",
+}
+
+
+@pytest.mark.parametrize("top", BLANK_ABOVE.values(), ids=list(BLANK_ABOVE))
+def test_blank_lines_above_the_header_do_not_make_it_a_row(tmp_path, top):
+    """A hand export with a title and blank lines above the header: Arrow counts blank
+    lines among the lines it skips, so they are counted here too (the header was read as
+    a row of data, every column text)."""
+    path = tmp_path / "export.csv"
+    path.write_bytes((top + "1,2.5,north\n2,3.5,south\n\n3,4.5,east\n").encode())
+    for read in (lambda: read_csv(path).table, lambda: to_table(path),
+                 lambda: pa.concat_tables(b.table for b in csv_blocks(path)[0])):
+        table = read()
+        assert table.to_pydict() == {"id": [1, 2, 3], "amount": [2.5, 3.5, 4.5],
+                                     "region": ["north", "south", "east"]}
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text("Sales export\n\nid,amount,region\n")
+    assert read_csv(header_only).table.column_names == ["id", "amount", "region"]
+    assert read_csv(header_only).table.num_rows == 0
 
 
 def test_rows_logged_online_follow_the_same_rule():

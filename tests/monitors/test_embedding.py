@@ -268,3 +268,51 @@ def test_reference_code_counts_come_from_rows_the_fit_never_saw(tmp_path) -> Non
     small_book = small.schema["review"].codebook
     assert small_book is not None and small_book.fitted_on is None
     assert int(small.reference.columns["review"].bins.sum()) == 150
+
+
+ANSWERS = ["great product fast delivery", "bad product slow delivery", "great service",
+           "slow service bad support", "fast support great price", "price too high",
+           "delivery late again", "support was helpful", "helpful staff great price",
+           "late delivery bad packaging"]
+
+
+def answers(n: int, seed: int, mix: list[float] | None = None) -> pa.Table:
+    """A survey's short answers (10 distinct: judged categorical) beside other columns."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(ANSWERS), n, p=mix)
+    return pa.table({
+        "answer": [ANSWERS[i] for i in pick], "x": rng.normal(size=n),
+        "email": [f"user{i}@example.com" for i in range(n)],
+        "plan": rng.choice(["basic", "pro"], n), "churned": rng.choice(["no", "yes"], n),
+        "day": [f"2024-01-{1 + i % 28:02d}" for i in range(n)],
+        "few": ["same words every time"] * n})
+
+
+def test_a_column_judged_categorical_is_embedded_when_named() -> None:
+    """embed_text names a column; one judged categorical (a short answer repeats in a
+    reference) is embedded all the same, not skipped (#15)."""
+    table = answers(2_000, seed=1)
+    assert wk.init(table).schema["answer"].kind == Kind.CATEGORICAL
+    suite = wk.init(table, embed_text="answer")
+    spec = suite.schema["answer"]
+    assert spec.kind == Kind.TEXT and spec.codebook is not None and spec.categories is None
+    assert "judged categorical" in (spec.note or "") and "embedded" in (spec.note or "")
+    ids = {m.id for m in suite.monitors if m.column == "answer"}
+    assert "embedding_drift:answer" in ids and "feature_drift:answer" not in ids
+    shifted = answers(1_000, seed=2, mix=[0.5] + [0.5 / 9] * 9)
+    assert any(f.monitor == "embedding_drift" and f.column == "answer"
+               for f in suite.check(shifted).windows[0].findings)
+
+
+@pytest.mark.parametrize(("column", "kwargs", "why"), [
+    ("x", {}, "'x' holds numeric values, not text"),
+    ("email", {}, "'email' is personal data"),
+    ("plan", {"ignore": "plan"}, "'plan' is not monitored"),
+    ("churned", {"target": "churned"}, "'churned' is the target column"),
+    ("day", {}, "'day' holds dates, not text"),
+    ("few", {}, "'few' has too few distinct words across its 1000 texts"),
+])
+def test_embed_text_refuses_what_it_cannot_embed(column: str, kwargs: dict, why: str) -> None:
+    with pytest.raises(SuiteError, match=r"^embed_text: ") as raised:
+        wk.init(answers(2_000, seed=1), embed_text=column, **kwargs)
+    assert why in str(raised.value)

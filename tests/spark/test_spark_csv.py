@@ -21,10 +21,12 @@ from watchkeeper.spark import read
 pytestmark = [pytest.mark.spark, pytest.mark.slow]  # a Spark session takes seconds to start
 
 
-def messy_csv(path: Path, n: int, seed: int, shift: float = 0.0) -> None:
+def messy_csv(path: Path, n: int, seed: int, shift: float = 0.0, blank: bool = False) -> None:
     rng = np.random.default_rng(seed)
     lines = ["# exported from the billing system", "# 2026-12-03, by hand",
              " age ;income ; plan;score"]
+    if blank:  # blank lines above the header, as a title and its spacing
+        lines = ["", "Billing export", "", *lines[:2], "", lines[2]]
     for i in range(n):
         age = "?" if i % 17 == 0 else str(int(rng.integers(18, 90)))
         income = "" if i % 13 == 0 else f"{rng.normal(50_000, 9_000) + shift:.2f}"
@@ -62,3 +64,20 @@ def test_a_messy_csv_checks_alike_on_spark(spark: SparkSession, tmp_path: Path) 
     result = json.loads(out[1])
     assert result["windows"][0]["rows"] == 2_000
     assert any(f.get("column") == "income" for f in result["windows"][0]["findings"])
+
+
+@pytest.mark.slow
+def test_blank_lines_above_the_header_are_skipped_on_spark(spark: SparkSession,
+                                                          tmp_path: Path) -> None:
+    """Spark's splits skip the lines the local reader skips, blank ones included (a blank
+    line above the header made the header a row of data)."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    messy_csv(parts / "a.csv", 700, 5, blank=True)
+    messy_csv(parts / "b.csv", 500, 6, blank=True)
+    local = read_table(parts / "a.csv")
+    assert local.column_names == ["age", "income", "plan", "score"] and local.num_rows == 700
+    on_spark = read(spark, parts / "a.csv").toArrow()
+    for name in local.column_names:
+        assert on_spark.column(name).to_pylist() == local.column(name).to_pylist(), name
+    assert read(spark, parts).count() == 1_200

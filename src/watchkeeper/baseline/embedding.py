@@ -351,6 +351,8 @@ def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
                                        "embed_text (--embed-text), and none is named")
     for n in sorted(named - set(schema.columns)):
         raise SuiteError("embed_text", unknown_column(n, list(schema.columns), "in the reference"))
+    for n in sorted(named):
+        _check_embeddable(schema.columns[n])
     for spec in schema:
         if spec.role == Role.IGNORE:
             continue
@@ -368,8 +370,7 @@ def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
             spec.codebook.fitted_on = _cross_fitted(fit, found.kept)
             spec.note = "; ".join(n for n in (spec.note, f"{found.matrix.shape[1]}-dimensional "
                                               f"vectors, {spec.codebook.k} codes") if n)
-        elif spec.kind == Kind.TEXT and not spec.pii and spec.dtype == "string" and \
-                spec.name in named:
+        elif spec.name in named:  # a string feature or prediction (_check_embeddable)
             texts = table.column(spec.name)
             present = np.asarray(texts.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
             fit = fit_rows(present, seed)
@@ -377,7 +378,17 @@ def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
             encoder: TextEncoder | PretrainedTextEncoder | None = (
                 pretrained if pretrained is not None else TextEncoder.fit(fit_texts, seed=seed))
             if encoder is None:
-                continue
+                count = int(fit.sum())
+                few = f"only {count} texts" if count < 10 else \
+                    f"too few distinct words across its {count} texts"
+                raise SuiteError("embed_text", f"{spec.name!r} has {few} in the reference "
+                                 f"to fit an embedding on: leave it out, or embed it with "
+                                 f"a pretrained model (text_model=)")
+            if spec.kind == Kind.CATEGORICAL:  # asked for by name: embedded all the same
+                spec.kind, spec.categories, spec.truncated = Kind.TEXT, None, False
+                spec.note = "; ".join(n for n in (spec.note, "judged categorical (few "
+                                                  "distinct values in the reference), "
+                                                  "embedded as asked") if n)
             found = encoder.vectors(fit_texts)  # every fitted text is a string: all kept
             spec.codebook = Codebook.fit(found.matrix, seed=seed,
                                          k=n_codes(int(present.sum())),
@@ -388,6 +399,30 @@ def plan_embeddings(schema: Schema, table: pa.Table, *, seed: int = 0,
             spec.note = "; ".join(n for n in (spec.note, f"free text, embedded "
                                               f"({encoder.dim} dimensions, "
                                               f"{spec.codebook.k} codes)") if n)
+
+
+def _check_embeddable(spec: Column) -> None:
+    """A column named in ``embed_text`` is embedded: free text, or a string feature judged
+    categorical (a short or repetitive answer looks categorical in a small reference, and
+    its user named it); anything that is not text raises, never is skipped."""
+    from watchkeeper.baseline.schema import Kind, Role
+
+    why = None
+    if spec.role == Role.IGNORE:
+        why = "is not monitored" + (f" ({spec.note})" if spec.note else "")
+    elif spec.pii:
+        why = ("is personal data: no value of it is kept, so none is embedded (if it is "
+               "not personal data, name it in not_pii=)")
+    elif spec.dtype != "string":
+        why = f"holds {spec.dtype} values, not text"
+    elif spec.kind == Kind.DATETIME:
+        why = "holds dates, not text"
+    elif spec.kind == Kind.CATEGORICAL and spec.role != Role.FEATURE:
+        why = f"is the {spec.role.value} column: its classes are monitored as categories"
+    elif spec.kind not in (Kind.TEXT, Kind.CATEGORICAL):
+        why = f"is {spec.kind.value}, not text"
+    if why is not None:
+        raise SuiteError("embed_text", f"{spec.name!r} {why}; only text columns are embedded")
 
 
 def _text_names(text: str | Iterable[str] | None) -> list[str]:

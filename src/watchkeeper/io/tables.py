@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv as pycsv
 import difflib
 import os
+import re
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -336,6 +337,7 @@ def _check_columns(wanted: Iterable[str], names: Sequence[str], source: str) -> 
 #: Delimiters tried, in order of preference when several fit equally well.
 DELIMITERS = (",", "\t", ";", "|", " ")
 _SAMPLE_BYTES = 1 << 16
+_LINE_END = re.compile(r"\r\n|\r|\n")  # as Arrow's CSV reader ends lines
 _NAMES = {"\t": "tab", " ": "space"}
 
 
@@ -367,7 +369,9 @@ class CsvReading:
     notes: list[str] = field(default_factory=list)
 
 
-def _sample_lines(path: Path) -> list[str]:
+def _sample_lines(path: Path) -> tuple[list[str], list[int]]:
+    """The first non-blank lines of a file, and the number of each among all its lines
+    (blank ones too, as Arrow's ``skip_rows`` and Spark's text reader count them)."""
     size = _SAMPLE_BYTES
     with pa.input_stream(str(path), compression="detect") as stream:
         raw = stream.read(size + 1)
@@ -375,10 +379,11 @@ def _sample_lines(path: Path) -> list[str]:
             raw += stream.read(size)  # very long lines: read on until a few are whole
             size *= 2
     text = raw[:size].decode("utf-8", errors="replace").lstrip("\ufeff")
-    lines = text.splitlines()
+    lines = _LINE_END.split(text)
     if len(raw) > size and len(lines) > 1:
         lines = lines[:-1]  # cut off mid-line
-    return [line for line in lines if line.strip()]
+    at = [i for i, line in enumerate(lines) if line.strip()]
+    return [lines[i] for i in at], at
 
 
 def _split(lines: list[str], delimiter: str) -> list[list[str]]:
@@ -435,8 +440,9 @@ def _layout_of(path: Path, layout: CsvLayout, tsv: bool) -> tuple[CsvLayout, int
                                                                    list[str], bool]:
     """The full layout of a file, the number of lines above the data to skip, whether
     fields start with a space after the delimiter, notes on what was guessed, and whether
-    any line of data follows the header."""
-    lines = _sample_lines(path)
+    any line of data follows the header. The lines to skip count blank lines above the
+    data as Arrow's ``skip_rows`` does (a blank line above the header is one)."""
+    lines, at = _sample_lines(path)
     if not lines:
         raise DataError(f"{path}: the file is empty")
     notes: list[str] = []
@@ -496,8 +502,8 @@ def _layout_of(path: Path, layout: CsvLayout, tsv: bool) -> tuple[CsvLayout, int
         raise DataError(f"{path}: {len(names)} column names given, the file has {width} "
                         f"columns (delimiter {_delimiter_name(delimiter)})")
     full = CsvLayout(delimiter=delimiter, header=header, names=names)
-    skip += 1 if header else 0
-    return full, skip, spaced, notes, skip < len(lines)
+    above = skip + (1 if header else 0)  # non-blank lines above the data
+    return full, at[skip] + (1 if header else 0), spaced, notes, above < len(lines)
 
 
 def read_csv(path: str | os.PathLike[str], columns: list[str] | None = None,
@@ -679,7 +685,7 @@ class CsvParse:
     path: str
     names: tuple[str, ...]
     delimiter: str
-    skip: int  # non-blank lines above the data (comments, then the header)
+    skip: int  # lines above the data (comments, blank lines, then the header)
     spaced: bool
     types: pa.Schema
 

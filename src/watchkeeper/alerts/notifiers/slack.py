@@ -26,7 +26,10 @@ class SlackNotifier(ChatWebhook):
 
 
 def slack_message(n: Notification) -> dict[str, Any]:
-    """Slack incoming-webhook body: ``text`` (notifications, fallback) and ``blocks``."""
+    """Slack incoming-webhook body: ``text`` (notifications, fallback) and ``blocks``. The
+    notification's key is in the last line and is that block's ``block_id``
+    (``watchkeeper:<key>``): Slack drops no copy itself, but a person or a bot reading the
+    channel can tell one sent again after a crash between sending and recording it."""
     icon = _ICON["resolved" if n.status == "resolved" else n.severity.value]
     lines = []
     for a in n.alerts[:MAX_ALERTS]:
@@ -35,7 +38,7 @@ def slack_message(n: Notification) -> dict[str, Any]:
         lines.append(f"• {state}*{a.severity.value}* `{a.what}`{where}: {a.message}")
     if len(n.alerts) > MAX_ALERTS:
         lines.append(f"… and {len(n.alerts) - MAX_ALERTS} more")
-    context = f"incident `{n.incident}` · opened {n.opened} · window {n.window}"
+    context = f"incident `{n.incident}` · opened {n.opened} · window {n.window} · key `{n.key}`"
     if n.link:
         context += f" · <{n.link}|open>"
     return {
@@ -44,6 +47,7 @@ def slack_message(n: Notification) -> dict[str, Any]:
             {"type": "header", "text": {"type": "plain_text", "text": n.subject[:150]}},
             {"type": "section", "text": {"type": "mrkdwn",
                                          "text": ("\n".join(lines) or "no alerts")[:3000]}},
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": context[:3000]}]},
+            {"type": "context", "block_id": f"watchkeeper:{n.key}"[:255],
+             "elements": [{"type": "mrkdwn", "text": context[:3000]}]},
         ],
     }

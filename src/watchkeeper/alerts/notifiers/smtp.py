@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -14,8 +16,28 @@ if TYPE_CHECKING:
     from watchkeeper.alerts.notification import Notification
 
 
+_ATOM = re.compile(r"[0-9A-Za-z-]+")
+
+
+def message_id(key: str) -> str:
+    """The ``Message-ID`` of the notification with this
+    :attr:`~watchkeeper.alerts.notification.Notification.key`: the same key gives the same
+    one (RFC 5322 ``<id-left@id-right>``), so a mail system that drops a message it already
+    has drops the copy sent again after a crash between sending and recording it. A key
+    that is not plain letters, digits and dashes is hashed.
+
+    >>> message_id("3f9a0c12be47/2")
+    '<3f9a0c12be47.2@watchkeeper>'
+    """
+    incident, _, number = key.rpartition("/")
+    left = f"{incident}.{number}" if _ATOM.fullmatch(incident) and number.isdigit() else \
+        hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"<{left}@watchkeeper>"
+
+
 class EmailNotifier:
-    """Sends each notification as a plain-text e-mail.
+    """Sends each notification as a plain-text e-mail, with a ``Message-ID`` made from the
+    notification's key (:func:`message_id`) and the key itself as ``X-Watchkeeper-Key``.
 
     >>> EmailNotifier("smtp.example.com", 587, "wk@example.com", ["oncall@example.com"],
     ...               username="wk", password="hunter2", starttls=True)
@@ -39,6 +61,8 @@ username='wk', password='***', starttls=True)
         msg["From"] = self.sender
         msg["To"] = ", ".join(self.recipients)
         msg["X-Watchkeeper-Incident"] = n.incident
+        msg["X-Watchkeeper-Key"] = n.key
+        msg["Message-ID"] = message_id(n.key)
         msg.set_content(n.text())
         return msg
 

@@ -16,7 +16,9 @@ _COLOR = {"critical": "Attention", "warning": "Warning", "info": "Default"}
 def teams_message(n: Notification) -> dict[str, Any]:
     """The body a Teams Workflows webhook ("When a Teams webhook request is received")
     takes: ``{"type": "message", "attachments": [Adaptive Card 1.4]}``: the subject, one
-    line per alert, the incident's facts and a button to its page."""
+    line per alert, the incident's facts and a button to its page. The facts end with the
+X, but a person or a flow reading the card
+    can tell one sent again after a crash between sending and recording it."""
     color = "Good" if n.status == "resolved" else _COLOR[n.severity.value]
     if n.kind == "acknowledge":
         color = "Accent"
@@ -29,7 +31,8 @@ def teams_message(n: Notification) -> dict[str, Any]:
         lines.append(f"- … and {len(n.alerts) - MAX_ALERTS} more")
     facts = [{"title": "Model", "value": n.model}, {"title": "Incident", "value": n.incident},
              {"title": "Severity", "value": n.severity.value},
-             {"title": "Opened", "value": n.opened}, {"title": "Window", "value": n.window}]
+             {"title": "Opened", "value": n.opened}, {"title": "Window", "value": n.window},
+             {"title": "Key", "value": n.key}]
     if n.kind == "acknowledge" and n.acknowledged_by:
         facts.append({"title": "Acknowledged by", "value": n.acknowledged_by})
     card: dict[str, Any] = {
