@@ -99,7 +99,6 @@ class Store:
 
     def __init__(self, url: str = "sqlite:///watchkeeper.db") -> None:
         self._engine, self.url, memory = create_engine(url)
-        self._writer = self._engine.execution_options(**{WRITE: True})
         self._dialect = self._engine.dialect.name
         # An in-memory SQLite database is one connection: take turns on it.
         self._turn: contextlib.AbstractContextManager[Any] = (
@@ -910,17 +909,11 @@ class Store:
         waits for the write lock (SQLite files) instead of the usual."""
         if self._closed:
             raise StoreError(f"the store at {self.url} is closed")
-        term, engine, written = 0, self._engine, None
+        term, written = 0, None
         try:
-            if self._terms is not None:
-                term = self._terms.current()
-                engine = self._terms.engine(term)
-            if write:
-                engine = engine.execution_options(**{WRITE: True})
-                if busy is not None:
-                    engine = engine.execution_options(**{BUSY_MS: int(busy * 1000)})
-            with self._turn, self._writing(write, busy), engine.begin() as conn:
-                conn.info[_TERM] = term
+            with self._turn, self._writing(write, busy), \
+                    self._engine_for(write, busy).begin() as conn:
+                term = conn.info[_TERM] = conn.get_execution_options().get(_TERM, 0)
                 self._fence(conn, lease, commit=False)
                 yield conn
                 self._fence(conn, lease, commit=True)
@@ -945,6 +938,20 @@ class Store:
             error = LeaseLost if lease is not None else StoreError
             raise error(f"store at {self.url}: {what} (term {term} left) while this was "
                         "written: nothing saved")
+
+    def _engine_for(self, write: bool, busy: float | None) -> Any:
+        """The engine of the current term (once this thread's turn to write has come, so
+        that a writer queued behind one frozen in an old term goes to the new one)."""
+        if self._terms is None:
+            engine = self._engine
+        else:
+            term = self._terms.current()
+            engine = self._terms.engine(term).execution_options(**{_TERM: term})
+        if write:
+            engine = engine.execution_options(**{WRITE: True})
+            if busy is not None:
+                engine = engine.execution_options(**{BUSY_MS: int(busy * 1000)})
+        return engine
 
     @staticmethod
     def _count_write(conn: Connection) -> int:

@@ -145,6 +145,12 @@ class Terms:
         self._drop_before(term)
         return True
 
+    def forget(self) -> None:
+        """In a child process after fork(): never reuse the parent's connections."""
+        with self._lock:
+            for engine in self._engines.values():
+                engine.dispose(close=False)
+
     def close(self) -> None:
         with self._lock:
             engines = [e for t, e in self._engines.items() if t > 0]
