@@ -82,6 +82,10 @@ class Store:
     revision, so that a change saved against an older revision is refused with
     :class:`Conflict`.
 
+    On a SQLite file, a server taking over the lease while the file's write lock stays held
+    (by a process frozen inside a write) forks a new *term* of the store, a copy in which it
+    holds the lease; every Store on the file follows to it (:mod:`watchkeeper.store.terms`).
+
     >>> store = Store("sqlite://")  # in memory; the default is ./watchkeeper.db
     >>> store
     Store('sqlite://')
