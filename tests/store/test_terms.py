@@ -37,6 +37,7 @@ def _frozen_writer(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("BEGIN IMMEDIATE")
     conn.execute("UPDATE models SET watermark = 99")
+    conn.execute("INSERT OR REPLACE INTO log_cursors (file, seq) VALUES ('s.db', 99)")
     return conn
 
 
@@ -63,6 +64,7 @@ def test_a_takeover_forks_a_term_when_the_write_lock_stays_held(store: Store, pa
     finally:
         holder.close()
     assert store.watermark("m") == 6
+    assert store.log_cursor("s.db") == 0  # (a server prunes its own event log up to it)
     assert store.acquire_lease("fold", "a", TTL).owner == "b"  # a renewal finds b's lease
 
 
@@ -125,3 +127,26 @@ def test_old_terms_are_deleted_and_a_live_holders_lease_is_never_forked(
             store._acquire("fold", "c", TTL, None, busy=0.1)
     finally:
         holder.close()
+
+
+
+def test_of_two_servers_forking_at_once_one_takes_the_lease_and_both_see_it(
+        store: Store, path: Path) -> None:
+    store.acquire_lease("fold", "a", TTL)
+    holder = _frozen_writer(path)
+    got: dict[str, str] = {}
+
+    def take(owner: str) -> None:
+        with Store(f"sqlite:///{path}") as mine:
+            got[owner] = mine.acquire_lease("fold", owner, TTL, dead="a").owner
+
+    try:
+        threads = [threading.Thread(target=take, args=(owner,)) for owner in ("b", "c")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        holder.close()
+    assert got["b"] == got["c"] in ("b", "c")
+    assert sorted(p.name for p in (path.parent / "wk.db-terms").glob("*.db")) == ["1.db"]
