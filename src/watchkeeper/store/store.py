@@ -804,11 +804,13 @@ class Store:
             lease = None if row is None else Lease(**row, now=self._now(conn))
         if lease is not None and lease.owner not in (owner, dead) and not lease.expired:
             return lease
-        try:
-            return self._acquire(scope, owner, ttl, dead, busy=min(1.0, ttl / 4))
+        renewal = lease is not None and lease.owner == owner
+        try:  # a renewal waits for its turn as ever; a takeover a short while
+            return self._acquire(scope, owner, ttl, dead,
+                                 busy=None if renewal else min(1.0, ttl / 4))
         except StoreError as e:
-            if (lease is not None and lease.owner == owner) or "locked" not in str(e):
-                raise  # a renewal waits for its turn, as ever; another fault is a fault
+            if renewal or "locked" not in str(e):
+                raise
         if self._terms.fork(term, lambda copy: _take_in_copy(copy, scope, owner, ttl, dead)):
             log.warning("took the %r lease over in a new term of %s: the write lock of the "
                         "store's file was held (by a process frozen inside a write?)",
