@@ -4,7 +4,10 @@ A store holds ``--batches`` folded event batches of ``--rows`` rows each (kept f
 retention, as late labels and restarts may need them), appended directly to the store's
 event log and folded once by an in-process hub. Then a new hub (a new server process, or a
 follower taking the fold lease) loads the store and takes one step: the time until it has
-rebuilt every model and folded one new batch is the takeover time. Two suites:
+rebuilt every model and folded one new batch is the takeover time. On SQLite, also the
+takeover from a leader frozen inside a write (a connection left holding the file's write
+lock): the new holder's lease write waits for the lock (1 s here), then it forks a new term
+of the store, a copy of the file (store/terms.py), and loads and steps as above. Two suites:
 
 - ``plain``: a suite without an id column (no late labels joined): nothing of the retained
   log is read;
@@ -21,6 +24,7 @@ under 3 s with 20,000 retained batches.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import tempfile
 import time
@@ -86,7 +90,37 @@ def measure(url: str, model: str, ids: bool, batches: int, rows: int) -> dict[st
         took = time.perf_counter() - started
         windowed = sum(w.rows for w in store.load_windows(model))
         assert windowed == (batches + 1) * rows, (windowed, batches, rows)
-    return {"fill": filled, "fold": folded, "takeover": took}
+        got = {"fill": filled, "fold": folded, "takeover": took}
+        if url.startswith("sqlite"):
+            got.update(_frozen_takeover(store, url, model, ids, batches, rows))
+    return got
+
+
+def _frozen_takeover(store: Store, url: str, model: str, ids: bool, batches: int,
+                     rows: int) -> dict[str, float]:
+    """SQLite: the takeover from a leader frozen inside a write (it holds the write lock):
+    the lease taken in a new term, then a new hub's load and first step there."""
+    path = Path(url.removeprefix("sqlite:///"))
+    store.acquire_lease("fold", "frozen", 60)
+    store.append_events(model, to_ipc(_table(rows, batches + 2, ids, T0 + 2)), rows)
+    size = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    frozen = sqlite3.connect(path, isolation_level=None)
+    try:
+        frozen.execute("BEGIN IMMEDIATE")
+        frozen.execute("UPDATE models SET watermark = 0")  # never committed
+        started = time.perf_counter()
+        lease = store.acquire_lease("fold", "next", 60, dead="frozen")  # forks a term
+        forked = time.perf_counter() - started
+        assert lease.owner == "next", lease
+        third = _hub(store)
+        third.load()
+        third.step()
+        took = time.perf_counter() - started
+    finally:
+        frozen.close()
+    windowed = sum(w.rows for w in store.load_windows(model))
+    assert windowed == (batches + 2) * rows, (windowed, batches, rows)
+    return {"lease": forked, "frozen": took, "mib": size / 2**20}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,16 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suites", default="plain,labels")
     args = parser.parse_args(argv)
     lines = [f"# Takeover with {args.batches:,} retained batches of {args.rows} rows", "",
-             "| suite | store | fill log (s) | first fold (s) | takeover (s) |",
-             "|---|---|---|---|---|"]
+             "| suite | store | fill log (s) | first fold (s) | takeover (s) | store (MiB) | "
+             "leader frozen in a write: lease in a new term (s) | takeover (s) |",
+             "|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.suites.split(","):
             url = args.store or f"sqlite:///{Path(tmp) / name}.db"
             model = f"takeover_{name}_{int(time.time())}"
             got = measure(url, model, name == "labels", args.batches, args.rows)
             backend = url.split(":", 1)[0]
+            frozen = (f"{got['mib']:.0f} | {got['lease']:.2f} | {got['frozen']:.2f}"
+                      if "frozen" in got else "– | – | –")
             lines.append(f"| {name} | {backend} | {got['fill']:.1f} | {got['fold']:.1f} | "
-                         f"{got['takeover']:.2f} |")
+                         f"{got['takeover']:.2f} | {frozen} |")
             print(lines[-1], flush=True)
     report = "\n".join(lines) + "\n"
     out = Path(__file__).resolve().parent / "results" / "takeover.md"

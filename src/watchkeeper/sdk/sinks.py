@@ -401,6 +401,9 @@ class EmbeddedSink:
         engine = getattr(self.store, "_engine", None)
         if engine is not None:  # SQLAlchemy: never reuse the parent's connections
             engine.dispose(close=False)
+        terms = getattr(self.store, "_terms", None)
+        if terms is not None:  # (a SQLite store's terms: their engines too)
+            terms.forget()
 
     def _send(self, table: pa.Table, kind: str) -> None:
         with self._lock:

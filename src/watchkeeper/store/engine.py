@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,10 @@ from watchkeeper.io.jsonable import plain, to_python
 
 #: Execution option marking a write transaction (BEGIN IMMEDIATE on SQLite).
 WRITE = "watchkeeper_write"
+#: SQLite: execution option, the milliseconds this write waits for the write lock (instead
+#: of BUSY_TIMEOUT_MS): a server taking over the fold lease gives up quickly when the lock
+#: is held (by a holder frozen inside a write, perhaps) and forks a new term (terms.py).
+BUSY_MS = "watchkeeper_busy_ms"
 #: SQLite: how long a writer waits for another's write lock before it fails (the caller
 #: retries: the SDK sends the batch again, the lease keeper tries at its next turn), so that a
 #: process frozen inside a write transaction makes others fail fast instead of hang.
@@ -75,12 +80,36 @@ def _sqlite(url: URL, masked: str) -> tuple[Engine, str, bool]:
         json_serializer=dumps,
         **kw,
     )
+    _sqlite_events(engine, wal=not memory)
+    return engine, masked, memory
+
+
+def open_existing(path: Path) -> Engine:
+    """An engine on a SQLite file that must exist (a term of a store, terms.py): its
+    connections never create the file, so a term deleted meanwhile fails instead of coming
+    back empty."""
+    uri = "file:" + str(path.resolve()).replace("%", "%25").replace("?", "%3f").replace(
+        "#", "%23") + "?mode=rw"
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(uri, uri=True, check_same_thread=False,
+                               timeout=BUSY_TIMEOUT_MS / 1000)
+
+    engine = sa.create_engine("sqlite://", creator=connect, json_serializer=dumps,
+                              poolclass=pool.QueuePool, pool_size=5, max_overflow=10,
+                              pool_use_lifo=True)
+    _sqlite_events(engine, wal=True)
+    return engine
+
+
+def _sqlite_events(engine: Engine, *, wal: bool) -> None:
+    """The pragmas of each new connection, and BEGIN (IMMEDIATE for a writer)."""
     pragmas = [
         f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
         "PRAGMA foreign_keys = ON",
         "PRAGMA synchronous = NORMAL",
     ]
-    if not memory:
+    if wal:
         pragmas.insert(1, "PRAGMA journal_mode = WAL")
 
     @event.listens_for(engine, "connect")
@@ -95,10 +124,19 @@ def _sqlite(url: URL, masked: str) -> tuple[Engine, str, bool]:
     def _begin(conn: Connection) -> None:
         # A writer takes the write lock up front, so it waits (busy_timeout) instead of
         # failing when another writer commits between its reads and its writes.
-        write = conn.get_execution_options().get(WRITE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-    return engine, masked, memory
+        options = conn.get_execution_options()
+        if not options.get(WRITE, False):
+            conn.exec_driver_sql("BEGIN")
+            return
+        busy = options.get(BUSY_MS)
+        if busy is None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(busy)}")
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        finally:
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
 
 def _postgresql(url: URL, masked: str) -> Engine:

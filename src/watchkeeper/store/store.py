@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -20,6 +22,7 @@ from watchkeeper.monitors.base import Severity
 from watchkeeper.store import label_sql, logs, migrations
 from watchkeeper.store import tables as db
 from watchkeeper.store.engine import (
+    BUSY_MS,
     BUSY_TIMEOUT_MS,
     SHED,
     SHED_BYTES,
@@ -36,6 +39,7 @@ from watchkeeper.store.records import (
     SuiteVersion,
     WindowRecord,
 )
+from watchkeeper.store.terms import Terms, as_pragma, next_count
 
 KINDS = ("events", "labels")
 STATES = ("open", "closed")
@@ -44,12 +48,15 @@ FINDING_KEYS = (
     "window", "metric", "segment",
 )  # fmt: skip
 _REQUIRED = {"monitor", "family", "value", "threshold", "severity", "message"}
+log = logging.getLogger("watchkeeper.store")
 #: SQLite: how many busy timeouts a writer of this process waits for its turn.
 WRITE_TURN_WAITS = 6
 #: Bytes a prediction record or a joined label takes on the wire, about (see Store._shed)
 RECORD_BYTES = 64
 #: First key of the PostgreSQL advisory lock that serialises one model's appends.
 _PG_APPEND_LOCK = 0x776B_6576  # "wkev"
+#: Connection.info key: the term of a SQLite store file the transaction is on (terms.py).
+_TERM = "watchkeeper_term"
 
 
 class Store:
@@ -75,6 +82,10 @@ class Store:
     revision, so that a change saved against an older revision is refused with
     :class:`Conflict`.
 
+    On a SQLite file, a server taking over the lease while the file's write lock stays held
+    (by a process frozen inside a write) forks a new *term* of the store, a copy in which it
+    holds the lease; every Store on the file follows to it (:mod:`watchkeeper.store.terms`).
+
     >>> store = Store("sqlite://")  # in memory; the default is ./watchkeeper.db
     >>> store
     Store('sqlite://')
@@ -92,7 +103,6 @@ class Store:
 
     def __init__(self, url: str = "sqlite:///watchkeeper.db") -> None:
         self._engine, self.url, memory = create_engine(url)
-        self._writer = self._engine.execution_options(**{WRITE: True})
         self._dialect = self._engine.dialect.name
         # An in-memory SQLite database is one connection: take turns on it.
         self._turn: contextlib.AbstractContextManager[Any] = (
@@ -107,6 +117,10 @@ class Store:
         self._closed = False
         self._log_engines: dict[Path, Any] = {}  # readers of the servers' own event logs
         self._logs_lock = threading.Lock()
+        # SQLite file: the terms a takeover forks when the write lock stays busy (terms.py)
+        database = self._engine.url.database
+        self._terms = (Terms(Path(str(database)).expanduser(), self._engine)
+                       if self._write_turn is not None and database else None)
         try:
             self.migrate()
         except BaseException:
@@ -140,6 +154,8 @@ class Store:
         """Close every pooled connection; the store cannot be used afterwards."""
         self._closed = True
         self._engine.dispose()
+        if self._terms is not None:
+            self._terms.close()
         with self._logs_lock:
             engines, self._log_engines = list(self._log_engines.values()), {}
         for engine in engines:
@@ -288,8 +304,16 @@ class Store:
     def log_cursor(self, name: str) -> int:
         """Seq of the last batch of the log file ``name`` copied into the store (0: none)."""
         table = db.log_cursors
-        with self._transaction() as conn:
-            return int(conn.scalar(sa.select(table.c.seq).where(table.c.file == name)) or 0)
+        for _ in range(5):
+            with self._transaction() as conn:
+                seq = int(conn.scalar(sa.select(table.c.seq).where(table.c.file == name)) or 0)
+                term = conn.info.get(_TERM, 0)
+            # read in the term still current afterwards (terms.py): a server deletes the
+            # batches of its file up to here, so the value must be one the store keeps
+            if self._terms is None or self._terms.current() == term:
+                return seq
+        raise StoreError(f"store at {self.url}: taken over again and again while reading "
+                         f"the cursor of {name}")
 
     def import_logs(self, *, lease: Lease | None = None,
                     gone: Callable[[str], bool] = lambda owner: False,
@@ -769,9 +793,37 @@ class Store:
         _check_lease_args(scope, owner)
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < 1e9:
             raise StoreError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        if self._terms is None:
+            return self._acquire(scope, owner, ttl, dead)
+        # SQLite file: a lease held by another, live, is only read (no write lock needed);
+        # one to take waits for the write lock a short while, then forks a term (terms.py)
+        with self._transaction() as conn:
+            term = conn.info[_TERM]
+            row = conn.execute(sa.select(db.fold_leases).where(
+                db.fold_leases.c.scope == scope)).mappings().first()
+            lease = None if row is None else Lease(**row, now=self._now(conn))
+        if lease is not None and lease.owner not in (owner, dead) and not lease.expired:
+            return lease
+        renewal = lease is not None and lease.owner == owner
+        try:  # a renewal waits for its turn as ever; a takeover a short while
+            return self._acquire(scope, owner, ttl, dead,
+                                 busy=None if renewal else min(1.0, ttl / 4))
+        except StoreError as e:
+            if renewal or "locked" not in str(e):
+                raise
+        if self._terms.fork(term, lambda copy: _take_in_copy(copy, scope, owner, ttl, dead)):
+            log.warning("took the %r lease over in a new term of %s: the write lock of the "
+                        "store's file was held (by a process frozen inside a write?)",
+                        scope, self.url)
+        taken = self.lease(scope)
+        assert taken is not None  # (a copy of the store had it)
+        return taken
+
+    def _acquire(self, scope: str, owner: str, ttl: float, dead: str | None,
+                 busy: float | None = None) -> Lease:
         table = db.fold_leases
         mine = table.c.owner == owner
-        with self._transaction(write=True) as conn:
+        with self._transaction(write=True, busy=busy) as conn:
             now = self._now(conn)
             free = [mine, table.c.expires_at <= now]
             if dead is not None and dead != owner:
@@ -852,20 +904,27 @@ class Store:
             conn.info[SHED] = True
 
     @contextlib.contextmanager
-    def _transaction(self, write: bool = False,
-                     lease: Lease | None = None) -> Iterator[Connection]:
+    def _transaction(self, write: bool = False, lease: Lease | None = None,
+                     busy: float | None = None) -> Iterator[Connection]:
         """One short transaction; database failures become one-line StoreErrors. Fenced by
         ``lease`` when given: checked first (refused early), and again just before the
         commit, so that a writer frozen in between, past its lease, commits nothing
-        (LeaseLost)."""
+        (LeaseLost). On a SQLite file, in the current term (terms.py); a write that
+        committed to a term left meanwhile, after the next term was copied, is reported
+        as not saved (LeaseLost when fenced, else StoreError). ``busy``: seconds a write
+        waits for the write lock (SQLite files) instead of the usual."""
         if self._closed:
             raise StoreError(f"the store at {self.url} is closed")
+        term, written = 0, None
         try:
-            with self._turn, self._writing(write), \
-                    (self._writer if write else self._engine).begin() as conn:
+            with self._turn, self._writing(write, busy), \
+                    self._engine_for(write, busy).begin() as conn:
+                term = conn.info[_TERM] = conn.get_execution_options().get(_TERM, 0)
                 self._fence(conn, lease, commit=False)
                 yield conn
                 self._fence(conn, lease, commit=True)
+                if write and self._terms is not None:
+                    written = self._count_write(conn)
         except sa.exc.StatementError as e:
             if isinstance(e.orig, StoreError):  # raised while encoding a parameter
                 raise e.orig from e.orig.__cause__
@@ -878,17 +937,46 @@ class Store:
             if type(e).__module__.partition(".")[0] in ("psycopg", "sqlite3"):
                 raise StoreError(f"store at {self.url}: {one_line(e)}") from e
             raise
+        if written is not None and self._terms is not None \
+                and not self._terms.kept(term, written):
+            what = (f"the {lease.scope!r} lease of {lease.owner} (epoch {lease.epoch}) was "
+                    "taken over" if lease is not None else "the store was taken over")
+            error = LeaseLost if lease is not None else StoreError
+            raise error(f"store at {self.url}: {what} (term {term} left) while this was "
+                        "written: nothing saved")
+
+    def _engine_for(self, write: bool, busy: float | None) -> Any:
+        """The engine of the current term (once this thread's turn to write has come, so
+        that a writer queued behind one frozen in an old term goes to the new one)."""
+        if self._terms is None:
+            engine = self._engine
+        else:
+            term = self._terms.current()
+            engine = self._terms.engine(term).execution_options(**{_TERM: term})
+        if write:
+            engine = engine.execution_options(**{WRITE: True})
+            if busy is not None:
+                engine = engine.execution_options(**{BUSY_MS: int(busy * 1000)})
+        return engine
+
+    @staticmethod
+    def _count_write(conn: Connection) -> int:
+        """Add one to the file's write count (SQLite files, terms.py); the count now."""
+        written = next_count(int(conn.exec_driver_sql("PRAGMA user_version").scalar_one()))
+        conn.exec_driver_sql(f"PRAGMA user_version = {as_pragma(written)}")
+        return written
 
     @contextlib.contextmanager
-    def _writing(self, write: bool) -> Iterator[None]:
+    def _writing(self, write: bool, busy: float | None = None) -> Iterator[None]:
         """This process's turn to write (SQLite files; a no-op otherwise), bounded like the
-        busy timeout per writer queued ahead."""
+        busy timeout per writer queued ahead (``busy`` seconds if given)."""
         if not write or self._write_turn is None:
             yield
             return
-        wait = WRITE_TURN_WAITS * BUSY_TIMEOUT_MS / 1000
+        wait = WRITE_TURN_WAITS * BUSY_TIMEOUT_MS / 1000 if busy is None else busy
         if not self._write_turn.acquire(timeout=wait):
-            raise StoreError(f"store at {self.url}: busy: no turn to write in {wait:.0f} s")
+            raise StoreError(f"store at {self.url}: busy (locked): no turn to write in "
+                             f"{wait:.1f} s")
         try:
             yield
         finally:
@@ -961,6 +1049,26 @@ class Store:
         if row is None:
             raise RecordNotFound(f"model {model!r} has no suite version {version!r}")
         return SuiteVersion(**row)
+
+
+def _take_in_copy(copy: sqlite3.Connection, scope: str, owner: str, ttl: float,
+                  dead: str | None) -> bool:
+    """Take the lease in a copy of a SQLite store (a new term, terms.py) as
+    :meth:`Store.acquire_lease` would; whether it was free (expired, released, never taken
+    or ``dead``'s) there."""
+    now = copy.execute("SELECT (julianday('now') - 2440587.5) * 86400.0").fetchone()[0]
+    row = copy.execute("SELECT owner, epoch, expires_at FROM fold_leases WHERE scope = ?",
+                       (scope,)).fetchone()
+    if row is None:
+        copy.execute("INSERT INTO fold_leases (scope, owner, epoch, acquired_at, expires_at) "
+                     "VALUES (?, ?, 1, ?, ?)", (scope, owner, now, now + ttl))
+        return True
+    holder, epoch, expires_at = row
+    if holder != owner and holder != dead and expires_at > now:
+        return False
+    copy.execute("UPDATE fold_leases SET owner = ?, epoch = ?, acquired_at = ?, expires_at = ? "
+                 "WHERE scope = ?", (owner, epoch + (holder != owner), now, now + ttl, scope))
+    return True
 
 
 def _of(table: sa.Table, model: str) -> sa.ColumnElement[bool]:
