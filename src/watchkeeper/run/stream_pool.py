@@ -227,15 +227,19 @@ def _start(work: _Work) -> None:
     pa.set_cpu_count(1)
 
 
-def _profile_piece(piece: Piece, work: _Work | None = None,
-                   opened: dict[Path, Any] | None = None) -> list[tuple[Any, int, int]]:
-    """Each batch of the piece profiled (in a worker, or with ``work`` in the parent), with
-    its rows and the input's bytes read once it is."""
-    work = work or _WORK
-    assert work is not None
+def _profile_piece(piece: Piece) -> list[tuple[Any, int, int]]:
+    """In a worker: each batch of the piece profiled, with its rows and the input's bytes
+    read once it is."""
+    assert _WORK is not None
+    return list(_profile_batches(piece, _WORK, _OPEN))
+
+
+def _profile_batches(piece: Piece, work: _Work, opened: dict[Path, Any]
+                     ) -> Iterator[tuple[Any, int, int]]:
+    """Each batch of the piece profiled as it is read (in a worker or the parent), with its
+    rows and the input's bytes read once it is."""
     file = work.files[piece.file]
-    out: list[tuple[Any, int, int]] = []
-    for table, row, offset in _read_piece(work, piece, _OPEN if opened is None else opened):
+    for table, row, offset in _read_piece(work, piece, opened):
         n = table.num_rows
         size = table.nbytes * stream.PROFILE_OVERHEAD
         if work.memory is not None and size > work.memory:
@@ -247,8 +251,7 @@ def _profile_piece(piece: Piece, work: _Work | None = None,
         except DataError as exc:
             raise stream.batch_error(file.path, row, n, exc) from exc
         seen = min(file.size, file.size * (row + n) // max(file.rows, 1))
-        out.append((parts, n, file.done + seen))
-    return out
+        yield parts, n, file.done + seen
 
 
 def _read_piece(work: _Work, piece: Piece, opened: dict[Path, Any]
@@ -345,32 +348,44 @@ def pool_batches(source: Inputs, *, jobs: int, batch_rows: int, memory: int | No
     workers = processes - 1
     if not workers:
         for piece in pieces:
-            yield from _profile_piece(piece, work, opened)
+            yield from _profile_batches(piece, work, opened)
         return
-    # in input order: a worker's piece (a future) or the parent's (its batches, done)
+    # In input order: a worker's piece (a future) or the parent's (its batches). Each
+    # worker has a piece running and one waiting; near the end only the one running, so
+    # that the last pieces go to whoever is free first (with one waiting, the parent idled
+    # for about a piece at the end). The parent profiles the other pieces itself, batch by
+    # batch, handing a worker its next piece between two batches.
     pending: deque[Future[list[tuple[Any, int, int]]] | list[tuple[Any, int, int]]] = deque()
-    queued = 0  # futures in pending: each worker has one piece running and one waiting
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                    initializer=_start, initargs=(work,))
+    at = 0
+
+    def feed() -> None:
+        nonlocal at
+        ahead = 2 if len(pieces) - at > 2 * processes else 1
+        running = sum(isinstance(p, Future) and not p.done() for p in pending)
+        while at < len(pieces) and running < ahead * workers and len(pending) < 4 * processes:
+            pending.append(executor.submit(_profile_piece, pieces[at]))
+            at, running = at + 1, running + 1
+
     try:
-        at = 0
         while at < len(pieces) or pending:
-            while at < len(pieces) and queued < 2 * workers:
-                pending.append(executor.submit(_profile_piece, pieces[at]))
-                at, queued = at + 1, queued + 1
-            head = pending[0]
-            if (at < len(pieces) and isinstance(head, Future) and not head.done()
-                    and len(pending) < 4 * processes):
-                # rather than wait for a worker, the parent profiles the next piece
-                pending.append(_profile_piece(pieces[at], work, opened))
-                at += 1
-                continue
-            pending.popleft()
-            if isinstance(head, Future):
-                queued -= 1
-                yield from head.result()
+            feed()
+            head = pending[0] if pending else None
+            if isinstance(head, list) or (head is not None and head.done()):
+                pending.popleft()
+                yield from head if isinstance(head, list) else head.result()
+            elif at < len(pieces) and len(pending) < 4 * processes:
+                mine: list[tuple[Any, int, int]] = []
+                pending.append(mine)  # filled before the loop looks at it again
+                piece, at = pieces[at], at + 1
+                for batch in _profile_batches(piece, work, opened):
+                    mine.append(batch)
+                    feed()
             else:
-                yield from head
+                assert head is not None
+                pending.popleft()
+                yield from head.result()  # the parent waits for a worker
     finally:
         opened.clear()
         executor.shutdown(wait=True, cancel_futures=True)
