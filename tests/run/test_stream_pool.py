@@ -314,3 +314,23 @@ def test_a_small_file_is_profiled_in_the_callers_process(
     monkeypatch.setattr(stream_pool, "POOL_MIN_ROWS", current.num_rows)  # both footers read
     assert stream_pool.usable(inputs(files), 2, None)
     assert _json(suite.check_stream(files, jobs=2, progress=False)) == small
+
+
+def test_the_first_bad_piece_in_input_order_is_the_error_whoever_profiles_it(
+        labelled: tuple[wk.Suite, pa.Table, Path], small_batches: None,
+        tmp_path: Path) -> None:
+    """Pieces 0 and 1 go to the worker and the parent takes piece 2: with pieces 1 and 2
+    unreadable, the error is piece 1's (as with one job), though the parent meets piece
+    2's first."""
+    suite, current, _ = labelled
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i in range(6):
+        rows = current.slice(i * 2000, 2000)
+        if i in (1, 2):
+            rows = rows.set_column(1, "num_01", pa.array(["x"] * 2000))
+        pq.write_table(rows, parts / f"{i}.parquet")
+    for jobs in (1, 2):
+        with pytest.raises(DataError, match=r"1\.parquet: rows from 0: cannot read as "
+                                            r"parquet like the files before it"):
+            suite.check_stream(parts, jobs=jobs, progress=False)

@@ -212,6 +212,13 @@ def plan(source: Inputs, jobs: int, batch_rows: int, windowing: Windowing,
     return files, schema, pieces, largest * stream.PROFILE_OVERHEAD
 
 
+@dataclass
+class _Failed:
+    """A piece the parent could not profile: its error, raised in its turn."""
+
+    error: DataError
+
+
 _WORK: _Work | None = None
 #: the Parquet file a process has open: its path and ``pq.ParquetFile``
 _OPEN: dict[Path, Any] = {}
@@ -355,7 +362,8 @@ def pool_batches(source: Inputs, *, jobs: int, batch_rows: int, memory: int | No
     # that the last pieces go to whoever is free first (with one waiting, the parent idled
     # for about a piece at the end). The parent profiles the other pieces itself, batch by
     # batch, handing a worker its next piece between two batches.
-    pending: deque[Future[list[tuple[Any, int, int]]] | list[tuple[Any, int, int]]] = deque()
+    pending: deque[Future[list[tuple[Any, int, int]]] | list[tuple[Any, int, int]]
+                   | _Failed] = deque()
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                    initializer=_start, initargs=(work,))
     at = 0
@@ -372,6 +380,8 @@ def pool_batches(source: Inputs, *, jobs: int, batch_rows: int, memory: int | No
         while at < len(pieces) or pending:
             feed()
             head = pending[0] if pending else None
+            if isinstance(head, _Failed):
+                raise head.error
             if isinstance(head, list) or (head is not None and head.done()):
                 pending.popleft()
                 yield from head if isinstance(head, list) else head.result()
@@ -379,9 +389,16 @@ def pool_batches(source: Inputs, *, jobs: int, batch_rows: int, memory: int | No
                 mine: list[tuple[Any, int, int]] = []
                 pending.append(mine)  # filled before the loop looks at it again
                 piece, at = pieces[at], at + 1
-                for batch in _profile_batches(piece, work, opened):
-                    mine.append(batch)
-                    feed()
+                try:
+                    for batch in _profile_batches(piece, work, opened):
+                        mine.append(batch)
+                        feed()
+                except DataError as exc:
+                    # raised in its turn: an earlier piece's error comes first, as with one
+                    # job; no piece is handed out after it
+                    pending[next(i for i, job in enumerate(pending) if job is mine)] = \
+                        _Failed(exc)
+                    at = len(pieces)
             else:
                 assert head is not None
                 pending.popleft()
