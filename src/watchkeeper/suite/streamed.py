@@ -272,7 +272,8 @@ def scan(source: stream.Inputs, *, seed: int = 0, sample_rows: int | None = None
 def _scan_threads(source: stream.Inputs, out: Scan, *, seed: int, layout: CsvLayout | None,
                   notes: Callable[[Path, str], None] | None, memory: int | None, jobs: int,
                   progress: Callable[[int], None] | None) -> Scan:
-    """:func:`scan` of CSV (or Parquet on one job) on ``jobs`` threads."""
+    """:func:`scan` on ``jobs`` threads: CSV, and Parquet where no worker process is used
+    (one job, fewer than ``stream_pool.POOL_MIN_ROWS`` rows)."""
     executor = ThreadPoolExecutor(jobs) if jobs > 1 else None
     pending: deque[tuple[Future[Tally] | Tally, pa.Table, int]] = deque()
 
