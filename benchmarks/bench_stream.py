@@ -167,6 +167,15 @@ def measure(command: list[str]) -> dict[str, float]:
     return figures
 
 
+def _pinned(jobs: int, args: argparse.Namespace) -> list[str]:
+    """``taskset -c 0`` for a one-job check where it can be pinned, so that *j1* is one
+    core (NumPy's and any other library's threads too), and *j1 / j2* one core against
+    two; nothing else is pinned."""
+    if jobs != 1 or args.no_pin or not shutil.which("taskset") or (os.cpu_count() or 1) < 2:
+        return []
+    return ["taskset", "-c", "0"]
+
+
 def _median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
@@ -188,6 +197,8 @@ def main() -> None:
     parser.add_argument("--whole-read-max", default="10m",
                         help="largest size read whole with pq.read_table (default 10m: "
                              "50M rows take ~18 GB)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not run the --jobs 1 checks under `taskset -c 0` (one core)")
     parser.add_argument("--init", action="store_true",
                         help="measure init --stream on the files instead of check")
     parser.add_argument("--whole-init-max", default="1m",
@@ -212,8 +223,9 @@ def main() -> None:
         for _ in range(args.repeat):
             for label, watchkeeper in versions.items():
                 for n in jobs:
-                    figures = measure([watchkeeper, "check", str(path), "--suite", str(suite),
-                                       "--format", "json", "--no-progress", "--jobs", str(n)])
+                    figures = measure([
+                        *_pinned(n, args), watchkeeper, "check", str(path), "--suite",
+                        str(suite), "--format", "json", "--no-progress", "--jobs", str(n)])
                     _log(f"{_name(rows)} {label} jobs {n}: {figures}")
                     runs.setdefault((label, n), []).append(figures)
         for label in versions:
@@ -250,6 +262,7 @@ def render(lines: list[dict], jobs: list[int], versions: dict[str, str],
            args: argparse.Namespace, took: float) -> str:
     command = " ".join(["python", "benchmarks/bench_stream.py", "--sizes", args.sizes,
                         "--jobs", args.jobs, "--repeat", str(args.repeat)]
+                       + (["--no-pin"] if args.no_pin else [])
                        + ([f"--watchkeeper {args.watchkeeper}"] if len(versions) > 1 else []))
     both = 1 in jobs and 2 in jobs
     loads = [r["load"] for line in lines for runs in line["check"].values() for r in runs]
@@ -271,7 +284,9 @@ def render(lines: list[dict], jobs: list[int], versions: dict[str, str],
         "fresh process (whole file in memory; skipped above `--whole-read-max`), *scan* reads",
         "the file batch by batch (`ParquetFile.iter_batches`); */ read* divides the check's",
         "time by the read's (else the scan's). Every time includes the process start (Python",
-        "and imports, ~0.5 s for the check).",
+        "and imports, ~0.9 s for the check). "
+        + ("`--jobs 1` ran pinned to one core (`taskset -c 0`): *j1 / j2* is one core against"
+           " two." if _pinned(1, args) else "`--jobs 1` was not pinned to a core."),
         "",
         "| rows | version | read s | scan s | "
         + " | ".join(f"j{n} s | j{n} / read | j{n} RSS MB | j{n} PSS MB | j{n} cpu s"

@@ -27,6 +27,15 @@ def _json(result: wk.CheckResult) -> str:
     return json.dumps(result.to_dict(), sort_keys=True)
 
 
+@pytest.fixture(autouse=True)
+def pool_for_small_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parquet on several jobs goes to worker processes, however few its rows (a real
+    check profiles fewer than ``POOL_MIN_ROWS`` in its own process)."""
+    from watchkeeper.run import stream_pool
+
+    monkeypatch.setattr(stream_pool, "POOL_MIN_ROWS", 0)
+
+
 @pytest.fixture
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches of 1,000 rows and CSV blocks of 64 KiB: windows cross many of them."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import sys
+from multiprocessing import get_all_start_methods
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +23,20 @@ from watchkeeper.run import stream, stream_pool
 from watchkeeper.run.label_join import last_labels
 from watchkeeper.run.stream import Windowing, inputs
 
-pytestmark = pytest.mark.skipif(not stream_pool.usable(
-    stream.Inputs([], "parquet"), 2, None), reason="worker processes need fork (Linux)")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or "fork" not in get_all_start_methods(),
+    reason="worker processes need fork (Linux)")
 
 
 def _json(result: wk.CheckResult) -> str:
     return json.dumps(result.to_dict(), sort_keys=True)
+
+
+@pytest.fixture(autouse=True)
+def pool_for_small_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker processes however few the rows (a real check profiles fewer than
+    ``POOL_MIN_ROWS`` in its own process)."""
+    monkeypatch.setattr(stream_pool, "POOL_MIN_ROWS", 0)
 
 
 @pytest.fixture
@@ -214,3 +224,113 @@ def test_a_worker_keeps_the_memory_it_frees_for_its_next_batch() -> None:
     assert backend == "system" and kept >= 48 << 20
     assert here_backend != "system"  # here: mapped, and unmapped once freed
     assert here_kept < 16 << 20
+
+
+def _where(table: pa.Table, offset: int) -> tuple[int, int, int]:
+    """A pool job: the process that profiles the batch, its Arrow threads, its first row;
+    slow in a worker, so the parent does not find a worker's piece done when it looks."""
+    import time
+
+    if os.getpid() != _PARENT:
+        time.sleep(0.05)
+    return os.getpid(), pa.cpu_count(), offset
+
+
+_PARENT = os.getpid()
+
+
+def test_the_parent_profiles_pieces_too_with_arrow_on_one_thread(
+        labelled: tuple[wk.Suite, pa.Table, Path], small_batches: None,
+        tmp_path: Path) -> None:
+    """``jobs=2`` forks one worker: the parent profiles the pieces it would otherwise
+    wait for, every process decodes on Arrow's one thread, batches come in input order,
+    and the caller's Arrow setting is back afterwards."""
+    suite, current, _ = labelled
+    path = tmp_path / "groups.parquet"
+    pq.write_table(current, path, row_group_size=1000)  # 12 pieces
+    before = pa.cpu_count()
+    pa.set_cpu_count(3)
+    try:
+        with stream_pool.arrow_threads(1):
+            done = list(stream_pool.pool_batches(inputs(path), jobs=2, batch_rows=1000,
+                                                 job=_where))
+        assert pa.cpu_count() == 3
+    finally:
+        pa.set_cpu_count(before)
+    pids = {pid for (pid, _, _), _, _ in done}
+    assert os.getpid() in pids and len(pids) == 2  # the parent and one worker
+    assert {threads for (_, threads, _), _, _ in done} == {1}
+    assert [at for (_, _, at), _, _ in done] == list(range(0, current.num_rows, 1000))
+    assert _json(suite.check_stream(path, jobs=2, progress=False)) == _json(
+        suite.check_stream(path, jobs=1, progress=False))
+
+
+def test_a_check_on_one_job_keeps_arrow_on_one_thread_and_restores_it(
+        labelled: tuple[wk.Suite, pa.Table, Path], small_batches: None,
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``jobs=1`` is one core: Arrow's pool is one thread while the batches are read and
+    profiled (it decoded Parquet on the other cores before), ``jobs`` threads on threads;
+    a user's own setting is back after the check, or after its error."""
+    suite, current, _ = labelled
+    pq.write_table(current, tmp_path / "cur.parquet")
+    current.to_pandas().to_csv(tmp_path / "cur.csv", index=False)
+    seen: list[int] = []
+    profile_parts = stream._profile_parts
+
+    def counted(*args: object, **kwargs: object) -> object:
+        seen.append(pa.cpu_count())
+        return profile_parts(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stream, "_profile_parts", counted)
+    before = pa.cpu_count()
+    pa.set_cpu_count(5)
+    try:
+        suite.check_stream(tmp_path / "cur.parquet", jobs=1, progress=False)
+        assert set(seen) == {1} and pa.cpu_count() == 5
+        seen.clear()
+        suite.check_stream(tmp_path / "cur.csv", jobs=2, progress=False)  # threads
+        assert set(seen) == {2} and pa.cpu_count() == 5
+        with pytest.raises(DataError):
+            suite.check_stream(tmp_path / "cur.parquet", jobs=2, window_by="nope",
+                               progress=False)
+        assert pa.cpu_count() == 5
+    finally:
+        pa.set_cpu_count(before)
+
+
+def test_a_small_file_is_profiled_in_the_callers_process(
+        labelled: tuple[wk.Suite, pa.Table, Path], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """Under ``POOL_MIN_ROWS`` rows no worker is forked (it would cost more than it
+    saves), over it they are; the result is the same."""
+    suite, current, _ = labelled
+    files = tmp_path / "parts"
+    files.mkdir()
+    pq.write_table(current.slice(0, 6000), files / "a.parquet")
+    pq.write_table(current.slice(6000), files / "b.parquet")
+    monkeypatch.setattr(stream_pool, "POOL_MIN_ROWS", current.num_rows + 1)
+    assert not stream_pool.usable(inputs(files), 2, None)
+    small = _json(suite.check_stream(files, jobs=2, progress=False))
+    monkeypatch.setattr(stream_pool, "POOL_MIN_ROWS", current.num_rows)  # both footers read
+    assert stream_pool.usable(inputs(files), 2, None)
+    assert _json(suite.check_stream(files, jobs=2, progress=False)) == small
+
+
+def test_the_first_bad_piece_in_input_order_is_the_error_whoever_profiles_it(
+        labelled: tuple[wk.Suite, pa.Table, Path], small_batches: None,
+        tmp_path: Path) -> None:
+    """Pieces 0 and 1 go to the worker and the parent takes piece 2: with pieces 1 and 2
+    unreadable, the error is piece 1's (as with one job), though the parent meets piece
+    2's first."""
+    suite, current, _ = labelled
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i in range(6):
+        rows = current.slice(i * 2000, 2000)
+        if i in (1, 2):
+            rows = rows.set_column(1, "num_01", pa.array(["x"] * 2000))
+        pq.write_table(rows, parts / f"{i}.parquet")
+    for jobs in (1, 2):
+        with pytest.raises(DataError, match=r"1\.parquet: rows from 0: cannot read as "
+                                            r"parquet like the files before it"):
+            suite.check_stream(parts, jobs=jobs, progress=False)

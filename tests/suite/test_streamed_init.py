@@ -198,6 +198,7 @@ def test_streamed_init_on_worker_processes_gives_the_suite_of_one_job(
     tally and only its rows in the sample): the suite file of ``jobs=1``, to the byte."""
     from watchkeeper.run import stream_pool
 
+    monkeypatch.setattr(stream_pool, "POOL_MIN_ROWS", 0)  # on the pool however few rows
     if not stream_pool.usable(stream.inputs(reference_file), 2, None):
         pytest.skip("worker processes need fork (Linux)")
     monkeypatch.setattr(stream, "BATCH_ROWS", 500)

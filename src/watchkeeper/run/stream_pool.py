@@ -15,13 +15,26 @@ group), the same whether a worker or the parent reads them. A piece that starts 
 row group decodes the batches before its own and drops them (Parquet has no cheaper way
 to start mid-group): a file of one row group split between two workers decodes 1.5 times.
 
+The parent is one of the ``jobs``: it forks ``jobs - 1`` workers and, whenever the piece
+it is to merge next is not ready yet, profiles the next piece itself (so ``--jobs 2`` forks
+one worker: one process start and one process's memory fewer than two workers, and no core
+idles while the parent waits). Input of fewer than :data:`POOL_MIN_ROWS` rows is profiled
+in the caller's process (on threads): a forked worker's start and first batch cost more
+than it saves there (1M rows took longer with two workers than with one job).
+
 Used where ``fork`` is the way to start processes (Linux) and the labels, if any, are in
 memory (inherited by the workers); CSV, spilled labels and other systems keep the threads.
-Memory: each worker holds one batch at a time; with ``memory`` the workers are as many as
-batches fit in it. A worker keeps the memory it frees for its next batch
+Memory: each process holds one batch at a time; with ``memory`` the processes are as many
+as batches fit in it. A worker keeps the memory it frees for its next batch
 (:func:`~watchkeeper.io.malloc.keep_freed_memory`): handed back and faulted in again, each
 batch's new pages cost a worker a fifth of its CPU, and two workers took ~1.3x the CPU of
-one process in all (2 cores gave 1.59x, not 2x).
+one process in all (2 cores gave 1.59x, not 2x). The parent (a user's process, maybe) is
+left as it is.
+
+Cores: ``jobs`` bounds Arrow's CPU thread pool too (:func:`arrow_threads`): on worker
+processes every process decodes on its own thread (the pool set to one thread, the
+caller's setting restored after), on threads the pool has ``jobs`` threads; so ``jobs=1``
+runs on one core (Arrow decoded Parquet on a second core before: 9.3 s of CPU in 8.3 s).
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,17 +115,52 @@ class _Work:
 WORKERS_ENV = "WATCHKEEPER_STREAM_WORKERS"
 
 
+#: Input of fewer rows is profiled in the caller's process (on threads), not by worker
+#: processes: a worker's start and its first batch (new memory faulted in) cost more than
+#: it gains there (1M rows: 2.35 s with two workers, 2.07 s with one job).
+POOL_MIN_ROWS = 2_000_000
+
+
 def usable(source: Inputs, jobs: int, labels: object) -> bool:
-    """Whether worker processes profile this input: Parquet, more than one job, labels
-    absent or in memory, processes started by ``fork``, and ``WATCHKEEPER_STREAM_WORKERS``
-    not ``threads``."""
+    """Whether worker processes profile this input: Parquet of at least
+    :data:`POOL_MIN_ROWS` rows, more than one job, labels absent or in memory, processes
+    started by ``fork``, and ``WATCHKEEPER_STREAM_WORKERS`` not ``threads``."""
     from watchkeeper.run.label_spill import SpilledLabels
 
     if os.environ.get(WORKERS_ENV, "").strip().lower() == "threads":
         return False
     return (source.format == "parquet" and jobs > 1 and not isinstance(labels, SpilledLabels)
             and sys.platform.startswith("linux")
-            and "fork" in multiprocessing.get_all_start_methods())
+            and "fork" in multiprocessing.get_all_start_methods()
+            and _rows_at_least(source, POOL_MIN_ROWS))
+
+
+def _rows_at_least(source: Inputs, rows: int) -> bool:
+    """Whether the Parquet files hold at least ``rows`` rows (footers read until they do;
+    a file that cannot be read counts as large: the reader reports it)."""
+    import pyarrow.parquet as pq
+
+    seen = 0
+    for path in source.files:
+        if seen >= rows:
+            break
+        try:
+            seen += pq.read_metadata(path).num_rows
+        except (pa.ArrowException, OSError):
+            return True
+    return seen >= rows
+
+
+@contextmanager
+def arrow_threads(threads: int) -> Iterator[None]:
+    """Arrow's CPU thread pool (Parquet decoding, some compute functions) at ``threads``
+    threads while the block runs, then as it was (a user's own setting kept)."""
+    before = pa.cpu_count()
+    pa.set_cpu_count(max(threads, 1))
+    try:
+        yield
+    finally:
+        pa.set_cpu_count(before)
 
 
 def plan(source: Inputs, jobs: int, batch_rows: int, windowing: Windowing,
@@ -163,25 +212,41 @@ def plan(source: Inputs, jobs: int, batch_rows: int, windowing: Windowing,
     return files, schema, pieces, largest * stream.PROFILE_OVERHEAD
 
 
+@dataclass
+class _Failed:
+    """A piece the parent could not profile: its error, raised in its turn."""
+
+    error: DataError
+
+
 _WORK: _Work | None = None
-_OPEN: tuple[Path, Any] | None = None
+#: the Parquet file a process has open: its path and ``pq.ParquetFile``
+_OPEN: dict[Path, Any] = {}
 
 
 def _start(work: _Work) -> None:
-    """A worker's start: what to do, and memory freed after a batch kept for the next."""
-    global _WORK, _OPEN
-    _WORK, _OPEN = work, None
+    """A worker's start: what to do, memory freed after a batch kept for the next, and
+    Arrow on this process's one thread (it is one of the jobs)."""
+    global _WORK
+    _WORK = work
+    _OPEN.clear()  # the parent's, inherited: a worker opens its own
     keep_freed_memory()
+    pa.set_cpu_count(1)
 
 
 def _profile_piece(piece: Piece) -> list[tuple[Any, int, int]]:
     """In a worker: each batch of the piece profiled, with its rows and the input's bytes
     read once it is."""
-    work = _WORK
-    assert work is not None
+    assert _WORK is not None
+    return list(_profile_batches(piece, _WORK, _OPEN))
+
+
+def _profile_batches(piece: Piece, work: _Work, opened: dict[Path, Any]
+                     ) -> Iterator[tuple[Any, int, int]]:
+    """Each batch of the piece profiled as it is read (in a worker or the parent), with its
+    rows and the input's bytes read once it is."""
     file = work.files[piece.file]
-    out: list[tuple[Any, int, int]] = []
-    for table, row, offset in _read_piece(work, piece):
+    for table, row, offset in _read_piece(work, piece, opened):
         n = table.num_rows
         size = table.nbytes * stream.PROFILE_OVERHEAD
         if work.memory is not None and size > work.memory:
@@ -193,24 +258,26 @@ def _profile_piece(piece: Piece) -> list[tuple[Any, int, int]]:
         except DataError as exc:
             raise stream.batch_error(file.path, row, n, exc) from exc
         seen = min(file.size, file.size * (row + n) // max(file.rows, 1))
-        out.append((parts, n, file.done + seen))
-    return out
+        yield parts, n, file.done + seen
 
 
-def _read_piece(work: _Work, piece: Piece) -> Iterator[tuple[pa.Table, int, int]]:
+def _read_piece(work: _Work, piece: Piece, opened: dict[Path, Any]
+                ) -> Iterator[tuple[pa.Table, int, int]]:
     """The piece's batches (cast to a directory's schema), each with its first row in the
-    file and in the input; the batches before them in the row group decoded and dropped."""
-    global _OPEN
+    file and in the input; the batches before them in the row group decoded and dropped.
+    ``opened`` holds the file last opened, kept open for the next piece."""
     import pyarrow.parquet as pq
 
     file = work.files[piece.file]
     row, offset = piece.row, piece.offset
     end = None if piece.count is None else piece.first + piece.count
     try:
-        if _OPEN is None or _OPEN[0] != file.path:
-            _OPEN = (file.path, pq.ParquetFile(file.path, pre_buffer=False,
-                                               buffer_size=stream.PARQUET_BUFFER))
-        batches = stream.group_batches(_OPEN[1], piece.group, work.batch_rows, threads=False)
+        if file.path not in opened:
+            opened.clear()
+            opened[file.path] = pq.ParquetFile(file.path, pre_buffer=False,
+                                               buffer_size=stream.PARQUET_BUFFER)
+        batches = stream.group_batches(opened[file.path], piece.group, work.batch_rows,
+                                       threads=False)
         for i, batch in enumerate(batches):
             if end is not None and i >= end:
                 return
@@ -256,11 +323,13 @@ def profiles(source: Inputs, reading: Iterator[stream.Batch], windowing: Windowi
     ``source``, read lazily) on threads (:func:`~watchkeeper.run.stream.stream_profiles`);
     the same result either way."""
     if usable(source, jobs, labels):
-        return stream_pool_profiles(source, windowing, schema, jobs=jobs,
-                                    batch_rows=stream.BATCH_ROWS, memory=memory,
-                                    labels=labels, task=task, progress=progress)
-    return stream.stream_profiles(reading, windowing, schema, jobs=jobs, memory=memory,
-                                  labels=labels, task=task, progress=progress)
+        with arrow_threads(1):
+            return stream_pool_profiles(source, windowing, schema, jobs=jobs,
+                                        batch_rows=stream.BATCH_ROWS, memory=memory,
+                                        labels=labels, task=task, progress=progress)
+    with arrow_threads(jobs):
+        return stream.stream_profiles(reading, windowing, schema, jobs=jobs, memory=memory,
+                                      labels=labels, task=task, progress=progress)
 
 
 def pool_batches(source: Inputs, *, jobs: int, batch_rows: int, memory: int | None = None,
@@ -268,27 +337,72 @@ def pool_batches(source: Inputs, *, jobs: int, batch_rows: int, memory: int | No
                  windowing: Windowing | None = None, schema: Schema | None = None,
                  labels: pd.Series | None = None, task: Task | None = None
                  ) -> Iterator[tuple[Any, int, int]]:
-    """What worker processes make of each batch of Parquet files, in input order, with the
-    batch's rows and the input's bytes read once it is: ``job(rows, first input row)``, or
-    by default the batch's window profiles (``windowing``, ``schema``, ``labels``)."""
+    """What ``jobs`` processes (the parent and ``jobs - 1`` forked workers) make of each
+    batch of Parquet files, in input order, with the batch's rows and the input's bytes
+    read once it is: ``job(rows, first input row)``, or by default the batch's window
+    profiles (``windowing``, ``schema``, ``labels``). The caller sets Arrow's threads
+    (:func:`arrow_threads`: one, as the parent profiles too)."""
     windowing = windowing or Windowing()
     files, directory, pieces, batch_bytes = plan(source, jobs, batch_rows, windowing, memory)
-    workers = max(1, min(jobs, len(pieces)))
+    processes = max(1, min(jobs, len(pieces)))
     if memory is not None and batch_bytes:
-        workers = max(1, min(workers, memory // batch_bytes))
+        processes = max(1, min(processes, memory // batch_bytes))
     from watchkeeper.baseline.schema import Schema as _Schema
 
     work = _Work(files, directory, windowing, schema or _Schema(), labels, task, batch_rows,
                  memory, job)
-    pending: deque[Future[list[tuple[Any, int, int]]]] = deque()
+    opened: dict[Path, Any] = {}  # the parent's open file
+    workers = processes - 1
+    if not workers:
+        for piece in pieces:
+            yield from _profile_batches(piece, work, opened)
+        return
+    # In input order: a worker's piece (a future) or the parent's (its batches). Each
+    # worker has a piece running and one waiting; near the end only the one running, so
+    # that the last pieces go to whoever is free first (with one waiting, the parent idled
+    # for about a piece at the end). The parent profiles the other pieces itself, batch by
+    # batch, handing a worker its next piece between two batches.
+    pending: deque[Future[list[tuple[Any, int, int]]] | list[tuple[Any, int, int]]
+                   | _Failed] = deque()
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
                                    initializer=_start, initargs=(work,))
+    at = 0
+
+    def feed() -> None:
+        nonlocal at
+        ahead = 2 if len(pieces) - at > 2 * processes else 1
+        running = sum(isinstance(p, Future) and not p.done() for p in pending)
+        while at < len(pieces) and running < ahead * workers and len(pending) < 4 * processes:
+            pending.append(executor.submit(_profile_piece, pieces[at]))
+            at, running = at + 1, running + 1
+
     try:
-        for piece in pieces:
-            while len(pending) >= 2 * workers:
-                yield from pending.popleft().result()
-            pending.append(executor.submit(_profile_piece, piece))
-        while pending:
-            yield from pending.popleft().result()
+        while at < len(pieces) or pending:
+            feed()
+            head = pending[0] if pending else None
+            if isinstance(head, _Failed):
+                raise head.error
+            if isinstance(head, list) or (head is not None and head.done()):
+                pending.popleft()
+                yield from head if isinstance(head, list) else head.result()
+            elif at < len(pieces) and len(pending) < 4 * processes:
+                mine: list[tuple[Any, int, int]] = []
+                pending.append(mine)  # filled before the loop looks at it again
+                piece, at = pieces[at], at + 1
+                try:
+                    for batch in _profile_batches(piece, work, opened):
+                        mine.append(batch)
+                        feed()
+                except DataError as exc:
+                    # raised in its turn: an earlier piece's error comes first, as with one
+                    # job; no piece is handed out after it
+                    pending[next(i for i, job in enumerate(pending) if job is mine)] = \
+                        _Failed(exc)
+                    at = len(pieces)
+            else:
+                assert head is not None
+                pending.popleft()
+                yield from head.result()  # the parent waits for a worker
     finally:
+        opened.clear()
         executor.shutdown(wait=True, cancel_futures=True)

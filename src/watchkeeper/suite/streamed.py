@@ -256,13 +256,24 @@ def scan(source: stream.Inputs, *, seed: int = 0, sample_rows: int | None = None
         rows = sum(pq.ParquetFile(f).metadata.num_rows for f in source.files)
         per_batch = functools.partial(_scan_batch, seed=seed,
                                       bound=key_bound(seed, rows, out.sample_rows))
-        for (found, kept, keys, at), n, done in stream_pool.pool_batches(
-                source, jobs=jobs, batch_rows=stream.BATCH_ROWS, memory=memory,
-                job=per_batch):
-            out.add_kept(found, kept, keys, at, n)
-            if progress is not None:
-                progress(done)
+        with stream_pool.arrow_threads(1):
+            for (found, kept, keys, at), n, done in stream_pool.pool_batches(
+                    source, jobs=jobs, batch_rows=stream.BATCH_ROWS, memory=memory,
+                    job=per_batch):
+                out.add_kept(found, kept, keys, at, n)
+                if progress is not None:
+                    progress(done)
         return finish(out)
+    with stream_pool.arrow_threads(jobs):
+        return _scan_threads(source, out, seed=seed, layout=layout, notes=notes,
+                             memory=memory, jobs=jobs, progress=progress)
+
+
+def _scan_threads(source: stream.Inputs, out: Scan, *, seed: int, layout: CsvLayout | None,
+                  notes: Callable[[Path, str], None] | None, memory: int | None, jobs: int,
+                  progress: Callable[[int], None] | None) -> Scan:
+    """:func:`scan` on ``jobs`` threads: CSV, and Parquet where no worker process is used
+    (one job, fewer than ``stream_pool.POOL_MIN_ROWS`` rows)."""
     executor = ThreadPoolExecutor(jobs) if jobs > 1 else None
     pending: deque[tuple[Future[Tally] | Tally, pa.Table, int]] = deque()
 
