@@ -19,19 +19,30 @@ from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.sdk import Client, EmbeddedSink, SubprocessSink
 from watchkeeper.store import Store
 
-START = 1_700_000_040.0  # two whole past minutes: both windows close at once
+#: Two whole minutes long past: each window's end plus grace has passed when its first rows
+#: arrive, so it closes (its alerts and incidents are judged) at the flush that brings them,
+#: on those rows; the rows of later flushes are folded into it as late rows.
+START = 1_700_000_040.0
 
 
-def feed(sink: object, current: object, rows: int = 4_000) -> None:
-    """Log ``rows`` events over two past minutes (the CPU this costs the model server is
-    measured by benchmarks/bench_sdk_sinks.py, not here)."""
+def feed(sink: object, current: object, rows: int = 4_000, every: int = 500) -> None:
+    """Log ``rows`` events over two past minutes, flushed every ``every`` rows (the CPU this
+    costs the model server is measured by benchmarks/bench_sdk_sinks.py, not here).
+
+    The test flushes, not the client's background thread: that one takes what is buffered
+    when it wakes, so where its batches are cut (and so on how many rows each window is
+    judged) depends on thread timing, and two sinks fed the same rows would open different
+    incidents (e.g. "2 columns drifted together" against "3")."""
     names = list(current.column_names)  # type: ignore[attr-defined]
-    client = Client(sink, feature_names=names, flush_rows=500)  # type: ignore[arg-type]
+    client = Client(sink, feature_names=names,  # type: ignore[arg-type]
+                    flush_rows=rows + 1, flush_interval=3_600)  # it never wakes by itself
     data = current.slice(0, rows).to_pylist()  # type: ignore[attr-defined]
     half = rows // 2
     for i, row in enumerate(data):
         client.log(row, None, ts=START + 60 * (i >= half) + (i % half) * 0.01,
                    latency_ms=5.0)
+        if (i + 1) % every == 0:
+            assert client.flush(timeout=120)
     client.close(timeout=120)
     assert client.stats["flushed_rows"] == rows and client.stats["dropped"] == 0
 
