@@ -6,6 +6,8 @@ new term; what the frozen writer commits afterwards is reported lost and read by
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +152,29 @@ def test_of_two_servers_forking_at_once_one_takes_the_lease_and_both_see_it(
         holder.close()
     assert got["b"] == got["c"] in ("b", "c")
     assert sorted(p.name for p in (path.parent / "wk.db-terms").glob("*.db")) == ["1.db"]
+
+
+def test_a_forker_that_died_while_copying_holds_up_nobody(store: Store, path: Path) -> None:
+    """kill -9 of the server forking term 1, mid-copy: its claim stays, its term never
+    comes. Nobody waits for it (a process of this host that is gone), and the next
+    takeover forks term 2 instead of finding term 1 taken."""
+    lease = store.acquire_lease("fold", "a", TTL)
+    store.save_windows("m", [], watermark=3, lease=lease)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(30)
+    terms = path.parent / "wk.db-terms"
+    terms.mkdir()
+    (terms / "1.claim").write_text(str(dead.pid))
+    (terms / "1.db.tmp").write_bytes(b"half a copy")
+    with Store(f"sqlite:///{path}") as reader:  # before: waited 60 s, then StoreError
+        assert reader.watermark("m") == 3
+    holder = _frozen_writer(path)
+    try:
+        taken = store.acquire_lease("fold", "b", TTL, dead="a")
+        assert (taken.owner, taken.epoch) == ("b", lease.epoch + 1)
+        assert (terms / "2.db").exists() and not (terms / "1.db").exists()
+        store.save_windows("m", [], watermark=4, lease=taken)
+    finally:
+        holder.close()
+    with Store(f"sqlite:///{path}") as reader:
+        assert reader.watermark("m") == 4

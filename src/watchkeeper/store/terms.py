@@ -11,7 +11,8 @@ ever commits, lands in the old term, which nobody reads any more.
 
 Layout, next to the store's file ``STORE`` (term 0)::
 
-    STORE-terms/<n>.claim   who forks term n (created with O_EXCL: one forker wins)
+    STORE-terms/<n>.claim   who forks term n (created with O_EXCL: one forker wins; the
+                            number of a forker that died or froze while copying is skipped)
     STORE-terms/<n>.seed    {"from": term it copies, "written": that term's write count}
     STORE-terms/<n>.db      term n, once it is complete (renamed into place last)
 
@@ -47,7 +48,7 @@ COUNTS = 2**32
 #: Seconds a process waits for a claimed term to be copied before it gives up (StoreError).
 READY_WAIT = 60.0
 #: Seconds after which a claim whose term is not ready is taken as abandoned (its forker
-#: died while copying, or never got further): the term before stays current.
+#: frozen while copying; one that died is known at once): the term before stays current.
 ABANDONED = 120.0
 
 
@@ -112,11 +113,18 @@ class Terms:
         on. Whether this process made the new term current."""
         n = term + 1
         self.dir.mkdir(exist_ok=True)
-        claim = self.dir / f"{n}.claim"
-        try:
-            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
+        while True:
+            claim = self.dir / f"{n}.claim"
+            try:
+                fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                # its forker died while copying: its number is skipped, never reused (two
+                # processes removing and claiming it again could both think it theirs)
+                if self._abandoned(n) and not self.path(n).exists():
+                    n += 1
+                    continue
+                return False
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         tmp = self.dir / f"{n}.db.tmp"
@@ -159,8 +167,15 @@ class Terms:
             engine.dispose()
 
     def _abandoned(self, n: int) -> bool:
+        """Whether the claim of term ``n`` was given up: its forker is a process of this
+        host that is gone (a SQLite file has its writers on one host), or it has not made
+        the term ready in ABANDONED seconds (frozen while copying, say)."""
+        claim = self.dir / f"{n}.claim"
+        with contextlib.suppress(OSError, ValueError):
+            if not _alive(int(claim.read_text() or "0")):
+                return True
         with contextlib.suppress(OSError):
-            return time.time() - (self.dir / f"{n}.claim").stat().st_mtime > ABANDONED
+            return time.time() - claim.stat().st_mtime > ABANDONED
         return False  # gone meanwhile: looked at again on the next turn
 
     def _drop_before(self, term: int) -> None:
@@ -171,6 +186,19 @@ class Terms:
             if number.isdigit() and 0 < int(number) < term:
                 with contextlib.suppress(FileNotFoundError):
                     (self.dir / name).unlink()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (0: not known yet, taken as alive)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
 
 
 def next_count(user_version: int) -> int:
