@@ -5,10 +5,12 @@ new term; what the frozen writer commits afterwards is reported lost and read by
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,8 @@ import sqlalchemy as sa
 from watchkeeper.errors import LeaseLost, StoreError
 from watchkeeper.store import Store
 from watchkeeper.store import tables as db
+from watchkeeper.store import terms as terms_module
+from watchkeeper.store.terms import ABANDONED
 
 TTL = 60.0
 
@@ -178,3 +182,51 @@ def test_a_forker_that_died_while_copying_holds_up_nobody(store: Store, path: Pa
         holder.close()
     with Store(f"sqlite:///{path}") as reader:
         assert reader.watermark("m") == 4
+
+
+def test_a_forker_frozen_while_copying_is_given_up_after_a_while(store: Store, path: Path
+                                                                 ) -> None:
+    """A live forker touches its claim while it copies; one frozen (SIGSTOP) stops touching
+    it: after ABANDONED seconds readers stop waiting for its term, and the next takeover
+    forks the one after."""
+    lease = store.acquire_lease("fold", "a", TTL)
+    terms = path.parent / "wk.db-terms"
+    terms.mkdir()
+    claim = terms / "1.claim"
+    claim.write_text(str(os.getpid()))  # alive, but silent for longer than ABANDONED
+    old = time.time() - ABANDONED - 1
+    os.utime(claim, (old, old))
+    with Store(f"sqlite:///{path}") as reader:
+        seen = reader.lease("fold")
+        assert seen is not None and seen.owner == "a"
+    holder = _frozen_writer(path)
+    try:
+        taken = store.acquire_lease("fold", "b", TTL, dead="a")
+        assert (taken.owner, taken.epoch) == ("b", lease.epoch + 1)
+        assert (terms / "2.db").exists()
+    finally:
+        holder.close()
+
+
+def test_a_forker_copying_a_large_store_keeps_its_claim(
+        store: Store, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy that takes longer than ABANDONED is not given up while its forker lives:
+    readers wait for its term and then read it."""
+    monkeypatch.setattr(terms_module, "ABANDONED", 0.3)
+    monkeypatch.setattr(terms_module, "TOUCH", 0.05)
+    store.acquire_lease("fold", "a", TTL)
+    terms = store._terms
+    assert terms is not None
+
+    def slow_take(copy: sqlite3.Connection) -> bool:
+        time.sleep(1.0)  # as a large store's copy takes
+        return True
+
+    forking = threading.Thread(target=terms.fork, args=(0, slow_take))
+    forking.start()
+    try:
+        time.sleep(0.6)  # longer than ABANDONED, while it copies
+        with Store(f"sqlite:///{path}") as reader:
+            assert reader._terms is not None and reader._terms.current() == 1
+    finally:
+        forking.join(30)

@@ -47,9 +47,11 @@ from watchkeeper.store.engine import open_existing
 COUNTS = 2**32
 #: Seconds a process waits for a claimed term to be copied before it gives up (StoreError).
 READY_WAIT = 60.0
-#: Seconds after which a claim whose term is not ready is taken as abandoned (its forker
-#: frozen while copying; one that died is known at once): the term before stays current.
-ABANDONED = 120.0
+#: Seconds after which a claim whose term is not ready is taken as abandoned: its forker
+#: touches it every TOUCH seconds while it copies, so it was frozen (one that died is known
+#: at once); the term before stays current and the next takeover skips its number.
+ABANDONED = 10.0
+TOUCH = 1.0
 
 
 class Terms:
@@ -128,6 +130,9 @@ class Terms:
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         tmp = self.dir / f"{n}.db.tmp"
+        copying = threading.Event()
+        threading.Thread(target=_touch, args=(claim, copying), daemon=True,
+                         name="watchkeeper-term-claim").start()
         try:
             with contextlib.closing(sqlite3.connect(self.path(term))) as source, \
                     contextlib.closing(sqlite3.connect(tmp, isolation_level=None)) as copy:
@@ -150,6 +155,8 @@ class Terms:
             if isinstance(e, sqlite3.Error | OSError):
                 raise StoreError(f"{self.dir}: cannot fork term {n} of the store: {e}") from e
             raise
+        finally:
+            copying.set()
         self._drop_before(term)
         return True
 
@@ -168,8 +175,8 @@ class Terms:
 
     def _abandoned(self, n: int) -> bool:
         """Whether the claim of term ``n`` was given up: its forker is a process of this
-        host that is gone (a SQLite file has its writers on one host), or it has not made
-        the term ready in ABANDONED seconds (frozen while copying, say)."""
+        host that is gone (a SQLite file has its writers on one host), or it has not touched
+        the claim for ABANDONED seconds (frozen while copying, say)."""
         claim = self.dir / f"{n}.claim"
         with contextlib.suppress(OSError, ValueError):
             if not _alive(int(claim.read_text() or "0")):
@@ -186,6 +193,13 @@ class Terms:
             if number.isdigit() and 0 < int(number) < term:
                 with contextlib.suppress(FileNotFoundError):
                     (self.dir / name).unlink()
+
+
+def _touch(claim: Path, done: threading.Event) -> None:
+    """While a term is copied: the claim's time, renewed (a large store takes a while)."""
+    while not done.wait(TOUCH):
+        with contextlib.suppress(OSError):
+            os.utime(claim)
 
 
 def _alive(pid: int) -> bool:
