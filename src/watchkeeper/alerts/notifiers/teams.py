@@ -17,7 +17,7 @@ def teams_message(n: Notification) -> dict[str, Any]:
     """The body a Teams Workflows webhook ("When a Teams webhook request is received")
     takes: ``{"type": "message", "attachments": [Adaptive Card 1.4]}``: the subject, one
     line per alert, the incident's facts and a button to its page. The facts end with the
-X, but a person or a flow reading the card
+    notification's key: Teams drops no copy itself, but a person or a flow reading the card
     can tell one sent again after a crash between sending and recording it."""
     color = "Good" if n.status == "resolved" else _COLOR[n.severity.value]
     if n.kind == "acknowledge":
