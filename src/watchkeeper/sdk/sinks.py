@@ -398,12 +398,8 @@ class EmbeddedSink:
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
-        engine = getattr(self.store, "_engine", None)
-        if engine is not None:  # SQLAlchemy: never reuse the parent's connections
-            engine.dispose(close=False)
-        terms = getattr(self.store, "_terms", None)
-        if terms is not None:  # (a SQLite store's terms: their engines too)
-            terms.forget()
+        if self.store is not None:  # never reuse the parent's connections
+            self.store.forget_connections()
 
     def _send(self, table: pa.Table, kind: str) -> None:
         with self._lock:

@@ -150,6 +150,13 @@ class Store:
             )
         return version
 
+    def forget_connections(self) -> None:
+        """In a child process after ``fork()``: never reuse the parent's pooled connections
+        (the store's and its terms'); new ones are opened as needed."""
+        self._engine.dispose(close=False)
+        if self._terms is not None:
+            self._terms.forget()
+
     def close(self) -> None:
         """Close every pooled connection; the store cannot be used afterwards."""
         self._closed = True
