@@ -13,10 +13,7 @@ light (no SciPy, YAML or progress bars until something needs them).
 from __future__ import annotations
 
 from importlib import import_module
-from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
-
-__version__ = _metadata.version("watchkeeper")
 
 _WHERE = {
     "CheckResult": "run.check", "WindowResult": "run.check",
@@ -64,6 +61,11 @@ _DISPLAYED = {"CheckResult", "Suite", "init", "load"}
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # read from the package's metadata on first use (~30 ms)
+        from importlib import metadata
+
+        globals()[name] = metadata.version("watchkeeper")
+        return globals()[name]
     if name in _WHERE:
         value = getattr(import_module(f"watchkeeper.{_WHERE[name]}"), name)
         if name in _DISPLAYED:
@@ -74,7 +76,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return [*globals(), *_WHERE]
+    return sorted({*globals(), *_WHERE, "__version__"})
 
 
 if TYPE_CHECKING:
@@ -86,3 +88,5 @@ if TYPE_CHECKING:
     from watchkeeper.suite.core import Suite, init, load
     from watchkeeper.suite.deploy import deploy, rollback
     from watchkeeper.suite.diff import diff
+
+    __version__: str

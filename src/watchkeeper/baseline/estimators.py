@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from watchkeeper.baseline.binning import plan_numeric
+from watchkeeper.io.display import progress_bar
 from watchkeeper.io.values import label_codes, numbers_with_nan
 from watchkeeper.stats.boosting import ObliviousBoosting, intercept, sigmoid
 from watchkeeper.stats.metrics import calibrate_bins, calibration_test, score_means
@@ -412,8 +412,8 @@ class LabelModel(BinnedInputs):
                                                sub.pred))
         right = (sub.label == sub.pred).astype(float)
         base = model._base_correct(sub.score_bin, sub.pred)
-        with tqdm(desc="label model", unit=" trees", disable=None if progress is None
-                  else not progress) as bar:
+        with progress_bar(desc="label model", unit=" trees", disable=None if progress is None
+                          else not progress) as bar:
             model.trees = ObliviousBoosting.fit(x, model._sizes(), base, right,
                                                 on_tree=bar.update)
         # the trees may move rows, not the mean: on the reference each predicted class keeps

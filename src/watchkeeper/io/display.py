@@ -1,4 +1,4 @@
-"""Rich display in Jupyter without a lower stage importing the report.
+"""Rich display in Jupyter without a lower stage importing the report, and progress bars.
 
 ``CheckResult``, ``Suite`` and ``Incident`` define ``_repr_html_`` as :func:`html_of`,
 which asks the renderer registered for the object's class. The report stage registers
@@ -37,3 +37,18 @@ def html_of(obj: Any) -> str | None:
         if render is not None:
             return render(obj)
     return None
+
+
+def progress_bar(iterable: Any = None, *, disable: bool | None, **options: Any) -> Any:
+    """A tqdm progress bar (``disable=None``: shown only when stderr is a terminal); the
+    notebook widget in Jupyter. tqdm's automatic choice (``tqdm.auto``, which imports
+    asyncio and ssl: ~45 ms of every start) is imported only for a bar that may show.
+
+    >>> list(progress_bar(range(3), disable=True))
+    [0, 1, 2]
+    """
+    if disable is True:
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(iterable, disable=disable, **options)

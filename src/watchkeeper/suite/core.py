@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from tqdm.auto import tqdm
 
 from watchkeeper.alerts import Rules
 from watchkeeper.baseline.binning import DEFAULT_BINS
@@ -33,7 +32,7 @@ from watchkeeper.baseline.segments import fit_segments, segment_names
 from watchkeeper.baseline.task import Task, TaskType, infer_task
 from watchkeeper.baseline.text import TextPlan
 from watchkeeper.errors import DataError, SuiteError
-from watchkeeper.io.display import html_of
+from watchkeeper.io.display import html_of, progress_bar
 from watchkeeper.io.files import write_atomic
 from watchkeeper.io.pii import MODES
 from watchkeeper.io.tables import CsvLayout, did_you_mean, to_table
@@ -494,8 +493,8 @@ class Suite:
         total = (table.num_rows // window_rows + 1) if window_rows else None
         # A batch column named by the user is how windows are cut, not an unknown column.
         drop = [window_by] if window_by and window_by not in self.schema.columns else []
-        for w in tqdm(windows, total=total, desc="checking", unit="window",
-                      disable=_quiet(progress), leave=False):
+        for w in progress_bar(windows, total=total, desc="checking", unit="window",
+                              disable=_quiet(progress), leave=False):
             p = self.profile(w.table.drop_columns(drop) if drop else w.table)
             p.start, p.end = w.start, w.end
             if result.label_join is not None:
@@ -566,8 +565,8 @@ class Suite:
                           memory=budget,
                           names_if_headerless=tuple(c.name for c in self.schema))
         try:
-            with tqdm(total=files.bytes, desc="checking", unit="B", unit_scale=True,
-                      disable=_quiet(progress), leave=False) as bar:
+            with progress_bar(total=files.bytes, desc="checking", unit="B", unit_scale=True,
+                              disable=_quiet(progress), leave=False) as bar:
                 def advance(done: int) -> None:
                     bar.update(max(done - bar.n, 0))
 
@@ -739,7 +738,7 @@ def _cores() -> int:
 
 
 def _quiet(progress: bool | None) -> bool | None:
-    """tqdm's ``disable``: None means "only when stderr is a terminal"."""
+    """A progress bar's ``disable``: None means "only when stderr is a terminal"."""
     if progress is None:
         return None
     return not progress
@@ -982,8 +981,8 @@ def init(
         two_pass = streamed.Files(stream_inputs(source), source, layout, limit,
                                   jobs or _cores(), notes)
     if two_pass is not None:
-        with tqdm(desc="reading reference", unit="B", unit_scale=True,
-                  disable=_quiet(progress), leave=False) as bar:
+        with progress_bar(desc="reading reference", unit="B", unit_scale=True,
+                          disable=_quiet(progress), leave=False) as bar:
             found = two_pass.scan(seed=seed,
                                   progress=lambda done: bar.update(max(done - bar.n, 0)))
         assert found.sample is not None
@@ -1052,8 +1051,8 @@ def init(
     generated = generate_monitors(schema) + added
     for m in generated:
         m.bind(schema)
-    for m in tqdm(generated, desc="calibrating", unit="monitor", disable=_quiet(progress),
-                  leave=False):
+    for m in progress_bar(generated, desc="calibrating", unit="monitor",
+                          disable=_quiet(progress), leave=False):
         m.calibrate(context)
     label = name or (Path(source).stem if source else "watchkeeper")
 
