@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,6 +60,23 @@ def test_fail_on_sets_the_exit_code(workdir: Path) -> None:
     assert run("check", "cur.parquet", "--fail-on", "critical", cwd=workdir).returncode == 1
     assert run("check", "cur.parquet", "--fail-on", "warning", cwd=workdir).returncode == 1
     assert run("check", "same.parquet", "--fail-on", "warning", cwd=workdir).returncode == 0
+
+
+def test_the_program_ends_with_its_output_its_exit_code_and_exit_handlers(
+        workdir: Path, tmp_path: Path) -> None:
+    """Run as a program, the CLI ends its process without Python's teardown
+    (``cli.common._end_process``): what it printed, its exit code and the exit handlers
+    (here one of the host program's, which writes a file) are all kept."""
+    marker = tmp_path / "ran"
+    program = ("import atexit, pathlib; from watchkeeper.cli import main; "
+               f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes'); main()")
+    result = subprocess.run(
+        [sys.executable, "-c", program, "check", "cur.parquet", "--window-rows", "500",
+         "--format", "json", "--fail-on", "warning"], cwd=workdir, capture_output=True,
+        text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1, result.stderr
+    assert len(json.loads(result.stdout)["windows"]) == 40  # every byte through the pipe
+    assert marker.read_text() == "yes"
 
 
 @pytest.mark.parametrize(

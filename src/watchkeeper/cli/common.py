@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
+import os
 import re
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -88,7 +93,15 @@ def cli_text(text: str) -> str:
 
 class _Group(click.Group):
     """Prints user errors (WatchkeeperError) as one line with their ``exit_code``, never as
-    a traceback."""
+    a traceback; run as a program, ends its process without tearing it down."""
+
+    def main(self, args: Any = None, *rest: Any, **options: Any) -> Any:
+        try:
+            return super().main(args, *rest, **options)
+        except SystemExit as done:
+            if args is None and options.get("standalone_mode", True):
+                _end_process(done.code)
+            raise
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -99,6 +112,29 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+
+
+def _end_process(code: int | str | None) -> None:
+    """End the program with ``code`` once its output is written and its exit handlers have
+    run, without Python's teardown of every module and object (~0.15 s of CPU after a
+    check, a sixth of a small check's time). Only when no other thread that Python would
+    wait for is running; otherwise the normal exit does."""
+    main_thread = threading.main_thread()
+    if threading.current_thread() is not main_thread or any(
+            t is not main_thread and not t.daemon for t in threading.enumerate()):
+        return
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):  # a closed or broken pipe: the normal exit reports it
+        return
+    atexit._run_exitfuncs()  # logging's flush, temporary files, multiprocessing's children
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code or 0)
 
 
 @click.group(cls=_Group)
