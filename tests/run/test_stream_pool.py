@@ -99,7 +99,10 @@ def test_workers_are_processes_that_read_the_rows_themselves(
     pq.write_table(current, path, row_group_size=2500)
     files, _, pieces, _ = stream_pool.plan(inputs(path), 2, stream.BATCH_ROWS, Windowing(),
                                            None)
-    assert [p.group for p in pieces] == [0, 1, 2, 3, 4]  # enough row groups: one piece each
+    # enough row groups: one piece each, the last two (one a job) halved for the ending
+    assert [(p.group, p.first, p.count) for p in pieces] == [
+        (0, 0, None), (1, 0, None), (2, 0, None), (3, 0, 1), (3, 1, None), (4, 0, 1),
+        (4, 1, None)]
     work = stream_pool._Work(files, None, Windowing(rows=2000), suite.schema, None, None,
                              stream.BATCH_ROWS, None)
     from concurrent.futures import ProcessPoolExecutor
