@@ -8,9 +8,10 @@ written only if the disk has room for it (~127 MB per million rows: 6.3 GB at 50
 suite is ``init`` of a 100,000-row reference. Every measured command runs in its own
 process; its peak RSS is the largest ``ru_maxrss`` of it and its worker processes, its
 PSS the peak of their summed proportional set sizes (read by a small wrapper process, so
-each figure is that run's alone). ``load`` is the 1-minute load average just before the
-run: the machine may be shared, so the checks run ``--repeat`` rounds, versions and
-``--jobs`` in turn, and medians are reported.
+each figure is that run's alone; in one extra run, as sampling slows the run it samples).
+``load`` is the 1-minute load average just before the run: the machine may be shared, so
+the reads and checks run ``--repeat`` rounds, versions and ``--jobs`` in turn, and medians
+are reported.
 
     make bench-stream       # 1M, 10M and 50M rows, --jobs 1 and 2, 3 rounds
     .venv/bin/python benchmarks/bench_stream.py                        # 1M and 10M rows
@@ -68,8 +69,9 @@ def pss(pid):
     except OSError:
         return 0
 
+sample = sys.argv[1] == "sample"
 t = time.perf_counter()
-child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+child = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                          text=True)
 peak = [0]
 def watch():
@@ -77,11 +79,13 @@ def watch():
         peak[0] = max(peak[0], sum(pss(p) for p in tree(child.pid)))
         time.sleep(0.1)
 watcher = threading.Thread(target=watch, daemon=True)
-watcher.start()
+if sample:
+    watcher.start()
 err = child.stderr.read()
 child.wait()
 wall = time.perf_counter() - t
-watcher.join()
+if sample:
+    watcher.join()
 if child.returncode not in (0, 1):
     sys.exit(err)
 use = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -156,9 +160,15 @@ def prepare(directory: Path, sizes: list[int]) -> Path:
     return suite
 
 
-def measure(command: list[str]) -> dict[str, float]:
+def measure(command: list[str], *, sample: bool = False) -> dict[str, float]:
+    """Wall time, peak RSS (``ru_maxrss``) and CPU of ``command``; with ``sample``, also
+    its peak PSS, read from ``/proc`` every 0.1 s while it runs. Sampling costs the command
+    time: reading a large process's ``smaps_rollup`` walks its page tables under its memory
+    map lock (stalling its page faults) and takes a core, so the timed runs do not
+    sample."""
     load = os.getloadavg()[0]
-    out = subprocess.run([sys.executable, "-c", _WRAP, *command], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", _WRAP, "sample" if sample else "time",
+                          *command], capture_output=True,
                          text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed: {out.stderr[-2000:]}")
@@ -174,6 +184,17 @@ def _pinned(jobs: int, args: argparse.Namespace) -> list[str]:
     if jobs != 1 or args.no_pin or not shutil.which("taskset") or (os.cpu_count() or 1) < 2:
         return []
     return ["taskset", "-c", "0"]
+
+
+def _check(jobs: int, args: argparse.Namespace, watchkeeper: str, path: Path,
+           suite: Path) -> list[str]:
+    return [*_pinned(jobs, args), watchkeeper, "check", str(path), "--suite", str(suite),
+            "--format", "json", "--no-progress", "--jobs", str(jobs)]
+
+
+def _median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run of median wall time."""
+    return sorted(runs, key=lambda r: r["wall"])[len(runs) // 2]
 
 
 def _median(values: list[float]) -> float:
@@ -215,23 +236,32 @@ def main() -> None:
     rows_out = []
     for rows in sizes:
         path = args.dir / f"current_{_name(rows)}.parquet"
-        read = (measure([sys.executable, "-c", _READ, str(path)])
-                if rows <= _rows(args.whole_read_max) else None)
-        scan = measure([sys.executable, "-c", _SCAN, str(path)])
-        _log(f"{_name(rows)} read: {read} scan: {scan}")
+        read = scan = None
         runs: dict[tuple[str, int], list[dict[str, float]]] = {}
         for _ in range(args.repeat):
+            # the reads too are taken in every round, beside the checks, and their medians
+            # compared: one read alone on a shared machine may fall in a quiet or busy spell
+            if rows <= _rows(args.whole_read_max):
+                runs.setdefault(("read", 0), []).append(
+                    measure([sys.executable, "-c", _READ, str(path)]))
+            runs.setdefault(("scan", 0), []).append(
+                measure([sys.executable, "-c", _SCAN, str(path)]))
             for label, watchkeeper in versions.items():
                 for n in jobs:
-                    figures = measure([
-                        *_pinned(n, args), watchkeeper, "check", str(path), "--suite",
-                        str(suite), "--format", "json", "--no-progress", "--jobs", str(n)])
+                    figures = measure(_check(n, args, watchkeeper, path, suite))
                     _log(f"{_name(rows)} {label} jobs {n}: {figures}")
                     runs.setdefault((label, n), []).append(figures)
+        if ("read", 0) in runs:
+            read = _median_run(runs["read", 0])
+        scan = _median_run(runs["scan", 0])
+        _log(f"{_name(rows)} read: {read} scan: {scan}")
+        memory = {(label, n): measure(_check(n, args, watchkeeper, path, suite), sample=True)
+                  for label, watchkeeper in versions.items() for n in jobs}
         for label in versions:
             rows_out.append({"rows": rows, "mb": path.stat().st_size / 1e6, "read": read,
                              "scan": scan, "version": label,
-                             "check": {n: runs[label, n] for n in jobs}})
+                             "check": {n: runs[label, n] for n in jobs},
+                             "memory": {n: memory[label, n] for n in jobs}})
     report = render(rows_out, jobs, versions, args, time.perf_counter() - started)
     write_section(args.out, CHECK_HEADING, report)
     print(report)
@@ -279,9 +309,11 @@ def render(lines: list[dict], jobs: list[int], versions: dict[str, str],
         f"{args.repeat} time(s), every version and `--jobs` in turn in each round: times are",
         "medians, *j1 / j2* the median of the rounds' ratios. *RSS*: the largest single",
         "process's `ru_maxrss`; *PSS*: the peak of the summed proportional set size of the",
-        "check and its worker processes (sampled every 50 ms; shared pages counted once);",
-        "*cpu*: user + system seconds of all of them. *read* is `pq.read_table(FILE)` in a",
-        "fresh process (whole file in memory; skipped above `--whole-read-max`), *scan* reads",
+        "check and its worker processes (sampled every 100 ms, shared pages counted once, in",
+        "one more run after the timed rounds: sampling slows the sampled run, so the timed",
+        "runs do not sample); *cpu*: user + system seconds of all of them. *read* is",
+        "`pq.read_table(FILE)` in a fresh process, once in each round (medians; whole file",
+        "in memory; skipped above `--whole-read-max`), *scan* reads",
         "the file batch by batch (`ParquetFile.iter_batches`); */ read* divides the check's",
         "time by the read's (else the scan's). Every time includes the process start (Python",
         "and imports, ~0.9 s for the check). "
@@ -304,8 +336,8 @@ def render(lines: list[dict], jobs: list[int], versions: dict[str, str],
             runs = line["check"][n]
             wall = _median([r["wall"] for r in runs])
             cells += [f"{wall:.2f}", f"{wall / base['wall']:.2f}×",
-                      f"{max(r['rss'] for r in runs) / 1e6:.0f}",
-                      f"{max(r['pss'] for r in runs) / 1e6:.0f}",
+                      f"{max(r['rss'] for r in [*runs, line['memory'][n]]) / 1e6:.0f}",
+                      f"{line['memory'][n]['pss'] / 1e6:.0f}",
                       f"{_median([r['cpu'] for r in runs]):.2f}"]
         if both:
             ratios = [a["wall"] / b["wall"]
@@ -315,7 +347,7 @@ def render(lines: list[dict], jobs: list[int], versions: dict[str, str],
     out.append("")
     for label in versions:
         for n in jobs:
-            rss = [max(r["pss"] for r in line["check"][n]) / 1e6 for line in lines
+            rss = [line["memory"][n]["pss"] / 1e6 for line in lines
                    if line["version"] == label]
             out.append(f"- {label}, `--jobs {n}`: peak PSS from {min(rss):.0f} to "
                        f"{max(rss):.0f} MB over the sizes, a spread of "
