@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import os
 import sys
@@ -266,6 +267,29 @@ def test_the_parent_profiles_pieces_too_with_arrow_on_one_thread(
     assert [at for (_, _, at), _, _ in done] == list(range(0, current.num_rows, 1000))
     assert _json(suite.check_stream(path, jobs=2, progress=False)) == _json(
         suite.check_stream(path, jobs=1, progress=False))
+
+
+def test_the_garbage_collector_is_as_the_caller_left_it(
+        labelled: tuple[wk.Suite, pa.Table, Path], small_batches: None,
+        tmp_path: Path) -> None:
+    """The objects are frozen (left out of the collector's passes) only while the workers
+    run, and a caller's own freeze is kept."""
+    suite, current, _ = labelled
+    path = tmp_path / "groups.parquet"
+    pq.write_table(current, path, row_group_size=1000)
+    seen = []
+    list(stream_pool.pool_batches(inputs(path), jobs=2, batch_rows=1000,
+                                  job=lambda _t, _at: seen.append(gc.get_freeze_count())))
+    assert gc.get_freeze_count() == 0
+    assert seen and min(seen) > 0  # the parent's own pieces ran with the objects frozen
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        suite.check_stream(path, jobs=2, progress=False)
+        # still frozen (a frozen object whose last reference goes is freed all the same)
+        assert gc.get_freeze_count() > frozen * 0.9
+    finally:
+        gc.unfreeze()
 
 
 def test_a_check_on_one_job_keeps_arrow_on_one_thread_and_restores_it(
