@@ -25,7 +25,7 @@ _WHERE = {
     "Profile": "profiles.core", "merge": "profiles.core", "profile": "profiles.core",
     "Column": "baseline.schema", "Kind": "baseline.schema", "Role": "baseline.schema",
     "Schema": "baseline.schema", "infer_schema": "baseline.schema",
-    "Suite": "suite.core", "init": "suite.core", "load": "suite.core",
+    "Suite": "suite.core", "init": "suite.build", "load": "suite.core",
 }
 
 __all__ = [
@@ -85,7 +85,8 @@ if TYPE_CHECKING:
     from watchkeeper.monitors import Finding, Monitor, Severity, register_monitor
     from watchkeeper.profiles.core import Profile, merge, profile
     from watchkeeper.run.check import CheckResult, WindowResult
-    from watchkeeper.suite.core import Suite, init, load
+    from watchkeeper.suite.build import init
+    from watchkeeper.suite.core import Suite, load
     from watchkeeper.suite.deploy import deploy, rollback
     from watchkeeper.suite.diff import diff
 

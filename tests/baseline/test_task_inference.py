@@ -106,7 +106,7 @@ def test_the_prediction_mapping_round_trips_through_the_suite_file(tmp_path: Pat
 
 
 def test_init_names_the_task_monitors_it_left_out_and_why() -> None:
-    from watchkeeper.suite.core import not_generated
+    from watchkeeper.suite.generate import not_generated
 
     data = credit()
     data["credit"] = np.where(data["x"] > 1, "fair", data["credit"])  # three labels

@@ -120,7 +120,7 @@ def test_a_list_column_of_scores_gives_the_same_estimate(suite: wk.Suite) -> Non
 
 
 def test_without_per_class_scores_init_says_what_to_name_them() -> None:
-    from watchkeeper.suite.core import not_generated
+    from watchkeeper.suite.generate import not_generated
 
     data = stream(4, seed=2).rename_columns(
         ["id", "ts", "x", "z", "p1", "p2", "p3", "prediction", "label"])
@@ -130,7 +130,7 @@ def test_without_per_class_scores_init_says_what_to_name_them() -> None:
 
 
 def test_the_reason_for_skipping_estimation_survives_a_reload(tmp_path) -> None:
-    from watchkeeper.suite.core import not_generated
+    from watchkeeper.suite.generate import not_generated
 
     data = stream(4, seed=2).rename_columns(
         ["id", "ts", "x", "z", "p1", "p2", "p3", "prediction", "label"])

@@ -15,7 +15,7 @@ import pytest
 import watchkeeper as wk
 from tests.helpers import ACS
 from watchkeeper.errors import SuiteError
-from watchkeeper.suite.core import DEFAULT_WEIGHTS
+from watchkeeper.suite.generate import DEFAULT_WEIGHTS
 
 WATCHKEEPER = Path(sys.executable).with_name("watchkeeper")
 SERVING_MONITORS = {"error_rate", "throughput", "client_volume", "near_duplicates",

@@ -412,8 +412,7 @@ class LabelModel(BinnedInputs):
                                                sub.pred))
         right = (sub.label == sub.pred).astype(float)
         base = model._base_correct(sub.score_bin, sub.pred)
-        with progress_bar(desc="label model", unit=" trees", disable=None if progress is None
-                          else not progress) as bar:
+        with progress_bar(desc="label model", unit=" trees", progress=progress) as bar:
             model.trees = ObliviousBoosting.fit(x, model._sizes(), base, right,
                                                 on_tree=bar.update)
         # the trees may move rows, not the mean: on the reference each predicted class keeps

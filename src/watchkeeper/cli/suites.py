@@ -22,9 +22,11 @@ from watchkeeper.cli.common import (
 )
 from watchkeeper.errors import DataError, SuiteError, WatchkeeperError
 from watchkeeper.io.tables import CsvLayout
-from watchkeeper.suite.core import DEFAULT_BUDGET, Suite, init, not_generated
+from watchkeeper.suite.build import init
+from watchkeeper.suite.core import Suite
 from watchkeeper.suite.deploy import deploy
 from watchkeeper.suite.diff import diff
+from watchkeeper.suite.generate import DEFAULT_BUDGET, not_generated
 
 
 @main.command("init")

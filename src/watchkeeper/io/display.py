@@ -39,16 +39,17 @@ def html_of(obj: Any) -> str | None:
     return None
 
 
-def progress_bar(iterable: Any = None, *, disable: bool | None, **options: Any) -> Any:
-    """A tqdm progress bar (``disable=None``: shown only when stderr is a terminal); the
-    notebook widget in Jupyter. tqdm's automatic choice (``tqdm.auto``, which imports
-    asyncio and ssl: ~45 ms of every start) is imported only for a bar that may show.
+def progress_bar(iterable: Any = None, *, progress: bool | None, **options: Any) -> Any:
+    """A tqdm progress bar: shown when ``progress`` is True, never when False, and when it
+    is None only if stderr is a terminal; the notebook widget in Jupyter. tqdm's automatic
+    choice (``tqdm.auto``, which imports asyncio and ssl: ~45 ms of every start) is
+    imported only for a bar that may show.
 
-    >>> list(progress_bar(range(3), disable=True))
+    >>> list(progress_bar(range(3), progress=False))
     [0, 1, 2]
     """
-    if disable is True:
+    if progress is False:
         from tqdm.std import tqdm
     else:
         from tqdm.auto import tqdm
-    return tqdm(iterable, disable=disable, **options)
+    return tqdm(iterable, disable=None if progress is None else not progress, **options)

@@ -6,7 +6,7 @@ Importing this module registers the renderers (see :mod:`watchkeeper.io.display`
 every value escaped.
 
 >>> from watchkeeper.io.datasets import synthetic_drift_pair
->>> from watchkeeper.suite.core import init
+>>> from watchkeeper.suite.build import init
 >>> ref, cur = synthetic_drift_pair(2_000, seed=3)
 >>> html = init(ref).check(cur)._repr_html_()
 >>> html.startswith('<div class="wk-report">') and "Drift" in html

@@ -31,8 +31,8 @@ from watchkeeper.errors import DataError
 from watchkeeper.profiles.core import Profile
 from watchkeeper.spark.engine import _EMPTY, KEY, _merged, _Plan, partition_offsets
 from watchkeeper.suite import streamed
+from watchkeeper.suite.build import init as init_local
 from watchkeeper.suite.core import Suite
-from watchkeeper.suite.core import init as init_local
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

@@ -118,7 +118,7 @@ class Segments:
 
     def split(self, monitors: list[Monitor]) -> None:
         """Give ``share`` of the α of every monitor that runs per segment to the segments
-        (after :func:`~watchkeeper.suite.core.split_budget` gave each monitor its α)."""
+        (after :func:`~watchkeeper.suite.generate.split_budget` gave each monitor its α)."""
         for m in monitors:
             if runs_per_segment(m):
                 m.alpha *= 1.0 - self.share
