@@ -77,7 +77,7 @@ def test_acs_streamed_gives_the_in_memory_json(acs_suite: wk.Suite, acs_analysis
     memory = acs_suite.check(pq.read_table(acs_analysis_path), labels=labels, progress=False,
                              **windows)
     streamed = acs_suite.check_stream(acs_analysis_path, labels=labels, progress=False,
-                                      jobs=2, **windows)  # windows cross 131,072-row batches
+                                      jobs=2, **windows)  # windows cross 65,536-row batches
     assert _json(streamed) == _json(memory)
     assert streamed.windows[0].findings or streamed.windows[0].metrics
 
