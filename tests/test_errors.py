@@ -11,6 +11,7 @@ import pytest
 
 from watchkeeper import errors
 from watchkeeper.errors import (
+    EXIT_FAILED,
     EXIT_USAGE,
     NotFound,
     RecordNotFound,
@@ -18,6 +19,7 @@ from watchkeeper.errors import (
     StoreError,
     Unauthorized,
     WatchkeeperError,
+    WorkerLost,
 )
 
 CLASSES = [c for _, c in inspect.getmembers(errors, inspect.isclass)
@@ -28,7 +30,8 @@ CLASSES = [c for _, c in inspect.getmembers(errors, inspect.isclass)
 def test_every_error_says_how_it_is_answered(cls: type[WatchkeeperError]) -> None:
     assert issubclass(cls, WatchkeeperError)
     assert 400 <= cls.http_status < 600
-    assert cls.exit_code == EXIT_USAGE  # the CLI's code for every user error, as before
+    # the CLI's code for every user error, as before; 3 for work that could not finish
+    assert cls.exit_code == (EXIT_FAILED if cls is WorkerLost else EXIT_USAGE)
 
 
 def test_a_missing_record_is_not_found_not_a_store_outage() -> None:

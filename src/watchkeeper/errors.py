@@ -26,6 +26,7 @@ nothing, so every layer may use it (``import watchkeeper.sdk`` stays light).
     ├── DeliveryError        a notification that could not be delivered
     ├── ConfigError          a notifier, route or exporter that cannot be set up
     ├── MissingExtra         a suite needs an optional package not installed here
+    ├── WorkerLost           a check's worker process ended abruptly (killed)
     └── SinkError            a batch an SDK sink refused or could not deliver
         └── SinkUnavailable  … not now: the batch may be sent again later
 """
@@ -37,6 +38,9 @@ from collections.abc import Mapping
 #: The CLI's exit code for an error the user can act on (bad arguments, unreadable input,
 #: a server that refused): the one click uses for usage errors too.
 EXIT_USAGE = 2
+#: The CLI's exit code for work that could not finish for a reason outside the input (a
+#: worker process killed by the system): running it again may succeed.
+EXIT_FAILED = 3
 
 
 class WatchkeeperError(Exception):
@@ -169,6 +173,13 @@ class RecordNotFound(NotFound, StoreError):
     @property
     def detail(self) -> str:
         return str(self)
+
+
+class WorkerLost(WatchkeeperError):
+    """A worker process of a streamed check or init ended abruptly (killed by a signal, or
+    by the system when memory ran out); the work stopped and nothing was written."""
+
+    exit_code = EXIT_FAILED
 
 
 class BatchFailed(WatchkeeperError):

@@ -7,9 +7,13 @@ import ctypes
 import gc
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from multiprocessing import get_all_start_methods
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import watchkeeper as wk
-from watchkeeper.errors import DataError
+from watchkeeper.errors import DataError, WorkerLost
 from watchkeeper.io import malloc
 from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.run import stream, stream_pool
@@ -361,3 +365,81 @@ def test_the_first_bad_piece_in_input_order_is_the_error_whoever_profiles_it(
         with pytest.raises(DataError, match=r"1\.parquet: rows from 0: cannot read as "
                                             r"parquet like the files before it"):
             suite.check_stream(parts, jobs=jobs, progress=False)
+
+
+def _killed_in_a_worker(parent: int) -> Any:
+    def job(table: pa.Table, at: int) -> int:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return at
+    return job
+
+
+def test_a_worker_killed_mid_check_is_one_clear_error(
+        labelled: tuple[wk.Suite, pa.Table, Path], small_batches: None,
+        tmp_path: Path) -> None:
+    """``kill -9`` of a worker (or the system's out-of-memory killer) stops the check with
+    a WorkerLost (exit code 3 in the CLI, one line), not a BrokenProcessPool traceback
+    (exit code 1, which scripts read as "findings")."""
+    _, current, _ = labelled
+    path = tmp_path / "groups.parquet"
+    pq.write_table(current, path, row_group_size=1000)
+    with pytest.raises(WorkerLost, match="ended abruptly") as caught:
+        list(stream_pool.pool_batches(inputs(path), jobs=2, batch_rows=1000,
+                                      job=_killed_in_a_worker(os.getpid())))
+    assert caught.value.exit_code == 3
+    assert gc.get_freeze_count() == 0  # the pool cleaned up after itself
+
+
+_ORPHAN = """
+import os, sys, time
+import pyarrow as pa
+from pathlib import Path
+from watchkeeper.run import stream_pool
+from watchkeeper.run.stream import inputs
+stream_pool.POOL_MIN_ROWS = 0
+parent, marker = os.getpid(), Path(sys.argv[2])
+def job(table, at):
+    if os.getpid() != parent:
+        marker.write_text(str(os.getpid()))
+        time.sleep(120)
+    return at
+list(stream_pool.pool_batches(inputs(sys.argv[1]), jobs=2, batch_rows=1000, job=job))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["TERM", "KILL"])
+def test_workers_end_with_a_check_that_is_killed(
+        labelled: tuple[wk.Suite, pa.Table, Path], tmp_path: Path, sig: int) -> None:
+    """A worker holds its own end of the pipe it reads work from, so a check ended by
+    SIGTERM or ``kill -9`` left it waiting, orphaned, for ever; the system now ends it."""
+    _, current, _ = labelled
+    path = tmp_path / "groups.parquet"
+    pq.write_table(current, path, row_group_size=1000)
+    marker = tmp_path / "worker.pid"
+    check = subprocess.Popen([sys.executable, "-c", _ORPHAN, str(path), str(marker)])
+    try:
+        for _ in range(600):  # the worker is at work (at most 60 s)
+            if marker.exists() and marker.read_text():
+                break
+            time.sleep(0.1)
+        worker = int(marker.read_text())
+        os.kill(check.pid, sig)
+        check.wait(timeout=30)
+        for _ in range(100):  # gone within 10 s
+            if not _alive(worker):
+                break
+            time.sleep(0.1)
+        assert not _alive(worker)
+    finally:
+        check.kill()
+        check.wait(timeout=30)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by init, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

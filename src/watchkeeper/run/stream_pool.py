@@ -40,13 +40,16 @@ runs on one core (Arrow decoded Parquet on a second core before: 9.3 s of CPU in
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import multiprocessing
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from watchkeeper.errors import DataError
+from watchkeeper.errors import DataError, WorkerLost
 from watchkeeper.io.malloc import keep_freed_memory
 from watchkeeper.run import stream
 from watchkeeper.run.stream import (
@@ -229,14 +232,33 @@ _WORK: _Work | None = None
 _OPEN: dict[Path, Any] = {}
 
 
-def _start(work: _Work) -> None:
-    """A worker's start: what to do, memory freed after a batch kept for the next, and
-    Arrow on this process's one thread (it is one of the jobs)."""
+def _start(work: _Work, parent: int | None = None) -> None:
+    """A worker's start: what to do, memory freed after a batch kept for the next, Arrow
+    on this process's one thread (it is one of the jobs), and an end with its ``parent``."""
     global _WORK
+    if parent is not None:
+        _end_with(parent)
     _WORK = work
     _OPEN.clear()  # the parent's, inherited: a worker opens its own
     keep_freed_memory()
     pa.set_cpu_count(1)
+
+
+#: prctl's option: the signal this process gets when the thread that forked it ends
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with(parent: int) -> None:
+    """Have the system kill this worker when ``parent`` ends, however it ends (SIGTERM,
+    ``kill -9``): a forked worker holds its own end of the pipe it reads its work from, so
+    it would otherwise wait for work for ever, orphaned, with its memory. Linux only, as
+    the workers are."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before the request was made
+        os._exit(1)
 
 
 def _profile_piece(piece: Piece) -> list[tuple[Any, int, int]]:
@@ -370,7 +392,7 @@ def pool_batches(source: Inputs, *, jobs: int, batch_rows: int, memory: int | No
     pending: deque[Future[list[tuple[Any, int, int]]] | list[tuple[Any, int, int]]
                    | _Failed] = deque()
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_start, initargs=(work,))
+                                   initializer=_start, initargs=(work, os.getpid()))
     # the objects that exist now are left out of the garbage collector's passes until the
     # pool is done: a pass writes to every object it visits, and each page so written is
     # copied into the forked worker (20 MB fewer private pages a worker on the benchmark)
@@ -414,6 +436,11 @@ def pool_batches(source: Inputs, *, jobs: int, batch_rows: int, memory: int | No
                 assert head is not None
                 pending.popleft()
                 yield from head.result()  # the parent waits for a worker
+    except BrokenProcessPool as exc:
+        raise WorkerLost(
+            "a worker process of the check ended abruptly: killed, or out of memory (the "
+            "system log says which); nothing was written. Run it again (with fewer --jobs "
+            "or a --memory budget if memory ran out)") from exc
     finally:
         opened.clear()
         executor.shutdown(wait=True, cancel_futures=True)
