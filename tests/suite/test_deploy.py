@@ -58,11 +58,21 @@ def stream(server: Server, stop: threading.Event, acked: list[int]) -> None:
 
 
 def drift_by_version(db: Path) -> dict[int, set[bool]]:
+    return {version: {value is not None for value in values}
+            for version, values in drift_values(db).items()}
+
+
+def drift_values(db: Path) -> dict[int, list[float | None]]:
+    """Each closed window's largest feature-drift value (None: no drift found), by the
+    suite version it was judged with."""
     store = Store(f"sqlite:///{db}")
-    found = {f["window_start"] for f in store.findings("m") if f["monitor"] == "feature_drift"}
-    out: dict[int, set[bool]] = {}
+    found: dict[object, float] = {}
+    for f in store.findings("m"):
+        if f["monitor"] == "feature_drift":
+            found[f["window_start"]] = max(found.get(f["window_start"], 0.0), f["value"])
+    out: dict[int, list[float | None]] = {}
     for w in store.load_windows("m", state="closed"):
-        out.setdefault(w.suite_version, set()).add(w.start in found)
+        out.setdefault(w.suite_version, []).append(found.get(w.start))
     store.close()
     return out
 
@@ -96,10 +106,15 @@ def test_switching_versions_while_streaming(served) -> None:
         streamer.join(30)
     stored, windowed = settle(db)
     assert stored == windowed == sum(acked)  # no event lost or counted twice
-    by_version = drift_by_version(db)
-    assert set(by_version) == {1, 2}
-    assert by_version[1] == {True}  # v1's reference is at 0: every window drifts
-    assert by_version[2] == {False}  # v2's reference matches the stream
+    values = drift_values(db)
+    assert set(values) == {1, 2}
+    # v1's reference is at 0: every window drifts, far past its threshold (~0.85 > 0.05)
+    assert all(v is not None and v > 0.5 for v in values[1])
+    # v2's reference matches the stream: no window judged against v1's reference; a
+    # calibrated false alarm (at the budget's rate) stays near its threshold (seen once in
+    # CI: 0.102 against 0.102 on the last window, 800 rows cut short by the stop)
+    assert all(v is None or v < 0.3 for v in values[2]), values[2]
+    assert sum(v is not None for v in values[2]) <= 1
     store = Store(f"sqlite:///{db}")
     windows = store.load_windows("m")
     versions = [w.suite_version for w in windows]
