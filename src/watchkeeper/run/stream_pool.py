@@ -40,7 +40,6 @@ runs on one core (Arrow decoded Parquet on a second core before: 9.3 s of CPU in
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import multiprocessing
 import os
@@ -58,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from watchkeeper.errors import DataError, WorkerLost
-from watchkeeper.io.malloc import keep_freed_memory
+from watchkeeper.io.malloc import keep_freed_memory, libc
 from watchkeeper.run import stream
 from watchkeeper.run.stream import (
     Inputs,
@@ -253,10 +252,10 @@ def _end_with(parent: int) -> None:
     ``kill -9``): a forked worker holds its own end of the pipe it reads its work from, so
     it would otherwise wait for work for ever, orphaned, with its memory. Linux only, as
     the workers are."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
+    c = libc()
+    if not c:
         return
+    c.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent ended before the request was made
         os._exit(1)
 
