@@ -236,24 +236,22 @@ def main() -> None:
     rows_out = []
     for rows in sizes:
         path = args.dir / f"current_{_name(rows)}.parquet"
-        read = scan = None
         runs: dict[tuple[str, int], list[dict[str, float]]] = {}
+        reads: list[dict[str, float]] = []
+        scans: list[dict[str, float]] = []
         for _ in range(args.repeat):
             # the reads too are taken in every round, beside the checks, and their medians
             # compared: one read alone on a shared machine may fall in a quiet or busy spell
             if rows <= _rows(args.whole_read_max):
-                runs.setdefault(("read", 0), []).append(
-                    measure([sys.executable, "-c", _READ, str(path)]))
-            runs.setdefault(("scan", 0), []).append(
-                measure([sys.executable, "-c", _SCAN, str(path)]))
+                reads.append(measure([sys.executable, "-c", _READ, str(path)]))
+            scans.append(measure([sys.executable, "-c", _SCAN, str(path)]))
             for label, watchkeeper in versions.items():
                 for n in jobs:
                     figures = measure(_check(n, args, watchkeeper, path, suite))
                     _log(f"{_name(rows)} {label} jobs {n}: {figures}")
                     runs.setdefault((label, n), []).append(figures)
-        if ("read", 0) in runs:
-            read = _median_run(runs["read", 0])
-        scan = _median_run(runs["scan", 0])
+        read = _median_run(reads) if reads else None
+        scan = _median_run(scans)
         _log(f"{_name(rows)} read: {read} scan: {scan}")
         memory = {(label, n): measure(_check(n, args, watchkeeper, path, suite), sample=True)
                   for label, watchkeeper in versions.items() for n in jobs}
