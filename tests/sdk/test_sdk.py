@@ -268,6 +268,46 @@ def test_flood_keeps_memory_bounded_and_counts_every_drop(
     assert len(warnings) == 1  # at most once a minute
 
 
+class BlockedSink(MemorySink):
+    """Takes nothing until released, so every logged row is still in the client's memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def send_events(self, table: pa.Table) -> None:
+        self.release.wait(30)
+        super().send_events(table)
+
+
+class Observed(Client):
+    """Reads ``stats`` after each batch a round posts to its outbox (a flood's caller can
+    read them there too: CI once saw 1,500 buffered rows under a capacity of 1,000)."""
+
+    seen: list[tuple[int, int]]
+
+    def _post(self, tables: list[tuple[str, pa.Table]], taken: list[int]) -> None:
+        for table in tables:
+            super()._post([table], taken)
+            stats = self.stats
+            self.seen.append((stats["buffered"], stats["logged"]))
+
+
+def test_buffered_counts_each_row_once_while_a_round_posts_its_batches() -> None:
+    sink = BlockedSink()
+    client = Observed(sink, capacity=10_000, flush_rows=100, flush_interval=0.01)
+    client.seen = []
+    try:
+        for i in range(1_000):
+            client.log({"x": 1.5}, i)
+        wait_until(lambda: client.seen, timeout=10)
+    finally:
+        sink.release.set()
+        client.close(timeout=30)
+    assert all(buffered == logged for buffered, logged in client.seen), client.seen
+    assert sink.rows == 1_000
+
+
 def test_many_threads_lose_nothing() -> None:
     sink = MemorySink()
     client = Client(sink, capacity=1_000_000, flush_rows=2_000, flush_interval=0.01)

@@ -507,16 +507,21 @@ class Client(Delivery):
         (unless backing off after a failure, or ``force``), tick, warn."""
         try:
             with self._take:
-                n = len(self._buf)
+                # log() reads the buffer, _pending and _held without a lock: rows count as
+                # held before they leave the buffer or _pending, never after, so a caller
+                # may see them twice for a moment (and drop a row early) but never not at all
+                # (and overfill the buffer past capacity)
+                with self._side:
+                    n = len(self._buf)
+                    batches = [self._batches.popleft() for _ in range(len(self._batches))]
+                    taken = n + sum(b[3] for b in batches)
+                    # held from now on, until converted (then held as the batch they form)
+                    self._held += taken
+                    self._pending -= taken - n
                 pop = self._buf.popleft
                 rows = [pop() for _ in range(n)]
-                with self._side:
-                    batches = [self._batches.popleft() for _ in range(len(self._batches))]
-                    self._pending -= sum(b[3] for b in batches)
-                    # held from now on, until converted (then held as the batch they form)
-                    self._held += n + sum(b[3] for b in batches)
-                self._taken += n + sum(b[3] for b in batches)
-            taken = n + sum(b[3] for b in batches)
+                self._taken += taken
+            unposted = [taken]
             try:
                 tables: list[tuple[str, pa.Table]] = []
                 step = self.flush_rows
@@ -525,9 +530,9 @@ class Client(Delivery):
                 del rows
                 for batch in batches:
                     tables += self._convert_batch(*batch)
-                self._post(tables)
+                self._post(tables, unposted)
             finally:
-                self._unhold(taken)
+                self._unhold(unposted[0])  # rows that could not be converted
             if force or time.monotonic() >= self._retry_at:
                 self._deliver_all()
             elif self.spool is not None:

@@ -143,10 +143,12 @@ class Delivery:
         except Exception:
             return None, len(rows)
 
-    def _post(self, tables: list[tuple[str, pa.Table]]) -> None:
+    def _post(self, tables: list[tuple[str, pa.Table]], taken: list[int]) -> None:
         """Converted tables join the outbox, consecutive ones of a kind together up to
         ``flush_rows`` rows (many small ``log_batch`` calls make one request), each batch
-        under a new id that it keeps on every retry."""
+        under a new id that it keeps on every retry. ``taken[0]`` counts the rows of this
+        round held as taken from the buffer: a batch's rows move from it to the outbox in
+        one step, so ``_held`` counts them once throughout."""
         group: list[pa.Table] = []
         kind = ""
         for next_kind, table in [*tables, ("", None)]:
@@ -162,7 +164,7 @@ class Delivery:
                     parcel = Parcel(kind, with_batch_id(part, uuid.uuid4().hex))
                     with self._side:
                         self._outbox.append(parcel)
-                        self._held += parcel.rows
+                        taken[0] -= parcel.rows
                 group = []
             if table is not None and table.num_rows:
                 group.append(table)
