@@ -82,6 +82,32 @@ def test_acs_streamed_gives_the_in_memory_json(acs_suite: wk.Suite, acs_analysis
     assert streamed.windows[0].findings or streamed.windows[0].metrics
 
 
+@pytest.mark.slow
+def test_the_1m_benchmark_pair_streamed_gives_the_in_memory_json(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file and suite `benchmarks/bench_stream.py` measures at 1M rows (one row group of
+    1M rows, 20 columns): one window of all rows and windows of 200,000 rows, on one job,
+    on two worker processes, and on two threads (what a 1M-row check uses)."""
+    import importlib.util
+
+    from watchkeeper.run import stream_pool
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_stream", Path(__file__).resolve().parents[2] / "benchmarks" / "bench_stream.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    suite = wk.load(bench.prepare(tmp_path, [1_000_000]))
+    path = tmp_path / "current_1m.parquet"
+    for windows in ({}, {"window_rows": 200_000}):
+        memory = _json(suite.check(pq.read_table(path), progress=False, **windows))
+        for jobs, pool_min_rows in ((1, 0), (2, 0), (2, 2_000_000)):
+            monkeypatch.setattr(stream_pool, "POOL_MIN_ROWS", pool_min_rows)
+            streamed = suite.check_stream(path, jobs=jobs, progress=False, **windows)
+            assert _json(streamed) == memory, (windows, jobs, pool_min_rows)
+    assert len(streamed.windows) == 5 and streamed.windows[0].findings
+
+
 @pytest.mark.parametrize("windows", [{"window_rows": 2500}, {"window": "1d"},
                                      {"window": "1w", "tz": "Europe/Paris"}, {}],
                          ids=["rows", "1d", "1w-paris", "all"])
