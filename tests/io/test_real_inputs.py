@@ -292,6 +292,8 @@ BLANK_ABOVE = {
     "blank lines, header": "\n\nid,amount,region\n",
     "title, blank lines with CRLF, header": "Sales export\r\n\r\n\r\nid,amount,region\r\n",
     "two titles around a blank line": "Sales\n\nexport 2024\nid,amount,region\n",
+    "three titles with commas": "Sales, by region\nexport, 2024-03\nby, hand\n"
+                                "id,amount,region\n",
 }
 
 
@@ -307,8 +309,8 @@ def test_blank_lines_above_the_header_do_not_make_it_a_row(tmp_path, top):
         table = read()
         assert table.to_pydict() == {"id": [1, 2, 3], "amount": [2.5, 3.5, 4.5],
                                      "region": ["north", "south", "east"]}
-    header_only = tmp_path / "header_only.csv"
-    header_only.write_text("Sales export\n\nid,amount,region\n")
+    header_only = tmp_path / "header_only.csv"  # no more rows of data than lines above
+    header_only.write_text(top)
     assert read_csv(header_only).table.column_names == ["id", "amount", "region"]
     assert read_csv(header_only).table.num_rows == 0
 

@@ -337,6 +337,9 @@ def _check_columns(wanted: Iterable[str], names: Sequence[str], source: str) -> 
 #: Delimiters tried, in order of preference when several fit equally well.
 DELIMITERS = (",", "\t", ";", "|", " ")
 _SAMPLE_BYTES = 1 << 16
+#: Lines above the header (titles of a hand export) skipped at most; more, and the file is
+#: read from its first line, for the reader to say what is wrong.
+_TITLE_LINES = 10
 _LINE_END = re.compile(r"\r\n|\r|\n")  # as Arrow's CSV reader ends lines
 _NAMES = {"\t": "tab", " ": "space"}
 
@@ -391,9 +394,16 @@ def _split(lines: list[str], delimiter: str) -> list[list[str]]:
 
 
 def _fit(rows: list[list[str]]) -> tuple[float, int]:
-    """Share of rows with the most common field count, and that count."""
+    """Share of rows with the most common field count, and that count; but where those
+    rows are title lines above a wider header with fewer rows of data below it (all of one
+    count, in a small file), every row fits and the count is the header's."""
     counts = Counter(len(r) for r in rows)
     width, n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    below = next((i for i, r in enumerate(rows) if len(r) != width), None)
+    if below is not None and below <= _TITLE_LINES:
+        rest = {len(r) for r in rows[below:]}
+        if len(rest) == 1 and (wider := rest.pop()) > width:
+            return 1.0, wider
     return n / len(rows), width
 
 
@@ -460,10 +470,10 @@ def _layout_of(path: Path, layout: CsvLayout, tsv: bool) -> tuple[CsvLayout, int
                      f"{', '.join(map(_delimiter_name, DELIMITERS))} splits the lines alike "
                      "(give delimiter=)")
     skip = next(i for i, r in enumerate(rows) if len(r) == width)
-    if 0 < skip <= 10:
+    if 0 < skip <= _TITLE_LINES:
         shown = "; ".join(lines[:skip])
         notes.append(f"skipped {skip} line(s) above the data: {shown[:60]!r}")
-    elif skip > 10:
+    elif skip > _TITLE_LINES:
         skip = 0  # ragged file: let the reader say what is wrong
     data = [r for r in rows[skip + 1: skip + 201] if len(r) == width]
     spaced = width > 1 and sum(
