@@ -103,11 +103,13 @@ class FoldLease:
             return min(1.0, ttl / 3)
         if lease.owner == self.owner:
             previous = self.holding[0]
+            taken = previous is None or previous.epoch != lease.epoch
+            if taken:  # counted before it shows: a scrape never sees it held and not taken
+                self.counters["lease_taken"] += 1
             # the lease ran `remaining` seconds from a moment after `sent`
             self.holding = (lease, sent + lease.remaining)
-            if previous is None or previous.epoch != lease.epoch:
+            if taken:
                 log.info("took the fold lease (epoch %d)", lease.epoch)
-                self.counters["lease_taken"] += 1
                 self._wake()
             return ttl / 3
         if self.holding[0] is not None:
