@@ -3,11 +3,13 @@ fairness tables with known rates, a stored window record, an HTTP receiver on lo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import threading
+import types
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,6 +29,15 @@ ADULT = DATA / "adult"
 #: tests/data: suite files and inputs written for the tests
 TEST_DATA = Path(__file__).resolve().parent / "data"
 WATCHKEEPER = Path(sys.executable).with_name("watchkeeper")
+
+
+def benchmark(name: str) -> types.ModuleType:
+    """The module ``benchmarks/<name>.py`` (the benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:

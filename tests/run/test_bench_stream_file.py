@@ -3,22 +3,13 @@ lead's final run keeps the earlier runs and notes."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_stream.py"
-
-
-def _bench():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_stream", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import benchmark
 
 
 def test_a_run_replaces_its_section_and_keeps_the_others(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = benchmark("bench_stream")
     out = tmp_path / "stream.md"
     bench.write_section(out, bench.CHECK_HEADING, f"{bench.CHECK_HEADING}\n\nfirst run\n")
     assert out.read_text().startswith(bench.TITLE + "\n\n" + bench.CHECK_HEADING)
@@ -33,7 +24,7 @@ def test_a_run_replaces_its_section_and_keeps_the_others(tmp_path: Path) -> None
 
 
 def test_a_missing_file_is_written_only_if_the_disk_has_room(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = benchmark("bench_stream")
     import shutil
 
     free = shutil.disk_usage(tmp_path).free

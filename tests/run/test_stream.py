@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import watchkeeper as wk
-from tests.helpers import ACS, run
+from tests.helpers import ACS, benchmark, run
 from watchkeeper.errors import DataError
 from watchkeeper.io.datasets import synthetic_drift_pair
 from watchkeeper.io.tables import read_table
@@ -88,16 +88,9 @@ def test_the_1m_benchmark_pair_streamed_gives_the_in_memory_json(
     """The file and suite `benchmarks/bench_stream.py` measures at 1M rows (one row group of
     1M rows, 20 columns): one window of all rows and windows of 200,000 rows, on one job,
     on two worker processes, and on two threads (what a 1M-row check uses)."""
-    import importlib.util
-
     from watchkeeper.run import stream_pool
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_stream", Path(__file__).resolve().parents[2] / "benchmarks" / "bench_stream.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    suite = wk.load(bench.prepare(tmp_path, [1_000_000]))
+    suite = wk.load(benchmark("bench_stream").prepare(tmp_path, [1_000_000]))
     path = tmp_path / "current_1m.parquet"
     for windows in ({}, {"window_rows": 200_000}):
         memory = _json(suite.check(pq.read_table(path), progress=False, **windows))

@@ -71,6 +71,15 @@ def labelled(tmp_path_factory: pytest.TempPathFactory) -> tuple[wk.Suite, pa.Tab
     return wk.load(d / "suite.yaml"), current, d
 
 
+@pytest.fixture(scope="module")
+def groups(labelled: tuple[wk.Suite, pa.Table, Path]) -> Path:
+    """The current rows in a Parquet file of row groups of 1,000 rows (12 pieces)."""
+    _, current, d = labelled
+    path = d / "groups.parquet"
+    pq.write_table(current, path, row_group_size=1000)
+    return path
+
+
 def test_one_row_group_split_between_workers_gives_one_jobs_json(
         labelled: tuple[wk.Suite, pa.Table, Path], small_batches: None,
         tmp_path: Path) -> None:
@@ -150,19 +159,17 @@ def test_errors_in_workers_name_the_file_and_rows(labelled: tuple[wk.Suite, pa.T
 
 
 def test_the_memory_budget_bounds_the_workers(labelled: tuple[wk.Suite, pa.Table, Path],
-                                              small_batches: None, tmp_path: Path) -> None:
+                                              small_batches: None, groups: Path) -> None:
     suite, current, _ = labelled
-    path = tmp_path / "groups.parquet"
-    pq.write_table(current, path, row_group_size=1000)
-    _, _, _, batch = stream_pool.plan(inputs(path), 4, stream.BATCH_ROWS, Windowing(), None)
+    _, _, _, batch = stream_pool.plan(inputs(groups), 4, stream.BATCH_ROWS, Windowing(), None)
     assert batch >= current.slice(0, 1000).nbytes  # a batch's bytes, times the overhead
     # room for one batch: one worker at a time, the same result
-    one = suite.check_stream(path, jobs=1, progress=False)
-    assert _json(suite.check_stream(path, jobs=4, memory=int(batch * 1.5),
+    one = suite.check_stream(groups, jobs=1, progress=False)
+    assert _json(suite.check_stream(groups, jobs=4, memory=int(batch * 1.5),
                                     progress=False)) == _json(one)
     with pytest.raises(DataError, match=r"groups\.parquet: rows 0-999: one batch of 1000 rows "
                                         r"takes about .* MB to profile, more than the memory"):
-        suite.check_stream(path, jobs=2, memory=int(batch * 0.5), progress=False)
+        suite.check_stream(groups, jobs=2, memory=int(batch * 0.5), progress=False)
 
 
 def test_threads_on_request(labelled: tuple[wk.Suite, pa.Table, Path],
@@ -249,18 +256,16 @@ _PARENT = os.getpid()
 
 def test_the_parent_profiles_pieces_too_with_arrow_on_one_thread(
         labelled: tuple[wk.Suite, pa.Table, Path], small_batches: None,
-        tmp_path: Path) -> None:
+        groups: Path) -> None:
     """``jobs=2`` forks one worker: the parent profiles the pieces it would otherwise
     wait for, every process decodes on Arrow's one thread, batches come in input order,
     and the caller's Arrow setting is back afterwards."""
     suite, current, _ = labelled
-    path = tmp_path / "groups.parquet"
-    pq.write_table(current, path, row_group_size=1000)  # 12 pieces
     before = pa.cpu_count()
     pa.set_cpu_count(3)
     try:
         with stream_pool.arrow_threads(1):
-            done = list(stream_pool.pool_batches(inputs(path), jobs=2, batch_rows=1000,
+            done = list(stream_pool.pool_batches(inputs(groups), jobs=2, batch_rows=1000,
                                                  job=_where))
         assert pa.cpu_count() == 3
     finally:
@@ -269,27 +274,25 @@ def test_the_parent_profiles_pieces_too_with_arrow_on_one_thread(
     assert os.getpid() in pids and len(pids) == 2  # the parent and one worker
     assert {threads for (_, threads, _), _, _ in done} == {1}
     assert [at for (_, _, at), _, _ in done] == list(range(0, current.num_rows, 1000))
-    assert _json(suite.check_stream(path, jobs=2, progress=False)) == _json(
-        suite.check_stream(path, jobs=1, progress=False))
+    assert _json(suite.check_stream(groups, jobs=2, progress=False)) == _json(
+        suite.check_stream(groups, jobs=1, progress=False))
 
 
 def test_the_garbage_collector_is_as_the_caller_left_it(
         labelled: tuple[wk.Suite, pa.Table, Path], small_batches: None,
-        tmp_path: Path) -> None:
+        groups: Path) -> None:
     """The objects are frozen (left out of the collector's passes) only while the workers
     run, and a caller's own freeze is kept."""
-    suite, current, _ = labelled
-    path = tmp_path / "groups.parquet"
-    pq.write_table(current, path, row_group_size=1000)
+    suite = labelled[0]
     seen = []
-    list(stream_pool.pool_batches(inputs(path), jobs=2, batch_rows=1000,
+    list(stream_pool.pool_batches(inputs(groups), jobs=2, batch_rows=1000,
                                   job=lambda _t, _at: seen.append(gc.get_freeze_count())))
     assert gc.get_freeze_count() == 0
     assert seen and min(seen) > 0  # the parent's own pieces ran with the objects frozen
     gc.freeze()
     try:
         frozen = gc.get_freeze_count()
-        suite.check_stream(path, jobs=2, progress=False)
+        suite.check_stream(groups, jobs=2, progress=False)
         # still frozen (a frozen object whose last reference goes is freed all the same)
         assert gc.get_freeze_count() > frozen * 0.9
     finally:
@@ -376,16 +379,12 @@ def _killed_in_a_worker(parent: int) -> Any:
 
 
 def test_a_worker_killed_mid_check_is_one_clear_error(
-        labelled: tuple[wk.Suite, pa.Table, Path], small_batches: None,
-        tmp_path: Path) -> None:
+        small_batches: None, groups: Path) -> None:
     """``kill -9`` of a worker (or the system's out-of-memory killer) stops the check with
     a WorkerLost (exit code 3 in the CLI, one line), not a BrokenProcessPool traceback
     (exit code 1, which scripts read as "findings")."""
-    _, current, _ = labelled
-    path = tmp_path / "groups.parquet"
-    pq.write_table(current, path, row_group_size=1000)
     with pytest.raises(WorkerLost, match="ended abruptly") as caught:
-        list(stream_pool.pool_batches(inputs(path), jobs=2, batch_rows=1000,
+        list(stream_pool.pool_batches(inputs(groups), jobs=2, batch_rows=1000,
                                       job=_killed_in_a_worker(os.getpid())))
     assert caught.value.exit_code == 3
     assert gc.get_freeze_count() == 0  # the pool cleaned up after itself
@@ -410,14 +409,11 @@ list(stream_pool.pool_batches(inputs(sys.argv[1]), jobs=2, batch_rows=1000, job=
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["TERM", "KILL"])
 def test_workers_end_with_a_check_that_is_killed(
-        labelled: tuple[wk.Suite, pa.Table, Path], tmp_path: Path, sig: int) -> None:
+        groups: Path, tmp_path: Path, sig: int) -> None:
     """A worker holds its own end of the pipe it reads work from, so a check ended by
     SIGTERM or ``kill -9`` left it waiting, orphaned, for ever; the system now ends it."""
-    _, current, _ = labelled
-    path = tmp_path / "groups.parquet"
-    pq.write_table(current, path, row_group_size=1000)
     marker = tmp_path / "worker.pid"
-    check = subprocess.Popen([sys.executable, "-c", _ORPHAN, str(path), str(marker)])
+    check = subprocess.Popen([sys.executable, "-c", _ORPHAN, str(groups), str(marker)])
     try:
         for _ in range(600):  # the worker is at work (at most 60 s)
             if marker.exists() and marker.read_text():
