@@ -246,35 +246,44 @@ def _windowed(store: Store, model: str = "m") -> int:
 
 
 class Stream(threading.Thread):
-    """Posts batches of 300 rows to one server until stopped; counts acknowledged rows."""
+    """Posts batches of 300 rows to one server until stopped; counts acknowledged rows.
+
+    With ``keyed``, each batch carries an Idempotency-Key and the batches that got no 200
+    are kept in ``unanswered`` (body, key), for a client's retry elsewhere: a batch in
+    flight when its server is killed may be stored without its answer reaching the client.
+    """
 
     #: batches mostly missing ``x`` (see :func:`_batch`)
     broken = False
     #: seconds a post may take
     timeout = 30.0
 
-    def __init__(self, server: Server, seed: int) -> None:
+    def __init__(self, server: Server, seed: int, keyed: bool = False) -> None:
         super().__init__(daemon=True)
-        self.server, self.seed = server, seed
+        self.server, self.seed, self.keyed = server, seed, keyed
         self.acked = 0
         self.failed = 0
+        self.unanswered: list[tuple[bytes, str]] = []
         self.halt = threading.Event()
 
     def run(self) -> None:
         i = 0
         while not self.halt.is_set():
             body = arrow(_batch(300, time.time(), self.seed * 100_000 + i, self.broken))
+            key = f"stream-{self.seed}-{i}"
             i += 1
             try:
                 status, _ = request(self.server.url + "/v1/models/m/events", body,
-                                    token=WRITE, content_type=ARROW, timeout=self.timeout)
+                                    token=WRITE, content_type=ARROW, timeout=self.timeout,
+                                    headers={"Idempotency-Key": key} if self.keyed else None)
             except OSError:
-                self.failed += 1
-                continue
+                status = 0
             if status == 200:
                 self.acked += 300
             else:
                 self.failed += 1
+                if self.keyed:
+                    self.unanswered.append((body, key))
             time.sleep(0.02)
 
     def stop(self) -> int:
