@@ -190,8 +190,8 @@ def test_healthz_says_a_backfill_runs_and_how_far_it_is(store_url: str, tmp_path
         store.migrate()
         other = store.acquire_lease(SCOPE, "another server", 600)  # holds the fold for now
         assert other.owner == "another server"
-        # the rows are of 2023: a retention of 7 days (the default) would have the fold's
-        # next step forget the records the backfill rebuilt before they are counted
+        # the rows are of 2023: with a retention of 7 days (the default) their windows
+        # would be past it, and their records not rebuilt
         server = Server(tmp_path, "--store", store_url, "--window", "10s", "--grace", "1s",
                         "--lease-ttl", "2s", "--retention", "3650d").start(timeout=60)
         try:
@@ -207,3 +207,40 @@ def test_healthz_says_a_backfill_runs_and_how_far_it_is(store_url: str, tmp_path
             assert store.label_record_count("m") == 300
         finally:
             server.stop()
+
+
+def test_records_of_windows_past_the_retention_are_not_rebuilt(store_url: str) -> None:
+    """Rows timed long before they arrived: the records of their windows past the
+    retention would be deleted by the fold's next expiry, so the backfill does not write
+    them; the window within it gets its records."""
+    text, _ = _served()
+    now = [T0 + 25]
+    store = Store(store_url)
+    try:
+        old = Hub(store, window=timedelta(seconds=10), grace=timedelta(0),
+                  clock=lambda: now[0])
+        old.load()
+        old.register("m", text)
+        old.append("m", predictions(200, 2, 0, T0 + 1), "events")  # window T0
+        old.append("m", predictions(100, 3, 200, T0 + 11), "events")  # window T0 + 10
+        old.step()
+    finally:
+        store.close()
+    _as_before_label_records(store_url)
+
+    store = Store(store_url)
+    try:
+        store.migrate()
+        # the retention starts at T0 + 13, in the window of T0 + 10
+        hub = Hub(store, window=timedelta(seconds=10), grace=timedelta(0),
+                  retention=timedelta(seconds=12), clock=lambda: now[0])
+        hub.load()
+        hub.step()
+        assert store.label_backfills() == {}
+        ids = [str(i) for i in range(300)]
+        assert sorted(int(r[0]) for r in store.label_records("m", 1, ids)) == \
+            list(range(200, 300))
+        # not written and then expired (the fold's expiry ran in this step too)
+        assert hub.models["m"].current.counters["label_records_expired"] == 0
+    finally:
+        store.close()

@@ -10,7 +10,9 @@ counted them already: no window changes). A bounded step at a time (FOLD_BATCHES
 ``fold_bytes``, FOLD_RECORDS rows as in the fold), each written with its progress in one
 transaction fenced by the fold lease, so that a crash or a takeover goes on where the last
 step ended, and a step done twice writes the same records. Batches past the retention are
-gone: their records are not rebuilt (their labels are unmatched, as they would be anyway).
+gone: their records are not rebuilt (their labels are unmatched, as they would be anyway);
+nor are the records of windows past it (rows timed long before they arrived), which the
+fold's expiry would delete at its next look.
 A store that reached version 8 with an earlier release is not backfilled (see
 store/migrations.py: its fold has written records since, which a replay could undo).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -41,10 +44,12 @@ class Backfill:
     store's ``label_backfill`` rows ask (see the module)."""
 
     def __init__(self, store: Store, fence: Callable[[], Lease | None], *,
-                 fold_bytes: int) -> None:
+                 fold_bytes: int, retention: timedelta, clock: Callable[[], float]) -> None:
         self.store = store
         self.fence = fence
         self.fold_bytes = fold_bytes
+        self.retention = retention
+        self.clock = clock
         self._pending: dict[str, tuple[int, int]] | None = None  # None: not read yet
 
     def reset(self) -> None:
@@ -78,6 +83,7 @@ class Backfill:
                                                      max_rows=FOLD_RECORDS)
                   if e.seq <= through]
         scratch = Profile()  # the windows counted these labels already: changes go here
+        horizon = float(self.clock()) - self.retention.total_seconds()
         for event in events:
             try:
                 table = from_ipc(event.payload)
@@ -93,7 +99,7 @@ class Backfill:
                 for live, part in state.route(timed):
                     mine = next((j for g, j in joins if g.live is live), None)
                     if mine is not None:
-                        _add(mine, live, part)
+                        _add(mine, live, part, horizon)
         last = events[-1].seq if events else through
         records = LabelRecords()
         for _, join in joins:
@@ -110,8 +116,10 @@ class Backfill:
         return True
 
 
-def _add(join: StoredLabelJoin, live: Any, table: pa.Table) -> None:
-    """A batch's prediction records, per window (as OnlineMonitor._record makes them)."""
+def _add(join: StoredLabelJoin, live: Any, table: pa.Table, horizon: float) -> None:
+    """A batch's prediction records, per window (as OnlineMonitor._record makes them),
+    but for windows the fold's expiry forgets (those starting before the one ``horizon``,
+    the retention's start, falls in)."""
     task = live.suite.schema.task
     if task.id not in table.column_names:
         return
@@ -119,8 +127,11 @@ def _add(join: StoredLabelJoin, live: Any, table: pa.Table) -> None:
     step = live.window.total_seconds()
     order = np.argsort(keys, kind="stable")
     bounds = np.flatnonzero(np.diff(keys[order])) + 1
+    kept = np.floor(horizon / step) * step
     for part in np.split(order, bounds):
+        start = float(keys[part[0]]) * step
+        if start < kept:
+            continue
         chunk = table.take(pa.array(part)) if len(part) != table.num_rows else table
         ids = chunk.column(task.id).to_numpy(zero_copy_only=False)
-        join.add_window(float(keys[part[0]]) * step, ids,
-                        record_codes(chunk, live.suite.schema))
+        join.add_window(start, ids, record_codes(chunk, live.suite.schema))
