@@ -34,6 +34,30 @@ def _as_before_label_records(url: str) -> None:
     engine.dispose()
 
 
+def _hub(store: Store, now: list[float], **kwargs: object) -> Hub:
+    """A loaded hub of 10-second windows, no grace, on the clock ``now[0]``."""
+    hub = Hub(store, window=timedelta(seconds=10), grace=timedelta(0),
+              clock=lambda: now[0], **kwargs)
+    hub.load()
+    return hub
+
+
+def _folded_before_the_upgrade(store_url: str, batches: list[tuple[pa.Table, str]],
+                               now: list[float]) -> int:
+    """The batches (table, kind) folded in one step by a server of schema version 7
+    (:func:`_as_before_label_records`); returns the watermark it reached."""
+    text, _ = _served()
+    with Store(store_url) as store:
+        old = _hub(store, now)
+        old.register("m", text)
+        for table, kind in batches:
+            old.append("m", table, kind)
+        old.step()
+        folded = store.watermark("m")
+    _as_before_label_records(store_url)
+    return folded
+
+
 def test_records_of_batches_folded_before_the_upgrade_are_rebuilt(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Predictions and labels folded by an old server; after the
@@ -48,13 +72,7 @@ def test_records_of_batches_folded_before_the_upgrade_are_rebuilt(
     first = {i: int(i % 2) for i in ids[:600:3].tolist()}
     store = Store(store_url)
     try:
-        def hub() -> Hub:
-            h = Hub(store, window=timedelta(seconds=10), grace=timedelta(0),
-                    clock=lambda: now[0])
-            h.load()
-            return h
-
-        old = hub()
+        old = _hub(store, now)
         old.register("m", text)
         for b in batches[:2]:
             old.append("m", b, "events")
@@ -74,7 +92,7 @@ def test_records_of_batches_folded_before_the_upgrade_are_rebuilt(
         assert store.label_backfills() == {"m": (folded, 0)}
         assert store.label_record_count("m") == 0
         now[0] = T0 + 25  # both windows close
-        new = hub()
+        new = _hub(store, now)
         new.append("m", predictions(20, 5, 5_000, T0 + 22), "events")  # after the upgrade
         fixed = ids[::5]
         corrections = {i: 1 - first.get(i, 0) for i in fixed.tolist()}
@@ -101,20 +119,10 @@ def test_records_of_batches_folded_before_the_upgrade_are_rebuilt(
 def test_a_backfill_step_done_twice_writes_the_same_records(store_url: str) -> None:
     """Idempotent: after a crash between a step's commit and the next (or a takeover), the
     backfill starting over from an earlier point leaves the same records."""
-    text, _ = _served()
     now = [T0]
-    store = Store(store_url)
-    try:
-        old = Hub(store, window=timedelta(seconds=10), grace=timedelta(0),
-                  clock=lambda: now[0])
-        old.load()
-        old.register("m", text)
-        old.append("m", predictions(200, 2, 0, T0 + 1), "events")
-        old.append("m", pa.table({"id": [3, 4, 5], "label": [1, 0, 1]}), "labels")
-        old.step()
-    finally:
-        store.close()
-    _as_before_label_records(store_url)
+    _folded_before_the_upgrade(store_url, [
+        (predictions(200, 2, 0, T0 + 1), "events"),
+        (pa.table({"id": [3, 4, 5], "label": [1, 0, 1]}), "labels")], now)
 
     def records(s: Store) -> list[tuple]:
         return sorted(s.label_records("m", 1, [str(i) for i in range(200)]))
@@ -124,10 +132,7 @@ def test_a_backfill_step_done_twice_writes_the_same_records(store_url: str) -> N
         store.migrate()
         through = store.label_backfills()["m"][0]
         for _ in range(2):
-            hub = Hub(store, window=timedelta(seconds=10), grace=timedelta(0),
-                      clock=lambda: now[0])
-            hub.load()
-            hub.step()
+            _hub(store, now).step()
             assert store.label_backfills() == {}
             once = records(store)
             engine = sa.create_engine(store_url)
@@ -135,10 +140,7 @@ def test_a_backfill_step_done_twice_writes_the_same_records(store_url: str) -> N
                 conn.execute(sa.text("INSERT INTO label_backfill VALUES ('m', :t, 0)"),
                              {"t": through})
             engine.dispose()
-        hub = Hub(store, window=timedelta(seconds=10), grace=timedelta(0),
-                  clock=lambda: now[0])
-        hub.load()
-        hub.step()
+        _hub(store, now).step()
         assert records(store) == once
         assert len(once) == 200
         codes = {r[0]: r[3] for r in once}  # label codes: class index, or "unlabeled"
@@ -175,17 +177,9 @@ def test_healthz_says_a_backfill_runs_and_how_far_it_is(store_url: str, tmp_path
     """Over HTTP: while a model's prediction records are being rebuilt after an upgrade
     (its fold waits), /healthz lists the backfill with its progress and the server is not
     caught up; once it is done, the list is empty and the server folds."""
-    text, _ = _served()
-    with Store(store_url) as store:
-        old = Hub(store, window=timedelta(seconds=10), grace=timedelta(0), clock=lambda: T0)
-        old.load()
-        old.register("m", text)
-        for i in range(3):
-            old.append("m", predictions(100, 2 + i, 100 * i, T0 + 1), "events")
-        old.append("m", pa.table({"id": [3, 4, 5], "label": [1, 0, 1]}), "labels")
-        old.step()
-        folded = store.watermark("m")
-    _as_before_label_records(store_url)
+    folded = _folded_before_the_upgrade(store_url, [
+        *[(predictions(100, 2 + i, 100 * i, T0 + 1), "events") for i in range(3)],
+        (pa.table({"id": [3, 4, 5], "label": [1, 0, 1]}), "labels")], [T0])
     with Store(store_url) as store:
         store.migrate()
         other = store.acquire_lease(SCOPE, "another server", 600)  # holds the fold for now
@@ -213,28 +207,16 @@ def test_records_of_windows_past_the_retention_are_not_rebuilt(store_url: str) -
     """Rows timed long before they arrived: the records of their windows past the
     retention would be deleted by the fold's next expiry, so the backfill does not write
     them; the window within it gets its records."""
-    text, _ = _served()
     now = [T0 + 25]
-    store = Store(store_url)
-    try:
-        old = Hub(store, window=timedelta(seconds=10), grace=timedelta(0),
-                  clock=lambda: now[0])
-        old.load()
-        old.register("m", text)
-        old.append("m", predictions(200, 2, 0, T0 + 1), "events")  # window T0
-        old.append("m", predictions(100, 3, 200, T0 + 11), "events")  # window T0 + 10
-        old.step()
-    finally:
-        store.close()
-    _as_before_label_records(store_url)
+    _folded_before_the_upgrade(store_url, [
+        (predictions(200, 2, 0, T0 + 1), "events"),  # window T0
+        (predictions(100, 3, 200, T0 + 11), "events")], now)  # window T0 + 10
 
     store = Store(store_url)
     try:
         store.migrate()
         # the retention starts at T0 + 13, in the window of T0 + 10
-        hub = Hub(store, window=timedelta(seconds=10), grace=timedelta(0),
-                  retention=timedelta(seconds=12), clock=lambda: now[0])
-        hub.load()
+        hub = _hub(store, now, retention=timedelta(seconds=12))
         hub.step()
         assert store.label_backfills() == {}
         ids = [str(i) for i in range(300)]
