@@ -271,17 +271,15 @@ def test_missing_selected_column(tmp_path):
 
 
 # -- one pass of the missing-value rule per read (issue: the CLI cleaned a CSV 3-4 times) --
-def _counted(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
-    from watchkeeper.io import tables
-
+def _counted(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> list[int]:
     calls: list[int] = []
-    original = getattr(tables, name)
+    original = getattr(module, name)
 
     def counted(*args: object) -> object:
         calls.append(1)
         return original(*args)
 
-    monkeypatch.setattr(tables, name, counted)
+    monkeypatch.setattr(module, name, counted)
     return calls
 
 
@@ -294,10 +292,10 @@ def _blank_csv(tmp_path: Path, rows: int = 600) -> Path:
 
 
 def test_a_csv_is_sampled_once_and_read_clean(tmp_path, monkeypatch):
-    from watchkeeper.io.tables import read_csv
+    from watchkeeper.io import delimited
 
-    sampled = _counted(monkeypatch, "_sample_lines")
-    reading = read_csv(_blank_csv(tmp_path))
+    sampled = _counted(monkeypatch, delimited, "_sample_lines")
+    reading = delimited.read_csv(_blank_csv(tmp_path))
     assert len(sampled) == 1
     # blank (' ', '') and NA cells are missing straight from read_csv, not a later pass
     assert set(reading.table.column("c").to_pylist()) == {"a", "b", None}
@@ -306,9 +304,10 @@ def test_a_csv_is_sampled_once_and_read_clean(tmp_path, monkeypatch):
 
 def test_init_and_check_clean_each_text_column_once(tmp_path, monkeypatch):
     import watchkeeper as wk
+    from watchkeeper.io import missing
 
     path = _blank_csv(tmp_path)
-    passes = _counted(monkeypatch, "_null_where_na")  # once per text column chunk
+    passes = _counted(monkeypatch, missing, "_null_where_na")  # once per text column chunk
     suite = wk.init(path, progress=False)
     assert len(passes) == 2  # c and d, read from the file; not again by schema or profile
     passes.clear()

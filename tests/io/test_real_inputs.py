@@ -18,8 +18,9 @@ from tests.helpers import ADULT
 from watchkeeper.baseline.binning import selection_drift
 from watchkeeper.baseline.schema import Kind, infer_schema
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.delimited import CsvLayout, csv_blocks, read_csv
 from watchkeeper.io.pii import assess, looks_like, personal_values, value_kind
-from watchkeeper.io.tables import CsvLayout, csv_blocks, read_csv, to_table
+from watchkeeper.io.tables import to_table
 from watchkeeper.io.values import category_counts
 
 ADULT_NAMES = ("age,workclass,fnlwgt,education,education-num,marital-status,occupation,"

@@ -143,7 +143,7 @@ def test_union_is_merge_for_numbers_written_as_strings(values, cut):
     parts = merge(profile(table.slice(0, cut), SCHEMA), profile(table.slice(cut), SCHEMA))
     assert_same(whole, parts)
     x = whole.columns["x"]
-    # blank text is missing, as in every input (watchkeeper.io.tables.NA_TEXTS)
+    # blank text is missing, as in every input (watchkeeper.io.missing.NA_TEXTS)
     assert x.missing == sum(v is None or v.lower() in ("nan", "") for v in values)
     assert x.invalid == sum(v in ("abc", "inf", "-inf") for v in values)
 

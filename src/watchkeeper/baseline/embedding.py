@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 from watchkeeper.baseline.text_model import PretrainedTextEncoder
 from watchkeeper.baseline.text_vectors import TextEncoder, Vectors
 from watchkeeper.errors import SuiteError
-from watchkeeper.io.tables import unknown_column
+from watchkeeper.io.names import unknown_column
 from watchkeeper.io.values import numbers, type_class
 
 if TYPE_CHECKING:

@@ -26,8 +26,9 @@ from watchkeeper.baseline.segments import Segment
 from watchkeeper.baseline.task import Task
 from watchkeeper.baseline.text import TextPlan, free_text, plan_text
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.names import unknown_column
 from watchkeeper.io.pii import Guess, assess, named_kind
-from watchkeeper.io.tables import to_table, unknown_column
+from watchkeeper.io.tables import to_table
 from watchkeeper.io.values import category_counts, numbers, type_class, whole_levels
 from watchkeeper.wire import RESERVED
 

@@ -22,7 +22,7 @@ from watchkeeper.cli.common import (
     main,
 )
 from watchkeeper.errors import WatchkeeperError
-from watchkeeper.io.tables import CsvLayout
+from watchkeeper.io.delimited import CsvLayout
 from watchkeeper.monitors.base import Severity
 from watchkeeper.run.check import CheckResult
 from watchkeeper.suite.core import Suite

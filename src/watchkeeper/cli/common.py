@@ -17,7 +17,8 @@ from typing import Any
 import click
 
 from watchkeeper.errors import SuiteError, WatchkeeperError
-from watchkeeper.io.tables import CsvLayout, is_delimited, read_csv
+from watchkeeper.io.delimited import CsvLayout, read_csv
+from watchkeeper.io.formats import is_delimited
 
 # a WatchkeeperError exits with its ``exit_code``: errors.EXIT_USAGE (2, as click's usage
 # errors) for bad arguments, unreadable input, a server that refused

@@ -21,7 +21,7 @@ from watchkeeper.cli.common import (
     main,
 )
 from watchkeeper.errors import DataError, SuiteError, WatchkeeperError
-from watchkeeper.io.tables import CsvLayout
+from watchkeeper.io.delimited import CsvLayout
 from watchkeeper.suite.build import init
 from watchkeeper.suite.core import Suite
 from watchkeeper.suite.deploy import deploy

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from watchkeeper.io.tables import missing_as_null
+from watchkeeper.io.missing import missing_as_null
 
 KEY_ENV = "WATCHKEEPER_PII_KEY"
 MODES = ("hash", "drop")

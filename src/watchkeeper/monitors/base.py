@@ -19,7 +19,7 @@ from watchkeeper.baseline.schema import Column, Schema
 from watchkeeper.baseline.task import Task
 from watchkeeper.errors import SuiteError
 from watchkeeper.io.jsonable import json_number
-from watchkeeper.io.tables import did_you_mean
+from watchkeeper.io.names import did_you_mean
 from watchkeeper.profiles.core import Profile
 from watchkeeper.stats.calibration import rate_threshold
 

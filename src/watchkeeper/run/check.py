@@ -20,7 +20,8 @@ from watchkeeper.alerts.labels import fingerprint
 from watchkeeper.errors import DataError, SuiteError
 from watchkeeper.io.display import html_of
 from watchkeeper.io.jsonable import RESULT_DIGITS, plain
-from watchkeeper.io.tables import did_you_mean, rows_of
+from watchkeeper.io.missing import rows_of
+from watchkeeper.io.names import did_you_mean
 from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.monitors.base import Family, Finding, Monitor, Severity

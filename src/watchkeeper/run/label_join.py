@@ -20,7 +20,8 @@ import pyarrow as pa
 
 from watchkeeper.baseline.task import RowCodes, Task, TaskType
 from watchkeeper.errors import DataError
-from watchkeeper.io.tables import did_you_mean, to_table
+from watchkeeper.io.names import did_you_mean
+from watchkeeper.io.tables import to_table
 from watchkeeper.io.values import label_codes, numbers_with_nan
 from watchkeeper.profiles.core import Profile, add_tallies
 from watchkeeper.profiles.segments import segment_task

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from watchkeeper.baseline.task import Task
 from watchkeeper.errors import DataError
-from watchkeeper.io.tables import did_you_mean
+from watchkeeper.io.names import did_you_mean
 from watchkeeper.io.values import type_class
 from watchkeeper.run.label_join import id_keys, join_by_id, last_labels
 

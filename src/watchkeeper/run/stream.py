@@ -29,14 +29,10 @@ import numpy as np
 import pyarrow as pa
 
 from watchkeeper.errors import DataError
+from watchkeeper.io.delimited import CsvLayout, csv_blocks
 from watchkeeper.io.delta import is_delta, live_files
-from watchkeeper.io.tables import (
-    CsvLayout,
-    csv_blocks,
-    did_you_mean,
-    missing_as_null,
-    rows_of,
-)
+from watchkeeper.io.missing import missing_as_null, rows_of
+from watchkeeper.io.names import did_you_mean
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.profiles.core import Profile, profile
 from watchkeeper.run.stream_merge import _MISSING, Merger, StreamedWindow

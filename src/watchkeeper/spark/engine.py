@@ -27,9 +27,11 @@ import pyarrow as pa
 
 from watchkeeper.baseline.schema import Role, Schema
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.delimited import csv_parse
 from watchkeeper.io.delta import is_delta, live_files
+from watchkeeper.io.names import did_you_mean
 from watchkeeper.io.pii import protect
-from watchkeeper.io.tables import csv_parse, did_you_mean, to_table
+from watchkeeper.io.tables import to_table
 from watchkeeper.io.times import from_epoch
 from watchkeeper.io.values import epoch_seconds
 from watchkeeper.online.monitor import usable_times
@@ -470,7 +472,7 @@ def read(spark: Any, path: Any, param: str = "data") -> DataFrame:
 
 
 def _read_csv(spark: Any, where: Any, files: list[Any]) -> DataFrame:
-    """CSV files as the local reader reads them (:func:`watchkeeper.io.tables.csv_blocks`):
+    """CSV files as the local reader reads them (:func:`watchkeeper.io.delimited.csv_blocks`):
     the layout (delimiter, lines above the header, stripped names) guessed from the first
     file's first lines and its column types from its first block of rows, on this machine;
     Spark reads the lines, and each split parses its own with Arrow's CSV parser, the same

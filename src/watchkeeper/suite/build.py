@@ -23,8 +23,9 @@ from watchkeeper.baseline.schema import Kind, Role, infer_schema
 from watchkeeper.baseline.segments import fit_segments, segment_names
 from watchkeeper.baseline.task import TaskType, infer_task
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.delimited import CsvLayout
 from watchkeeper.io.display import progress_bar
-from watchkeeper.io.tables import CsvLayout, to_table
+from watchkeeper.io.tables import to_table
 from watchkeeper.monitors import (
     Monitor,
     ReferenceData,

@@ -23,9 +23,10 @@ from watchkeeper.baseline.ood import SecurityModel
 from watchkeeper.baseline.schema import Role, Schema
 from watchkeeper.baseline.task import Task
 from watchkeeper.errors import DataError, SuiteError
+from watchkeeper.io.delimited import CsvLayout
 from watchkeeper.io.display import html_of, progress_bar
 from watchkeeper.io.files import write_atomic
-from watchkeeper.io.tables import CsvLayout, to_table
+from watchkeeper.io.tables import to_table
 from watchkeeper.monitors import (
     FAMILIES,
     Finding,

@@ -12,8 +12,8 @@ from watchkeeper.baseline.schema import Column, Kind, Role, Schema
 from watchkeeper.baseline.task import Task
 from watchkeeper.baseline.text import TextPlan
 from watchkeeper.errors import SuiteError
+from watchkeeper.io.names import did_you_mean
 from watchkeeper.io.pii import MODES
-from watchkeeper.io.tables import did_you_mean
 from watchkeeper.monitors import (
     Monitor,
     monitor_class,

@@ -16,7 +16,7 @@ from watchkeeper.baseline.multivariate import fit as fit_joint
 from watchkeeper.baseline.schema import Kind, Role, Schema
 from watchkeeper.baseline.task import TaskType
 from watchkeeper.errors import SuiteError
-from watchkeeper.io.tables import did_you_mean
+from watchkeeper.io.names import did_you_mean
 from watchkeeper.monitors import (
     FAMILIES,
     BoundaryProbing,

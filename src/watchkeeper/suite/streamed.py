@@ -50,7 +50,8 @@ from watchkeeper.baseline.binning import (
 )
 from watchkeeper.baseline.schema import Kind, Role, Schema
 from watchkeeper.errors import DataError
-from watchkeeper.io.tables import CsvLayout, missing_as_null
+from watchkeeper.io.delimited import CsvLayout
+from watchkeeper.io.missing import missing_as_null
 from watchkeeper.io.values import category_counts, category_label, numbers, type_class
 from watchkeeper.profiles.core import Profile
 from watchkeeper.run import stream
