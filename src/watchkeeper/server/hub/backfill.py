@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -44,12 +43,13 @@ class Backfill:
     store's ``label_backfill`` rows ask (see the module)."""
 
     def __init__(self, store: Store, fence: Callable[[], Lease | None], *,
-                 fold_bytes: int, retention: timedelta, clock: Callable[[], float]) -> None:
+                 fold_bytes: int, kept_from: Callable[[], float]) -> None:
         self.store = store
         self.fence = fence
         self.fold_bytes = fold_bytes
-        self.retention = retention
-        self.clock = clock
+        #: the fold's rule (:meth:`Fold.records_kept_from`): records of earlier windows
+        #: are not rebuilt, its expiry would forget them
+        self.kept_from = kept_from
         self._pending: dict[str, tuple[int, int]] | None = None  # None: not read yet
 
     def reset(self) -> None:
@@ -83,7 +83,7 @@ class Backfill:
                                                      max_rows=FOLD_RECORDS)
                   if e.seq <= through]
         scratch = Profile()  # the windows counted these labels already: changes go here
-        horizon = float(self.clock()) - self.retention.total_seconds()
+        kept = self.kept_from()
         for event in events:
             try:
                 table = from_ipc(event.payload)
@@ -99,7 +99,7 @@ class Backfill:
                 for live, part in state.route(timed):
                     mine = next((j for g, j in joins if g.live is live), None)
                     if mine is not None:
-                        _add(mine, live, part, horizon)
+                        _add(mine, live, part, kept)
         last = events[-1].seq if events else through
         records = LabelRecords()
         for _, join in joins:
@@ -116,10 +116,9 @@ class Backfill:
         return True
 
 
-def _add(join: StoredLabelJoin, live: Any, table: pa.Table, horizon: float) -> None:
+def _add(join: StoredLabelJoin, live: Any, table: pa.Table, kept: float) -> None:
     """A batch's prediction records, per window (as OnlineMonitor._record makes them),
-    but for windows the fold's expiry forgets (those starting before the one ``horizon``,
-    the retention's start, falls in)."""
+    but for windows starting before ``kept`` (the fold's expiry forgets those)."""
     task = live.suite.schema.task
     if task.id not in table.column_names:
         return
@@ -127,7 +126,6 @@ def _add(join: StoredLabelJoin, live: Any, table: pa.Table, horizon: float) -> N
     step = live.window.total_seconds()
     order = np.argsort(keys, kind="stable")
     bounds = np.flatnonzero(np.diff(keys[order])) + 1
-    kept = np.floor(horizon / step) * step
     for part in np.split(order, bounds):
         start = float(keys[part[0]]) * step
         if start < kept:

@@ -118,7 +118,7 @@ class Hub:
                          clock=self.clock, monotonic=self.monotonic,
                          pii_key=self.pii_key)
         self.backfill = Backfill(self.store, fence, fold_bytes=self.fold_bytes,
-                                 retention=self.retention, clock=self.clock)
+                                 kept_from=self.fold.records_kept_from)
         self.view = View(self.store, self.registry, self.alert_states, window=self.window,
                          follow_seconds=self.follow_seconds, monotonic=self.monotonic)
         self.workers = Workers(self.counters, self._wake, self._stop)

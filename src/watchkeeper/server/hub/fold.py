@@ -278,14 +278,22 @@ class Fold:
         if self.monotonic() - self._expired.get(model, float("-inf")) < self.expire_seconds:
             return
         self._expired[model] = self.monotonic()
-        horizon = float(self.clock()) - self.retention.total_seconds()
-        before = datetime.fromtimestamp(horizon, UTC)
+        before = datetime.fromtimestamp(self._horizon(), UTC)
         self.counters[f"expired_events:{model}"] += self.store.expire_events(
             model, before, self.store.watermark(model))
         if any(g.live.joins_labels for g in state.generations):
-            step = self.window.total_seconds()
             state.current.counters["label_records_expired"] += self.store.expire_label_records(
-                model, np.floor(horizon / step) * step, lease=self.fence())
+                model, self.records_kept_from(), lease=self.fence())
+
+    def _horizon(self) -> float:
+        """The retention's start (seconds since 1970)."""
+        return float(self.clock()) - self.retention.total_seconds()
+
+    def records_kept_from(self) -> float:
+        """The start of the first window whose prediction records the retention keeps (the
+        one its start falls in): the expiry forgets those of the windows before it."""
+        step = self.window.total_seconds()
+        return float(np.floor(self._horizon() / step) * step)
 
 
 def _ingest(state: ModelState, tables: list[pa.Table]) -> None:
