@@ -37,7 +37,8 @@ from watchkeeper.sdk import (
     RemoteSink,
     Sink,
 )
-from watchkeeper.sdk.rows import MAX_KEY, MAX_STRING
+from watchkeeper.sdk.rows import MAX_KEY
+from watchkeeper.sdk.values import MAX_STRING
 
 NAMES = ["age", "income", "city"]
 TAKEN = ["prediction", "score", "rid", "_ts", "_latency_ms", "_client", "_error"]

@@ -15,7 +15,8 @@ import watchkeeper as wk
 from tests.server_helpers import READ, WRITE, Server, request, wait_for
 from watchkeeper.baseline.schema import Kind
 from watchkeeper.sdk import Client, RemoteSink
-from watchkeeper.sdk.rows import Columns, Tally, clean_frame, events_table, unify
+from watchkeeper.sdk.rows import Columns, clean_frame, events_table, unify
+from watchkeeper.sdk.values import Tally
 
 CENTRES = np.random.default_rng(5).normal(0.0, 3.0, (4, 8))
 SPEC = Columns(None, "prediction", None, None)

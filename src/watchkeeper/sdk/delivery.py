@@ -21,16 +21,15 @@ import pyarrow as pa
 from watchkeeper.errors import SinkUnavailable
 from watchkeeper.sdk.rows import (
     Columns,
-    Tally,
     as_list,
     batch_table,
     events_table,
-    is_list_type,
     labels_table,
     unify,
 )
 from watchkeeper.sdk.sinks import Sink, batch_id, with_batch_id
 from watchkeeper.sdk.spool import Spool
+from watchkeeper.sdk.values import Tally, is_list_type
 
 #: Longest wait (seconds) between two tries of a batch the sink could not take.
 MAX_BACKOFF = 30.0
